@@ -1,0 +1,1319 @@
+//! The connection state machine: bytes in, events out; commands in, bytes out (PROTOCOL.md §2-§7).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use crate::code::Code;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, ProtocolError, UsageError};
+use crate::name::{escape, Name, NameError, MAX_NAME_LEN};
+use crate::wire::{self, kind, Frame, Timestamp, FRAME_HEADER_LEN, MAGIC, MAX_REASON_LEN, VERSION};
+
+/// Identifies one file (upload or download) within a connection; chosen by the client.
+pub type FileId = u64;
+
+/// Most files one side may announce (OFFER or GET) and not yet start (PROTOCOL.md §7).
+pub const MAX_PIPELINE: usize = 1024;
+
+/// Which end of the connection this machine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Opens the connection: uploads with OFFER, downloads with GET.
+    Client,
+    /// Accepts connections: receives uploads, serves downloads.
+    Server,
+}
+
+/// Which framing a connection speaks (PROTOCOL.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// The lab report's `<name>\n<body until close>`: one upload, no reply, no checks.
+    Seed,
+    /// ferry's own framing.
+    Ferry,
+}
+
+/// What a sender says about a file it offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Where the file goes, relative to the receiver's folder.
+    pub name: Name,
+    /// Size in bytes; `None` for a stream of unknown length (sent in DATA frames until END).
+    pub size: Option<u64>,
+    /// Modification time, to be restored by the receiver.
+    pub mtime: Option<Timestamp>,
+    /// Unix permission bits.
+    pub mode: Option<u32>,
+}
+
+/// A name a peer sent that failed validation; `raw` is escaped for printing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{raw}: {error}")]
+pub struct BadName {
+    /// The name as received, escaped.
+    pub raw: String,
+    /// Why it was refused.
+    pub error: NameError,
+}
+
+/// A file the peer offers to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// File id, to pass to [`Connection::accept`] or [`Connection::refuse`].
+    pub id: FileId,
+    /// The validated name, or why it is not acceptable (then refuse with [`Code::BadName`]).
+    pub name: Result<Name, BadName>,
+    /// Size in bytes; `None` for a stream.
+    pub size: Option<u64>,
+    /// Modification time.
+    pub mtime: Option<Timestamp>,
+    /// Unix permission bits.
+    pub mode: Option<u32>,
+}
+
+/// How a received body compares with the sender's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// The digest matches: publish.
+    Verified(Digest),
+    /// The digest differs: discard.
+    Mismatch {
+        /// What the sender computed.
+        expected: Digest,
+        /// What arrived.
+        actual: Digest,
+    },
+    /// Seed framing: nothing to compare against; the digest of what arrived.
+    Unverified(Digest),
+}
+
+/// Something the peer did, in the order it did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server: a client opened in ferry framing. Answer with [`Connection::welcome`] or
+    /// [`Connection::close_with_error`] before acting on anything after it.
+    Hello {
+        /// The version both sides will speak.
+        version: u16,
+        /// The authentication token, if the client sent one.
+        token: Option<Vec<u8>>,
+    },
+    /// Client: the server accepted the connection.
+    Welcome {
+        /// The version both sides speak.
+        version: u16,
+    },
+    /// The peer offers a file: accept or refuse it, in order.
+    Offer(Offer),
+    /// Server: the client asks for a file: [`Connection::serve`] or [`Connection::refuse`].
+    Get {
+        /// File id.
+        id: FileId,
+        /// The validated name, or why it is not acceptable.
+        name: Result<Name, BadName>,
+    },
+    /// The peer accepted our offer: call [`Connection::begin`] with the hashed local prefix.
+    Accepted {
+        /// File id.
+        id: FileId,
+        /// Bytes the peer already has.
+        offset: u64,
+        /// Digest of those bytes.
+        prefix: Digest,
+    },
+    /// The peer refused our offer or our GET.
+    Refused {
+        /// File id.
+        id: FileId,
+        /// Why.
+        code: Code,
+        /// The peer's words.
+        reason: String,
+    },
+    /// A body starts: at 0 (truncate what you kept) or at the accepted offset (append).
+    Begin {
+        /// File id.
+        id: FileId,
+        /// Offset of the first body byte.
+        from: u64,
+    },
+    /// A body is complete; answer with [`Connection::finish`] once it is stored or dropped.
+    End {
+        /// File id.
+        id: FileId,
+        /// Total file size.
+        size: u64,
+        /// Digest comparison.
+        check: BodyCheck,
+    },
+    /// The sender gave up on an accepted file: drop what was received. No RESULT follows.
+    Cancelled {
+        /// File id.
+        id: FileId,
+        /// The sender's words.
+        reason: String,
+    },
+    /// The receiver's final word on a file we sent.
+    Result {
+        /// File id.
+        id: FileId,
+        /// [`Code::Stored`] or why not.
+        code: Code,
+        /// Stored name on success, reason otherwise.
+        detail: String,
+    },
+    /// The peer sent a fatal ERROR and will close.
+    PeerError {
+        /// Why.
+        code: Code,
+        /// The peer's words.
+        reason: String,
+    },
+    /// The peer closed the stream at a clean point.
+    Closed,
+}
+
+/// Raw body bytes that come next on the wire, to be moved by the caller and reported through
+/// [`Connection::body_received`] (PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// Exactly this many bytes (the rest of the current DATA frame).
+    Bytes(u64),
+    /// Everything until the peer closes (seed framing).
+    UntilEof,
+}
+
+/// The header of a DATA frame the caller writes itself, followed by exactly `len` raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the header must be written before the body bytes"]
+pub struct DataHeader {
+    bytes: [u8; FRAME_HEADER_LEN],
+    len: usize,
+}
+
+impl DataHeader {
+    /// The bytes to write (empty in seed framing, which has no frames).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rx {
+    Detect,
+    Magic(usize),
+    SeedName,
+    SeedBody,
+    Header,
+    Payload { kind: u8, len: u32 },
+    Body,
+    Done,
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: FileId,
+    size: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Accepted {
+    id: FileId,
+    size: Option<u64>,
+    offset: u64,
+    prefix: Hasher,
+}
+
+#[derive(Debug)]
+struct Ready {
+    id: FileId,
+    size: Option<u64>,
+    offset: u64,
+    prefix: Digest,
+}
+
+#[derive(Debug)]
+struct Body {
+    id: FileId,
+    size: Option<u64>,
+    hasher: Hasher,
+    frame_left: u64,
+}
+
+/// One end of one connection, in either framing. Pure: no I/O, no clock, no threads.
+///
+/// Feed received bytes with [`handle_input`](Self::handle_input) and the end of the stream
+/// with [`handle_eof`](Self::handle_eof); take events with [`poll_event`](Self::poll_event);
+/// move body bytes yourself when [`incoming`](Self::incoming) says so; issue commands; write
+/// out [`poll_transmit`](Self::poll_transmit) and report it with
+/// [`transmitted`](Self::transmitted).
+pub struct Connection {
+    side: Side,
+    framing: Option<Framing>,
+    rx: Rx,
+    rx_buf: Vec<u8>,
+    events: VecDeque<Event>,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    error: Option<ProtocolError>,
+    closed_locally: bool,
+    hello_seen: bool,
+    welcomed: bool,
+    next_id: FileId,
+    last_peer_id: FileId,
+    // Files the peer sends us.
+    rx_unanswered: VecDeque<Pending>,
+    rx_accepted: VecDeque<Accepted>,
+    rx_body: Option<Body>,
+    rx_unfinished: VecDeque<FileId>,
+    // Files we send.
+    tx_unanswered: VecDeque<Pending>,
+    tx_ready: VecDeque<Ready>,
+    tx_body: Option<Body>,
+    tx_unfinished: VecDeque<FileId>,
+    // GETs: the client's awaiting an OFFER or REFUSE; the server's awaiting our answer.
+    gets: VecDeque<(FileId, Option<Name>)>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("framing", &self.framing)
+            .field("rx", &self.rx)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    fn new(side: Side, framing: Option<Framing>, rx: Rx) -> Self {
+        Self {
+            side,
+            framing,
+            rx,
+            rx_buf: Vec::new(),
+            events: VecDeque::new(),
+            tx: Vec::new(),
+            tx_pos: 0,
+            error: None,
+            closed_locally: false,
+            hello_seen: false,
+            welcomed: false,
+            next_id: 1,
+            last_peer_id: 0,
+            rx_unanswered: VecDeque::new(),
+            rx_accepted: VecDeque::new(),
+            rx_body: None,
+            rx_unfinished: VecDeque::new(),
+            tx_unanswered: VecDeque::new(),
+            tx_ready: VecDeque::new(),
+            tx_body: None,
+            tx_unfinished: VecDeque::new(),
+            gets: VecDeque::new(),
+        }
+    }
+
+    /// A server end: the framing is detected from the first byte received (PROTOCOL.md §2).
+    #[must_use]
+    pub fn server() -> Self {
+        Self::new(Side::Server, None, Rx::Detect)
+    }
+
+    /// A client end in ferry framing; queues the magic and HELLO with an optional token.
+    pub fn client(token: Option<&[u8]>) -> Result<Self, UsageError> {
+        let token = token.unwrap_or_default();
+        check_len("token", token.len(), wire::MAX_TOKEN_LEN)?;
+        let mut c = Self::new(Side::Client, Some(Framing::Ferry), Rx::Header);
+        c.tx.extend_from_slice(&MAGIC);
+        Frame::Hello {
+            min: VERSION,
+            max: VERSION,
+            token: token.to_vec(),
+        }
+        .encode(&mut c.tx);
+        Ok(c)
+    }
+
+    /// A client end in seed framing: one upload, no reply (PROTOCOL.md §2.1).
+    #[must_use]
+    pub fn seed_client() -> Self {
+        Self::new(Side::Client, Some(Framing::Seed), Rx::Done)
+    }
+
+    /// Which end this is.
+    #[must_use]
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The framing, once known (a server learns it from the first byte).
+    #[must_use]
+    pub fn framing(&self) -> Option<Framing> {
+        self.framing
+    }
+
+    // ----- input -------------------------------------------------------------------------
+
+    /// Feeds received bytes; returns how many were consumed. Consumption stops where raw body
+    /// bytes begin (see [`incoming`](Self::incoming)): the caller keeps the rest.
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.check_sticky()?;
+        let mut used = 0;
+        while used < data.len() {
+            match self.consume(&data[used..]) {
+                Ok(0) => break,
+                Ok(n) => used += n,
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        Ok(used)
+    }
+
+    /// Tells the machine the peer closed its sending side.
+    pub fn handle_eof(&mut self) -> Result<(), Error> {
+        self.check_sticky()?;
+        let result = self.eof();
+        self.rx = Rx::Done;
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// The next event, in the order the peer caused them.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether raw body bytes come next on the wire, and how many.
+    #[must_use]
+    pub fn incoming(&self) -> Option<Incoming> {
+        match (self.rx, &self.rx_body) {
+            (Rx::Body, Some(b)) => Some(Incoming::Bytes(b.frame_left)),
+            (Rx::SeedBody, Some(_)) => Some(Incoming::UntilEof),
+            _ => None,
+        }
+    }
+
+    /// Reports body bytes the caller took off the wire; they are hashed, not copied.
+    pub fn body_received(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.check_sticky()?;
+        let seed = self.rx == Rx::SeedBody;
+        let body = match (self.incoming(), self.rx_body.as_mut()) {
+            (Some(_), Some(b)) => b,
+            _ => return Err(UsageError::NoBody.into()),
+        };
+        if !seed && data.len() as u64 > body.frame_left {
+            return Err(UsageError::TooManyBodyBytes {
+                got: data.len(),
+                remaining: body.frame_left,
+            }
+            .into());
+        }
+        body.hasher.update(data);
+        if !seed {
+            body.frame_left -= data.len() as u64;
+            if body.frame_left == 0 {
+                self.rx = Rx::Header;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// Bytes waiting to be sent.
+    #[must_use]
+    pub fn poll_transmit(&self) -> &[u8] {
+        &self.tx[self.tx_pos..]
+    }
+
+    /// Reports that the first `n` bytes of [`poll_transmit`](Self::poll_transmit) were sent.
+    pub fn transmitted(&mut self, n: usize) {
+        self.tx_pos = (self.tx_pos + n).min(self.tx.len());
+        if self.tx_pos == self.tx.len() {
+            self.tx.clear();
+            self.tx_pos = 0;
+        }
+    }
+
+    /// True when no file is in flight in either direction and nothing waits to be sent.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.poll_transmit().is_empty()
+            && self.events.is_empty()
+            && self.rx_unanswered.is_empty()
+            && self.rx_accepted.is_empty()
+            && self.rx_body.is_none()
+            && self.rx_unfinished.is_empty()
+            && self.tx_unanswered.is_empty()
+            && self.tx_ready.is_empty()
+            && self.tx_body.is_none()
+            && self.tx_unfinished.is_empty()
+            && self.gets.is_empty()
+    }
+
+    /// How many more files this side may offer or request before it must wait for replies.
+    #[must_use]
+    pub fn pipeline_room(&self) -> usize {
+        MAX_PIPELINE
+            .saturating_sub(self.tx_unanswered.len() + self.tx_ready.len() + self.gets.len())
+    }
+
+    /// How many sent files still await their RESULT.
+    #[must_use]
+    pub fn results_owed(&self) -> usize {
+        self.tx_unfinished.len()
+    }
+
+    // ----- commands: connection ------------------------------------------------------------
+
+    /// Server: accepts the client after [`Event::Hello`].
+    pub fn welcome(&mut self) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        if self.side != Side::Server || !self.hello_seen || self.welcomed {
+            return Err(UsageError::WrongSide("welcome"));
+        }
+        self.welcomed = true;
+        Frame::Welcome { version: VERSION }.encode(&mut self.tx);
+        Ok(())
+    }
+
+    /// Sends a fatal ERROR (ferry framing) and stops: later input is ignored, later commands
+    /// fail with [`UsageError::Closed`]. The caller closes the stream after transmitting.
+    pub fn close_with_error(&mut self, code: Code, reason: &str) {
+        if !self.closed_locally && self.framing == Some(Framing::Ferry) && self.frame_open().is_ok()
+        {
+            let reason = truncate(reason, MAX_REASON_LEN);
+            Frame::Error { code, reason }.encode(&mut self.tx);
+        }
+        self.closed_locally = true;
+        self.rx = Rx::Done;
+        self.events.clear();
+    }
+
+    // ----- commands: sending files ------------------------------------------------------------
+
+    /// Client: offers a file for upload; returns its id. In seed framing, once per connection.
+    pub fn offer(&mut self, info: FileInfo) -> Result<FileId, UsageError> {
+        self.ready_to_queue()?;
+        if self.side != Side::Client {
+            return Err(UsageError::WrongSide("offer"));
+        }
+        if self.pipeline_room() == 0 {
+            return Err(UsageError::PipelineFull { max: MAX_PIPELINE });
+        }
+        let id = self.next_id;
+        if self.framing == Some(Framing::Seed) {
+            if id != 1 || info.name.as_str().contains('/') {
+                return Err(UsageError::SeedName);
+            }
+            self.tx.extend_from_slice(info.name.as_str().as_bytes());
+            self.tx.push(b'\n');
+            let prefix = Digest::of_empty();
+            self.tx_ready.push_back(Ready {
+                id,
+                size: info.size,
+                offset: 0,
+                prefix,
+            });
+        } else {
+            self.encode_offer(id, &info);
+        }
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Server: answers a GET with the file's description; the body follows after ACCEPT.
+    pub fn serve(&mut self, id: FileId, info: FileInfo) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        if self.side != Side::Server {
+            return Err(UsageError::WrongSide("serve"));
+        }
+        match self.gets.front() {
+            Some((front, Some(name))) if *front == id && *name == info.name => {}
+            front => {
+                let expected = front.map_or(0, |f| f.0);
+                return Err(UsageError::NotNext {
+                    call: "serve",
+                    expected,
+                    got: id,
+                });
+            }
+        }
+        self.gets.pop_front();
+        self.encode_offer(id, &info);
+        Ok(())
+    }
+
+    fn encode_offer(&mut self, id: FileId, info: &FileInfo) {
+        Frame::Offer {
+            id,
+            size: info.size,
+            mtime: info.mtime,
+            mode: info.mode,
+            name: info.name.as_str().to_owned(),
+        }
+        .encode(&mut self.tx);
+        self.tx_unanswered.push_back(Pending {
+            id,
+            size: info.size,
+        });
+    }
+
+    /// Starts the body of an accepted file. `local_prefix` is the sender's hasher over the
+    /// first `offset` bytes of its file (see [`Event::Accepted`]); if it matches the peer's
+    /// prefix the body resumes there, otherwise it restarts at 0. Returns the start offset.
+    pub fn begin(&mut self, id: FileId, local_prefix: Hasher) -> Result<u64, UsageError> {
+        self.ready_to_queue()?;
+        if self.tx_body.is_some() {
+            return Err(UsageError::NotNext {
+                call: "begin",
+                expected: 0,
+                got: id,
+            });
+        }
+        let ready = match self.tx_ready.front() {
+            Some(r) if r.id == id => self.tx_ready.pop_front().expect("front exists"),
+            front => {
+                let expected = front.map_or(0, |r| r.id);
+                return Err(UsageError::NotNext {
+                    call: "begin",
+                    expected,
+                    got: id,
+                });
+            }
+        };
+        let resume = ready.offset > 0
+            && local_prefix.len() == ready.offset
+            && local_prefix.finalize() == ready.prefix;
+        let (from, hasher) = if resume {
+            (ready.offset, local_prefix)
+        } else {
+            (0, Hasher::new())
+        };
+        if self.framing == Some(Framing::Ferry) {
+            Frame::Begin { id, from }.encode(&mut self.tx);
+        }
+        self.tx_body = Some(Body {
+            id,
+            size: ready.size,
+            hasher,
+            frame_left: 0,
+        });
+        Ok(from)
+    }
+
+    /// Queues body bytes inline (copied into the transmit buffer): right for small files.
+    pub fn send_data(&mut self, data: &[u8]) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        self.check_body_room(data.len() as u64)?;
+        let ferry = self.framing == Some(Framing::Ferry);
+        for chunk in data.chunks(wire::MAX_DATA_PAYLOAD as usize) {
+            if ferry {
+                Frame::Data {
+                    len: chunk.len() as u32,
+                }
+                .encode(&mut self.tx);
+            }
+            self.tx.extend_from_slice(chunk);
+        }
+        self.tx_body.as_mut().expect("checked").hasher.update(data);
+        Ok(())
+    }
+
+    /// Opens a DATA frame of `len` bytes that the caller writes itself, after
+    /// [`poll_transmit`](Self::poll_transmit) and the returned header; report them with
+    /// [`body_sent`](Self::body_sent). Nothing else can be queued until all are reported.
+    pub fn data_frame(&mut self, len: u32) -> Result<DataHeader, UsageError> {
+        self.ready_to_queue()?;
+        self.check_body_room(u64::from(len))?;
+        let mut header = DataHeader {
+            bytes: [0; FRAME_HEADER_LEN],
+            len: 0,
+        };
+        if self.framing == Some(Framing::Ferry) {
+            let mut v = Vec::with_capacity(FRAME_HEADER_LEN);
+            Frame::Data { len }.encode(&mut v);
+            header.bytes.copy_from_slice(&v);
+            header.len = FRAME_HEADER_LEN;
+        }
+        self.tx_body.as_mut().expect("checked").frame_left = u64::from(len);
+        Ok(header)
+    }
+
+    /// Reports raw body bytes written for the open DATA frame; they are hashed, not copied.
+    pub fn body_sent(&mut self, data: &[u8]) -> Result<(), UsageError> {
+        let body = self.tx_body.as_mut().ok_or(UsageError::NoBody)?;
+        if data.len() as u64 > body.frame_left {
+            return Err(UsageError::TooManyBodyBytes {
+                got: data.len(),
+                remaining: body.frame_left,
+            });
+        }
+        body.frame_left -= data.len() as u64;
+        body.hasher.update(data);
+        Ok(())
+    }
+
+    /// Ends the body: queues END with the digest of the whole file and returns that digest.
+    pub fn end(&mut self) -> Result<Digest, UsageError> {
+        self.ready_to_queue()?;
+        let body = self.tx_body.as_ref().ok_or(UsageError::NoBody)?;
+        let sent = body.hasher.len();
+        if let Some(size) = body.size.filter(|s| *s != sent) {
+            return Err(UsageError::BodyLength { sent, size });
+        }
+        let body = self.tx_body.take().expect("checked");
+        let digest = body.hasher.finalize();
+        if self.framing == Some(Framing::Ferry) {
+            Frame::End {
+                id: body.id,
+                size: sent,
+                digest,
+            }
+            .encode(&mut self.tx);
+            self.tx_unfinished.push_back(body.id);
+        }
+        Ok(digest)
+    }
+
+    /// Abandons an accepted file (before or between DATA frames); the peer drops it.
+    pub fn cancel(&mut self, id: FileId, reason: &str) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        if self.tx_body.as_ref().is_some_and(|b| b.id == id) {
+            self.tx_body = None;
+        } else if self.tx_ready.front().is_some_and(|r| r.id == id) {
+            self.tx_ready.pop_front();
+        } else {
+            let expected = self.tx_ready.front().map_or(0, |r| r.id);
+            return Err(UsageError::NotNext {
+                call: "cancel",
+                expected,
+                got: id,
+            });
+        }
+        if self.framing == Some(Framing::Ferry) {
+            Frame::Cancel {
+                id,
+                reason: truncate(reason, MAX_REASON_LEN),
+            }
+            .encode(&mut self.tx);
+        }
+        Ok(())
+    }
+
+    // ----- commands: receiving files ----------------------------------------------------------
+
+    /// Client: asks for a file; the server answers with an OFFER or a REFUSE. Returns its id.
+    pub fn get(&mut self, name: Name) -> Result<FileId, UsageError> {
+        self.ready_to_queue()?;
+        if self.side != Side::Client || self.framing != Some(Framing::Ferry) {
+            return Err(UsageError::WrongSide("get"));
+        }
+        if self.pipeline_room() == 0 {
+            return Err(UsageError::PipelineFull { max: MAX_PIPELINE });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Frame::Get {
+            id,
+            name: name.as_str().to_owned(),
+        }
+        .encode(&mut self.tx);
+        self.gets.push_back((id, Some(name)));
+        Ok(id)
+    }
+
+    /// Accepts the next offer. `prefix` is a hasher over the bytes already held for this file
+    /// (empty for none); its length is the resume offset (PROTOCOL.md §7).
+    pub fn accept(&mut self, id: FileId, prefix: Hasher) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        let size = match self.rx_unanswered.front() {
+            Some(p) if p.id == id => p.size,
+            front => {
+                let expected = front.map_or(0, |p| p.id);
+                return Err(UsageError::NotNext {
+                    call: "accept",
+                    expected,
+                    got: id,
+                });
+            }
+        };
+        let offset = prefix.len();
+        if offset > 0 && size.is_none_or(|s| offset > s) {
+            return Err(UsageError::BadOffset { offset });
+        }
+        self.rx_unanswered.pop_front();
+        if self.framing == Some(Framing::Seed) {
+            self.rx_body = Some(Body {
+                id,
+                size: None,
+                hasher: Hasher::new(),
+                frame_left: 0,
+            });
+            self.events.push_back(Event::Begin { id, from: 0 });
+            return Ok(());
+        }
+        Frame::Accept {
+            id,
+            offset,
+            prefix: prefix.finalize(),
+        }
+        .encode(&mut self.tx);
+        self.rx_accepted.push_back(Accepted {
+            id,
+            size,
+            offset,
+            prefix,
+        });
+        Ok(())
+    }
+
+    /// Refuses the next offer, or (server) the next GET. In seed framing nothing is sent: the
+    /// caller closes the stream.
+    pub fn refuse(&mut self, id: FileId, code: Code, reason: &str) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        if self.rx_unanswered.front().is_some_and(|p| p.id == id) {
+            self.rx_unanswered.pop_front();
+        } else if self.side == Side::Server && self.gets.front().is_some_and(|g| g.0 == id) {
+            self.gets.pop_front();
+        } else {
+            let expected = self.rx_unanswered.front().map_or(0, |p| p.id);
+            return Err(UsageError::NotNext {
+                call: "refuse",
+                expected,
+                got: id,
+            });
+        }
+        if self.framing == Some(Framing::Seed) {
+            // The seed framing has no reply: the caller closes, and the rest is ignored.
+            self.rx = Rx::Done;
+            self.closed_locally = true;
+        } else {
+            let reason = truncate(reason, MAX_REASON_LEN);
+            Frame::Refuse { id, code, reason }.encode(&mut self.tx);
+        }
+        Ok(())
+    }
+
+    /// Sends the final word on a received file, after [`Event::End`]: [`Code::Stored`] with
+    /// the stored name, or a failure code with a reason. Nothing is sent in seed framing.
+    pub fn finish(&mut self, id: FileId, code: Code, detail: &str) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        match self.rx_unfinished.front() {
+            Some(f) if *f == id => {}
+            front => {
+                let expected = front.copied().unwrap_or(0);
+                return Err(UsageError::NotNext {
+                    call: "finish",
+                    expected,
+                    got: id,
+                });
+            }
+        }
+        self.rx_unfinished.pop_front();
+        if self.framing == Some(Framing::Ferry) {
+            let detail = truncate(detail, MAX_REASON_LEN);
+            Frame::Result { id, code, detail }.encode(&mut self.tx);
+        }
+        Ok(())
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn check_sticky(&self) -> Result<(), Error> {
+        match &self.error {
+            Some(e) => Err(e.clone().into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a sticky protocol error and, in ferry framing, queues an ERROR frame telling
+    /// the peer why, so the caller only has to flush and close.
+    fn fail(&mut self, e: ProtocolError) -> Error {
+        if self.framing == Some(Framing::Ferry) && !self.closed_locally && self.frame_open().is_ok()
+        {
+            let reason = truncate(&e.to_string(), MAX_REASON_LEN);
+            Frame::Error {
+                code: e.code(),
+                reason,
+            }
+            .encode(&mut self.tx);
+        }
+        self.closed_locally = true;
+        self.error = Some(e.clone());
+        e.into()
+    }
+
+    fn frame_open(&self) -> Result<(), UsageError> {
+        match &self.tx_body {
+            Some(b) if b.frame_left > 0 => Err(UsageError::FrameOpen {
+                remaining: b.frame_left,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn ready_to_queue(&self) -> Result<(), UsageError> {
+        if self.closed_locally || self.error.is_some() {
+            return Err(UsageError::Closed);
+        }
+        self.frame_open()
+    }
+
+    fn check_body_room(&self, more: u64) -> Result<(), UsageError> {
+        let body = self.tx_body.as_ref().ok_or(UsageError::NoBody)?;
+        let sent = body
+            .hasher
+            .len()
+            .checked_add(more)
+            .ok_or(UsageError::BodyLength {
+                sent: u64::MAX,
+                size: body.size.unwrap_or(u64::MAX),
+            })?;
+        match body.size {
+            Some(size) if sent > size => Err(UsageError::BodyLength { sent, size }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Consumes a prefix of `data` in the current state; 0 means "stop here".
+    fn consume(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        match self.rx {
+            Rx::Detect => {
+                if data[0] == MAGIC[0] {
+                    self.rx = Rx::Magic(0);
+                } else {
+                    self.framing = Some(Framing::Seed);
+                    self.rx = Rx::SeedName;
+                }
+                self.consume(data)
+            }
+            Rx::Magic(got) => {
+                let n = (MAGIC.len() - got).min(data.len());
+                if data[..n] != MAGIC[got..got + n] {
+                    return Err(ProtocolError::BadMagic);
+                }
+                self.rx = if got + n == MAGIC.len() {
+                    self.framing = Some(Framing::Ferry);
+                    Rx::Header
+                } else {
+                    Rx::Magic(got + n)
+                };
+                Ok(n)
+            }
+            Rx::SeedName => self.seed_name(data),
+            Rx::Header => {
+                let n = take(&mut self.rx_buf, data, FRAME_HEADER_LEN);
+                if self.rx_buf.len() == FRAME_HEADER_LEN {
+                    let header: [u8; FRAME_HEADER_LEN] =
+                        self.rx_buf[..].try_into().expect("length checked");
+                    self.rx_buf.clear();
+                    let (kind, len) = wire::parse_header(header)?;
+                    if kind == kind::DATA {
+                        self.data_header(len)?;
+                    } else if len == 0 {
+                        self.dispatch(Frame::decode(kind, &[])?)?;
+                    } else {
+                        self.rx = Rx::Payload { kind, len };
+                    }
+                }
+                Ok(n)
+            }
+            Rx::Payload { kind, len } => {
+                let n = take(&mut self.rx_buf, data, len as usize);
+                if self.rx_buf.len() == len as usize {
+                    let frame = Frame::decode(kind, &self.rx_buf);
+                    self.rx_buf.clear();
+                    self.rx = Rx::Header;
+                    self.dispatch(frame?)?;
+                }
+                Ok(n)
+            }
+            Rx::SeedBody | Rx::Body => Ok(0),
+            Rx::Done if self.closed_locally => Ok(data.len()),
+            Rx::Done => Err(ProtocolError::TrailingData),
+        }
+    }
+
+    fn seed_name(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        let room = MAX_NAME_LEN + 1 - self.rx_buf.len();
+        let window = &data[..data.len().min(room)];
+        let Some(pos) = window.iter().position(|b| *b == b'\n') else {
+            if window.len() == room {
+                return Err(ProtocolError::SeedNameTooLong { max: MAX_NAME_LEN });
+            }
+            self.rx_buf.extend_from_slice(window);
+            return Ok(window.len());
+        };
+        self.rx_buf.extend_from_slice(&window[..pos]);
+        let raw = std::mem::take(&mut self.rx_buf);
+        let name = match String::from_utf8(raw) {
+            Ok(s) => Name::parse_single(&s).map_err(|error| BadName {
+                raw: escape(&s),
+                error,
+            }),
+            Err(e) => {
+                let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                Err(BadName {
+                    raw: escape(&lossy),
+                    error: NameError::ControlChar(0xFFFD),
+                })
+            }
+        };
+        self.rx = Rx::SeedBody;
+        self.rx_unanswered.push_back(Pending { id: 1, size: None });
+        self.events.push_back(Event::Offer(Offer {
+            id: 1,
+            name,
+            size: None,
+            mtime: None,
+            mode: None,
+        }));
+        Ok(pos + 1)
+    }
+
+    fn data_header(&mut self, len: u32) -> Result<(), ProtocolError> {
+        let body = self.rx_body.as_mut().ok_or(ProtocolError::Unexpected {
+            frame: "DATA",
+            why: "no body was begun",
+        })?;
+        let got = body.hasher.len().saturating_add(u64::from(len));
+        if let Some(size) = body.size.filter(|s| got > *s) {
+            return Err(ProtocolError::BodyOverrun {
+                got,
+                expected: size,
+            });
+        }
+        body.frame_left = u64::from(len);
+        if len > 0 {
+            self.rx = Rx::Body;
+        }
+        Ok(())
+    }
+
+    fn expect_side(&self, frame: &'static str, side: Side) -> Result<(), ProtocolError> {
+        if self.side != side {
+            return Err(ProtocolError::Unexpected {
+                frame,
+                why: "not sent in this direction",
+            });
+        }
+        Ok(())
+    }
+
+    fn new_peer_id(&mut self, frame: &'static str, id: FileId) -> Result<(), ProtocolError> {
+        if id <= self.last_peer_id {
+            return Err(ProtocolError::WrongId {
+                frame,
+                expected: self.last_peer_id + 1,
+                got: id,
+            });
+        }
+        self.last_peer_id = id;
+        let queued = self.rx_unanswered.len() + self.rx_accepted.len() + self.gets.len();
+        if queued >= MAX_PIPELINE {
+            return Err(ProtocolError::PipelineFull { max: MAX_PIPELINE });
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        let name = wire::frame_name(frame.kind()).unwrap_or("?");
+        if self.side == Side::Server && !self.hello_seen && !matches!(frame, Frame::Hello { .. }) {
+            return Err(ProtocolError::Unexpected {
+                frame: name,
+                why: "HELLO must come first",
+            });
+        }
+        if self.side == Side::Client
+            && !self.welcomed
+            && !matches!(frame, Frame::Welcome { .. } | Frame::Error { .. })
+        {
+            return Err(ProtocolError::Unexpected {
+                frame: name,
+                why: "WELCOME must come first",
+            });
+        }
+        let event = match frame {
+            Frame::Hello { min, max, token } => {
+                self.expect_side(name, Side::Server)?;
+                if self.hello_seen {
+                    return Err(ProtocolError::Unexpected {
+                        frame: name,
+                        why: "sent twice",
+                    });
+                }
+                if min > VERSION || max < VERSION {
+                    return Err(ProtocolError::UnsupportedVersion {
+                        min,
+                        max,
+                        ours: VERSION,
+                    });
+                }
+                self.hello_seen = true;
+                let token = (!token.is_empty()).then_some(token);
+                Event::Hello {
+                    version: VERSION,
+                    token,
+                }
+            }
+            Frame::Welcome { version } => {
+                self.expect_side(name, Side::Client)?;
+                if self.welcomed || version != VERSION {
+                    return Err(ProtocolError::Unexpected {
+                        frame: name,
+                        why: "repeated or wrong version",
+                    });
+                }
+                self.welcomed = true;
+                Event::Welcome { version }
+            }
+            Frame::Offer {
+                id,
+                size,
+                mtime,
+                mode,
+                name: raw,
+            } => {
+                let name = if self.side == Side::Server {
+                    self.new_peer_id(name, id)?;
+                    Name::parse(&raw).map_err(|error| BadName {
+                        raw: escape(&raw),
+                        error,
+                    })
+                } else {
+                    match self.gets.pop_front() {
+                        Some((want, Some(n))) if want == id && n.as_str() == raw => Ok(n),
+                        Some((want, _)) if want != id => {
+                            return Err(ProtocolError::WrongId {
+                                frame: name,
+                                expected: want,
+                                got: id,
+                            })
+                        }
+                        _ => return Err(ProtocolError::Unrequested),
+                    }
+                };
+                self.rx_unanswered.push_back(Pending { id, size });
+                Event::Offer(Offer {
+                    id,
+                    name,
+                    size,
+                    mtime,
+                    mode,
+                })
+            }
+            Frame::Get { id, name: raw } => {
+                self.expect_side(name, Side::Server)?;
+                self.new_peer_id(name, id)?;
+                let parsed = Name::parse(&raw).map_err(|error| BadName {
+                    raw: escape(&raw),
+                    error,
+                });
+                self.gets.push_back((id, parsed.clone().ok()));
+                Event::Get { id, name: parsed }
+            }
+            Frame::Accept { id, offset, prefix } => {
+                let p = pop_front_if(&mut self.tx_unanswered, |p| p.id == id)
+                    .ok_or_else(|| wrong_id(name, self.tx_unanswered.front().map(|p| p.id), id))?;
+                if offset > 0 && p.size.is_none_or(|s| offset > s) {
+                    return Err(ProtocolError::Malformed {
+                        frame: name,
+                        what: "offset beyond the file",
+                    });
+                }
+                self.tx_ready.push_back(Ready {
+                    id,
+                    size: p.size,
+                    offset,
+                    prefix,
+                });
+                Event::Accepted { id, offset, prefix }
+            }
+            Frame::Refuse { id, code, reason } => {
+                let is_offer = self.tx_unanswered.front().is_some_and(|p| p.id == id);
+                if is_offer {
+                    self.tx_unanswered.pop_front();
+                } else if self.side == Side::Client && self.gets.front().is_some_and(|g| g.0 == id)
+                {
+                    self.gets.pop_front();
+                } else {
+                    return Err(wrong_id(name, self.tx_unanswered.front().map(|p| p.id), id));
+                }
+                Event::Refused { id, code, reason }
+            }
+            Frame::Begin { id, from } => {
+                if self.rx_body.is_some() {
+                    return Err(ProtocolError::Unexpected {
+                        frame: name,
+                        why: "a body is in progress",
+                    });
+                }
+                let a = pop_front_if(&mut self.rx_accepted, |a| a.id == id)
+                    .ok_or_else(|| wrong_id(name, self.rx_accepted.front().map(|a| a.id), id))?;
+                let hasher = if from == 0 {
+                    Hasher::new()
+                } else if from == a.offset {
+                    a.prefix
+                } else {
+                    return Err(ProtocolError::Malformed {
+                        frame: name,
+                        what: "start is neither 0 nor the offset",
+                    });
+                };
+                self.rx_body = Some(Body {
+                    id,
+                    size: a.size,
+                    hasher,
+                    frame_left: 0,
+                });
+                Event::Begin { id, from }
+            }
+            Frame::Data { .. } => unreachable!("DATA headers are handled before decoding"),
+            Frame::End { id, size, digest } => {
+                let body = match self.rx_body.take() {
+                    Some(b) if b.id == id => b,
+                    other => {
+                        let expected = other.as_ref().map(|b| b.id);
+                        return Err(wrong_id(name, expected, id));
+                    }
+                };
+                let received = body.hasher.len();
+                if size != received || body.size.is_some_and(|s| s != received) {
+                    return Err(ProtocolError::SizeMismatch {
+                        announced: size,
+                        received,
+                    });
+                }
+                let actual = body.hasher.finalize();
+                let check = if actual == digest {
+                    BodyCheck::Verified(actual)
+                } else {
+                    BodyCheck::Mismatch {
+                        expected: digest,
+                        actual,
+                    }
+                };
+                self.rx_unfinished.push_back(id);
+                Event::End { id, size, check }
+            }
+            Frame::Cancel { id, reason } => {
+                if self.rx_body.as_ref().is_some_and(|b| b.id == id) {
+                    self.rx_body = None;
+                } else if pop_front_if(&mut self.rx_accepted, |a| a.id == id).is_none() {
+                    return Err(wrong_id(name, self.rx_accepted.front().map(|a| a.id), id));
+                }
+                Event::Cancelled { id, reason }
+            }
+            Frame::Result { id, code, detail } => {
+                pop_front_if(&mut self.tx_unfinished, |f| *f == id)
+                    .ok_or_else(|| wrong_id(name, self.tx_unfinished.front().copied(), id))?;
+                Event::Result { id, code, detail }
+            }
+            Frame::Error { code, reason } => {
+                self.rx = Rx::Done;
+                Event::PeerError { code, reason }
+            }
+        };
+        self.events.push_back(event);
+        Ok(())
+    }
+
+    fn eof(&mut self) -> Result<(), ProtocolError> {
+        let truncated = |got: usize, expected: usize| ProtocolError::Truncated {
+            got: got as u64,
+            expected: expected as u64,
+        };
+        match self.rx {
+            Rx::Done => return Ok(()),
+            Rx::Detect => {}
+            Rx::Magic(got) => return Err(truncated(got, MAGIC.len())),
+            Rx::SeedName => return Err(truncated(self.rx_buf.len(), self.rx_buf.len() + 1)),
+            Rx::Header if !self.rx_buf.is_empty() => {
+                return Err(truncated(self.rx_buf.len(), FRAME_HEADER_LEN))
+            }
+            Rx::Payload { len, .. } => {
+                let got = FRAME_HEADER_LEN + self.rx_buf.len();
+                return Err(truncated(got, FRAME_HEADER_LEN + len as usize));
+            }
+            Rx::SeedBody => {
+                if let Some(body) = self.rx_body.take() {
+                    let size = body.hasher.len();
+                    let check = BodyCheck::Unverified(body.hasher.finalize());
+                    self.rx_unfinished.push_back(body.id);
+                    self.events.push_back(Event::End {
+                        id: body.id,
+                        size,
+                        check,
+                    });
+                }
+            }
+            Rx::Header | Rx::Body => {
+                if let Some(body) = &self.rx_body {
+                    let got = body.hasher.len();
+                    let expected = body
+                        .size
+                        .unwrap_or(got)
+                        .max(got.saturating_add(body.frame_left));
+                    return Err(ProtocolError::Truncated { got, expected });
+                }
+                let owed = [
+                    (!self.tx_unanswered.is_empty(), "ACCEPT or REFUSE"),
+                    (!self.tx_unfinished.is_empty(), "RESULT"),
+                    (
+                        self.side == Side::Client && !self.gets.is_empty(),
+                        "the answer to a GET",
+                    ),
+                    (!self.rx_accepted.is_empty(), "BEGIN"),
+                    (self.side == Side::Client && !self.welcomed, "WELCOME"),
+                ];
+                if let Some((_, what)) = owed.iter().find(|(owed, _)| *owed) {
+                    return Err(ProtocolError::ClosedEarly { waiting_for: what });
+                }
+            }
+        }
+        self.events.push_back(Event::Closed);
+        Ok(())
+    }
+}
+
+fn take(buf: &mut Vec<u8>, data: &[u8], want: usize) -> usize {
+    let n = want.saturating_sub(buf.len()).min(data.len());
+    buf.extend_from_slice(&data[..n]);
+    n
+}
+
+fn pop_front_if<T>(q: &mut VecDeque<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
+    if q.front().is_some_and(f) {
+        q.pop_front()
+    } else {
+        None
+    }
+}
+
+fn wrong_id(frame: &'static str, expected: Option<FileId>, got: FileId) -> ProtocolError {
+    ProtocolError::WrongId {
+        frame,
+        expected: expected.unwrap_or(0),
+        got,
+    }
+}
+
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), UsageError> {
+    if len > max {
+        return Err(UsageError::TooLong { what, len, max });
+    }
+    Ok(())
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

@@ -1,0 +1,41 @@
+//! # ferry-proto
+//!
+//! Sans-IO state machines for the ferry file-transfer protocol (`docs/PROTOCOL.md`) and for the
+//! seed framing it grew from (`<name>\n` then the body until close).
+//!
+//! A [`Connection`] is a plain value: the caller feeds it received bytes
+//! ([`Connection::handle_input`], [`Connection::handle_eof`]), takes [`Event`]s out
+//! ([`Connection::poll_event`]), issues commands (offer, accept, begin, end, ...) and writes
+//! out what [`Connection::poll_transmit`] holds. There are no sockets, files, threads or clocks
+//! inside; timeouts and storage belong to the caller.
+//!
+//! Body bytes are never forced through the machine in small copies: [`Connection::incoming`]
+//! says how many raw body bytes come next, the caller moves them with its own buffers and
+//! reports them by reference ([`Connection::body_received`]), which only hashes them. The same
+//! holds when sending ([`Connection::data_frame`], [`Connection::body_sent`]).
+//!
+//! Every length read from the wire is capped before anything is buffered, arithmetic on wire
+//! values is checked, and hostile input yields a [`ProtocolError`], never a panic.
+//!
+//! [`Driver`] runs a connection over any `Read + Write` in one call per step.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod code;
+mod conn;
+mod digest;
+mod driver;
+mod error;
+pub mod name;
+pub mod wire;
+
+pub use code::Code;
+pub use conn::{
+    BadName, BodyCheck, Connection, DataHeader, Event, FileId, FileInfo, Framing, Incoming, Offer,
+    Side, MAX_PIPELINE,
+};
+pub use digest::{Digest, Hasher, DIGEST_LEN};
+pub use driver::{DriveError, Driver, Step};
+pub use error::{Error, ProtocolError, UsageError};
+pub use name::{Name, NameError};
+pub use wire::Timestamp;

@@ -1,0 +1,105 @@
+//! A client machine against a server machine in memory (PROTOCOL.md §4-§7).
+
+mod common;
+
+use common::{run, Plan, Store};
+use ferry_proto::Code;
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn plan() -> Plan {
+    Plan {
+        uploads: vec![
+            ("a.txt".into(), bytes(10_000, 1), true),
+            ("dir/b.bin".into(), bytes(0, 2), true),
+            ("stream.log".into(), bytes(5_000, 3), false),
+            ("exists.txt".into(), bytes(10, 4), true),
+            ("resume.bin".into(), bytes(70_000, 5), true),
+        ],
+        gets: vec!["served.txt".into(), "missing.txt".into()],
+        piece: 4096,
+        window: 3,
+    }
+}
+
+fn store() -> Store {
+    let mut s = Store::default();
+    s.files.insert("exists.txt".into(), b"old".to_vec());
+    s.files.insert("served.txt".into(), bytes(123_456, 9));
+    s.partials
+        .insert("resume.bin".into(), bytes(70_000, 5)[..33_333].to_vec());
+    s
+}
+
+/// §5-§7: uploads (sized, empty, streamed, refused, resumed) and downloads in one connection.
+#[test]
+fn mixed_session_round_trips() {
+    let p = plan();
+    let out = run(&p, store(), 1 << 20, None);
+    for (name, data, _) in &p.uploads {
+        if name == "exists.txt" {
+            assert_eq!(out.uploads[name], Code::Exists);
+            assert_eq!(out.store.files[name], b"old");
+        } else {
+            assert_eq!(out.uploads[name], Code::Stored, "{name}");
+            assert!(&out.store.files[name] == data, "{name}");
+        }
+    }
+    assert_eq!(
+        out.starts["resume.bin"], 33_333,
+        "resumed from the verified prefix"
+    );
+    assert_eq!(out.starts["a.txt"], 0);
+    assert!(out.downloads["served.txt"] == Ok(bytes(123_456, 9)));
+    assert_eq!(out.downloads["missing.txt"], Err(Code::NotFound));
+}
+
+/// §7: a kept partial whose bytes differ from the source is restarted, not appended to.
+#[test]
+fn resume_with_a_wrong_prefix_restarts_from_zero() {
+    let p = Plan {
+        uploads: vec![("r.bin".into(), bytes(50_000, 1), true)],
+        gets: vec![],
+        piece: 8192,
+        window: 1,
+    };
+    let mut s = Store::default();
+    let mut partial = bytes(50_000, 1)[..20_000].to_vec();
+    partial[100] ^= 0xff;
+    s.partials.insert("r.bin".into(), partial);
+    let out = run(&p, s, 4096, None);
+    assert_eq!(out.starts["r.bin"], 0);
+    assert!(out.store.files["r.bin"] == bytes(50_000, 1));
+}
+
+/// Chunking invariance: the same session delivered all at once and one byte at a time.
+#[test]
+fn one_byte_at_a_time_equals_all_at_once() {
+    let p = Plan {
+        piece: 1000,
+        ..plan()
+    };
+    let whole = run(&p, store(), usize::MAX, None);
+    let bytewise = run(&p, store(), 1, None);
+    assert!(whole == bytewise);
+    assert_eq!(whole.uploads.len(), 5);
+}
+
+/// §6: a flipped body bit is reported as a digest mismatch and nothing is stored.
+#[test]
+fn flipped_body_byte_is_a_digest_mismatch() {
+    let p = Plan {
+        uploads: vec![("f.bin".into(), bytes(3000, 7), true)],
+        gets: vec![],
+        piece: 1024,
+        window: 1,
+    };
+    // Magic (8) + HELLO (5+7) + OFFER (5+35+5) + BEGIN (21) + DATA header (5) = byte 91 is body.
+    let out = run(&p, Store::default(), 64, Some(91 + 1500));
+    assert_eq!(out.uploads["f.bin"], Code::DigestMismatch);
+    assert!(out.store.files.is_empty());
+}
