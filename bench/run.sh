@@ -432,7 +432,7 @@ case_big() {
   run_rounds big "$SRC" "${tools[@]}"
   md '' "## One ${BIG_MB} MiB file, disk to disk over 127.0.0.1 (warm cache)"
   md '' "Wall clock from starting the sender until the sender exited and the" \
-        "receiver had the whole file; median of $ROUNDS rounds."
+        "receiver had the whole file; median over $ROUNDS round(s)."
   rounds_table big "$BIG_MB" "${tools[@]}"
 }
 
@@ -443,7 +443,7 @@ case_tree() {
   run_rounds tree "$SRC" "${tools[@]}"
   md '' "## A tree of $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders"
   md '' "\`ferry send DIR\` vs \`rsync -r -W DIR\` to an rsync daemon, fresh empty" \
-        "destination each round, checked with \`diff -r\`; median of $ROUNDS rounds."
+        "destination each round, checked with \`diff -r\`; median over $ROUNDS round(s)."
   rounds_table tree "$(calc "$TREE_FILES * $TREE_KB / 1024")" "${tools[@]}"
 }
 
@@ -512,7 +512,7 @@ case_many() {
   local total=$((MANY_CLIENTS * MANY_MB)) m1 mn
   mn=$(result many/many) m1=$(result many/one)
   md '' "Wall clock from starting the clients until the last one exited (every" \
-        "file acknowledged); median of $ROUNDS rounds; peak RSS of ferry-server" \
+        "file acknowledged); median over $ROUNDS round(s); peak RSS of ferry-server" \
         "from \`/usr/bin/time -v\`, highest over the rounds."
   md '' '| run | median s | aggregate MiB/s | server peak RSS MiB |' '| --- | ---: | ---: | ---: |'
   local rate_n='—' rate_1='—'

@@ -480,10 +480,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a fatal ERROR (ferry framing) and stops: later input is ignored, later commands
-    /// fail with [`UsageError::Closed`]. The caller closes the stream after transmitting.
+    /// Sends a fatal ERROR and stops: later input is ignored, later commands fail with
+    /// [`UsageError::Closed`]. The caller closes the stream after transmitting. Nothing is sent
+    /// in seed framing; a server that has not read a byte yet (say, at its connection limit)
+    /// sends the ERROR anyway, which a ferry client reads and a seed client ignores.
     pub fn close_with_error(&mut self, code: Code, reason: &str) {
-        if !self.closed_locally && self.framing == Some(Framing::Ferry) && self.frame_open().is_ok()
+        if !self.closed_locally && self.framing != Some(Framing::Seed) && self.frame_open().is_ok()
         {
             let reason = truncate(reason, MAX_REASON_LEN);
             Frame::Error { code, reason }.encode(&mut self.tx);
