@@ -438,6 +438,13 @@ impl Connection {
         }
     }
 
+    /// Bytes held for an incomplete control frame or seed name; never above
+    /// [`wire::MAX_CONTROL_PAYLOAD`] plus a frame header (or the seed name cap plus one).
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.rx_buf.len()
+    }
+
     /// True when no file is in flight in either direction and nothing waits to be sent.
     #[must_use]
     pub fn is_idle(&self) -> bool {

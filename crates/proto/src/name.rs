@@ -197,7 +197,9 @@ fn is_device_name(component: &str) -> bool {
     match upper.as_str() {
         "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
         _ => {
-            let (head, tail) = upper.split_at(upper.len().min(3));
+            let (Some(head), Some(tail)) = (upper.get(..3), upper.get(3..)) else {
+                return false;
+            };
             (head == "COM" || head == "LPT")
                 && tail.chars().count() == 1
                 && tail
@@ -213,6 +215,8 @@ mod tests {
 
     #[test]
     fn accepts_plain_relative_paths() {
+        // Regression (found by proptest): a multi-byte character across byte 3 of a stem.
+        assert!(Name::parse("AVé-x").is_ok());
         for ok in [
             "a",
             "a.txt",

@@ -1,0 +1,195 @@
+//! Properties of the machines under arbitrary input (PROTOCOL.md §3-§7, §2.1).
+
+mod common;
+
+use common::{run, Plan, Store};
+use ferry_proto::name::MAX_NAME_LEN;
+use ferry_proto::wire::{FRAME_HEADER_LEN, MAX_CONTROL_PAYLOAD};
+use ferry_proto::{BodyCheck, Code, Connection, Event, FileInfo, Framing, Hasher, Incoming, Name};
+use proptest::prelude::*;
+
+fn name_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec("[a-zA-Z0-9_][a-zA-Z0-9 _.é日-]{0,12}[a-zA-Z0-9_]", 1..4)
+        .prop_map(|parts| parts.join("/"))
+        .prop_filter("valid name", |n| Name::parse(n).is_ok())
+}
+
+fn uploads_strategy() -> impl Strategy<Value = Vec<(String, Vec<u8>, bool)>> {
+    prop::collection::btree_map(
+        name_strategy(),
+        (prop::collection::vec(any::<u8>(), 0..3000), any::<bool>()),
+        1..6,
+    )
+    .prop_map(|m| m.into_iter().map(|(n, (d, sized))| (n, d, sized)).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// (a) §4-§7: any set of uploads arrives intact and identical whatever the chunking of
+    /// the byte streams, with pipelining windows from 1 to 8.
+    #[test]
+    fn sessions_round_trip_under_any_chunking(
+        uploads in uploads_strategy(),
+        chunk in 1usize..300,
+        piece in 1usize..2000,
+        window in 1usize..8,
+    ) {
+        let plan = Plan { uploads: uploads.clone(), gets: vec![], piece, window };
+        let out = run(&plan, Store::default(), chunk, None);
+        for (name, data, _) in &uploads {
+            prop_assert_eq!(out.uploads[name], Code::Stored);
+            prop_assert!(&out.store.files[name] == data);
+        }
+        let whole = run(&plan, Store::default(), usize::MAX, None);
+        prop_assert!(whole == out);
+    }
+
+    /// (b) §3: arbitrary bytes never panic a server or a client machine, and what is buffered
+    /// never exceeds the caps.
+    #[test]
+    fn arbitrary_bytes_never_panic_and_respect_caps(
+        prefix in prop::sample::select(vec![&b""[..], &b"\0ferry\r\n"[..], &b"\0ferry\r\n\x01\x00\x00\x00\x06\x00\x01\x00\x01\x00\x00"[..]]),
+        bytes in prop::collection::vec(any::<u8>(), 0..20_000),
+        chunk in 1usize..5000,
+    ) {
+        let cap = (MAX_CONTROL_PAYLOAD as usize + FRAME_HEADER_LEN).max(MAX_NAME_LEN + 1);
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(&bytes);
+        for mut conn in [Connection::server(), Connection::client(None).unwrap()] {
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = chunk.min(rest.len());
+                match conn.incoming() {
+                    Some(Incoming::Bytes(due)) => {
+                        let k = n.min(due as usize);
+                        conn.body_received(&rest[..k]).unwrap();
+                        rest = &rest[k..];
+                    }
+                    Some(Incoming::UntilEof) => {
+                        conn.body_received(&rest[..n]).unwrap();
+                        rest = &rest[n..];
+                    }
+                    None => match conn.handle_input(&rest[..n]) {
+                        Ok(0) => {
+                            // Waiting for an answer: refuse whatever is offered and go on.
+                            let Some(Event::Offer(o)) = conn.poll_event() else { break };
+                            conn.refuse(o.id, Code::Exists, "no").unwrap();
+                        }
+                        Ok(used) => rest = &rest[used..],
+                        Err(_) => break,
+                    },
+                }
+                prop_assert!(conn.buffered() <= cap);
+                while let Some(ev) = conn.poll_event() {
+                    if let Event::Offer(o) = ev {
+                        let _ = conn.refuse(o.id, Code::Exists, "no");
+                    }
+                }
+            }
+            let _ = conn.handle_eof();
+        }
+    }
+
+    /// (c) §2.1: the seed framing carries any valid single-component name and any body.
+    #[test]
+    fn seed_framing_round_trips(
+        name in "[a-zA-Z0-9_][a-zA-Z0-9 _.é-]{0,40}[a-zA-Z0-9_]",
+        body in prop::collection::vec(any::<u8>(), 0..5000),
+        chunk in 1usize..700,
+    ) {
+        let name = Name::parse_single(&name).unwrap();
+        let mut client = Connection::seed_client();
+        let size = Some(body.len() as u64);
+        let id = client.offer(FileInfo { name: name.clone(), size, mtime: None, mode: None }).unwrap();
+        prop_assert_eq!(client.begin(id, Hasher::new()).unwrap(), 0);
+        client.send_data(&body).unwrap();
+        let sent = client.end().unwrap();
+        let wire = client.poll_transmit().to_vec();
+        prop_assert!(client.is_idle() || !wire.is_empty());
+
+        let mut server = Connection::server();
+        let mut got = Vec::new();
+        let mut events = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let n = chunk.min(rest.len());
+            if server.incoming() == Some(Incoming::UntilEof) {
+                server.body_received(&rest[..n]).unwrap();
+                got.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            } else {
+                let used = server.handle_input(&rest[..n]).unwrap();
+                rest = &rest[used..];
+                while let Some(ev) = server.poll_event() {
+                    if let Event::Offer(o) = &ev {
+                        server.accept(o.id, Hasher::new()).unwrap();
+                    }
+                    events.push(ev);
+                }
+            }
+        }
+        server.handle_eof().unwrap();
+        events.extend(std::iter::from_fn(|| server.poll_event()));
+        prop_assert_eq!(server.framing(), Some(Framing::Seed));
+        prop_assert!(got == body);
+        let Some(Event::Offer(offer)) = events.first() else { panic!("no offer: {events:?}") };
+        prop_assert_eq!(offer.name.as_ref().unwrap(), &name);
+        let size = body.len() as u64;
+        let end = Event::End { id: 1, size, check: BodyCheck::Unverified(sent) };
+        prop_assert!(events.contains(&end), "missing {:?}", end);
+        prop_assert_eq!(events.last(), Some(&Event::Closed));
+    }
+
+    /// (d) §6.2: flipping any body byte is always reported as a digest mismatch.
+    #[test]
+    fn a_flipped_body_byte_is_always_a_digest_mismatch(
+        body in prop::collection::vec(any::<u8>(), 1..4000),
+        at in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let mut client = Connection::client(None).unwrap();
+        let size = Some(body.len() as u64);
+        let info = FileInfo { name: Name::parse("f").unwrap(), size, mtime: None, mode: None };
+        let id = client.offer(info).unwrap();
+        let mut server = Connection::server();
+        let mut to_server = client.poll_transmit().to_vec();
+        client.transmitted(to_server.len());
+        server.handle_input(&to_server).unwrap();
+        server.poll_event();
+        server.welcome().unwrap();
+        let Some(Event::Offer(o)) = server.poll_event() else { panic!("offer expected") };
+        server.accept(o.id, Hasher::new()).unwrap();
+        let reply = server.poll_transmit().to_vec();
+        server.transmitted(reply.len());
+        client.handle_input(&reply).unwrap();
+        client.begin(id, Hasher::new()).unwrap();
+        let header = client.data_frame(body.len() as u32).unwrap();
+        to_server = client.poll_transmit().to_vec();
+        client.transmitted(to_server.len());
+        to_server.extend_from_slice(header.as_bytes());
+        let body_at = to_server.len();
+        to_server.extend_from_slice(&body);
+        client.body_sent(&body).unwrap();
+        client.end().unwrap();
+        to_server.extend_from_slice(client.poll_transmit());
+        to_server[body_at + at.index(body.len())] ^= 1 << bit;
+
+        let mut rest = &to_server[..];
+        let mut end = None;
+        while !rest.is_empty() {
+            if let Some(Incoming::Bytes(n)) = server.incoming() {
+                let k = (n as usize).min(rest.len());
+                server.body_received(&rest[..k]).unwrap();
+                rest = &rest[k..];
+            } else {
+                let used = server.handle_input(rest).unwrap();
+                rest = &rest[used..];
+            }
+            while let Some(ev) = server.poll_event() {
+                if let Event::End { check, .. } = ev { end = Some(check); }
+            }
+        }
+        prop_assert!(matches!(end, Some(BodyCheck::Mismatch { .. })), "{end:?}");
+    }
+}
