@@ -156,7 +156,8 @@ proptest! {
         let mut to_server = client.poll_transmit().to_vec();
         client.transmitted(to_server.len());
         server.handle_input(&to_server).unwrap();
-        prop_assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+        let hello = matches!(server.poll_event(), Some(Event::Hello { .. }));
+        prop_assert!(hello, "HELLO first");
         server.welcome().unwrap();
         let Some(Event::Offer(o)) = server.poll_event() else { panic!("offer expected") };
         server.accept(o.id, Hasher::new()).unwrap();
