@@ -1,0 +1,1 @@
+//! TLS and authentication for ferry (being written).
