@@ -1,1 +1,40 @@
-//! placeholder
+//! # ferry-server
+//!
+//! A blocking TCP server for the ferry protocol (and the lab report's seed framing), built on
+//! [`ferry_proto`]: every byte is framed and parsed by the proto crate; this crate owns the
+//! sockets, threads, timeouts and files.
+//!
+//! ```no_run
+//! use ferry_server::{Config, Server};
+//!
+//! let mut config = Config::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! config.dir = "/tmp/inbox".into();
+//! let server = Server::bind(config)?.spawn();
+//! println!("listening on {}", server.addr());
+//! // ... clients connect ...
+//! server.shutdown()?;
+//! # Ok::<(), ferry_server::ServerError>(())
+//! ```
+//!
+//! What it guarantees: names are validated by the proto crate and land only under the storage
+//! folder without following a symbolic link; each upload is written to a temp or partial file
+//! next to its destination and published atomically once its size and BLAKE3 digest are
+//! verified, so a failed, truncated or aborted transfer never shows under its final name; an
+//! interrupted ferry upload is kept and resumed from where it stopped.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod locks;
+mod paths;
+mod server;
+mod session;
+mod store;
+mod stream;
+pub mod units;
+
+pub use config::{Config, Overwrite, DEFAULT_PORT};
+pub use error::ServerError;
+pub use server::{Server, ServerHandle, ShutdownHandle};

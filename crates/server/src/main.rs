@@ -1,1 +1,162 @@
-fn main() {}
+//! `ferry-server`: receives files over TCP into a folder (and serves them back).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ferry_server::units::{parse_duration, parse_size};
+use ferry_server::{Config, Overwrite, Server, ShutdownHandle};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Exit status: the command line was wrong (clap's own code).
+const EXIT_USAGE: u8 = 2;
+/// Exit status: the server could not start (address in use, folder not writable, ...).
+const EXIT_START: u8 = 3;
+/// Exit status: the server failed while running.
+const EXIT_RUN: u8 = 1;
+
+const AFTER_HELP: &str = "\
+Examples:
+  ferry-server
+      listen on 127.0.0.1:8386 and store into ./uploaded_files
+  ferry-server --listen 0.0.0.0:9000 --dir /srv/inbox --overwrite rename
+      reachable from other machines (no authentication yet: a warning is printed)
+  ferry-server --max-file-size 10G --max-connections 16 --idle-timeout 2m --no-seed
+  RUST_LOG=debug ferry-server
+      more detailed logs (default level: info)
+
+The lab report's client works unchanged against the default address:
+  printf '127.0.0.1\\nreport.pdf\\n' | python3 seed/client.py
+
+Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h (a bare number is
+seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
+--grace to finish; a second signal stops at once. Unfinished files are never published.
+
+Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
+3 could not start (address in use, storage folder unusable, bad setting).";
+
+/// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8386")]
+    listen: SocketAddr,
+    /// Folder to store uploads in and serve downloads from (created if missing)
+    #[arg(long, value_name = "DIR", default_value = "uploaded_files")]
+    dir: PathBuf,
+    /// What to do when an uploaded name already exists
+    #[arg(long, value_enum, default_value_t = OverwriteArg::Refuse)]
+    overwrite: OverwriteArg,
+    /// Largest file accepted (e.g. 10G); no limit when absent
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_file_size: Option<u64>,
+    /// Most clients served at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_connections: u64,
+    /// Time a client has to deliver each message header (or the seed name line)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Longest silence tolerated while a file's bytes are arriving
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Refuse the lab report's seed framing (name line, then bytes until close)
+    #[arg(long)]
+    no_seed: bool,
+    /// How long transfers in flight may go on after SIGINT/SIGTERM
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    grace: Duration,
+}
+
+/// `--overwrite` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    /// Keep the existing file; the upload is refused
+    Refuse,
+    /// Store as `name (1).ext`, `name (2).ext`, ...
+    Rename,
+    /// Replace the existing file atomically
+    Replace,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(o: OverwriteArg) -> Self {
+        match o {
+            OverwriteArg::Refuse => Overwrite::Refuse,
+            OverwriteArg::Rename => Overwrite::Rename,
+            OverwriteArg::Replace => Overwrite::Replace,
+        }
+    }
+}
+
+impl Args {
+    fn into_config(self) -> Config {
+        Config {
+            listen: self.listen,
+            dir: self.dir,
+            overwrite: self.overwrite.into(),
+            max_file_size: self.max_file_size,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            accept_seed: !self.no_seed,
+            grace: self.grace,
+        }
+    }
+}
+
+/// Graceful stop on the first SIGINT/SIGTERM, immediate exit on the second.
+fn watch_signals(stop: ShutdownHandle) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("ferry-signals".into())
+        .spawn(move || {
+            let mut forever = signals.forever();
+            if let Some(sig) = forever.next() {
+                log::info!("signal {sig}: stopping (send it again to stop at once)");
+                stop.shutdown();
+            }
+            if forever.next().is_some() {
+                log::warn!("second signal: stopping now; unfinished files are not published");
+                std::process::exit(i32::from(EXIT_RUN));
+            }
+        })?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let server = match Server::bind(args.into_config()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    if let Err(e) = watch_signals(server.shutdown_handle()) {
+        log::error!("cannot watch SIGINT/SIGTERM: {e}");
+        return ExitCode::from(EXIT_START);
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(EXIT_RUN)
+        }
+    }
+}

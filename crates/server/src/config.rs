@@ -1,0 +1,60 @@
+//! What a server is told to do: where to listen, where to store, and its limits.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The seed server's port, kept so that the lab report's client works unchanged.
+pub const DEFAULT_PORT: u16 = 8386;
+
+/// What to do when an upload's name is already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overwrite {
+    /// Keep the existing file and refuse the upload with [`ferry_proto::Code::Exists`].
+    #[default]
+    Refuse,
+    /// Store the upload as `name (1).ext`, `name (2).ext`, ... (the first free one).
+    Rename,
+    /// Replace the existing file atomically.
+    Replace,
+}
+
+/// Server settings. [`Config::default`] is what `ferry-server` runs with no flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see [`crate::Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Folder that uploads go into and downloads come from; created if missing.
+    pub dir: PathBuf,
+    /// Policy for names that already exist.
+    pub overwrite: Overwrite,
+    /// Largest file accepted, in bytes; `None` for no limit.
+    pub max_file_size: Option<u64>,
+    /// Most connections served at once; more are refused with [`ferry_proto::Code::Busy`].
+    pub max_connections: usize,
+    /// Time a client has to deliver each control frame (or the seed name line), however it
+    /// trickles the bytes in.
+    pub header_timeout: Duration,
+    /// Longest silence tolerated while a body is in flight.
+    pub idle_timeout: Duration,
+    /// Whether the lab report's seed framing (`<name>\n<body>`) is accepted.
+    pub accept_seed: bool,
+    /// How long transfers in flight may go on after a shutdown request.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            dir: PathBuf::from("uploaded_files"),
+            overwrite: Overwrite::Refuse,
+            max_file_size: None,
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            accept_seed: true,
+            grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! One connection: drives a [`ferry_proto::Driver`] over a [`Guarded`] socket and acts on its
+//! events with the [`Store`]. Never parses bytes itself.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_proto::{
+    BodyCheck, Code, Connection, DriveError, Driver, Error, Event, FileId, Framing, Hasher, Name,
+    Offer, Step,
+};
+
+use crate::config::Config;
+use crate::locks::{NameLock, NameLocks};
+use crate::paths::Refusal;
+use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
+use crate::stream::{Cut, Guarded, StopFlags, Wait};
+use crate::units::{Bytes, Rate};
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub locks: Arc<NameLocks>,
+    pub stop: Arc<StopFlags>,
+}
+
+/// An accepted upload waiting for its BEGIN.
+struct Pending {
+    id: FileId,
+    upload: Upload,
+    _lock: NameLock,
+}
+
+/// The upload whose body is arriving.
+struct Receiving {
+    id: FileId,
+    upload: Upload,
+    _lock: NameLock,
+    /// `None` once writing failed; the rest of the body is read and dropped.
+    work: Option<Working>,
+    failure: Option<Refusal>,
+    from: u64,
+    started: Instant,
+}
+
+/// A download whose OFFER was sent; its body is sent on ACCEPT.
+struct Serving {
+    id: FileId,
+    download: Download,
+}
+
+/// A download whose body was sent; its RESULT is due.
+struct Sent {
+    id: FileId,
+    name: Name,
+    bytes: u64,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct Tally {
+    stored: u64,
+    failed: u64,
+    received: u64,
+    sent: u64,
+}
+
+struct Session<'a> {
+    d: Driver<Guarded<'a>>,
+    shared: &'a Shared,
+    peer: SocketAddr,
+    pending: VecDeque<Pending>,
+    body: Option<Receiving>,
+    serving: VecDeque<Serving>,
+    sent: VecDeque<Sent>,
+    tally: Tally,
+    buf: Vec<u8>,
+}
+
+/// Serves one accepted connection to its end, logging one line for it and one per file.
+pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let started = Instant::now();
+    let io = Guarded::new(stream, &shared.stop, shared.config.idle_timeout);
+    let mut s = Session {
+        d: Driver::new(io, Connection::server()),
+        shared,
+        peer,
+        pending: VecDeque::new(),
+        body: None,
+        serving: VecDeque::new(),
+        sent: VecDeque::new(),
+        tally: Tally::default(),
+        buf: vec![0; BUF_LEN],
+    };
+    let outcome = s.run();
+    s.interrupt_body();
+    let how = match outcome {
+        Ok(()) => "done".to_owned(),
+        Err(e) => s.close_after(&e),
+    };
+    let framing = match s.d.conn().framing() {
+        Some(Framing::Seed) => "seed",
+        Some(Framing::Ferry) => "ferry",
+        None => "no framing",
+    };
+    let t = &s.tally;
+    log::info!(
+        "{peer}: connection closed ({how}) after {:.1?}, {framing}: {} stored, {} failed, {} received, {} sent",
+        started.elapsed(),
+        t.stored,
+        t.failed,
+        Bytes(t.received),
+        Bytes(t.sent),
+    );
+}
+
+impl Session<'_> {
+    fn run(&mut self) -> Result<(), DriveError> {
+        loop {
+            let idle = self.d.conn().is_idle() && self.body.is_none();
+            if idle && self.shared.stop.draining.load(Ordering::Relaxed) {
+                self.d
+                    .conn_mut()
+                    .close_with_error(Code::ShuttingDown, "the server is shutting down");
+                self.d.flush()?;
+                return Ok(());
+            }
+            let deadline = Instant::now() + self.shared.config.header_timeout;
+            self.d.stream_mut().set_wait(Wait::Until(deadline), idle);
+            match self.d.next_step()? {
+                Step::Body(_) => self.receive_body()?,
+                Step::Event(event) => {
+                    if !self.on_event(event)? {
+                        self.d.flush()?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on one event; `false` ends the connection.
+    fn on_event(&mut self, event: Event) -> Result<bool, DriveError> {
+        match event {
+            Event::Hello { token, .. } => {
+                // Token authentication plugs in here (a later issue): until then every client
+                // is welcome, and binding a non-loopback address logs a warning.
+                let _ = token;
+                self.d.conn_mut().welcome()?;
+            }
+            Event::Offer(o) => return self.on_offer(o),
+            Event::Begin { id, from } => self.on_begin(id, from),
+            Event::End { id, size, check } => self.on_end(id, size, check)?,
+            Event::Cancelled { id, reason } => self.on_cancel(id, &reason),
+            Event::Get { id, name } => self.on_get(id, name)?,
+            Event::Accepted { id, offset, .. } => self.send_download(id, offset)?,
+            Event::Refused { id, code, reason } => {
+                self.serving.retain(|s| s.id != id);
+                log::info!(
+                    "{}: download #{id} declined by the client: {code}: {reason}",
+                    self.peer
+                );
+            }
+            Event::Result { id, code, detail } => self.on_result(id, code, &detail),
+            Event::PeerError { code, reason } => {
+                log::warn!(
+                    "{}: the client reported an error: {code}: {}",
+                    self.peer,
+                    ferry_proto::name::escape(&reason)
+                );
+                return Ok(false);
+            }
+            Event::Closed => return Ok(false),
+            other => {
+                log::warn!(
+                    "{}: ignoring an event a server never expects: {other:?}",
+                    self.peer
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_offer(&mut self, o: Offer) -> Result<bool, DriveError> {
+        let seed = self.d.conn().framing() == Some(Framing::Seed);
+        if seed && !self.shared.config.accept_seed {
+            log::warn!(
+                "{}: seed framing is disabled (--no-seed); closing",
+                self.peer
+            );
+            self.d
+                .conn_mut()
+                .close_with_error(Code::Unsupported, "seed framing is disabled");
+            return Ok(false);
+        }
+        let decision = self.decide_offer(&o);
+        match decision {
+            Ok((upload, lock, prefix)) => {
+                let offset = prefix.len();
+                self.d.conn_mut().accept(o.id, prefix)?;
+                if offset > 0 {
+                    log::info!(
+                        "{}: {} resumes at {}",
+                        self.peer,
+                        upload.name,
+                        Bytes(offset)
+                    );
+                }
+                self.pending.push_back(Pending {
+                    id: o.id,
+                    upload,
+                    _lock: lock,
+                });
+                Ok(true)
+            }
+            Err(r) => {
+                let shown = match &o.name {
+                    Ok(n) => n.to_string(),
+                    Err(bad) => bad.raw.clone(),
+                };
+                log::warn!("{}: refused {shown}: {}: {}", self.peer, r.code, r.reason);
+                self.tally.failed += 1;
+                self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
+                // The seed framing has no reply: a refusal ends the connection.
+                Ok(!seed)
+            }
+        }
+    }
+
+    fn decide_offer(&self, o: &Offer) -> Result<(Upload, NameLock, Hasher), Refusal> {
+        if self.shared.stop.draining.load(Ordering::Relaxed) {
+            return Err(Refusal::new(
+                Code::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        let name = o
+            .name
+            .clone()
+            .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
+        let store = &self.shared.store;
+        let target = store.target(&name)?;
+        let lock = self.shared.locks.try_lock(&target.path).ok_or_else(|| {
+            Refusal::new(
+                Code::Busy,
+                format!("{name} is being uploaded by another connection; try again later"),
+            )
+        })?;
+        let resumable = self.d.conn().framing() == Some(Framing::Ferry);
+        let (upload, prefix) =
+            store.prepare_upload(name, target, (o.size, o.mtime, o.mode), resumable)?;
+        Ok((upload, lock, prefix))
+    }
+
+    fn on_begin(&mut self, id: FileId, from: u64) {
+        let Some(p) = self.pending.pop_front().filter(|p| p.id == id) else {
+            // The machine checks BEGIN against the accepted order; this cannot happen.
+            log::error!(
+                "{}: BEGIN for #{id} does not match the accepted uploads",
+                self.peer
+            );
+            return;
+        };
+        let (work, failure) = match self.shared.store.start_body(&p.upload, from) {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(Refusal::io("cannot create the file", &e))),
+        };
+        self.body = Some(Receiving {
+            id,
+            upload: p.upload,
+            _lock: p._lock,
+            work,
+            failure,
+            from,
+            started: Instant::now(),
+        });
+    }
+
+    fn receive_body(&mut self) -> Result<(), DriveError> {
+        let idle = self.shared.config.idle_timeout;
+        self.d.stream_mut().set_wait(Wait::Idle(idle), false);
+        let n = self.d.read_body(&mut self.buf)?;
+        self.tally.received += n as u64;
+        let Some(r) = self.body.as_mut() else {
+            return Ok(());
+        };
+        if let Some(w) = r.work.as_mut() {
+            let too_large = self
+                .shared
+                .config
+                .max_file_size
+                .filter(|max| w.len() + n as u64 > *max);
+            let failed = match too_large {
+                Some(max) => Some(Refusal::new(
+                    Code::TooLarge,
+                    format!("{} is over {} per file", r.upload.name, Bytes(max)),
+                )),
+                None => w
+                    .write(&self.buf[..n])
+                    .err()
+                    .map(|e| Refusal::io("cannot write the file", &e)),
+            };
+            if let Some(f) = failed {
+                let fatal =
+                    f.code == Code::TooLarge || self.d.conn().framing() == Some(Framing::Seed);
+                log::warn!("{}: {}: {}: {}", self.peer, r.upload.name, f.code, f.reason);
+                r.work = None;
+                if fatal {
+                    // A stream with no end in sight (or a seed upload, which has no reply):
+                    // stop reading it.
+                    self.d.conn_mut().close_with_error(f.code, &f.reason);
+                    self.tally.failed += 1;
+                    self.body = None;
+                    self.d.flush()?;
+                    return Err(io::Error::other(f.reason).into());
+                }
+                r.failure = Some(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, id: FileId, size: u64, check: BodyCheck) -> Result<(), DriveError> {
+        let Some(r) = self.body.take().filter(|r| r.id == id) else {
+            log::error!("{}: END for #{id} without a body", self.peer);
+            return Ok(());
+        };
+        let name = &r.upload.name;
+        let result = match (r.failure, r.work, check) {
+            (Some(f), _, _) => Err(f),
+            (None, _, BodyCheck::Mismatch { .. }) => Err(Refusal::new(
+                Code::DigestMismatch,
+                format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
+            )),
+            (None, Some(work), _) => self.shared.store.publish(work, &r.upload),
+            (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
+        };
+        let moved = size - r.from;
+        let rate = Rate {
+            bytes: moved,
+            elapsed: r.started.elapsed(),
+        };
+        match result {
+            Ok(stored) => {
+                self.tally.stored += 1;
+                let shown = ferry_proto::name::escape(&stored);
+                log::info!(
+                    "{}: stored {name} as {shown} ({}, {rate}{})",
+                    self.peer,
+                    Bytes(size),
+                    resumed(r.from)
+                );
+                self.d.conn_mut().finish(id, Code::Stored, &stored)?;
+            }
+            Err(f) => {
+                self.tally.failed += 1;
+                log::warn!(
+                    "{}: {name} not stored ({}): {}: {}",
+                    self.peer,
+                    Bytes(size),
+                    f.code,
+                    f.reason
+                );
+                self.d.conn_mut().finish(id, f.code, &f.reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_cancel(&mut self, id: FileId, reason: &str) {
+        let name = if self.body.as_ref().is_some_and(|r| r.id == id) {
+            self.body.take().map(|r| r.upload.name)
+        } else {
+            let at = self.pending.iter().position(|p| p.id == id);
+            at.and_then(|i| self.pending.remove(i))
+                .map(|p| p.upload.name)
+        };
+        if let Some(name) = name {
+            self.tally.failed += 1;
+            log::info!(
+                "{}: {name} cancelled by the client: {}",
+                self.peer,
+                ferry_proto::name::escape(reason)
+            );
+        }
+    }
+
+    fn on_get(
+        &mut self,
+        id: FileId,
+        name: Result<Name, ferry_proto::BadName>,
+    ) -> Result<(), DriveError> {
+        let opened = if self.shared.stop.draining.load(Ordering::Relaxed) {
+            Err(Refusal::new(
+                Code::ShuttingDown,
+                "the server is shutting down",
+            ))
+        } else {
+            name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+                .and_then(|n| self.shared.store.open_download(n))
+        };
+        match opened {
+            Ok(download) => {
+                self.d.conn_mut().serve(id, download.info.clone())?;
+                self.serving.push_back(Serving { id, download });
+            }
+            Err(r) => {
+                log::warn!(
+                    "{}: download #{id} refused: {}: {}",
+                    self.peer,
+                    r.code,
+                    r.reason
+                );
+                self.d.conn_mut().refuse(id, r.code, &r.reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_download(&mut self, id: FileId, offset: u64) -> Result<(), DriveError> {
+        let Some(Serving { download, .. }) = self.serving.pop_front().filter(|s| s.id == id) else {
+            log::error!(
+                "{}: ACCEPT for #{id} does not match the served files",
+                self.peer
+            );
+            return Ok(());
+        };
+        let Download { mut file, info } = download;
+        let size = info.size.unwrap_or(0);
+        let started = Instant::now();
+        let prefix = hash_prefix(&mut file, offset, &mut self.buf);
+        let from = self.d.conn_mut().begin(id, prefix)?;
+        let mut left = size - from;
+        file.seek(SeekFrom::Start(from))?;
+        while left > 0 {
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    log::warn!(
+                        "{}: {} shrank while being sent; cancelled",
+                        self.peer,
+                        info.name
+                    );
+                    self.d
+                        .conn_mut()
+                        .cancel(id, "the file changed on the server while being sent")?;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("{}: reading {} failed: {e}", self.peer, info.name);
+                    self.d
+                        .conn_mut()
+                        .cancel(id, &format!("the server cannot read the file: {e}"))?;
+                    return Ok(());
+                }
+            };
+            self.d.send_body(&self.buf[..n])?;
+            self.tally.sent += n as u64;
+            left -= n as u64;
+        }
+        self.d.conn_mut().end()?;
+        self.sent.push_back(Sent {
+            id,
+            name: info.name,
+            bytes: size - from,
+            started,
+        });
+        Ok(())
+    }
+
+    fn on_result(&mut self, id: FileId, code: Code, detail: &str) {
+        let at = self.sent.iter().position(|s| s.id == id);
+        let Some(s) = at.and_then(|i| self.sent.remove(i)) else {
+            return;
+        };
+        let rate = Rate {
+            bytes: s.bytes,
+            elapsed: s.started.elapsed(),
+        };
+        if code == Code::Stored {
+            log::info!(
+                "{}: sent {} ({}, {rate})",
+                self.peer,
+                s.name,
+                Bytes(s.bytes)
+            );
+        } else {
+            log::warn!(
+                "{}: sent {} but the client says {code}: {}",
+                self.peer,
+                s.name,
+                ferry_proto::name::escape(detail)
+            );
+        }
+    }
+
+    /// Keeps (or drops) the file whose body was cut off.
+    fn interrupt_body(&mut self) {
+        let Some(r) = self.body.take() else {
+            return;
+        };
+        self.tally.failed += 1;
+        let got = r.work.as_ref().map_or(0, Working::len);
+        let kept = r.work.is_some_and(Working::interrupt);
+        let fate = if kept { "kept for resume" } else { "discarded" };
+        log::warn!(
+            "{}: {} interrupted after {} of {}; {fate}",
+            self.peer,
+            r.upload.name,
+            Bytes(got),
+            r.upload
+                .size
+                .map_or("an unknown size".to_owned(), |s| Bytes(s).to_string()),
+        );
+    }
+
+    /// Tells the client why the connection ends when it still can; returns the words for the log.
+    fn close_after(&mut self, e: &DriveError) -> String {
+        let (code, why) = match e {
+            DriveError::Io(io) => match Cut::of(io) {
+                Some(Cut::Timeout) => (Code::Timeout, format!("timed out: {io}")),
+                Some(Cut::Stopping) => (Code::ShuttingDown, io.to_string()),
+                None => return format!("connection lost: {io}"),
+            },
+            // The machine has queued an ERROR frame already.
+            DriveError::Proto(Error::Protocol(p)) => (p.code(), format!("protocol error: {p}")),
+            DriveError::Proto(other) => (Code::Io, format!("internal error: {other}")),
+            other => (Code::Io, format!("error: {other}")),
+        };
+        self.d.conn_mut().close_with_error(code, &why);
+        // Best effort: the client may be gone already.
+        let _ = self.d.flush();
+        why
+    }
+}
+
+fn resumed(from: u64) -> String {
+    if from == 0 {
+        String::new()
+    } else {
+        format!(", resumed at {}", Bytes(from))
+    }
+}
+
+/// A hasher over the first `offset` bytes of `file`, or an empty one if it is shorter.
+fn hash_prefix(file: &mut File, offset: u64, buf: &mut [u8]) -> Hasher {
+    if offset == 0 || file.seek(SeekFrom::Start(0)).is_err() {
+        return Hasher::new();
+    }
+    match hash_reader(file, offset, buf) {
+        Ok(h) if h.len() == offset => h,
+        _ => Hasher::new(),
+    }
+}

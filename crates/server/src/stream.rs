@@ -1,0 +1,153 @@
+//! A `TcpStream` whose waits are bounded: by an absolute deadline while a control frame is due
+//! (so trickling bytes cannot stretch it), by an idle timeout while a body flows, and by the
+//! server's stop requests. The proto [`Driver`](ferry_proto::Driver) runs on top of it.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Longest single blocking wait, so that stop requests are noticed promptly.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// Stop requests shared by the accept loop and every connection.
+#[derive(Debug, Default)]
+pub(crate) struct StopFlags {
+    /// No new connections or files; connections with nothing in flight close now.
+    pub draining: AtomicBool,
+    /// The grace period is over: every connection stops now.
+    pub abort: AtomicBool,
+}
+
+/// Why an I/O call on a [`Guarded`] stream gave up on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Cut {
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Stopping,
+    /// The peer sent nothing for too long.
+    #[error("the client was silent for too long")]
+    Timeout,
+}
+
+impl Cut {
+    fn into_io(self) -> io::Error {
+        let kind = match self {
+            Cut::Stopping => io::ErrorKind::ConnectionAborted,
+            Cut::Timeout => io::ErrorKind::TimedOut,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// The cut behind an I/O error, if the error is one.
+    pub(crate) fn of(e: &io::Error) -> Option<Cut> {
+        e.get_ref()?.downcast_ref::<Cut>().copied()
+    }
+}
+
+/// How long a read may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Until this instant, however many bytes trickle in before it.
+    Until(Instant),
+    /// Until this much time passes with no byte at all.
+    Idle(Duration),
+}
+
+/// A socket with bounded waits; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Guarded<'a> {
+    stream: TcpStream,
+    stop: &'a StopFlags,
+    wait: Wait,
+    idle: Duration,
+    /// Whether a drain request may cut the current wait (nothing in flight).
+    interruptible: bool,
+}
+
+impl<'a> Guarded<'a> {
+    pub(crate) fn new(stream: TcpStream, stop: &'a StopFlags, idle: Duration) -> Self {
+        Self {
+            stream,
+            stop,
+            wait: Wait::Idle(idle),
+            idle,
+            interruptible: false,
+        }
+    }
+
+    /// Bounds the reads that follow.
+    pub(crate) fn set_wait(&mut self, wait: Wait, interruptible: bool) {
+        self.wait = wait;
+        self.interruptible = interruptible;
+    }
+
+    fn check_stop(&self, interruptible: bool) -> io::Result<()> {
+        let draining = interruptible && self.stop.draining.load(Ordering::Relaxed);
+        if draining || self.stop.abort.load(Ordering::Relaxed) {
+            return Err(Cut::Stopping.into_io());
+        }
+        Ok(())
+    }
+
+    /// Runs one blocking socket call in slices of at most [`SLICE`] until it makes progress,
+    /// the deadline passes or a stop is requested.
+    fn bounded<T>(
+        &mut self,
+        deadline: Instant,
+        interruptible: bool,
+        mut call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            self.check_stop(interruptible)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Cut::Timeout.into_io());
+            }
+            match call(&mut self.stream, left.min(SLICE)) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Read for Guarded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = match self.wait {
+            Wait::Until(t) => t,
+            Wait::Idle(d) => Instant::now() + d,
+        };
+        let interruptible = self.interruptible;
+        self.bounded(deadline, interruptible, |s, t| {
+            s.set_read_timeout(Some(t))?;
+            s.read(buf)
+        })
+    }
+}
+
+impl Write for Guarded<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let deadline = Instant::now() + self.idle;
+        self.bounded(deadline, false, |s, t| {
+            s.set_write_timeout(Some(t))?;
+            s.write(buf)
+        })
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let deadline = Instant::now() + self.idle;
+        self.bounded(deadline, false, |s, t| {
+            s.set_write_timeout(Some(t))?;
+            s.write_vectored(bufs)
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}

@@ -1,0 +1,149 @@
+//! Humane sizes and durations: parsing for the command line, formatting for log lines.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A size or duration the command line could not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a valid {what}: {hint}")]
+pub struct ParseUnitError {
+    input: String,
+    what: &'static str,
+    hint: &'static str,
+}
+
+const SIZE_HINT: &str =
+    "use a whole number with an optional unit, e.g. 1048576, 512K, 10M, 10G, 2T \
+                         (binary units: 1K = 1024 bytes)";
+const DURATION_HINT: &str =
+    "use a number with a unit, e.g. 500ms, 10s, 5m, 1h (a bare number is seconds)";
+
+/// Parses `10G`, `512k`, `1MiB`, `4096`: binary units (K = 1024), case-insensitive.
+pub fn parse_size(input: &str) -> Result<u64, ParseUnitError> {
+    let err = || ParseUnitError {
+        input: input.to_owned(),
+        what: "size",
+        hint: SIZE_HINT,
+    };
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(err)
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, ParseUnitError> {
+    let err = || ParseUnitError {
+        input: input.to_owned(),
+        what: "duration",
+        hint: DURATION_HINT,
+    };
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| err())?;
+    let secs = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => n / 1000.0,
+        "" | "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" | "hour" | "hours" => n * 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut v = self.0 as f64 / 1024.0;
+        let mut unit = UNITS[0];
+        for u in &UNITS[1..] {
+            if v < 1024.0 {
+                break;
+            }
+            v /= 1024.0;
+            unit = u;
+        }
+        write!(f, "{v:.1} {unit}")
+    }
+}
+
+/// A transfer rate for log lines: bytes over elapsed time, `12.3 MiB/s`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return f.write_str("- B/s");
+        }
+        let per_sec = (self.bytes as f64 / secs).min(u64::MAX as f64) as u64;
+        write!(f, "{}/s", Bytes(per_sec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2tb"), Ok(2 << 40));
+        for bad in ["", "G", "1.5G", "-1", "10X", "99999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("10X").unwrap_err().to_string().contains("10G"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "10y", "-1s", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(Bytes(10).to_string(), "10 B");
+        assert_eq!(Bytes(1536).to_string(), "1.5 KiB");
+        assert_eq!(Bytes(3 << 30).to_string(), "3.0 GiB");
+        let r = Rate {
+            bytes: 2 << 20,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(r.to_string(), "1.0 MiB/s");
+    }
+}
