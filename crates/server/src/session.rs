@@ -123,6 +123,9 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
 impl Session<'_> {
     fn run(&mut self) -> Result<(), DriveError> {
         loop {
+            // Replies go out before waiting, so that a connection with nothing in flight
+            // counts as idle (and a drain request can close it).
+            self.d.flush()?;
             let idle = self.d.conn().is_idle() && self.body.is_none();
             if idle && self.shared.stop.draining.load(Ordering::Relaxed) {
                 self.d

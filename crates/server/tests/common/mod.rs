@@ -1,0 +1,359 @@
+//! Test helpers: a server on 127.0.0.1 port 0 in a temp folder, a ferry client built on the
+//! proto `Driver`, a raw-frame client for hostile cases and a replica of the seed client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC, VERSION};
+use ferry_proto::{
+    BodyCheck, Code, Connection, Driver, Event, FileInfo, Hasher, Name, Step, Timestamp,
+};
+use ferry_server::{Config, Server, ServerHandle};
+
+/// Longest any test waits for the server; a hang fails instead of blocking the suite.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running server and the temp folder it stores into.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// A config for tests: port 0, short timeouts.
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// Starts a server with `config` (its `dir` is replaced by a fresh temp folder).
+pub fn start(mut config: Config) -> TestServer {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    config.dir = dir.clone();
+    let server = Server::bind(config).expect("bind");
+    let dir = server.dir().to_path_buf();
+    let handle = server.spawn();
+    TestServer {
+        addr: handle.addr(),
+        handle: Some(handle),
+        dir,
+        _tmp: tmp,
+    }
+}
+
+impl TestServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server gracefully and waits for it; the folder stays for inspection.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().expect("clean shutdown");
+        }
+    }
+
+    /// Asks the server to stop without waiting.
+    pub fn request_stop(&self) -> ferry_server::ShutdownHandle {
+        self.handle.as_ref().expect("running").shutdown_handle()
+    }
+
+    /// Names in the storage folder (recursively, relative, sorted), server files included.
+    pub fn listing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let rel = e
+                    .path()
+                    .strip_prefix(&self.dir)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Partial files kept for resume.
+    pub fn partials(&self) -> Vec<String> {
+        self.listing()
+            .into_iter()
+            .filter(|n| n.rsplit('/').next().unwrap().starts_with(".ferry-partial."))
+            .collect()
+    }
+
+    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+}
+
+/// Deterministic test bytes.
+pub fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// Waits until `f` holds, up to [`PATIENCE`].
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ----- ferry client on the proto Driver ------------------------------------------------------
+
+pub type Client = Driver<TcpStream>;
+
+/// Connects in ferry framing and waits for WELCOME.
+pub fn connect(addr: SocketAddr) -> Client {
+    let mut d = connect_unwelcomed(addr);
+    match d.next_step().unwrap() {
+        Step::Event(Event::Welcome { .. }) => d,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// Connects and queues HELLO without waiting for the answer.
+pub fn connect_unwelcomed(addr: SocketAddr) -> Client {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut d = Driver::new(s, Connection::client(None).unwrap());
+    d.flush().unwrap();
+    d
+}
+
+/// How an upload ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: Code,
+    pub detail: String,
+    /// Where the body started (None when refused).
+    pub from: Option<u64>,
+}
+
+pub fn info(name: &str, size: u64) -> FileInfo {
+    FileInfo {
+        name: Name::parse(name).unwrap(),
+        size: Some(size),
+        mtime: None,
+        mode: None,
+    }
+}
+
+/// Uploads `bytes` under `info` and waits for the server's verdict.
+pub fn upload_info(d: &mut Client, info: FileInfo, bytes: &[u8]) -> Outcome {
+    let id = d.conn_mut().offer(info).unwrap();
+    let mut from = None;
+    loop {
+        match d.next_step().unwrap() {
+            Step::Event(Event::Accepted { id: a, offset, .. }) if a == id => {
+                let mut prefix = Hasher::new();
+                if let Some(p) = bytes.get(..offset as usize) {
+                    prefix.update(p);
+                }
+                let start = d.conn_mut().begin(id, prefix).unwrap();
+                for chunk in bytes[start as usize..].chunks(1 << 20) {
+                    d.send_body(chunk).unwrap();
+                }
+                d.conn_mut().end().unwrap();
+                from = Some(start);
+            }
+            Step::Event(Event::Refused { code, reason, .. }) => {
+                return Outcome {
+                    code,
+                    detail: reason,
+                    from,
+                }
+            }
+            Step::Event(Event::Result { code, detail, .. }) => {
+                return Outcome { code, detail, from }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+pub fn upload(d: &mut Client, name: &str, bytes: &[u8]) -> Outcome {
+    upload_info(d, info(name, bytes.len() as u64), bytes)
+}
+
+/// One upload on a fresh connection.
+pub fn upload_once(addr: SocketAddr, name: &str, bytes: &[u8]) -> Outcome {
+    upload(&mut connect(addr), name, bytes)
+}
+
+/// Uploads on fresh connections until the name is no longer busy (a previous connection may
+/// still be letting go of it).
+pub fn upload_when_free(addr: SocketAddr, name: &str, bytes: &[u8]) -> Outcome {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let o = upload_once(addr, name, bytes);
+        if o.code != Code::Busy || Instant::now() > until {
+            return o;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Downloads `name`: its bytes and description, or the refusal code.
+pub fn download(d: &mut Client, name: &str) -> Result<(Vec<u8>, FileInfo), Code> {
+    let want = d.conn_mut().get(Name::parse(name).unwrap()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offered = None;
+    loop {
+        match d.next_step().unwrap() {
+            Step::Event(Event::Offer(o)) => {
+                assert_eq!(o.id, want);
+                offered = Some(FileInfo {
+                    name: o.name.clone().unwrap(),
+                    size: o.size,
+                    mtime: o.mtime,
+                    mode: o.mode,
+                });
+                d.conn_mut().accept(o.id, Hasher::new()).unwrap();
+            }
+            Step::Event(Event::Refused { code, .. }) => return Err(code),
+            Step::Event(Event::Begin { .. }) => got.clear(),
+            Step::Body(_) => {
+                let n = d.read_body(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            Step::Event(Event::End { id, check, .. }) => {
+                assert!(matches!(check, BodyCheck::Verified(_)), "{check:?}");
+                d.conn_mut().finish(id, Code::Stored, "").unwrap();
+                d.flush().unwrap();
+                return Ok((got, offered.unwrap()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+pub fn timestamp(secs: i64) -> Timestamp {
+    Timestamp { secs, nanos: 0 }
+}
+
+// ----- raw frames, for what a well-behaved client cannot send ---------------------------------
+
+/// A client that writes frames by hand and reads the server's frames one by one.
+pub struct Raw {
+    pub s: TcpStream,
+}
+
+impl Raw {
+    /// Connects, says HELLO and expects WELCOME.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut r = Raw { s };
+        let mut hello = MAGIC.to_vec();
+        Frame::Hello {
+            min: VERSION,
+            max: VERSION,
+            token: Vec::new(),
+        }
+        .encode(&mut hello);
+        r.bytes(&hello);
+        assert_eq!(r.recv(), Some(Frame::Welcome { version: VERSION }));
+        r
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    pub fn send(&mut self, frames: &[Frame]) {
+        let mut out = Vec::new();
+        for f in frames {
+            f.encode(&mut out);
+        }
+        self.bytes(&out);
+    }
+
+    /// Sends a DATA frame with its payload.
+    pub fn data(&mut self, payload: &[u8]) {
+        let mut out = Vec::new();
+        Frame::Data {
+            len: payload.len() as u32,
+        }
+        .encode(&mut out);
+        out.extend_from_slice(payload);
+        self.bytes(&out);
+    }
+
+    /// The next frame from the server, or `None` at the end of the stream.
+    pub fn recv(&mut self) -> Option<Frame> {
+        let mut h = [0u8; FRAME_HEADER_LEN];
+        if let Err(e) = self.s.read_exact(&mut h) {
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "{e}"
+            );
+            return None;
+        }
+        let (kind, len) = wire::parse_header(h).unwrap();
+        let mut payload = vec![0u8; len as usize];
+        self.s.read_exact(&mut payload).unwrap();
+        Some(Frame::decode(kind, &payload).unwrap())
+    }
+
+    /// Offers `name` (raw, unvalidated) with `size` bytes.
+    pub fn offer(&mut self, id: u64, name: &str, size: u64) {
+        self.send(&[Frame::Offer {
+            id,
+            size: Some(size),
+            mtime: None,
+            mode: None,
+            name: name.to_owned(),
+        }]);
+    }
+}
+
+// ----- the seed client -----------------------------------------------------------------------
+
+/// Byte-exact replica of the lab report's client: `name\n` in one send, the file in 1024-byte
+/// sends, then close; nothing is read.
+pub fn seed_send(addr: SocketAddr, name: &[u8], body: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut line = name.to_vec();
+    line.push(b'\n');
+    s.write_all(&line).unwrap();
+    for chunk in body.chunks(1024) {
+        // A refusal closes the socket early; the seed client ignores errors too.
+        if s.write_all(chunk).is_err() {
+            break;
+        }
+    }
+}
+
+/// The seed client script, when the checkout has it.
+pub fn seed_client_py() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seed/client.py");
+    p.exists().then_some(p)
+}

@@ -1,0 +1,180 @@
+//! Many clients at once: stalled and trickling connections, the connection limit, timeouts,
+//! and graceful shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use ferry_proto::{Code, Event, Hasher, Step};
+use ferry_server::Config;
+
+#[test]
+fn a_hundred_stalled_connections_do_not_stop_a_real_client() {
+    let mut srv = start(Config {
+        max_connections: 150,
+        header_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    let mut stalled = Vec::new();
+    for i in 0..100 {
+        let mut s = TcpStream::connect(srv.addr()).unwrap();
+        match i % 4 {
+            0 => {}                                          // silent
+            1 => s.write_all(b"\0fer").unwrap(),             // half a magic
+            2 => s.write_all(b"\0ferry\r\n\x01\0").unwrap(), // half a frame header
+            _ => s.write_all(b"seed-name-without-end").unwrap(),
+        }
+        stalled.push(s);
+    }
+    let body = data(2 << 20, 3);
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "real.bin", &body).code, Code::Stored);
+    assert!(download(&mut d, "real.bin").unwrap().0 == body);
+    drop(d);
+    drop(stalled);
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["real.bin"]);
+}
+
+#[test]
+fn a_header_trickled_byte_by_byte_still_meets_the_deadline() {
+    let srv = start(Config {
+        header_timeout: Duration::from_millis(300),
+        ..config()
+    });
+    let s = TcpStream::connect(srv.addr()).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let trickle = thread::spawn(move || {
+        // A seed name, one byte every 20 ms, never finished: only the deadline ends it.
+        for _ in 0..500 {
+            if writer.write_all(b"x").is_err() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    let mut reader = s;
+    reader.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut sink = Vec::new();
+    let closed = match reader.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the server closed the trickling connection");
+    assert!(trickle.join().unwrap(), "the server stopped reading");
+}
+
+#[test]
+fn a_silent_body_hits_the_idle_timeout_and_is_kept_for_resume() {
+    let srv = start(Config {
+        idle_timeout: Duration::from_millis(300),
+        ..config()
+    });
+    let mut d = connect(srv.addr());
+    let id = d.conn_mut().offer(info("slow.bin", 1000)).unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        Step::Event(Event::Accepted { .. })
+    ));
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    // One DATA frame announcing 1000 bytes, of which only 400 come.
+    let header = d.conn_mut().data_frame(1000).unwrap();
+    d.flush().unwrap();
+    d.stream_mut().write_all(header.as_bytes()).unwrap();
+    d.stream_mut().write_all(&data(400, 1)).unwrap();
+    let mut sink = Vec::new();
+    let _ = d.stream_mut().read_to_end(&mut sink);
+    wait_for("the partial", || srv.partials().len() == 1);
+    assert!(srv.read("slow.bin").is_none());
+}
+
+#[test]
+fn a_client_over_the_limit_is_told_the_server_is_busy() {
+    let srv = start(Config {
+        max_connections: 2,
+        ..config()
+    });
+    let held = [connect(srv.addr()), connect(srv.addr())];
+    let mut third = connect_unwelcomed(srv.addr());
+    match third.next_step().unwrap() {
+        Step::Event(Event::PeerError { code, reason }) => {
+            assert_eq!(code, Code::Busy);
+            assert!(reason.contains("limit of 2"), "{reason}");
+        }
+        other => panic!("expected a BUSY error, got {other:?}"),
+    }
+    drop(held);
+    // Once the others leave, a new client is served again.
+    wait_for("a free slot", || {
+        let mut d = connect_unwelcomed(srv.addr());
+        matches!(d.next_step(), Ok(Step::Event(Event::Welcome { .. })))
+    });
+}
+
+#[test]
+fn shutdown_lets_a_transfer_in_flight_finish() {
+    let mut srv = start(config());
+    let body = data(2 << 20, 6);
+    let mut d = connect(srv.addr());
+    let id = d
+        .conn_mut()
+        .offer(info("inflight.bin", body.len() as u64))
+        .unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        Step::Event(Event::Accepted { .. })
+    ));
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    d.send_body(&body[..1 << 20]).unwrap();
+    d.flush().unwrap();
+
+    let stop = srv.request_stop();
+    stop.shutdown();
+    let addr = srv.addr();
+    wait_for("the listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    d.send_body(&body[1 << 20..]).unwrap();
+    d.conn_mut().end().unwrap();
+    match d.next_step().unwrap() {
+        Step::Event(Event::Result { code, .. }) => assert_eq!(code, Code::Stored),
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    // Nothing in flight any more: the server says goodbye.
+    match d.next_step().unwrap() {
+        Step::Event(Event::PeerError { code, .. }) => assert_eq!(code, Code::ShuttingDown),
+        other => panic!("expected SHUTTING_DOWN, got {other:?}"),
+    }
+    srv.stop();
+    assert!(srv.read("inflight.bin").unwrap() == body);
+}
+
+#[test]
+fn after_the_grace_period_unfinished_files_are_not_published() {
+    let mut srv = start(Config {
+        grace: Duration::from_millis(200),
+        ..config()
+    });
+    let body = data(2 << 20, 8);
+    let mut d = connect(srv.addr());
+    let id = d
+        .conn_mut()
+        .offer(info("cut.bin", body.len() as u64))
+        .unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        Step::Event(Event::Accepted { .. })
+    ));
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    d.send_body(&body[..1 << 20]).unwrap();
+    d.flush().unwrap();
+    wait_for("the first bytes to land", || srv.partials().len() == 1);
+    srv.stop();
+    assert!(srv.read("cut.bin").is_none());
+    assert_eq!(srv.partials().len(), 1, "kept for resume");
+}

@@ -1,0 +1,209 @@
+//! Ferry-framing uploads and downloads: round trips, name rules, overwrite policies, limits.
+
+mod common;
+
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::*;
+use ferry_proto::wire::Frame;
+use ferry_proto::{Code, FileInfo, Name};
+use ferry_server::{Config, Overwrite};
+
+#[test]
+fn upload_then_download_round_trip_with_metadata() {
+    let mut srv = start(config());
+    let body = data(3 << 20, 1);
+    let mut d = connect(srv.addr());
+    let info = FileInfo {
+        name: Name::parse("docs/2024/report.bin").unwrap(),
+        size: Some(body.len() as u64),
+        mtime: Some(timestamp(1_600_000_000)),
+        mode: Some(0o640),
+    };
+    let o = upload_info(&mut d, info, &body);
+    assert_eq!(
+        (o.code, o.detail.as_str()),
+        (Code::Stored, "docs/2024/report.bin")
+    );
+    assert_eq!(upload(&mut d, "small.txt", b"hi").code, Code::Stored);
+    assert_eq!(upload(&mut d, "empty", b"").code, Code::Stored);
+
+    let meta = std::fs::metadata(srv.dir.join("docs/2024/report.bin")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    assert_eq!(
+        meta.modified().unwrap(),
+        UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    );
+    assert_eq!(srv.read("docs/2024/report.bin").unwrap(), body);
+
+    let (got, info) = download(&mut d, "docs/2024/report.bin").unwrap();
+    assert!(got == body, "downloaded bytes differ");
+    assert_eq!(info.size, Some(body.len() as u64));
+    assert_eq!(info.mode, Some(0o640));
+    assert_eq!(info.mtime, Some(timestamp(1_600_000_000)));
+    assert_eq!(download(&mut d, "empty").unwrap().0, b"");
+    assert_eq!(download(&mut d, "missing.txt").unwrap_err(), Code::NotFound);
+    assert_eq!(download(&mut d, "docs").unwrap_err(), Code::NotFound);
+    assert_eq!(download(&mut d, "nowhere/x").unwrap_err(), Code::NotFound);
+    drop(d);
+    srv.stop();
+    assert_eq!(
+        srv.listing(),
+        vec!["docs/2024/report.bin", "empty", "small.txt"]
+    );
+}
+
+#[test]
+fn every_bad_name_is_refused() {
+    let mut srv = start(config());
+    let mut raw = Raw::connect(srv.addr());
+    let long_component = "a".repeat(256);
+    let too_deep = vec!["d"; 65].join("/");
+    let bad = [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/../../x",
+        "./x",
+        "a//b",
+        "a/",
+        "/etc/passwd",
+        "C:x",
+        "c:/windows/x",
+        "..\\x",
+        "a\\b",
+        "a\0b",
+        "a\nb",
+        "a\u{1b}[2Jb",
+        "evil\u{202E}gpj.exe",
+        "CON",
+        "dir/nul.txt",
+        "lpt1",
+        "trailing.",
+        "trailing ",
+        &long_component,
+        &too_deep,
+        ".ferry-tmp.x",
+        "sub/.ferry-partial.y",
+    ];
+    for (i, name) in bad.iter().enumerate() {
+        let id = i as u64 + 1;
+        raw.offer(id, name, 3);
+        match raw.recv() {
+            Some(Frame::Refuse { id: r, code, .. }) => {
+                assert_eq!((r, code), (id, Code::BadName), "{name:?}")
+            }
+            other => panic!("{name:?}: expected REFUSE, got {other:?}"),
+        }
+    }
+    // A name over the wire cap (4096 bytes) is a broken frame: the connection ends.
+    raw.offer(100, &"n".repeat(5000), 3);
+    assert!(matches!(
+        raw.recv(),
+        Some(Frame::Error {
+            code: Code::Protocol,
+            ..
+        })
+    ));
+    assert_eq!(raw.recv(), None);
+    drop(raw);
+    srv.stop();
+    assert!(srv.listing().is_empty(), "{:?}", srv.listing());
+}
+
+#[test]
+fn symbolic_links_are_never_followed() {
+    let mut srv = start(Config {
+        overwrite: Overwrite::Replace,
+        ..config()
+    });
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    symlink(outside.path(), srv.dir.join("out")).unwrap();
+    symlink(outside.path().join("secret"), srv.dir.join("link.txt")).unwrap();
+
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "out/x.txt", b"x").code, Code::BadName);
+    assert_eq!(upload(&mut d, "out/new/x.txt", b"x").code, Code::BadName);
+    assert_eq!(upload(&mut d, "link.txt", b"overwrite").code, Code::BadName);
+    assert_eq!(download(&mut d, "link.txt").unwrap_err(), Code::BadName);
+    assert_eq!(download(&mut d, "out/secret").unwrap_err(), Code::BadName);
+    drop(d);
+    srv.stop();
+    assert_eq!(
+        std::fs::read(outside.path().join("secret")).unwrap(),
+        b"secret"
+    );
+    let names: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn overwrite_refuse_keeps_the_first_file() {
+    let srv = start(config());
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "a.txt", b"first").code, Code::Stored);
+    assert_eq!(upload(&mut d, "a.txt", b"second").code, Code::Exists);
+    assert_eq!(srv.read("a.txt").unwrap(), b"first");
+}
+
+#[test]
+fn overwrite_rename_picks_the_first_free_name() {
+    let srv = start(Config {
+        overwrite: Overwrite::Rename,
+        ..config()
+    });
+    let mut d = connect(srv.addr());
+    let stored: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|b| upload(&mut d, "dir/a.tar.gz", b.as_bytes()).detail)
+        .collect();
+    assert_eq!(
+        stored,
+        ["dir/a.tar.gz", "dir/a (1).tar.gz", "dir/a (2).tar.gz"]
+    );
+    assert_eq!(srv.read("dir/a (1).tar.gz").unwrap(), b"two");
+    assert_eq!(srv.read("dir/a.tar.gz").unwrap(), b"one");
+}
+
+#[test]
+fn overwrite_replace_swaps_the_content() {
+    let srv = start(Config {
+        overwrite: Overwrite::Replace,
+        ..config()
+    });
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "a.txt", b"first").code, Code::Stored);
+    assert_eq!(
+        upload(&mut d, "a.txt", b"second, longer").code,
+        Code::Stored
+    );
+    assert_eq!(srv.read("a.txt").unwrap(), b"second, longer");
+    // A folder is never replaced by a file.
+    assert_eq!(upload(&mut d, "sub/x", b"x").code, Code::Stored);
+    assert_eq!(upload(&mut d, "sub", b"x").code, Code::Exists);
+}
+
+#[test]
+fn size_limit_and_free_space_are_checked_at_offer() {
+    let mut srv = start(Config {
+        max_file_size: Some(1000),
+        ..config()
+    });
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "ok.bin", &data(1000, 0)).code, Code::Stored);
+    assert_eq!(
+        upload(&mut d, "big.bin", &data(1001, 0)).code,
+        Code::TooLarge
+    );
+    drop(d);
+    srv.stop();
+
+    let srv = start(config());
+    let mut d = connect(srv.addr());
+    let o = upload_info(&mut d, info("huge.bin", 1 << 60), b"");
+    assert_eq!(o.code, Code::NoSpace, "{o:?}");
+    assert!(srv.listing().is_empty());
+}
