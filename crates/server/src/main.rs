@@ -109,9 +109,9 @@ impl Args {
     }
 }
 
-/// Graceful stop on the first SIGINT/SIGTERM, immediate exit on the second.
-fn watch_signals(stop: ShutdownHandle) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+/// Graceful stop on the first SIGINT/SIGTERM, immediate exit on the second. `signals` is
+/// registered before the server binds, so that no signal can arrive unhandled once it listens.
+fn watch_signals(mut signals: Signals, stop: ShutdownHandle) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ferry-signals".into())
         .spawn(move || {
@@ -141,6 +141,13 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot watch SIGINT/SIGTERM: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
     let server = match Server::bind(args.into_config()) {
         Ok(s) => s,
         Err(e) => {
@@ -148,7 +155,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    if let Err(e) = watch_signals(server.shutdown_handle()) {
+    if let Err(e) = watch_signals(signals, server.shutdown_handle()) {
         log::error!("cannot watch SIGINT/SIGTERM: {e}");
         return ExitCode::from(EXIT_START);
     }

@@ -182,4 +182,15 @@ mod tests {
         let e = Target::resolve(root.path(), &name("missing/x"), false).unwrap_err();
         assert_eq!(e.code, Code::NotFound);
     }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        const EIO: i32 = 5;
+        let code = |n| Refusal::io("write", &io::Error::from_raw_os_error(n)).code;
+        assert_eq!(code(ENOSPC), Code::NoSpace);
+        assert_eq!(code(EDQUOT), Code::NoSpace);
+        assert_eq!(code(EIO), Code::Io);
+    }
 }

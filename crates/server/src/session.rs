@@ -248,6 +248,8 @@ impl Session<'_> {
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
         let store = &self.shared.store;
+        // Before any folder is created for it.
+        store.check_size(&name, o.size)?;
         let target = store.target(&name)?;
         let lock = self.shared.locks.try_lock(&target.path).ok_or_else(|| {
             Refusal::new(

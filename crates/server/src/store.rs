@@ -97,6 +97,21 @@ impl Store {
         &self.root
     }
 
+    /// Refuses an announced size over the per-file limit.
+    pub(crate) fn check_size(&self, name: &Name, size: Option<u64>) -> Result<(), Refusal> {
+        match (size, self.max_file_size) {
+            (Some(size), Some(max)) if size > max => Err(Refusal::new(
+                Code::TooLarge,
+                format!(
+                    "{name} is {} but this server accepts at most {} per file",
+                    Bytes(size),
+                    Bytes(max)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Where `name` lands, with parents created; for locking before [`Self::prepare_upload`].
     pub(crate) fn target(&self, name: &Name) -> Result<Target, Refusal> {
         Target::resolve(&self.root, name, true)
@@ -112,18 +127,7 @@ impl Store {
         resumable: bool,
     ) -> Result<(Upload, Hasher), Refusal> {
         let (size, mtime, mode) = info;
-        if let (Some(size), Some(max)) = (size, self.max_file_size) {
-            if size > max {
-                return Err(Refusal::new(
-                    Code::TooLarge,
-                    format!(
-                        "{name} is {} but this server accepts at most {} per file",
-                        Bytes(size),
-                        Bytes(max)
-                    ),
-                ));
-            }
-        }
+        self.check_size(&name, size)?;
         match target.existing(&name)? {
             Some(m) if m.is_dir() => {
                 return Err(Refusal::new(

@@ -119,3 +119,16 @@ fn seed_framing_can_be_turned_off() {
     srv.stop();
     assert_eq!(srv.listing(), vec!["ferry.txt"]);
 }
+
+#[test]
+fn a_seed_upload_over_the_size_limit_is_dropped() {
+    let mut srv = start(Config {
+        max_file_size: Some(1000),
+        ..config()
+    });
+    seed_send_until_closed(srv.addr(), b"big.bin", &data(5000, 1));
+    seed_send(srv.addr(), b"small.bin", &data(1000, 1));
+    wait_for("small.bin", || srv.read("small.bin").is_some());
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["small.bin"]);
+}
