@@ -32,10 +32,11 @@ pub struct Config {
     pub max_file_size: Option<u64>,
     /// Most connections served at once; more are refused with [`ferry_proto::Code::Busy`].
     pub max_connections: usize,
-    /// Time a client has to deliver each control frame (or the seed name line), however it
+    /// Time a client has to open the conversation after connecting (HELLO, or the seed name
+    /// line), and to finish any later message once its first byte arrived, however it
     /// trickles the bytes in.
     pub header_timeout: Duration,
-    /// Longest silence tolerated while a body is in flight.
+    /// Longest silence tolerated: between messages, and while a body is in flight.
     pub idle_timeout: Duration,
     /// Whether the lab report's seed framing (`<name>\n<body>`) is accepted.
     pub accept_seed: bool,

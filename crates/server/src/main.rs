@@ -58,10 +58,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_connections: u64,
-    /// Time a client has to deliver each message header (or the seed name line)
+    /// Time a client has to say hello after connecting, and to finish any message it began
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Longest silence tolerated while a file's bytes are arriving
+    /// Longest silence tolerated between messages and while a file's bytes are arriving
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Refuse the lab report's seed framing (name line, then bytes until close)

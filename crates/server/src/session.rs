@@ -81,6 +81,10 @@ struct Session<'a> {
     sent: VecDeque<Sent>,
     tally: Tally,
     buf: Vec<u8>,
+    /// When the connection was accepted.
+    connected: Instant,
+    /// Whether the opening message (HELLO, or the seed name line) has arrived.
+    opened: bool,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -97,6 +101,8 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         sent: VecDeque::new(),
         tally: Tally::default(),
         buf: vec![0; BUF_LEN],
+        connected: started,
+        opened: false,
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -134,9 +140,11 @@ impl Session<'_> {
                 self.d.flush()?;
                 return Ok(());
             }
-            let deadline = Instant::now() + self.shared.config.header_timeout;
-            self.d.stream_mut().set_wait(Wait::Until(deadline), idle);
-            match self.d.next_step()? {
+            let wait = self.next_wait();
+            self.d.stream_mut().set_wait(wait, idle);
+            let step = self.d.next_step()?;
+            self.opened = true;
+            match step {
                 Step::Body(_) => self.receive_body()?,
                 Step::Event(event) => {
                     if !self.on_event(event)? {
@@ -145,6 +153,20 @@ impl Session<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// How long the next message may take: the opening (HELLO or the seed name line) is due
+    /// within the header timeout of connecting; later ones may start after up to the idle
+    /// timeout, and must then end within the header timeout.
+    fn next_wait(&self) -> Wait {
+        let c = &self.shared.config;
+        if !self.opened {
+            return Wait::Until(self.connected + c.header_timeout);
+        }
+        Wait::Message {
+            first_by: Instant::now() + c.idle_timeout,
+            rest: c.header_timeout,
         }
     }
 

@@ -1,6 +1,6 @@
-//! A `TcpStream` whose waits are bounded: by an absolute deadline while a control frame is due
-//! (so trickling bytes cannot stretch it), by an idle timeout while a body flows, and by the
-//! server's stop requests. The proto [`Driver`](ferry_proto::Driver) runs on top of it.
+//! A `TcpStream` whose waits are bounded: a message must start within the idle timeout and,
+//! once begun, end by an absolute deadline (so trickling bytes cannot stretch it); a body may
+//! not go silent for longer than the idle timeout; stop requests cut waits short. The proto [`Driver`](ferry_proto::Driver) runs on top of it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -52,6 +52,14 @@ pub(crate) enum Wait {
     Until(Instant),
     /// Until this much time passes with no byte at all.
     Idle(Duration),
+    /// For the next message: its first byte by `first_by`, then the rest within `rest`
+    /// (an absolute deadline set when the first bytes arrive).
+    Message {
+        /// Deadline for the first byte.
+        first_by: Instant,
+        /// Time allowed from the first byte to the end of the message.
+        rest: Duration,
+    },
 }
 
 /// A socket with bounded waits; see the module docs.
@@ -60,6 +68,8 @@ pub(crate) struct Guarded<'a> {
     stream: TcpStream,
     stop: &'a StopFlags,
     wait: Wait,
+    /// Set by the first bytes read under [`Wait::Message`].
+    message_by: Option<Instant>,
     idle: Duration,
     /// Whether a drain request may cut the current wait (nothing in flight).
     interruptible: bool,
@@ -71,6 +81,7 @@ impl<'a> Guarded<'a> {
             stream,
             stop,
             wait: Wait::Idle(idle),
+            message_by: None,
             idle,
             interruptible: false,
         }
@@ -79,6 +90,7 @@ impl<'a> Guarded<'a> {
     /// Bounds the reads that follow.
     pub(crate) fn set_wait(&mut self, wait: Wait, interruptible: bool) {
         self.wait = wait;
+        self.message_by = None;
         self.interruptible = interruptible;
     }
 
@@ -121,12 +133,18 @@ impl Read for Guarded<'_> {
         let deadline = match self.wait {
             Wait::Until(t) => t,
             Wait::Idle(d) => Instant::now() + d,
+            Wait::Message { first_by, .. } => self.message_by.unwrap_or(first_by),
         };
-        let interruptible = self.interruptible;
-        self.bounded(deadline, interruptible, |s, t| {
+        // Once a message has begun, a drain request waits for it.
+        let interruptible = self.interruptible && self.message_by.is_none();
+        let n = self.bounded(deadline, interruptible, |s, t| {
             s.set_read_timeout(Some(t))?;
             s.read(buf)
-        })
+        })?;
+        if let (Wait::Message { rest, .. }, None, true) = (self.wait, self.message_by, n > 0) {
+            self.message_by = Some(Instant::now() + rest);
+        }
+        Ok(n)
     }
 }
 

@@ -70,6 +70,48 @@ fn a_header_trickled_byte_by_byte_still_meets_the_deadline() {
 }
 
 #[test]
+fn a_message_trickled_after_hello_is_cut_but_a_pause_between_messages_is_fine() {
+    let mut srv = start(Config {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(5),
+        ..config()
+    });
+    // Pausing longer than the header timeout between whole messages is allowed.
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "a.txt", b"a").code, Code::Stored);
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(upload(&mut d, "b.txt", b"b").code, Code::Stored);
+    drop(d);
+
+    // An OFFER dribbled in one byte every 50 ms is not.
+    let mut raw = Raw::connect(srv.addr());
+    let mut offer = Vec::new();
+    ferry_proto::wire::Frame::Offer {
+        id: 1,
+        size: Some(1),
+        mtime: None,
+        mode: None,
+        name: "slow-loris-name.txt".into(),
+    }
+    .encode(&mut offer);
+    let mut cut = false;
+    for b in &offer {
+        if raw.s.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    match raw.recv() {
+        Some(ferry_proto::wire::Frame::Error { code, .. }) => assert_eq!(code, Code::Timeout),
+        None => assert!(cut, "the server answered the dribbled offer"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["a.txt", "b.txt"]);
+}
+
+#[test]
 fn a_silent_body_hits_the_idle_timeout_and_is_kept_for_resume() {
     let srv = start(Config {
         idle_timeout: Duration::from_millis(300),
