@@ -1,1 +1,33 @@
-//! placeholder
+//! # ferry-client
+//!
+//! The client side of ferry: upload files and folders ([`upload::send`]), download them
+//! ([`download::get`]) and speak the seed framing to the lab report's server
+//! ([`legacy::send`]). Every function here drives a [`ferry_proto::Driver`] over a
+//! [`std::net::TcpStream`] and acts on its events; no byte is parsed in this crate.
+//!
+//! Results come back as an [`Outcome`]: one [`FileReport`] per file and, when the whole
+//! conversation failed, the [`ClientError`] that ended it. Progress and per-file results are
+//! also passed to an [`Observer`] as they happen (the `ferry` binary draws progress bars and
+//! prints JSON lines from it).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod download;
+mod error;
+pub mod legacy;
+mod net;
+mod output;
+mod progress;
+mod report;
+mod target;
+pub mod upload;
+pub mod walk;
+
+pub use error::ClientError;
+pub use net::Options;
+pub use report::{FileReport, Observer, Outcome, Status};
+pub use target::{Target, TargetError, DEFAULT_PORT};
+
+/// Size of the buffer files are read into and written from: one DATA frame per chunk.
+const CHUNK: usize = 1 << 20;

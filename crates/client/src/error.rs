@@ -1,0 +1,296 @@
+//! What can end a whole run, with a message a person can act on and an exit code.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_proto::{Code, DriveError, NameError, ProtocolError, UsageError};
+
+use crate::target::{Target, TargetError};
+
+/// Exit codes of the `ferry` command, also listed in `ferry --help`.
+pub mod exit {
+    /// Every file was transferred.
+    pub const OK: u8 = 0;
+    /// Some files failed (refused, digest mismatch, local error); the others went through.
+    pub const PARTIAL: u8 = 1;
+    /// Bad command line or local files: nothing was sent.
+    pub const USAGE: u8 = 2;
+    /// The server refused the connection (busy, denied, shutting down) or every file.
+    pub const REFUSED: u8 = 3;
+    /// The network failed: no connection, a timeout, or a connection cut mid-way.
+    pub const NETWORK: u8 = 4;
+    /// The server broke the protocol.
+    pub const PROTOCOL: u8 = 5;
+}
+
+/// An error that ends a whole run (per-file failures are [`crate::FileReport`]s instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The command line does not make sense.
+    #[error("{0}")]
+    Usage(String),
+    /// The `HOST[:PORT]` argument.
+    #[error("bad address {input:?}: {source}")]
+    BadTarget {
+        /// What was typed.
+        input: String,
+        /// What is wrong with it.
+        source: TargetError,
+    },
+    /// A local file or folder to send cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    LocalRead {
+        /// The path.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A local path cannot become a portable file name.
+    #[error("cannot send {}: {source}", path.display())]
+    LocalName {
+        /// The path.
+        path: PathBuf,
+        /// Why its name is refused.
+        source: NameError,
+    },
+    /// A local path whose name is not UTF-8.
+    #[error("cannot send {}: its name is not valid UTF-8", path.display())]
+    NotUtf8 {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file name to download, or `--name`, is not a valid name.
+    #[error("bad file name {name}: {source}")]
+    BadName {
+        /// The name, escaped.
+        name: String,
+        /// Why.
+        source: NameError,
+    },
+    /// The local destination folder cannot be used.
+    #[error("cannot use {}: {source}", path.display())]
+    Destination {
+        /// The folder.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The host name does not resolve.
+    #[error("cannot find host {host}: {source}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// The resolver's reason.
+        source: io::Error,
+    },
+    /// Nothing listens on the port.
+    #[error("connection refused: is ferry-server running on {0}?")]
+    ConnectionRefused(Target),
+    /// Connecting failed otherwise.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Where.
+        target: Target,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The server went silent.
+    #[error("{target} did not answer within {} s (see --timeout)", after.as_secs())]
+    Timeout {
+        /// Where.
+        target: Target,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// The connection broke mid-way.
+    #[error("connection to {target} lost: {reason}; run the same command again to resume")]
+    Lost {
+        /// Where.
+        target: Target,
+        /// What happened.
+        reason: String,
+    },
+    /// The server turned the connection away (ERROR before WELCOME).
+    #[error("{target} refused the connection: {reason}")]
+    ServerRefused {
+        /// Where.
+        target: Target,
+        /// The server's code.
+        code: Code,
+        /// The server's words (escaped) or the code.
+        reason: String,
+    },
+    /// The server ended the conversation with an ERROR.
+    #[error("{target} ended the connection ({code}): {reason}")]
+    ServerError {
+        /// Where.
+        target: Target,
+        /// The server's code.
+        code: Code,
+        /// The server's words (escaped).
+        reason: String,
+    },
+    /// The server broke the protocol.
+    #[error("{target} broke the ferry protocol: {reason}")]
+    Protocol {
+        /// Where.
+        target: Target,
+        /// What it did.
+        reason: String,
+    },
+    /// Standard output cannot be written (`-o -` into a closed pipe, say).
+    #[error("cannot write to standard output: {0}")]
+    Stdout(io::Error),
+    /// A bug in this program: it used the protocol machine wrongly.
+    #[error("internal error (a bug in ferry, please report it): {0}")]
+    Bug(#[from] UsageError),
+}
+
+impl ClientError {
+    /// The process exit code for this error (see [`exit`]).
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_)
+            | ClientError::BadTarget { .. }
+            | ClientError::LocalRead { .. }
+            | ClientError::LocalName { .. }
+            | ClientError::NotUtf8 { .. }
+            | ClientError::BadName { .. }
+            | ClientError::Destination { .. } => exit::USAGE,
+            ClientError::Resolve { .. }
+            | ClientError::ConnectionRefused(_)
+            | ClientError::Connect { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Lost { .. } => exit::NETWORK,
+            ClientError::ServerRefused { .. } => exit::REFUSED,
+            ClientError::ServerError { code, .. } => match code {
+                Code::Protocol | Code::BadName | Code::SizeMismatch | Code::Unsupported => {
+                    exit::PROTOCOL
+                }
+                _ => exit::NETWORK,
+            },
+            ClientError::Protocol { .. } => exit::PROTOCOL,
+            ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
+        }
+    }
+
+    /// Maps a failure of the driver on the connection to `target`.
+    pub(crate) fn from_drive(target: &Target, timeout: Duration, e: DriveError) -> Self {
+        match e {
+            DriveError::Io(e) => Self::from_io(target, timeout, e),
+            DriveError::Proto(ferry_proto::Error::Protocol(p)) => Self::from_protocol(target, p),
+            DriveError::Proto(ferry_proto::Error::Usage(u)) => ClientError::Bug(u),
+            other => ClientError::Protocol {
+                target: target.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Maps an I/O failure on the connection to `target`.
+    pub(crate) fn from_io(target: &Target, timeout: Duration, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ClientError::Timeout {
+                target: target.clone(),
+                after: timeout,
+            },
+            _ => ClientError::Lost {
+                target: target.clone(),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// A stream that ends early is a network failure; anything else the server's fault.
+    fn from_protocol(target: &Target, p: ProtocolError) -> Self {
+        match p {
+            ProtocolError::Truncated { .. } | ProtocolError::ClosedEarly { .. } => {
+                ClientError::Lost {
+                    target: target.clone(),
+                    reason: p.to_string(),
+                }
+            }
+            p => ClientError::Protocol {
+                target: target.clone(),
+                reason: p.to_string(),
+            },
+        }
+    }
+
+    /// An ERROR frame from the server: before WELCOME a refusal of the connection.
+    pub(crate) fn from_peer(target: &Target, welcomed: bool, code: Code, reason: &str) -> Self {
+        let reason = if reason.is_empty() {
+            code.to_string()
+        } else {
+            ferry_proto::name::escape(reason)
+        };
+        let target = target.clone();
+        if welcomed {
+            ClientError::ServerError {
+                target,
+                code,
+                reason,
+            }
+        } else {
+            ClientError::ServerRefused {
+                target,
+                code,
+                reason,
+            }
+        }
+    }
+
+    /// An event the protocol machine let through but this client never asked for.
+    pub(crate) fn unexpected(target: &Target, what: &str) -> Self {
+        ClientError::Protocol {
+            target: target.clone(),
+            reason: format!("unexpected {what}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_actionable_and_codes_distinct() {
+        let t = Target::new("box", 8386);
+        let refused = ClientError::ConnectionRefused(t.clone());
+        assert_eq!(
+            refused.to_string(),
+            "connection refused: is ferry-server running on box:8386?"
+        );
+        assert_eq!(refused.exit_code(), exit::NETWORK);
+        let busy = ClientError::from_peer(&t, false, Code::Busy, "too many clients\x1b[2J");
+        assert_eq!(busy.exit_code(), exit::REFUSED);
+        assert!(!busy.to_string().contains('\x1b'), "{busy}");
+        let cut = ClientError::from_drive(
+            &t,
+            Duration::from_secs(1),
+            DriveError::from(ProtocolError::Truncated {
+                got: 1,
+                expected: 2,
+            }),
+        );
+        assert_eq!(cut.exit_code(), exit::NETWORK);
+        let bad = ClientError::from_drive(
+            &t,
+            Duration::from_secs(1),
+            DriveError::from(ProtocolError::Unrequested),
+        );
+        assert_eq!(bad.exit_code(), exit::PROTOCOL);
+        let slow = ClientError::from_io(
+            &t,
+            Duration::from_secs(9),
+            io::Error::from(io::ErrorKind::WouldBlock),
+        );
+        assert_eq!(
+            slow.to_string(),
+            "box:8386 did not answer within 9 s (see --timeout)"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! What the `ferry` command shows while it runs: progress bars on a terminal, one line per
+//! file for people (on stderr) or one JSON object per file (on stdout).
+
+use std::io::Write;
+
+use indicatif::HumanBytes;
+
+use ferry_proto::{Code, Name};
+
+use crate::progress::Progress;
+use crate::report::{FileReport, Observer, Outcome, Status};
+
+/// Which command is running, for wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Send,
+    Legacy,
+    Get,
+}
+
+/// The observer the binary uses.
+pub(crate) struct Console {
+    verb: Verb,
+    json: bool,
+    quiet: bool,
+    progress: Progress,
+}
+
+impl Console {
+    pub(crate) fn new(
+        verb: Verb,
+        json: bool,
+        quiet: bool,
+        bars: bool,
+        count: usize,
+        bytes: u64,
+    ) -> Self {
+        Self {
+            verb,
+            json,
+            quiet,
+            progress: Progress::new(bars && !quiet, count, bytes),
+        }
+    }
+
+    /// Removes the bars and prints how the run ended.
+    pub(crate) fn finish(&self, outcome: &Outcome, seconds: f64) {
+        self.progress.finish();
+        if self.json {
+            print_json(&outcome.summary_json(seconds));
+        }
+        if let Some(e) = &outcome.error {
+            eprintln!("ferry: {e}");
+        } else if !self.quiet && !self.json && outcome.files.len() > 1 {
+            let ok = outcome
+                .files
+                .iter()
+                .filter(|f| f.status.is_success())
+                .count();
+            let bytes: u64 = outcome.files.iter().map(|f| f.bytes).sum();
+            eprintln!(
+                "{ok} of {} files, {} in {seconds:.1} s",
+                outcome.files.len(),
+                HumanBytes(bytes)
+            );
+        }
+    }
+
+    fn line(&self, r: &FileReport) -> String {
+        let size = HumanBytes(r.size.unwrap_or(r.bytes));
+        let resumed = if r.offset > 0 {
+            format!(", resumed at {}", HumanBytes(r.offset))
+        } else {
+            String::new()
+        };
+        let took = format!("{size} in {:.1} s{resumed}", r.seconds);
+        let why = if r.detail.is_empty() {
+            r.status.as_str().replace('_', " ")
+        } else {
+            r.detail.clone()
+        };
+        match (r.status, self.verb) {
+            (Status::Code(Code::Stored), Verb::Get) => match &r.path {
+                Some(p) => format!("saved {} to {} ({took})", r.name, p.display()),
+                None => format!("wrote {} to standard output ({took})", r.name),
+            },
+            (Status::Code(Code::Stored), _) => {
+                if r.detail.is_empty() || r.detail == r.name.as_str() {
+                    format!("stored {} ({took})", r.name)
+                } else {
+                    format!("stored {} as {} ({took})", r.name, r.detail)
+                }
+            }
+            (Status::Sent, _) => {
+                format!("sent {} ({took}; the seed server confirms nothing)", r.name)
+            }
+            (_, _) if r.refused => format!("server refused {}: {why}", r.name),
+            (Status::Incomplete, _) => format!("incomplete {}: {why}", r.name),
+            (Status::Code(code), Verb::Get) if code == Code::Exists || code == Code::Io => {
+                format!("not saved {}: {why}", r.name)
+            }
+            (Status::Code(code), Verb::Get) => format!("failed {} ({code}): {why}", r.name),
+            (Status::Code(code), _) => {
+                format!("server could not store {} ({code}): {why}", r.name)
+            }
+        }
+    }
+}
+
+impl Observer for Console {
+    fn started(&mut self, name: &Name, size: Option<u64>, from: u64) {
+        self.progress.start_file(name, size, from);
+    }
+
+    fn advanced(&mut self, bytes: u64) {
+        self.progress.advance(bytes);
+    }
+
+    fn finished(&mut self, report: &FileReport) {
+        if self.json {
+            print_json(&report.to_json());
+        }
+        let show = !report.status.is_success() || !(self.json || self.quiet);
+        let line = show.then(|| self.line(report));
+        self.progress.file_done(line.as_deref());
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout is not worth a panic; the exit code still tells.
+    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+}
