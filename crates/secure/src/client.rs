@@ -347,3 +347,45 @@ pub fn connect(tls: &ClientTls, host: &str, tcp: TcpStream) -> Result<Stream, Se
         newly_trusted,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys() {
+        assert_eq!(host_key("Example.ORG", 7878), "example.org:7878");
+        assert_eq!(host_key("::1", 1), "[::1]:1");
+        assert_eq!(host_key("[::1]", 1), "[::1]:1");
+        assert_eq!(host_key("127.0.0.1", 2), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn known_hosts_record_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep/er/known_hosts");
+        let a = Fingerprint::from_bytes([1; 32]);
+        let b = Fingerprint::from_bytes([2; 32]);
+        let mut list = KnownHosts::load(&path).unwrap();
+        assert_eq!(list.lookup("a:1"), None);
+        list.record("a:1", a).unwrap();
+        assert_eq!(list.lookup("a:1"), Some((a, 1)));
+        // A hand-edited file without a final newline.
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("# note");
+        fs::write(&path, &text).unwrap();
+        let mut list = KnownHosts::load(&path).unwrap();
+        list.record("[::1]:2", b).unwrap();
+        assert_eq!(list.lookup("[::1]:2"), Some((b, 3)));
+        let reloaded = KnownHosts::load(&path).unwrap();
+        assert_eq!(reloaded.lookup("a:1"), Some((a, 1)));
+        assert_eq!(reloaded.lookup("[::1]:2"), Some((b, 3)));
+        for bad in ["onlyone\n", "a:1 SHA256:00 extra\n"] {
+            fs::write(&path, bad).unwrap();
+            assert!(matches!(
+                KnownHosts::load(&path),
+                Err(SecureError::KnownHostsSyntax { line: 1, .. })
+            ));
+        }
+    }
+}

@@ -34,6 +34,9 @@ impl ServerTls {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, SecureError> {
         let chain = load_certs(cert)?;
         let key_der = load_key(key)?;
+        if let Err(e @ SecureError::InsecurePermissions { .. }) = check_private_file(key) {
+            log::warn!("{e}");
+        }
         Self::build(chain, key_der, false).map_err(|source| SecureError::CertKey {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),

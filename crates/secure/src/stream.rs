@@ -102,7 +102,7 @@ impl Stream {
     /// Ends the sending half: sends TLS `close_notify` (if TLS), flushes, shuts down TCP writes.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Plain(s) => s.shutdown(Shutdown::Write),
+            Inner::Plain(s) => shutdown_tcp(s),
             Inner::Server(s) => close(&mut s.conn, &mut s.sock),
             Inner::Client(s) => close(&mut s.conn, &mut s.sock),
         }
@@ -115,7 +115,15 @@ fn close<D>(conn: &mut ConnectionCommon<D>, sock: &mut TcpStream) -> io::Result<
         conn.write_tls(sock)?;
     }
     sock.flush()?;
-    sock.shutdown(Shutdown::Write)
+    shutdown_tcp(sock)
+}
+
+/// Shuts down TCP writes; a peer that is already gone is not an error.
+fn shutdown_tcp(sock: &TcpStream) -> io::Result<()> {
+    match sock.shutdown(Shutdown::Write) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
+    }
 }
 
 impl Read for Stream {
@@ -210,7 +218,7 @@ impl HandshakeFailure {
                     | io::ErrorKind::ConnectionAborted
                         if client_side =>
                     {
-                        "; the server closed the connection: is it running with TLS, and does it accept TLS 1.3?"
+                        "; the server closed the connection: it may not run TLS (or not TLS 1.3), or it may be refusing this client"
                     }
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                         "; the peer did not complete the handshake in time"
