@@ -144,14 +144,13 @@ impl Session<'_> {
             self.d.stream_mut().set_wait(wait, idle);
             let step = self.d.next_step()?;
             self.opened = true;
-            match step {
+            let go_on = match step {
                 Step::Body(_) => self.receive_body()?,
-                Step::Event(event) => {
-                    if !self.on_event(event)? {
-                        self.d.flush()?;
-                        return Ok(());
-                    }
-                }
+                Step::Event(event) => self.on_event(event)?,
+            };
+            if !go_on {
+                self.d.flush()?;
+                return Ok(());
             }
         }
     }
@@ -188,8 +187,9 @@ impl Session<'_> {
             Event::Refused { id, code, reason } => {
                 self.serving.retain(|s| s.id != id);
                 log::info!(
-                    "{}: download #{id} declined by the client: {code}: {reason}",
-                    self.peer
+                    "{}: download #{id} declined by the client: {code}: {}",
+                    self.peer,
+                    ferry_proto::name::escape(&reason)
                 );
             }
             Event::Result { id, code, detail } => self.on_result(id, code, &detail),
@@ -309,13 +309,14 @@ impl Session<'_> {
         });
     }
 
-    fn receive_body(&mut self) -> Result<(), DriveError> {
+    /// Moves the next body bytes into the file; `false` ends the connection.
+    fn receive_body(&mut self) -> Result<bool, DriveError> {
         let idle = self.shared.config.idle_timeout;
         self.d.stream_mut().set_wait(Wait::Idle(idle), false);
         let n = self.d.read_body(&mut self.buf)?;
         self.tally.received += n as u64;
         let Some(r) = self.body.as_mut() else {
-            return Ok(());
+            return Ok(true);
         };
         if let Some(w) = r.work.as_mut() {
             let too_large = self
@@ -344,13 +345,12 @@ impl Session<'_> {
                     self.d.conn_mut().close_with_error(f.code, &f.reason);
                     self.tally.failed += 1;
                     self.body = None;
-                    self.d.flush()?;
-                    return Err(io::Error::other(f.reason).into());
+                    return Ok(false);
                 }
                 r.failure = Some(f);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn on_end(&mut self, id: FileId, size: u64, check: BodyCheck) -> Result<(), DriveError> {

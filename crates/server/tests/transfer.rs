@@ -207,3 +207,41 @@ fn size_limit_and_free_space_are_checked_at_offer() {
     assert_eq!(o.code, Code::NoSpace, "{o:?}");
     assert!(srv.listing().is_empty());
 }
+
+#[test]
+fn a_stream_of_unknown_size_is_stored_or_cut_at_the_size_limit() {
+    let mut srv = start(Config {
+        max_file_size: Some(1000),
+        ..config()
+    });
+    let stream = |name: &str| FileInfo {
+        size: None,
+        ..info(name, 0)
+    };
+    let mut d = connect(srv.addr());
+    assert_eq!(
+        upload_info(&mut d, stream("ok.bin"), &data(1000, 1)).code,
+        Code::Stored
+    );
+
+    let id = d.conn_mut().offer(stream("big.bin")).unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        ferry_proto::Step::Event(ferry_proto::Event::Accepted { .. })
+    ));
+    d.conn_mut().begin(id, ferry_proto::Hasher::new()).unwrap();
+    // The server may close while we still write: both ends of that race are fine.
+    let sent = d.send_body(&data(5000, 2)).and_then(|()| d.flush());
+    if sent.is_ok() {
+        match d.next_step() {
+            Ok(ferry_proto::Step::Event(ferry_proto::Event::PeerError { code, .. })) => {
+                assert_eq!(code, Code::TooLarge)
+            }
+            Ok(other) => panic!("expected TOO_LARGE, got {other:?}"),
+            Err(_) => {}
+        }
+    }
+    drop(d);
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["ok.bin"]);
+}
