@@ -30,8 +30,13 @@ pub struct Config {
     pub overwrite: Overwrite,
     /// Largest file accepted, in bytes; `None` for no limit.
     pub max_file_size: Option<u64>,
-    /// Most connections served at once; more are refused with [`ferry_proto::Code::Busy`].
+    /// Most clients served at once (counted once a client has opened the conversation);
+    /// more are refused with [`ferry_proto::Code::Busy`].
     pub max_connections: usize,
+    /// Most connections still opening (no HELLO or seed name line yet) on top of those, so
+    /// that stalled connections cannot take the slots of real clients; beyond both limits a
+    /// new connection is refused as busy before anything is read.
+    pub max_handshakes: usize,
     /// Time a client has to open the conversation after connecting (HELLO, or the seed name
     /// line), and to finish any later message once its first byte arrived, however it
     /// trickles the bytes in.
@@ -52,6 +57,7 @@ impl Default for Config {
             overwrite: Overwrite::Refuse,
             max_file_size: None,
             max_connections: 64,
+            max_handshakes: 256,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             accept_seed: true,

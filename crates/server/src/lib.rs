@@ -31,6 +31,7 @@ mod locks;
 mod paths;
 mod server;
 mod session;
+mod slots;
 mod store;
 mod stream;
 pub mod units;

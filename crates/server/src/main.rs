@@ -58,6 +58,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_connections: u64,
+    /// Most connections still saying hello at once, on top of --max-connections
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    max_handshakes: u64,
     /// Time a client has to say hello after connecting, and to finish any message it began
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
@@ -101,6 +105,7 @@ impl Args {
             overwrite: self.overwrite.into(),
             max_file_size: self.max_file_size,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_handshakes: usize::try_from(self.max_handshakes).unwrap_or(usize::MAX),
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             accept_seed: !self.no_seed,

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
+use crate::slots::Slots;
 use crate::store::Store;
 use crate::stream::StopFlags;
 
@@ -77,6 +78,7 @@ impl Server {
             store.root().display()
         );
         let shared = Shared {
+            slots: Slots::new(config.max_connections),
             config,
             store,
             locks: Arc::new(NameLocks::default()),
@@ -226,9 +228,9 @@ fn admit(
         log::warn!("{peer}: cannot set up the socket: {e}");
         return;
     }
-    let max = shared.config.max_connections;
-    if workers.len() >= max {
-        refuse_busy(stream, peer, max, refusing);
+    let c = &shared.config;
+    if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
+        refuse_busy(stream, peer, c.max_connections, refusing);
         return;
     }
     log::debug!("{peer}: connected");
@@ -245,7 +247,7 @@ fn admit(
 /// Tells a client over the limit that the server is busy, on a short-lived thread that lets
 /// it read the refusal before the socket closes. Refusals are bounded too.
 fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
-    log::warn!("{peer}: refused, the server is at its limit of {max} connections");
+    log::warn!("{peer}: refused, the server is at its connection limit");
     if refusing.fetch_add(1, Ordering::Relaxed) >= max {
         refusing.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -257,10 +259,7 @@ fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<A
             let _ = stream.set_write_timeout(Some(REFUSAL_LINGER));
             let _ = stream.set_read_timeout(Some(REFUSAL_LINGER));
             let mut d = Driver::new(&stream, Connection::server());
-            d.conn_mut().close_with_error(
-                Code::Busy,
-                &format!("the server is at its limit of {max} connections; try again later"),
-            );
+            d.conn_mut().close_with_error(Code::Busy, &busy_reason(max));
             if d.flush().is_ok() {
                 linger(&stream);
             }
@@ -270,6 +269,11 @@ fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<A
         // The closure (and its decrement) never ran.
         log::error!("{peer}: cannot start a thread to refuse the connection");
     }
+}
+
+/// What a client over the limit is told.
+pub(crate) fn busy_reason(max: usize) -> String {
+    format!("the server is at its limit of {max} connections; try again later")
 }
 
 /// Half-closes and reads what the client still sends for a moment, so that closing does not

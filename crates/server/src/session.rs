@@ -17,6 +17,8 @@ use ferry_proto::{
 use crate::config::Config;
 use crate::locks::{NameLock, NameLocks};
 use crate::paths::Refusal;
+use crate::server::busy_reason;
+use crate::slots::{Slot, Slots};
 use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
@@ -28,6 +30,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub locks: Arc<NameLocks>,
     pub stop: Arc<StopFlags>,
+    /// Connections past their opening message.
+    pub slots: Arc<Slots>,
 }
 
 /// An accepted upload waiting for its BEGIN.
@@ -83,8 +87,8 @@ struct Session<'a> {
     buf: Vec<u8>,
     /// When the connection was accepted.
     connected: Instant,
-    /// Whether the opening message (HELLO, or the seed name line) has arrived.
-    opened: bool,
+    /// Taken when the opening message (HELLO, or the seed name line) arrives.
+    slot: Option<Slot>,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -102,7 +106,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         tally: Tally::default(),
         buf: vec![0; BUF_LEN],
         connected: started,
-        opened: false,
+        slot: None,
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -143,7 +147,9 @@ impl Session<'_> {
             let wait = self.next_wait();
             self.d.stream_mut().set_wait(wait, idle);
             let step = self.d.next_step()?;
-            self.opened = true;
+            if self.slot.is_none() && !self.take_slot(&step) {
+                return Ok(());
+            }
             let go_on = match step {
                 Step::Body(_) => self.receive_body()?,
                 Step::Event(event) => self.on_event(event)?,
@@ -160,13 +166,35 @@ impl Session<'_> {
     /// timeout, and must then end within the header timeout.
     fn next_wait(&self) -> Wait {
         let c = &self.shared.config;
-        if !self.opened {
+        if self.slot.is_none() {
             return Wait::Until(self.connected + c.header_timeout);
         }
         Wait::Message {
             first_by: Instant::now() + c.idle_timeout,
             rest: c.header_timeout,
         }
+    }
+
+    /// Counts the connection against the limit once it has opened; refuses it as busy when
+    /// the limit is reached. `false` ends the connection.
+    fn take_slot(&mut self, step: &Step) -> bool {
+        if matches!(step, Step::Event(Event::Closed | Event::PeerError { .. })) {
+            return true;
+        }
+        self.slot = self.shared.slots.try_take();
+        if self.slot.is_some() {
+            return true;
+        }
+        let max = self.shared.slots.max();
+        log::warn!(
+            "{}: refused, the server is at its limit of {max} connections",
+            self.peer
+        );
+        self.d
+            .conn_mut()
+            .close_with_error(Code::Busy, &busy_reason(max));
+        let _ = self.d.flush();
+        false
     }
 
     /// Acts on one event; `false` ends the connection.

@@ -14,11 +14,15 @@ use ferry_server::Config;
 
 #[test]
 fn a_hundred_stalled_connections_do_not_stop_a_real_client() {
+    // Default limits: the stalled connections count as handshakes, not as clients.
     let mut srv = start(Config {
-        max_connections: 150,
         header_timeout: Duration::from_secs(60),
         ..config()
     });
+    assert!(
+        Config::default().max_connections < 100,
+        "more stalled connections than client slots"
+    );
     let mut stalled = Vec::new();
     for i in 0..100 {
         let mut s = TcpStream::connect(srv.addr()).unwrap();
@@ -135,6 +139,31 @@ fn a_silent_body_hits_the_idle_timeout_and_is_kept_for_resume() {
     assert!(srv.read("slow.bin").is_none());
 }
 
+fn expect_busy(d: &mut Client, limit: usize) {
+    match d.next_step() {
+        Ok(Step::Event(Event::PeerError { code, reason })) => {
+            assert_eq!(code, Code::Busy);
+            assert!(reason.contains(&format!("limit of {limit}")), "{reason}");
+        }
+        other => panic!("expected a BUSY error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_over_the_limit_is_refused_before_anything_is_read() {
+    let srv = start(Config {
+        max_connections: 1,
+        max_handshakes: 0,
+        ..config()
+    });
+    let _held = connect(srv.addr());
+    // Refused by the accept loop itself: the ERROR is sent before HELLO is read.
+    let s = TcpStream::connect(srv.addr()).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut d = ferry_proto::Driver::new(s, ferry_proto::Connection::client(None).unwrap());
+    expect_busy(&mut d, 1);
+}
+
 #[test]
 fn a_client_over_the_limit_is_told_the_server_is_busy() {
     let srv = start(Config {
@@ -143,13 +172,7 @@ fn a_client_over_the_limit_is_told_the_server_is_busy() {
     });
     let held = [connect(srv.addr()), connect(srv.addr())];
     let mut third = connect_unwelcomed(srv.addr());
-    match third.next_step().unwrap() {
-        Step::Event(Event::PeerError { code, reason }) => {
-            assert_eq!(code, Code::Busy);
-            assert!(reason.contains("limit of 2"), "{reason}");
-        }
-        other => panic!("expected a BUSY error, got {other:?}"),
-    }
+    expect_busy(&mut third, 2);
     drop(held);
     // Once the others leave, a new client is served again.
     wait_for("a free slot", || {
