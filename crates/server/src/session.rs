@@ -396,7 +396,7 @@ impl Session<'_> {
             (None, Some(work), _) => self.shared.store.publish(work, &r.upload),
             (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
         };
-        let moved = size - r.from;
+        let moved = size.saturating_sub(r.from);
         let rate = Rate {
             bytes: moved,
             elapsed: r.started.elapsed(),

@@ -81,7 +81,7 @@ impl Store {
         if !root.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
-        let removed = remove_temp_files(&root)?;
+        let removed = remove_temp_files(&root);
         if removed > 0 {
             log::info!("removed {removed} temp file(s) left over from an earlier run");
         }
@@ -397,24 +397,35 @@ fn free_space(folder: &Path) -> Option<u64> {
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// Deletes `.ferry-tmp.*` files under `root`, not following links. Returns how many.
-fn remove_temp_files(root: &Path) -> io::Result<usize> {
+/// Deletes `.ferry-tmp.*` files under `root`, not following links; returns how many. Best
+/// effort: a folder or file that cannot be read or removed is logged and skipped.
+fn remove_temp_files(root: &Path) -> usize {
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("start-up cleanup skips {}: {e}", dir.display());
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
             if kind.is_dir() {
                 stack.push(entry.path());
-            } else if kind.is_file() && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            {
-                fs::remove_file(entry.path())?;
-                removed += 1;
+            } else if kind.is_file() && temp {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
+                }
             }
         }
     }
-    Ok(removed)
+    removed
 }
 
 fn to_timestamp(t: SystemTime) -> Option<Timestamp> {
