@@ -1,0 +1,311 @@
+//! Shared by the end-to-end tests: an in-process ferry server, the `ferry` binary, a proxy
+//! that cuts connections, and a raw-frame peer for scripting hostile servers. Everything
+//! listens on 127.0.0.1 port 0.
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ferry_client::walk::{self, Source};
+use ferry_client::{Options, Outcome, Target};
+use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC};
+use ferry_server::{Config, Overwrite, Server, ServerHandle};
+
+/// A running in-process server and the folder it stores into.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub handle: Option<ServerHandle>,
+}
+
+impl TestServer {
+    pub fn start(overwrite: Overwrite) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            dir: dir.path().to_owned(),
+            overwrite,
+            grace: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let handle = Server::bind(config).expect("bind").spawn();
+        Self {
+            dir,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().expect("running").addr()
+    }
+
+    pub fn target(&self) -> Target {
+        Target::from(self.addr())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.shutdown();
+        }
+    }
+}
+
+/// Options for tests: a short timeout so that a hung peer fails the test rather than the CI.
+pub fn opts() -> Options {
+    Options {
+        timeout: Duration::from_secs(20),
+        ..Options::default()
+    }
+}
+
+/// Deterministic, incompressible-looking bytes.
+pub fn data(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("mkdir");
+    }
+    fs::write(path, content).expect("write");
+}
+
+pub fn sources(paths: &[&Path]) -> Vec<Source> {
+    let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+    walk::collect(&paths, None).expect("collect")
+}
+
+/// Sends `paths` with the library.
+pub fn send(target: &Target, paths: &[&Path]) -> Outcome {
+    ferry_client::upload::send(target, sources(paths), &opts(), &mut ())
+}
+
+/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included).
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Waits until `cond` holds (a background thread finishing its work), failing after a while.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gave up waiting: {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ----- the binary ---------------------------------------------------------------------------
+
+pub fn ferry(args: &[&str]) -> Output {
+    ferry_with_stdin(args, None)
+}
+
+pub fn ferry_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input).expect("feed stdin");
+    }
+    child.wait_with_output().expect("ferry output")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An address where nothing listens (a port just released).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+// ----- a proxy that cuts ----------------------------------------------------------------------
+
+/// Forwards one connection to `upstream`, cutting both sides once `up` bytes went client to
+/// server or `down` bytes server to client. Join the handle to know the cut is complete.
+pub fn cutting_proxy(upstream: SocketAddr, up: u64, down: u64) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        let (client, _) = listener.accept().expect("accept");
+        let server = TcpStream::connect(upstream).expect("connect upstream");
+        let pairs = [
+            (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+                up,
+            ),
+            (
+                server.try_clone().expect("clone"),
+                client.try_clone().expect("clone"),
+                down,
+            ),
+        ];
+        let pumps: Vec<_> = pairs
+            .into_iter()
+            .map(|(mut from, mut to, limit)| {
+                let (a, b) = (
+                    client.try_clone().expect("c"),
+                    server.try_clone().expect("c"),
+                );
+                thread::spawn(move || {
+                    let mut left = limit;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while left > 0 {
+                        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        match from.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if to.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                left -= n as u64;
+                            }
+                        }
+                    }
+                    // The cut (or a clean end): both connections go down.
+                    let _ = a.shutdown(Shutdown::Both);
+                    let _ = b.shutdown(Shutdown::Both);
+                })
+            })
+            .collect();
+        for p in pumps {
+            let _ = p.join();
+        }
+    });
+    (addr, handle)
+}
+
+// ----- a raw-frame peer, for hostile servers --------------------------------------------------
+
+/// A server that speaks in frames the test writes by hand.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+/// Listens for one connection; the script gets a [`Raw`] peer that already read the magic.
+pub fn raw_server(script: impl FnOnce(Raw) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut magic = [0u8; MAGIC.len()];
+        stream.read_exact(&mut magic).expect("magic");
+        assert_eq!(magic, MAGIC);
+        script(Raw { stream });
+    });
+    (addr, handle)
+}
+
+impl Raw {
+    /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.
+    pub fn read_frame(&mut self) -> Option<Frame> {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        self.stream.read_exact(&mut header).ok()?;
+        let (kind, len) = wire::parse_header(header).expect("header");
+        let mut payload = vec![0u8; len as usize];
+        self.stream.read_exact(&mut payload).ok()?;
+        if kind == wire::kind::DATA {
+            return Some(Frame::Data { len });
+        }
+        Some(Frame::decode(kind, &payload).expect("frame"))
+    }
+
+    /// Reads frames until one of `kind` arrives.
+    pub fn expect(&mut self, kind: u8) -> Frame {
+        loop {
+            let f = self.read_frame().expect("connection open");
+            if f.kind() == kind {
+                return f;
+            }
+        }
+    }
+
+    pub fn send(&mut self, frames: &[Frame]) {
+        let mut out = Vec::new();
+        for f in frames {
+            f.encode(&mut out);
+        }
+        self.stream.write_all(&out).expect("send frames");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send bytes");
+    }
+
+    /// Sends a DATA frame with `body`.
+    pub fn send_data(&mut self, body: &[u8]) {
+        self.send(&[Frame::Data {
+            len: body.len() as u32,
+        }]);
+        self.send_raw(body);
+    }
+
+    /// Reads until the client closes (it may send a last ERROR or RESULT first).
+    pub fn drain(&mut self) {
+        let mut sink = Vec::new();
+        let _ = self.stream.read_to_end(&mut sink);
+    }
+}
+
+/// Reads a frame's id field where it has one, for scripting replies.
+pub fn id_of(f: &Frame) -> u64 {
+    match f {
+        Frame::Offer { id, .. }
+        | Frame::Get { id, .. }
+        | Frame::Accept { id, .. }
+        | Frame::End { id, .. }
+        | Frame::Begin { id, .. }
+        | Frame::Result { id, .. } => *id,
+        other => panic!("no id in {other:?}"),
+    }
+}

@@ -1,0 +1,98 @@
+//! Downloads against the in-process ferry server.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::{data, opts, write, TestServer};
+use ferry_client::download::{self, Dest};
+use ferry_client::{Options, Outcome, Status};
+use ferry_proto::{Code, Digest, Name};
+use ferry_server::Overwrite;
+
+fn get(server: &TestServer, names: &[&str], dest: &Dest, opts: &Options) -> Outcome {
+    let names = names.iter().map(|n| Name::parse(n).unwrap()).collect();
+    download::get(&server.target(), names, dest, opts, &mut ())
+}
+
+#[test]
+fn files_land_under_their_relative_names() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let big = data(2_500_000, 7);
+    write(&server.path("photos/2024/cat.jpg"), &big);
+    write(&server.path("a.txt"), b"hello");
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().join("downloads"));
+
+    let outcome = get(&server, &["photos/2024/cat.jpg", "a.txt"], &dest, &opts());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    let cat = &outcome.files[0];
+    assert_eq!(cat.status, Status::Code(Code::Stored));
+    assert_eq!(cat.digest, Some(Digest::of(&big)));
+    assert_eq!(cat.bytes, big.len() as u64);
+    assert_eq!(
+        common::tree(&out.path().join("downloads")),
+        ["a.txt", "photos/2024/cat.jpg"],
+        "no partial or temp file left"
+    );
+    assert!(fs::read(out.path().join("downloads/photos/2024/cat.jpg")).unwrap() == big);
+}
+
+#[test]
+fn a_missing_file_is_a_refusal() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("here.txt"), b"here");
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().to_owned());
+
+    let none = get(&server, &["nope.txt"], &dest, &opts());
+    assert_eq!(none.exit_code(), 3);
+    assert_eq!(none.files[0].status, Status::Code(Code::NotFound));
+    assert!(none.files[0].refused);
+
+    let some = get(&server, &["nope.txt", "here.txt"], &dest, &opts());
+    assert_eq!(some.exit_code(), 1);
+    assert_eq!(common::tree(out.path()), ["here.txt"]);
+}
+
+#[test]
+fn local_files_are_kept_unless_forced() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("f.txt"), b"server");
+    let out = tempfile::tempdir().unwrap();
+    write(&out.path().join("f.txt"), b"mine");
+    let dest = Dest::Dir(out.path().to_owned());
+
+    let kept = get(&server, &["f.txt"], &dest, &opts());
+    assert_eq!(kept.exit_code(), 1);
+    assert_eq!(kept.files[0].status, Status::Code(Code::Exists));
+    assert!(kept.files[0].detail.contains("--force"));
+    assert_eq!(fs::read(out.path().join("f.txt")).unwrap(), b"mine");
+
+    let force = Options {
+        force: true,
+        ..opts()
+    };
+    let replaced = get(&server, &["f.txt"], &dest, &force);
+    assert_eq!(replaced.exit_code(), 0, "{:?}", replaced.error);
+    assert_eq!(fs::read(out.path().join("f.txt")).unwrap(), b"server");
+}
+
+#[test]
+fn an_upload_comes_back_identical() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let content = data(1_234_567, 3);
+    let path = local.path().join("round.bin");
+    write(&path, &content);
+    assert_eq!(common::send(&server.target(), &[&path]).exit_code(), 0);
+
+    let back = local.path().join("back");
+    let outcome = get(&server, &["round.bin"], &Dest::Dir(back.clone()), &opts());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    let got: PathBuf = back.join("round.bin");
+    assert!(fs::read(got).unwrap() == content);
+}
