@@ -133,6 +133,23 @@ fn a_dropped_upload_is_kept_and_resumed_from_where_it_stopped() {
 }
 
 #[test]
+fn a_restart_cleans_temp_files_and_keeps_partials_for_resume() {
+    let mut srv = start(config());
+    let body = data(2 << 20, 12);
+    upload_and_drop(&srv, "keep/me.bin", &body, 700_000);
+    let stale = srv.dir.join("keep/.ferry-tmp.crashed");
+    std::fs::write(&stale, b"left by a crash").unwrap();
+    srv.restart();
+    assert!(!stale.exists(), "temp files are removed at start-up");
+    assert_eq!(srv.partials().len(), 1, "partials are kept");
+    let o = upload_once(srv.addr(), "keep/me.bin", &body);
+    assert_eq!((o.code, o.from), (Code::Stored, Some(700_000)), "{o:?}");
+    srv.stop();
+    assert!(srv.read("keep/me.bin").unwrap() == body);
+    assert_eq!(srv.listing(), vec!["keep/me.bin"]);
+}
+
+#[test]
 fn a_resume_whose_prefix_differs_restarts_from_zero() {
     let mut srv = start(config());
     let first = data(2 << 20, 1);

@@ -19,6 +19,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A running server and the temp folder it stores into.
 pub struct TestServer {
+    config: Config,
     handle: Option<ServerHandle>,
     addr: SocketAddr,
     pub dir: PathBuf,
@@ -41,10 +42,11 @@ pub fn start(mut config: Config) -> TestServer {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     config.dir = dir.clone();
-    let server = Server::bind(config).expect("bind");
+    let server = Server::bind(config.clone()).expect("bind");
     let dir = server.dir().to_path_buf();
     let handle = server.spawn();
     TestServer {
+        config,
         addr: handle.addr(),
         handle: Some(handle),
         dir,
@@ -62,6 +64,14 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown().expect("clean shutdown");
         }
+    }
+
+    /// Stops the server and starts a new one on the same folder (another port).
+    pub fn restart(&mut self) {
+        self.stop();
+        let handle = Server::bind(self.config.clone()).expect("bind").spawn();
+        self.addr = handle.addr();
+        self.handle = Some(handle);
     }
 
     /// Asks the server to stop without waiting.
