@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +13,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStor
 
 use crate::server::peer_name;
 use crate::stream::handshake;
-use crate::{provider, Fingerprint, SecureError, Stream};
+use crate::{provider, Fingerprint, SecureError, Stream, Transport};
 
 /// How the client decides to trust a server's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,9 +274,9 @@ fn fingerprint_config(
 /// forms the known-hosts key.
 ///
 /// Returns only once the server is trusted, so nothing (no token) is sent to an untrusted one.
-/// Set timeouts on `tcp` first.
-pub fn connect(tls: &ClientTls, host: &str, tcp: TcpStream) -> Result<Stream, SecureError> {
-    let peer = peer_name(&tcp);
+/// Bound it first (socket timeouts, or a [`Transport`] with deadlines).
+pub fn connect<T: Transport>(tls: &ClientTls, host: &str, io: T) -> Result<Stream<T>, SecureError> {
+    let peer = peer_name(&io);
     let name = ServerName::try_from(bare_host(host).to_string()).map_err(|_| {
         SecureError::BadServerName {
             host: host.to_string(),
@@ -291,7 +290,7 @@ pub fn connect(tls: &ClientTls, host: &str, tcp: TcpStream) -> Result<Stream, Se
             (config, Some(*fp), Some(seen))
         }
         Mode::KnownHosts(path) => {
-            let port = tcp.peer_addr()?.port();
+            let port = io.peer_addr()?.port();
             let key = host_key(host, port);
             let list = KnownHosts::load(path)?;
             let recorded = list.lookup(&key);
@@ -306,8 +305,8 @@ pub fn connect(tls: &ClientTls, host: &str, tcp: TcpStream) -> Result<Stream, Se
             source,
             hint: "",
         })?;
-    let mut tcp = tcp;
-    let outcome = handshake(&mut conn, &mut tcp);
+    let mut io = io;
+    let outcome = handshake(&mut conn, &mut io);
     let got = seen.and_then(|s| *s.lock().unwrap_or_else(|p| p.into_inner()));
     if let Err(failure) = outcome {
         // A certificate that is not the expected one is the typed, loud refusal.
@@ -342,7 +341,7 @@ pub fn connect(tls: &ClientTls, host: &str, tcp: TcpStream) -> Result<Stream, Se
         newly_trusted = true;
     }
     Ok(Stream::client(
-        StreamOwned::new(conn, tcp),
+        StreamOwned::new(conn, io),
         peer_fp,
         newly_trusted,
     ))

@@ -37,10 +37,10 @@ pub use error::SecureError;
 pub use fingerprint::Fingerprint;
 pub use limiter::{source_key, FailureLimiter, SharedFailureLimiter};
 pub use server::{
-    accept, accept_any, looks_like_tls, peek_first_byte, ServerTls, CERT_FILE, KEY_FILE,
-    TLS_HANDSHAKE_BYTE,
+    accept, accept_any, detect, looks_like_tls, peek_first_byte, Detected, ServerTls, CERT_FILE,
+    KEY_FILE, TLS_HANDSHAKE_BYTE,
 };
-pub use stream::Stream;
+pub use stream::{Stream, Transport};
 pub use token::{Token, MAX_TOKEN_LEN, TOKEN_ENV};
 
 /// Re-exported so callers can name rustls types without a version mismatch.

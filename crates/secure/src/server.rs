@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::stream::handshake;
-use crate::{check_private_file, provider, Fingerprint, SecureError, Stream};
+use crate::{check_private_file, provider, Fingerprint, SecureError, Stream, Transport};
 
 /// File name of the self-signed certificate inside the state folder.
 pub const CERT_FILE: &str = "cert.pem";
@@ -241,56 +241,82 @@ pub fn peek_first_byte(tcp: &TcpStream) -> io::Result<Option<u8>> {
 
 /// Performs the server side of a TLS handshake on an accepted connection.
 ///
-/// Blocks until the handshake is done: set read/write timeouts on `tcp` first so a silent
-/// client cannot hold the thread.
-pub fn accept(tls: &ServerTls, tcp: TcpStream) -> Result<Stream, SecureError> {
-    let peer = peer_name(&tcp);
+/// Blocks until the handshake is done: bound it (socket timeouts, or a [`Transport`] wrapper
+/// with deadlines) so a silent or trickling client cannot hold the thread.
+pub fn accept<T: Transport>(tls: &ServerTls, io: T) -> Result<Stream<T>, SecureError> {
+    let peer = peer_name(&io);
     let mut conn =
         ServerConnection::new(tls.config.clone()).map_err(|source| SecureError::Handshake {
             peer: peer.clone(),
             source,
             hint: "",
         })?;
-    let mut tcp = tcp;
-    handshake(&mut conn, &mut tcp).map_err(|f| f.into_error(peer, false))?;
-    Ok(Stream::server(StreamOwned::new(conn, tcp)))
+    let mut io = io;
+    handshake(&mut conn, &mut io).map_err(|f| f.into_error(peer, false))?;
+    Ok(Stream::server(StreamOwned::new(conn, io)))
 }
 
-/// Accepts plain or TLS on one port, telling them apart by the first byte.
+/// What a new connection's first byte says it is; see [`detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    /// A TLS handshake, and TLS is configured: call [`accept`].
+    Tls,
+    /// Plain ferry or seed framing, and TLS is not required: use [`Stream::plain`].
+    Plain,
+}
+
+/// Peeks at a new connection's first byte and decides, without consuming anything.
 ///
-/// - TLS (`0x16`) with `tls` set: handshake as [`accept`].
-/// - TLS without `tls`: [`SecureError::TlsNotConfigured`].
-/// - Anything else with `require_tls`: [`SecureError::PlainRefused`] — the server should log
-///   it and close; plain clients (seed or ferry framing) are refused when TLS is required.
-/// - Anything else otherwise: [`Stream::plain`].
+/// - TLS (`0x16`) with `tls_configured`: [`Detected::Tls`].
+/// - TLS otherwise: [`SecureError::TlsNotConfigured`].
+/// - Anything else with `require_tls`: [`SecureError::PlainRefused`] — the server logs it and
+///   closes: when TLS is required, both plain framings (seed and ferry) are refused.
+/// - Anything else otherwise: [`Detected::Plain`].
 /// - Nothing at all: [`SecureError::EmptyConnection`].
+///
+/// Blocks until the first byte: set a read timeout on `tcp` first.
+pub fn detect(
+    tls_configured: bool,
+    require_tls: bool,
+    tcp: &TcpStream,
+) -> Result<Detected, SecureError> {
+    let first = peek_first_byte(tcp).map_err(|source| SecureError::HandshakeIo {
+        peer: peer_name(tcp),
+        source,
+        hint: "",
+    })?;
+    match first {
+        None => Err(SecureError::EmptyConnection {
+            peer: peer_name(tcp),
+        }),
+        Some(b) if looks_like_tls(b) && tls_configured => Ok(Detected::Tls),
+        Some(b) if looks_like_tls(b) => Err(SecureError::TlsNotConfigured {
+            peer: peer_name(tcp),
+        }),
+        Some(_) if require_tls => Err(SecureError::PlainRefused {
+            peer: peer_name(tcp),
+        }),
+        Some(_) => Ok(Detected::Plain),
+    }
+}
+
+/// Accepts plain or TLS on one port: [`detect`], then [`accept`] or [`Stream::plain`].
+///
+/// `require_tls` refuses plain connections ([`SecureError::PlainRefused`]); it makes sense
+/// only with `tls` set.
 pub fn accept_any(
     tls: Option<&ServerTls>,
     require_tls: bool,
     tcp: TcpStream,
 ) -> Result<Stream, SecureError> {
-    let first = peek_first_byte(&tcp).map_err(|source| SecureError::HandshakeIo {
-        peer: peer_name(&tcp),
-        source,
-        hint: "",
-    })?;
-    match (first, tls) {
-        (None, _) => Err(SecureError::EmptyConnection {
-            peer: peer_name(&tcp),
-        }),
-        (Some(b), Some(tls)) if looks_like_tls(b) => accept(tls, tcp),
-        (Some(b), None) if looks_like_tls(b) => Err(SecureError::TlsNotConfigured {
-            peer: peer_name(&tcp),
-        }),
-        (Some(_), _) if require_tls => Err(SecureError::PlainRefused {
-            peer: peer_name(&tcp),
-        }),
-        (Some(_), _) => Ok(Stream::plain(tcp)),
+    match (detect(tls.is_some(), require_tls, &tcp)?, tls) {
+        (Detected::Tls, Some(tls)) => accept(tls, tcp),
+        _ => Ok(Stream::plain(tcp)),
     }
 }
 
-pub(crate) fn peer_name(tcp: &TcpStream) -> String {
-    tcp.peer_addr()
+pub(crate) fn peer_name<T: Transport + ?Sized>(io: &T) -> String {
+    io.peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "an unknown peer".to_string())
 }

@@ -1,6 +1,6 @@
-//! [`Stream`]: a TCP connection, plain or wrapped in TLS, as one `Read + Write`.
+//! [`Stream`]: a connection, plain or wrapped in TLS, as one `Read + Write`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -8,37 +8,65 @@ use rustls::{ClientConnection, ConnectionCommon, ServerConnection, StreamOwned};
 
 use crate::{Fingerprint, SecureError};
 
-/// A connected byte stream, plain TCP or TLS over TCP, for `ferry_proto::Driver`.
+/// The byte transport under TLS: a `TcpStream`, or the adapter's own wrapper around one
+/// (deadlines, stop flags). Implement it for such a wrapper to run the handshake through it.
+///
+/// Reads and writes may fail with `WouldBlock`/`TimedOut` (socket timeouts) and be retried:
+/// rustls keeps its state across such errors.
+pub trait Transport: Read + Write {
+    /// The peer's address (the client uses its port for the known-hosts key).
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Ends the sending half (TCP `shutdown(Write)`).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.shutdown(Shutdown::Write) {
+            // A peer that is already gone is not an error here.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A connected byte stream, plain or TLS over a [`Transport`] (a `TcpStream` by default), for
+/// `ferry_proto::Driver`.
 ///
 /// Made by [`crate::accept`], [`crate::accept_any`], [`crate::connect`] or [`Stream::plain`].
 /// With TLS, end of stream is only reported (`Ok(0)`) after the peer's `close_notify`; a TCP
 /// close without it reads as an `UnexpectedEof` error, so a truncated transfer cannot pass for a
 /// complete one. Call [`Stream::shutdown_write`] when done sending so the peer sees a clean end.
+/// With TLS, `flush` really writes (to the transport) and can fail or time out.
 #[derive(Debug)]
-pub struct Stream {
-    inner: Inner,
+pub struct Stream<T: Transport = TcpStream> {
+    inner: Inner<T>,
     peer_fingerprint: Option<Fingerprint>,
     newly_trusted: bool,
 }
 
 #[derive(Debug)]
-enum Inner {
-    Plain(TcpStream),
-    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
-    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+enum Inner<T: Transport> {
+    Plain(T),
+    Server(Box<StreamOwned<ServerConnection, T>>),
+    Client(Box<StreamOwned<ClientConnection, T>>),
 }
 
-impl Stream {
-    /// Wraps a plain TCP stream (no encryption).
-    pub fn plain(tcp: TcpStream) -> Self {
+impl<T: Transport> Stream<T> {
+    /// Wraps a transport without encryption.
+    pub fn plain(io: T) -> Self {
         Stream {
-            inner: Inner::Plain(tcp),
+            inner: Inner::Plain(io),
             peer_fingerprint: None,
             newly_trusted: false,
         }
     }
 
-    pub(crate) fn server(tls: StreamOwned<ServerConnection, TcpStream>) -> Self {
+    pub(crate) fn server(tls: StreamOwned<ServerConnection, T>) -> Self {
         Stream {
             inner: Inner::Server(Box::new(tls)),
             peer_fingerprint: None,
@@ -47,7 +75,7 @@ impl Stream {
     }
 
     pub(crate) fn client(
-        tls: StreamOwned<ClientConnection, TcpStream>,
+        tls: StreamOwned<ClientConnection, T>,
         peer_fingerprint: Option<Fingerprint>,
         newly_trusted: bool,
     ) -> Self {
@@ -63,8 +91,9 @@ impl Stream {
         !matches!(self.inner, Inner::Plain(_))
     }
 
-    /// The underlying TCP stream (for addresses, timeouts, `nodelay`; never read or write it).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The transport (for addresses, timeouts, options; reading or writing it directly would
+    /// corrupt a TLS stream).
+    pub fn get_ref(&self) -> &T {
         match &self.inner {
             Inner::Plain(s) => s,
             Inner::Server(s) => s.get_ref(),
@@ -72,19 +101,18 @@ impl Stream {
         }
     }
 
+    /// The transport, mutably (same caveat as [`Stream::get_ref`]).
+    pub fn get_mut(&mut self) -> &mut T {
+        match &mut self.inner {
+            Inner::Plain(s) => s,
+            Inner::Server(s) => s.get_mut(),
+            Inner::Client(s) => s.get_mut(),
+        }
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
-    }
-
-    /// Sets the read timeout of the underlying TCP stream.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_read_timeout(timeout)
-    }
-
-    /// Sets the write timeout of the underlying TCP stream.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_write_timeout(timeout)
+        self.get_ref().peer_addr()
     }
 
     /// Client side: the SHA-256 fingerprint of the server's certificate (`None` when plain or
@@ -102,31 +130,45 @@ impl Stream {
     /// Ends the sending half: sends TLS `close_notify` (if TLS), flushes, shuts down TCP writes.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Plain(s) => shutdown_tcp(s),
+            Inner::Plain(s) => s.shutdown_write(),
             Inner::Server(s) => close(&mut s.conn, &mut s.sock),
             Inner::Client(s) => close(&mut s.conn, &mut s.sock),
         }
     }
 }
 
-fn close<D>(conn: &mut ConnectionCommon<D>, sock: &mut TcpStream) -> io::Result<()> {
+impl Stream<TcpStream> {
+    /// The underlying TCP stream (for addresses, timeouts, `nodelay`; never read or write it).
+    pub fn tcp(&self) -> &TcpStream {
+        self.get_ref()
+    }
+
+    /// Sets the read timeout of the underlying TCP stream.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+
+    /// Sets the write timeout of the underlying TCP stream.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_write_timeout(timeout)
+    }
+}
+
+fn close<D, T: Transport>(conn: &mut ConnectionCommon<D>, sock: &mut T) -> io::Result<()> {
     conn.send_close_notify();
     while conn.wants_write() {
-        conn.write_tls(sock)?;
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     sock.flush()?;
-    shutdown_tcp(sock)
+    sock.shutdown_write()
 }
 
-/// Shuts down TCP writes; a peer that is already gone is not an error.
-fn shutdown_tcp(sock: &TcpStream) -> io::Result<()> {
-    match sock.shutdown(Shutdown::Write) {
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-        other => other,
-    }
-}
-
-impl Read for Stream {
+impl<T: Transport> Read for Stream<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inner {
             Inner::Plain(s) => s.read(buf),
@@ -136,12 +178,20 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
+impl<T: Transport> Write for Stream<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
             Inner::Plain(s) => s.write(buf),
             Inner::Server(s) => s.write(buf),
             Inner::Client(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Plain(s) => s.write_vectored(bufs),
+            Inner::Server(s) => rustls::Stream::new(&mut s.conn, &mut s.sock).write_vectored(bufs),
+            Inner::Client(s) => rustls::Stream::new(&mut s.conn, &mut s.sock).write_vectored(bufs),
         }
     }
 
@@ -155,9 +205,9 @@ impl Write for Stream {
 }
 
 /// Drives a handshake to completion over a blocking socket.
-pub(crate) fn handshake<D>(
+pub(crate) fn handshake<D, T: Transport>(
     conn: &mut ConnectionCommon<D>,
-    sock: &mut TcpStream,
+    sock: &mut T,
 ) -> Result<(), HandshakeFailure> {
     while conn.is_handshaking() {
         match conn.complete_io(sock) {
@@ -173,7 +223,14 @@ pub(crate) fn handshake<D>(
     while conn.wants_write() {
         match conn.write_tls(sock) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
             Err(e) => return Err(HandshakeFailure::Io(e)),
         }
     }

@@ -428,3 +428,86 @@ fn truncation_without_close_notify_is_an_error() {
     assert_eq!(got, b"partial");
     server.join().unwrap();
 }
+
+/// A transport that moves one byte per call, as a wrapper with its own logic would sit
+/// between TLS and the socket.
+#[derive(Debug)]
+struct Trickle {
+    tcp: TcpStream,
+    calls: usize,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let n = buf.len().min(1);
+        self.tcp.read(&mut buf[..n])
+    }
+}
+
+impl Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let n = buf.len().min(1);
+        self.tcp.write(&buf[..n])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+impl ferry_secure::Transport for Trickle {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.tcp.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+#[test]
+fn tls_over_a_custom_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = self_signed(dir.path());
+    let fp = tls.fingerprint();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        assert_eq!(
+            ferry_secure::detect(true, true, &tcp).unwrap(),
+            ferry_secure::Detected::Tls
+        );
+        let mut s = ferry_secure::accept(&tls, Trickle { tcp, calls: 0 }).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&got).unwrap();
+        s.shutdown_write().unwrap();
+        assert!(s.get_ref().calls > got.len());
+        got
+    });
+    let known = dir.path().join("known_hosts");
+    let client = ClientTls::new(Trust::KnownHosts(known.clone())).unwrap();
+    let tcp = tcp_to(port);
+    let mut s = connect(&client, "127.0.0.1", Trickle { tcp, calls: 0 }).unwrap();
+    assert_eq!(s.peer_fingerprint(), Some(fp));
+    assert!(s.newly_trusted());
+    s.write_all(b"through the trickle").unwrap();
+    let n = s
+        .write_vectored(&[std::io::IoSlice::new(b"+vectored")])
+        .unwrap();
+    assert_eq!(n, b"+vectored".len());
+    s.flush().unwrap();
+    s.shutdown_write().unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"through the trickle+vectored");
+    assert_eq!(server.join().unwrap(), back);
+    assert_eq!(
+        fs::read_to_string(&known).unwrap(),
+        format!("127.0.0.1:{port} {fp}\n")
+    );
+}
