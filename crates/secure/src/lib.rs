@@ -1,8 +1,9 @@
 //! # ferry-secure
 //!
 //! TLS and authentication for ferry's blocking adapters. The protocol crate stays sans-IO:
-//! this crate only turns a `TcpStream` into a [`Stream`] (`Read + Write`) that
-//! `ferry_proto::Driver` runs over, and checks tokens and failed attempts.
+//! this crate only turns a byte transport (a `TcpStream`, or an adapter's wrapper around one,
+//! see [`Transport`]) into a [`Stream`] (`Read + Write`) that `ferry_proto::Driver` runs
+//! over, and checks tokens and failed attempts.
 //!
 //! - **TLS 1.3 only**, rustls with the `ring` provider (builds with a C compiler alone).
 //!   Server: [`ServerTls::from_pem_files`] (`--tls-cert`/`--tls-key`) or
@@ -12,12 +13,59 @@
 //!   [`connect`].
 //! - **One port for plain and TLS**: a TLS connection starts with `0x16`
 //!   ([`looks_like_tls`]), which neither ferry framing (magic `0x00`) nor a seed name can.
-//!   When TLS is required, [`accept_any`] refuses plain connections
+//!   When TLS is required, [`detect`]/[`accept_any`] refuse plain connections
 //!   ([`SecureError::PlainRefused`]); the server logs that and closes.
-//! - **Fingerprints** are `SHA256:` and 64 lowercase hex digits of the leaf certificate's DER.
+//! - **Fingerprints** are `SHA256:` and 64 lowercase hex digits of the leaf certificate's DER
+//!   (`openssl x509 -noout -fingerprint -sha256` shows the same digits with colons, which
+//!   `--pin` also accepts).
 //! - **Tokens** ([`Token`]): from a file no one else can read, or `FERRY_TOKEN`; compared in
 //!   constant time; never printed.
 //! - **Failed attempts** are limited per source ([`FailureLimiter`]), with time passed in.
+//!
+//! ## Server recipe
+//!
+//! ```text
+//! startup:
+//!   --tls-cert C --tls-key K  -> tls = Some(ServerTls::from_pem_files(C, K)?)
+//!   --tls-self-signed         -> tls = Some(ServerTls::self_signed(&state_dir)?)
+//!                                (default_state_dir() suggests one); print
+//!                                "TLS certificate fingerprint: {tls.fingerprint()}" (and whether
+//!                                tls.generated()) so clients can --pin it
+//!   --token-file F            -> token = Some(Token::from_file(F)?)   (refuses a group/other-
+//!                                readable file; never accept a token on the command line)
+//!   limiter = SharedFailureLimiter::default()  (5 failures/min per IPv4 or IPv6 /64)
+//!   require_tls = tls.is_some()  (or a flag: plain allowed only if the operator says so)
+//! per connection (before a byte reaches the disk):
+//!   if !limiter.check(peer.ip(), Instant::now()) -> log, close
+//!   set a read timeout; match detect(tls.is_some(), require_tls, &tcp):
+//!     Err(e)            -> log e (PlainRefused is the "seed framing refused" line), close
+//!     Ok(Detected::Tls) -> stream = accept(tls, tcp or the Guarded wrapper)?
+//!                          (on Err: log; optionally limiter.record_failure)
+//!     Ok(Plain)         -> stream = Stream::plain(..)
+//!   Driver::new(stream, Connection::server()); on Event::Hello { token: offered, .. }:
+//!     if let Some(t) = &token, !t.verify(offered.as_deref()):
+//!        limiter.record_failure(ip, Instant::now());
+//!        conn.close_with_error(Code::Denied, "authentication failed"); flush; close
+//!     else limiter.record_success(ip); conn.welcome()
+//!   with a token configured, a seed-framing connection (no HELLO) is refused and logged
+//!   at end: stream.shutdown_write() (TLS close_notify), then close.
+//! ```
+//!
+//! ## Client recipe
+//!
+//! ```text
+//!   --tls               -> ClientTls::new(Trust::WebPkiRoots)
+//!   --ca FILE           -> ClientTls::new(Trust::CaFile(FILE))           (implies --tls)
+//!   --pin SHA256:...    -> ClientTls::new(Trust::Pin(arg.parse()?))      (implies --tls)
+//!   --known-hosts FILE  -> ClientTls::new(Trust::KnownHosts(FILE))       (implies --tls;
+//!                          default_known_hosts_path() suggests a FILE)
+//!   token = Token::for_client(--token-file)?   (the file wins over FERRY_TOKEN)
+//!   tcp = connect with timeouts; stream = connect(&tls, host, tcp)?  (or Stream::plain(tcp))
+//!   if stream.newly_trusted(): tell the user "trusted HOST:PORT on first use: {fingerprint}"
+//!   Connection::client(token.as_ref().map(Token::as_bytes)); use the Driver as usual;
+//!   when done sending: stream.shutdown_write(); read to the end.
+//!   Warn if a token is sent without TLS.
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,7 +77,7 @@ mod server;
 mod stream;
 mod token;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use client::{connect, host_key, ClientTls, KnownHosts, Trust};
@@ -45,6 +93,27 @@ pub use token::{Token, MAX_TOKEN_LEN, TOKEN_ENV};
 
 /// Re-exported so callers can name rustls types without a version mismatch.
 pub use rustls;
+
+/// A per-user folder for the server's self-signed certificate: `$XDG_STATE_HOME/ferry/tls`,
+/// else `$HOME/.local/state/ferry/tls`; `None` without either variable.
+pub fn default_state_dir() -> Option<PathBuf> {
+    base_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("ferry").join("tls"))
+}
+
+/// A per-user known-hosts file: `$XDG_CONFIG_HOME/ferry/known_hosts`, else
+/// `$HOME/.config/ferry/known_hosts`; `None` without either variable.
+pub fn default_known_hosts_path() -> Option<PathBuf> {
+    base_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("ferry").join("known_hosts"))
+}
+
+fn base_dir(xdg_var: &str, home_rel: &str) -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os(xdg_var).and_then(absolute).or_else(|| {
+        std::env::var_os("HOME")
+            .and_then(absolute)
+            .map(|h| h.join(home_rel))
+    })
+}
 
 /// The crypto provider used everywhere: rustls's `ring` provider.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
