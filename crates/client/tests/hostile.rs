@@ -1,0 +1,300 @@
+//! Hostile or broken servers, scripted frame by frame: the client never writes outside its
+//! folder, never publishes unverified bytes and never reports success for them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{id_of, opts, raw_server, write, Raw};
+use ferry_client::download::{self, Dest};
+use ferry_client::{upload, Options, Outcome, Status, Target};
+use ferry_proto::wire::{kind, Frame, VERSION};
+use ferry_proto::{Code, Digest, Name};
+
+const WELCOME: Frame = Frame::Welcome { version: VERSION };
+
+fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
+    Frame::Offer {
+        id,
+        size,
+        mtime: None,
+        mode: None,
+        name: name.to_owned(),
+    }
+}
+
+/// Runs a download of `a.txt` into `<tmp>/out` against the scripted server; returns the
+/// outcome and the temp dir (which must hold nothing but `out`).
+fn download_from(script: impl FnOnce(Raw, u64) + Send + 'static) -> (Outcome, tempfile::TempDir) {
+    let (addr, server) = raw_server(|mut raw| {
+        let get = raw.expect(kind::GET);
+        raw.send(&[WELCOME]);
+        script(raw, id_of(&get));
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(tmp.path().join("out"));
+    let names = vec![Name::parse("a.txt").unwrap()];
+    let outcome = download::get(&Target::from(addr), names, &dest, &opts(), &mut ());
+    server.join().unwrap();
+    assert_eq!(
+        common::tree(tmp.path())
+            .iter()
+            .filter(|f| !f.starts_with("out/"))
+            .count(),
+        0,
+        "nothing outside the folder"
+    );
+    assert!(!tmp.path().join("out/a.txt").exists(), "nothing published");
+    assert!(outcome.files.iter().all(|f| !f.status.is_success()));
+    (outcome, tmp)
+}
+
+#[test]
+fn names_never_asked_for_are_a_protocol_error() {
+    for evil in [
+        "../escape.txt",
+        "/etc/passwd",
+        "b.txt",
+        "out/../../x",
+        "a.txt/../../x",
+    ] {
+        let (outcome, _tmp) = download_from(move |mut raw, id| {
+            raw.send(&[offer(id, evil, Some(4))]);
+            raw.drain();
+        });
+        assert_eq!(outcome.exit_code(), 5, "{evil}: {:?}", outcome.error);
+        let msg = outcome.error.unwrap().to_string();
+        assert!(msg.contains("not requested"), "{msg}");
+    }
+}
+
+#[test]
+fn a_body_longer_than_offered_is_cut_off() {
+    let (outcome, _tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", Some(4))]);
+        raw.expect(kind::ACCEPT);
+        raw.send(&[Frame::Begin { id, from: 0 }]);
+        raw.send_data(b"12345678");
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+}
+
+#[test]
+fn an_end_that_disagrees_with_the_offer_is_refused() {
+    let (outcome, _tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", Some(8))]);
+        raw.expect(kind::ACCEPT);
+        raw.send(&[Frame::Begin { id, from: 0 }]);
+        raw.send_data(b"1234");
+        raw.send(&[Frame::End {
+            id,
+            size: 4,
+            digest: Digest::of(b"1234"),
+        }]);
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+}
+
+#[test]
+fn a_wrong_digest_discards_the_file_and_tells_the_server() {
+    let (outcome, tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", Some(5))]);
+        raw.expect(kind::ACCEPT);
+        raw.send(&[Frame::Begin { id, from: 0 }]);
+        raw.send_data(b"hello");
+        raw.send(&[Frame::End {
+            id,
+            size: 5,
+            digest: Digest::of(b"jello"),
+        }]);
+        match raw.expect(kind::RESULT) {
+            Frame::Result { code, .. } => assert_eq!(code, Code::DigestMismatch),
+            other => panic!("{other:?}"),
+        }
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(outcome.files[0].status, Status::Code(Code::DigestMismatch));
+    assert!(
+        common::tree(tmp.path()).is_empty(),
+        "no partial kept either"
+    );
+}
+
+#[test]
+fn a_result_for_a_file_never_sent_is_a_protocol_error() {
+    let (addr, server) = raw_server(|mut raw| {
+        let o = raw.expect(kind::OFFER);
+        raw.send(&[
+            WELCOME,
+            Frame::Result {
+                id: id_of(&o),
+                code: Code::Stored,
+                detail: "f".into(),
+            },
+        ]);
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"data");
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+    assert_eq!(outcome.files[0].status, Status::Incomplete);
+}
+
+#[test]
+fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
+    let content = b"the whole file".to_vec();
+    let expected = content.clone();
+    let (addr, server) = raw_server(move |mut raw| {
+        let id = id_of(&raw.expect(kind::OFFER));
+        raw.send(&[
+            WELCOME,
+            Frame::Accept {
+                id,
+                offset: 3,
+                prefix: Digest::of(b"xyz"),
+            },
+        ]);
+        assert_eq!(raw.expect(kind::BEGIN), Frame::Begin { id, from: 0 });
+        match raw.expect(kind::END) {
+            Frame::End { size, digest, .. } => {
+                assert_eq!((size, digest), (14, Digest::of(&expected)));
+            }
+            other => panic!("{other:?}"),
+        }
+        raw.send(&[Frame::Result {
+            id,
+            code: Code::Stored,
+            detail: "f".into(),
+        }]);
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, &content);
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    assert_eq!((outcome.files[0].offset, outcome.files[0].bytes), (0, 14));
+}
+
+#[test]
+fn an_offset_beyond_the_file_is_a_protocol_error() {
+    let (addr, server) = raw_server(|mut raw| {
+        let id = id_of(&raw.expect(kind::OFFER));
+        raw.send(&[
+            WELCOME,
+            Frame::Accept {
+                id,
+                offset: 1000,
+                prefix: Digest::of_empty(),
+            },
+        ]);
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"tiny");
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+}
+
+#[test]
+fn a_busy_server_is_a_refusal_with_its_reason_escaped() {
+    let (addr, server) = raw_server(|mut raw| {
+        raw.send(&[Frame::Error {
+            code: Code::Busy,
+            reason: "too many clients\x1b[2J".into(),
+        }]);
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"x");
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 3);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(
+        msg.contains("refused the connection: too many clients"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\x1b'), "{msg}");
+}
+
+#[test]
+fn garbage_from_the_server_is_a_protocol_error() {
+    let (addr, server) = raw_server(|mut raw| {
+        raw.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"x");
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let (addr, server) = raw_server(|mut raw| {
+        raw.send(&[WELCOME]);
+        raw.drain();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"x");
+    let quick = Options {
+        timeout: Duration::from_secs(1),
+        ..opts()
+    };
+
+    let outcome = upload::send(&Target::from(addr), common::sources(&[&f]), &quick, &mut ());
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 4);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(msg.contains("did not answer"), "{msg}");
+}

@@ -1,0 +1,181 @@
+//! `--legacy`: the seed framing, against a minimal seed-style receiver and, when present, the
+//! lab report's own `seed/server.py`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{data, opts, sources, write};
+use ferry_client::{legacy, Status, Target};
+use ferry_proto::Digest;
+
+/// What a seed receiver got: one name and body per connection.
+type Received = Vec<(String, Vec<u8>)>;
+
+/// Accepts `n` connections, each `name\n` then the body until close, as the seed server does.
+fn seed_receiver(n: usize) -> (SocketAddr, JoinHandle<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        (0..n)
+            .map(|_| {
+                let (stream, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(stream);
+                let mut name = Vec::new();
+                r.read_until(b'\n', &mut name).unwrap();
+                assert_eq!(name.pop(), Some(b'\n'));
+                let mut body = Vec::new();
+                r.read_to_end(&mut body).unwrap();
+                (String::from_utf8(name).unwrap(), body)
+            })
+            .collect()
+    });
+    (addr, handle)
+}
+
+#[test]
+fn each_file_goes_by_base_name_on_its_own_connection() {
+    let local = tempfile::tempdir().unwrap();
+    let a = local.path().join("dir/a.bin");
+    let b = local.path().join("b.txt");
+    write(&a, &data(100_000, 5));
+    write(&b, b"bee");
+    let (addr, receiver) = seed_receiver(2);
+
+    let outcome = legacy::send(
+        &Target::from(addr),
+        sources(&[&local.path().join("dir"), &b]),
+        &opts(),
+        &mut (),
+    );
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    assert!(outcome.files.iter().all(|f| f.status == Status::Sent));
+    assert_eq!(outcome.files[0].digest, Some(Digest::of(&data(100_000, 5))));
+    let got = receiver.join().unwrap();
+    assert_eq!(got[0], ("a.bin".to_owned(), data(100_000, 5)));
+    assert_eq!(got[1], ("b.txt".to_owned(), b"bee".to_vec()));
+}
+
+#[test]
+fn the_ferry_server_takes_seed_uploads_too() {
+    let server = common::TestServer::start(ferry_server::Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("old-style.txt");
+    write(&f, b"seed framing");
+
+    let outcome = legacy::send(&server.target(), sources(&[&f]), &opts(), &mut ());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    common::wait_until("the server publishes the file", || {
+        server.path("old-style.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read(server.path("old-style.txt")).unwrap(),
+        b"seed framing"
+    );
+}
+
+#[test]
+fn clashing_base_names_are_refused_before_connecting() {
+    let local = tempfile::tempdir().unwrap();
+    write(&local.path().join("x/f"), b"1");
+    write(&local.path().join("y/f"), b"2");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = Target::from(listener.local_addr().unwrap());
+
+    let outcome = legacy::send(
+        &target,
+        sources(&[&local.path().join("x"), &local.path().join("y")]),
+        &opts(),
+        &mut (),
+    );
+
+    assert_eq!(outcome.exit_code(), 2);
+    assert!(outcome.error.unwrap().to_string().contains("base names"));
+    assert!(listener.accept().is_err(), "no connection was made");
+}
+
+#[test]
+fn the_binary_sends_stdin_in_seed_framing() {
+    let (addr, receiver) = seed_receiver(1);
+    let out = common::ferry_with_stdin(
+        &[
+            "send",
+            "--legacy",
+            &addr.to_string(),
+            "-",
+            "--name",
+            "piped.txt",
+        ],
+        Some(b"from a pipe"),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        receiver.join().unwrap(),
+        [("piped.txt".to_owned(), b"from a pipe".to_vec())]
+    );
+}
+
+/// The lab report's own server, run with python3, when both are available.
+#[test]
+fn the_lab_reports_server_receives_our_upload() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seed/server.py");
+    let python = Command::new("python3").arg("--version").output();
+    if !script.exists() || !python.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no seed/server.py or no python3");
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("report.pdf");
+    let content = data(300_000, 9);
+    write(&file, &content);
+    // server.py binds its own port: take a free one from the system, then hand it over.
+    let port = common::dead_addr().port();
+    let mut child = Command::new("python3")
+        .arg("-u")
+        .arg(&script)
+        .env("SEED_HOST", "127.0.0.1")
+        .env("SEED_PORT", port.to_string())
+        .env("SEED_DIR", store.path())
+        .env("SEED_MAX_CONNECTIONS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    said.read_line(&mut first_line).unwrap();
+    assert!(first_line.contains("listening"), "{first_line}");
+    // server.py prints as it goes and dies on a closed pipe: keep reading.
+    let log = thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = said.read_to_string(&mut rest);
+        rest
+    });
+    let target = Target::new("127.0.0.1", port);
+
+    let outcome = legacy::send(&target, sources(&[&file]), &opts(), &mut ());
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("server.py did not finish");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    assert!(status.success(), "{}", log.join().unwrap());
+    assert!(std::fs::read(store.path().join("report.pdf")).unwrap() == content);
+}
