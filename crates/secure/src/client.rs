@@ -65,7 +65,7 @@ impl ClientTls {
 fn verified_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, SecureError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| SecureError::CertGen(e.to_string()))?
+        .map_err(SecureError::TlsConfig)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -261,7 +261,7 @@ fn fingerprint_config(
     };
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| SecureError::CertGen(e.to_string()))?
+        .map_err(SecureError::TlsConfig)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();

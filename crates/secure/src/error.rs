@@ -42,6 +42,10 @@ pub enum SecureError {
         source: rustls::Error,
     },
 
+    /// rustls refused the configuration (a bug rather than a user error).
+    #[error("cannot build the TLS configuration: {0}")]
+    TlsConfig(rustls::Error),
+
     /// Generating a self-signed certificate failed.
     #[error("cannot generate a self-signed certificate: {0}")]
     CertGen(String),

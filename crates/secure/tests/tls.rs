@@ -511,3 +511,74 @@ fn tls_over_a_custom_transport() {
         format!("127.0.0.1:{port} {fp}\n")
     );
 }
+
+/// A server that presents the pinned certificate without holding its key (a copy of the
+/// public certificate is all an interceptor would have) is refused: the pin checks the
+/// handshake signature, not only the certificate bytes.
+#[test]
+fn pinned_certificate_without_its_key_is_refused() {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    let victim = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let victim_der = CertificateDer::from(victim.cert.der().to_vec());
+    let pinned = Fingerprint::of_der(&victim_der);
+    let attacker_key = rcgen::KeyPair::generate().unwrap();
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            attacker_key.serialize_der(),
+        )))
+        .unwrap();
+    let forged = Arc::new(CertifiedKey::new(vec![victim_der], signing));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(forged)));
+    let config = Arc::new(config);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        let mut result = Ok(());
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut tcp) {
+                result = Err(e);
+                break;
+            }
+        }
+        result
+    });
+    let client = ClientTls::new(Trust::Pin(pinned)).unwrap();
+    let err = connect(&client, "localhost", tcp_to(port)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SecureError::Handshake {
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+                ..
+            }
+        ),
+        "expected a bad handshake signature, got {err:?}"
+    );
+    assert!(
+        server.join().unwrap().is_err(),
+        "the forger never completes"
+    );
+}
