@@ -27,18 +27,24 @@ impl fmt::Debug for Token {
 }
 
 impl Token {
-    /// A token from bytes, checked to be non-empty and at most [`MAX_TOKEN_LEN`] bytes.
+    /// A token from bytes as they are, checked to be non-empty and at most [`MAX_TOKEN_LEN`]
+    /// bytes.
     pub fn new(bytes: Vec<u8>) -> Result<Self, SecureError> {
         Self::checked(Zeroizing::new(bytes), "the caller")
     }
 
-    fn checked(mut bytes: Zeroizing<Vec<u8>>, origin: &str) -> Result<Self, SecureError> {
+    /// Removes one trailing `\n` or `\r\n`, then checks.
+    fn trimmed(mut bytes: Zeroizing<Vec<u8>>, origin: &str) -> Result<Self, SecureError> {
         let len = bytes.len();
         if bytes.ends_with(b"\r\n") {
             bytes.truncate(len - 2);
         } else if bytes.ends_with(b"\n") {
             bytes.truncate(len - 1);
         }
+        Self::checked(bytes, origin)
+    }
+
+    fn checked(bytes: Zeroizing<Vec<u8>>, origin: &str) -> Result<Self, SecureError> {
         let bad = |reason: String| SecureError::BadToken {
             origin: origin.to_string(),
             reason,
@@ -74,15 +80,16 @@ impl Token {
         file.take(MAX_TOKEN_LEN as u64 + 3)
             .read_to_end(&mut bytes)
             .map_err(|e| SecureError::file("read the token file", path, e))?;
-        Self::checked(bytes, &path.display().to_string())
+        Self::trimmed(bytes, &path.display().to_string())
     }
 
-    /// The client's token from `FERRY_TOKEN`; `None` when unset or empty.
+    /// The client's token from `FERRY_TOKEN` (one trailing newline removed); `None` when unset
+    /// or empty.
     pub fn from_env() -> Result<Option<Self>, SecureError> {
         match std::env::var_os(TOKEN_ENV) {
             None => Ok(None),
             Some(v) if v.is_empty() => Ok(None),
-            Some(v) => Self::checked(Zeroizing::new(v.into_encoded_bytes()), TOKEN_ENV).map(Some),
+            Some(v) => Self::trimmed(Zeroizing::new(v.into_encoded_bytes()), TOKEN_ENV).map(Some),
         }
     }
 

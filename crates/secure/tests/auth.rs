@@ -376,3 +376,13 @@ fn token_over_tls_with_the_protocol_driver() {
         ]
     );
 }
+
+#[test]
+fn token_new_keeps_bytes_as_they_are() {
+    let t = Token::new(b"with newline\n".to_vec()).unwrap();
+    assert_eq!(t.as_bytes(), b"with newline\n");
+    assert!(matches!(
+        Token::new(vec![]),
+        Err(SecureError::BadToken { .. })
+    ));
+}
