@@ -115,6 +115,10 @@ pub fn run(cli: &Cli) -> u8 {
             legacy,
         } => {
             let sources = match walk::collect(paths, name.as_deref()) {
+                Ok(s) if s.is_empty() => {
+                    let e = ClientError::Usage("nothing to send: the folders hold no files".into());
+                    return fail(cli, &e);
+                }
                 Ok(s) => s,
                 Err(e) => return fail(cli, &e),
             };

@@ -359,10 +359,13 @@ impl Download<'_> {
     fn abandon(&mut self, e: ClientError) {
         let mut left: Vec<_> = self.wants.drain().map(|(_, w)| w).collect();
         left.sort_by_key(|w| w.order);
-        for mut w in left {
-            w.report.detail = "the connection ended first".into();
-            self.obs.finished(&w.report);
-            self.outcome.files.push(w.report);
+        let unasked = self.wanted[self.next..].iter().map(|(name, path)| {
+            FileReport::new(name.clone(), path.clone(), None, Status::Incomplete)
+        });
+        for mut r in left.into_iter().map(|w| w.report).chain(unasked) {
+            r.detail = "the connection ended first".into();
+            self.obs.finished(&r);
+            self.outcome.files.push(r);
         }
         self.outcome.error = Some(e);
     }

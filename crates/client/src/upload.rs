@@ -264,14 +264,22 @@ impl Upload<'_> {
         self.outcome.files.push(f.report);
     }
 
-    /// The connection failed: every file still in flight is reported incomplete.
+    /// The connection failed: every file in flight or not yet offered is reported incomplete.
     fn abandon(&mut self, e: ClientError) {
         let mut left: Vec<_> = self.flights.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.index);
-        for mut f in left {
-            f.report.detail = "the connection ended first".into();
-            self.obs.finished(&f.report);
-            self.outcome.files.push(f.report);
+        let unsent = self.sources[self.next..].iter().map(|s| {
+            FileReport::new(
+                s.name.clone(),
+                s.path().map(ToOwned::to_owned),
+                s.size,
+                Status::Incomplete,
+            )
+        });
+        for mut r in left.into_iter().map(|f| f.report).chain(unsent) {
+            r.detail = "the connection ended first".into();
+            self.obs.finished(&r);
+            self.outcome.files.push(r);
         }
         self.outcome.error = Some(e);
     }

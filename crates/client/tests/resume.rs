@@ -6,7 +6,7 @@ use std::fs;
 
 use common::{cutting_proxy, data, opts, sources, wait_until, write, TestServer};
 use ferry_client::download::{self, partial_path, Dest};
-use ferry_client::{upload, Status, Target};
+use ferry_client::{upload, Options, Status, Target};
 use ferry_proto::{Code, Name};
 use ferry_server::Overwrite;
 
@@ -20,12 +20,25 @@ fn an_upload_cut_off_resumes_from_the_servers_offset() {
     let content = data(SIZE, 11);
     let path = local.path().join("big.bin");
     write(&path, &content);
+    let after = local.path().join("after.txt");
+    write(&after, b"after");
+    // A window of one: the second file is not even offered when the cut comes.
+    let one = Options {
+        window: 1,
+        ..opts()
+    };
 
     let (proxy, cut) = cutting_proxy(server.addr(), CUT, u64::MAX);
-    let first = upload::send(&Target::from(proxy), sources(&[&path]), &opts(), &mut ());
+    let first = upload::send(
+        &Target::from(proxy),
+        sources(&[&path, &after]),
+        &one,
+        &mut (),
+    );
     cut.join().unwrap();
     assert_eq!(first.exit_code(), 4, "a cut connection is a network error");
-    assert_eq!(first.files[0].status, Status::Incomplete);
+    assert_eq!(first.files.len(), 2, "every file is accounted for");
+    assert!(first.files.iter().all(|f| f.status == Status::Incomplete));
     assert!(!server.path("big.bin").exists(), "nothing published");
     // The server keeps what it received once it has seen the cut.
     wait_until("the server keeps a partial", || {
@@ -34,7 +47,7 @@ fn an_upload_cut_off_resumes_from_the_servers_offset() {
             .any(|f| f.contains("partial"))
     });
 
-    let second = upload::send(&server.target(), sources(&[&path]), &opts(), &mut ());
+    let second = upload::send(&server.target(), sources(&[&path, &after]), &one, &mut ());
 
     assert_eq!(second.exit_code(), 0, "{:?}", second.error);
     let r = &second.files[0];
@@ -43,6 +56,7 @@ fn an_upload_cut_off_resumes_from_the_servers_offset() {
     assert!(r.offset <= CUT);
     assert_eq!(r.bytes, SIZE as u64 - r.offset, "only the rest was sent");
     assert!(fs::read(server.path("big.bin")).unwrap() == content);
+    assert_eq!(fs::read(server.path("after.txt")).unwrap(), b"after");
 }
 
 #[test]
