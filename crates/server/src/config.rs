@@ -47,6 +47,10 @@ pub struct Config {
     pub accept_seed: bool,
     /// How long transfers in flight may go on after a shutdown request.
     pub grace: Duration,
+    /// Whether each file (and its folder entry) is flushed to disk before the client is told
+    /// it is stored, so that a power cut cannot lose an acknowledged file. Costs throughput,
+    /// most with many small files.
+    pub fsync: bool,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             accept_seed: true,
             grace: Duration::from_secs(10),
+            fsync: true,
         }
     }
 }

@@ -71,6 +71,10 @@ struct Args {
     /// Refuse the lab report's seed framing (name line, then bytes until close)
     #[arg(long)]
     no_seed: bool,
+    /// Acknowledge files without flushing them to disk first: faster, but a power cut can
+    /// lose files the client was told are stored
+    #[arg(long)]
+    no_fsync: bool,
     /// How long transfers in flight may go on after SIGINT/SIGTERM
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
@@ -110,6 +114,7 @@ impl Args {
             idle_timeout: self.idle_timeout,
             accept_seed: !self.no_seed,
             grace: self.grace,
+            fsync: !self.no_fsync,
         }
     }
 }

@@ -52,13 +52,10 @@ impl Server {
     /// behind) and binds the listening socket (port 0 picks a free port).
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         check(&config)?;
-        let store =
-            Store::open(&config.dir, config.overwrite, config.max_file_size).map_err(|source| {
-                ServerError::Dir {
-                    path: config.dir.clone(),
-                    source,
-                }
-            })?;
+        let store = Store::open(&config).map_err(|source| ServerError::Dir {
+            path: config.dir.clone(),
+            source,
+        })?;
         let bind_err = |source| ServerError::Bind {
             addr: config.listen,
             source,

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferry_proto::{Code, Digest, FileInfo, Hasher, Name, Timestamp};
 use tempfile::TempPath;
 
-use crate::config::Overwrite;
+use crate::config::{Config, Overwrite};
 use crate::paths::{open_nofollow, Refusal, Target};
 use crate::units::Bytes;
 
@@ -39,6 +39,7 @@ pub(crate) struct Store {
     root: PathBuf,
     overwrite: Overwrite,
     max_file_size: Option<u64>,
+    fsync: bool,
 }
 
 /// An upload that was accepted and waits for its body.
@@ -70,14 +71,11 @@ pub(crate) struct Download {
 }
 
 impl Store {
-    /// Creates `root` if needed and removes temp files left by a crash (partials are kept).
-    pub(crate) fn open(
-        root: &Path,
-        overwrite: Overwrite,
-        max_file_size: Option<u64>,
-    ) -> io::Result<Self> {
-        fs::create_dir_all(root)?;
-        let root = root.canonicalize()?;
+    /// Creates the storage folder if needed and removes temp files left by a crash (partials
+    /// are kept).
+    pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        fs::create_dir_all(&config.dir)?;
+        let root = config.dir.canonicalize()?;
         if !root.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
@@ -87,8 +85,9 @@ impl Store {
         }
         Ok(Self {
             root,
-            overwrite,
-            max_file_size,
+            overwrite: config.overwrite,
+            max_file_size: config.max_file_size,
+            fsync: config.fsync,
         })
     }
 
@@ -244,7 +243,9 @@ impl Store {
     /// differs from the offered one under [`Overwrite::Rename`]).
     pub(crate) fn publish(&self, w: Working, up: &Upload) -> Result<String, Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
-        w.file.sync_all().map_err(|e| fail(&e))?;
+        if self.fsync {
+            w.file.sync_all().map_err(|e| fail(&e))?;
+        }
         let mode = up.mode.unwrap_or(DEFAULT_MODE) & MODE_MASK;
         w.file
             .set_permissions(Permissions::from_mode(mode))
@@ -289,9 +290,11 @@ impl Store {
                 }
             }
         };
-        if let Ok(dir) = File::open(folder) {
+        if self.fsync {
             // Makes the new name durable; failure only weakens crash safety.
-            let _ = dir.sync_all();
+            if let Ok(dir) = File::open(folder) {
+                let _ = dir.sync_all();
+            }
         }
         let mut parts: Vec<&str> = up.name.components().collect();
         parts.pop();
@@ -511,7 +514,11 @@ mod tests {
         fs::write(&tmp, b"x").unwrap();
         fs::write(&partial, b"x").unwrap();
         fs::write(root.path().join("keep.txt"), b"x").unwrap();
-        Store::open(root.path(), Overwrite::Refuse, None).unwrap();
+        let config = Config {
+            dir: root.path().to_owned(),
+            ..Config::default()
+        };
+        Store::open(&config).unwrap();
         assert!(!tmp.exists());
         assert!(partial.exists());
         assert!(root.path().join("keep.txt").exists());

@@ -12,7 +12,11 @@ use ferry_server::{Config, Overwrite};
 
 #[test]
 fn upload_then_download_round_trip_with_metadata() {
-    let mut srv = start(config());
+    // The default, durable path.
+    let mut srv = start(Config {
+        fsync: true,
+        ..config()
+    });
     let body = data(3 << 20, 1);
     let mut d = connect(srv.addr());
     let info = FileInfo {

@@ -33,6 +33,8 @@ pub fn config() -> Config {
         header_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(5),
+        // Tests check what is published, not what survives a power cut.
+        fsync: false,
         ..Config::default()
     }
 }
