@@ -123,7 +123,7 @@ pub fn run(cli: &Cli) -> u8 {
                 Err(e) => return fail(cli, &e),
             };
             let verb = if *legacy { Verb::Legacy } else { Verb::Send };
-            let bytes = sources.iter().filter_map(|s| s.size).sum();
+            let bytes = Some(sources.iter().filter_map(|s| s.size).sum());
             let mut console = Console::new(
                 verb,
                 cli.common.json,
@@ -164,7 +164,7 @@ pub fn run(cli: &Cli) -> u8 {
                 cli.common.quiet,
                 bars,
                 names.len(),
-                0,
+                None,
             );
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)

@@ -105,7 +105,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// The connection broke mid-way.
-    #[error("connection to {target} lost: {reason}; run the same command again to resume")]
+    #[error("connection to {target} lost: {reason}")]
     Lost {
         /// Where.
         target: Target,

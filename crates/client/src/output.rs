@@ -7,6 +7,7 @@ use indicatif::HumanBytes;
 
 use ferry_proto::{Code, Name};
 
+use crate::error::exit;
 use crate::progress::Progress;
 use crate::report::{FileReport, Observer, Outcome, Status};
 
@@ -33,7 +34,7 @@ impl Console {
         quiet: bool,
         bars: bool,
         count: usize,
-        bytes: u64,
+        bytes: Option<u64>,
     ) -> Self {
         Self {
             verb,
@@ -51,6 +52,10 @@ impl Console {
         }
         if let Some(e) = &outcome.error {
             eprintln!("ferry: {e}");
+            let cut = outcome.files.iter().any(|f| f.status == Status::Incomplete);
+            if cut && self.verb != Verb::Legacy && e.exit_code() == exit::NETWORK {
+                eprintln!("ferry: run the same command again to resume");
+            }
         } else if !self.quiet && !self.json && outcome.files.len() > 1 {
             let ok = outcome
                 .files

@@ -18,11 +18,15 @@ pub(crate) struct Progress {
     file: ProgressBar,
     done: usize,
     count: usize,
+    /// The total was not known up front: each file's size is added as it starts.
+    grow: bool,
 }
 
 impl Progress {
-    /// Bars for `count` files of `bytes` bytes in all; hidden unless `enabled`.
-    pub(crate) fn new(enabled: bool, count: usize, bytes: u64) -> Self {
+    /// Bars for `count` files of `bytes` bytes in all (`None`: learnt file by file); hidden
+    /// unless `enabled`.
+    pub(crate) fn new(enabled: bool, count: usize, bytes: Option<u64>) -> Self {
+        let grow = bytes.is_none();
         if !enabled {
             return Self {
                 multi: None,
@@ -30,17 +34,19 @@ impl Progress {
                 file: ProgressBar::hidden(),
                 done: 0,
                 count,
+                grow,
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let file = multi.add(ProgressBar::new(0).with_style(style(FILE_STYLE)));
-        let total = multi.add(ProgressBar::new(bytes).with_style(style(TOTAL_STYLE)));
+        let total = multi.add(ProgressBar::new(bytes.unwrap_or(0)).with_style(style(TOTAL_STYLE)));
         let mut p = Self {
             multi: Some(multi),
             total,
             file,
             done: 0,
             count,
+            grow,
         };
         p.update_total_message();
         p
@@ -61,6 +67,9 @@ impl Progress {
         }
         self.file.set_position(from);
         self.file.set_message(name.to_string());
+        if self.grow {
+            self.total.inc_length(size.unwrap_or(0));
+        }
         // Resumed bytes are already there: count them in the total too.
         self.total.inc(from);
     }

@@ -182,3 +182,26 @@ fn get_saves_into_the_folder_and_reports_missing_files() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
 }
+
+#[test]
+fn a_cut_connection_exits_4_and_says_how_to_resume() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    write(&big, &data(3_000_000, 8));
+    let (proxy, cut) = common::cutting_proxy(server.addr(), 1_000_000, u64::MAX);
+
+    let out = ferry(&["send", &proxy.to_string(), big.to_str().unwrap()]);
+    cut.join().unwrap();
+
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("connection to {proxy} lost")),
+        "{err}"
+    );
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+}
