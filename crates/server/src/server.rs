@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -43,6 +43,7 @@ pub struct ShutdownHandle {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    dir: PathBuf,
     stop: ShutdownHandle,
     thread: JoinHandle<Result<(), ServerError>>,
 }
@@ -121,12 +122,18 @@ impl Server {
     /// Runs the server on a new thread.
     pub fn spawn(self) -> ServerHandle {
         let addr = self.local_addr;
+        let dir = self.dir().to_path_buf();
         let stop = self.shutdown_handle();
         let thread = thread::Builder::new()
             .name("ferry-accept".into())
             .spawn(move || self.run())
             .expect("spawning the accept thread");
-        ServerHandle { addr, stop, thread }
+        ServerHandle {
+            addr,
+            dir,
+            stop,
+            thread,
+        }
     }
 }
 
@@ -142,6 +149,11 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The storage folder, canonical.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A handle that asks the server to stop without waiting.

@@ -44,9 +44,8 @@ pub fn start(mut config: Config) -> TestServer {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     config.dir = dir.clone();
-    let server = Server::bind(config.clone()).expect("bind");
-    let dir = server.dir().to_path_buf();
-    let handle = server.spawn();
+    let handle = Server::bind(config.clone()).expect("bind").spawn();
+    let dir = handle.dir().to_path_buf();
     TestServer {
         config,
         addr: handle.addr(),
