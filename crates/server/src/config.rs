@@ -51,6 +51,9 @@ pub struct Config {
     /// it is stored, so that a power cut cannot lose an acknowledged file. Costs throughput,
     /// most with many small files.
     pub fsync: bool,
+    /// Partial uploads untouched for longer than this are removed at start-up; `None` keeps
+    /// them until they are resumed.
+    pub partial_ttl: Option<Duration>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             accept_seed: true,
             grace: Duration::from_secs(10),
             fsync: true,
+            partial_ttl: Some(Duration::from_secs(7 * 86_400)),
         }
     }
 }

@@ -31,7 +31,7 @@ Examples:
 The lab report's client works unchanged against the default address:
   printf '127.0.0.1\\nreport.pdf\\n' | python3 seed/client.py
 
-Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h (a bare number is
+Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a bare number is
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
 --grace to finish; a second signal stops at once. Unfinished files are never published.
 
@@ -75,9 +75,23 @@ struct Args {
     /// lose files the client was told are stored
     #[arg(long)]
     no_fsync: bool,
+    /// Remove partial uploads (kept for resume) older than this at start-up ("never" keeps them)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_ttl)]
+    keep_partials: Ttl,
     /// How long transfers in flight may go on after SIGINT/SIGTERM
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
+}
+
+/// `--keep-partials`: a duration, or `never` to keep partials until they are resumed.
+#[derive(Debug, Clone, Copy)]
+struct Ttl(Option<Duration>);
+
+fn parse_ttl(s: &str) -> Result<Ttl, ferry_server::units::ParseUnitError> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(Ttl(None));
+    }
+    parse_duration(s).map(|d| Ttl(Some(d)))
 }
 
 /// `--overwrite` values.
@@ -115,6 +129,7 @@ impl Args {
             accept_seed: !self.no_seed,
             grace: self.grace,
             fsync: !self.no_fsync,
+            partial_ttl: self.keep_partials.0,
         }
     }
 }

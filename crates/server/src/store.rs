@@ -79,9 +79,12 @@ impl Store {
         if !root.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
-        let removed = remove_temp_files(&root);
-        if removed > 0 {
-            log::info!("removed {removed} temp file(s) left over from an earlier run");
+        let (temps, partials) = clean_leftovers(&root, config.partial_ttl);
+        if temps + partials > 0 {
+            log::info!(
+                "removed {temps} temp file(s) left over from an earlier run and {partials} \
+                 expired partial upload(s)"
+            );
         }
         Ok(Self {
             root,
@@ -400,10 +403,17 @@ fn free_space(folder: &Path) -> Option<u64> {
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// Deletes `.ferry-tmp.*` files under `root`, not following links; returns how many. Best
-/// effort: a folder or file that cannot be read or removed is logged and skipped.
-fn remove_temp_files(root: &Path) -> usize {
-    let mut removed = 0;
+/// Deletes `.ferry-tmp.*` files under `root`, and partials untouched for longer than
+/// `partial_ttl`, not following links; returns how many of each. Best effort: a folder or file
+/// that cannot be read or removed is logged and skipped.
+fn clean_leftovers(root: &Path, partial_ttl: Option<Duration>) -> (usize, usize) {
+    let (mut temps, mut partials) = (0, 0);
+    let now = SystemTime::now();
+    let expired = |e: &fs::DirEntry| {
+        let age = e.metadata().and_then(|m| m.modified()).ok();
+        let age = age.and_then(|t| now.duration_since(t).ok());
+        matches!((age, partial_ttl), (Some(age), Some(ttl)) if age > ttl)
+    };
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = match fs::read_dir(&dir) {
@@ -417,18 +427,28 @@ fn remove_temp_files(root: &Path) -> usize {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            let temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
             if kind.is_dir() {
                 stack.push(entry.path());
-            } else if kind.is_file() && temp {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => removed += 1,
-                    Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
-                }
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let count = if !kind.is_file() {
+                continue;
+            } else if name.starts_with(TEMP_PREFIX) {
+                &mut temps
+            } else if name.starts_with(PARTIAL_PREFIX) && expired(&entry) {
+                &mut partials
+            } else {
+                continue;
+            };
+            match fs::remove_file(entry.path()) {
+                Ok(()) => *count += 1,
+                Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
             }
         }
     }
-    removed
+    (temps, partials)
 }
 
 fn to_timestamp(t: SystemTime) -> Option<Timestamp> {
@@ -506,21 +526,29 @@ mod tests {
     }
 
     #[test]
-    fn start_up_removes_temp_files_only() {
+    fn start_up_removes_temp_files_and_expired_partials() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("sub")).unwrap();
         let tmp = root.path().join("sub").join(format!("{TEMP_PREFIX}abc"));
         let partial = root.path().join(format!("{PARTIAL_PREFIX}abc"));
+        let old = root.path().join("sub").join(format!("{PARTIAL_PREFIX}old"));
         fs::write(&tmp, b"x").unwrap();
         fs::write(&partial, b"x").unwrap();
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        File::create(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
         fs::write(root.path().join("keep.txt"), b"x").unwrap();
         let config = Config {
             dir: root.path().to_owned(),
+            partial_ttl: Some(Duration::from_secs(86_400)),
             ..Config::default()
         };
         Store::open(&config).unwrap();
         assert!(!tmp.exists());
-        assert!(partial.exists());
+        assert!(!old.exists(), "expired partial");
+        assert!(partial.exists(), "recent partial");
         assert!(root.path().join("keep.txt").exists());
     }
 }

@@ -16,7 +16,7 @@ const SIZE_HINT: &str =
     "use a whole number with an optional unit, e.g. 1048576, 512K, 10M, 10G, 2T \
                          (binary units: 1K = 1024 bytes)";
 const DURATION_HINT: &str =
-    "use a number with a unit, e.g. 500ms, 10s, 5m, 1h (a bare number is seconds)";
+    "use a number with a unit, e.g. 500ms, 10s, 5m, 1h, 7d (a bare number is seconds)";
 
 /// Parses `10G`, `512k`, `1MiB`, `4096`: binary units (K = 1024), case-insensitive.
 pub fn parse_size(input: &str) -> Result<u64, ParseUnitError> {
@@ -58,6 +58,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseUnitError> {
         "" | "s" | "sec" | "secs" => n,
         "m" | "min" | "mins" => n * 60.0,
         "h" | "hour" | "hours" => n * 3600.0,
+        "d" | "day" | "days" => n * 86_400.0,
         _ => return Err(err()),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| err())
@@ -130,6 +131,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         for bad in ["", "s", "10y", "-1s", "1e400"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
