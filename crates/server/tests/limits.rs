@@ -220,6 +220,22 @@ fn shutdown_lets_a_transfer_in_flight_finish() {
 }
 
 #[test]
+fn shutdown_closes_idle_connections_at_once_and_refuses_new_files() {
+    let mut srv = start(Config {
+        grace: Duration::from_secs(60),
+        ..config()
+    });
+    let mut idle = connect(srv.addr());
+    srv.request_stop().shutdown();
+    match idle.next_step().unwrap() {
+        Step::Event(Event::PeerError { code, .. }) => assert_eq!(code, Code::ShuttingDown),
+        other => panic!("expected SHUTTING_DOWN, got {other:?}"),
+    }
+    // Returns although the grace period is a minute: nothing was in flight.
+    srv.stop();
+}
+
+#[test]
 fn after_the_grace_period_unfinished_files_are_not_published() {
     let mut srv = start(Config {
         grace: Duration::from_millis(200),
