@@ -3,21 +3,20 @@
 //! once its digest verified, and the partial is kept when the connection breaks so that the
 //! next run resumes from it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use ferry_proto::{
-    BodyCheck, Code, Connection, DriveError, Driver, Event, FileId, Hasher, Name, Offer, Step,
-    Timestamp,
-};
+use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step, Timestamp};
 
+use crate::body;
 use crate::error::ClientError;
-use crate::net::{self, Options};
+use crate::flights::{Flight, Flights};
+use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
+use crate::session::Session;
 use crate::target::Target;
 use crate::CHUNK;
 
@@ -84,64 +83,56 @@ pub fn get(
             return outcome;
         }
     }
-    let stream = match net::connect(target, opts) {
+    let session = match Session::open(target, opts) {
         Ok(s) => s,
         Err(e) => {
             outcome.error = Some(e);
             return outcome;
         }
     };
-    let conn = match Connection::client(opts.token.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return Outcome::failed(e.into()),
-    };
     let mut down = Download {
-        target,
-        opts,
-        force: opts.force,
-        driver: Driver::new(stream, conn),
+        session,
         wanted,
         next: 0,
-        wants: HashMap::new(),
+        flights: Flights::new(outcome),
         current: None,
-        welcomed: false,
-        outcome,
         obs,
         buf: vec![0; CHUNK],
     };
-    if let Err(e) = down.run() {
-        down.abandon(e);
+    match down.run() {
+        Ok(()) => down.flights.outcome,
+        Err(e) => {
+            let unasked = down.wanted[down.next..].iter().map(|(name, path)| {
+                FileReport::new(name.clone(), path.clone(), None, Status::Incomplete)
+            });
+            down.flights.abandon(e, unasked, down.obs)
+        }
     }
-    down.outcome
 }
 
 fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
 
-/// A file asked for and not yet finished.
-struct Want {
-    order: usize,
-    report: FileReport,
+/// What a download holds locally while it is in flight.
+#[derive(Default)]
+struct Local {
     /// The partial file, once the offer came (`None` for standard output).
     file: Option<File>,
     mtime: Option<Timestamp>,
-    started: Option<Instant>,
     /// A local write failed: the rest of the body is drained and the file dropped.
     write_error: Option<io::Error>,
 }
 
 struct Download<'a> {
-    target: &'a Target,
-    opts: &'a Options,
-    force: bool,
-    driver: Driver<TcpStream>,
+    session: Session<'a>,
+    /// Every name asked for, with its local path.
     wanted: Vec<(Name, Option<PathBuf>)>,
+    /// The next of `wanted` to ask for.
     next: usize,
-    wants: HashMap<FileId, Want>,
+    flights: Flights<Local>,
+    /// The file whose body is arriving.
     current: Option<FileId>,
-    welcomed: bool,
-    outcome: Outcome,
     obs: &'a mut dyn Observer,
     buf: Vec<u8>,
 }
@@ -149,78 +140,54 @@ struct Download<'a> {
 impl Download<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
         self.refill()?;
-        while !self.wants.is_empty() {
-            let step = self.driver.next_step().map_err(|e| self.drive_err(e))?;
-            match step {
-                Step::Event(Event::Welcome { .. }) => self.welcomed = true,
+        while !self.flights.is_empty() {
+            match self.session.next()? {
                 Step::Event(Event::Offer(o)) => self.on_offer(o)?,
                 Step::Event(Event::Begin { id, from }) => self.on_begin(id, from)?,
                 Step::Body(_) => self.on_body()?,
                 Step::Event(Event::End { id, size, check }) => self.on_end(id, size, check)?,
                 Step::Event(Event::Refused { id, code, reason }) => {
-                    self.land(id, Status::Code(code), &reason, true);
+                    self.flights
+                        .land(id, Status::Code(code), &reason, true, self.obs);
                 }
-                Step::Event(Event::PeerError { code, reason }) => {
-                    return Err(ClientError::from_peer(
-                        self.target,
-                        self.welcomed,
-                        code,
-                        &reason,
-                    ))
-                }
-                Step::Event(Event::Closed) => {
-                    return Err(ClientError::Lost {
-                        target: self.target.clone(),
-                        reason: "the server closed the connection".into(),
-                    })
-                }
-                Step::Event(other) => {
-                    return Err(ClientError::unexpected(self.target, &format!("{other:?}")))
-                }
+                other => return Err(self.session.unexpected(&other)),
             }
             self.refill()?;
         }
-        self.driver.flush().map_err(|e| self.drive_err(e))?;
-        let _ = self.driver.stream().shutdown(Shutdown::Write);
-        Ok(())
+        self.session.close()
     }
 
     /// Asks for more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
+        let window = self.session.opts.window.max(1);
         while self.next < self.wanted.len()
-            && self.wants.len() < self.opts.window.max(1)
-            && self.driver.conn().pipeline_room() > 0
+            && self.flights.len() < window
+            && self.session.driver.conn().pipeline_room() > 0
         {
             let (name, path) = self.wanted[self.next].clone();
-            let id = self.driver.conn_mut().get(name.clone())?;
+            let id = self.session.driver.conn_mut().get(name.clone())?;
             let report = FileReport::new(name, path, None, Status::Incomplete);
-            self.wants.insert(
-                id,
-                Want {
-                    order: self.next,
-                    report,
-                    file: None,
-                    mtime: None,
-                    started: None,
-                    write_error: None,
-                },
-            );
+            self.flights.insert(id, self.next, report, Local::default());
             self.next += 1;
         }
         Ok(())
     }
 
+    fn flight(&mut self, id: FileId, what: &str) -> Result<&mut Flight<Local>, ClientError> {
+        let target = self.session.target;
+        self.flights
+            .get_mut(id)
+            .ok_or_else(|| ClientError::unexpected(target, what))
+    }
+
     /// The server offers a file we asked for (the machine checked id and name): accept it,
     /// offering the partial we hold as the resume prefix.
     fn on_offer(&mut self, o: Offer) -> Result<(), ClientError> {
-        let want = self
-            .wants
-            .get_mut(&o.id)
-            .ok_or_else(|| ClientError::unexpected(self.target, "OFFER"))?;
-        want.report.size = o.size;
-        want.mtime = o.mtime;
-        let Some(path) = want.report.path.clone() else {
-            self.driver.conn_mut().accept(o.id, Hasher::new())?;
+        let flight = self.flight(o.id, "OFFER")?;
+        flight.report.size = o.size;
+        flight.extra.mtime = o.mtime;
+        let Some(path) = flight.report.path.clone() else {
+            self.session.driver.conn_mut().accept(o.id, Hasher::new())?;
             return Ok(());
         };
         match open_partial(&partial_path(&path), o.size, &mut self.buf) {
@@ -228,57 +195,61 @@ impl Download<'_> {
                 if !prefix.is_empty() {
                     log::debug!("{}: offering {} bytes held", path.display(), prefix.len());
                 }
-                want.file = Some(file);
-                self.driver.conn_mut().accept(o.id, prefix)?;
+                self.flight(o.id, "OFFER")?.extra.file = Some(file);
+                self.session.driver.conn_mut().accept(o.id, prefix)?;
             }
             Err(e) => {
                 let reason = format!("cannot write {}: {e}", path.display());
-                self.driver.conn_mut().refuse(o.id, Code::Io, &reason)?;
-                self.land(o.id, Status::Code(Code::Io), &reason, false);
+                self.session
+                    .driver
+                    .conn_mut()
+                    .refuse(o.id, Code::Io, &reason)?;
+                self.flights
+                    .land(o.id, Status::Code(Code::Io), &reason, false, self.obs);
             }
         }
         Ok(())
     }
 
     fn on_begin(&mut self, id: FileId, from: u64) -> Result<(), ClientError> {
-        let want = self
-            .wants
-            .get_mut(&id)
-            .ok_or_else(|| ClientError::unexpected(self.target, "BEGIN"))?;
-        self.current = Some(id);
-        want.started = Some(Instant::now());
-        want.report.offset = from;
-        if let Some(file) = want.file.as_mut() {
+        let flight = self.flight(id, "BEGIN")?;
+        if let Some(file) = flight.extra.file.as_mut() {
             // From 0: the server did not recognise our partial, so it goes.
             let placed = if from == 0 { file.set_len(0) } else { Ok(()) }
                 .and_then(|()| file.seek(SeekFrom::Start(from)));
             if let Err(e) = placed {
-                want.write_error = Some(e);
+                flight.extra.write_error = Some(e);
             }
         }
-        self.obs.started(&want.report.name, want.report.size, from);
+        let (name, size) = (flight.report.name.clone(), flight.report.size);
+        self.flights.start(id, from);
+        self.current = Some(id);
+        self.obs.started(&name, size, from);
         Ok(())
     }
 
     fn on_body(&mut self) -> Result<(), ClientError> {
         let id = self
             .current
-            .ok_or_else(|| ClientError::unexpected(self.target, "file body"))?;
+            .ok_or_else(|| ClientError::unexpected(self.session.target, "file body"))?;
         let n = self
+            .session
             .driver
             .read_body(&mut self.buf)
-            .map_err(|e| ClientError::from_drive(self.target, self.opts.timeout, e))?;
+            .map_err(|e| self.session.drive_err(e))?;
         let data = &self.buf[..n];
-        let want = self
-            .wants
-            .get_mut(&id)
-            .ok_or_else(|| ClientError::unexpected(self.target, "file body"))?;
-        want.report.bytes += n as u64;
-        match want.file.as_mut() {
+        let target = self.session.target;
+        let flight = self
+            .flights
+            .get_mut(id)
+            .ok_or_else(|| ClientError::unexpected(target, "file body"))?;
+        flight.report.bytes += n as u64;
+        let local = &mut flight.extra;
+        match local.file.as_mut() {
             None => io::stdout().write_all(data).map_err(ClientError::Stdout)?,
-            Some(file) if want.write_error.is_none() => {
+            Some(file) if local.write_error.is_none() => {
                 if let Err(e) = file.write_all(data) {
-                    want.write_error = Some(e);
+                    local.write_error = Some(e);
                 }
             }
             Some(_) => {}
@@ -291,41 +262,28 @@ impl Download<'_> {
     /// tell the server.
     fn on_end(&mut self, id: FileId, size: u64, check: BodyCheck) -> Result<(), ClientError> {
         self.current = None;
-        let want = self
-            .wants
-            .get_mut(&id)
-            .ok_or_else(|| ClientError::unexpected(self.target, "END"))?;
-        want.report.size = Some(size);
-        let path = want.report.path.clone();
-        let (code, detail) = match check {
-            BodyCheck::Verified(digest) => {
-                want.report.digest = Some(digest);
-                match (want.file.take(), path, want.write_error.take()) {
-                    (None, _, _) | (_, None, _) => match io::stdout().flush() {
-                        Ok(()) => (Code::Stored, String::new()),
-                        Err(e) => return Err(ClientError::Stdout(e)),
-                    },
+        let force = self.session.opts.force;
+        let flight = self.flight(id, "END")?;
+        flight.report.size = Some(size);
+        let path = flight.report.path.clone();
+        let local = std::mem::take(&mut flight.extra);
+        let (code, detail) = match (check, local.file, path) {
+            (BodyCheck::Verified(digest), file, path) => {
+                flight.report.digest = Some(digest);
+                match (file, path, local.write_error) {
+                    (Some(file), Some(path), None) => save(file, &path, local.mtime, force),
                     (Some(_), Some(path), Some(e)) => {
                         let _ = fs::remove_file(partial_path(&path));
                         (Code::Io, format!("cannot write {}: {e}", path.display()))
                     }
-                    (Some(file), Some(path), None) => {
-                        match publish(file, &path, want.mtime, self.force) {
-                            Ok(()) => (Code::Stored, String::new()),
-                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                                Code::Exists,
-                                format!(
-                                    "{} appeared meanwhile; use --force to replace it",
-                                    path.display()
-                                ),
-                            ),
-                            Err(e) => (Code::Io, format!("cannot save {}: {e}", path.display())),
-                        }
+                    _ => {
+                        io::stdout().flush().map_err(ClientError::Stdout)?;
+                        (Code::Stored, String::new())
                     }
                 }
             }
-            BodyCheck::Mismatch { .. } | BodyCheck::Unverified(_) => {
-                want.file = None;
+            (BodyCheck::Mismatch { .. } | BodyCheck::Unverified(_), file, path) => {
+                drop(file);
                 if let Some(path) = &path {
                     let _ = fs::remove_file(partial_path(path));
                 }
@@ -336,42 +294,25 @@ impl Download<'_> {
             }
         };
         let answer = if code == Code::Stored { "" } else { &detail };
-        self.driver.conn_mut().finish(id, code, answer)?;
-        self.land(id, Status::Code(code), &detail, false);
+        self.session.driver.conn_mut().finish(id, code, answer)?;
+        self.flights
+            .land(id, Status::Code(code), &detail, false, self.obs);
         Ok(())
     }
+}
 
-    /// Records the final word on a file.
-    fn land(&mut self, id: FileId, status: Status, detail: &str, refused: bool) {
-        let Some(mut w) = self.wants.remove(&id) else {
-            return;
-        };
-        w.report.status = status;
-        w.report.refused = refused;
-        w.report.detail = ferry_proto::name::escape(detail);
-        w.report.seconds = w.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        self.obs.finished(&w.report);
-        self.outcome.files.push(w.report);
-    }
-
-    /// The connection failed: every file still wanted is reported incomplete; partial files
-    /// stay for the next run to resume from.
-    fn abandon(&mut self, e: ClientError) {
-        let mut left: Vec<_> = self.wants.drain().map(|(_, w)| w).collect();
-        left.sort_by_key(|w| w.order);
-        let unasked = self.wanted[self.next..].iter().map(|(name, path)| {
-            FileReport::new(name.clone(), path.clone(), None, Status::Incomplete)
-        });
-        for mut r in left.into_iter().map(|w| w.report).chain(unasked) {
-            r.detail = "the connection ended first".into();
-            self.obs.finished(&r);
-            self.outcome.files.push(r);
-        }
-        self.outcome.error = Some(e);
-    }
-
-    fn drive_err(&self, e: DriveError) -> ClientError {
-        ClientError::from_drive(self.target, self.opts.timeout, e)
+/// Publishes a verified download; the code and words for its report.
+fn save(file: File, path: &Path, mtime: Option<Timestamp>, force: bool) -> (Code, String) {
+    match publish(file, path, mtime, force) {
+        Ok(()) => (Code::Stored, String::new()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            Code::Exists,
+            format!(
+                "{} appeared meanwhile; use --force to replace it",
+                path.display()
+            ),
+        ),
+        Err(e) => (Code::Io, format!("cannot save {}: {e}", path.display())),
     }
 }
 
@@ -388,19 +329,12 @@ fn open_partial(partial: &Path, size: Option<u64>, buf: &mut [u8]) -> io::Result
         .truncate(false)
         .open(partial)?;
     let held = file.metadata()?.len();
-    let mut prefix = Hasher::new();
-    if held > 0 && size.is_some_and(|s| held <= s) {
-        loop {
-            match file.read(buf) {
-                Ok(0) => break,
-                Ok(n) => prefix.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+    let prefix = if held > 0 && size.is_some_and(|s| held <= s) {
+        body::hash_all(&mut file, buf)?
     } else {
         file.set_len(0)?;
-    }
+        Hasher::new()
+    };
     Ok((file, prefix))
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ferry_proto::{Connection, Driver, Hasher, Name};
 
+use crate::body::{self, PumpError};
 use crate::error::ClientError;
 use crate::net::{self, Options};
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -111,27 +112,18 @@ fn send_one(
         .map_err(ClientError::from)?;
     let started = Instant::now();
     obs.started(&src.name, src.size, 0);
-    let mut left = src.size;
-    loop {
-        let want = left.map_or(buf.len(), |l| {
-            usize::try_from(l).unwrap_or(buf.len()).min(buf.len())
-        });
-        if want == 0 {
-            break;
-        }
-        let n = match input.read(&mut buf[..want]) {
-            Ok(0) if left.is_none() => break,
-            Ok(0) => return Err(Failure::Local(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Closing without the rest leaves the seed server a short file; nothing better
-            // exists in this framing.
-            Err(e) => return Err(Failure::Local(e)),
-        };
-        d.send_body(&buf[..n]).map_err(fail)?;
-        left = left.map(|l| l - n as u64);
-        report.bytes += n as u64;
-        obs.advanced(n as u64);
+    let mut sent = 0;
+    let pumped = body::pump(&mut input, src.size, &mut d, buf, |n| {
+        sent += n;
+        obs.advanced(n);
+    });
+    report.bytes = sent;
+    match pumped {
+        Ok(()) => {}
+        // Closing without the rest leaves the seed server a short file; nothing better
+        // exists in this framing.
+        Err(PumpError::Local(e)) => return Err(Failure::Local(e)),
+        Err(PumpError::Drive(e)) => return Err(fail(e).into()),
     }
     let digest = d.conn_mut().end().map_err(ClientError::from)?;
     d.flush().map_err(fail)?;
@@ -149,12 +141,6 @@ fn send_one(
 fn finish(mut stream: &TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let mut sink = [0u8; 512];
-    loop {
-        match stream.read(&mut sink) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    while body::read_some(&mut stream, &mut sink)? > 0 {}
+    Ok(())
 }

@@ -12,14 +12,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod body;
 pub mod cli;
 pub mod download;
 mod error;
+mod flights;
 pub mod legacy;
 mod net;
 mod output;
 mod progress;
 mod report;
+mod session;
 mod target;
 pub mod upload;
 pub mod walk;
