@@ -445,6 +445,18 @@ impl Connection {
         self.rx_buf.len()
     }
 
+    /// True when part of a message (the magic, a control frame, a seed name line) has arrived
+    /// and the rest is awaited: when an adapter's per-message deadline should be running.
+    #[must_use]
+    pub fn frame_in_progress(&self) -> bool {
+        match self.rx {
+            Rx::Magic(got) => got > 0,
+            Rx::SeedName | Rx::Header => !self.rx_buf.is_empty(),
+            Rx::Payload { .. } => true,
+            Rx::Detect | Rx::SeedBody | Rx::Body | Rx::Done => false,
+        }
+    }
+
     /// True when no file is in flight in either direction and nothing waits to be sent.
     #[must_use]
     pub fn is_idle(&self) -> bool {
@@ -1017,7 +1029,8 @@ impl Connection {
         if id <= self.last_peer_id {
             return Err(ProtocolError::WrongId {
                 frame,
-                expected: self.last_peer_id + 1,
+                // Saturating: after u64::MAX no id can follow (found by cargo fuzz).
+                expected: self.last_peer_id.saturating_add(1),
                 got: id,
             });
         }
@@ -1325,4 +1338,29 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (cargo fuzz, `server_stream`): an OFFER or GET after one with id u64::MAX
+    /// overflowed computing the id expected next, a panic in debug builds.
+    #[test]
+    fn an_id_after_the_largest_is_a_wrong_id_not_an_overflow() {
+        let mut server = Connection::server();
+        let mut input = Connection::client(None).unwrap().poll_transmit().to_vec();
+        for id in [u64::MAX, 7] {
+            let name = "a".to_owned();
+            Frame::Get { id, name }.encode(&mut input);
+        }
+        let err = server.handle_input(&input).unwrap_err();
+        let want = ProtocolError::WrongId {
+            frame: "GET",
+            expected: u64::MAX,
+            got: 7,
+        };
+        assert_eq!(err, Error::Protocol(want.clone()));
+        assert_eq!(server.handle_input(b"x"), Err(Error::Protocol(want)));
+    }
 }

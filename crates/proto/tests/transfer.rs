@@ -103,3 +103,20 @@ fn flipped_body_byte_is_a_digest_mismatch() {
     assert_eq!(out.uploads["f.bin"], Code::DigestMismatch);
     assert!(out.store.files.is_empty());
 }
+
+/// §3: a partly received frame is visible to the adapter, so it can run a message deadline.
+#[test]
+fn a_partial_frame_is_reported_in_progress() {
+    let mut server = ferry_proto::Connection::server();
+    assert!(!server.frame_in_progress());
+    let hello = ferry_proto::Connection::client(None)
+        .unwrap()
+        .poll_transmit()
+        .to_vec();
+    server.handle_input(&hello[..3]).unwrap();
+    assert!(server.frame_in_progress(), "inside the magic");
+    server.handle_input(&hello[3..10]).unwrap();
+    assert!(server.frame_in_progress(), "inside the HELLO header");
+    server.handle_input(&hello[10..]).unwrap();
+    assert!(!server.frame_in_progress(), "a whole HELLO");
+}
