@@ -17,6 +17,7 @@ pub mod cli;
 pub mod download;
 mod error;
 mod flights;
+mod landing;
 pub mod legacy;
 mod net;
 mod output;

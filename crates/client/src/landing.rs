@@ -1,0 +1,182 @@
+//! Where downloads land on disk: the path a name maps to under the destination folder, the
+//! partial file beside it that holds the bytes while they arrive (and between runs, for
+//! resume), and the atomic publish once the digest verified.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_proto::{Code, Hasher, Name, Timestamp};
+
+use crate::body;
+
+/// Where `name` lands under `dir`: its components joined one by one. A [`Name`] has no root,
+/// no `..` and no separator but `/`, so the result is always inside `dir`.
+#[must_use]
+pub fn local_path(dir: &Path, name: &Name) -> PathBuf {
+    name.components().fold(dir.to_owned(), |p, c| p.join(c))
+}
+
+/// The partial file kept beside `path` while it downloads: `.NAME.ferry-partial`.
+#[must_use]
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.ferry-partial"))
+}
+
+pub(crate) fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+/// Opens (or creates) the partial file and hashes what it holds, if that can be a prefix of a
+/// file of `size` bytes; otherwise empties it.
+pub(crate) fn open_partial(
+    partial: &Path,
+    size: Option<u64>,
+    buf: &mut [u8],
+) -> io::Result<(File, Hasher)> {
+    if let Some(dir) = partial.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    // Someone else's link in our place would send the bytes elsewhere.
+    if partial
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(io::Error::other(format!(
+            "{} is a symbolic link; not following it",
+            partial.display()
+        )));
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)?;
+    let held = file.metadata()?.len();
+    let prefix = if held > 0 && size.is_some_and(|s| held <= s) {
+        body::hash_all(&mut file, buf)?
+    } else {
+        file.set_len(0)?;
+        Hasher::new()
+    };
+    Ok((file, prefix))
+}
+
+/// Drops the partial file of `path` (its bytes failed verification or could not be written).
+pub(crate) fn discard(path: &Path) {
+    let partial = partial_path(path);
+    if let Err(e) = fs::remove_file(&partial) {
+        log::warn!("cannot remove {}: {e}", partial.display());
+    }
+}
+
+/// Makes the verified partial file visible under its final name, atomically. Without
+/// `force`, an existing file is never replaced (a hard link fails if the name is taken).
+fn publish(file: File, path: &Path, mtime: Option<Timestamp>, force: bool) -> io::Result<()> {
+    if let Some(t) = mtime.and_then(to_system_time) {
+        // Best effort: the data is what matters.
+        let _ = file.set_modified(t);
+    }
+    file.sync_all()?;
+    drop(file);
+    let partial = partial_path(path);
+    if force {
+        return fs::rename(&partial, path);
+    }
+    match fs::hard_link(&partial, path) {
+        Ok(()) => fs::remove_file(&partial),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // No hard links on this file system: check, then rename.
+        Err(_) if exists(path) => Err(io::ErrorKind::AlreadyExists.into()),
+        Err(_) => fs::rename(&partial, path),
+    }
+}
+
+fn to_system_time(t: Timestamp) -> Option<SystemTime> {
+    let secs = u64::try_from(t.secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, t.nanos))
+}
+
+/// Publishes a verified download; the code and words for its report.
+pub(crate) fn save(
+    file: File,
+    path: &Path,
+    mtime: Option<Timestamp>,
+    force: bool,
+) -> (Code, String) {
+    match publish(file, path, mtime, force) {
+        Ok(()) => (Code::Stored, String::new()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            Code::Exists,
+            format!(
+                "{} appeared meanwhile; use --force to replace it",
+                path.display()
+            ),
+        ),
+        Err(e) => (Code::Io, format!("cannot save {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_folder() {
+        let dir = Path::new("/out");
+        let name = Name::parse("a/b/c.txt").unwrap();
+        assert_eq!(local_path(dir, &name), Path::new("/out/a/b/c.txt"));
+        assert_eq!(
+            partial_path(&local_path(dir, &name)),
+            Path::new("/out/a/b/.c.txt.ferry-partial")
+        );
+    }
+
+    #[test]
+    fn partial_is_a_prefix_only_when_it_fits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("sub/.x.ferry-partial");
+        let mut buf = vec![0; 4];
+        let (_, h) = open_partial(&p, Some(10), &mut buf).unwrap();
+        assert!(h.is_empty());
+        fs::write(&p, b"hello").unwrap();
+        let (_, h) = open_partial(&p, Some(10), &mut buf).unwrap();
+        assert_eq!(h.finalize(), ferry_proto::Digest::of(b"hello"));
+        let (_, h) = open_partial(&p, Some(3), &mut buf).unwrap();
+        assert!(h.is_empty());
+        assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_link_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::write(&elsewhere, b"precious").unwrap();
+        let p = tmp.path().join(".x.ferry-partial");
+        std::os::unix::fs::symlink(&elsewhere, &p).unwrap();
+        let e = open_partial(&p, Some(100), &mut [0; 4]).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn publish_never_replaces_without_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        for (content, force, want) in [
+            ("one", false, "one"),
+            ("two", false, "one"),
+            ("three", true, "three"),
+        ] {
+            fs::write(partial_path(&path), content).unwrap();
+            let file = File::open(partial_path(&path)).unwrap();
+            let r = publish(file, &path, None, force);
+            assert_eq!(r.is_ok(), content != "two", "{content}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), want);
+        }
+    }
+}
