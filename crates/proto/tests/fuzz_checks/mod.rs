@@ -1,0 +1,818 @@
+//! The checks behind the `cargo fuzz` targets in `fuzz/`, shared word for word with the corpus
+//! replay in `tests/fuzz_corpus.rs`: each fuzz target is `checks::<target>(data)`, and the test
+//! runs every file of `tests/corpus/<target>/` through the same function. There is one copy:
+//! the fuzz targets include this file with `#[path = ...]`.
+//!
+//! Every check takes raw bytes and must not panic for any input; a panic is a bug either in
+//! `ferry-proto` or in an invariant stated here. Structured inputs are decoded from the bytes
+//! by [`Input`] (a tiny stand-in for `arbitrary`, so that the replay needs no extra crates).
+#![allow(dead_code)]
+
+use std::path::{Component, Path};
+
+use ferry_proto::name::{escape, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN};
+use ferry_proto::wire::{
+    self, kind, Frame, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_REASON_LEN, MAX_TOKEN_LEN,
+    VERSION,
+};
+use ferry_proto::{
+    BodyCheck, Code, Connection, Digest, Error, Event, FileId, FileInfo, Framing, Hasher, Incoming,
+    Name, ProtocolError, Side,
+};
+
+/// A fuzz target's check: panics when an invariant does not hold for the input.
+pub type Check = fn(&[u8]);
+
+/// The fuzz targets, by directory name under `tests/corpus/` and `fuzz/fuzz_targets/`.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("frame_decode", frame_decode),
+    ("names", names),
+    ("server_stream", server_stream),
+    ("client_stream", client_stream),
+    ("seed_stream", seed_stream),
+];
+
+// ----- input decoding ------------------------------------------------------------------------
+
+/// Reads structure off the front of the fuzzer's bytes; runs out gracefully (zeros).
+pub struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data }
+    }
+    pub fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((b, rest)) => {
+                self.data = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        head
+    }
+    pub fn rest(self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// A byte stream cut at fuzzer-chosen points: `options, n, n chunk sizes, stream...`.
+///
+/// `n` is the low 3 bits of its byte; each size byte `b` gives a chunk of `b + 1` bytes, cycled
+/// over the stream; with `n == 0` the stream is delivered in one piece.
+pub struct Chunked<'a> {
+    pub options: u8,
+    pub sizes: Vec<usize>,
+    pub stream: &'a [u8],
+}
+
+impl<'a> Chunked<'a> {
+    pub fn parse(data: &'a [u8]) -> Self {
+        let mut input = Input::new(data);
+        let options = input.u8();
+        let n = usize::from(input.u8() & 7);
+        let sizes = input.take(n).iter().map(|b| usize::from(*b) + 1).collect();
+        Self {
+            options,
+            sizes,
+            stream: input.rest(),
+        }
+    }
+
+    /// Encodes the header for `options` and `sizes` (used to write seed inputs).
+    pub fn header(options: u8, sizes: &[u8]) -> Vec<u8> {
+        assert!(sizes.len() <= 7);
+        let mut v = vec![options, sizes.len() as u8];
+        v.extend_from_slice(sizes);
+        v
+    }
+}
+
+// ----- frame_decode ----------------------------------------------------------------------------
+
+/// `kind, payload...` into [`Frame::decode`]; the first five bytes into [`wire::parse_header`].
+///
+/// A frame that decodes re-encodes to a header that parses to the same kind and the payload's
+/// length, and decodes again to the same frame; the encoding is byte for byte the payload
+/// (OFFER: up to the absent optional fields, which are sent as zero).
+pub fn frame_decode(data: &[u8]) {
+    if let Ok(header) =
+        <[u8; FRAME_HEADER_LEN]>::try_from(data.get(..FRAME_HEADER_LEN).unwrap_or(&[]))
+    {
+        check_header(header);
+    }
+    let Some((&k, payload)) = data.split_first() else {
+        return;
+    };
+    let Ok(frame) = Frame::decode(k, payload) else {
+        return;
+    };
+    assert_ne!(k, kind::DATA, "DATA payloads are never decoded");
+    assert_eq!(frame.kind(), k);
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    let header: [u8; FRAME_HEADER_LEN] = out[..FRAME_HEADER_LEN].try_into().unwrap();
+    let (k2, len) = wire::parse_header(header).expect("an encoded header parses");
+    assert_eq!(k2, k);
+    assert_eq!(len as usize, out.len() - FRAME_HEADER_LEN);
+    assert_eq!(
+        len as usize,
+        payload.len(),
+        "re-encoding changes the length"
+    );
+    assert!(len <= MAX_CONTROL_PAYLOAD);
+    let again = Frame::decode(k, &out[FRAME_HEADER_LEN..]).expect("an encoded frame decodes");
+    assert_eq!(again, frame);
+    let mut out2 = Vec::new();
+    again.encode(&mut out2);
+    assert_eq!(out2, out, "encoding is not a function of the frame");
+    if let Frame::Offer { name, .. } = &frame {
+        // id and flags, and the name at the end, are carried as they came.
+        assert_eq!(out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 9], payload[..9]);
+        assert!(payload.ends_with(name.as_bytes()));
+    } else {
+        assert_eq!(&out[FRAME_HEADER_LEN..], payload, "non-canonical decode");
+    }
+    check_text_caps(&frame);
+}
+
+fn check_header(h: [u8; FRAME_HEADER_LEN]) {
+    let k = h[0];
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+    match wire::parse_header(h) {
+        Ok((k2, len2)) => {
+            assert_eq!((k2, len2), (k, len));
+            assert!(wire::frame_name(k).is_some());
+            assert!(k == kind::DATA || len <= MAX_CONTROL_PAYLOAD);
+        }
+        Err(ProtocolError::UnknownFrame(k2)) => {
+            assert_eq!(k2, k);
+            assert!(wire::frame_name(k).is_none());
+        }
+        Err(ProtocolError::FrameTooLarge {
+            kind: k2,
+            len: l2,
+            max,
+        }) => {
+            assert_eq!((k2, l2, max), (k, len, MAX_CONTROL_PAYLOAD));
+            assert!(k != kind::DATA && len > MAX_CONTROL_PAYLOAD);
+        }
+        Err(e) => panic!("unexpected header error {e:?}"),
+    }
+}
+
+fn check_text_caps(frame: &Frame) {
+    let (text, cap) = match frame {
+        Frame::Hello { token, .. } => (token.len(), MAX_TOKEN_LEN),
+        Frame::Offer { name, .. } | Frame::Get { name, .. } => (name.len(), MAX_NAME_LEN),
+        Frame::Refuse { reason, .. }
+        | Frame::Cancel { reason, .. }
+        | Frame::Error { reason, .. }
+        | Frame::Result { detail: reason, .. } => (reason.len(), MAX_REASON_LEN),
+        Frame::Welcome { .. }
+        | Frame::Accept { .. }
+        | Frame::Begin { .. }
+        | Frame::Data { .. }
+        | Frame::End { .. } => (0, 0),
+    };
+    assert!(text <= cap, "text field of {text} bytes over its cap {cap}");
+    if let Frame::Offer { mtime: Some(t), .. } = frame {
+        assert!(t.nanos < 1_000_000_000);
+    }
+}
+
+// ----- names -----------------------------------------------------------------------------------
+
+/// Any string into [`Name::parse`] and [`Name::parse_single`]; an accepted name is safe to join
+/// onto a folder on every system (PROTOCOL.md §5), and [`escape`] never lets a control
+/// character through.
+pub fn names(data: &[u8]) {
+    let raw = String::from_utf8_lossy(data);
+    let raw = raw.as_ref();
+    let escaped = escape(raw);
+    assert!(
+        !escaped.chars().any(forbidden_char),
+        "escape leaks a control character: {escaped:?}"
+    );
+    let multi = Name::parse(raw);
+    let single = Name::parse_single(raw);
+    if let Ok(n) = &multi {
+        check_valid_name(raw, n);
+    }
+    match &single {
+        Ok(n) => {
+            check_valid_name(raw, n);
+            assert!(!raw.contains('/'));
+            assert_eq!(multi.as_ref(), Ok(n), "single accepted, multi refused");
+        }
+        Err(_) => assert!(
+            multi.is_err() || raw.contains('/'),
+            "multi accepted a one-component name that single refused"
+        ),
+    }
+}
+
+fn forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+fn check_valid_name(raw: &str, n: &Name) {
+    assert_eq!(n.as_str(), raw);
+    assert!(!raw.is_empty() && raw.len() <= MAX_NAME_LEN);
+    assert!(!raw.starts_with('/'));
+    let components: Vec<&str> = n.components().collect();
+    assert!(!components.is_empty() && components.len() <= MAX_DEPTH);
+    assert_eq!(components.join("/"), raw);
+    assert_eq!(n.file_name(), *components.last().unwrap());
+    for c in &components {
+        assert!(!c.is_empty(), "empty component in {raw:?}");
+        assert!(*c != "." && *c != "..", "dot component in {raw:?}");
+        assert!(c.len() <= MAX_COMPONENT_LEN);
+        assert!(!c.ends_with('.') && !c.ends_with(' '), "{raw:?}");
+        for ch in c.chars() {
+            assert!(!forbidden_char(ch), "control character in {raw:?}");
+            assert!(
+                !matches!(ch, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*'),
+                "reserved character in {raw:?}"
+            );
+        }
+        assert!(!is_device_name(c), "device name in {raw:?}");
+    }
+    // Joined onto a folder, it stays under it, one plain component per name component.
+    let base = Path::new("/srv/ferry-root");
+    let joined = base.join(raw);
+    assert!(joined.starts_with(base), "{raw:?} escapes the folder");
+    let path = Path::new(raw);
+    assert!(path.is_relative() && !path.has_root());
+    let parts: Vec<Component> = path.components().collect();
+    assert_eq!(parts.len(), components.len(), "{raw:?}");
+    assert!(parts.iter().all(|p| matches!(p, Component::Normal(_))));
+    assert_eq!(n.to_string(), escape(raw));
+}
+
+/// An independent statement of the Windows device-name rule of PROTOCOL.md §5.
+fn is_device_name(component: &str) -> bool {
+    let stem = component
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(' ');
+    let upper: Vec<char> = stem.chars().map(|c| c.to_ascii_uppercase()).collect();
+    let word: String = upper.iter().collect();
+    if ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"].contains(&word.as_str()) {
+        return true;
+    }
+    upper.len() == 4
+        && (word.starts_with("COM") || word.starts_with("LPT"))
+        && (upper[3].is_ascii_digit() || matches!(upper[3], '¹' | '²' | '³'))
+}
+
+// ----- the connection machines ---------------------------------------------------------------
+
+/// What a fuzzed connection ended with.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Every event the machine raised, in order.
+    pub events: Vec<Event>,
+    /// Everything the machine transmitted.
+    pub output: Vec<u8>,
+    /// The sticky protocol error, if the input was refused.
+    pub error: Option<ProtocolError>,
+    /// Body bytes handed to the machine with `body_received`.
+    pub body_bytes: u64,
+}
+
+/// Synthetic file contents for the files a harness sends.
+fn content(id: FileId, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (id as u8).wrapping_mul(31) ^ (i as u8))
+        .collect()
+}
+
+fn hasher_of(data: &[u8]) -> Hasher {
+    let mut h = Hasher::new();
+    h.update(data);
+    h
+}
+
+/// The well-behaved application around a machine: answers every event the way a real server
+/// or client would, and checks what the machine says against what it was given.
+struct App {
+    conn: Connection,
+    side: Side,
+    /// Server: accept uploads with a resume prefix of up to this many bytes.
+    resume: usize,
+    /// Server: size of the files it serves.
+    served_len: usize,
+    /// Client: contents of the files it offered, by id.
+    uploads: Vec<(FileId, Vec<u8>)>,
+    /// Client: the names it asked for, by id.
+    gets: Vec<(FileId, Name)>,
+    /// Prefix each accepted incoming file was accepted with, by id.
+    prefixes: Vec<(FileId, Hasher)>,
+    /// The body being received, mirrored: id and a hasher over what was handed over.
+    body: Option<(FileId, Hasher)>,
+    run: Run,
+}
+
+impl App {
+    fn new(conn: Connection) -> Self {
+        let side = conn.side();
+        Self {
+            conn,
+            side,
+            resume: 0,
+            served_len: 0,
+            uploads: Vec::new(),
+            gets: Vec::new(),
+            prefixes: Vec::new(),
+            body: None,
+            run: Run::default(),
+        }
+    }
+
+    fn flush(&mut self) {
+        let out = self.conn.poll_transmit();
+        self.run.output.extend_from_slice(out);
+        let n = out.len();
+        self.conn.transmitted(n);
+        assert!(self.conn.poll_transmit().is_empty());
+    }
+
+    fn cap(&self) -> usize {
+        match self.conn.framing() {
+            Some(Framing::Seed) => MAX_NAME_LEN,
+            _ => MAX_CONTROL_PAYLOAD as usize + FRAME_HEADER_LEN,
+        }
+    }
+
+    /// Answers every queued event; returns how many there were.
+    fn answer_events(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(ev) = self.conn.poll_event() {
+            n += 1;
+            self.answer(&ev);
+            self.run.events.push(ev);
+        }
+        self.flush();
+        n
+    }
+
+    fn answer(&mut self, ev: &Event) {
+        let c = &mut self.conn;
+        match (self.side, ev) {
+            (Side::Server, Event::Hello { version, .. }) => {
+                assert_eq!(*version, VERSION);
+                c.welcome().expect("welcome after HELLO");
+            }
+            (Side::Client, Event::Welcome { version }) => assert_eq!(*version, VERSION),
+            (Side::Server, Event::Offer(o)) => match &o.name {
+                Ok(name) => {
+                    assert!(Name::parse(name.as_str()).is_ok());
+                    if c.framing() == Some(Framing::Seed) {
+                        assert!(!name.as_str().contains('/'));
+                        assert_eq!((o.id, o.size), (1, None));
+                    }
+                    let k = o.size.map_or(0, |s| self.resume.min(s as usize));
+                    let prefix = hasher_of(&b"held bytes, kept for resume"[..k.min(27)]);
+                    self.prefixes.push((o.id, prefix.clone()));
+                    c.accept(o.id, prefix).expect("accept the next offer");
+                }
+                Err(bad) => {
+                    assert!(!bad.raw.chars().any(forbidden_char), "unescaped {bad:?}");
+                    c.refuse(o.id, Code::BadName, &bad.to_string())
+                        .expect("refuse the next offer");
+                }
+            },
+            (Side::Client, Event::Offer(o)) => {
+                // A download: the machine has checked it answers our GET, name and all.
+                let Some((_, want)) = self.gets.iter().find(|(id, _)| *id == o.id) else {
+                    panic!("offer for #{} that was never requested", o.id);
+                };
+                assert_eq!(o.name.as_ref(), Ok(want));
+                let k = o.size.map_or(0, |s| self.resume.min(s as usize));
+                let prefix = hasher_of(&b"partial download"[..k.min(16)]);
+                self.prefixes.push((o.id, prefix.clone()));
+                c.accept(o.id, prefix).expect("accept a download");
+            }
+            (Side::Server, Event::Get { id, name }) => match name {
+                Ok(name) => {
+                    let info = FileInfo {
+                        name: name.clone(),
+                        size: Some(self.served_len as u64),
+                        mtime: None,
+                        mode: Some(0o644),
+                    };
+                    c.serve(*id, info).expect("serve the next GET");
+                    self.uploads.push((*id, content(*id, self.served_len)));
+                }
+                Err(bad) => c
+                    .refuse(*id, Code::BadName, &bad.to_string())
+                    .expect("refuse the next GET"),
+            },
+            (_, Event::Accepted { id, offset, prefix }) => {
+                let Some((_, data)) = self.uploads.iter().find(|(i, _)| i == id) else {
+                    panic!("ACCEPT for #{id}, which we never offered");
+                };
+                let data = data.clone();
+                let local = if (*offset as usize) <= data.len() {
+                    hasher_of(&data[..*offset as usize])
+                } else {
+                    Hasher::new()
+                };
+                let matches = local.len() == *offset && local.finalize() == *prefix;
+                let from = c.begin(*id, local).expect("begin an accepted file");
+                assert_eq!(from, if matches && *offset > 0 { *offset } else { 0 });
+                let from = from as usize;
+                c.send_data(&data[from..]).expect("send the body");
+                let digest = c.end().expect("end the body");
+                assert_eq!(digest, Digest::of(&data));
+            }
+            (_, Event::Begin { id, from }) => {
+                assert!(self.body.is_none(), "BEGIN inside a body");
+                let held = self
+                    .prefixes
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, h)| h.clone())
+                    .expect("BEGIN for a file we accepted");
+                let h = if *from == 0 {
+                    Hasher::new()
+                } else {
+                    assert_eq!(*from, held.len(), "BEGIN from neither 0 nor the offset");
+                    held
+                };
+                self.body = Some((*id, h));
+            }
+            (_, Event::End { id, size, check }) => {
+                let (bid, h) = self.body.take().expect("END without BEGIN");
+                assert_eq!(bid, *id);
+                assert_eq!(
+                    *size,
+                    h.len(),
+                    "END size differs from the bytes handed over"
+                );
+                let mine = h.finalize();
+                match check {
+                    BodyCheck::Verified(d) => assert_eq!(*d, mine),
+                    BodyCheck::Mismatch { expected, actual } => {
+                        assert_eq!(*actual, mine);
+                        assert_ne!(expected, actual);
+                    }
+                    BodyCheck::Unverified(d) => {
+                        assert_eq!(c.framing(), Some(Framing::Seed));
+                        assert_eq!(*d, mine);
+                    }
+                }
+                let code = match check {
+                    BodyCheck::Mismatch { .. } => Code::DigestMismatch,
+                    _ => Code::Stored,
+                };
+                c.finish(*id, code, "stored")
+                    .expect("finish a received file");
+            }
+            (_, Event::Cancelled { id, .. }) => {
+                if self.body.as_ref().is_some_and(|(b, _)| b == id) {
+                    self.body = None;
+                }
+            }
+            (Side::Client, Event::Refused { id, .. }) => {
+                assert!(
+                    self.uploads.iter().any(|(i, _)| i == id)
+                        || self.gets.iter().any(|(i, _)| i == id),
+                    "REFUSE for #{id}, which we never sent"
+                );
+            }
+            (Side::Server, Event::Refused { id, .. }) => {
+                assert!(self.uploads.iter().any(|(i, _)| i == id));
+            }
+            (_, Event::Result { id, .. }) => {
+                assert!(self.uploads.iter().any(|(i, _)| i == id));
+            }
+            (_, Event::PeerError { .. } | Event::Closed) => {}
+            (side, ev) => panic!("{side:?} machine raised {ev:?}"),
+        }
+    }
+
+    /// After a protocol error: every input call returns it again, and nothing more is sent.
+    fn check_sticky(&mut self, e: &ProtocolError) {
+        self.flush();
+        let want = Err(Error::Protocol(e.clone()));
+        assert_eq!(self.conn.handle_input(b"\0ferry\r\n\x01"), want);
+        assert_eq!(self.conn.handle_input(&[]), want);
+        assert_eq!(self.conn.handle_eof().map(|()| 0), want);
+        assert_eq!(self.conn.body_received(b"x").map(|()| 0), want);
+        assert_eq!(self.conn.handle_input(&[kind::ERROR]), want);
+        assert!(
+            self.conn.poll_transmit().is_empty(),
+            "sent more after an error"
+        );
+        assert!(self.conn.incoming().is_none() || self.conn.framing() == Some(Framing::Seed));
+    }
+
+    /// Feeds `stream` cut into `sizes` (cycled), moving body bytes as `incoming` says, then the
+    /// end of the stream.
+    fn drive(mut self, stream: &[u8], sizes: &[usize]) -> Run {
+        self.answer_events();
+        let mut rest = stream;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes
+                .get(i % sizes.len().max(1))
+                .copied()
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
+            i += 1;
+            match self.conn.incoming() {
+                Some(Incoming::Bytes(due)) => {
+                    assert!(due > 0, "zero body bytes due");
+                    let k = n.min(usize::try_from(due).unwrap_or(usize::MAX));
+                    self.take_body(&rest[..k]);
+                    rest = &rest[k..];
+                }
+                Some(Incoming::UntilEof) => {
+                    assert_eq!(self.conn.framing(), Some(Framing::Seed));
+                    self.take_body(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                None => match self.conn.handle_input(&rest[..n]) {
+                    Ok(used) => {
+                        assert!(used <= n);
+                        rest = &rest[used..];
+                        let answered = self.answer_events();
+                        if used == 0 {
+                            assert!(
+                                answered > 0 || self.conn.incoming().is_some(),
+                                "stalled: no byte taken, nothing to answer, no body due: {:?}",
+                                self.conn
+                            );
+                        }
+                    }
+                    Err(Error::Protocol(e)) => return self.failed(e),
+                    Err(e) => panic!("handle_input returned a usage error: {e:?}"),
+                },
+            }
+            assert!(
+                self.conn.buffered() <= self.cap(),
+                "{} bytes buffered",
+                self.conn.buffered()
+            );
+            self.answer_events();
+        }
+        match self.conn.handle_eof() {
+            Ok(()) => {
+                self.answer_events();
+                assert!(
+                    self.body.is_none()
+                        || self
+                            .run
+                            .events
+                            .iter()
+                            .any(|e| matches!(e, Event::PeerError { .. }))
+                        || self.conn.framing() == Some(Framing::Seed)
+                );
+                assert_eq!(self.conn.buffered(), 0);
+                // The end is final: a second EOF changes nothing.
+                assert_eq!(self.conn.handle_eof(), Ok(()));
+                assert!(self.conn.poll_event().is_none());
+            }
+            Err(Error::Protocol(e)) => return self.failed(e),
+            Err(e) => panic!("handle_eof returned a usage error: {e:?}"),
+        }
+        self.flush();
+        self.check_output();
+        self.run
+    }
+
+    fn take_body(&mut self, data: &[u8]) {
+        self.conn.body_received(data).expect("body bytes as due");
+        self.run.body_bytes += data.len() as u64;
+        let (_, h) = self.body.as_mut().expect("body bytes outside BEGIN..END");
+        h.update(data);
+    }
+
+    fn failed(mut self, e: ProtocolError) -> Run {
+        self.answer_events_after_error();
+        self.check_sticky(&e);
+        self.flush();
+        let frames = self.check_output();
+        if self.conn.framing() == Some(Framing::Ferry) {
+            // The peer is told why, with the error's own code, in the last frame.
+            match frames.last() {
+                Some(Frame::Error { code, .. }) => assert_eq!(*code, e.code()),
+                other => panic!("{e:?} but the last frame sent is {other:?}"),
+            }
+        } else {
+            assert!(
+                self.run.output.is_empty(),
+                "sent bytes before the framing was known"
+            );
+        }
+        self.run.error = Some(e);
+        self.run
+    }
+
+    /// Events raised before the error are still delivered, but every command now fails.
+    fn answer_events_after_error(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            self.run.events.push(ev);
+        }
+        assert!(self.conn.welcome().is_err());
+    }
+
+    /// Everything sent decodes as frames in this side's direction. Returns the control frames.
+    fn check_output(&self) -> Vec<Frame> {
+        let mut out = &self.run.output[..];
+        match (self.side, self.conn.framing()) {
+            (Side::Client, _) => {
+                assert!(
+                    out.starts_with(&MAGIC),
+                    "client output starts with the magic"
+                );
+                out = &out[MAGIC.len()..];
+            }
+            (Side::Server, Some(Framing::Ferry)) => {}
+            (Side::Server, _) => {
+                assert!(
+                    out.is_empty(),
+                    "server sent bytes in seed framing or before the magic"
+                );
+                return Vec::new();
+            }
+        }
+        let mut frames = Vec::new();
+        while !out.is_empty() {
+            assert!(
+                out.len() >= FRAME_HEADER_LEN,
+                "a partial frame header was sent"
+            );
+            let header = out[..FRAME_HEADER_LEN].try_into().unwrap();
+            let (k, len) = wire::parse_header(header).expect("sent a bad header");
+            out = &out[FRAME_HEADER_LEN..];
+            assert!(out.len() >= len as usize, "a partial frame was sent");
+            let (payload, rest) = out.split_at(len as usize);
+            out = rest;
+            if k == kind::DATA {
+                continue;
+            }
+            let frame = Frame::decode(k, payload).expect("sent a frame that does not decode");
+            let allowed = match self.side {
+                Side::Client => !matches!(frame, Frame::Welcome { .. }),
+                Side::Server => !matches!(frame, Frame::Hello { .. } | Frame::Get { .. }),
+            };
+            assert!(allowed, "{:?} sent {frame:?}", self.side);
+            frames.push(frame);
+        }
+        if self.side == Side::Client {
+            assert!(matches!(frames.first(), Some(Frame::Hello { .. })));
+        }
+        frames
+    }
+}
+
+/// The HELLO a client sends first, after the magic.
+pub fn client_prelude() -> Vec<u8> {
+    let c = Connection::client(None).unwrap();
+    c.poll_transmit().to_vec()
+}
+
+/// A server machine that welcomes HELLO, accepts every upload (refusing bad names), serves
+/// every valid GET, fed a hostile client's bytes.
+///
+/// Options: bits 0-1 prepend nothing, the magic, or the magic and HELLO; bits 2-3 the resume
+/// prefix it accepts uploads with (0, 1, 5 or 27 bytes); bits 4-6 the size of served files.
+pub fn server_stream(data: &[u8]) {
+    let input = Chunked::parse(data);
+    let prelude = match input.options & 3 {
+        0 => Vec::new(),
+        1 => MAGIC.to_vec(),
+        _ => client_prelude(),
+    };
+    let mut stream = prelude;
+    stream.extend_from_slice(input.stream);
+    run_server(input.options, &stream, &input.sizes);
+}
+
+fn run_server(options: u8, stream: &[u8], sizes: &[usize]) -> Run {
+    let mut app = App::new(Connection::server());
+    app.resume = [0, 1, 5, 27][usize::from(options >> 2 & 3)];
+    app.served_len = [0, 1, 2, 7, 100, 1000, 5000, 64][usize::from(options >> 4 & 7)];
+    app.drive(stream, sizes)
+}
+
+/// A client machine that has offered some files and asked for others, fed a hostile server's
+/// bytes: it begins and sends every accepted upload and accepts every download offered.
+///
+/// Options: bit 0 prepends a WELCOME; bits 1-3 the number of uploads (every second one sized,
+/// the rest streams); bits 4-6 the number of GETs (`g1`, `g2`, ...); bit 7 accepts
+/// downloads with a resume prefix.
+pub fn client_stream(data: &[u8]) {
+    let input = Chunked::parse(data);
+    let mut stream = Vec::new();
+    if input.options & 1 != 0 {
+        Frame::Welcome { version: VERSION }.encode(&mut stream);
+    }
+    stream.extend_from_slice(input.stream);
+    run_client(input.options, &stream, &input.sizes);
+}
+
+/// The client of [`client_stream`] after its offers and GETs.
+fn client_with_files(options: u8) -> App {
+    let mut app = App::new(Connection::client(None).unwrap());
+    app.resume = if options & 0x80 != 0 { 4 } else { 0 };
+    let uploads = usize::from(options >> 1 & 7);
+    let gets = usize::from(options >> 4 & 7);
+    for i in 0..uploads.max(gets) {
+        if i < uploads {
+            let len = 3 * i + 1;
+            let name = Name::parse(&format!("up/f{}", i + 1)).unwrap();
+            let sized = i % 2 == 1;
+            let info = FileInfo {
+                name,
+                size: sized.then_some(len as u64),
+                mtime: None,
+                mode: None,
+            };
+            let id = app.conn.offer(info).expect("offer");
+            app.uploads.push((id, content(id, len)));
+        }
+        if i < gets {
+            let name = Name::parse(&format!("g{}", i + 1)).unwrap();
+            let id = app.conn.get(name.clone()).expect("get");
+            app.gets.push((id, name));
+        }
+    }
+    app
+}
+
+fn run_client(options: u8, stream: &[u8], sizes: &[usize]) -> Run {
+    client_with_files(options).drive(stream, sizes)
+}
+
+/// A server fed the seed framing (the first byte is made non-zero), accepting the upload when
+/// its name is valid. The machine must agree with an independent reading of PROTOCOL.md §2.1:
+/// the name is the first line, the body everything after it, and nothing is ever sent.
+pub fn seed_stream(data: &[u8]) {
+    let input = Chunked::parse(data);
+    let mut stream = input.stream.to_vec();
+    match stream.first_mut() {
+        Some(b) if *b == 0 => *b = b'n',
+        Some(_) => {}
+        None => stream.push(b'\n'),
+    }
+    let run = run_server(input.options & !3, &stream, &input.sizes);
+    assert!(run.output.is_empty(), "a seed server sent bytes");
+    let newline = stream[..stream.len().min(MAX_NAME_LEN + 1)]
+        .iter()
+        .position(|b| *b == b'\n');
+    let Some(pos) = newline else {
+        let expected = if stream.len() > MAX_NAME_LEN {
+            ProtocolError::SeedNameTooLong { max: MAX_NAME_LEN }
+        } else {
+            ProtocolError::Truncated {
+                got: stream.len() as u64,
+                expected: stream.len() as u64 + 1,
+            }
+        };
+        assert_eq!(run.error, Some(expected));
+        return;
+    };
+    let line = &stream[..pos];
+    let body = &stream[pos + 1..];
+    let valid = std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| Name::parse_single(s).ok());
+    let Some(Event::Offer(offer)) = run.events.first() else {
+        panic!("no offer for a seed name line: {:?}", run.events);
+    };
+    assert_eq!(offer.name.as_ref().ok(), valid.as_ref());
+    assert_eq!(run.error, None);
+    match valid {
+        Some(_) => {
+            assert_eq!(run.body_bytes, body.len() as u64);
+            let end = Event::End {
+                id: 1,
+                size: body.len() as u64,
+                check: BodyCheck::Unverified(Digest::of(body)),
+            };
+            assert_eq!(
+                run.events[1..],
+                [Event::Begin { id: 1, from: 0 }, end, Event::Closed]
+            );
+        }
+        None => {
+            // Refused: the rest is ignored and the stream ends without a Closed event.
+            assert_eq!(run.body_bytes, 0);
+            assert_eq!(run.events.len(), 1);
+        }
+    }
+}
