@@ -96,3 +96,26 @@ fn an_upload_comes_back_identical() {
     let got: PathBuf = back.join("round.bin");
     assert!(fs::read(got).unwrap() == content);
 }
+
+#[test]
+fn many_small_files_are_asked_for_beyond_one_window() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let names: Vec<String> = (0..150).map(|i| format!("many/f{i:03}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        write(&server.path(n), &data(i * 13, i as u32));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+
+    let outcome = get(&server, &refs, &Dest::Dir(out.path().to_owned()), &opts());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    assert_eq!(outcome.files.len(), 150);
+    assert_eq!(common::tree(out.path()), names);
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(
+            fs::read(out.path().join(n)).unwrap(),
+            data(i * 13, i as u32)
+        );
+    }
+}

@@ -298,3 +298,27 @@ fn a_silent_server_times_out() {
     let msg = outcome.error.unwrap().to_string();
     assert!(msg.contains("did not answer"), "{msg}");
 }
+
+#[test]
+fn a_wrong_digest_on_stdout_fails_the_command() {
+    let (addr, server) = raw_server(|mut raw| {
+        let id = id_of(&raw.expect(kind::GET));
+        raw.send(&[WELCOME, offer(id, "a.txt", Some(5))]);
+        raw.expect(kind::ACCEPT);
+        raw.send(&[Frame::Begin { id, from: 0 }]);
+        raw.send_data(b"hello");
+        raw.send(&[Frame::End {
+            id,
+            size: 5,
+            digest: Digest::of(b"jello"),
+        }]);
+        raw.drain();
+    });
+
+    let out = common::ferry(&["get", &addr.to_string(), "a.txt", "-o", "-"]);
+    server.join().unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(err.contains("do not match"), "{err}");
+}
