@@ -136,3 +136,46 @@ fn print_json(v: &serde_json::Value) {
     // A closed stdout is not worth a panic; the exit code still tells.
     let _ = writeln!(out, "{v}").and_then(|()| out.flush());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(status: Status, refused: bool, detail: &str) -> FileReport {
+        let mut r = FileReport::new(Name::parse("photo.jpg").unwrap(), None, Some(2048), status);
+        r.refused = refused;
+        r.detail = detail.into();
+        r
+    }
+
+    #[test]
+    fn lines_say_what_happened_in_words() {
+        let send = Console::new(Verb::Send, false, false, false, 1, Some(0));
+        let refused = report(
+            Status::Code(Code::Exists),
+            true,
+            "a file of that name exists (server policy: refuse)",
+        );
+        assert_eq!(
+            send.line(&refused),
+            "server refused photo.jpg: a file of that name exists (server policy: refuse)"
+        );
+        let bare = report(Status::Code(Code::TooLarge), true, "");
+        assert_eq!(send.line(&bare), "server refused photo.jpg: too large");
+        let renamed = report(Status::Code(Code::Stored), false, "photo (1).jpg");
+        assert!(send
+            .line(&renamed)
+            .starts_with("stored photo.jpg as photo (1).jpg (2.00 KiB"));
+        let broken = report(Status::Code(Code::DigestMismatch), false, "");
+        assert_eq!(
+            send.line(&broken),
+            "server could not store photo.jpg (digest mismatch): digest mismatch"
+        );
+        let get = Console::new(Verb::Get, false, false, false, 1, None);
+        let cut = report(Status::Incomplete, false, "the connection ended first");
+        assert_eq!(
+            get.line(&cut),
+            "incomplete photo.jpg: the connection ended first"
+        );
+    }
+}

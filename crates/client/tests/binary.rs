@@ -205,3 +205,28 @@ fn a_cut_connection_exits_4_and_says_how_to_resume() {
         "{err}"
     );
 }
+
+#[test]
+fn one_line_per_file_without_bars_when_not_a_terminal_and_none_when_quiet() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let a = local.path().join("a.txt");
+    let b = local.path().join("b.txt");
+    write(&a, b"a");
+    write(&b, b"b");
+    let addr = server.addr().to_string();
+
+    let out = ferry(&["send", &addr, a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.starts_with("stored a.txt (1 B in "), "{err}");
+    assert!(
+        !err.contains("ETA") && !err.contains('\x1b'),
+        "no progress bar: {err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let quiet = ferry(&["send", "-q", &addr, b.to_str().unwrap()]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stderr.is_empty() && quiet.stdout.is_empty());
+}
