@@ -112,6 +112,12 @@ pub enum ClientError {
         /// What happened.
         reason: String,
     },
+    /// The peer closed before saying WELCOME: it is probably not a ferry server.
+    #[error(
+        "{0} closed the connection without answering: is it a ferry server? \
+         (for the lab report's server.py, use --legacy)"
+    )]
+    NoWelcome(Target),
     /// The server turned the connection away (ERROR before WELCOME).
     #[error("{target} refused the connection: {reason}")]
     ServerRefused {
@@ -172,7 +178,7 @@ impl ClientError {
                 }
                 _ => exit::NETWORK,
             },
-            ClientError::Protocol { .. } => exit::PROTOCOL,
+            ClientError::Protocol { .. } | ClientError::NoWelcome(_) => exit::PROTOCOL,
             ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
         }
     }

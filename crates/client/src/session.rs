@@ -34,7 +34,15 @@ impl<'a> Session<'a> {
     /// its closing the connection while files are owed ends the conversation.
     pub(crate) fn next(&mut self) -> Result<Step, ClientError> {
         loop {
-            let step = self.driver.next_step().map_err(|e| self.drive_err(e))?;
+            let step = self
+                .driver
+                .next_step()
+                .map_err(|e| match self.drive_err(e) {
+                    ClientError::Lost { .. } if !self.welcomed => {
+                        ClientError::NoWelcome(self.target.clone())
+                    }
+                    e => e,
+                })?;
             match step {
                 Step::Event(Event::Welcome { version }) => {
                     log::debug!("{}: welcomed, protocol v{version}", self.target);

@@ -322,3 +322,24 @@ fn a_wrong_digest_on_stdout_fails_the_command() {
     let err = common::stderr(&out);
     assert!(err.contains("do not match"), "{err}");
 }
+
+#[test]
+fn a_peer_that_hangs_up_before_welcome_gets_a_hint() {
+    let (addr, server) = raw_server(drop);
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, b"x");
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&f]),
+        &opts(),
+        &mut (),
+    );
+    server.join().unwrap();
+
+    assert_eq!(outcome.exit_code(), 5);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(msg.contains("is it a ferry server?"), "{msg}");
+    assert!(msg.contains("--legacy"), "{msg}");
+}

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -123,59 +123,107 @@ fn the_binary_sends_stdin_in_seed_framing() {
     );
 }
 
-/// The lab report's own server, run with python3, when both are available.
+/// The lab report's own `seed/server.py`, run with python3 for one connection.
+struct SeedPy {
+    child: Child,
+    port: u16,
+    log: JoinHandle<String>,
+    store: tempfile::TempDir,
+}
+
+impl SeedPy {
+    /// `None` when there is no python3 or no seed/server.py.
+    fn start() -> Option<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seed/server.py");
+        let python = Command::new("python3").arg("--version").output();
+        if !script.exists() || !python.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipped: no seed/server.py or no python3");
+            return None;
+        }
+        let store = tempfile::tempdir().unwrap();
+        // server.py binds its own port: take a free one from the system, then hand it over.
+        let port = common::dead_addr().port();
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(&script)
+            .env("SEED_HOST", "127.0.0.1")
+            .env("SEED_PORT", port.to_string())
+            .env("SEED_DIR", store.path())
+            .env("SEED_MAX_CONNECTIONS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut said = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        said.read_line(&mut first_line).unwrap();
+        assert!(first_line.contains("listening"), "{first_line}");
+        // server.py prints as it goes and dies on a closed pipe: keep reading.
+        let log = thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = said.read_to_string(&mut rest);
+            rest
+        });
+        Some(Self {
+            child,
+            port,
+            log,
+            store,
+        })
+    }
+
+    fn target(&self) -> Target {
+        Target::new("127.0.0.1", self.port)
+    }
+
+    /// Waits for the server to exit after its one connection; returns what it printed.
+    fn wait(mut self) -> (String, tempfile::TempDir) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("server.py did not finish");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let log = self.log.join().unwrap();
+        assert!(status.success(), "{log}");
+        (log, self.store)
+    }
+}
+
 #[test]
 fn the_lab_reports_server_receives_our_upload() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seed/server.py");
-    let python = Command::new("python3").arg("--version").output();
-    if !script.exists() || !python.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: no seed/server.py or no python3");
-        return;
-    }
-    let store = tempfile::tempdir().unwrap();
+    let Some(seed) = SeedPy::start() else { return };
     let local = tempfile::tempdir().unwrap();
     let file = local.path().join("report.pdf");
     let content = data(300_000, 9);
     write(&file, &content);
-    // server.py binds its own port: take a free one from the system, then hand it over.
-    let port = common::dead_addr().port();
-    let mut child = Command::new("python3")
-        .arg("-u")
-        .arg(&script)
-        .env("SEED_HOST", "127.0.0.1")
-        .env("SEED_PORT", port.to_string())
-        .env("SEED_DIR", store.path())
-        .env("SEED_MAX_CONNECTIONS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut said = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    said.read_line(&mut first_line).unwrap();
-    assert!(first_line.contains("listening"), "{first_line}");
-    // server.py prints as it goes and dies on a closed pipe: keep reading.
-    let log = thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = said.read_to_string(&mut rest);
-        rest
-    });
-    let target = Target::new("127.0.0.1", port);
 
-    let outcome = legacy::send(&target, sources(&[&file]), &opts(), &mut ());
+    let outcome = legacy::send(&seed.target(), sources(&[&file]), &opts(), &mut ());
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("server.py did not finish");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let (_, store) = seed.wait();
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
-    assert!(status.success(), "{}", log.join().unwrap());
     assert!(std::fs::read(store.path().join("report.pdf")).unwrap() == content);
+}
+
+#[test]
+fn without_legacy_the_lab_reports_server_gets_a_hint() {
+    let Some(seed) = SeedPy::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"x");
+
+    let out = common::ferry(&["send", &seed.target().to_string(), file.to_str().unwrap()]);
+
+    seed.wait();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        common::stderr(&out).contains("use --legacy"),
+        "{}",
+        common::stderr(&out)
+    );
 }
