@@ -23,7 +23,7 @@ Exit codes:
   2  usage: bad arguments, or a local file to send is missing or unreadable (nothing was sent)
   3  the server refused the connection (busy, denied) or every file
   4  network: cannot connect, timed out, or the connection was cut (run again to resume)
-  5  the server broke the protocol
+  5  the server broke the protocol, or is not a ferry server
 
 Set RUST_LOG=debug for a detailed log on stderr.";
 
