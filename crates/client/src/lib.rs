@@ -28,7 +28,7 @@ mod target;
 pub mod upload;
 pub mod walk;
 
-pub use error::ClientError;
+pub use error::{exit, ClientError};
 pub use net::Options;
 pub use report::{FileReport, Observer, Outcome, Status};
 pub use target::{Target, TargetError, DEFAULT_PORT};
