@@ -1,0 +1,1 @@
+//! Helpers for the fault-injection suite (being written).
