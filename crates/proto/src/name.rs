@@ -59,6 +59,9 @@ pub enum NameError {
     /// A Windows device name such as `CON` or `nul.txt`.
     #[error("{0:?} is a reserved device name on Windows")]
     DeviceName(String),
+    /// A component that names a file's hidden part on some system (macOS `..namedfork`).
+    #[error("{0:?} names a resource fork on macOS")]
+    ForkName(String),
     /// A component ends with a dot or a space, which Windows strips silently.
     #[error("a component ends with a dot or a space")]
     TrailingDotOrSpace,
@@ -170,6 +173,10 @@ fn check_component(c: &str) -> Result<(), NameError> {
     if c.ends_with('.') || c.ends_with(' ') {
         return Err(NameError::TrailingDotOrSpace);
     }
+    if c.eq_ignore_ascii_case("..namedfork") {
+        // `file/..namedfork/rsrc` writes into the resource fork of an existing `file`.
+        return Err(NameError::ForkName(c.to_owned()));
+    }
     if is_device_name(c) {
         return Err(NameError::DeviceName(c.to_owned()));
     }
@@ -257,6 +264,7 @@ mod tests {
             ("COM¹.log", NameError::DeviceName("COM¹.log".into())),
             ("trailing.", NameError::TrailingDotOrSpace),
             ("trailing ", NameError::TrailingDotOrSpace),
+            ("f/..namedfork/rsrc", NameError::ForkName("..namedfork".into())),
         ];
         for (raw, want) in cases {
             assert_eq!(Name::parse(raw).as_ref(), Err(want), "{raw:?}");
