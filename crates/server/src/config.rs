@@ -4,6 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferry_secure::{ServerTls, Token};
+
 /// The seed server's port, kept so that the lab report's client works unchanged.
 pub const DEFAULT_PORT: u16 = 8386;
 
@@ -19,7 +21,8 @@ pub enum Overwrite {
     Replace,
 }
 
-/// Server settings. [`Config::default`] is what `ferry-server` runs with no flags.
+/// Server settings. [`Config::default`] is what `ferry-server` runs with no flags: no TLS, no
+/// token (bind to loopback only, or set both).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (see [`crate::Server::local_addr`]).
@@ -43,7 +46,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest silence tolerated: between messages, and while a body is in flight.
     pub idle_timeout: Duration,
-    /// Whether the lab report's seed framing (`<name>\n<body>`) is accepted.
+    /// Whether the lab report's seed framing (`<name>\n<body>`) is accepted. It never is when
+    /// [`Config::tls`] or [`Config::token`] is set: it has neither encryption nor a token.
     pub accept_seed: bool,
     /// How long transfers in flight may go on after a shutdown request.
     pub grace: Duration,
@@ -54,6 +58,17 @@ pub struct Config {
     /// Partial uploads untouched for longer than this are removed at start-up; `None` keeps
     /// them until they are resumed.
     pub partial_ttl: Option<Duration>,
+    /// TLS 1.3 settings (`--tls-cert`/`--tls-key` or `--tls-self-signed`). When set, TLS is
+    /// required: plain connections (ferry or seed framing) are refused with a log line.
+    pub tls: Option<ServerTls>,
+    /// The shared secret every client must present in its HELLO (`--token-file`); checked in
+    /// constant time before anything reaches the disk. `None`: no authentication.
+    pub token: Option<Token>,
+    /// Failed authentications a source (an IPv4 address or an IPv6 /64) may make within
+    /// [`Config::auth_window`] before its connections are refused for that long.
+    pub max_auth_failures: u32,
+    /// The window of [`Config::max_auth_failures`], and how long a source is then refused.
+    pub auth_window: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +86,17 @@ impl Default for Config {
             grace: Duration::from_secs(10),
             fsync: true,
             partial_ttl: Some(Duration::from_secs(7 * 86_400)),
+            tls: None,
+            token: None,
+            max_auth_failures: 5,
+            auth_window: Duration::from_secs(60),
         }
+    }
+}
+
+impl Config {
+    /// Whether the seed framing is accepted: asked for, and neither TLS nor a token required.
+    pub fn seed_allowed(&self) -> bool {
+        self.accept_seed && self.tls.is_none() && self.token.is_none()
     }
 }

@@ -22,11 +22,36 @@
 //! next to its destination and published atomically once its size and BLAKE3 digest are
 //! verified, so a failed, truncated or aborted transfer never shows under its final name; an
 //! interrupted ferry upload is kept and resumed from where it stopped.
+//!
+//! TLS and authentication come from [`ferry_secure`]: with [`Config::tls`] set, every
+//! connection must open with a TLS 1.3 handshake (plain ferry and seed connections are refused
+//! with a log line), and the handshake must be done within [`Config::header_timeout`]; with
+//! [`Config::token`] set, a HELLO without the right token is answered with
+//! [`ferry_proto::Code::Denied`] and the connection closed before anything reaches the disk,
+//! the seed framing is refused, and a source with [`Config::max_auth_failures`] failures
+//! within [`Config::auth_window`] is refused before its handshake for that long.
+//!
+//! ```no_run
+//! use ferry_server::{Config, Server};
+//! use ferry_secure::{ServerTls, Token};
+//!
+//! let tls = ServerTls::self_signed("/var/lib/ferry/tls".as_ref())?;
+//! println!("pin {}", tls.fingerprint());
+//! let config = Config {
+//!     listen: "0.0.0.0:8386".parse().unwrap(),
+//!     tls: Some(tls),
+//!     token: Some(Token::from_file("/etc/ferry/token".as_ref())?),
+//!     ..Config::default()
+//! };
+//! Server::bind(config)?.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod config;
 mod error;
+mod gate;
 mod locks;
 mod paths;
 mod server;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ferry_secure::{ServerTls, Token};
 use ferry_server::units::{parse_duration, parse_size};
 use ferry_server::{Config, Overwrite, Server, ShutdownHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -23,7 +24,15 @@ Examples:
   ferry-server
       listen on 127.0.0.1:8386 and store into ./uploaded_files
   ferry-server --listen 0.0.0.0:9000 --dir /srv/inbox --overwrite rename
-      reachable from other machines (no authentication yet: a warning is printed)
+      reachable from other machines, with neither TLS nor a token: a warning is printed
+  ferry-server --listen 0.0.0.0:9000 --tls-self-signed --token-file ~/.config/ferry/token
+      TLS 1.3 with a certificate generated on first run (kept in --state-dir, default
+      $XDG_STATE_HOME/ferry/tls); its SHA256 fingerprint is logged at start, for clients'
+      --pin. Every client must present the token (create it with
+      `head -c 32 /dev/urandom | base64 > token && chmod 600 token`; the file must not be
+      readable by group or others). Plain and seed connections are refused.
+  ferry-server --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem --token-file token
+      TLS with a certificate from a CA (clients verify it with --tls or --ca)
   ferry-server --max-file-size 10G --max-connections 16 --idle-timeout 2m --no-seed
   RUST_LOG=debug ferry-server
       more detailed logs (default level: info)
@@ -35,8 +44,13 @@ Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a b
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
 --grace to finish; a second signal stops at once. Unfinished files are never published.
 
+A token is never taken on the command line. After --max-auth-failures failed attempts within
+--auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
+for that long.
+
 Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
-3 could not start (address in use, storage folder unusable, bad setting).";
+3 could not start (address in use, storage folder unusable, bad setting, unusable certificate,
+key or token file).";
 
 /// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
 #[derive(Debug, Parser)]
@@ -68,9 +82,40 @@ struct Args {
     /// Longest silence tolerated between messages and while a file's bytes are arriving
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Refuse the lab report's seed framing (name line, then bytes until close)
+    /// Refuse the lab report's seed framing (name line, then bytes until close); it is always
+    /// refused with TLS or a token
     #[arg(long)]
     no_seed: bool,
+    /// TLS certificate chain, PEM, leaf first (with --tls-key); TLS is then required
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (with --tls-cert)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require TLS with a self-signed certificate, generated on first use and kept in
+    /// --state-dir; its fingerprint is logged at start for clients to pin
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// Folder for the self-signed certificate [default: $XDG_STATE_HOME/ferry/tls, else
+    /// ~/.local/state/ferry/tls]
+    #[arg(long, value_name = "DIR", requires = "tls_self_signed")]
+    state_dir: Option<PathBuf>,
+    /// Require every client to present the token in FILE (one line; the file must not be
+    /// readable by group or others)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Failed authentications a source may make within --auth-window before it is refused
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_auth_failures: u32,
+    /// Window for --max-auth-failures, and how long a source is then refused
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    auth_window: Duration,
     /// Acknowledge files without flushing them to disk first: faster, but a power cut can
     /// lose files the client was told are stored
     #[arg(long)]
@@ -116,8 +161,32 @@ impl From<OverwriteArg> for Overwrite {
 }
 
 impl Args {
-    fn into_config(self) -> Config {
-        Config {
+    /// The server's settings; loading the certificate, key and token can fail.
+    fn into_config(self) -> Result<Config, String> {
+        let tls = if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let tls = ServerTls::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+            log::info!("TLS certificate from {}", cert.display());
+            Some(tls)
+        } else if self.tls_self_signed {
+            let dir = self
+                .state_dir
+                .clone()
+                .or_else(ferry_secure::default_state_dir)
+                .ok_or("--tls-self-signed: neither XDG_STATE_HOME nor HOME is set; pass --state-dir DIR")?;
+            let tls = ServerTls::self_signed(&dir).map_err(|e| e.to_string())?;
+            // ferry-secure logs a generation itself.
+            if !tls.generated() {
+                log::info!("using the self-signed TLS certificate in {}", dir.display());
+            }
+            Some(tls)
+        } else {
+            None
+        };
+        let token = match &self.token_file {
+            Some(path) => Some(Token::from_file(path).map_err(|e| format!("--token-file: {e}"))?),
+            None => None,
+        };
+        Ok(Config {
             listen: self.listen,
             dir: self.dir,
             overwrite: self.overwrite.into(),
@@ -130,7 +199,11 @@ impl Args {
             grace: self.grace,
             fsync: !self.no_fsync,
             partial_ttl: self.keep_partials.0,
-        }
+            tls,
+            token,
+            max_auth_failures: self.max_auth_failures,
+            auth_window: self.auth_window,
+        })
     }
 }
 
@@ -173,7 +246,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let server = match Server::bind(args.into_config()) {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    let server = match Server::bind(config) {
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}");

@@ -1,7 +1,6 @@
 //! The accept loop: a bounded set of connection threads, refusals over the limit, and a
 //! graceful stop (stop accepting, let transfers finish within the grace period, then cut).
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,20 +9,22 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ferry_proto::{Code, Connection, Driver};
+use ferry_secure::{FailureLimiter, SharedFailureLimiter, Stream};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::gate::{self, REFUSAL_LINGER};
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
 use crate::store::Store;
-use crate::stream::StopFlags;
+use crate::stream::{Guarded, StopFlags, Wait};
 
 /// How often the accept loop and the drain wait look at the stop flags.
 const TICK: Duration = Duration::from_millis(50);
-/// How long a refused client gets to read its refusal before the socket closes.
-const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Most sources whose failed authentications are counted at once.
+const LIMITER_CAPACITY: usize = 4096;
 
 /// A bound server, ready to [`run`](Server::run) or [`spawn`](Server::spawn).
 #[derive(Debug)]
@@ -64,19 +65,14 @@ impl Server {
         let listener = TcpListener::bind(config.listen).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        if !local_addr.ip().is_loopback() {
-            log::warn!(
-                "LISTENING ON {local_addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
-                 anyone who can connect can upload files into {} and download every file in it",
-                store.root().display()
-            );
-        }
-        log::info!(
-            "listening on {local_addr}, storing into {}",
-            store.root().display()
-        );
+        announce(&config, local_addr, store.root());
         let shared = Shared {
             slots: Slots::new(config.max_connections),
+            limiter: SharedFailureLimiter::new(FailureLimiter::new(
+                config.max_auth_failures,
+                config.auth_window,
+                LIMITER_CAPACITY,
+            )),
             config,
             store,
             locks: Arc::new(NameLocks::default()),
@@ -178,7 +174,48 @@ fn check(config: &Config) -> Result<(), ServerError> {
     if config.header_timeout.is_zero() || config.idle_timeout.is_zero() {
         return bad("timeouts must be longer than zero");
     }
+    if config.max_auth_failures == 0 || config.auth_window.is_zero() {
+        return bad("the failed-authentication limit and its window must be above zero");
+    }
     Ok(())
+}
+
+/// Logs where the server listens and how it is protected, warning when other machines can
+/// reach it without a token or without TLS.
+fn announce(config: &Config, addr: SocketAddr, root: &Path) {
+    let root = root.display();
+    if !addr.ip().is_loopback() {
+        match (&config.token, &config.tls) {
+            (None, _) => log::warn!(
+                "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
+                 anyone who can connect can upload files into {root} and download every file \
+                 in it (set --token-file)"
+            ),
+            (Some(_), None) => log::warn!(
+                "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT TLS: the token \
+                 and every file cross the network in clear (set --tls-cert/--tls-key or \
+                 --tls-self-signed)"
+            ),
+            (Some(_), Some(_)) => {}
+        }
+    }
+    log::info!("listening on {addr}, storing into {root}");
+    if let Some(tls) = &config.tls {
+        log::info!(
+            "TLS 1.3 required; certificate fingerprint: {} (clients can --pin it)",
+            tls.fingerprint()
+        );
+    }
+    if config.token.is_some() {
+        log::info!(
+            "token required; at most {} failed attempts per source every {:?}",
+            config.max_auth_failures,
+            config.auth_window
+        );
+    }
+    if config.accept_seed && !config.seed_allowed() {
+        log::info!("the seed framing is refused: it has no token and no encryption");
+    }
 }
 
 fn accept_loop(
@@ -238,8 +275,17 @@ fn admit(
         return;
     }
     let c = &shared.config;
+    if c.token.is_some() && !shared.limiter.check(peer.ip(), Instant::now()) {
+        let left = shared.limiter.retry_after(peer.ip(), Instant::now());
+        log::warn!(
+            "{peer}: refused before the handshake: too many failed authentications from this \
+             source (for {:.0?} more)",
+            left.unwrap_or_default()
+        );
+        return;
+    }
     if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
-        refuse_busy(stream, peer, c.max_connections, refusing);
+        refuse_busy(stream, peer, shared, refusing);
         return;
     }
     log::debug!("{peer}: connected");
@@ -254,23 +300,42 @@ fn admit(
 }
 
 /// Tells a client over the limit that the server is busy, on a short-lived thread that lets
-/// it read the refusal before the socket closes. Refusals are bounded too.
-fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
+/// it read the refusal before the socket closes. Refusals are bounded too, in number and in
+/// time: with TLS, the handshake comes first (a plain error would be garbage to a TLS
+/// client), and all of it must fit in [`REFUSAL_LINGER`].
+fn refuse_busy(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    refusing: &Arc<AtomicUsize>,
+) {
     log::warn!("{peer}: refused, the server is at its connection limit");
+    let max = shared.config.max_connections;
     if refusing.fetch_add(1, Ordering::Relaxed) >= max {
         refusing.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     let refusing = Arc::clone(refusing);
+    let shared = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name("ferry-busy".into())
         .spawn(move || {
-            let _ = stream.set_write_timeout(Some(REFUSAL_LINGER));
-            let _ = stream.set_read_timeout(Some(REFUSAL_LINGER));
-            let mut d = Driver::new(&stream, Connection::server());
-            d.conn_mut().close_with_error(Code::Busy, &busy_reason(max));
-            if d.flush().is_ok() {
-                linger(&stream);
+            let mut io = Guarded::new(stream, &shared.stop, REFUSAL_LINGER);
+            io.set_wait(Wait::Until(Instant::now() + REFUSAL_LINGER), false);
+            let opened = match &shared.config.tls {
+                // Plain: the refusal goes out before anything is read, as it always has.
+                None => Some(Stream::plain(io)),
+                Some(tls) => gate::open(io, peer, Some(tls)),
+            };
+            if let Some(stream) = opened {
+                let mut d = Driver::new(stream, Connection::server());
+                d.conn_mut().close_with_error(Code::Busy, &busy_reason(max));
+                let flushed = d.flush().is_ok();
+                let (mut stream, _) = d.into_parts();
+                gate::shutdown(&mut stream);
+                if flushed {
+                    gate::linger(&mut stream);
+                }
             }
             refusing.fetch_sub(1, Ordering::Relaxed);
         });
@@ -283,21 +348,6 @@ fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<A
 /// What a client over the limit is told.
 pub(crate) fn busy_reason(max: usize) -> String {
     format!("the server is at its limit of {max} connections; try again later")
-}
-
-/// Half-closes and reads what the client still sends for a moment, so that closing does not
-/// reset the connection before the client has read our last words.
-fn linger(mut stream: &TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let until = Instant::now() + REFUSAL_LINGER;
-    let mut sink = [0u8; 4096];
-    while Instant::now() < until {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    let _ = stream.flush();
 }
 
 /// Waits for connections to finish within the grace period, then cuts the rest.

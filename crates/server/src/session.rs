@@ -1,5 +1,6 @@
-//! One connection: drives a [`ferry_proto::Driver`] over a [`Guarded`] socket and acts on its
-//! events with the [`Store`]. Never parses bytes itself.
+//! One connection: opens it (plain or TLS, see [`crate::gate`]), drives a
+//! [`ferry_proto::Driver`] over it, checks the token on HELLO and acts on the events with the
+//! [`Store`]. Never parses bytes itself.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -13,8 +14,10 @@ use ferry_proto::{
     BodyCheck, Code, Connection, DriveError, Driver, Error, Event, FileId, Framing, Hasher, Name,
     Offer, Step,
 };
+use ferry_secure::SharedFailureLimiter;
 
 use crate::config::Config;
+use crate::gate::{self, Conn};
 use crate::locks::{NameLock, NameLocks};
 use crate::paths::Refusal;
 use crate::server::busy_reason;
@@ -32,6 +35,8 @@ pub(crate) struct Shared {
     pub stop: Arc<StopFlags>,
     /// Connections past their opening message.
     pub slots: Arc<Slots>,
+    /// Failed authentications per source.
+    pub limiter: SharedFailureLimiter,
 }
 
 /// An accepted upload waiting for its BEGIN.
@@ -76,7 +81,7 @@ struct Tally {
 }
 
 struct Session<'a> {
-    d: Driver<Guarded<'a>>,
+    d: Driver<Conn<'a>>,
     shared: &'a Shared,
     peer: SocketAddr,
     pending: VecDeque<Pending>,
@@ -89,14 +94,23 @@ struct Session<'a> {
     connected: Instant,
     /// Taken when the opening message (HELLO, or the seed name line) arrives.
     slot: Option<Slot>,
+    /// The connection is refused: let the client read why before closing.
+    linger: bool,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
 pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let started = Instant::now();
-    let io = Guarded::new(stream, &shared.stop, shared.config.idle_timeout);
+    let c = &shared.config;
+    let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
+    // The TLS handshake counts against the time to open the conversation.
+    io.set_wait(Wait::Until(started + c.header_timeout), true);
+    let Some(stream) = gate::open(io, peer, c.tls.as_ref()) else {
+        return;
+    };
+    let tls = if stream.is_tls() { "TLS, " } else { "" };
     let mut s = Session {
-        d: Driver::new(io, Connection::server()),
+        d: Driver::new(stream, Connection::server()),
         shared,
         peer,
         pending: VecDeque::new(),
@@ -107,6 +121,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
+        linger: false,
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -114,6 +129,10 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         Ok(()) => "done".to_owned(),
         Err(e) => s.close_after(&e),
     };
+    gate::shutdown(s.d.stream_mut());
+    if s.linger {
+        gate::linger(s.d.stream_mut());
+    }
     let framing = match s.d.conn().framing() {
         Some(Framing::Seed) => "seed",
         Some(Framing::Ferry) => "ferry",
@@ -121,7 +140,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     };
     let t = &s.tally;
     log::info!(
-        "{peer}: connection closed ({how}) after {:.1?}, {framing}: {} stored, {} failed, {} received, {} sent",
+        "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} failed, {} received, {} sent",
         started.elapsed(),
         t.stored,
         t.failed,
@@ -130,13 +149,15 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     );
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     fn run(&mut self) -> Result<(), DriveError> {
         loop {
             // Replies go out before waiting, so that a connection with nothing in flight
             // counts as idle (and a drain request can close it).
             self.d.flush()?;
-            let idle = self.d.conn().is_idle() && self.body.is_none();
+            let idle = self.d.conn().is_idle()
+                && self.body.is_none()
+                && !self.d.conn().frame_in_progress();
             if idle && self.shared.stop.draining.load(Ordering::Relaxed) {
                 self.d
                     .conn_mut()
@@ -145,7 +166,7 @@ impl Session<'_> {
                 return Ok(());
             }
             let wait = self.next_wait();
-            self.d.stream_mut().set_wait(wait, idle);
+            self.io().set_wait(wait, idle);
             let step = self.d.next_step()?;
             if self.slot.is_none() && !self.take_slot(&step) {
                 return Ok(());
@@ -161,13 +182,23 @@ impl Session<'_> {
         }
     }
 
+    /// The guarded socket under the (maybe TLS) stream.
+    fn io(&mut self) -> &mut Guarded<'a> {
+        self.d.stream_mut().get_mut()
+    }
+
     /// How long the next message may take: the opening (HELLO or the seed name line) is due
     /// within the header timeout of connecting; later ones may start after up to the idle
-    /// timeout, and must then end within the header timeout.
+    /// timeout, and must then end within the header timeout of their first byte.
     fn next_wait(&self) -> Wait {
         let c = &self.shared.config;
         if self.slot.is_none() {
             return Wait::Until(self.connected + c.header_timeout);
+        }
+        if self.d.conn().frame_in_progress() {
+            // The last read brought the end of one message and the start of this one.
+            let began = self.d.stream().get_ref().last_read();
+            return Wait::Until(began.unwrap_or_else(Instant::now) + c.header_timeout);
         }
         Wait::Message {
             first_by: Instant::now() + c.idle_timeout,
@@ -201,9 +232,9 @@ impl Session<'_> {
     fn on_event(&mut self, event: Event) -> Result<bool, DriveError> {
         match event {
             Event::Hello { token, .. } => {
-                // Token authentication plugs in here (a later issue): until then every client
-                // is welcome, and binding a non-loopback address logs a warning.
-                let _ = token;
+                if !self.authenticate(token.as_deref()) {
+                    return Ok(false);
+                }
                 self.d.conn_mut().welcome()?;
             }
             Event::Offer(o) => return self.on_offer(o),
@@ -240,13 +271,57 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// Checks the token of a HELLO (when one is required), counting failures per source;
+    /// `false`: denied, the error is queued and the connection ends before anything else.
+    fn authenticate(&mut self, offered: Option<&[u8]>) -> bool {
+        let Some(token) = &self.shared.config.token else {
+            return true;
+        };
+        let (ip, limiter) = (self.peer.ip(), &self.shared.limiter);
+        // Checked again here: connections opened before this source reached its limit.
+        let verdict = if !limiter.check(ip, Instant::now()) {
+            Err("too many failed attempts from this address")
+        } else if token.verify(offered) {
+            Ok(())
+        } else {
+            limiter.record_failure(ip, Instant::now());
+            Err(if offered.is_some() {
+                "wrong token"
+            } else {
+                "no token"
+            })
+        };
+        match verdict {
+            Ok(()) => {
+                limiter.record_success(ip);
+                true
+            }
+            Err(why) => {
+                log::warn!(
+                    "{}: authentication failed ({why}); closing before anything is stored",
+                    self.peer
+                );
+                self.d
+                    .conn_mut()
+                    .close_with_error(Code::Denied, "authentication failed");
+                self.linger = true;
+                false
+            }
+        }
+    }
+
     fn on_offer(&mut self, o: Offer) -> Result<bool, DriveError> {
         let seed = self.d.conn().framing() == Some(Framing::Seed);
-        if seed && !self.shared.config.accept_seed {
-            log::warn!(
-                "{}: seed framing is disabled (--no-seed); closing",
-                self.peer
-            );
+        let c = &self.shared.config;
+        if seed && !c.seed_allowed() {
+            let why = if !c.accept_seed {
+                "seed framing is disabled (--no-seed)"
+            } else if c.token.is_some() {
+                "seed framing refused: it carries no token and this server requires one"
+            } else {
+                "seed framing refused: this server requires TLS"
+            };
+            log::warn!("{}: {why}; closing", self.peer);
             self.d
                 .conn_mut()
                 .close_with_error(Code::Unsupported, "seed framing is disabled");
@@ -340,7 +415,7 @@ impl Session<'_> {
     /// Moves the next body bytes into the file; `false` ends the connection.
     fn receive_body(&mut self) -> Result<bool, DriveError> {
         let idle = self.shared.config.idle_timeout;
-        self.d.stream_mut().set_wait(Wait::Idle(idle), false);
+        self.io().set_wait(Wait::Idle(idle), false);
         let n = self.d.read_body(&mut self.buf)?;
         self.tally.received += n as u64;
         let Some(r) = self.body.as_mut() else {

@@ -1,9 +1,11 @@
 //! A `TcpStream` whose waits are bounded: a message must start within the idle timeout and,
 //! once begun, end by an absolute deadline (so trickling bytes cannot stretch it); a body may
-//! not go silent for longer than the idle timeout; stop requests cut waits short. The proto [`Driver`](ferry_proto::Driver) runs on top of it.
+//! not go silent for longer than the idle timeout; stop requests cut waits short. The TLS
+//! handshake (a [`ferry_secure::Transport`]) and the proto [`Driver`](ferry_proto::Driver) run
+//! on top of it.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,8 @@ pub(crate) struct Guarded<'a> {
     wait: Wait,
     /// Set by the first bytes read under [`Wait::Message`].
     message_by: Option<Instant>,
+    /// When the last read that returned bytes did.
+    last_read: Option<Instant>,
     idle: Duration,
     /// Whether a drain request may cut the current wait (nothing in flight).
     interruptible: bool,
@@ -82,8 +86,48 @@ impl<'a> Guarded<'a> {
             stop,
             wait: Wait::Idle(idle),
             message_by: None,
+            last_read: None,
             idle,
             interruptible: false,
+        }
+    }
+
+    /// The socket (for addresses and peeking; reading or writing it directly would bypass the
+    /// deadlines, and corrupt a TLS stream).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// When the last read that returned bytes did (`None` before any).
+    pub(crate) fn last_read(&self) -> Option<Instant> {
+        self.last_read
+    }
+
+    /// Waits like a read for the first byte, without consuming it; `None` if the peer closed
+    /// without sending anything.
+    pub(crate) fn peek_first(&mut self) -> io::Result<Option<u8>> {
+        let deadline = self.read_deadline();
+        let interruptible = self.interruptible;
+        let mut b = [0u8; 1];
+        loop {
+            let peeked = self.bounded(deadline, interruptible, |s, t| {
+                s.set_read_timeout(Some(t))?;
+                s.peek(&mut b)
+            });
+            match peeked {
+                Ok(0) => return Ok(None),
+                Ok(_) => return Ok(Some(b[0])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn read_deadline(&self) -> Instant {
+        match self.wait {
+            Wait::Until(t) => t,
+            Wait::Idle(d) => Instant::now() + d,
+            Wait::Message { first_by, .. } => self.message_by.unwrap_or(first_by),
         }
     }
 
@@ -130,19 +174,19 @@ impl<'a> Guarded<'a> {
 
 impl Read for Guarded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let deadline = match self.wait {
-            Wait::Until(t) => t,
-            Wait::Idle(d) => Instant::now() + d,
-            Wait::Message { first_by, .. } => self.message_by.unwrap_or(first_by),
-        };
+        let deadline = self.read_deadline();
         // Once a message has begun, a drain request waits for it.
         let interruptible = self.interruptible && self.message_by.is_none();
         let n = self.bounded(deadline, interruptible, |s, t| {
             s.set_read_timeout(Some(t))?;
             s.read(buf)
         })?;
-        if let (Wait::Message { rest, .. }, None, true) = (self.wait, self.message_by, n > 0) {
-            self.message_by = Some(Instant::now() + rest);
+        if n > 0 {
+            let now = Instant::now();
+            self.last_read = Some(now);
+            if let (Wait::Message { rest, .. }, None) = (self.wait, self.message_by) {
+                self.message_by = Some(now + rest);
+            }
         }
         Ok(n)
     }
@@ -166,6 +210,23 @@ impl Write for Guarded<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
+        // A no-op on a `TcpStream` today; bounded anyway, like every wait on the peer. (Over
+        // TLS, `Stream::flush` writes its records through `write` above, also bounded.)
+        let deadline = Instant::now() + self.idle;
+        self.bounded(deadline, false, |s, _| s.flush())
+    }
+}
+
+impl ferry_secure::Transport for Guarded<'_> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.stream.shutdown(Shutdown::Write) {
+            // A peer that is gone already is not an error here.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
     }
 }

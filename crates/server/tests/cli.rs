@@ -1,8 +1,11 @@
-//! The `ferry-server` binary: help, exit codes, and a graceful stop on SIGTERM.
+//! The `ferry-server` binary: help, exit codes, a graceful stop on SIGTERM, and TLS and token
+//! settings from the command line.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-server");
 
@@ -69,4 +72,220 @@ fn sigterm_stops_the_server_cleanly() {
         "{rest:?}"
     );
     assert!(dir.path().join("store").is_dir());
+}
+
+// ----- TLS and tokens -------------------------------------------------------------------------
+
+/// A token file with `mode`.
+fn token_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("token");
+    std::fs::write(&path, "s3cret-token\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// A server started from the command line, its log lines, and its address.
+struct Running {
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    addr: SocketAddr,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&std::ffi::OsStr]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server announced its address")
+                .unwrap();
+            seen.push(line.clone());
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                break rest.split(',').next().unwrap().parse().unwrap();
+            }
+        };
+        Running {
+            child,
+            lines,
+            addr,
+            seen,
+        }
+    }
+
+    /// Reads log lines until one contains `needle`; returns it.
+    fn expect_line(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("no log line with {needle:?} in {:?}", self.seen);
+    }
+
+    fn stop(mut self) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let rest: Vec<String> = self.lines.map(Result::unwrap).collect();
+        assert!(self.child.wait().unwrap().success(), "{rest:?}");
+    }
+}
+
+#[test]
+fn help_shows_a_tls_and_token_example() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--tls-self-signed --token-file",
+        "--tls-cert cert.pem --tls-key key.pem",
+        "--max-auth-failures",
+        "--state-dir",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from --help");
+    }
+}
+
+#[test]
+fn a_token_file_others_can_read_is_refused_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), 0o644);
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("store"))
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
+    assert!(err.contains("accessible by other users"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("s3cret"), "the token is never printed: {err}");
+    assert!(!dir.path().join("store").exists(), "nothing started");
+}
+
+#[test]
+fn tls_without_a_certificate_source_or_key_is_a_usage_error() {
+    let out = Command::new(BIN)
+        .args(["--tls-cert", "cert.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args([
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-self-signed",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // And a token on the command line does not exist.
+    let out = Command::new(BIN).args(["--token", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn with_a_token_the_seed_framing_is_refused_with_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), 0o600);
+    let store = dir.path().join("store");
+    let mut srv = Running::start(&[
+        "--dir".as_ref(),
+        store.as_os_str(),
+        "--token-file".as_ref(),
+        token.as_os_str(),
+    ]);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"report.pdf\nno token here");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.read_to_end(&mut Vec::new());
+    let line = srv.expect_line("seed framing refused");
+    assert!(line.contains("requires one"), "{line}");
+    srv.stop();
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+}
+
+#[test]
+fn a_self_signed_server_logs_the_fingerprint_clients_pin() {
+    use ferry_proto::{Code, Connection, Driver, Event, FileInfo, Hasher, Name, Step};
+    use ferry_secure::{ClientTls, Fingerprint, Trust};
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), 0o600);
+    let store = dir.path().join("store");
+    let state = dir.path().join("state");
+    let mut srv = Running::start(&[
+        "--dir".as_ref(),
+        store.as_os_str(),
+        "--tls-self-signed".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--token-file".as_ref(),
+        token.as_os_str(),
+    ]);
+    srv.expect_line("generated a self-signed TLS certificate");
+    let line = srv.expect_line("certificate fingerprint: SHA256:");
+    let fp: Fingerprint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(state.join("cert.pem").exists());
+
+    let tcp = TcpStream::connect(srv.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tls = ClientTls::new(Trust::Pin(fp)).unwrap();
+    let stream = ferry_secure::connect(&tls, "localhost", tcp).unwrap();
+    let mut d = Driver::new(stream, Connection::client(Some(b"s3cret-token")).unwrap());
+    let id = d
+        .conn_mut()
+        .offer(FileInfo {
+            name: Name::parse("pinned.txt").unwrap(),
+            size: Some(2),
+            mtime: None,
+            mode: None,
+        })
+        .unwrap();
+    let code = loop {
+        match d.next_step().unwrap() {
+            Step::Event(Event::Welcome { .. }) => {}
+            Step::Event(Event::Accepted { .. }) => {
+                d.conn_mut().begin(id, Hasher::new()).unwrap();
+                d.send_body(b"ok").unwrap();
+                d.conn_mut().end().unwrap();
+            }
+            Step::Event(Event::Result { code, .. }) => break code,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, Code::Stored);
+    let (mut stream, _) = d.into_parts();
+    stream.shutdown_write().unwrap();
+    let _ = stream.read_to_end(&mut Vec::new());
+    srv.expect_line("stored pinned.txt");
+    srv.stop();
+    assert_eq!(std::fs::read(store.join("pinned.txt")).unwrap(), b"ok");
 }

@@ -174,7 +174,7 @@ pub fn info(name: &str, size: u64) -> FileInfo {
 }
 
 /// Uploads `bytes` under `info` and waits for the server's verdict.
-pub fn upload_info(d: &mut Client, info: FileInfo, bytes: &[u8]) -> Outcome {
+pub fn upload_info<S: Read + Write>(d: &mut Driver<S>, info: FileInfo, bytes: &[u8]) -> Outcome {
     let id = d.conn_mut().offer(info).unwrap();
     let mut from = None;
     loop {
@@ -206,7 +206,7 @@ pub fn upload_info(d: &mut Client, info: FileInfo, bytes: &[u8]) -> Outcome {
     }
 }
 
-pub fn upload(d: &mut Client, name: &str, bytes: &[u8]) -> Outcome {
+pub fn upload<S: Read + Write>(d: &mut Driver<S>, name: &str, bytes: &[u8]) -> Outcome {
     upload_info(d, info(name, bytes.len() as u64), bytes)
 }
 
@@ -229,7 +229,10 @@ pub fn upload_when_free(addr: SocketAddr, name: &str, bytes: &[u8]) -> Outcome {
 }
 
 /// Downloads `name`: its bytes and description, or the refusal code.
-pub fn download(d: &mut Client, name: &str) -> Result<(Vec<u8>, FileInfo), Code> {
+pub fn download<S: Read + Write>(
+    d: &mut Driver<S>,
+    name: &str,
+) -> Result<(Vec<u8>, FileInfo), Code> {
     let want = d.conn_mut().get(Name::parse(name).unwrap()).unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
