@@ -22,6 +22,9 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-300}      # seconds any one transfer may take
 SERVER_TIMEOUT=${SERVER_TIMEOUT:-1800} # seconds a long-lived ferry-server may live
 BENCH_DIR=${BENCH_DIR:-/tmp/ferry-bench}
 SKIP_BUILD=${SKIP_BUILD:-0}          # 1: use target/release as it is
+# None of the peers syncs to disk, so by default neither does ferry-server; set
+# FERRY_SERVER_FLAGS= (empty) to measure with its default fsync before publishing.
+read -r -a SERVER_FLAGS <<< "${FERRY_SERVER_FLAGS---no-fsync}"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=$BENCH_DIR/data                 # source files, kept between runs
@@ -255,7 +258,7 @@ EOF
 rx_start() {
   local tool=$1 dest=$2 port=$3 name=$4 logf=$RUN/$1-rx.log
   case $tool in
-    ferry) spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" ;;
+    ferry) spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}" ;;
     socat) spawn /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
              "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
     nc)    spawn "$dest/$name" "$logf" "$NC" -d -l 127.0.0.1 "$port" ;;
@@ -457,7 +460,7 @@ ferry_session() {
   mkdir -p "$dest"
   port=$(free_port)
   spawn_rss "$rss" /dev/null "$RUN/ferry-rx.log" \
-    "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest"
+    "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}"
   wait_listen "$port" || { stop_rx; log "ferry-server did not start"; return 1; }
   t0=$EPOCHREALTIME
   for src; do
