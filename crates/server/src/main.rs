@@ -28,9 +28,9 @@ Examples:
   ferry-server --listen 0.0.0.0:9000 --tls-self-signed --token-file ~/.config/ferry/token
       TLS 1.3 with a certificate generated on first run (kept in --state-dir, default
       $XDG_STATE_HOME/ferry/tls); its SHA256 fingerprint is logged at start, for clients'
-      --pin. Every client must present the token (create it with
-      `head -c 32 /dev/urandom | base64 > token && chmod 600 token`; the file must not be
-      readable by group or others). Plain and seed connections are refused.
+      --pin. Every client must present the token; create it readable by you alone with
+      `(umask 077; head -c 32 /dev/urandom | base64 > ~/.config/ferry/token)`.
+      Plain and seed connections are refused.
   ferry-server --listen 0.0.0.0:9000 --tls-cert cert.pem --tls-key key.pem --token-file token
       TLS with a certificate from a CA (clients verify it with --tls or --ca)
   ferry-server --max-file-size 10G --max-connections 16 --idle-timeout 2m --no-seed

@@ -183,22 +183,10 @@ fn check(config: &Config) -> Result<(), ServerError> {
 /// Logs where the server listens and how it is protected, warning when other machines can
 /// reach it without a token or without TLS.
 fn announce(config: &Config, addr: SocketAddr, root: &Path) {
-    let root = root.display();
-    if !addr.ip().is_loopback() {
-        match (&config.token, &config.tls) {
-            (None, _) => log::warn!(
-                "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
-                 anyone who can connect can upload files into {root} and download every file \
-                 in it (set --token-file)"
-            ),
-            (Some(_), None) => log::warn!(
-                "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT TLS: the token \
-                 and every file cross the network in clear (set --tls-cert/--tls-key or \
-                 --tls-self-signed)"
-            ),
-            (Some(_), Some(_)) => {}
-        }
+    if let Some(warning) = exposure_warning(config, addr, root) {
+        log::warn!("{warning}");
     }
+    let root = root.display();
     log::info!("listening on {addr}, storing into {root}");
     if let Some(tls) = &config.tls {
         log::info!(
@@ -215,6 +203,28 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
     }
     if config.accept_seed && !config.seed_allowed() {
         log::info!("the seed framing is refused: it has no token and no encryption");
+    }
+}
+
+/// The warning for a server that other machines can reach without a token, or with a token
+/// but without TLS (the token then crosses the network in clear).
+fn exposure_warning(config: &Config, addr: SocketAddr, root: &Path) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    let root = root.display();
+    match (&config.token, &config.tls) {
+        (None, _) => Some(format!(
+            "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
+             anyone who can connect can upload files into {root} and download every file in it \
+             (set --token-file)"
+        )),
+        (Some(_), None) => Some(format!(
+            "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT TLS: the token and \
+             every file cross the network in clear (set --tls-cert/--tls-key or \
+             --tls-self-signed)"
+        )),
+        (Some(_), Some(_)) => None,
     }
 }
 
@@ -379,4 +389,55 @@ fn drain(shared: &Shared, mut workers: Vec<JoinHandle<()>>) {
         }
     }
     log::info!("server stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_secure::{ServerTls, Token};
+
+    #[test]
+    fn reachable_servers_warn_unless_they_have_a_token_and_tls() {
+        let state = tempfile::tempdir().unwrap();
+        let tls = ServerTls::self_signed(state.path()).unwrap();
+        let token = Token::new(b"t".to_vec()).unwrap();
+        let root = Path::new("/srv/inbox");
+        let public: SocketAddr = "192.0.2.7:8386".parse().unwrap();
+        let loopback: SocketAddr = "[::1]:8386".parse().unwrap();
+        let warn = |tls: Option<&ServerTls>, token: Option<&Token>, addr| {
+            let config = Config {
+                tls: tls.cloned(),
+                token: token.cloned(),
+                ..Config::default()
+            };
+            exposure_warning(&config, addr, root)
+        };
+        for (t, k) in [(None, None), (Some(&tls), None), (None, Some(&token))] {
+            assert_eq!(warn(t, k, loopback), None);
+        }
+        let open = warn(None, None, public).unwrap();
+        assert!(open.contains("WITHOUT AUTHENTICATION"), "{open}");
+        let tls_only = warn(Some(&tls), None, public).unwrap();
+        assert!(tls_only.contains("WITHOUT AUTHENTICATION"), "{tls_only}");
+        let token_only = warn(None, Some(&token), public).unwrap();
+        assert!(token_only.contains("WITHOUT TLS"), "{token_only}");
+        assert!(token_only.contains("in clear"), "{token_only}");
+        assert_eq!(warn(Some(&tls), Some(&token), public), None);
+    }
+
+    #[test]
+    fn the_seed_framing_is_allowed_only_without_tls_and_token() {
+        let token = Token::new(b"t".to_vec()).unwrap();
+        assert!(Config::default().seed_allowed());
+        let with_token = Config {
+            token: Some(token),
+            ..Config::default()
+        };
+        assert!(!with_token.seed_allowed());
+        let no_seed = Config {
+            accept_seed: false,
+            ..Config::default()
+        };
+        assert!(!no_seed.seed_allowed());
+    }
 }
