@@ -386,6 +386,12 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// True when events wait to be taken with [`poll_event`](Self::poll_event).
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Whether raw body bytes come next on the wire, and how many.
     #[must_use]
     pub fn incoming(&self) -> Option<Incoming> {

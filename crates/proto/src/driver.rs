@@ -93,6 +93,14 @@ impl<S: Read + Write> Driver<S> {
         &mut self.stream
     }
 
+    /// True when the next [`next_step`](Self::next_step) can answer without reading from the
+    /// stream: events are queued or received bytes wait in the buffer. An adapter that batches
+    /// its replies flushes only when this is false.
+    #[must_use]
+    pub fn input_pending(&self) -> bool {
+        self.start < self.end || self.conn.has_events() || self.conn.incoming().is_some()
+    }
+
     /// Writes out everything the machine has queued.
     pub fn flush(&mut self) -> Result<(), DriveError> {
         while !self.conn.poll_transmit().is_empty() {

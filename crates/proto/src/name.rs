@@ -264,7 +264,10 @@ mod tests {
             ("COM¹.log", NameError::DeviceName("COM¹.log".into())),
             ("trailing.", NameError::TrailingDotOrSpace),
             ("trailing ", NameError::TrailingDotOrSpace),
-            ("f/..namedfork/rsrc", NameError::ForkName("..namedfork".into())),
+            (
+                "f/..namedfork/rsrc",
+                NameError::ForkName("..namedfork".into()),
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(Name::parse(raw).as_ref(), Err(want), "{raw:?}");

@@ -120,3 +120,39 @@ fn a_partial_frame_is_reported_in_progress() {
     server.handle_input(&hello[10..]).unwrap();
     assert!(!server.frame_in_progress(), "a whole HELLO");
 }
+
+/// §9 (driver): bytes already read but not yet turned into steps count as pending input, so an
+/// adapter can hold its replies until it would block.
+#[test]
+fn the_driver_reports_input_it_has_not_handed_out() {
+    use std::io::Write;
+    let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut client = ferry_proto::Connection::client(None).unwrap();
+    for name in ["one", "two"] {
+        let info = ferry_proto::FileInfo {
+            name: ferry_proto::Name::parse(name).unwrap(),
+            size: Some(1),
+            mtime: None,
+            mode: None,
+        };
+        client.offer(info).unwrap();
+    }
+    a.write_all(client.poll_transmit()).unwrap();
+    let mut d = ferry_proto::Driver::new(b, ferry_proto::Connection::server());
+    assert!(!d.input_pending(), "nothing read yet");
+    let first = d.next_step().unwrap();
+    assert!(matches!(
+        first,
+        ferry_proto::Step::Event(ferry_proto::Event::Hello { .. })
+    ));
+    assert!(d.input_pending(), "both OFFERs arrived with the HELLO");
+    d.conn_mut().welcome().unwrap();
+    for _ in 0..2 {
+        let step = d.next_step().unwrap();
+        assert!(matches!(
+            step,
+            ferry_proto::Step::Event(ferry_proto::Event::Offer(_))
+        ));
+    }
+    assert!(!d.input_pending(), "all handed out");
+}

@@ -152,9 +152,12 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
 impl<'a> Session<'a> {
     fn run(&mut self) -> Result<(), DriveError> {
         loop {
-            // Replies go out before waiting, so that a connection with nothing in flight
-            // counts as idle (and a drain request can close it).
-            self.d.flush()?;
+            // Replies go out before waiting (so that a connection with nothing in flight
+            // counts as idle, and a drain request can close it), but not while more input
+            // is at hand: the replies to a burst of small files then share one write.
+            if !self.d.input_pending() {
+                self.d.flush()?;
+            }
             let idle = self.d.conn().is_idle()
                 && self.body.is_none()
                 && !self.d.conn().frame_in_progress();
