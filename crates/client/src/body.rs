@@ -1,7 +1,6 @@
 //! Moving file bytes: hashing a local prefix for resume, and pumping a file into the driver.
 
-use std::io::{self, Read};
-use std::net::TcpStream;
+use std::io::{self, Read, Write};
 
 use ferry_proto::{DriveError, Driver, Hasher};
 
@@ -39,7 +38,7 @@ pub(crate) fn hash_all(r: &mut impl Read, buf: &mut [u8]) -> io::Result<Hasher> 
 pub(crate) fn pump(
     input: &mut dyn Read,
     mut left: Option<u64>,
-    driver: &mut Driver<TcpStream>,
+    driver: &mut Driver<impl Read + Write>,
     buf: &mut [u8],
     mut moved: impl FnMut(u64),
 ) -> Result<(), PumpError> {

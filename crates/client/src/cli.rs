@@ -7,23 +7,37 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use ferry_proto::Name;
+use ferry_secure::{ClientTls, Fingerprint, Token, Trust, TOKEN_ENV};
 
 use crate::download::{self, Dest};
 use crate::error::{exit, ClientError};
-use crate::net::Options;
+use crate::net::{Backoff, Options};
 use crate::output::{Console, Verb};
 use crate::report::Outcome;
 use crate::target::Target;
 use crate::walk;
 
 const AFTER_HELP: &str = "\
+Examples:
+  ferry send box.example photos/                      plain TCP, port 8386
+  ferry send --pin SHA256:3f9a... box.example a.iso   TLS, only the certificate the server printed
+  ferry send --tofu box.example a.iso                 TLS, trust on first use (like ssh)
+  ferry send --tls box.example a.iso                  TLS, certificate signed by a public CA
+  ferry get --ca my-ca.pem box.example a.iso -o dl/   TLS, certificate signed by your own CA
+  FERRY_TOKEN=... ferry send --tofu box.example a.iso     with a token (or --token-file FILE)
+  ferry send --retries 5 box.example big/             reconnect and resume on network failures
+
 Exit codes:
   0  every file was transferred
   1  some files failed (refused, digest mismatch, local error); the others went through
-  2  usage: bad arguments, or a local file to send is missing or unreadable (nothing was sent)
-  3  the server refused the connection (busy, denied) or every file
-  4  network: cannot connect, timed out, or the connection was cut (run again to resume)
-  5  the server broke the protocol, or is not a ferry server
+  2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
+     missing or unusable (nothing was sent)
+  3  the server refused the connection (busy, wrong or missing token) or every file
+  4  network: cannot connect, timed out, or the connection was cut (after --retries; run
+     again to resume)
+  5  the server broke the protocol, is not a ferry server, or does not speak TLS 1.3
+  6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
+     use, or not signed by a trusted CA); nothing was sent to it
 
 Set RUST_LOG=debug for a detailed log on stderr.";
 
@@ -52,6 +66,107 @@ pub struct Common {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// After a network failure (refused, reset, timed out, cut), connect again up to N times,
+    /// waiting 0.2 s, 0.4 s, ... up to 5 s, and go on with the files not yet confirmed, each
+    /// resuming where the server's verified copy ends.
+    #[arg(long, global = true, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// TLS and authentication.
+    #[command(flatten)]
+    pub secure: SecureArgs,
+}
+
+/// TLS and token options (any of --ca, --pin, --known-hosts, --tofu implies --tls).
+#[derive(Debug, Args)]
+pub struct SecureArgs {
+    /// Encrypt with TLS 1.3; the server's certificate must be signed by a public CA (Mozilla's
+    /// list, built in) for the host name.
+    #[arg(long, global = true, help_heading = "Security")]
+    pub tls: bool,
+    /// TLS; the server's certificate must be signed by a CA in FILE (PEM).
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub ca: Option<PathBuf>,
+    /// TLS; accept only the certificate with this fingerprint, as `ferry-server` prints it
+    /// (colons allowed).
+    #[arg(long, global = true, value_name = "SHA256:HEX", value_parser = parse_pin,
+          help_heading = "Security")]
+    pub pin: Option<Fingerprint>,
+    /// TLS, trust on first use: the first certificate seen for HOST:PORT is recorded in FILE;
+    /// a different one later is refused (exit 6).
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub known_hosts: Option<PathBuf>,
+    /// --known-hosts with the default file: $XDG_CONFIG_HOME/ferry/known_hosts, else
+    /// ~/.config/ferry/known_hosts.
+    #[arg(long, global = true, help_heading = "Security")]
+    pub tofu: bool,
+    /// Read the server's token from FILE (only you may read it: chmod 600). Without it,
+    /// FERRY_TOKEN is used if set. Never give a token on the command line.
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Security")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl SecureArgs {
+    /// Whether any option asks for TLS.
+    #[must_use]
+    pub fn wants_tls(&self) -> bool {
+        self.tls
+            || self.ca.is_some()
+            || self.pin.is_some()
+            || self.known_hosts.is_some()
+            || self.tofu
+    }
+
+    /// The known-hosts file trust on first use works with, if that is the mode.
+    pub fn known_hosts_file(&self) -> Result<Option<PathBuf>, ClientError> {
+        if let Some(p) = &self.known_hosts {
+            return Ok(Some(p.clone()));
+        }
+        if !self.tofu {
+            return Ok(None);
+        }
+        ferry_secure::default_known_hosts_path()
+            .map(Some)
+            .ok_or_else(|| {
+                ClientError::Usage(
+                    "--tofu needs HOME or XDG_CONFIG_HOME to find its file; use --known-hosts FILE"
+                        .into(),
+                )
+            })
+    }
+
+    /// The TLS settings these options ask for (`None`: plain TCP).
+    pub fn client_tls(&self) -> Result<Option<ClientTls>, ClientError> {
+        let modes = [
+            self.ca.is_some(),
+            self.pin.is_some(),
+            self.known_hosts.is_some(),
+            self.tofu,
+        ];
+        if modes.iter().filter(|&&m| m).count() > 1 {
+            return Err(ClientError::Usage(
+                "--ca, --pin, --known-hosts and --tofu each say how to trust the server: \
+                 give only one"
+                    .into(),
+            ));
+        }
+        let trust = if let Some(ca) = &self.ca {
+            Trust::CaFile(ca.clone())
+        } else if let Some(fp) = self.pin {
+            Trust::Pin(fp)
+        } else if let Some(file) = self.known_hosts_file()? {
+            Trust::KnownHosts(file)
+        } else if self.tls {
+            Trust::WebPkiRoots
+        } else {
+            return Ok(None);
+        };
+        ClientTls::new(trust).map(Some).map_err(ClientError::secure)
+    }
+}
+
+fn parse_pin(s: &str) -> Result<Fingerprint, String> {
+    s.parse()
+        .map_err(|e: ferry_secure::SecureError| e.to_string())
 }
 
 /// The commands.
@@ -101,11 +216,11 @@ fn parse_target(s: &str) -> Result<Target, String> {
 #[must_use]
 pub fn run(cli: &Cli) -> u8 {
     let started = Instant::now();
-    let opts = Options {
-        timeout: Duration::from_secs(cli.common.timeout),
-        force: matches!(cli.command, Command::Get { force: true, .. }),
-        ..Options::default()
+    let opts = match options(cli) {
+        Ok(o) => o,
+        Err(e) => return fail(cli, &e),
     };
+    let known_hosts = cli.common.secure.known_hosts_file().ok().flatten();
     let bars = std::io::stderr().is_terminal();
     let (outcome, console) = match &cli.command {
         Command::Send {
@@ -131,7 +246,8 @@ pub fn run(cli: &Cli) -> u8 {
                 bars,
                 sources.len(),
                 bytes,
-            );
+            )
+            .with_known_hosts(known_hosts);
             let outcome = if *legacy {
                 crate::legacy::send(target, sources, &opts, &mut console)
             } else {
@@ -165,13 +281,59 @@ pub fn run(cli: &Cli) -> u8 {
                 bars,
                 names.len(),
                 None,
-            );
+            )
+            .with_known_hosts(known_hosts);
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)
         }
     };
     console.finish(&outcome, started.elapsed().as_secs_f64());
     outcome.exit_code()
+}
+
+/// The settings of a run: TLS and the token are loaded here, before anything connects.
+fn options(cli: &Cli) -> Result<Options, ClientError> {
+    let secure = &cli.common.secure;
+    let legacy = matches!(cli.command, Command::Send { legacy: true, .. });
+    if legacy {
+        if secure.wants_tls() || secure.token_file.is_some() {
+            return Err(ClientError::Usage(
+                "--legacy speaks the seed framing, which has no TLS and no token: \
+                 drop --tls/--ca/--pin/--known-hosts/--tofu/--token-file"
+                    .into(),
+            ));
+        }
+        if cli.common.retries > 0 {
+            return Err(ClientError::Usage(
+                "--retries needs the ferry framing: the seed server confirms nothing to resume from"
+                    .into(),
+            ));
+        }
+        if std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty()) {
+            eprintln!("ferry: warning: {TOKEN_ENV} is ignored with --legacy (the seed framing has no token)");
+        }
+        return Ok(Options {
+            timeout: Duration::from_secs(cli.common.timeout),
+            ..Options::default()
+        });
+    }
+    let tls = secure.client_tls()?;
+    let token = Token::for_client(secure.token_file.as_deref()).map_err(ClientError::secure)?;
+    if token.is_some() && tls.is_none() {
+        eprintln!(
+            "ferry: warning: sending the token without TLS: anyone on the way can read it \
+             (use --pin, --tofu, --ca or --tls)"
+        );
+    }
+    Ok(Options {
+        timeout: Duration::from_secs(cli.common.timeout),
+        force: matches!(cli.command, Command::Get { force: true, .. }),
+        token,
+        tls,
+        retries: cli.common.retries,
+        backoff: Backoff::default(),
+        ..Options::default()
+    })
 }
 
 fn parse_names(raw: &[String]) -> Result<Vec<Name>, ClientError> {

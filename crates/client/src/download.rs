@@ -16,6 +16,7 @@ use crate::landing::{discard, exists, open_partial, save};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
+use crate::retry::{self, Attempt};
 use crate::session::Session;
 use crate::target::Target;
 use crate::CHUNK;
@@ -29,7 +30,9 @@ pub enum Dest {
     Stdout,
 }
 
-/// Downloads `names` from the server at `target` over one connection.
+/// Downloads `names` from the server at `target` over one connection; with
+/// [`Options::retries`], over new ones while the network fails, each resuming from the partial
+/// file kept.
 pub fn get(
     target: &Target,
     names: Vec<Name>,
@@ -37,10 +40,33 @@ pub fn get(
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Outcome {
+    retry::run(
+        names,
+        |n| n,
+        |_| matches!(dest, Dest::Dir(_)),
+        opts,
+        obs,
+        |names, _, obs| get_once(target, names, dest, opts, obs),
+    )
+}
+
+fn get_once(
+    target: &Target,
+    names: Vec<Name>,
+    dest: &Dest,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Attempt {
+    let done = |outcome| Attempt {
+        outcome,
+        welcomed: false,
+    };
     let mut outcome = Outcome::default();
     let unique: BTreeSet<&Name> = names.iter().collect();
     if unique.len() != names.len() {
-        return Outcome::failed(ClientError::Usage("a name is given twice".into()));
+        return done(Outcome::failed(ClientError::Usage(
+            "a name is given twice".into(),
+        )));
     }
     let mut wanted = Vec::new();
     for name in names {
@@ -58,7 +84,7 @@ pub fn get(
         wanted.push((name, path));
     }
     if wanted.is_empty() {
-        return outcome;
+        return done(outcome);
     }
     if let Dest::Dir(dir) = dest {
         if let Err(source) = fs::create_dir_all(dir) {
@@ -66,14 +92,14 @@ pub fn get(
                 path: dir.clone(),
                 source,
             });
-            return outcome;
+            return done(outcome);
         }
     }
-    let session = match Session::open(target, opts) {
+    let session = match Session::open(target, opts, obs) {
         Ok(s) => s,
         Err(e) => {
             outcome.error = Some(e);
-            return outcome;
+            return done(outcome);
         }
     };
     let mut down = Download {
@@ -85,7 +111,9 @@ pub fn get(
         obs,
         buf: vec![0; CHUNK],
     };
-    match down.run() {
+    let result = down.run();
+    let welcomed = down.session.welcomed();
+    let outcome = match result {
         Ok(()) => down.flights.outcome,
         Err(e) => {
             let unasked = down.wanted[down.next..].iter().map(|(name, path)| {
@@ -93,7 +121,8 @@ pub fn get(
             });
             down.flights.abandon(e, unasked, down.obs)
         }
-    }
+    };
+    Attempt { outcome, welcomed }
 }
 
 /// What a download holds locally while it is in flight.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_proto::{Code, DriveError, NameError, ProtocolError, UsageError};
+use ferry_secure::SecureError;
 
 use crate::target::{Target, TargetError};
 
@@ -22,6 +23,9 @@ pub mod exit {
     pub const NETWORK: u8 = 4;
     /// The server broke the protocol.
     pub const PROTOCOL: u8 = 5;
+    /// TLS: the server's certificate is not trusted (not the pinned one, changed since it was
+    /// first trusted, or not vouched for by a trusted CA); nothing was sent to it.
+    pub const UNTRUSTED: u8 = 6;
 }
 
 /// An error that ends a whole run (per-file failures are [`crate::FileReport`]s instead).
@@ -115,7 +119,8 @@ pub enum ClientError {
     /// The peer closed before saying WELCOME: it is probably not a ferry server.
     #[error(
         "{0} closed the connection without answering: is it a ferry server? \
-         (for the lab report's server.py, use --legacy)"
+         (if it requires TLS, use --pin, --tofu, --ca or --tls; \
+         for the lab report's server.py, use --legacy)"
     )]
     NoWelcome(Target),
     /// The server turned the connection away (ERROR before WELCOME).
@@ -138,6 +143,27 @@ pub enum ClientError {
         /// The server's words (escaped).
         reason: String,
     },
+    /// The server turned the connection away because the token is missing or wrong.
+    #[error("{0} refused the connection: authentication failed: check FERRY_TOKEN / --token-file")]
+    Denied(Target),
+    /// TLS: the server's certificate is not trusted. The handshake stopped there, so nothing
+    /// (no HELLO, no token, no file) was sent.
+    #[error("{source}; nothing was sent to {target}")]
+    Untrusted {
+        /// Where.
+        target: Target,
+        /// Which check failed.
+        source: Box<SecureError>,
+    },
+    /// TLS: the handshake was cut, reset or timed out (a network failure).
+    #[error("{0}")]
+    TlsNetwork(Box<SecureError>),
+    /// TLS: the handshake failed otherwise (the peer does not speak TLS 1.3, say).
+    #[error("{0}")]
+    TlsFailed(Box<SecureError>),
+    /// A local TLS or token setting cannot be used (CA file, known-hosts file, token file).
+    #[error("{0}")]
+    Secure(Box<SecureError>),
     /// The server broke the protocol.
     #[error("{target} broke the ferry protocol: {reason}")]
     Protocol {
@@ -165,13 +191,17 @@ impl ClientError {
             | ClientError::LocalName { .. }
             | ClientError::NotUtf8 { .. }
             | ClientError::BadName { .. }
-            | ClientError::Destination { .. } => exit::USAGE,
+            | ClientError::Destination { .. }
+            | ClientError::Secure(_) => exit::USAGE,
             ClientError::Resolve { .. }
             | ClientError::ConnectionRefused(_)
             | ClientError::Connect { .. }
             | ClientError::Timeout { .. }
-            | ClientError::Lost { .. } => exit::NETWORK,
-            ClientError::ServerRefused { .. } => exit::REFUSED,
+            | ClientError::Lost { .. }
+            | ClientError::TlsNetwork(_) => exit::NETWORK,
+            ClientError::ServerRefused { .. } | ClientError::Denied(_) => exit::REFUSED,
+            ClientError::Untrusted { .. } => exit::UNTRUSTED,
+            ClientError::TlsFailed(_) => exit::PROTOCOL,
             ClientError::ServerError { code, .. } => match code {
                 Code::Protocol | Code::BadName | Code::SizeMismatch | Code::Unsupported => {
                     exit::PROTOCOL
@@ -180,6 +210,54 @@ impl ClientError {
             },
             ClientError::Protocol { .. } | ClientError::NoWelcome(_) => exit::PROTOCOL,
             ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
+        }
+    }
+
+    /// Whether running the transfer again on a new connection may get further (`--retries`):
+    /// network failures, not refusals, trust failures or protocol errors. A peer that hangs up
+    /// before WELCOME may not be a ferry server at all, so that is retried only once an earlier
+    /// connection of the run was `proven` to reach one.
+    #[must_use]
+    pub fn is_retriable(&self, proven: bool) -> bool {
+        match self {
+            ClientError::ConnectionRefused(_)
+            | ClientError::Connect { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Lost { .. }
+            | ClientError::TlsNetwork(_) => true,
+            // The server gave up on a slow link.
+            ClientError::ServerError {
+                code: Code::Timeout,
+                ..
+            } => true,
+            ClientError::NoWelcome(_) => proven,
+            _ => false,
+        }
+    }
+
+    /// A local TLS or token setting that cannot be used.
+    pub(crate) fn secure(e: SecureError) -> Self {
+        ClientError::Secure(Box::new(e))
+    }
+
+    /// Maps a failure of the TLS layer while connecting to `target`.
+    pub(crate) fn from_secure(target: &Target, timeout: Duration, e: SecureError) -> Self {
+        use ferry_secure::rustls::Error as Tls;
+        match e {
+            SecureError::PinMismatch { .. }
+            | SecureError::CertificateChanged { .. }
+            | SecureError::Handshake {
+                source: Tls::InvalidCertificate(_),
+                ..
+            } => ClientError::Untrusted {
+                target: target.clone(),
+                source: Box::new(e),
+            },
+            SecureError::HandshakeIo { .. } => ClientError::TlsNetwork(Box::new(e)),
+            SecureError::Io(e) => Self::from_io(target, timeout, e),
+            SecureError::Handshake { .. } => ClientError::TlsFailed(Box::new(e)),
+            // Files (known hosts), names: local matters.
+            e => ClientError::secure(e),
         }
     }
 
@@ -234,7 +312,9 @@ impl ClientError {
             ferry_proto::name::escape(reason)
         };
         let target = target.clone();
-        if welcomed {
+        if code == Code::Denied {
+            ClientError::Denied(target)
+        } else if welcomed {
             ClientError::ServerError {
                 target,
                 code,

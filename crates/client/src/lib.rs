@@ -3,7 +3,9 @@
 //! The client side of ferry: upload files and folders ([`upload::send`]), download them
 //! ([`download::get`]) and speak the seed framing to the lab report's server
 //! ([`legacy::send`]). Every function here drives a [`ferry_proto::Driver`] over a
-//! [`std::net::TcpStream`] and acts on its events; no byte is parsed in this crate.
+//! [`ferry_secure::Stream`] (TCP, with TLS 1.3 when [`Options::tls`] is set) and acts on its
+//! events; no byte is parsed in this crate. With [`Options::retries`], uploads and downloads
+//! that fail on the network are taken up again on new connections and resume.
 //!
 //! Results come back as an [`Outcome`]: one [`FileReport`] per file and, when the whole
 //! conversation failed, the [`ClientError`] that ended it. Progress and per-file results are
@@ -23,14 +25,15 @@ mod net;
 mod output;
 mod progress;
 mod report;
+mod retry;
 mod session;
 mod target;
 pub mod upload;
 pub mod walk;
 
 pub use error::{exit, ClientError};
-pub use net::Options;
-pub use report::{FileReport, Observer, Outcome, Status};
+pub use net::{Backoff, Options};
+pub use report::{FileReport, Observer, Outcome, Retry, Status};
 pub use target::{Target, TargetError, DEFAULT_PORT};
 
 /// Size of the buffer files are read into and written from: one DATA frame per chunk.

@@ -1,8 +1,12 @@
-//! Opening the TCP connection, and the settings every transfer shares.
+//! Opening the connection (TCP, then TLS when asked), and the settings every transfer shares.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
+
+use ferry_secure::{ClientTls, Stream, Token};
 
 use crate::error::ClientError;
 use crate::target::Target;
@@ -15,9 +19,16 @@ pub struct Options {
     /// Most files offered or requested and not yet finished (pipelining).
     pub window: usize,
     /// The authentication token sent in HELLO, if the server requires one.
-    pub token: Option<Vec<u8>>,
+    pub token: Option<Token>,
+    /// TLS 1.3 and how the server is trusted; `None` for a plain connection.
+    pub tls: Option<ClientTls>,
     /// Downloads: replace existing local files.
     pub force: bool,
+    /// How many times a transfer that failed on the network is taken up again on a new
+    /// connection (resuming where the server's verified offset says), 0 for never.
+    pub retries: u32,
+    /// The waits between those attempts.
+    pub backoff: Backoff,
 }
 
 impl Default for Options {
@@ -26,8 +37,68 @@ impl Default for Options {
             timeout: Duration::from_secs(60),
             window: 64,
             token: None,
+            tls: None,
             force: false,
+            retries: 0,
+            backoff: Backoff::default(),
         }
+    }
+}
+
+/// Exponential backoff between retries: `first`, doubling, at most `max`, each wait drawn at
+/// random between half and all of that (jitter, so that many clients cut at once do not come
+/// back at once).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// The wait before the first retry (before jitter).
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// Whether waits are randomised.
+    pub jitter: bool,
+    /// How to wait: `std::thread::sleep`, or something faster in tests.
+    pub sleep: fn(Duration),
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            jitter: true,
+            sleep: std::thread::sleep,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry number `retry` (1 for the first).
+    #[must_use]
+    pub fn delay(&self, retry: u32) -> Duration {
+        let doublings = retry.saturating_sub(1).min(30);
+        let full = self
+            .first
+            .saturating_mul(1 << doublings)
+            .min(self.max.max(self.first));
+        if !self.jitter {
+            return full;
+        }
+        // Half to all of it; the standard library's per-process random keys are random enough.
+        let mut h = RandomState::new().build_hasher();
+        h.write_u32(retry);
+        let fraction = 0.5 + (h.finish() % 1000) as f64 / 2000.0;
+        full.mul_f64(fraction)
+    }
+}
+
+/// Connects to `target` and, with [`Options::tls`], completes the TLS handshake: this returns
+/// only once the server is trusted, so nothing (no HELLO, no token) is ever sent to another.
+pub(crate) fn open(target: &Target, opts: &Options) -> Result<Stream, ClientError> {
+    let tcp = connect(target, opts)?;
+    match &opts.tls {
+        None => Ok(Stream::plain(tcp)),
+        Some(tls) => ferry_secure::connect(tls, target.host(), tcp)
+            .map_err(|e| ClientError::from_secure(target, opts.timeout, e)),
     }
 }
 
@@ -66,4 +137,27 @@ pub(crate) fn connect(target: &Target, opts: &Options) -> Result<TcpStream, Clie
             source: last,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter_below_it() {
+        let b = Backoff {
+            jitter: false,
+            ..Backoff::default()
+        };
+        let ms = |n| b.delay(n).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(5), ms(6), ms(100)],
+            [200, 400, 800, 3200, 5000, 5000]
+        );
+        let j = Backoff::default();
+        for n in 1..20 {
+            let d = j.delay(n);
+            assert!(d <= b.delay(n) && d >= b.delay(n) / 2, "{n}: {d:?}");
+        }
+    }
 }

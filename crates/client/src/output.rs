@@ -2,14 +2,17 @@
 //! file for people (on stderr) or one JSON object per file (on stdout).
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use indicatif::HumanBytes;
 
 use ferry_proto::{Code, Name};
+use ferry_secure::Fingerprint;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::report::{FileReport, Observer, Outcome, Status};
+use crate::report::{FileReport, Observer, Outcome, Retry, Status};
+use crate::target::Target;
 
 /// Which command is running, for wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub(crate) struct Console {
     json: bool,
     quiet: bool,
     progress: Progress,
+    /// Where trust on first use records certificates, for the message.
+    known_hosts: Option<PathBuf>,
 }
 
 impl Console {
@@ -41,7 +46,14 @@ impl Console {
             json,
             quiet,
             progress: Progress::new(bars && !quiet, count, bytes),
+            known_hosts: None,
         }
+    }
+
+    /// Names the known-hosts file in the message about a server trusted on first use.
+    pub(crate) fn with_known_hosts(mut self, path: Option<PathBuf>) -> Self {
+        self.known_hosts = path;
+        self
     }
 
     /// Removes the bars and prints how the run ended.
@@ -128,6 +140,40 @@ impl Observer for Console {
         let show = !report.status.is_success() || !(self.json || self.quiet);
         let line = show.then(|| self.line(report));
         self.progress.file_done(line.as_deref());
+    }
+
+    fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {
+        let file = self.known_hosts.as_ref().map(|p| p.display().to_string());
+        if self.json {
+            print_json(&serde_json::json!({
+                "type": "trusted",
+                "server": target.to_string(),
+                "fingerprint": fingerprint.to_string(),
+                "known_hosts": file,
+            }));
+        }
+        // Said even with --quiet: it is a decision about trust the user should know of.
+        let recorded = file.map_or_else(String::new, |f| format!(" (recorded in {f})"));
+        self.progress.println(&format!(
+            "ferry: trusted {target} on first use: certificate {fingerprint}{recorded}; \
+             a different certificate will be refused from now on"
+        ));
+    }
+
+    fn retrying(&mut self, retry: &Retry) {
+        self.progress.rewind();
+        if self.json {
+            print_json(&retry.to_json());
+        }
+        if !self.quiet {
+            self.progress.println(&format!(
+                "ferry: {}; retrying in {:.1} s ({} of {})",
+                retry.reason,
+                retry.delay.as_secs_f64(),
+                retry.retry,
+                retry.of
+            ));
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct Progress {
     count: usize,
     /// The total was not known up front: each file's size is added as it starts.
     grow: bool,
+    /// Bytes counted in the total since the last file started (taken back on a retry).
+    current: u64,
 }
 
 impl Progress {
@@ -35,6 +37,7 @@ impl Progress {
                 done: 0,
                 count,
                 grow,
+                current: 0,
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -47,6 +50,7 @@ impl Progress {
             done: 0,
             count,
             grow,
+            current: 0,
         };
         p.update_total_message();
         p
@@ -72,10 +76,29 @@ impl Progress {
         }
         // Resumed bytes are already there: count them in the total too.
         self.total.inc(from);
+        self.current = from;
+    }
+
+    /// The connection failed and the transfer starts again: the bytes of the file that was
+    /// moving are counted again when it resumes.
+    pub(crate) fn rewind(&mut self) {
+        let back = self.total.position().saturating_sub(self.current);
+        self.total.set_position(back);
+        self.current = 0;
+        self.file.reset();
+    }
+
+    /// Prints a line above the bars (or to stderr without them).
+    pub(crate) fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) if m.println(line).is_ok() => {}
+            _ => eprintln!("{line}"),
+        }
     }
 
     /// More bytes moved.
     pub(crate) fn advance(&mut self, n: u64) {
+        self.current += n;
         self.file.inc(n);
         self.total.inc(n);
         if self
@@ -92,10 +115,7 @@ impl Progress {
         self.done += 1;
         self.update_total_message();
         if let Some(line) = line {
-            match &self.multi {
-                Some(m) if m.println(line).is_ok() => {}
-                _ => eprintln!("{line}"),
-            }
+            self.println(line);
         }
     }
 

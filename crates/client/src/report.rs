@@ -1,11 +1,14 @@
 //! What happened to each file, how a run ended, and the hooks through which callers watch.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ferry_proto::{Code, Digest, Name};
+use ferry_secure::Fingerprint;
 use serde::Serialize;
 
 use crate::error::{exit, ClientError};
+use crate::target::Target;
 
 /// How one file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +132,45 @@ pub trait Observer {
     fn finished(&mut self, report: &FileReport) {
         let _ = report;
     }
+    /// TLS trust on first use: the server's certificate was just recorded as the one to
+    /// expect from now on. Tell the user, as ssh does.
+    fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {
+        let _ = (target, fingerprint);
+    }
+    /// A connection failed on the network and the transfer is about to be taken up again.
+    fn retrying(&mut self, retry: &Retry) {
+        let _ = retry;
+    }
+}
+
+/// One retry of a transfer (`--retries`), as announced to [`Observer::retrying`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Which retry this is, from 1.
+    pub retry: u32,
+    /// How many retries are allowed in all.
+    pub of: u32,
+    /// The wait before reconnecting.
+    pub delay: Duration,
+    /// What went wrong with the previous connection.
+    pub reason: String,
+    /// Files whose fate is still unknown, to be offered or asked for again.
+    pub files_left: usize,
+}
+
+impl Retry {
+    /// The retry as one JSON object (`"type": "retry"`).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "retry",
+            "retry": self.retry,
+            "of": self.of,
+            "delay": self.delay.as_secs_f64(),
+            "reason": self.reason,
+            "files_left": self.files_left,
+        })
+    }
 }
 
 /// Watches nothing.
@@ -141,6 +183,8 @@ pub struct Outcome {
     pub files: Vec<FileReport>,
     /// What ended the run early, if anything.
     pub error: Option<ClientError>,
+    /// How many times the transfer was taken up again on a new connection (`--retries`).
+    pub retries: u32,
 }
 
 impl Outcome {
@@ -150,6 +194,7 @@ impl Outcome {
         Self {
             files: Vec::new(),
             error: Some(error),
+            retries: 0,
         }
     }
 
@@ -186,6 +231,7 @@ impl Outcome {
             "bytes": self.files.iter().map(|f| f.bytes).sum::<u64>(),
             "seconds": seconds,
             "exit_code": self.exit_code(),
+            "retries": self.retries,
             "error": self.error.as_ref().map(ToString::to_string),
         })
     }
@@ -206,7 +252,13 @@ mod tests {
         let stored = report(Status::Code(Code::Stored), false);
         let refused = report(Status::Code(Code::Exists), true);
         let broken = report(Status::Code(Code::DigestMismatch), false);
-        let run = |files: Vec<FileReport>| Outcome { files, error: None }.exit_code();
+        let run = |files: Vec<FileReport>| {
+            Outcome {
+                files,
+                ..Outcome::default()
+            }
+            .exit_code()
+        };
         assert_eq!(run(vec![stored.clone()]), exit::OK);
         assert_eq!(run(vec![refused.clone()]), exit::REFUSED);
         assert_eq!(run(vec![stored.clone(), refused.clone()]), exit::PARTIAL);
@@ -228,7 +280,7 @@ mod tests {
         assert_eq!(v["digest"], Digest::of(b"x").to_hex());
         let s = Outcome {
             files: vec![r],
-            error: None,
+            ..Outcome::default()
         }
         .summary_json(1.5);
         assert_eq!(s["ok"], 1);

@@ -2,32 +2,53 @@
 //! say HELLO, turn the events every conversation can meet (WELCOME, a fatal ERROR, an early
 //! close) into state or errors, and end cleanly.
 
-use std::net::{Shutdown, TcpStream};
+use std::io::Read;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{Connection, DriveError, Driver, Event, Step};
+use ferry_secure::{Stream, Token};
 
 use crate::error::ClientError;
 use crate::net::{self, Options};
+use crate::report::Observer;
 use crate::target::Target;
+
+/// Longest wait, after our clean end, for the server to end its side.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub(crate) struct Session<'a> {
     pub(crate) target: &'a Target,
     pub(crate) opts: &'a Options,
-    pub(crate) driver: Driver<TcpStream>,
+    pub(crate) driver: Driver<Stream>,
     welcomed: bool,
 }
 
 impl<'a> Session<'a> {
-    /// Connects and queues HELLO (sent with the first commands).
-    pub(crate) fn open(target: &'a Target, opts: &'a Options) -> Result<Self, ClientError> {
-        let stream = net::connect(target, opts)?;
-        let conn = Connection::client(opts.token.as_deref())?;
+    /// Connects (with TLS, only returns once the server is trusted) and queues HELLO, with the
+    /// token if any (sent with the first commands).
+    pub(crate) fn open(
+        target: &'a Target,
+        opts: &'a Options,
+        obs: &mut dyn Observer,
+    ) -> Result<Self, ClientError> {
+        let stream = net::open(target, opts)?;
+        if stream.newly_trusted() {
+            if let Some(fp) = stream.peer_fingerprint() {
+                obs.trusted(target, &fp);
+            }
+        }
+        let conn = Connection::client(opts.token.as_ref().map(Token::as_bytes))?;
         Ok(Self {
             target,
             opts,
             driver: Driver::new(stream, conn),
             welcomed: false,
         })
+    }
+
+    /// Whether the server said WELCOME: it is a ferry server that let us in.
+    pub(crate) fn welcomed(&self) -> bool {
+        self.welcomed
     }
 
     /// The next step that concerns files: WELCOME is absorbed, an ERROR from the server or
@@ -67,12 +88,19 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Sends what is queued and closes our sending side at a frame boundary: the clean end of
-    /// a conversation.
+    /// Sends what is queued and closes our sending side at a frame boundary (with TLS,
+    /// `close_notify` first): the clean end of a conversation. Then waits a little for the
+    /// server to end its side, so that it sees a clean end rather than a reset.
     pub(crate) fn close(&mut self) -> Result<(), ClientError> {
         self.driver.flush().map_err(|e| self.drive_err(e))?;
+        let stream = self.driver.stream_mut();
         // The server may already have closed too; nothing is lost then.
-        let _ = self.driver.stream().shutdown(Shutdown::Write);
+        if stream.shutdown_write().is_ok() {
+            let _ = stream.set_read_timeout(Some(LINGER.min(self.opts.timeout)));
+            let mut sink = [0u8; 512];
+            let until = Instant::now() + LINGER;
+            while Instant::now() < until && matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
         Ok(())
     }
 

@@ -1,47 +1,199 @@
 //! `ferry send`: many files over one connection, offers pipelined, resume verified by hashing
 //! the local prefix the server says it holds.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use ferry_proto::{Code, Event, FileId, Hasher, Step};
+use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Step};
 
 use crate::body::{self, PumpError};
 use crate::error::ClientError;
 use crate::flights::Flights;
 use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
+use crate::retry::{self, Attempt};
 use crate::session::Session;
 use crate::target::Target;
 use crate::walk::{Origin, Source};
 use crate::CHUNK;
 
-/// Uploads `sources` to the ferry server at `target` over one connection.
+/// Uploads `sources` to the ferry server at `target` over one connection; with
+/// [`Options::retries`], over new ones while the network fails, each resuming where the server's
+/// verified offset says.
 pub fn send(
     target: &Target,
     sources: Vec<Source>,
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Outcome {
-    let session = match Session::open(target, opts) {
+    retry::run(
+        sources,
+        |s| &s.name,
+        |s| matches!(s.origin, Origin::File(_)),
+        opts,
+        obs,
+        |sources, before, obs| send_once(target, sources, before, opts, obs),
+    )
+}
+
+/// One connection's worth of uploading. `before` holds the reports a failed connection left
+/// for these files: one whose whole body went out (its digest is known) may have been stored
+/// with the RESULT lost, so it is confirmed first ([`confirm`]) rather than offered again.
+fn send_once(
+    target: &Target,
+    mut sources: Vec<Source>,
+    before: &[FileReport],
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Attempt {
+    let sent_whole: Vec<&Source> = sources
+        .iter()
+        .filter(|s| {
+            matches!(s.origin, Origin::File(_))
+                && before
+                    .iter()
+                    .any(|r| r.name == s.name && r.digest.is_some())
+        })
+        .collect();
+    let mut confirmed = Vec::new();
+    if !sent_whole.is_empty() {
+        match confirm(target, &sent_whole, opts, obs) {
+            Ok(c) => confirmed = c,
+            Err(e) => {
+                return Attempt {
+                    outcome: Outcome::failed(e),
+                    welcomed: false,
+                }
+            }
+        }
+        sources.retain(|s| !confirmed.iter().any(|r| r.name == s.name));
+        if sources.is_empty() {
+            return Attempt {
+                outcome: Outcome {
+                    files: confirmed,
+                    ..Outcome::default()
+                },
+                welcomed: true,
+            };
+        }
+    }
+    let session = match Session::open(target, opts, obs) {
         Ok(s) => s,
-        Err(e) => return Outcome::failed(e),
+        Err(e) => {
+            return Attempt {
+                outcome: Outcome::failed(e),
+                welcomed: false,
+            }
+        }
     };
     let mut up = Upload {
         session,
         sources,
         next: 0,
-        flights: Flights::new(Outcome::default()),
+        flights: Flights::new(Outcome {
+            files: confirmed,
+            ..Outcome::default()
+        }),
         obs,
         buf: vec![0; CHUNK],
     };
-    match up.run() {
+    let result = up.run();
+    let welcomed = up.session.welcomed();
+    let outcome = match result {
         Ok(()) => up.flights.outcome,
         Err(e) => {
             let unsent = up.sources[up.next..].iter().map(report_for);
             up.flights.abandon(e, unsent, up.obs)
         }
+    };
+    Attempt { outcome, welcomed }
+}
+
+/// Asks the server whether it already holds `sources`, byte for byte: a GET for each, offering
+/// the whole local file as the resume prefix. The server checks that prefix against its copy
+/// and, if it matches, sends no byte of body, only the END whose digest proves it. Returns the
+/// files so confirmed, reported stored; the others are to be offered again.
+fn confirm(
+    target: &Target,
+    sources: &[&Source],
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<Vec<FileReport>, ClientError> {
+    let mut session = Session::open(target, opts, obs)?;
+    let mut asked = HashMap::new();
+    for src in sources {
+        if session.driver.conn().pipeline_room() == 0 {
+            break;
+        }
+        let id = session.driver.conn_mut().get(src.name.clone())?;
+        asked.insert(id, *src);
     }
+    let mut confirmed = Vec::new();
+    let mut buf = vec![0; CHUNK];
+    while !asked.is_empty() {
+        match session.next()? {
+            Step::Event(Event::Offer(o)) => {
+                let src = asked.get(&o.id).copied();
+                let whole = match src.map(|s| (&s.origin, s.size)) {
+                    Some((Origin::File(path), size)) if o.size.is_some() && o.size == size => {
+                        File::open(path).and_then(|mut f| body::hash_all(&mut f, &mut buf))
+                    }
+                    _ => Err(io::ErrorKind::InvalidData.into()),
+                };
+                match whole {
+                    Ok(prefix) => session.driver.conn_mut().accept(o.id, prefix)?,
+                    Err(_) => {
+                        // Not ours (another size), or unreadable here: offer it again.
+                        session.driver.conn_mut().refuse(
+                            o.id,
+                            Code::Exists,
+                            "not the file this client sent",
+                        )?;
+                        asked.remove(&o.id);
+                    }
+                }
+            }
+            Step::Event(Event::Begin { id, from }) => {
+                let size = asked.get(&id).and_then(|s| s.size);
+                if Some(from) != size {
+                    // The server's copy differs: its bytes are not wanted. Hang up; the files
+                    // not confirmed are offered again.
+                    log::debug!("file #{id}: the server's copy differs from ours");
+                    return Ok(confirmed);
+                }
+            }
+            Step::Event(Event::End { id, size, check }) => {
+                let Some(src) = asked.remove(&id) else {
+                    return Err(ClientError::unexpected(target, "END"));
+                };
+                if let BodyCheck::Verified(digest) = check {
+                    session.driver.conn_mut().finish(id, Code::Stored, "")?;
+                    let mut r = report_for(src);
+                    r.status = Status::Code(Code::Stored);
+                    r.size = Some(size);
+                    r.offset = size;
+                    r.digest = Some(digest);
+                    r.detail = src.name.to_string();
+                    log::debug!("{}: already stored, confirmed after reconnecting", src.name);
+                    obs.finished(&r);
+                    confirmed.push(r);
+                } else {
+                    session
+                        .driver
+                        .conn_mut()
+                        .finish(id, Code::DigestMismatch, "not ours")?;
+                }
+            }
+            Step::Event(Event::Refused { id, .. }) => {
+                // Most likely not found: it was never stored.
+                asked.remove(&id);
+            }
+            other => return Err(session.unexpected(&other)),
+        }
+    }
+    session.close()?;
+    Ok(confirmed)
 }
 
 fn report_for(src: &Source) -> FileReport {

@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -24,14 +26,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(overwrite: Overwrite) -> Self {
+        Self::with(|c| c.overwrite = overwrite)
+    }
+
+    /// A server on a free port with the settings `tweak` makes (TLS, a token, ...).
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("address"),
             dir: dir.path().to_owned(),
-            overwrite,
             grace: Duration::from_millis(200),
             ..Config::default()
         };
+        tweak(&mut config);
         let handle = Server::bind(config).expect("bind").spawn();
         Self {
             dir,
@@ -136,7 +143,21 @@ pub fn ferry(args: &[&str]) -> Output {
 }
 
 pub fn ferry_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    ferry_full(args, &[], stdin)
+}
+
+/// Runs `ferry` with environment variables set (and `FERRY_TOKEN` removed unless given).
+pub fn ferry_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    ferry_full(args, env, None)
+}
+
+fn ferry_full(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.env_remove("FERRY_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(if stdin.is_some() {
@@ -220,6 +241,121 @@ pub fn cutting_proxy(upstream: SocketAddr, up: u64, down: u64) -> (SocketAddr, J
         }
     });
     (addr, handle)
+}
+
+// ----- a flaky link ---------------------------------------------------------------------------
+
+/// A proxy that serves any number of connections to `upstream`. Connection `i` is cut (both
+/// sides shut down) once `cuts[i]` bytes went through it, both directions counted; connections
+/// beyond the list are forwarded whole.
+pub struct FlakyProxy {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream: SocketAddr, cuts: Vec<u64>) -> Self {
+        Self::counting(upstream, cuts, true)
+    }
+
+    /// Like [`FlakyProxy::start`], counting only the bytes from the server to the client.
+    pub fn downstream(upstream: SocketAddr, cuts: Vec<u64>) -> Self {
+        Self::counting(upstream, cuts, false)
+    }
+
+    fn counting(upstream: SocketAddr, cuts: Vec<u64>, count_up: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        // Lives as long as the test process; each test has its own.
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let i = count.fetch_add(1, Ordering::SeqCst);
+                let limit = cuts.get(i).copied().unwrap_or(u64::MAX);
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                forward(client, server, limit, count_up);
+            }
+        });
+        Self { addr, connections }
+    }
+
+    pub fn target(&self) -> Target {
+        Target::from(self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Pumps both ways between client `a` and server `b` until `limit` bytes went through (both
+/// ways, or only from `b` unless `count_up`), then cuts.
+fn forward(a: TcpStream, b: TcpStream, limit: u64, count_up: bool) {
+    let used = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(Mutex::new(()));
+    for (mut from, mut to, counted) in [
+        (
+            a.try_clone().expect("clone"),
+            b.try_clone().expect("clone"),
+            count_up,
+        ),
+        (
+            b.try_clone().expect("clone"),
+            a.try_clone().expect("clone"),
+            true,
+        ),
+    ] {
+        let (used, cut) = (used.clone(), cut.clone());
+        let (x, y) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    // A clean end passes through as one.
+                    Ok(0) => {
+                        let _ = to.shutdown(Shutdown::Write);
+                        return;
+                    }
+                    Err(_) => break,
+                    Ok(n) => n,
+                };
+                let _guard = cut.lock().expect("lock");
+                let allowed = if counted {
+                    let before = used.load(Ordering::SeqCst);
+                    let allowed = limit.saturating_sub(before).min(n as u64) as usize;
+                    used.store(before + allowed as u64, Ordering::SeqCst);
+                    allowed
+                } else {
+                    n
+                };
+                if to.write_all(&buf[..allowed]).is_err() || allowed < n {
+                    break;
+                }
+            }
+            // The cut: both connections go down.
+            let _ = x.shutdown(Shutdown::Both);
+            let _ = y.shutdown(Shutdown::Both);
+        });
+    }
+}
+
+// ----- TLS and tokens -------------------------------------------------------------------------
+
+/// Writes a token file only its owner can read.
+pub fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("token");
+    fs::write(&path, format!("{token}\n")).expect("write token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    path
 }
 
 // ----- a raw-frame peer, for hostile servers --------------------------------------------------

@@ -1,0 +1,171 @@
+//! `--retries`: when a connection fails on the network, the files whose fate is unknown are
+//! offered (or asked for) again on a new connection, after a backoff. Resume does the rest: an
+//! interrupted file continues from the offset the server verified, not from zero.
+//!
+//! Retried: network failures ([`ClientError::is_retriable`]) and, after such a failure, a
+//! file the server still refuses as busy because it holds our own interrupted upload of it.
+//! Never retried: refusals, trust failures, digest mismatches, protocol errors, and standard
+//! input or output once bytes went through them (they cannot be read or unwritten twice).
+
+use std::collections::HashSet;
+
+use ferry_proto::{Code, Name};
+use ferry_secure::Fingerprint;
+
+use crate::net::Options;
+use crate::report::{FileReport, Observer, Outcome, Retry, Status};
+use crate::target::Target;
+
+/// What one attempt (one connection) came to.
+pub(crate) struct Attempt {
+    pub(crate) outcome: Outcome,
+    /// The server said WELCOME: it is a ferry server that lets us in.
+    pub(crate) welcomed: bool,
+}
+
+/// Runs `attempt` on `items`, then again on those whose fate is unknown, as long as the
+/// failure is worth retrying and [`Options::retries`] allows; each later attempt also gets the
+/// reports the failed one left for them. Reports of files retried are kept from `obs` until
+/// their last attempt.
+pub(crate) fn run<T: Clone>(
+    items: Vec<T>,
+    name_of: impl Fn(&T) -> &Name,
+    resumable: impl Fn(&T) -> bool,
+    opts: &Options,
+    obs: &mut dyn Observer,
+    mut attempt: impl FnMut(Vec<T>, &[FileReport], &mut dyn Observer) -> Attempt,
+) -> Outcome {
+    let mut total = Outcome::default();
+    let mut pending = items.clone();
+    let mut proven = false;
+    // Names whose upload we cut: the server may still hold them for a moment.
+    let mut ours = HashSet::new();
+    let mut retries = 0;
+    // The reports of the files retried, as the failed attempt left them.
+    let mut before: Vec<FileReport> = Vec::new();
+    loop {
+        let more = retries < opts.retries;
+        let mut watch = Holding {
+            inner: &mut *obs,
+            hold: more,
+            ours: &ours,
+            held: Vec::new(),
+            started: HashSet::new(),
+        };
+        let asked: Vec<Name> = pending.iter().map(|i| name_of(i).clone()).collect();
+        let Attempt { outcome, welcomed } = attempt(pending, &before, &mut watch);
+        let Holding { held, started, .. } = watch;
+        proven |= welcomed;
+        // Files never reported at all (the connection failed before anything) are open too.
+        let reported: HashSet<&Name> = outcome.files.iter().map(|r| &r.name).collect();
+        let mut open: Vec<Name> = asked
+            .into_iter()
+            .filter(|n| !reported.contains(n))
+            .collect();
+        let (again, done): (Vec<_>, Vec<_>) = outcome
+            .files
+            .into_iter()
+            .partition(|r| more && unknown(r, &ours));
+        total.files.extend(done);
+        open.extend(again.iter().map(|r| r.name.clone()));
+        let error = outcome.error;
+        let worth = error.as_ref().is_none_or(|e| e.is_retriable(proven));
+        let replayable = open.iter().all(|n| {
+            !started.contains(n)
+                || items
+                    .iter()
+                    .find(|i| name_of(i) == n)
+                    .is_some_and(&resumable)
+        });
+        if !more || open.is_empty() || !worth || !replayable {
+            if !replayable {
+                log::warn!("standard input or output cannot be replayed: not retrying");
+            }
+            for r in &held {
+                obs.finished(r);
+            }
+            total.files.extend(again);
+            total.error = error;
+            total.retries = retries;
+            return total;
+        }
+        retries += 1;
+        let delay = opts.backoff.delay(retries);
+        let reason = error.map_or_else(
+            || "the server still holds the interrupted upload".to_owned(),
+            |e| e.to_string(),
+        );
+        obs.retrying(&Retry {
+            retry: retries,
+            of: opts.retries,
+            delay,
+            reason,
+            files_left: open.len(),
+        });
+        (opts.backoff.sleep)(delay);
+        // What is known of each open file: a report that knows the whole body went out
+        // stays until the file is settled, even across attempts that failed sooner.
+        before = open
+            .iter()
+            .filter_map(|n| {
+                let now = again.iter().find(|r| &r.name == n);
+                let then = before.iter().find(|r| &r.name == n);
+                match (now, then) {
+                    (Some(r), _) if r.digest.is_some() => Some(r.clone()),
+                    (_, Some(r)) if r.digest.is_some() => Some(r.clone()),
+                    (r, t) => r.or(t).cloned(),
+                }
+            })
+            .collect();
+        ours = open.into_iter().collect();
+        pending = items
+            .iter()
+            .filter(|i| ours.contains(name_of(i)))
+            .cloned()
+            .collect();
+    }
+}
+
+/// Whether a file's fate is still open: the connection ended first, or the server refuses it
+/// as busy right after we cut its upload (it has not let go of it yet).
+fn unknown(r: &FileReport, ours: &HashSet<Name>) -> bool {
+    r.status == Status::Incomplete
+        || (r.refused && r.status == Status::Code(Code::Busy) && ours.contains(&r.name))
+}
+
+/// Passes everything on, except the reports of files that may yet be retried.
+struct Holding<'a> {
+    inner: &'a mut dyn Observer,
+    hold: bool,
+    ours: &'a HashSet<Name>,
+    held: Vec<FileReport>,
+    /// Files whose body started moving in this attempt.
+    started: HashSet<Name>,
+}
+
+impl Observer for Holding<'_> {
+    fn started(&mut self, name: &Name, size: Option<u64>, from: u64) {
+        self.started.insert(name.clone());
+        self.inner.started(name, size, from);
+    }
+
+    fn advanced(&mut self, bytes: u64) {
+        self.inner.advanced(bytes);
+    }
+
+    fn finished(&mut self, report: &FileReport) {
+        if self.hold && unknown(report, self.ours) {
+            self.held.push(report.clone());
+        } else {
+            self.inner.finished(report);
+        }
+    }
+
+    fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {
+        self.inner.trusted(target, fingerprint);
+    }
+
+    fn retrying(&mut self, retry: &Retry) {
+        self.inner.retrying(retry);
+    }
+}
