@@ -57,6 +57,7 @@ fn send_once(
         })
         .collect();
     let mut confirmed = Vec::new();
+    let mut welcomed = false;
     if !sent_whole.is_empty() {
         match confirm(target, &sent_whole, opts, obs) {
             Ok(c) => confirmed = c,
@@ -67,23 +68,26 @@ fn send_once(
                 }
             }
         }
+        welcomed = true;
         sources.retain(|s| !confirmed.iter().any(|r| r.name == s.name));
-        if sources.is_empty() {
-            return Attempt {
-                outcome: Outcome {
-                    files: confirmed,
-                    ..Outcome::default()
-                },
-                welcomed: true,
-            };
-        }
+    }
+    let so_far = |error| Outcome {
+        files: confirmed,
+        error,
+        ..Outcome::default()
+    };
+    if sources.is_empty() {
+        return Attempt {
+            outcome: so_far(None),
+            welcomed,
+        };
     }
     let session = match Session::open(target, opts, obs) {
         Ok(s) => s,
         Err(e) => {
             return Attempt {
-                outcome: Outcome::failed(e),
-                welcomed: false,
+                outcome: so_far(Some(e)),
+                welcomed,
             }
         }
     };
@@ -91,15 +95,12 @@ fn send_once(
         session,
         sources,
         next: 0,
-        flights: Flights::new(Outcome {
-            files: confirmed,
-            ..Outcome::default()
-        }),
+        flights: Flights::new(so_far(None)),
         obs,
         buf: vec![0; CHUNK],
     };
     let result = up.run();
-    let welcomed = up.session.welcomed();
+    let welcomed = welcomed || up.session.welcomed();
     let outcome = match result {
         Ok(()) => up.flights.outcome,
         Err(e) => {
@@ -189,6 +190,8 @@ fn confirm(
                 // Most likely not found: it was never stored.
                 asked.remove(&id);
             }
+            // Body bytes are never wanted here (BEGIN was at the end): hang up.
+            Step::Body(_) => return Ok(confirmed),
             other => return Err(session.unexpected(&other)),
         }
     }

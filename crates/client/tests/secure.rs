@@ -264,8 +264,15 @@ fn trust_on_first_use_records_then_refuses_a_changed_certificate() {
     let env = [("XDG_CONFIG_HOME", arg(&config))];
 
     // First use: recorded and said so (--tofu: the default file under XDG_CONFIG_HOME).
-    let first = ferry_env(&["send", &target, arg(&file), "--tofu"], &env);
+    let first = ferry_env(&["send", &target, arg(&file), "--tofu", "--json"], &env);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let event: serde_json::Value = String::from_utf8_lossy(&first.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .find(|v: &serde_json::Value| v["type"] == "trusted")
+        .expect("a trusted line");
+    assert_eq!(event["fingerprint"], s.fingerprint.to_string());
+    assert_eq!(event["known_hosts"], known.display().to_string());
     let line = format!("{target} {}", s.fingerprint);
     assert_eq!(fs::read_to_string(&known).unwrap().trim(), line);
     let err = stderr(&first);
@@ -442,4 +449,74 @@ fn many_tls_sessions_in_a_row() {
         assert_eq!(outcome.exit_code(), exit::OK, "{:?}", outcome.error);
     }
     assert_eq!(common::tree(s.server.dir.path()).len(), 5);
+}
+
+/// A CA called `ca_name`, and a leaf for `names` signed by it: (CA PEM, chain PEM, key PEM).
+fn ca_and_leaf(ca_name: &str, names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let leaf = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        leaf_key.serialize_pem(),
+    )
+}
+
+#[test]
+fn a_ca_file_vouches_for_the_server_under_its_name() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = ca_and_leaf("ferry test CA", &["localhost"]);
+    let (other_ca, _, _) = ca_and_leaf("someone else's CA", &["localhost"]);
+    let p = |name: &str, content: &str| {
+        let path = pki.path().join(name);
+        fs::write(&path, content).unwrap();
+        path
+    };
+    let (ca, other_ca, chain) = (
+        p("ca.pem", &ca),
+        p("other.pem", &other_ca),
+        p("chain.pem", &chain),
+    );
+    let key = common::private_file(pki.path(), "key.pem", &key);
+    let tls = ServerTls::from_pem_files(&chain, &key).unwrap();
+    let server = TestServer::with(|c| c.tls = Some(tls));
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"by name");
+    let port = server.addr().port();
+    let by_name = format!("localhost:{port}");
+    let by_address = format!("127.0.0.1:{port}");
+
+    let ok = ferry(&["send", &by_name, arg(&file), "--ca", arg(&ca)]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(fs::read(server.path("f.txt")).unwrap(), b"by name");
+
+    // The certificate names localhost only.
+    let wrong_name = ferry(&["send", &by_address, arg(&file), "--ca", arg(&ca)]);
+    assert_eq!(wrong_name.status.code(), Some(6), "{}", stderr(&wrong_name));
+    assert!(
+        stderr(&wrong_name).contains("does not name this host"),
+        "{}",
+        stderr(&wrong_name)
+    );
+
+    let wrong_ca = ferry(&["send", &by_name, arg(&file), "--ca", arg(&other_ca)]);
+    assert_eq!(wrong_ca.status.code(), Some(6), "{}", stderr(&wrong_ca));
+    assert!(
+        stderr(&wrong_ca).contains("not signed by a CA"),
+        "{}",
+        stderr(&wrong_ca)
+    );
 }

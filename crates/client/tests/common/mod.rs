@@ -348,8 +348,13 @@ fn forward(a: TcpStream, b: TcpStream, limit: u64, count_up: bool) {
 
 /// Writes a token file only its owner can read.
 pub fn token_file(dir: &Path, token: &str) -> PathBuf {
-    let path = dir.join("token");
-    fs::write(&path, format!("{token}\n")).expect("write token");
+    private_file(dir, "token", &format!("{token}\n"))
+}
+
+/// Writes a file only its owner can read (a token, a private key).
+pub fn private_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, content).expect("write secret");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
