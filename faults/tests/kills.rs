@@ -1,0 +1,457 @@
+//! Scenario 1: SIGKILL the client, and separately the server, at 0, 1, half, size-1 and size
+//! bytes of an upload's body, and of a download's. The kill point is exact: a [`PauseProxy`] between the two
+//! counts DATA payload bytes (it follows the frame layout, see `ferry_faults::proxy`) and stops
+//! forwarding there; when the server is the victim, the test also waits until its partial
+//! file holds every forwarded byte.
+//!
+//! Afterwards: nothing under the final name, no temp file, the kept partial holds exactly the
+//! bytes that arrived (a prefix of the source); a restarted server offers it back, and
+//! re-running the client completes the file byte for byte, starting from that offset
+//! (`offset` in `ferry --json`). Downloads keep the same promises on the client's side: its
+//! `.NAME.ferry-partial` holds what arrived, and `ferry get` run again completes from it.
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+
+use ferry_faults::proxy::{Direction, PauseProxy};
+use ferry_faults::{
+    assert_no_leftovers, assert_same, data, json_str, json_u64, send, send_when_free, spawn_ferry,
+    tree, wait_until, with_prefix, write, ServerProc, PARTIAL_PREFIX, TEMP_PREFIX,
+};
+
+/// 3 MiB: several DATA frames (the client sends 1 MiB at a time).
+const SIZE: u64 = 3 << 20;
+const NAME: &str = "big.bin";
+
+struct Case {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    content: Vec<u8>,
+    store: PathBuf,
+}
+
+impl Case {
+    fn new(seed: u64) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let content = data(SIZE as usize, seed);
+        let src = tmp.path().join("src").join(NAME);
+        write(&src, &content);
+        let store = tmp.path().join("store");
+        Self {
+            _tmp: tmp,
+            src,
+            content,
+            store,
+        }
+    }
+
+    fn src(&self) -> &str {
+        self.src.to_str().expect("UTF-8")
+    }
+
+    /// The server's kept partial upload(s), with sizes.
+    fn partials(&self) -> Vec<(PathBuf, u64)> {
+        with_prefix(&self.store, PARTIAL_PREFIX)
+    }
+
+    /// What must hold right after a kill at `point`: nothing published, no temp file, and the
+    /// partial (if any) holds exactly the first `point` bytes of the source.
+    fn check_after_kill(&self, point: u64, partial_expected: bool) {
+        assert!(
+            !self.store.join(NAME).exists(),
+            "a killed transfer showed up under its final name: {:?}",
+            tree(&self.store)
+        );
+        assert!(with_prefix(&self.store, TEMP_PREFIX).is_empty());
+        let partials = self.partials();
+        if partial_expected {
+            assert_eq!(partials.len(), 1, "{:?}", tree(&self.store));
+            let (path, len) = &partials[0];
+            assert_eq!(*len, point, "the partial holds what arrived");
+            let held = fs::read(path).expect("read partial");
+            assert!(
+                held[..] == self.content[..point as usize],
+                "the partial is a prefix of the source"
+            );
+        } else {
+            assert!(partials.is_empty(), "{partials:?}");
+        }
+    }
+
+    /// Re-runs the client against `target`: the file completes from `point`.
+    fn resume(&self, target: &str, point: u64) {
+        let run = send_when_free(target, &[&self.src]);
+        assert_eq!(run.code(), Some(0), "{run}");
+        let line = run.file(NAME);
+        assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
+        assert_eq!(
+            json_u64(line, "offset"),
+            Some(point),
+            "resumed from {point}: {run}"
+        );
+        assert_eq!(json_u64(line, "bytes"), Some(SIZE - point), "{run}");
+        assert_same(&self.store.join(NAME), &self.content);
+        assert_no_leftovers(&self.store);
+        assert_eq!(tree(&self.store).len(), 1, "{:?}", tree(&self.store));
+    }
+}
+
+fn points() -> [u64; 5] {
+    [0, 1, SIZE / 2, SIZE - 1, SIZE]
+}
+
+/// The client dies at `point`; the server keeps serving and offers the partial back.
+fn client_killed_at(point: u64) {
+    let case = Case::new(0xC11E + point);
+    let server = ServerProc::start(&case.store, &[]);
+    let proxy = PauseProxy::start(server.addr(), point);
+    let target = proxy.target();
+    let mut client = spawn_ferry(
+        &["send", "--json", "--timeout", "20", &target, case.src()],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    client.kill();
+    let run = client.wait();
+    assert_eq!(run.status.signal(), Some(9), "{run}");
+    proxy.cut();
+    proxy.join();
+    server.wait_log("connection closed", 1);
+
+    // A partial of 0 bytes is not worth keeping; any other is.
+    case.check_after_kill(point, point > 0);
+    case.resume(&server.target(), point);
+}
+
+/// The server dies at `point`; a restarted server offers the partial back.
+fn server_killed_at(point: u64) {
+    let case = Case::new(0x5E7E + point);
+    let server = ServerProc::start(&case.store, &[]);
+    let proxy = PauseProxy::start(server.addr(), point);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &["send", "--json", "--timeout", "20", &target, case.src()],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    // Every forwarded byte is in the partial (the page cache survives SIGKILL).
+    wait_until(&format!("the server's partial holds {point} bytes"), || {
+        case.partials()
+            .first()
+            .is_some_and(|(_, len)| *len == point)
+    });
+    let status = server.kill();
+    assert_eq!(status.signal(), Some(9));
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(
+        run.code(),
+        Some(4),
+        "a server that dies is a network error: {run}"
+    );
+    assert_eq!(
+        json_str(run.file(NAME), "status").as_deref(),
+        Some("incomplete"),
+        "{run}"
+    );
+    // The dead server left its partial as it was (even an empty one, created at BEGIN).
+    case.check_after_kill(point, true);
+
+    let server = ServerProc::start(&case.store, &[]);
+    case.check_after_kill(point, true);
+    case.resume(&server.target(), point);
+}
+
+macro_rules! at_points {
+    ($($name:ident: $run:ident($i:expr);)*) => {$(
+        #[test]
+        fn $name() {
+            $run(points()[$i]);
+        }
+    )*};
+}
+
+at_points! {
+    client_sigkill_at_0: client_killed_at(0);
+    client_sigkill_at_1: client_killed_at(1);
+    client_sigkill_at_half: client_killed_at(2);
+    client_sigkill_at_size_minus_1: client_killed_at(3);
+    client_sigkill_at_size: client_killed_at(4);
+    server_sigkill_at_0: server_killed_at(0);
+    server_sigkill_at_1: server_killed_at(1);
+    server_sigkill_at_half: server_killed_at(2);
+    server_sigkill_at_size_minus_1: server_killed_at(3);
+    server_sigkill_at_size: server_killed_at(4);
+    download_client_sigkill_at_0: download_client_killed_at(0);
+    download_client_sigkill_at_1: download_client_killed_at(1);
+    download_client_sigkill_at_half: download_client_killed_at(2);
+    download_client_sigkill_at_size_minus_1: download_client_killed_at(3);
+    download_client_sigkill_at_size: download_client_killed_at(4);
+    download_server_sigkill_at_0: download_server_killed_at(0);
+    download_server_sigkill_at_1: download_server_killed_at(1);
+    download_server_sigkill_at_half: download_server_killed_at(2);
+    download_server_sigkill_at_size_minus_1: download_server_killed_at(3);
+    download_server_sigkill_at_size: download_server_killed_at(4);
+}
+
+/// A download: the server holds the file, `ferry get` writes into `out`.
+struct Download {
+    case: Case,
+    out: PathBuf,
+}
+
+impl Download {
+    fn new(seed: u64) -> Self {
+        let case = Case::new(seed);
+        write(&case.store.join(NAME), &case.content);
+        let out = case._tmp.path().join("out");
+        Self { case, out }
+    }
+
+    fn out(&self) -> &str {
+        self.out.to_str().expect("UTF-8")
+    }
+
+    /// The client's partial file.
+    fn partial(&self) -> PathBuf {
+        self.out.join(format!(".{NAME}.ferry-partial"))
+    }
+
+    fn wait_partial(&self, point: u64) {
+        wait_until(&format!("the client's partial holds {point} bytes"), || {
+            fs::metadata(self.partial()).is_ok_and(|m| m.len() == point)
+        });
+    }
+
+    /// Nothing under the final name; the partial is exactly the first `point` bytes.
+    fn check_after_kill(&self, point: u64) {
+        assert!(!self.out.join(NAME).exists(), "{:?}", tree(&self.out));
+        let held = fs::read(self.partial()).expect("the client's partial");
+        assert!(
+            held[..] == self.case.content[..point as usize],
+            "the partial is the first {point} bytes of the file ({} held)",
+            held.len()
+        );
+        assert_same(&self.case.store.join(NAME), &self.case.content);
+    }
+
+    fn resume(&self, target: &str, point: u64) {
+        let run = ferry_faults::ferry(&[
+            "get",
+            "--json",
+            "--timeout",
+            "20",
+            target,
+            NAME,
+            "-o",
+            self.out(),
+        ]);
+        assert_eq!(run.code(), Some(0), "{run}");
+        let line = run.file(NAME);
+        assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
+        assert_eq!(
+            json_u64(line, "offset"),
+            Some(point),
+            "resumed from {point}: {run}"
+        );
+        assert_eq!(json_u64(line, "bytes"), Some(SIZE - point), "{run}");
+        assert_same(&self.out.join(NAME), &self.case.content);
+        assert_eq!(
+            tree(&self.out).len(),
+            1,
+            "partial gone: {:?}",
+            tree(&self.out)
+        );
+    }
+}
+
+/// `ferry get` dies at `point`; running it again completes from its partial.
+fn download_client_killed_at(point: u64) {
+    let dl = Download::new(0xD0C + point);
+    let server = ServerProc::start(&dl.case.store, &[]);
+    let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
+    let target = proxy.target();
+    let mut client = spawn_ferry(
+        &[
+            "get",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            NAME,
+            "-o",
+            dl.out(),
+        ],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    dl.wait_partial(point);
+    client.kill();
+    let run = client.wait();
+    assert_eq!(run.status.signal(), Some(9), "{run}");
+    proxy.cut();
+    proxy.join();
+    dl.check_after_kill(point);
+    dl.resume(&server.target(), point);
+}
+
+/// The server dies while sending, at `point`; `ferry get` exits 4 and, against a restarted
+/// server, completes from its partial.
+fn download_server_killed_at(point: u64) {
+    let dl = Download::new(0xD05 + point);
+    let server = ServerProc::start(&dl.case.store, &[]);
+    let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &[
+            "get",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            NAME,
+            "-o",
+            dl.out(),
+        ],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    dl.wait_partial(point);
+    server.kill();
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(run.code(), Some(4), "{run}");
+    dl.check_after_kill(point);
+    let server = ServerProc::start(&dl.case.store, &[]);
+    dl.resume(&server.target(), point);
+    assert_eq!(tree(&dl.case.store).len(), 1, "{:?}", tree(&dl.case.store));
+}
+
+/// Standard input has no size, so it cannot be resumed: the server writes it to a temp file.
+/// A server killed mid-way leaves that file; the restarted server removes it at start-up, and
+/// the stream sent again is stored whole.
+#[test]
+fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
+    let case = Case::new(0x57);
+    let half = SIZE / 2;
+    let server = ServerProc::start(&case.store, &[]);
+    let proxy = PauseProxy::start(server.addr(), half);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            "-",
+            "--name",
+            NAME,
+        ],
+        Some(&case.src),
+    );
+    assert_eq!(proxy.wait_paused(), half);
+    wait_until("the server's temp file holds half the stream", || {
+        with_prefix(&case.store, TEMP_PREFIX)
+            .first()
+            .is_some_and(|(_, len)| *len == half)
+    });
+    server.kill();
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(run.code(), Some(4), "{run}");
+    assert!(!case.store.join(NAME).exists());
+    assert_eq!(with_prefix(&case.store, TEMP_PREFIX).len(), 1);
+
+    let server = ServerProc::start(&case.store, &[]);
+    assert!(
+        server.log().contains("removed 1 temp file(s)"),
+        "{}",
+        server.log()
+    );
+    assert_no_leftovers(&case.store);
+    let run = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &server.target(),
+            "-",
+            "--name",
+            NAME,
+        ],
+        Some(&case.src),
+    )
+    .wait();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(json_u64(run.file(NAME), "offset"), Some(0), "{run}");
+    assert_same(&case.store.join(NAME), &case.content);
+    assert_no_leftovers(&case.store);
+}
+
+/// A client killed mid-stream: the server discards the temp file at once.
+#[test]
+fn client_sigkill_mid_stream_leaves_nothing() {
+    let case = Case::new(0x58);
+    let server = ServerProc::start(&case.store, &[]);
+    let proxy = PauseProxy::start(server.addr(), SIZE / 2);
+    let target = proxy.target();
+    let mut client = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            "-",
+            "--name",
+            NAME,
+        ],
+        Some(&case.src),
+    );
+    proxy.wait_paused();
+    client.kill();
+    client.wait();
+    proxy.cut();
+    proxy.join();
+    server.wait_log("connection closed", 1);
+    assert!(tree(&case.store).is_empty(), "{:?}", tree(&case.store));
+    let run = send(&server.target(), &[Path::new(case.src())]);
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_same(&case.store.join(NAME), &case.content);
+    assert_no_leftovers(&case.store);
+}
+
+/// Not a kill but the polite stop: SIGTERM while an upload is stuck half-way. The server
+/// waits `--grace`, then cuts the transfer, keeps the partial for resume, publishes nothing
+/// and exits 0; a restarted server resumes the upload.
+#[test]
+fn server_sigterm_mid_upload_keeps_the_partial_after_grace() {
+    let case = Case::new(0x7E);
+    let half = SIZE / 2;
+    let server = ServerProc::start(&case.store, &["--grace", "200ms"]);
+    let proxy = PauseProxy::start(server.addr(), half);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &["send", "--json", "--timeout", "20", &target, case.src()],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), half);
+    wait_until("the server's partial holds half the file", || {
+        case.partials().first().is_some_and(|(_, len)| *len == half)
+    });
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "stopped on request");
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(run.code(), Some(4), "{run}");
+    case.check_after_kill(half, true);
+    let server = ServerProc::start(&case.store, &[]);
+    case.resume(&server.target(), half);
+}

@@ -1,0 +1,173 @@
+//! Scenario 2: resume at offsets {0, 1, 1 KiB, 1 MiB, size-1, size}. A [`PauseProxy`] stops
+//! the first upload after exactly that many body bytes and cuts the connection (the client
+//! exits 4); the server keeps those bytes as a partial; running the client again resumes from
+//! the offset (`offset` in `ferry --json`), sends only the rest, and the stored file is
+//! identical to the source. A partial whose prefix differs from the source (the source
+//! changed, or the server's copy was damaged) is detected by its digest and restarted from
+//! offset 0, never appended to.
+
+use std::fs;
+use std::path::PathBuf;
+
+use ferry_faults::proxy::PauseProxy;
+use ferry_faults::{
+    assert_no_leftovers, assert_same, data, json_str, json_u64, send_when_free, spawn_ferry, tree,
+    with_prefix, write, ServerProc, PARTIAL_PREFIX,
+};
+
+/// Over 2 MiB, and odd, so that 1 MiB and size-1 fall inside DATA frames.
+const SIZE: u64 = (2 << 20) + 4097;
+const NAME: &str = "data.bin";
+
+struct Cut {
+    _tmp: tempfile::TempDir,
+    server: ServerProc,
+    src: PathBuf,
+    content: Vec<u8>,
+    store: PathBuf,
+}
+
+/// Uploads through a proxy that cuts the connection after `point` body bytes.
+fn cut_at(point: u64, seed: u64) -> Cut {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let content = data(SIZE as usize, seed);
+    let src = tmp.path().join("src").join(NAME);
+    write(&src, &content);
+    let store = tmp.path().join("store");
+    let server = ServerProc::start(&store, &[]);
+    let proxy = PauseProxy::start(server.addr(), point);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            src.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(run.code(), Some(4), "a cut is a network error: {run}");
+    server.wait_log("connection closed", 1);
+    assert!(!store.join(NAME).exists(), "nothing published");
+    let partials = with_prefix(&store, PARTIAL_PREFIX);
+    let expected: Vec<u64> = if point > 0 { vec![point] } else { vec![] };
+    assert_eq!(
+        partials.iter().map(|p| p.1).collect::<Vec<_>>(),
+        expected,
+        "{:?}",
+        tree(&store)
+    );
+    Cut {
+        _tmp: tmp,
+        server,
+        src,
+        content,
+        store,
+    }
+}
+
+impl Cut {
+    /// Sends the source again: returns (offset, bytes sent) after checking the stored file.
+    fn send_again(&self) -> (u64, u64) {
+        let run = send_when_free(&self.server.target(), &[&self.src]);
+        assert_eq!(run.code(), Some(0), "{run}");
+        let line = run.file(NAME);
+        assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
+        let current = fs::read(&self.src).expect("source");
+        assert_same(&self.store.join(NAME), &current);
+        assert_no_leftovers(&self.store);
+        (
+            json_u64(line, "offset").expect("offset"),
+            json_u64(line, "bytes").expect("bytes"),
+        )
+    }
+}
+
+fn resumes_at(point: u64) {
+    let cut = cut_at(point, 0xAB + point);
+    let (offset, bytes) = cut.send_again();
+    assert_eq!(offset, point, "resumed where the cut left off");
+    assert_eq!(bytes, SIZE - point, "only the rest crossed the network");
+    assert_same(&cut.store.join(NAME), &cut.content);
+}
+
+#[test]
+fn resume_at_0() {
+    resumes_at(0);
+}
+
+#[test]
+fn resume_at_1() {
+    resumes_at(1);
+}
+
+#[test]
+fn resume_at_1_kib() {
+    resumes_at(1024);
+}
+
+#[test]
+fn resume_at_1_mib() {
+    resumes_at(1 << 20);
+}
+
+#[test]
+fn resume_at_size_minus_1() {
+    resumes_at(SIZE - 1);
+}
+
+#[test]
+fn resume_at_size() {
+    resumes_at(SIZE);
+}
+
+/// The source changed inside the prefix the server holds (same name, same size): the client's
+/// prefix digest differs, so it restarts at 0 and the server discards its partial.
+#[test]
+fn a_changed_source_prefix_restarts_from_zero() {
+    let cut = cut_at(1 << 20, 0xC0);
+    let mut changed = cut.content.clone();
+    changed[1000] ^= 0xFF;
+    write(&cut.src, &changed);
+    let (offset, bytes) = cut.send_again();
+    assert_eq!(offset, 0, "restarted, not appended");
+    assert_eq!(bytes, SIZE);
+    assert_same(&cut.store.join(NAME), &changed);
+}
+
+/// The server's partial was damaged (one byte flipped): its prefix digest no longer matches
+/// the source, so the upload restarts at 0 and the stored file is the source, not a mix.
+#[test]
+fn a_damaged_partial_on_the_server_restarts_from_zero() {
+    let cut = cut_at(1 << 20, 0xC1);
+    let partials = with_prefix(&cut.store, PARTIAL_PREFIX);
+    let path = &partials[0].0;
+    let mut held = fs::read(path).expect("partial");
+    held[12345] ^= 0x01;
+    fs::write(path, &held).expect("damage the partial");
+    let (offset, bytes) = cut.send_again();
+    assert_eq!(offset, 0, "restarted, not appended");
+    assert_eq!(bytes, SIZE);
+    assert_same(&cut.store.join(NAME), &cut.content);
+}
+
+/// The source changed only after the prefix the server holds: resuming is right (the prefix
+/// matches), and the whole-file digest at END covers the changed tail.
+#[test]
+fn a_source_changed_after_the_prefix_resumes_and_stores_the_new_bytes() {
+    let point = 1 << 20;
+    let cut = cut_at(point, 0xC2);
+    let mut changed = cut.content.clone();
+    changed[(SIZE - 10) as usize] ^= 0xFF;
+    write(&cut.src, &changed);
+    let (offset, bytes) = cut.send_again();
+    assert_eq!(offset, point);
+    assert_eq!(bytes, SIZE - point);
+    assert_same(&cut.store.join(NAME), &changed);
+}
