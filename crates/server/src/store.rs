@@ -26,6 +26,12 @@ pub(crate) const TEMP_PREFIX: &str = ".ferry-tmp.";
 pub(crate) const PARTIAL_PREFIX: &str = ".ferry-partial.";
 /// Size of the buffers that move file bytes.
 pub(crate) const BUF_LEN: usize = 1 << 20;
+/// Smallest upload kept as a partial for resume; below it, sending again costs less than the
+/// extra file-system calls a resumable upload makes on every file.
+const RESUME_MIN: u64 = 1 << 20;
+/// Smallest upload whose size is checked against the free space when it is offered (smaller
+/// ones that do not fit still fail with `NoSpace` when written).
+const FREE_SPACE_CHECK_MIN: u64 = 1 << 20;
 /// Most `name (n).ext` candidates tried by [`Overwrite::Rename`].
 const MAX_RENAME: u32 = 10_000;
 /// Permission bits restored from an offer (no set-id or sticky bits from the network).
@@ -146,14 +152,16 @@ impl Store {
             _ => {}
         }
         let partial = match (resumable, size) {
-            (true, Some(size)) => Some(target.folder.join(partial_name(&target.file_name, size))),
+            (true, Some(size)) if size >= RESUME_MIN => {
+                Some(target.folder.join(partial_name(&target.file_name, size)))
+            }
             _ => None,
         };
         let prefix = match (&partial, size) {
             (Some(p), Some(size)) => hash_partial(p, size),
             _ => Hasher::new(),
         };
-        if let Some(size) = size {
+        if let Some(size) = size.filter(|s| *s >= FREE_SPACE_CHECK_MIN) {
             let needed = size - prefix.len();
             if let Some(free) = free_space(&target.folder) {
                 if needed > free {
@@ -194,20 +202,25 @@ impl Store {
                 len: 0,
             });
         };
+        let fresh = from == 0;
         let mut file = open_nofollow(
             partial,
-            OpenOptions::new().read(true).write(true).create(true),
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(fresh),
         )?;
         let path = TempPath::try_from_path(partial)?;
-        let len = file.metadata()?.len();
-        if from == 0 {
-            file.set_len(0)?;
-        } else if len != from {
-            return Err(io::Error::other(format!(
-                "the kept partial changed size ({len} bytes, expected {from})"
-            )));
+        if !fresh {
+            let len = file.metadata()?.len();
+            if len != from {
+                return Err(io::Error::other(format!(
+                    "the kept partial changed size ({len} bytes, expected {from})"
+                )));
+            }
+            file.seek(SeekFrom::Start(from))?;
         }
-        file.seek(SeekFrom::Start(from))?;
         Ok(Working {
             file,
             path,

@@ -122,17 +122,19 @@ fn a_silent_body_hits_the_idle_timeout_and_is_kept_for_resume() {
         ..config()
     });
     let mut d = connect(srv.addr());
-    let id = d.conn_mut().offer(info("slow.bin", 1000)).unwrap();
+    // Over the size below which uploads are not kept for resume (1 MiB).
+    let size = 2 << 20;
+    let id = d.conn_mut().offer(info("slow.bin", size)).unwrap();
     assert!(matches!(
         d.next_step().unwrap(),
         Step::Event(Event::Accepted { .. })
     ));
     d.conn_mut().begin(id, Hasher::new()).unwrap();
-    // One DATA frame announcing 1000 bytes, of which only 400 come.
-    let header = d.conn_mut().data_frame(1000).unwrap();
+    // One DATA frame announcing the whole file, of which only 400 KB come.
+    let header = d.conn_mut().data_frame(size as u32).unwrap();
     d.flush().unwrap();
     d.stream_mut().write_all(header.as_bytes()).unwrap();
-    d.stream_mut().write_all(&data(400, 1)).unwrap();
+    d.stream_mut().write_all(&data(400_000, 1)).unwrap();
     let mut sink = Vec::new();
     let _ = d.stream_mut().read_to_end(&mut sink);
     wait_for("the partial", || srv.partials().len() == 1);
