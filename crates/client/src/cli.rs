@@ -390,4 +390,41 @@ mod tests {
         let e = Cli::try_parse_from(["ferry", "send", "box:99999", "a"]).unwrap_err();
         assert_eq!(e.exit_code(), i32::from(exit::USAGE));
     }
+
+    #[test]
+    fn security_and_retry_options_go_anywhere_on_the_line() {
+        let pin = format!("SHA256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "--retries",
+            "3",
+            "get",
+            "box",
+            "x",
+            "--pin",
+            &pin,
+            "--token-file",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.retries, 3);
+        let secure = &cli.common.secure;
+        assert!(secure.wants_tls());
+        assert_eq!(secure.pin.unwrap().to_string(), pin);
+        assert_eq!(
+            secure.token_file.as_deref(),
+            Some(std::path::Path::new("t"))
+        );
+        assert!(secure.client_tls().unwrap().is_some());
+        let plain = Cli::try_parse_from(["ferry", "send", "box", "a"]).unwrap();
+        assert!(!plain.common.secure.wants_tls());
+        assert!(plain.common.secure.client_tls().unwrap().is_none());
+        assert_eq!(plain.common.retries, 0);
+        let both =
+            Cli::try_parse_from(["ferry", "send", "box", "a", "--pin", &pin, "--ca", "c"]).unwrap();
+        assert!(matches!(
+            both.common.secure.client_tls(),
+            Err(ClientError::Usage(_))
+        ));
+    }
 }

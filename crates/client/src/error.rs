@@ -225,9 +225,9 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::Lost { .. }
             | ClientError::TlsNetwork(_) => true,
-            // The server gave up on a slow link.
+            // The server gave up on a slow link, or is restarting: transient, once welcomed.
             ClientError::ServerError {
-                code: Code::Timeout,
+                code: Code::Timeout | Code::ShuttingDown,
                 ..
             } => true,
             ClientError::NoWelcome(_) => proven,
@@ -343,6 +343,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_network_failures_are_retried() {
+        let t = Target::new("box", 8386);
+        let secs = Duration::from_secs(1);
+        let yes = [
+            ClientError::ConnectionRefused(t.clone()),
+            ClientError::from_io(&t, secs, io::ErrorKind::ConnectionReset.into()),
+            ClientError::from_io(&t, secs, io::ErrorKind::TimedOut.into()),
+            ClientError::from_peer(&t, true, Code::ShuttingDown, ""),
+            ClientError::from_peer(&t, true, Code::Timeout, ""),
+        ];
+        for e in &yes {
+            assert!(e.is_retriable(false), "{e}");
+        }
+        let no = [
+            ClientError::from_peer(&t, false, Code::Busy, ""),
+            ClientError::from_peer(&t, false, Code::Denied, ""),
+            ClientError::from_peer(&t, true, Code::Protocol, ""),
+            ClientError::from_drive(&t, secs, DriveError::from(ProtocolError::Unrequested)),
+            ClientError::from_secure(
+                &t,
+                secs,
+                SecureError::PinMismatch {
+                    expected: ferry_secure::Fingerprint::from_bytes([1; 32]),
+                    got: ferry_secure::Fingerprint::from_bytes([2; 32]),
+                },
+            ),
+            ClientError::Usage("x".into()),
+        ];
+        for e in &no {
+            assert!(!e.is_retriable(true), "{e}");
+        }
+        let hung_up = ClientError::NoWelcome(t);
+        assert!(!hung_up.is_retriable(false) && hung_up.is_retriable(true));
+    }
+
+    #[test]
     fn messages_are_actionable_and_codes_distinct() {
         let t = Target::new("box", 8386);
         let refused = ClientError::ConnectionRefused(t.clone());
@@ -369,6 +405,11 @@ mod tests {
             DriveError::from(ProtocolError::Unrequested),
         );
         assert_eq!(bad.exit_code(), exit::PROTOCOL);
+        let denied = ClientError::from_peer(&t, false, Code::Denied, "authentication failed");
+        assert_eq!(denied.exit_code(), exit::REFUSED);
+        assert!(denied
+            .to_string()
+            .ends_with("authentication failed: check FERRY_TOKEN / --token-file"));
         let slow = ClientError::from_io(
             &t,
             Duration::from_secs(9),
