@@ -92,9 +92,15 @@ impl<T> Flights<T> {
     ) -> Outcome {
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
+        let why = match e {
+            ClientError::ServerRefused { .. } | ClientError::Denied(_) => {
+                "not sent: the server refused the connection"
+            }
+            _ => "the connection ended first",
+        };
         for mut r in left.into_iter().map(|f| f.report).chain(unsent) {
             r.status = Status::Incomplete;
-            r.detail = "the connection ended first".into();
+            r.detail = why.into();
             obs.finished(&r);
             self.outcome.files.push(r);
         }
