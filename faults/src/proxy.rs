@@ -391,9 +391,9 @@ pub struct Flakiness {
     pub cut_after: (u64, u64),
     /// A server-to-client cut comes after a number of bytes in this range.
     pub cut_after_down: (u64, u64),
-    /// On the first connection, cuts come after at least this many bytes in either direction
-    /// (enough for HELLO and WELCOME to cross): `ferry` takes a first connection closed
-    /// before WELCOME for a peer that is not a ferry server, and does not retry it.
+    /// On the first connection, no cut comes before the server has sent this many bytes
+    /// (WELCOME is 7): `ferry` takes a first connection closed before WELCOME for a peer that
+    /// is not a ferry server, and does not retry it.
     pub first_min: u64,
     /// Chance, in percent, that a forwarded piece is delayed.
     pub delay_percent: u64,
@@ -442,21 +442,20 @@ impl FlakyProxy {
                         let mut rng = Rng::new(how.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D));
                         let cut_at = if planned < how.max_cuts && rng.chance(how.cut_percent) {
                             planned += 1;
-                            let min = if n == 1 { how.first_min } else { 0 };
-                            let down = rng.chance(how.down_percent);
-                            let (lo, hi) = if down {
-                                how.cut_after_down
+                            if rng.chance(how.down_percent) {
+                                let (lo, hi) = how.cut_after_down;
+                                let min = if n == 1 { how.first_min } else { 0 };
+                                Some(CutAt::Down(rng.range(lo.max(min), hi.max(min + 1))))
                             } else {
-                                how.cut_after
-                            };
-                            let at = rng.range(lo.max(min), hi.max(min + 1));
-                            Some(if down { CutAt::Down(at) } else { CutAt::Up(at) })
+                                Some(CutAt::Up(rng.range(how.cut_after.0, how.cut_after.1)))
+                            }
                         } else {
                             None
                         };
                         let (how, cu) = (how.clone(), Arc::clone(&cu));
+                        let gate = if n == 1 { how.first_min } else { 0 };
                         workers.push(thread::spawn(move || {
-                            if flaky_conn(client, upstream, &how, rng, cut_at) {
+                            if flaky_conn(client, upstream, &how, rng, cut_at, gate) {
                                 cu.fetch_add(1, Ordering::Relaxed);
                             }
                         }));
@@ -506,13 +505,15 @@ impl Drop for FlakyProxy {
     }
 }
 
-/// Forwards one connection; `true` when it was cut.
+/// Forwards one connection; `true` when it was cut. A client-to-server cut waits until the
+/// server has sent `gate` bytes.
 fn flaky_conn(
     client: TcpStream,
     upstream: SocketAddr,
     how: &Flakiness,
     mut rng: Rng,
     cut_at: Option<CutAt>,
+    gate: u64,
 ) -> bool {
     let Ok(server) = TcpStream::connect(upstream) else {
         let _ = client.shutdown(Shutdown::Both);
@@ -527,29 +528,48 @@ fn flaky_conn(
         Some(CutAt::Down(n)) => (None, Some(n)),
         None => (None, None),
     };
+    let down_moved = Arc::new(AtomicU64::new(0));
     let down = {
         let (from, to) = (
             server.try_clone().expect("clone"),
             client.try_clone().expect("clone"),
         );
-        let (how, rng) = (how.clone(), Rng::new(rng.next_u64()));
-        thread::spawn(move || flaky_copy(from, to, &how, rng, down_at))
+        let (how, rng, moved) = (
+            how.clone(),
+            Rng::new(rng.next_u64()),
+            Arc::clone(&down_moved),
+        );
+        thread::spawn(move || flaky_copy(from, to, &how, rng, down_at, &moved, None))
     };
-    let cut_up = flaky_copy(client, server, how, rng, up_at);
+    let up_moved = AtomicU64::new(0);
+    let cut_up = flaky_copy(
+        client,
+        server,
+        how,
+        rng,
+        up_at,
+        &up_moved,
+        Some((&down_moved, gate)),
+    );
     let cut_down = down.join().unwrap_or(false);
     cut_up || cut_down
 }
 
-/// Copies in random pieces with random delays; cuts (returns `true`) after `cut_at` bytes.
+/// Copies in random pieces with random delays, counting into `moved`; cuts (returns `true`)
+/// after `cut_at` bytes, or, if the other direction's count has not reached the `gate` by
+/// then, after the first piece that follows once it has (forwarding goes on meanwhile, so
+/// that the peers can get there).
 fn flaky_copy(
     mut from: TcpStream,
     mut to: TcpStream,
     how: &Flakiness,
     mut rng: Rng,
     cut_at: Option<u64>,
+    moved: &AtomicU64,
+    gate: Option<(&AtomicU64, u64)>,
 ) -> bool {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut moved = 0u64;
+    let mut count = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -559,8 +579,8 @@ fn flaky_copy(
         while off < n {
             let piece = rng.range(1, how.max_piece as u64 + 1) as usize;
             let mut end = (off + piece).min(n);
-            if let Some(c) = cut_at {
-                end = end.min(off + usize::try_from(c - moved).unwrap_or(usize::MAX));
+            if let Some(c) = cut_at.filter(|c| *c > count) {
+                end = end.min(off + usize::try_from(c - count).unwrap_or(usize::MAX));
             }
             if rng.chance(how.delay_percent) {
                 thread::sleep(Duration::from_millis(rng.range(0, how.max_delay_ms + 1)));
@@ -568,9 +588,11 @@ fn flaky_copy(
             if end > off && to.write_all(&buf[off..end]).is_err() {
                 return false;
             }
-            moved += (end - off) as u64;
+            count += (end - off) as u64;
+            moved.store(count, Ordering::Relaxed);
             off = end;
-            if cut_at == Some(moved) {
+            let open = gate.is_none_or(|(other, min)| other.load(Ordering::Relaxed) >= min);
+            if cut_at.is_some_and(|c| count >= c) && open {
                 let _ = from.shutdown(Shutdown::Both);
                 let _ = to.shutdown(Shutdown::Both);
                 return true;

@@ -53,8 +53,8 @@ fn round(seed: u64) {
             down_percent: 30,
             cut_after: (0, TOTAL),
             cut_after_down: (0, 300),
-            // WELCOME is 7 bytes; HELLO and the magic 19.
-            first_min: 20,
+            // The first connection is cut only once WELCOME (7 bytes) reached the client.
+            first_min: 7,
             delay_percent: 20,
             max_delay_ms: 3,
             max_piece: 32 * 1024,
@@ -110,4 +110,82 @@ fn a_flaky_link_with_retries_another_seed() {
 #[test]
 fn a_flaky_link_with_retries_a_third_seed() {
     round(Rng::seed_from_env(3));
+}
+
+/// Client-to-server bytes of a download of [`SIZES`] (HELLO, GETs, ACCEPTs, RESULTs): about
+/// 530; cuts of that direction fall below 400.
+const DOWNLOAD_UP: u64 = 400;
+
+/// One download of every file through a flaky proxy, with `--retries`: the body now flows
+/// from the server, so most cuts are on that side.
+fn download_round(seed: u64) {
+    let line = format!("flaky download seed: {seed} (replay with FERRY_FAULTS_SEED={seed})");
+    println!("{line}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = tmp.path().join("store");
+    let out = tmp.path().join("out");
+    let mut rng = Rng::new(seed);
+    let mut contents = Vec::new();
+    for (name, size) in SIZES {
+        let content = data(*size, rng.next_u64());
+        write(&store.join(name), &content);
+        contents.push(content);
+    }
+    let server = ServerProc::start(&store, &[]);
+    let proxy = FlakyProxy::start(
+        server.addr(),
+        Flakiness {
+            seed,
+            max_cuts: 3,
+            cut_percent: 100,
+            down_percent: 70,
+            cut_after: (0, DOWNLOAD_UP),
+            cut_after_down: (0, TOTAL),
+            first_min: 7,
+            delay_percent: 20,
+            max_delay_ms: 3,
+            max_piece: 32 * 1024,
+        },
+    );
+    let target = proxy.target();
+    let mut args = vec![
+        "get",
+        "--json",
+        "--timeout",
+        "20",
+        "--retries",
+        "12",
+        &target,
+    ];
+    args.extend(SIZES.iter().map(|(n, _)| *n));
+    args.extend(["-o", out.to_str().expect("UTF-8")]);
+    let run = ferry(&args);
+    println!(
+        "{} connection(s), {} cut; client: {}",
+        proxy.connections(),
+        proxy.cuts(),
+        run.stdout.lines().last().unwrap_or("")
+    );
+    assert_eq!(run.code(), Some(0), "seed {seed}: {run}\n{}", server.log());
+    assert!(proxy.cuts() >= 1, "the link was cut at least once");
+    for (content, (name, _)) in contents.iter().zip(SIZES) {
+        let line = run.file(name);
+        assert_eq!(
+            json_str(line, "status").as_deref(),
+            Some("stored"),
+            "seed {seed}: {run}"
+        );
+        assert_same(&out.join(name), content);
+        assert_same(&store.join(name), content);
+    }
+    let names: Vec<String> = tree(&out).into_keys().collect();
+    let mut want: Vec<String> = SIZES.iter().map(|(n, _)| (*n).to_owned()).collect();
+    want.sort();
+    assert_eq!(names, want, "no partial left behind; seed {seed}");
+}
+
+#[test]
+fn a_flaky_link_with_retries_gets_every_download_across_intact() {
+    download_round(Rng::seed_from_env(4));
 }

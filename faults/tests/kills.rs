@@ -455,3 +455,67 @@ fn server_sigterm_mid_upload_keeps_the_partial_after_grace() {
     let server = ServerProc::start(&case.store, &[]);
     case.resume(&server.target(), half);
 }
+
+/// A folder of many files pipelined on one connection, the client killed inside the 16th
+/// body: the files before it are stored whole, the one cut short is nowhere under its name,
+/// nothing is left half-written; sending the folder again stores the rest (the stored ones
+/// are refused as existing) and every file matches its source.
+#[test]
+fn client_sigkill_mid_folder_leaves_only_whole_files() {
+    const FILES: usize = 30;
+    const EACH: usize = 100 * 1024;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let folder = tmp.path().join("box");
+    let mut contents = Vec::new();
+    for i in 0..FILES {
+        let content = data(EACH, 0xF0 + i as u64);
+        write(&folder.join(format!("f{i:02}.bin")), &content);
+        contents.push(content);
+    }
+    let store = tmp.path().join("store");
+    let server = ServerProc::start(&store, &[]);
+    let point = 15 * EACH as u64 + 1234;
+    let proxy = PauseProxy::start(server.addr(), point);
+    let target = proxy.target();
+    let mut client = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            folder.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    assert_eq!(proxy.wait_paused(), point);
+    // The server has stored the first 15 before the 16th body began.
+    wait_until("the first 15 files are stored", || {
+        (0..15).all(|i| store.join(format!("box/f{i:02}.bin")).exists())
+    });
+    client.kill();
+    client.wait();
+    proxy.cut();
+    proxy.join();
+    server.wait_log("connection closed", 1);
+    let after: Vec<String> = tree(&store).into_keys().collect();
+    let want: Vec<String> = (0..15).map(|i| format!("box/f{i:02}.bin")).collect();
+    assert_eq!(after, want, "only whole files, no temp file or partial");
+    for (i, content) in contents.iter().enumerate().take(15) {
+        assert_same(&store.join(format!("box/f{i:02}.bin")), content);
+    }
+
+    let run = send_when_free(&server.target(), &[&folder]);
+    assert_eq!(run.code(), Some(1), "the stored ones are refused: {run}");
+    for (i, content) in contents.iter().enumerate() {
+        let name = format!("box/f{i:02}.bin");
+        let want = if i < 15 { "exists" } else { "stored" };
+        assert_eq!(
+            json_str(run.file(&name), "status").as_deref(),
+            Some(want),
+            "{run}"
+        );
+        assert_same(&store.join(&name), content);
+    }
+    assert_no_leftovers(&store);
+}

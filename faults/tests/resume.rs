@@ -171,3 +171,35 @@ fn a_source_changed_after_the_prefix_resumes_and_stores_the_new_bytes() {
     assert_eq!(bytes, SIZE - point);
     assert_same(&cut.store.join(NAME), &changed);
 }
+
+/// Cut twice: at 1000 bytes, then 1 MiB further into the resumed upload; each run resumes
+/// where the previous one stopped.
+#[test]
+fn a_resumed_upload_cut_again_resumes_again() {
+    let cut = cut_at(1000, 0xC3);
+    // The second connection only carries the rest: its body count starts at the offset.
+    let proxy = PauseProxy::start(cut.server.addr(), 1 << 20);
+    let target = proxy.target();
+    let client = spawn_ferry(
+        &[
+            "send",
+            "--json",
+            "--timeout",
+            "20",
+            &target,
+            cut.src.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    proxy.wait_paused();
+    proxy.cut();
+    let run = client.wait();
+    proxy.join();
+    assert_eq!(run.code(), Some(4), "{run}");
+    assert_eq!(json_u64(run.file(NAME), "offset"), Some(1000), "{run}");
+    cut.server.wait_log("connection closed", 2);
+    let (offset, bytes) = cut.send_again();
+    assert_eq!(offset, 1000 + (1 << 20));
+    assert_eq!(bytes, SIZE - offset);
+    assert_same(&cut.store.join(NAME), &cut.content);
+}
