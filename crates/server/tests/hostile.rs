@@ -181,6 +181,16 @@ fn forty_bad_names_are_refused_and_nothing_escapes() {
             "{name:?}"
         );
     }
+    // A name over the wire cap (4096 bytes) is a broken frame: the connection ends.
+    raw.offer(10_000, &"n".repeat(5000), 3);
+    assert!(matches!(
+        raw.recv(),
+        Some(Frame::Error {
+            code: Code::Protocol,
+            ..
+        })
+    ));
+    assert_eq!(raw.recv(), None);
     drop(raw);
     let inside = arena.verify();
     assert_eq!(inside.len(), 1, "only the existing file: {inside:?}");
