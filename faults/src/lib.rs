@@ -145,15 +145,39 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts a server storing into `dir` with `--no-fsync` (durability against power cuts
-    /// is not what this suite tests) and `extra` arguments.
+    /// is not what this suite tests) and `extra` arguments, on a port of its choosing.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        Self::start_with(dir, true, extra)
+        match Self::try_start(dir, "127.0.0.1:0", extra) {
+            Ok(s) => s,
+            Err((status, log)) => {
+                panic!("ferry-server did not log its address (exit {status:?}); log:\n{log}")
+            }
+        }
     }
 
-    /// Starts a server; `no_fsync` adds `--no-fsync`.
-    pub fn start_with(dir: &Path, no_fsync: bool, extra: &[&str]) -> Self {
+    /// Starts a server on `addr` (a port an earlier server of the test used), retrying
+    /// (bounded) while the port is still taken.
+    pub fn start_on(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Self {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match Self::try_start(dir, &addr.to_string(), extra) {
+                Ok(s) => return s,
+                Err((Some(3), _)) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err((status, log)) => {
+                    panic!("ferry-server did not start on {addr} (exit {status:?}); log:\n{log}")
+                }
+            }
+        }
+    }
+
+    /// Starts a server listening on `listen`; on failure, its exit code and log.
+    fn try_start(dir: &Path, listen: &str, extra: &[&str]) -> Result<Self, (Option<i32>, String)> {
         let mut cmd = Command::new(server_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--dir"]).arg(dir);
+        cmd.args(["--listen", listen, "--dir"])
+            .arg(dir)
+            .arg("--no-fsync");
         if !extra.contains(&"--grace") {
             cmd.args(["--grace", "1s"]);
         }
@@ -162,9 +186,6 @@ impl ServerProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if no_fsync {
-            cmd.arg("--no-fsync");
-        }
         let mut child = cmd.spawn().expect("start ferry-server");
         let stderr = child.stderr.take().expect("server stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -186,21 +207,19 @@ impl ServerProc {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                let status = child.wait().ok();
+                let status = child.wait().ok().and_then(|s| s.code());
                 let _ = reader.join();
-                panic!(
-                    "ferry-server did not log its address (exit {status:?}); log:\n{}",
-                    log.lock().expect("log").join("\n")
-                );
+                let text = log.lock().expect("log").join("\n");
+                return Err((status, text));
             }
         };
-        Self {
+        Ok(Self {
             child,
             addr,
             dir: dir.to_path_buf(),
             log,
             reader: Some(reader),
-        }
+        })
     }
 
     /// The address it listens on.

@@ -330,11 +330,13 @@ fn download_server_killed_at(point: u64) {
     assert_eq!(tree(&dl.case.store).len(), 1, "{:?}", tree(&dl.case.store));
 }
 
-/// Standard input has no size, so it cannot be resumed: the server writes it to a temp file.
-/// A server killed mid-way leaves that file; the restarted server removes it at start-up, and
+/// Standard input has no size, so it cannot be resumed: the server writes it to a temp file
+/// beside its destination. A server killed mid-way leaves that file; the restarted server removes it at start-up, and
 /// the stream sent again is stored whole.
 #[test]
 fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
+    // In a subfolder: the start-up clean-up walks the whole tree.
+    const DEEP: &str = "deep/er/stream.bin";
     let case = Case::new(0x57);
     let half = SIZE / 2;
     let server = ServerProc::start(&case.store, &[]);
@@ -349,7 +351,7 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
             &target,
             "-",
             "--name",
-            NAME,
+            DEEP,
         ],
         Some(&case.src),
     );
@@ -364,7 +366,7 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
     let run = client.wait();
     proxy.join();
     assert_eq!(run.code(), Some(4), "{run}");
-    assert!(!case.store.join(NAME).exists());
+    assert!(!case.store.join(DEEP).exists());
     assert_eq!(with_prefix(&case.store, TEMP_PREFIX).len(), 1);
 
     let server = ServerProc::start(&case.store, &[]);
@@ -383,14 +385,14 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
             &server.target(),
             "-",
             "--name",
-            NAME,
+            DEEP,
         ],
         Some(&case.src),
     )
     .wait();
     assert_eq!(run.code(), Some(0), "{run}");
-    assert_eq!(json_u64(run.file(NAME), "offset"), Some(0), "{run}");
-    assert_same(&case.store.join(NAME), &case.content);
+    assert_eq!(json_u64(run.file(DEEP), "offset"), Some(0), "{run}");
+    assert_same(&case.store.join(DEEP), &case.content);
     assert_no_leftovers(&case.store);
 }
 

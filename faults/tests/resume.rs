@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use ferry_faults::proxy::PauseProxy;
+use ferry_faults::proxy::{Direction, PauseProxy};
 use ferry_faults::{
     assert_no_leftovers, assert_same, data, json_str, json_u64, send_when_free, spawn_ferry, tree,
     with_prefix, write, ServerProc, PARTIAL_PREFIX,
@@ -202,4 +202,68 @@ fn a_resumed_upload_cut_again_resumes_again() {
     assert_eq!(offset, 1000 + (1 << 20));
     assert_eq!(bytes, SIZE - offset);
     assert_same(&cut.store.join(NAME), &cut.content);
+}
+
+/// Downloads too: `ferry get` cut at 1 MiB keeps its partial; if the server's file changed
+/// meanwhile (same size, other bytes), the partial no longer matches the server's prefix and
+/// the download restarts at 0 with the new bytes; if not, it resumes at 1 MiB.
+#[test]
+fn a_download_resumes_or_restarts_when_the_servers_file_changed() {
+    for changed in [false, true] {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let store = tmp.path().join("store");
+        let out = tmp.path().join("out");
+        let content = data(SIZE as usize, 0xD1);
+        write(&store.join(NAME), &content);
+        let server = ServerProc::start(&store, &[]);
+        let point = 1 << 20;
+        let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
+        let target = proxy.target();
+        let out_s = out.to_str().expect("UTF-8");
+        let args = |t: &str| -> Vec<String> {
+            ["get", "--json", "--timeout", "20", t, NAME, "-o", out_s]
+                .map(String::from)
+                .to_vec()
+        };
+        let a = args(&target);
+        let client = spawn_ferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        proxy.wait_paused();
+        let partial = out.join(format!(".{NAME}.ferry-partial"));
+        ferry_faults::wait_until("the client's partial holds 1 MiB", || {
+            fs::metadata(&partial).is_ok_and(|m| m.len() == point)
+        });
+        proxy.cut();
+        let run = client.wait();
+        proxy.join();
+        assert_eq!(run.code(), Some(4), "{run}");
+        let mut now = content.clone();
+        if changed {
+            now[10] ^= 0xFF;
+            // Replaced the way an upload would: a new file under the same name.
+            let tmp_path = store.join("replacement");
+            fs::write(&tmp_path, &now).expect("write");
+            fs::rename(&tmp_path, store.join(NAME)).expect("rename");
+        }
+        let b = args(&server.target());
+        let run = ferry_faults::ferry(&b.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(run.code(), Some(0), "{run}");
+        let line = run.file(NAME);
+        let (offset, bytes) = if changed {
+            (0, SIZE)
+        } else {
+            (point, SIZE - point)
+        };
+        assert_eq!(
+            json_u64(line, "offset"),
+            Some(offset),
+            "changed={changed}: {run}"
+        );
+        assert_eq!(
+            json_u64(line, "bytes"),
+            Some(bytes),
+            "changed={changed}: {run}"
+        );
+        assert_same(&out.join(NAME), &now);
+        assert_eq!(tree(&out).len(), 1, "partial gone: {:?}", tree(&out));
+    }
 }
