@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{id_of, opts, raw_server, write, Raw};
@@ -21,6 +23,17 @@ fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
         mode: None,
         name: name.to_owned(),
     }
+}
+
+/// Uploads one file holding `content` to the scripted server at `addr`; returns the outcome
+/// once the script is done.
+fn run_upload(addr: SocketAddr, server: JoinHandle<()>, content: &[u8], opts: &Options) -> Outcome {
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    write(&f, content);
+    let outcome = upload::send(&Target::from(addr), common::sources(&[&f]), opts, &mut ());
+    server.join().unwrap();
+    outcome
 }
 
 /// Runs a download of `a.txt` into `<tmp>/out` against the scripted server; returns the
@@ -137,17 +150,7 @@ fn a_result_for_a_file_never_sent_is_a_protocol_error() {
         ]);
         raw.drain();
     });
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, b"data");
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, b"data", &opts());
 
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
     assert_eq!(outcome.files[0].status, Status::Incomplete);
@@ -181,17 +184,7 @@ fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
         }]);
         raw.drain();
     });
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, &content);
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, &content, &opts());
 
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
     assert_eq!((outcome.files[0].offset, outcome.files[0].bytes), (0, 14));
@@ -211,17 +204,7 @@ fn an_offset_beyond_the_file_is_a_protocol_error() {
         ]);
         raw.drain();
     });
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, b"tiny");
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, b"tiny", &opts());
 
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
 }
@@ -235,17 +218,7 @@ fn a_busy_server_is_a_refusal_with_its_reason_escaped() {
         }]);
         raw.drain();
     });
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, b"x");
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, b"x", &opts());
 
     assert_eq!(outcome.exit_code(), 3);
     let msg = outcome.error.unwrap().to_string();
@@ -262,17 +235,7 @@ fn garbage_from_the_server_is_a_protocol_error() {
         raw.send_raw(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         raw.drain();
     });
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, b"x");
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, b"x", &opts());
 
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
 }
@@ -326,17 +289,7 @@ fn a_wrong_digest_on_stdout_fails_the_command() {
 #[test]
 fn a_peer_that_hangs_up_before_welcome_gets_a_hint() {
     let (addr, server) = raw_server(drop);
-    let local = tempfile::tempdir().unwrap();
-    let f = local.path().join("f");
-    write(&f, b"x");
-
-    let outcome = upload::send(
-        &Target::from(addr),
-        common::sources(&[&f]),
-        &opts(),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = run_upload(addr, server, b"x", &opts());
 
     assert_eq!(outcome.exit_code(), 5);
     let msg = outcome.error.unwrap().to_string();
