@@ -200,3 +200,25 @@ fn a_stream_larger_than_the_disk_gives_no_space_and_leaves_no_temp_file() {
     assert_eq!(run.code(), Some(1), "{run}");
     full.check_survived("stream.bin");
 }
+
+/// A small file (under the size the server checks against the free space when offered) on a
+/// disk that is already full: its write fails with ENOSPC, the client gets `no_space`, and
+/// the temp file is gone.
+#[test]
+fn a_small_file_on_a_full_disk_gives_no_space_and_leaves_no_temp_file() {
+    let Some(mut full) = mount_or_skip("a_small_file_on_a_full_disk...") else {
+        return;
+    };
+    let small = full.src.join("small.bin");
+    write(&small, &data(100 * 1024, 0xB4));
+    let filler = full.fill();
+    let run = send(&full.server.target(), &[&small]);
+    assert_eq!(
+        status(&run, "small.bin").as_deref(),
+        Some("no_space"),
+        "{run}"
+    );
+    assert!(matches!(run.code(), Some(1 | 3)), "{run}");
+    fs::remove_file(filler).expect("remove filler");
+    full.check_survived("small.bin");
+}
