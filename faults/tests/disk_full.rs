@@ -110,7 +110,9 @@ fn status(run: &ferry_faults::ClientRun, name: &str) -> Option<String> {
 /// A file larger than the free space is refused before any byte moves.
 #[test]
 fn an_announced_size_over_the_free_space_is_refused_with_no_space() {
-    let Some(mut full) = mount_or_skip("an_announced_size_over_the_free_space...") else {
+    let Some(mut full) =
+        mount_or_skip("an_announced_size_over_the_free_space_is_refused_with_no_space")
+    else {
         return;
     };
     let big = full.src.join("big.bin");
@@ -129,7 +131,9 @@ fn an_announced_size_over_the_free_space_is_refused_with_no_space() {
 /// ENOSPC, it reads the rest of the body, answers `no_space` and deletes its partial.
 #[test]
 fn a_disk_that_fills_up_mid_upload_gives_no_space_and_leaves_nothing() {
-    let Some(mut full) = mount_or_skip("a_disk_that_fills_up_mid_upload...") else {
+    let Some(mut full) =
+        mount_or_skip("a_disk_that_fills_up_mid_upload_gives_no_space_and_leaves_nothing")
+    else {
         return;
     };
     let big = full.src.join("big.bin");
@@ -172,7 +176,9 @@ fn a_disk_that_fills_up_mid_upload_gives_no_space_and_leaves_nothing() {
 /// runs into ENOSPC, and its temp file is removed.
 #[test]
 fn a_stream_larger_than_the_disk_gives_no_space_and_leaves_no_temp_file() {
-    let Some(mut full) = mount_or_skip("a_stream_larger_than_the_disk...") else {
+    let Some(mut full) =
+        mount_or_skip("a_stream_larger_than_the_disk_gives_no_space_and_leaves_no_temp_file")
+    else {
         return;
     };
     let big = full.src.join("stream.bin");
@@ -206,7 +212,9 @@ fn a_stream_larger_than_the_disk_gives_no_space_and_leaves_no_temp_file() {
 /// the temp file is gone.
 #[test]
 fn a_small_file_on_a_full_disk_gives_no_space_and_leaves_no_temp_file() {
-    let Some(mut full) = mount_or_skip("a_small_file_on_a_full_disk...") else {
+    let Some(mut full) =
+        mount_or_skip("a_small_file_on_a_full_disk_gives_no_space_and_leaves_no_temp_file")
+    else {
         return;
     };
     let small = full.src.join("small.bin");
