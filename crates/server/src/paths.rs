@@ -47,6 +47,27 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
+/// Folders already checked to be real folders (not links) on this connection, so that a
+/// burst of files in one folder checks it once. Bounded: it forgets everything when full.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedFolders(std::collections::HashSet<PathBuf>);
+
+/// Most folders a [`CheckedFolders`] remembers.
+const MAX_CHECKED_FOLDERS: usize = 4096;
+
+impl CheckedFolders {
+    fn contains(&self, folder: &Path) -> bool {
+        self.0.contains(folder)
+    }
+
+    fn insert(&mut self, folder: &Path) {
+        if self.0.len() >= MAX_CHECKED_FOLDERS {
+            self.0.clear();
+        }
+        self.0.insert(folder.to_path_buf());
+    }
+}
+
 /// Where a name lands under the storage folder.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -61,7 +82,13 @@ pub(crate) struct Target {
 impl Target {
     /// Resolves `name` under `root`. Parents must be real folders; with `create`, missing ones
     /// are made one component at a time. Names in the server's reserved namespace are refused.
-    pub(crate) fn resolve(root: &Path, name: &Name, create: bool) -> Result<Self, Refusal> {
+    /// Folders in `checked` are trusted as they were found; new ones are added.
+    pub(crate) fn resolve(
+        root: &Path,
+        name: &Name,
+        create: bool,
+        checked: &mut CheckedFolders,
+    ) -> Result<Self, Refusal> {
         if name.file_name().starts_with(RESERVED_PREFIX) {
             return Err(Refusal::new(
                 Code::BadName,
@@ -75,6 +102,9 @@ impl Target {
         let mut folder = root.to_path_buf();
         for (i, part) in parents.iter().enumerate() {
             folder.push(part);
+            if checked.contains(&folder) {
+                continue;
+            }
             let shown = || parts[..=i].join("/");
             match fs::symlink_metadata(&folder) {
                 Ok(m) if m.is_dir() => {}
@@ -118,6 +148,7 @@ impl Target {
                 }
                 Err(e) => return Err(Refusal::io("cannot check a folder", &e)),
             }
+            checked.insert(&folder);
         }
         let path = folder.join(file_name);
         Ok(Self {
@@ -161,25 +192,77 @@ mod tests {
     }
 
     #[test]
+    fn checked_folders_are_remembered_and_new_ones_still_checked() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let mut checked = CheckedFolders::default();
+        Target::resolve(root.path(), &name("a/b/x"), true, &mut checked).unwrap();
+        assert!(checked.contains(&root.path().join("a/b")));
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
+        let e = Target::resolve(root.path(), &name("a/link/y"), true, &mut checked).unwrap_err();
+        assert_eq!(e.code, Code::BadName);
+        for i in 0..=MAX_CHECKED_FOLDERS {
+            checked.insert(&root.path().join(i.to_string()));
+        }
+        assert!(checked.0.len() <= MAX_CHECKED_FOLDERS, "bounded");
+    }
+
+    #[test]
     fn creates_parents_and_refuses_links_and_reserved_names() {
         let root = tempfile::tempdir().unwrap();
-        let t = Target::resolve(root.path(), &name("a/b/c.txt"), true).unwrap();
+        let t = Target::resolve(
+            root.path(),
+            &name("a/b/c.txt"),
+            true,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap();
         assert!(root.path().join("a/b").is_dir());
         assert_eq!(t.path, root.path().join("a/b/c.txt"));
 
         std::os::unix::fs::symlink("/tmp", root.path().join("link")).unwrap();
-        let e = Target::resolve(root.path(), &name("link/x"), true).unwrap_err();
+        let e = Target::resolve(
+            root.path(),
+            &name("link/x"),
+            true,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, Code::BadName);
-        let t = Target::resolve(root.path(), &name("link"), true).unwrap();
+        let t = Target::resolve(
+            root.path(),
+            &name("link"),
+            true,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap();
         assert_eq!(t.existing(&name("link")).unwrap_err().code, Code::BadName);
 
-        let e = Target::resolve(root.path(), &name(".ferry-partial.x"), true).unwrap_err();
+        let e = Target::resolve(
+            root.path(),
+            &name(".ferry-partial.x"),
+            true,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, Code::BadName);
 
         fs::write(root.path().join("file"), b"x").unwrap();
-        let e = Target::resolve(root.path(), &name("file/x"), true).unwrap_err();
+        let e = Target::resolve(
+            root.path(),
+            &name("file/x"),
+            true,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, Code::Exists);
-        let e = Target::resolve(root.path(), &name("missing/x"), false).unwrap_err();
+        let e = Target::resolve(
+            root.path(),
+            &name("missing/x"),
+            false,
+            &mut CheckedFolders::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, Code::NotFound);
     }
 

@@ -19,7 +19,7 @@ use ferry_secure::SharedFailureLimiter;
 use crate::config::Config;
 use crate::gate::{self, Conn};
 use crate::locks::{NameLock, NameLocks};
-use crate::paths::Refusal;
+use crate::paths::{CheckedFolders, Refusal};
 use crate::server::busy_reason;
 use crate::slots::{Slot, Slots};
 use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
@@ -96,6 +96,8 @@ struct Session<'a> {
     slot: Option<Slot>,
     /// The connection is refused: let the client read why before closing.
     linger: bool,
+    /// Folders of this connection's uploads already checked.
+    checked: CheckedFolders,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -122,6 +124,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         connected: started,
         slot: None,
         linger: false,
+        checked: CheckedFolders::default(),
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -364,7 +367,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn decide_offer(&self, o: &Offer) -> Result<(Upload, NameLock, Hasher), Refusal> {
+    fn decide_offer(&mut self, o: &Offer) -> Result<(Upload, NameLock, Hasher), Refusal> {
         if self.shared.stop.draining.load(Ordering::Relaxed) {
             return Err(Refusal::new(
                 Code::ShuttingDown,
@@ -378,7 +381,7 @@ impl<'a> Session<'a> {
         let store = &self.shared.store;
         // Before any folder is created for it.
         store.check_size(&name, o.size)?;
-        let target = store.target(&name)?;
+        let target = store.target(&name, &mut self.checked)?;
         let lock = self.shared.locks.try_lock(&target.path).ok_or_else(|| {
             Refusal::new(
                 Code::Busy,

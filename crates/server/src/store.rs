@@ -17,7 +17,7 @@ use ferry_proto::{Code, Digest, FileInfo, Hasher, Name, Timestamp};
 use tempfile::TempPath;
 
 use crate::config::{Config, Overwrite};
-use crate::paths::{open_nofollow, Refusal, Target};
+use crate::paths::{open_nofollow, CheckedFolders, Refusal, Target};
 use crate::units::Bytes;
 
 /// Prefix of temp files, removed at start-up.
@@ -121,8 +121,12 @@ impl Store {
     }
 
     /// Where `name` lands, with parents created; for locking before [`Self::prepare_upload`].
-    pub(crate) fn target(&self, name: &Name) -> Result<Target, Refusal> {
-        Target::resolve(&self.root, name, true)
+    pub(crate) fn target(
+        &self,
+        name: &Name,
+        checked: &mut CheckedFolders,
+    ) -> Result<Target, Refusal> {
+        Target::resolve(&self.root, name, true, checked)
     }
 
     /// Checks an offer against the policies and finds a kept partial. Returns the upload and a
@@ -231,7 +235,7 @@ impl Store {
 
     /// Opens `name` for download: a regular file under the root, reached without links.
     pub(crate) fn open_download(&self, name: Name) -> Result<Download, Refusal> {
-        let target = Target::resolve(&self.root, &name, false)?;
+        let target = Target::resolve(&self.root, &name, false, &mut CheckedFolders::default())?;
         let not_found = || Refusal::new(Code::NotFound, format!("{name}: no such file"));
         match target.existing(&name)? {
             Some(m) if m.is_file() => {}
