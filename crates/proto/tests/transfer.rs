@@ -156,3 +156,79 @@ fn the_driver_reports_input_it_has_not_handed_out() {
     }
     assert!(!d.input_pending(), "all handed out");
 }
+
+/// §4.4: an OFFER may stand between two DATA frames of an open body; a second BEGIN may not.
+#[test]
+fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
+    use ferry_proto::{Connection, Event, FileInfo, Hasher, Incoming, Name, ProtocolError};
+    let info = |n: &str| FileInfo {
+        name: Name::parse(n).unwrap(),
+        size: Some(4),
+        mtime: None,
+        mode: None,
+    };
+    let mut client = Connection::client(None).unwrap();
+    let mut server = Connection::server();
+    let first = client.offer(info("a")).unwrap();
+    let mut wire = client.poll_transmit().to_vec();
+    client.transmitted(wire.len());
+    server.handle_input(&wire).unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+    server.welcome().unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
+    server.accept(first, Hasher::new()).unwrap();
+    client.handle_input(server.poll_transmit()).unwrap();
+    client.begin(first, Hasher::new()).unwrap();
+    client.send_data(b"ab").unwrap();
+    let second = client.offer(info("b")).unwrap();
+    client.send_data(b"cd").unwrap();
+    client.end().unwrap();
+    wire = client.poll_transmit().to_vec();
+    let mut events = Vec::new();
+    let mut rest = &wire[..];
+    while !rest.is_empty() {
+        if let Some(Incoming::Bytes(n)) = server.incoming() {
+            server.body_received(&rest[..n as usize]).unwrap();
+            rest = &rest[n as usize..];
+        } else {
+            let used = server.handle_input(rest).unwrap();
+            rest = &rest[used..];
+        }
+        events.extend(std::iter::from_fn(|| server.poll_event()));
+    }
+    assert!(matches!(events[0], Event::Begin { id, from: 0 } if id == first));
+    assert!(matches!(&events[1], Event::Offer(o) if o.id == second));
+    assert!(matches!(events[2], Event::End { id, size: 4, .. } if id == first));
+
+    // A BEGIN for the second file while the first body is open is refused.
+    let mut bad = Connection::server();
+    let mut bytes = Connection::client(None).unwrap().poll_transmit().to_vec();
+    for id in [1, 2] {
+        let name = format!("f{id}");
+        ferry_proto::wire::Frame::Offer {
+            id,
+            size: Some(4),
+            mtime: None,
+            mode: None,
+            name,
+        }
+        .encode(&mut bytes);
+    }
+    bad.handle_input(&bytes).unwrap();
+    let _ = std::iter::from_fn(|| bad.poll_event()).count();
+    bad.welcome().unwrap();
+    bad.accept(1, Hasher::new()).unwrap();
+    bad.accept(2, Hasher::new()).unwrap();
+    let mut begins = Vec::new();
+    for id in [1, 2] {
+        ferry_proto::wire::Frame::Begin { id, from: 0 }.encode(&mut begins);
+    }
+    let err = bad.handle_input(&begins).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ferry_proto::Error::Protocol(ProtocolError::Unexpected { frame: "BEGIN", .. })
+        ),
+        "{err}"
+    );
+}
