@@ -462,15 +462,25 @@ pub fn ferry(args: &[&str]) -> ClientRun {
     spawn_ferry(args, None).wait()
 }
 
+/// Starts `ferry COMMAND --json --timeout 20 TARGET REST...` (stdin as in [`spawn_ferry`]).
+pub fn spawn_json(
+    command: &str,
+    target: &str,
+    rest: &[&str],
+    stdin_file: Option<&Path>,
+) -> ClientProc {
+    let mut args = vec![command, "--json", "--timeout", "20", target];
+    args.extend_from_slice(rest);
+    spawn_ferry(&args, stdin_file)
+}
+
 /// `ferry send --json --timeout 20 TARGET PATHS...`, run to its end.
 pub fn send(target: &str, paths: &[&Path]) -> ClientRun {
-    let mut args = vec!["send", "--json", "--timeout", "20", target];
     let strs: Vec<&str> = paths
         .iter()
         .map(|p| p.to_str().expect("UTF-8 path"))
         .collect();
-    args.extend(strs);
-    ferry(&args)
+    spawn_json("send", target, &strs, None).wait()
 }
 
 /// Sends again until the server stops answering `busy` for the name (it holds the name until

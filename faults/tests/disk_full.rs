@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use ferry_faults::proxy::PauseProxy;
 use ferry_faults::sys::TmpfsMount;
 use ferry_faults::{
-    assert_no_leftovers, assert_same, data, json_str, send, spawn_ferry, tree, wait_until,
+    assert_no_leftovers, assert_same, data, json_str, send, spawn_json, tree, wait_until,
     with_prefix, write, ServerProc, PARTIAL_PREFIX,
 };
 
@@ -140,16 +140,10 @@ fn a_disk_that_fills_up_mid_upload_gives_no_space_and_leaves_nothing() {
     write(&big, &data(2 << 20, 0xB2));
     let held = 64 * 1024;
     let proxy = PauseProxy::start(full.server.addr(), held);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            big.to_str().expect("UTF-8"),
-        ],
+    let client = spawn_json(
+        "send",
+        &proxy.target(),
+        &[big.to_str().expect("UTF-8")],
         None,
     );
     proxy.wait_paused();
@@ -183,18 +177,10 @@ fn a_stream_larger_than_the_disk_gives_no_space_and_leaves_no_temp_file() {
     };
     let big = full.src.join("stream.bin");
     write(&big, &data(5 << 20, 0xB3));
-    let target = full.server.target();
-    let run = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            "-",
-            "--name",
-            "stream.bin",
-        ],
+    let run = spawn_json(
+        "send",
+        &full.server.target(),
+        &["-", "--name", "stream.bin"],
         Some(Path::new(&big)),
     )
     .wait();

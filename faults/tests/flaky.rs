@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use ferry_faults::proxy::{Flakiness, FlakyProxy};
 use ferry_faults::{
-    assert_no_leftovers, assert_same, data, ferry, json_str, json_u64, tree, write, Rng, ServerProc,
+    assert_no_leftovers, assert_same, data, ferry, json_str, json_u64, tree, write, ClientRun, Rng,
+    ServerProc,
 };
 
 /// The files of one round: sizes that span several DATA frames, one, a few bytes and none.
@@ -27,11 +28,56 @@ const SIZES: &[(&str, usize)] = &[
 /// is cut only once WELCOME went through (see [`Flakiness::first_min`]).
 const TOTAL: u64 = 1_900_000;
 
-/// One upload of every file through a flaky proxy, with `--retries`.
-fn round(seed: u64) {
-    let line = format!("flaky link seed: {seed} (replay with FERRY_FAULTS_SEED={seed})");
+/// Prints `WHAT seed: N` to stdout and stderr, with how to replay it.
+fn announce(what: &str, seed: u64) {
+    let line = format!("{what} seed: {seed} (replay with FERRY_FAULTS_SEED={seed})");
     println!("{line}");
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Runs `ferry COMMAND --json --timeout 20 --retries 12 PROXY OPERANDS...` through a flaky
+/// proxy before `server`; checks that it succeeded and that the link was cut at least once.
+fn run_through_flaky_link(
+    server: &ServerProc,
+    how: Flakiness,
+    command: &str,
+    operands: &[&str],
+) -> ClientRun {
+    let seed = how.seed;
+    let proxy = FlakyProxy::start(server.addr(), how);
+    let target = proxy.target();
+    let mut args = vec![
+        command,
+        "--json",
+        "--timeout",
+        "20",
+        "--retries",
+        "12",
+        &target,
+    ];
+    args.extend_from_slice(operands);
+    let run = ferry(&args);
+    println!(
+        "{} connection(s), {} cut; client: {}",
+        proxy.connections(),
+        proxy.cuts(),
+        run.stdout.lines().last().unwrap_or("")
+    );
+    assert_eq!(run.code(), Some(0), "seed {seed}: {run}\n{}", server.log());
+    assert!(proxy.cuts() >= 1, "the link was cut at least once");
+    run
+}
+
+/// The names of [`SIZES`], sorted as [`tree`] lists them.
+fn sorted_names() -> Vec<String> {
+    let mut want: Vec<String> = SIZES.iter().map(|(n, _)| (*n).to_owned()).collect();
+    want.sort();
+    want
+}
+
+/// One upload of every file through a flaky proxy, with `--retries`.
+fn round(seed: u64) {
+    announce("flaky link", seed);
     let tmp = tempfile::tempdir().expect("temp dir");
     let src = tmp.path().join("src");
     let store = tmp.path().join("store");
@@ -43,8 +89,9 @@ fn round(seed: u64) {
         paths.push(p);
     }
     let server = ServerProc::start(&store, &[]);
-    let proxy = FlakyProxy::start(
-        server.addr(),
+    let operands: Vec<&str> = paths.iter().map(|p| p.to_str().expect("UTF-8")).collect();
+    let run = run_through_flaky_link(
+        &server,
         Flakiness {
             seed,
             max_cuts: 4,
@@ -59,27 +106,9 @@ fn round(seed: u64) {
             max_delay_ms: 3,
             max_piece: 32 * 1024,
         },
-    );
-    let target = proxy.target();
-    let mut args = vec![
         "send",
-        "--json",
-        "--timeout",
-        "20",
-        "--retries",
-        "12",
-        &target,
-    ];
-    args.extend(paths.iter().map(|p| p.to_str().expect("UTF-8")));
-    let run = ferry(&args);
-    println!(
-        "{} connection(s), {} cut; client: {}",
-        proxy.connections(),
-        proxy.cuts(),
-        run.stdout.lines().last().unwrap_or("")
+        &operands,
     );
-    assert_eq!(run.code(), Some(0), "seed {seed}: {run}\n{}", server.log());
-    assert!(proxy.cuts() >= 1, "the link was cut at least once");
     for (p, (name, _)) in paths.iter().zip(SIZES) {
         let line = run.file(name);
         assert_eq!(
@@ -91,9 +120,7 @@ fn round(seed: u64) {
         assert_same(&store.join(name), &std::fs::read(p).expect("source"));
     }
     let names: Vec<String> = tree(&store).into_keys().collect();
-    let mut want: Vec<String> = SIZES.iter().map(|(n, _)| (*n).to_owned()).collect();
-    want.sort();
-    assert_eq!(names, want, "seed {seed}");
+    assert_eq!(names, sorted_names(), "seed {seed}");
     assert_no_leftovers(&store);
 }
 
@@ -119,9 +146,7 @@ const DOWNLOAD_UP: u64 = 400;
 /// One download of every file through a flaky proxy, with `--retries`: the body now flows
 /// from the server, so most cuts are on that side.
 fn download_round(seed: u64) {
-    let line = format!("flaky download seed: {seed} (replay with FERRY_FAULTS_SEED={seed})");
-    println!("{line}");
-    let _ = writeln!(std::io::stderr(), "{line}");
+    announce("flaky download", seed);
     let tmp = tempfile::tempdir().expect("temp dir");
     let store = tmp.path().join("store");
     let out = tmp.path().join("out");
@@ -133,8 +158,10 @@ fn download_round(seed: u64) {
         contents.push(content);
     }
     let server = ServerProc::start(&store, &[]);
-    let proxy = FlakyProxy::start(
-        server.addr(),
+    let mut operands: Vec<&str> = SIZES.iter().map(|(n, _)| *n).collect();
+    operands.extend(["-o", out.to_str().expect("UTF-8")]);
+    let run = run_through_flaky_link(
+        &server,
         Flakiness {
             seed,
             max_cuts: 3,
@@ -147,28 +174,9 @@ fn download_round(seed: u64) {
             max_delay_ms: 3,
             max_piece: 32 * 1024,
         },
-    );
-    let target = proxy.target();
-    let mut args = vec![
         "get",
-        "--json",
-        "--timeout",
-        "20",
-        "--retries",
-        "12",
-        &target,
-    ];
-    args.extend(SIZES.iter().map(|(n, _)| *n));
-    args.extend(["-o", out.to_str().expect("UTF-8")]);
-    let run = ferry(&args);
-    println!(
-        "{} connection(s), {} cut; client: {}",
-        proxy.connections(),
-        proxy.cuts(),
-        run.stdout.lines().last().unwrap_or("")
+        &operands,
     );
-    assert_eq!(run.code(), Some(0), "seed {seed}: {run}\n{}", server.log());
-    assert!(proxy.cuts() >= 1, "the link was cut at least once");
     for (content, (name, _)) in contents.iter().zip(SIZES) {
         let line = run.file(name);
         assert_eq!(
@@ -180,9 +188,7 @@ fn download_round(seed: u64) {
         assert_same(&store.join(name), content);
     }
     let names: Vec<String> = tree(&out).into_keys().collect();
-    let mut want: Vec<String> = SIZES.iter().map(|(n, _)| (*n).to_owned()).collect();
-    want.sort();
-    assert_eq!(names, want, "no partial left behind; seed {seed}");
+    assert_eq!(names, sorted_names(), "no partial left behind; seed {seed}");
 }
 
 #[test]

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use ferry_faults::proxy::{Direction, PauseProxy};
 use ferry_faults::{
-    assert_no_leftovers, assert_same, data, json_str, json_u64, send, send_when_free, spawn_ferry,
-    tree, wait_until, with_prefix, write, ServerProc, PARTIAL_PREFIX, TEMP_PREFIX,
+    assert_no_leftovers, assert_same, data, json_str, json_u64, send, send_when_free, spawn_json,
+    tree, wait_until, with_prefix, write, ClientRun, ServerProc, PARTIAL_PREFIX, TEMP_PREFIX,
 };
 
 /// 3 MiB: several DATA frames (the client sends 1 MiB at a time).
@@ -82,19 +82,24 @@ impl Case {
     /// Re-runs the client against `target`: the file completes from `point`.
     fn resume(&self, target: &str, point: u64) {
         let run = send_when_free(target, &[&self.src]);
-        assert_eq!(run.code(), Some(0), "{run}");
-        let line = run.file(NAME);
-        assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
-        assert_eq!(
-            json_u64(line, "offset"),
-            Some(point),
-            "resumed from {point}: {run}"
-        );
-        assert_eq!(json_u64(line, "bytes"), Some(SIZE - point), "{run}");
+        assert_resumed(&run, point);
         assert_same(&self.store.join(NAME), &self.content);
         assert_no_leftovers(&self.store);
         assert_eq!(tree(&self.store).len(), 1, "{:?}", tree(&self.store));
     }
+}
+
+/// `run` succeeded and stored [`NAME`] by resuming it from `point`.
+fn assert_resumed(run: &ClientRun, point: u64) {
+    assert_eq!(run.code(), Some(0), "{run}");
+    let line = run.file(NAME);
+    assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
+    assert_eq!(
+        json_u64(line, "offset"),
+        Some(point),
+        "resumed from {point}: {run}"
+    );
+    assert_eq!(json_u64(line, "bytes"), Some(SIZE - point), "{run}");
 }
 
 fn points() -> [u64; 5] {
@@ -106,11 +111,7 @@ fn client_killed_at(point: u64) {
     let case = Case::new(0xC11E + point);
     let server = ServerProc::start(&case.store, &[]);
     let proxy = PauseProxy::start(server.addr(), point);
-    let target = proxy.target();
-    let mut client = spawn_ferry(
-        &["send", "--json", "--timeout", "20", &target, case.src()],
-        None,
-    );
+    let mut client = spawn_json("send", &proxy.target(), &[case.src()], None);
     assert_eq!(proxy.wait_paused(), point);
     client.kill();
     let run = client.wait();
@@ -129,11 +130,7 @@ fn server_killed_at(point: u64) {
     let case = Case::new(0x5E7E + point);
     let server = ServerProc::start(&case.store, &[]);
     let proxy = PauseProxy::start(server.addr(), point);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &["send", "--json", "--timeout", "20", &target, case.src()],
-        None,
-    );
+    let client = spawn_json("send", &proxy.target(), &[case.src()], None);
     assert_eq!(proxy.wait_paused(), point);
     // Every forwarded byte is in the partial (the page cache survives SIGKILL).
     wait_until(&format!("the server's partial holds {point} bytes"), || {
@@ -238,25 +235,8 @@ impl Download {
     }
 
     fn resume(&self, target: &str, point: u64) {
-        let run = ferry_faults::ferry(&[
-            "get",
-            "--json",
-            "--timeout",
-            "20",
-            target,
-            NAME,
-            "-o",
-            self.out(),
-        ]);
-        assert_eq!(run.code(), Some(0), "{run}");
-        let line = run.file(NAME);
-        assert_eq!(json_str(line, "status").as_deref(), Some("stored"), "{run}");
-        assert_eq!(
-            json_u64(line, "offset"),
-            Some(point),
-            "resumed from {point}: {run}"
-        );
-        assert_eq!(json_u64(line, "bytes"), Some(SIZE - point), "{run}");
+        let run = spawn_json("get", target, &[NAME, "-o", self.out()], None).wait();
+        assert_resumed(&run, point);
         assert_same(&self.out.join(NAME), &self.case.content);
         assert_eq!(
             tree(&self.out).len(),
@@ -272,20 +252,7 @@ fn download_client_killed_at(point: u64) {
     let dl = Download::new(0xD0C + point);
     let server = ServerProc::start(&dl.case.store, &[]);
     let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
-    let target = proxy.target();
-    let mut client = spawn_ferry(
-        &[
-            "get",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            NAME,
-            "-o",
-            dl.out(),
-        ],
-        None,
-    );
+    let mut client = spawn_json("get", &proxy.target(), &[NAME, "-o", dl.out()], None);
     assert_eq!(proxy.wait_paused(), point);
     dl.wait_partial(point);
     client.kill();
@@ -303,20 +270,7 @@ fn download_server_killed_at(point: u64) {
     let dl = Download::new(0xD05 + point);
     let server = ServerProc::start(&dl.case.store, &[]);
     let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &[
-            "get",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            NAME,
-            "-o",
-            dl.out(),
-        ],
-        None,
-    );
+    let client = spawn_json("get", &proxy.target(), &[NAME, "-o", dl.out()], None);
     assert_eq!(proxy.wait_paused(), point);
     dl.wait_partial(point);
     server.kill();
@@ -341,18 +295,10 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
     let half = SIZE / 2;
     let server = ServerProc::start(&case.store, &[]);
     let proxy = PauseProxy::start(server.addr(), half);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            "-",
-            "--name",
-            DEEP,
-        ],
+    let client = spawn_json(
+        "send",
+        &proxy.target(),
+        &["-", "--name", DEEP],
         Some(&case.src),
     );
     assert_eq!(proxy.wait_paused(), half);
@@ -376,17 +322,10 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
         server.log()
     );
     assert_no_leftovers(&case.store);
-    let run = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &server.target(),
-            "-",
-            "--name",
-            DEEP,
-        ],
+    let run = spawn_json(
+        "send",
+        &server.target(),
+        &["-", "--name", DEEP],
         Some(&case.src),
     )
     .wait();
@@ -402,18 +341,10 @@ fn client_sigkill_mid_stream_leaves_nothing() {
     let case = Case::new(0x58);
     let server = ServerProc::start(&case.store, &[]);
     let proxy = PauseProxy::start(server.addr(), SIZE / 2);
-    let target = proxy.target();
-    let mut client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            "-",
-            "--name",
-            NAME,
-        ],
+    let mut client = spawn_json(
+        "send",
+        &proxy.target(),
+        &["-", "--name", NAME],
         Some(&case.src),
     );
     proxy.wait_paused();
@@ -438,11 +369,7 @@ fn server_sigterm_mid_upload_keeps_the_partial_after_grace() {
     let half = SIZE / 2;
     let server = ServerProc::start(&case.store, &["--grace", "200ms"]);
     let proxy = PauseProxy::start(server.addr(), half);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &["send", "--json", "--timeout", "20", &target, case.src()],
-        None,
-    );
+    let client = spawn_json("send", &proxy.target(), &[case.src()], None);
     assert_eq!(proxy.wait_paused(), half);
     wait_until("the server's partial holds half the file", || {
         case.partials().first().is_some_and(|(_, len)| *len == half)
@@ -478,16 +405,10 @@ fn client_sigkill_mid_folder_leaves_only_whole_files() {
     let server = ServerProc::start(&store, &[]);
     let point = 15 * EACH as u64 + 1234;
     let proxy = PauseProxy::start(server.addr(), point);
-    let target = proxy.target();
-    let mut client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            folder.to_str().expect("UTF-8"),
-        ],
+    let mut client = spawn_json(
+        "send",
+        &proxy.target(),
+        &[folder.to_str().expect("UTF-8")],
         None,
     );
     assert_eq!(proxy.wait_paused(), point);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use ferry_faults::proxy::{Direction, PauseProxy};
 use ferry_faults::{
-    assert_no_leftovers, assert_same, data, json_str, json_u64, send_when_free, spawn_ferry, tree,
+    assert_no_leftovers, assert_same, data, json_str, json_u64, send_when_free, spawn_json, tree,
     with_prefix, write, ServerProc, PARTIAL_PREFIX,
 };
 
@@ -36,16 +36,10 @@ fn cut_at(point: u64, seed: u64) -> Cut {
     let store = tmp.path().join("store");
     let server = ServerProc::start(&store, &[]);
     let proxy = PauseProxy::start(server.addr(), point);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            src.to_str().expect("UTF-8"),
-        ],
+    let client = spawn_json(
+        "send",
+        &proxy.target(),
+        &[src.to_str().expect("UTF-8")],
         None,
     );
     assert_eq!(proxy.wait_paused(), point);
@@ -179,16 +173,10 @@ fn a_resumed_upload_cut_again_resumes_again() {
     let cut = cut_at(1000, 0xC3);
     // The second connection only carries the rest: its body count starts at the offset.
     let proxy = PauseProxy::start(cut.server.addr(), 1 << 20);
-    let target = proxy.target();
-    let client = spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            &target,
-            cut.src.to_str().expect("UTF-8"),
-        ],
+    let client = spawn_json(
+        "send",
+        &proxy.target(),
+        &[cut.src.to_str().expect("UTF-8")],
         None,
     );
     proxy.wait_paused();
@@ -218,15 +206,8 @@ fn a_download_resumes_or_restarts_when_the_servers_file_changed() {
         let server = ServerProc::start(&store, &[]);
         let point = 1 << 20;
         let proxy = PauseProxy::start_dir(server.addr(), point, Direction::Down);
-        let target = proxy.target();
-        let out_s = out.to_str().expect("UTF-8");
-        let args = |t: &str| -> Vec<String> {
-            ["get", "--json", "--timeout", "20", t, NAME, "-o", out_s]
-                .map(String::from)
-                .to_vec()
-        };
-        let a = args(&target);
-        let client = spawn_ferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        let get_args = [NAME, "-o", out.to_str().expect("UTF-8")];
+        let client = spawn_json("get", &proxy.target(), &get_args, None);
         proxy.wait_paused();
         let partial = out.join(format!(".{NAME}.ferry-partial"));
         ferry_faults::wait_until("the client's partial holds 1 MiB", || {
@@ -244,8 +225,7 @@ fn a_download_resumes_or_restarts_when_the_servers_file_changed() {
             fs::write(&tmp_path, &now).expect("write");
             fs::rename(&tmp_path, store.join(NAME)).expect("rename");
         }
-        let b = args(&server.target());
-        let run = ferry_faults::ferry(&b.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = spawn_json("get", &server.target(), &get_args, None).wait();
         assert_eq!(run.code(), Some(0), "{run}");
         let line = run.file(NAME);
         let (offset, bytes) = if changed {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ferry_faults::proxy::PauseProxy;
 use ferry_faults::sys::{fd_count, rss_kib, threads};
 use ferry_faults::{
-    assert_no_leftovers, assert_same, data, json_str, json_u64, send, send_when_free, spawn_ferry,
+    assert_no_leftovers, assert_same, data, json_str, json_u64, send, send_when_free, spawn_json,
     tree, write, Rng, ServerProc,
 };
 use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC};
@@ -87,9 +87,8 @@ fn read_frame(s: &mut TcpStream) -> Option<Frame> {
     Frame::decode(kind, &payload).ok()
 }
 
-/// HELLO and an OFFER of `name`: returns the code of the server's answer.
-fn offer_bad_name(addr: SocketAddr, name: &str) -> Option<Code> {
-    let mut s = raw_connect(addr);
+/// The preface and a HELLO for version 1 without a token, as a connection opens.
+fn hello() -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     Frame::Hello {
         min: 1,
@@ -97,6 +96,13 @@ fn offer_bad_name(addr: SocketAddr, name: &str) -> Option<Code> {
         token: Vec::new(),
     }
     .encode(&mut out);
+    out
+}
+
+/// HELLO and an OFFER of `name`: returns the code of the server's answer.
+fn offer_bad_name(addr: SocketAddr, name: &str) -> Option<Code> {
+    let mut s = raw_connect(addr);
+    let mut out = hello();
     Frame::Offer {
         id: 1,
         size: Some(3),
@@ -134,13 +140,7 @@ fn seed_bad_name(addr: SocketAddr, name: &str) {
 /// HELLO, then half an OFFER, then the connection drops.
 fn truncated(addr: SocketAddr) {
     let mut s = raw_connect(addr);
-    let mut out = MAGIC.to_vec();
-    Frame::Hello {
-        min: 1,
-        max: 1,
-        token: Vec::new(),
-    }
-    .encode(&mut out);
+    let mut out = hello();
     let mut offer = Vec::new();
     Frame::Offer {
         id: 1,
@@ -214,15 +214,10 @@ fn client(
                 let path = root.join("killed").join(format!("k{t}-{j:02}.bin"));
                 write(&path, &data(KILLED_SIZE as usize, rng.next_u64()));
                 let proxy = PauseProxy::start(server, KILLED_SIZE / 2);
-                let mut child = spawn_ferry(
-                    &[
-                        "send",
-                        "--json",
-                        "--timeout",
-                        "20",
-                        &proxy.target(),
-                        path.to_str().expect("UTF-8"),
-                    ],
+                let mut child = spawn_json(
+                    "send",
+                    &proxy.target(),
+                    &[path.to_str().expect("UTF-8")],
                     None,
                 );
                 proxy.wait_paused();
@@ -268,20 +263,7 @@ fn client(
 
 /// Sends the file at `path` as standard input under `name`.
 fn send_named(target: &str, path: &Path, name: &str) -> ferry_faults::ClientRun {
-    spawn_ferry(
-        &[
-            "send",
-            "--json",
-            "--timeout",
-            "20",
-            target,
-            "-",
-            "--name",
-            name,
-        ],
-        Some(path),
-    )
-    .wait()
+    spawn_json("send", target, &["-", "--name", name], Some(path)).wait()
 }
 
 /// Waits (bounded, 10 s) until `read` is back at `baseline`; returns the last reading.
