@@ -25,6 +25,23 @@ fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
     }
 }
 
+/// Offers `a.txt` as `offered` bytes, awaits the ACCEPT, then sends BEGIN and `body`.
+fn offer_and_send(raw: &mut Raw, id: u64, offered: u64, body: &[u8]) {
+    raw.send(&[offer(id, "a.txt", Some(offered))]);
+    raw.expect(kind::ACCEPT);
+    raw.send(&[Frame::Begin { id, from: 0 }]);
+    raw.send_data(body);
+}
+
+/// An END for `id` that claims `size` bytes with the digest of `digest_of`.
+fn end(id: u64, size: u64, digest_of: &[u8]) -> Frame {
+    Frame::End {
+        id,
+        size,
+        digest: Digest::of(digest_of),
+    }
+}
+
 /// Uploads one file holding `content` to the scripted server at `addr`; returns the outcome
 /// once the script is done.
 fn run_upload(addr: SocketAddr, server: JoinHandle<()>, content: &[u8], opts: &Options) -> Outcome {
@@ -84,10 +101,7 @@ fn names_never_asked_for_are_a_protocol_error() {
 #[test]
 fn a_body_longer_than_offered_is_cut_off() {
     let (outcome, _tmp) = download_from(|mut raw, id| {
-        raw.send(&[offer(id, "a.txt", Some(4))]);
-        raw.expect(kind::ACCEPT);
-        raw.send(&[Frame::Begin { id, from: 0 }]);
-        raw.send_data(b"12345678");
+        offer_and_send(&mut raw, id, 4, b"12345678");
         raw.drain();
     });
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
@@ -96,15 +110,8 @@ fn a_body_longer_than_offered_is_cut_off() {
 #[test]
 fn an_end_that_disagrees_with_the_offer_is_refused() {
     let (outcome, _tmp) = download_from(|mut raw, id| {
-        raw.send(&[offer(id, "a.txt", Some(8))]);
-        raw.expect(kind::ACCEPT);
-        raw.send(&[Frame::Begin { id, from: 0 }]);
-        raw.send_data(b"1234");
-        raw.send(&[Frame::End {
-            id,
-            size: 4,
-            digest: Digest::of(b"1234"),
-        }]);
+        offer_and_send(&mut raw, id, 8, b"1234");
+        raw.send(&[end(id, 4, b"1234")]);
         raw.drain();
     });
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
@@ -113,15 +120,8 @@ fn an_end_that_disagrees_with_the_offer_is_refused() {
 #[test]
 fn a_wrong_digest_discards_the_file_and_tells_the_server() {
     let (outcome, tmp) = download_from(|mut raw, id| {
-        raw.send(&[offer(id, "a.txt", Some(5))]);
-        raw.expect(kind::ACCEPT);
-        raw.send(&[Frame::Begin { id, from: 0 }]);
-        raw.send_data(b"hello");
-        raw.send(&[Frame::End {
-            id,
-            size: 5,
-            digest: Digest::of(b"jello"),
-        }]);
+        offer_and_send(&mut raw, id, 5, b"hello");
+        raw.send(&[end(id, 5, b"jello")]);
         match raw.expect(kind::RESULT) {
             Frame::Result { code, .. } => assert_eq!(code, Code::DigestMismatch),
             other => panic!("{other:?}"),
@@ -270,11 +270,7 @@ fn a_wrong_digest_on_stdout_fails_the_command() {
         raw.expect(kind::ACCEPT);
         raw.send(&[Frame::Begin { id, from: 0 }]);
         raw.send_data(b"hello");
-        raw.send(&[Frame::End {
-            id,
-            size: 5,
-            digest: Digest::of(b"jello"),
-        }]);
+        raw.send(&[end(id, 5, b"jello")]);
         raw.drain();
     });
 

@@ -50,6 +50,28 @@ impl Observer for Retries {
     }
 }
 
+/// A server with a self-signed certificate that wants the token `tok`: the folder that holds
+/// the certificate (keep it first, so that it outlives the server), the server, its fingerprint.
+fn tls_server_with_token() -> (tempfile::TempDir, TestServer, Fingerprint) {
+    let state = tempfile::tempdir().unwrap();
+    let tls = ServerTls::self_signed(state.path()).unwrap();
+    let fp = tls.fingerprint();
+    let server = TestServer::with(|c| {
+        c.tls = Some(tls);
+        c.token = Some(Token::new(b"tok".to_vec()).unwrap());
+    });
+    (state, server, fp)
+}
+
+/// [`retrying`]`(n)` over TLS pinned to `pin`, sending `token`.
+fn tls_retrying(n: u32, pin: Fingerprint, token: &[u8]) -> Options {
+    Options {
+        tls: Some(ClientTls::new(Trust::Pin(pin)).unwrap()),
+        token: Some(Token::new(token.to_vec()).unwrap()),
+        ..retrying(n)
+    }
+}
+
 fn arg(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
@@ -198,13 +220,7 @@ fn an_upload_without_retries_fails_with_exit_4() {
 
 #[test]
 fn tls_with_a_token_across_a_flaky_link() {
-    let state = tempfile::tempdir().unwrap();
-    let tls = ServerTls::self_signed(state.path()).unwrap();
-    let fp = tls.fingerprint();
-    let server = TestServer::with(|c| {
-        c.tls = Some(tls);
-        c.token = Some(Token::new(b"tok".to_vec()).unwrap());
-    });
+    let (_state, server, fp) = tls_server_with_token();
     let local = tempfile::tempdir().unwrap();
     let contents: Vec<Vec<u8>> = (0..4).map(|i| data(600_000, 10 + i)).collect();
     let paths: Vec<_> = (0..4).map(|i| local.path().join(format!("f{i}"))).collect();
@@ -213,11 +229,7 @@ fn tls_with_a_token_across_a_flaky_link() {
     }
     // Cuts in the middle of TLS records, during a handshake, and mid-body.
     let proxy = FlakyProxy::start(server.addr(), vec![1_000_001, 700, 333_333, 1_234_567]);
-    let o = Options {
-        tls: Some(ClientTls::new(Trust::Pin(fp)).unwrap()),
-        token: Some(Token::new(b"tok".to_vec()).unwrap()),
-        ..retrying(6)
-    };
+    let o = tls_retrying(6, fp, b"tok");
     let mut seen = Retries::default();
     let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
 
@@ -333,22 +345,12 @@ fn a_server_that_never_answers_is_retried_with_growing_waits_then_exit_4() {
 
 #[test]
 fn refusals_and_untrusted_servers_are_not_retried() {
-    let state = tempfile::tempdir().unwrap();
-    let tls = ServerTls::self_signed(state.path()).unwrap();
-    let fp = tls.fingerprint();
-    let server = TestServer::with(|c| {
-        c.tls = Some(tls);
-        c.token = Some(Token::new(b"tok".to_vec()).unwrap());
-    });
+    let (_state, server, fp) = tls_server_with_token();
     write(&server.path("taken"), b"already here");
     let local = tempfile::tempdir().unwrap();
     let file = local.path().join("taken");
     write(&file, b"new");
-    let with = |pin: Fingerprint, token: &[u8]| Options {
-        tls: Some(ClientTls::new(Trust::Pin(pin)).unwrap()),
-        token: Some(Token::new(token.to_vec()).unwrap()),
-        ..retrying(3)
-    };
+    let with = |pin: Fingerprint, token: &[u8]| tls_retrying(3, pin, token);
     let cases = [
         (
             with(Fingerprint::from_bytes([3; 32]), b"tok"),
