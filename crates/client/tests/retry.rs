@@ -5,15 +5,17 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{
     data, dead_addr, ferry, id_of, opts, raw_server, sources, stderr, write, FlakyProxy, TestServer,
 };
 use ferry_client::download::{self, partial_path, Dest};
-use ferry_client::{exit, upload, Backoff, Observer, Options, Retry, Status, Target};
+use ferry_client::{exit, upload, Backoff, Observer, Options, Outcome, Retry, Status, Target};
 use ferry_proto::wire::{kind, Frame, VERSION};
 use ferry_proto::{Code, Digest, Name};
 use ferry_secure::{ClientTls, Fingerprint, ServerTls, Token, Trust};
@@ -70,6 +72,14 @@ fn tls_retrying(n: u32, pin: Fingerprint, token: &[u8]) -> Options {
         token: Some(Token::new(token.to_vec()).unwrap()),
         ..retrying(n)
     }
+}
+
+/// Uploads `file` to the scripted server at `addr` with [`retrying`]`(3)`; returns the
+/// outcome once the script is done.
+fn upload_to_script(addr: SocketAddr, server: JoinHandle<()>, file: &std::path::Path) -> Outcome {
+    let outcome = upload::send(&Target::from(addr), sources(&[file]), &retrying(3), &mut ());
+    server.join().unwrap();
+    outcome
 }
 
 fn arg(p: &std::path::Path) -> &str {
@@ -394,13 +404,7 @@ fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
     let local = tempfile::tempdir().unwrap();
     let file = local.path().join("f");
     write(&file, b"bytes");
-    let outcome = upload::send(
-        &Target::from(addr),
-        sources(&[&file]),
-        &retrying(3),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = upload_to_script(addr, server, &file);
     assert_eq!(outcome.exit_code(), exit::PARTIAL);
     assert_eq!(outcome.files[0].status, Status::Code(Code::DigestMismatch));
     assert_eq!(outcome.retries, 0);
@@ -417,13 +421,7 @@ fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
         ]);
         raw.drain();
     });
-    let outcome = upload::send(
-        &Target::from(addr),
-        sources(&[&file]),
-        &retrying(3),
-        &mut (),
-    );
-    server.join().unwrap();
+    let outcome = upload_to_script(addr, server, &file);
     assert_eq!(outcome.exit_code(), exit::PROTOCOL, "{:?}", outcome.error);
     assert_eq!(outcome.retries, 0);
 }
