@@ -183,15 +183,10 @@ fn a_client_over_the_limit_is_told_the_server_is_busy() {
     });
 }
 
-#[test]
-fn shutdown_lets_a_transfer_in_flight_finish() {
-    let mut srv = start(config());
-    let body = data(2 << 20, 6);
-    let mut d = connect(srv.addr());
-    let id = d
-        .conn_mut()
-        .offer(info("inflight.bin", body.len() as u64))
-        .unwrap();
+/// Offers `name` at the size of `body`, waits for the ACCEPT, then begins it and sends (and
+/// flushes) the first MiB of `body`.
+fn send_first_mib(d: &mut Client, name: &str, body: &[u8]) {
+    let id = d.conn_mut().offer(info(name, body.len() as u64)).unwrap();
     assert!(matches!(
         d.next_step().unwrap(),
         Step::Event(Event::Accepted { .. })
@@ -199,6 +194,14 @@ fn shutdown_lets_a_transfer_in_flight_finish() {
     d.conn_mut().begin(id, Hasher::new()).unwrap();
     d.send_body(&body[..1 << 20]).unwrap();
     d.flush().unwrap();
+}
+
+#[test]
+fn shutdown_lets_a_transfer_in_flight_finish() {
+    let mut srv = start(config());
+    let body = data(2 << 20, 6);
+    let mut d = connect(srv.addr());
+    send_first_mib(&mut d, "inflight.bin", &body);
 
     let stop = srv.request_stop();
     stop.shutdown();
@@ -245,17 +248,7 @@ fn after_the_grace_period_unfinished_files_are_not_published() {
     });
     let body = data(2 << 20, 8);
     let mut d = connect(srv.addr());
-    let id = d
-        .conn_mut()
-        .offer(info("cut.bin", body.len() as u64))
-        .unwrap();
-    assert!(matches!(
-        d.next_step().unwrap(),
-        Step::Event(Event::Accepted { .. })
-    ));
-    d.conn_mut().begin(id, Hasher::new()).unwrap();
-    d.send_body(&body[..1 << 20]).unwrap();
-    d.flush().unwrap();
+    send_first_mib(&mut d, "cut.bin", &body);
     wait_for("the first bytes to land", || srv.partials().len() == 1);
     srv.stop();
     assert!(srv.read("cut.bin").is_none());
