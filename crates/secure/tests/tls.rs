@@ -43,6 +43,21 @@ fn serve(configs: Vec<ServerTls>) -> (u16, JoinHandle<Vec<Echoed>>) {
     (port, handle)
 }
 
+/// Serves one connection on a fresh port: `handle` gets the accepted TCP stream, with the
+/// safety read timeout set; returns the port and the server thread.
+fn serve_one<T: Send + 'static>(
+    handle: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (u16, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        handle(tcp)
+    });
+    (port, server)
+}
+
 fn tcp_to(port: u16) -> TcpStream {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
@@ -409,11 +424,7 @@ fn truncation_without_close_notify_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let tls = self_signed(dir.path());
     let fp = tls.fingerprint();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let (port, server) = serve_one(move |tcp| {
         let mut s = accept_any(Some(&tls), true, tcp).unwrap();
         s.write_all(b"partial").unwrap();
         s.flush().unwrap();
@@ -472,11 +483,7 @@ fn tls_over_a_custom_transport() {
     let dir = tempfile::tempdir().unwrap();
     let tls = self_signed(dir.path());
     let fp = tls.fingerprint();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let (port, server) = serve_one(move |tcp| {
         assert_eq!(
             ferry_secure::detect(true, true, &tcp).unwrap(),
             ferry_secure::Detected::Tls
@@ -550,11 +557,7 @@ fn pinned_certificate_without_its_key_is_refused() {
         .with_cert_resolver(Arc::new(Fixed(forged)));
     let config = Arc::new(config);
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (mut tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let (port, server) = serve_one(move |mut tcp| {
         let mut conn = rustls::ServerConnection::new(config).unwrap();
         let mut result = Ok(());
         while conn.is_handshaking() {
