@@ -118,7 +118,10 @@ fn json_reports_each_file_and_a_summary() {
     assert_eq!(lines[0]["status"], "exists");
     assert_eq!(lines[1]["exit_code"], 3);
     let err = stderr(&out);
-    assert!(err.starts_with("server refused b.txt: "), "{err}");
+    assert!(
+        err.starts_with("server refused b.txt: a file of that name exists (server policy: refuse)"),
+        "{err}"
+    );
 }
 
 #[test]

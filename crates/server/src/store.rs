@@ -150,7 +150,7 @@ impl Store {
             Some(_) if self.overwrite == Overwrite::Refuse => {
                 return Err(Refusal::new(
                     Code::Exists,
-                    format!("{name} already exists and the server does not overwrite files"),
+                    "a file of that name exists (server policy: refuse)",
                 ))
             }
             _ => {}
