@@ -6,8 +6,9 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
-use crate::conn::{Connection, Event, Incoming};
+use crate::conn::Connection;
 use crate::error::{Error, ProtocolError, UsageError};
+use crate::event::{Event, Incoming};
 
 /// Size of the driver's read buffer for control frames.
 pub const READ_BUF_LEN: usize = 64 * 1024;

@@ -26,16 +26,15 @@ mod conn;
 mod digest;
 mod driver;
 mod error;
+mod event;
 pub mod name;
 pub mod wire;
 
 pub use code::Code;
-pub use conn::{
-    BadName, BodyCheck, Connection, DataHeader, Event, FileId, FileInfo, Framing, Incoming, Offer,
-    Side, MAX_PIPELINE,
-};
+pub use conn::{Connection, FileId, Framing, Side, MAX_PIPELINE};
 pub use digest::{Digest, Hasher, DIGEST_LEN};
 pub use driver::{DriveError, Driver, Step};
 pub use error::{Error, ProtocolError, UsageError};
+pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;
