@@ -175,7 +175,7 @@ pub enum Command {
     /// Upload files and folders (folders keep their relative paths).
     #[command(after_help = AFTER_HELP)]
     Send {
-        /// The server: HOST, HOST:PORT, [IPv6]:PORT (port 8386 by default).
+        /// The server: HOST, HOST:PORT or `[IPv6]:PORT` (port 8386 by default).
         #[arg(value_name = "HOST[:PORT]", value_parser = parse_target)]
         target: Target,
         /// Files and folders to send; `-` is standard input (needs --name).
@@ -192,7 +192,7 @@ pub enum Command {
     /// Download files by name.
     #[command(after_help = AFTER_HELP)]
     Get {
-        /// The server: HOST, HOST:PORT, [IPv6]:PORT (port 8386 by default).
+        /// The server: HOST, HOST:PORT or `[IPv6]:PORT` (port 8386 by default).
         #[arg(value_name = "HOST[:PORT]", value_parser = parse_target)]
         target: Target,
         /// Names of the files on the server (relative paths such as photos/cat.jpg).

@@ -33,7 +33,7 @@ pub struct BadName {
 /// A file the peer offers to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
-    /// File id, to pass to [`Connection::accept`] or [`Connection::refuse`].
+    /// File id, to pass to [`Connection::accept`](crate::Connection::accept) or [`Connection::refuse`](crate::Connection::refuse).
     pub id: FileId,
     /// The validated name, or why it is not acceptable (then refuse with [`Code::BadName`]).
     pub name: Result<Name, BadName>,
@@ -65,8 +65,8 @@ pub enum BodyCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// Server: a client opened in ferry framing. Answer with [`Connection::welcome`] or
-    /// [`Connection::close_with_error`] before acting on anything after it.
+    /// Server: a client opened in ferry framing. Answer with [`Connection::welcome`](crate::Connection::welcome) or
+    /// [`Connection::close_with_error`](crate::Connection::close_with_error) before acting on anything after it.
     Hello {
         /// The version both sides will speak.
         version: u16,
@@ -80,14 +80,14 @@ pub enum Event {
     },
     /// The peer offers a file: accept or refuse it, in order.
     Offer(Offer),
-    /// Server: the client asks for a file: [`Connection::serve`] or [`Connection::refuse`].
+    /// Server: the client asks for a file: [`Connection::serve`](crate::Connection::serve) or [`Connection::refuse`](crate::Connection::refuse).
     Get {
         /// File id.
         id: FileId,
         /// The validated name, or why it is not acceptable.
         name: Result<Name, BadName>,
     },
-    /// The peer accepted our offer: call [`Connection::begin`] with the hashed local prefix.
+    /// The peer accepted our offer: call [`Connection::begin`](crate::Connection::begin) with the hashed local prefix.
     Accepted {
         /// File id.
         id: FileId,
@@ -112,7 +112,7 @@ pub enum Event {
         /// Offset of the first body byte.
         from: u64,
     },
-    /// A body is complete; answer with [`Connection::finish`] once it is stored or dropped.
+    /// A body is complete; answer with [`Connection::finish`](crate::Connection::finish) once it is stored or dropped.
     End {
         /// File id.
         id: FileId,
@@ -149,7 +149,7 @@ pub enum Event {
 }
 
 /// Raw body bytes that come next on the wire, to be moved by the caller and reported through
-/// [`Connection::body_received`] (PROTOCOL.md §6).
+/// [`Connection::body_received`](crate::Connection::body_received) (PROTOCOL.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incoming {
     /// Exactly this many bytes (the rest of the current DATA frame).
