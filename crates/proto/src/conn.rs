@@ -490,16 +490,15 @@ impl Connection {
     pub fn data_frame(&mut self, len: u32) -> Result<DataHeader, UsageError> {
         self.ready_to_queue()?;
         self.check_body_room(u64::from(len))?;
-        let mut header = DataHeader {
-            bytes: [0; FRAME_HEADER_LEN],
-            len: 0,
+        // The seed framing has no frames: its header is empty.
+        let header = DataHeader {
+            bytes: wire::data_header(len),
+            len: if self.framing == Some(Framing::Ferry) {
+                FRAME_HEADER_LEN
+            } else {
+                0
+            },
         };
-        if self.framing == Some(Framing::Ferry) {
-            let mut v = Vec::with_capacity(FRAME_HEADER_LEN);
-            Frame::Data { len }.encode(&mut v);
-            header.bytes.copy_from_slice(&v);
-            header.len = FRAME_HEADER_LEN;
-        }
         self.tx_body.as_mut().expect("checked").frame_left = u64::from(len);
         Ok(header)
     }

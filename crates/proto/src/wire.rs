@@ -232,7 +232,7 @@ impl Frame {
                 put_u64(out, *from);
             }
             Frame::Data { len } => {
-                out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+                out[start..].copy_from_slice(&data_header(*len));
                 return;
             }
             Frame::End { id, size, digest } => {
@@ -352,6 +352,14 @@ pub fn frame_name(kind: u8) -> Option<&'static str> {
         kind::ERROR => "ERROR",
         _ => return None,
     })
+}
+
+/// The header of a DATA frame carrying `len` raw body bytes.
+#[must_use]
+pub fn data_header(len: u32) -> [u8; FRAME_HEADER_LEN] {
+    let mut h = [kind::DATA, 0, 0, 0, 0];
+    h[1..].copy_from_slice(&len.to_be_bytes());
+    h
 }
 
 /// Parses a frame header: kind and payload length, checked against the kind's cap.
