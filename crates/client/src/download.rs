@@ -170,9 +170,11 @@ impl Download<'_> {
 
     /// Asks for more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
-        let window = self.session.opts.window.max(1);
+        let window = self.session.opts.window;
         while self.next < self.wanted.len()
-            && self.flights.len() < window
+            && self
+                .flights
+                .has_room(window, self.wanted[self.next].0.as_str().len())
             && self.session.driver.conn().pipeline_room() > 0
         {
             let (name, path) = self.wanted[self.next].clone();

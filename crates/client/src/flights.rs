@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ferry_proto::FileId;
+use ferry_proto::{wire::MAX_REASON_LEN, FileId};
 
 use crate::error::ClientError;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -15,11 +15,25 @@ pub(crate) struct Flight<T> {
     pub(crate) order: usize,
     pub(crate) report: FileReport,
     started: Option<Instant>,
+    /// The most reply bytes the peer may send about this file (see [`Flights::has_room`]).
+    reply_bytes: usize,
     pub(crate) extra: T,
 }
 
+/// The most reply bytes the files in flight may have the peer write (their ACCEPT/REFUSE and
+/// RESULT frames, or their OFFER). The client writes bodies without reading replies in between,
+/// and the peer writes replies without reading: together the replies must fit in the socket
+/// buffers (at least 128 KiB on Linux), or both ends would wait on each other forever.
+const REPLY_BUDGET: usize = 64 * 1024;
+
+/// Reply bytes one file may cause besides its name (frame headers, ids, sizes, digests, a
+/// reason or stored name up to [`MAX_REASON_LEN`] counted by the caller).
+const REPLY_OVERHEAD: usize = 128;
+
 pub(crate) struct Flights<T> {
     map: HashMap<FileId, Flight<T>>,
+    /// The sum of the flights' `reply_bytes`.
+    reply_bytes: usize,
     pub(crate) outcome: Outcome,
 }
 
@@ -27,12 +41,18 @@ impl<T> Flights<T> {
     pub(crate) fn new(outcome: Outcome) -> Self {
         Self {
             map: HashMap::new(),
+            reply_bytes: 0,
             outcome,
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
+    /// Whether one more file, named with `name_len` bytes, may be put in flight with at most
+    /// `window` files in flight: the window has room, and so do the socket buffers for the
+    /// replies (always true when nothing is in flight).
+    pub(crate) fn has_room(&self, window: usize, name_len: usize) -> bool {
+        self.map.is_empty()
+            || (self.map.len() < window.max(1)
+                && self.reply_bytes + reply_bytes(name_len) <= REPLY_BUDGET)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -40,13 +60,18 @@ impl<T> Flights<T> {
     }
 
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
+        let reply_bytes = reply_bytes(report.name.as_str().len());
         let flight = Flight {
             order,
             report,
             started: None,
+            reply_bytes,
             extra,
         };
-        self.map.insert(id, flight);
+        self.reply_bytes += reply_bytes;
+        if let Some(old) = self.map.insert(id, flight) {
+            self.reply_bytes -= old.reply_bytes;
+        }
     }
 
     pub(crate) fn get_mut(&mut self, id: FileId) -> Option<&mut Flight<T>> {
@@ -74,6 +99,7 @@ impl<T> Flights<T> {
         let Some(mut f) = self.map.remove(&id) else {
             return;
         };
+        self.reply_bytes -= f.reply_bytes;
         f.report.status = status;
         f.report.refused = refused;
         f.report.detail = ferry_proto::name::escape(detail);
@@ -90,6 +116,7 @@ impl<T> Flights<T> {
         unsent: impl Iterator<Item = FileReport>,
         obs: &mut dyn Observer,
     ) -> Outcome {
+        self.reply_bytes = 0;
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
         let why = match e {
@@ -106,5 +133,52 @@ impl<T> Flights<T> {
         }
         self.outcome.error = Some(e);
         self.outcome
+    }
+}
+
+/// The reply bytes one file named with `name_len` bytes may cause.
+fn reply_bytes(name_len: usize) -> usize {
+    name_len.min(MAX_REASON_LEN) + REPLY_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::Name;
+
+    fn report(name: &str) -> FileReport {
+        FileReport::new(Name::parse(name).unwrap(), None, None, Status::Incomplete)
+    }
+
+    #[test]
+    fn the_window_counts_files() {
+        let mut f: Flights<()> = Flights::new(Outcome::default());
+        for id in 1..=3 {
+            assert!(f.has_room(3, 1));
+            f.insert(id, 0, report("a"), ());
+        }
+        assert!(!f.has_room(3, 1), "three in flight fill a window of three");
+        f.land(2, Status::Incomplete, "", false, &mut ());
+        assert!(f.has_room(3, 1), "a landed file frees its place");
+    }
+
+    #[test]
+    fn long_names_close_the_window_before_the_replies_can_fill_the_socket_buffers() {
+        // 16 components of 250 bytes: a long but valid name.
+        let long = vec!["n".repeat(250); 16].join("/");
+        let mut f: Flights<()> = Flights::new(Outcome::default());
+        let mut id = 0;
+        while f.has_room(usize::MAX, long.len()) {
+            id += 1;
+            f.insert(id, 0, report(&long), ());
+        }
+        let per_file = MAX_REASON_LEN + REPLY_OVERHEAD;
+        assert_eq!(id as usize, REPLY_BUDGET / per_file);
+        for n in 1..=id {
+            f.land(n, Status::Incomplete, "", false, &mut ());
+        }
+        assert_eq!(f.reply_bytes, 0);
+        // One file always fits, however long its name.
+        assert!(f.has_room(1, usize::MAX));
     }
 }

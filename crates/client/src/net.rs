@@ -16,7 +16,8 @@ use crate::target::Target;
 pub struct Options {
     /// Longest wait for connecting and for any single read or write.
     pub timeout: Duration,
-    /// Most files offered or requested and not yet finished (pipelining).
+    /// Most files offered or requested and not yet finished (pipelining); fewer when their
+    /// names are long, so that the replies they cause always fit in the socket buffers.
     pub window: usize,
     /// The authentication token sent in HELLO, if the server requires one.
     pub token: Option<Token>,
@@ -35,7 +36,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(60),
-            window: 64,
+            window: 256,
             token: None,
             tls: None,
             force: false,

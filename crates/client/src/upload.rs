@@ -241,9 +241,11 @@ impl Upload<'_> {
 
     /// Offers more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
-        let window = self.session.opts.window.max(1);
+        let window = self.session.opts.window;
         while self.next < self.sources.len()
-            && self.flights.len() < window
+            && self
+                .flights
+                .has_room(window, self.sources[self.next].name.as_str().len())
             && self.session.driver.conn().pipeline_room() > 0
         {
             let src = &self.sources[self.next];

@@ -15,6 +15,10 @@ pub const READ_BUF_LEN: usize = 64 * 1024;
 /// Body slices up to this size are copied into the transmit buffer so that many small files
 /// share one write; larger ones are written directly from the caller's buffer.
 pub const INLINE_BODY_MAX: usize = 16 * 1024;
+/// Once this many bytes are queued, [`Driver::send_body`] writes them out without waiting for
+/// the next blocking read: a burst of small files then streams to the peer, which starts
+/// storing them while the rest are read, instead of arriving as one late batch.
+pub const FLUSH_AT: usize = 64 * 1024;
 
 /// What the caller should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,11 +178,14 @@ impl<S: Read + Write> Driver<S> {
     }
 
     /// Sends body bytes for the file begun with [`Connection::begin`]: small slices are queued
-    /// inline, large ones written straight from `data` together with anything queued, in one
-    /// vectored write.
+    /// inline (and the queue written out once it holds [`FLUSH_AT`] bytes), large ones written
+    /// straight from `data` together with anything queued, in one vectored write.
     pub fn send_body(&mut self, data: &[u8]) -> Result<(), DriveError> {
         if data.len() <= INLINE_BODY_MAX {
             self.conn.send_data(data)?;
+            if self.conn.poll_transmit().len() >= FLUSH_AT {
+                self.flush()?;
+            }
             return Ok(());
         }
         for chunk in data.chunks(crate::wire::MAX_DATA_PAYLOAD as usize) {

@@ -33,7 +33,7 @@ pub mod wire;
 pub use code::Code;
 pub use conn::{Connection, FileId, Framing, Side, MAX_PIPELINE};
 pub use digest::{Digest, Hasher, DIGEST_LEN};
-pub use driver::{DriveError, Driver, Step};
+pub use driver::{DriveError, Driver, Step, FLUSH_AT, INLINE_BODY_MAX, READ_BUF_LEN};
 pub use error::{Error, ProtocolError, UsageError};
 pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer};
 pub use name::{Name, NameError};

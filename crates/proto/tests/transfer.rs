@@ -232,3 +232,73 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
         "{err}"
     );
 }
+
+/// §9 (driver): small body slices are queued, and the queue goes out as soon as it holds
+/// `FLUSH_AT` bytes, without waiting for the next read, so a burst of small files streams.
+#[test]
+fn the_driver_writes_a_long_queue_of_small_bodies_before_any_read() {
+    use ferry_proto::{
+        Connection, Driver, Event, FileInfo, Hasher, Name, FLUSH_AT, INLINE_BODY_MAX,
+    };
+    use std::io;
+
+    /// A stream that records what is written and refuses to be read.
+    #[derive(Default)]
+    struct Recorder(Vec<u8>);
+    impl io::Read for Recorder {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            panic!("the driver read while only sending");
+        }
+    }
+    impl io::Write for Recorder {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let piece = vec![7u8; INLINE_BODY_MAX / 2];
+    let pieces = 2 * FLUSH_AT / piece.len();
+    let mut client = Connection::client(None).unwrap();
+    let info = FileInfo {
+        name: Name::parse("burst").unwrap(),
+        size: Some((pieces * piece.len()) as u64),
+        mtime: None,
+        mode: None,
+    };
+    let id = client.offer(info).unwrap();
+    let mut server = Connection::server();
+    server.handle_input(client.poll_transmit()).unwrap();
+    client.transmitted(client.poll_transmit().len());
+    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+    server.welcome().unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
+    server.accept(id, Hasher::new()).unwrap();
+    client.handle_input(server.poll_transmit()).unwrap();
+
+    let mut d = Driver::new(Recorder::default(), client);
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    let mut first_write = None;
+    for i in 0..pieces {
+        d.send_body(&piece).unwrap();
+        let queued = d.conn().poll_transmit().len();
+        assert!(queued < FLUSH_AT, "{queued} bytes left queued");
+        if first_write.is_none() && !d.stream().0.is_empty() {
+            first_write = Some(i);
+        }
+    }
+    let first_write = first_write.expect("the queue was written out");
+    assert!(
+        (first_write + 1) * piece.len() >= FLUSH_AT,
+        "written after {} pieces, before the queue held {FLUSH_AT} bytes",
+        first_write + 1
+    );
+    let written = d.stream().0.len() + d.conn().poll_transmit().len();
+    assert!(
+        written > pieces * piece.len(),
+        "every body byte went out or is queued"
+    );
+}

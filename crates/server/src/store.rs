@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -192,11 +192,13 @@ impl Store {
     }
 
     /// Opens the file the body goes into: the partial (truncated when `from` is 0, appended to
-    /// otherwise) or a fresh temp file.
+    /// otherwise) or a fresh temp file. A new file gets the offered mode less the umask (as
+    /// with `cp` or `rsync` without `-p`); a resumed partial keeps the mode it was created with.
     pub(crate) fn start_body(&self, up: &Upload, from: u64) -> io::Result<Working> {
         let Some(partial) = &up.partial else {
             let tmp = tempfile::Builder::new()
                 .prefix(TEMP_PREFIX)
+                .permissions(Permissions::from_mode(stored_mode(up)))
                 .tempfile_in(&up.target.folder)?;
             let (file, path) = tmp.into_parts();
             return Ok(Working {
@@ -213,7 +215,8 @@ impl Store {
                 .read(true)
                 .write(true)
                 .create(true)
-                .truncate(fresh),
+                .truncate(fresh)
+                .mode(stored_mode(up)),
         )?;
         let path = TempPath::try_from_path(partial)?;
         if !fresh {
@@ -266,10 +269,6 @@ impl Store {
         if self.fsync {
             w.file.sync_all().map_err(|e| fail(&e))?;
         }
-        let mode = up.mode.unwrap_or(DEFAULT_MODE) & MODE_MASK;
-        w.file
-            .set_permissions(Permissions::from_mode(mode))
-            .map_err(|e| fail(&e))?;
         if let Some(t) = up.mtime.and_then(from_timestamp) {
             w.file.set_modified(t).map_err(|e| fail(&e))?;
         }
@@ -348,6 +347,11 @@ impl Working {
 }
 
 /// The deterministic name of the partial kept for `file_name` offered with `size` bytes.
+/// The permission bits a stored file is created with, before the umask.
+fn stored_mode(up: &Upload) -> u32 {
+    up.mode.unwrap_or(DEFAULT_MODE) & MODE_MASK
+}
+
 fn partial_name(file_name: &str, size: u64) -> String {
     let mut key = file_name.as_bytes().to_vec();
     key.push(0);

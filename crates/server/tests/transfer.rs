@@ -9,6 +9,36 @@ use common::*;
 use ferry_proto::{Code, FileInfo, Name};
 use ferry_server::{Config, Overwrite};
 
+/// The process umask, read from /proc (reading it with umask(2) would change it).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+}
+
+#[test]
+fn a_stored_file_has_the_offered_mode_less_the_umask_and_no_set_id_bits() {
+    let srv = start(config());
+    let mut d = connect(srv.addr());
+    // Small files land through a temp file, large ones through a resumable partial.
+    for (name, size, mode) in [
+        ("open", 10, 0o666),
+        ("suid", 10, 0o4777),
+        ("big", 2 << 20, 0o664),
+    ] {
+        let body = data(size, 3);
+        let info = FileInfo {
+            name: Name::parse(name).unwrap(),
+            size: Some(size as u64),
+            mtime: None,
+            mode: Some(mode),
+        };
+        assert_eq!(upload_info(&mut d, info, &body).code, Code::Stored);
+        let meta = std::fs::metadata(srv.dir.join(name)).unwrap();
+        assert_eq!(meta.mode() & 0o7777, mode & 0o777 & !umask(), "{name}");
+    }
+}
+
 #[test]
 fn upload_then_download_round_trip_with_metadata() {
     // The default, durable path.
