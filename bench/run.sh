@@ -402,6 +402,10 @@ rounds_table() {
 
 # run_rounds CASE SRC TOOLS...: ROUNDS rounds; in each, every tool once, the
 # order rotated by one per round. First ferry round is also cmp-checked.
+# With KEEP_OUTPUTS=1 each round writes into a folder of its own, all removed
+# after the last round: ext4 skips inodes freed in the last 30 s when it
+# allocates (recently_deleted), so removing 5,000 files between rounds makes
+# every later create scan past them and times the file system, not the tools.
 run_rounds() {
   local case=$1 src=$2 r i tool; shift 2
   local -a tools=("$@")
@@ -412,6 +416,7 @@ run_rounds() {
       [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
       [[ -n ${FAILED[$case/$tool]:-} ]] && continue
       local dest=$RUN/out-$tool check=''
+      [[ ${KEEP_OUTPUTS:-0} == 1 ]] && dest=$RUN/out-$case-$tool-$r
       [[ $tool == ferry && $r == 0 ]] && check='cmp'
       if transfer_once "$tool" "$src" "$dest" && verify "$src" "$dest" $check; then
         record "$case/$tool"
@@ -420,10 +425,11 @@ run_rounds() {
         FAILED[$case/$tool]=1
         log "$case round $((r + 1))/$ROUNDS $tool: FAILED"
       fi
-      rm -rf "$dest"
+      [[ ${KEEP_OUTPUTS:-0} == 1 ]] || rm -rf "$dest"
       sync
     done
   done
+  rm -rf "$RUN/out-$case-"*
 }
 
 # --------------------------------------------------------------- the cases
@@ -443,7 +449,7 @@ case_tree() {
   make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
   log "case tree: $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders, $ROUNDS rounds"
   local tools=(ferry rsync)
-  run_rounds tree "$SRC" "${tools[@]}"
+  KEEP_OUTPUTS=1 run_rounds tree "$SRC" "${tools[@]}"
   md '' "## A tree of $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders"
   md '' "\`ferry send DIR\` vs \`rsync -r -W DIR\` to an rsync daemon, fresh empty" \
         "destination each round, checked with \`diff -r\`; median over $ROUNDS round(s)."
