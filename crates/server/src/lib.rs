@@ -53,6 +53,7 @@ mod config;
 mod error;
 mod gate;
 mod locks;
+pub mod logging;
 mod paths;
 mod server;
 mod session;

@@ -1,5 +1,6 @@
 //! `ferry-server`: receives files over TCP into a folder (and serves them back).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ferry_secure::{ServerTls, Token};
+use ferry_server::logging::{Background, Flusher};
 use ferry_server::units::{parse_duration, parse_size};
 use ferry_server::{Config, Overwrite, Server, ShutdownHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -209,7 +211,7 @@ impl Args {
 
 /// Graceful stop on the first SIGINT/SIGTERM, immediate exit on the second. `signals` is
 /// registered before the server binds, so that no signal can arrive unhandled once it listens.
-fn watch_signals(mut signals: Signals, stop: ShutdownHandle) -> std::io::Result<()> {
+fn watch_signals(mut signals: Signals, stop: ShutdownHandle, log: Flusher) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ferry-signals".into())
         .spawn(move || {
@@ -220,10 +222,30 @@ fn watch_signals(mut signals: Signals, stop: ShutdownHandle) -> std::io::Result<
             }
             if forever.next().is_some() {
                 log::warn!("second signal: stopping now; unfinished files are not published");
+                log.flush();
                 std::process::exit(i32::from(EXIT_RUN));
             }
         })?;
     Ok(())
+}
+
+/// Logs go to stderr through a writer thread (see [`ferry_server::logging`]), in colour on a
+/// terminal unless `RUST_LOG_STYLE` says otherwise; the default level is info.
+fn init_logging() -> std::io::Result<Flusher> {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let (background, flusher) = Background::spawn(std::io::stderr())?;
+    if std::env::var_os("RUST_LOG_STYLE").is_none() {
+        builder.write_style(if std::io::stderr().is_terminal() {
+            env_logger::WriteStyle::Always
+        } else {
+            env_logger::WriteStyle::Never
+        });
+    }
+    builder
+        .target(env_logger::Target::Pipe(Box::new(background)))
+        .init();
+    Ok(flusher)
 }
 
 fn main() -> ExitCode {
@@ -238,7 +260,20 @@ fn main() -> ExitCode {
             };
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let log = match init_logging() {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("ferry-server: cannot start the logging thread: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    let code = serve(args, log.clone());
+    log.flush();
+    code
+}
+
+/// Runs the server until it is stopped; the exit status.
+fn serve(args: Args, log: Flusher) -> ExitCode {
     let signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -260,7 +295,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    if let Err(e) = watch_signals(signals, server.shutdown_handle()) {
+    if let Err(e) = watch_signals(signals, server.shutdown_handle(), log) {
         log::error!("cannot watch SIGINT/SIGTERM: {e}");
         return ExitCode::from(EXIT_START);
     }
