@@ -321,6 +321,10 @@ impl Upload<'_> {
         if offset > 0 {
             log::debug!("file #{id}: the server holds {offset} bytes; resuming from {from}");
         }
+        if offset == 0 {
+            // Nothing was hashed: the file is still at its start (one system call less).
+            return Ok(Some((file, from)));
+        }
         match file.seek(SeekFrom::Start(from)) {
             Ok(_) => Ok(Some((file, from))),
             // Nothing of the body is sent yet: cancelling here is clean.
