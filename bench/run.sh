@@ -403,9 +403,10 @@ rounds_table() {
 # run_rounds CASE SRC TOOLS...: ROUNDS rounds; in each, every tool once, the
 # order rotated by one per round. First ferry round is also cmp-checked.
 # With KEEP_OUTPUTS=1 each round writes into a folder of its own, all removed
-# after the last round: ext4 skips inodes freed in the last 30 s when it
-# allocates (recently_deleted), so removing 5,000 files between rounds makes
-# every later create scan past them and times the file system, not the tools.
+# after the last round: ext4 without a journal skips inodes freed in the last
+# 60-360 s when it allocates (recently_deleted), so removing 5,000 files
+# between rounds makes every later create scan past them and times the file
+# system, not the tools.
 run_rounds() {
   local case=$1 src=$2 r i tool; shift 2
   local -a tools=("$@")
