@@ -10,7 +10,7 @@
 //! let mut config = Config::default();
 //! config.listen = "127.0.0.1:0".parse().unwrap();
 //! config.dir = "/tmp/inbox".into();
-//! let server = Server::bind(config)?.spawn();
+//! let server = Server::bind(config)?.spawn()?;
 //! println!("listening on {}", server.addr());
 //! // ... clients connect ...
 //! server.shutdown()?;

@@ -115,21 +115,21 @@ impl Server {
         result
     }
 
-    /// Runs the server on a new thread.
-    pub fn spawn(self) -> ServerHandle {
+    /// Runs the server on a new thread; fails if the system refuses to start one.
+    pub fn spawn(self) -> Result<ServerHandle, ServerError> {
         let addr = self.local_addr;
         let dir = self.dir().to_path_buf();
         let stop = self.shutdown_handle();
         let thread = thread::Builder::new()
             .name("ferry-accept".into())
             .spawn(move || self.run())
-            .expect("spawning the accept thread");
-        ServerHandle {
+            .map_err(|e| ServerError::Thread(format!("cannot start the accept thread: {e}")))?;
+        Ok(ServerHandle {
             addr,
             dir,
             stop,
             thread,
-        }
+        })
     }
 }
 

@@ -39,7 +39,7 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let handle = Server::bind(config).expect("bind").spawn();
+        let handle = Server::bind(config).expect("bind").spawn().expect("spawn");
         Self {
             dir,
             handle: Some(handle),

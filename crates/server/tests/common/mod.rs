@@ -44,7 +44,10 @@ pub fn start(mut config: Config) -> TestServer {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     config.dir = dir.clone();
-    let handle = Server::bind(config.clone()).expect("bind").spawn();
+    let handle = Server::bind(config.clone())
+        .expect("bind")
+        .spawn()
+        .expect("spawn");
     let dir = handle.dir().to_path_buf();
     TestServer {
         config,
@@ -70,7 +73,10 @@ impl TestServer {
     /// Stops the server and starts a new one on the same folder (another port).
     pub fn restart(&mut self) {
         self.stop();
-        let handle = Server::bind(self.config.clone()).expect("bind").spawn();
+        let handle = Server::bind(self.config.clone())
+            .expect("bind")
+            .spawn()
+            .expect("spawn");
         self.addr = handle.addr();
         self.handle = Some(handle);
     }
