@@ -23,7 +23,8 @@ pub(crate) struct Flight<T> {
 /// The most reply bytes the files in flight may have the peer write (their ACCEPT/REFUSE and
 /// RESULT frames, or their OFFER). The client writes bodies without reading replies in between,
 /// and the peer writes replies without reading: together the replies must fit in the socket
-/// buffers (at least 128 KiB on Linux), or both ends would wait on each other forever.
+/// buffers (at least 128 KiB on Linux), or both ends would wait on each other until one timed
+/// out.
 const REPLY_BUDGET: usize = 64 * 1024;
 
 /// Reply bytes one file may cause besides its name (frame headers, ids, sizes, digests, a

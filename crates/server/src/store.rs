@@ -346,12 +346,12 @@ impl Working {
     }
 }
 
-/// The deterministic name of the partial kept for `file_name` offered with `size` bytes.
 /// The permission bits a stored file is created with, before the umask.
 fn stored_mode(up: &Upload) -> u32 {
     up.mode.unwrap_or(DEFAULT_MODE) & MODE_MASK
 }
 
+/// The deterministic name of the partial kept for `file_name` offered with `size` bytes.
 fn partial_name(file_name: &str, size: u64) -> String {
     let mut key = file_name.as_bytes().to_vec();
     key.push(0);
