@@ -523,4 +523,17 @@ fn a_ca_file_vouches_for_the_server_under_its_name() {
         "{}",
         stderr(&wrong_ca)
     );
+
+    // A block that is not a certificate is skipped, and the user is told.
+    let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let mixed = p("mixed.pem", &(fs::read_to_string(&ca).unwrap() + junk));
+    let other = local.path().join("g.txt");
+    write(&other, b"despite the junk");
+    let warned = ferry(&["send", &by_name, arg(&other), "--ca", arg(&mixed)]);
+    assert_eq!(warned.status.code(), Some(0), "{}", stderr(&warned));
+    assert!(
+        stderr(&warned).contains("ignored 1 unparsable certificate(s)"),
+        "{}",
+        stderr(&warned)
+    );
 }

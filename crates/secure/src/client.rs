@@ -334,7 +334,8 @@ pub fn connect<T: Transport>(tls: &ClientTls, host: &str, io: T) -> Result<Strea
     let mut newly_trusted = false;
     if let (Some((mut list, key, None)), Some(fp)) = (known, peer_fp) {
         list.record(&key, fp)?;
-        log::warn!(
+        // Info, not a warning: callers tell their user themselves (see `Stream::newly_trusted`).
+        log::info!(
             "trusting {key} on first use with certificate {fp}; recorded in {}",
             list.path.display()
         );
