@@ -38,6 +38,8 @@ const MAX_RENAME: u32 = 10_000;
 const MODE_MASK: u32 = 0o777;
 /// Permission bits of a stored file when the offer gives none (the seed framing).
 const DEFAULT_MODE: u32 = 0o644;
+/// Owner read and write: what a kept partial needs to be resumed.
+const OWNER_RW: u32 = 0o600;
 
 /// The storage folder and its policies.
 #[derive(Debug)]
@@ -193,7 +195,8 @@ impl Store {
 
     /// Opens the file the body goes into: the partial (truncated when `from` is 0, appended to
     /// otherwise) or a fresh temp file. A new file gets the offered mode less the umask (as
-    /// with `cp` or `rsync` without `-p`); a resumed partial keeps the mode it was created with.
+    /// with `cp` or `rsync` without `-p`); a partial also gets owner read and write, so that
+    /// it can be resumed, until it is published (see [`Self::publish`]).
     pub(crate) fn start_body(&self, up: &Upload, from: u64) -> io::Result<Working> {
         let Some(partial) = &up.partial else {
             let tmp = tempfile::Builder::new()
@@ -216,7 +219,7 @@ impl Store {
                 .write(true)
                 .create(true)
                 .truncate(fresh)
-                .mode(stored_mode(up)),
+                .mode(stored_mode(up) | OWNER_RW),
         )?;
         let path = TempPath::try_from_path(partial)?;
         if !fresh {
@@ -268,6 +271,13 @@ impl Store {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
         if self.fsync {
             w.file.sync_all().map_err(|e| fail(&e))?;
+        }
+        if w.resumable && stored_mode(up) & OWNER_RW != OWNER_RW {
+            // Drop the owner bits the partial only had for resuming (the umask stays applied).
+            let created = w.file.metadata().map_err(|e| fail(&e))?.mode() & MODE_MASK;
+            w.file
+                .set_permissions(Permissions::from_mode(created & stored_mode(up)))
+                .map_err(|e| fail(&e))?;
         }
         if let Some(t) = up.mtime.and_then(from_timestamp) {
             w.file.set_modified(t).map_err(|e| fail(&e))?;

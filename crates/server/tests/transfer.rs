@@ -25,6 +25,7 @@ fn a_stored_file_has_the_offered_mode_less_the_umask_and_no_set_id_bits() {
         ("open", 10, 0o666),
         ("suid", 10, 0o4777),
         ("big", 2 << 20, 0o664),
+        ("big-read-only", 2 << 20, 0o444),
     ] {
         let body = data(size, 3);
         let info = FileInfo {
