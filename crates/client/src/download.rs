@@ -8,11 +8,11 @@ use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step, Timestamp};
+use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
-use crate::landing::{discard, exists, open_partial, save};
+use crate::landing::{discard, exists, open_partial, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -130,7 +130,7 @@ fn get_once(
 struct Local {
     /// The partial file, once the offer came (`None` for standard output).
     file: Option<File>,
-    mtime: Option<Timestamp>,
+    meta: Offered,
     /// A local write failed: the rest of the body is drained and the file dropped.
     write_error: Option<io::Error>,
 }
@@ -198,7 +198,10 @@ impl Download<'_> {
     fn on_offer(&mut self, o: Offer) -> Result<(), ClientError> {
         let flight = self.flight(o.id, "OFFER")?;
         flight.report.size = o.size;
-        flight.extra.mtime = o.mtime;
+        flight.extra.meta = Offered {
+            mtime: o.mtime,
+            mode: o.mode,
+        };
         let Some(path) = flight.report.path.clone() else {
             self.session.driver.conn_mut().accept(o.id, Hasher::new())?;
             return Ok(());
@@ -284,7 +287,7 @@ impl Download<'_> {
             (BodyCheck::Verified(digest), file, path) => {
                 flight.report.digest = Some(digest);
                 match (file, path, local.write_error) {
-                    (Some(file), Some(path), None) => save(file, &path, local.mtime, force),
+                    (Some(file), Some(path), None) => save(file, &path, &local.meta, force),
                     (Some(_), Some(path), Some(e)) => {
                         discard(&path);
                         (Code::Io, format!("cannot write {}: {e}", path.display()))

@@ -2,8 +2,9 @@
 //! partial file beside it that holds the bytes while they arrive (and between runs, for
 //! resume), and the atomic publish once the digest verified.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,11 +50,13 @@ pub(crate) fn open_partial(
             partial.display()
         )));
     }
+    // All bits less the umask: publishing narrows them to the offered mode (see `publish`).
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o777)
         .open(partial)?;
     let held = file.metadata()?.len();
     let prefix = if held > 0 && size.is_some_and(|s| held <= s) {
@@ -73,10 +76,18 @@ pub(crate) fn discard(path: &Path) {
     }
 }
 
-/// Makes the verified partial file visible under its final name, atomically. Without
-/// `force`, an existing file is never replaced (a hard link fails if the name is taken).
-fn publish(file: File, path: &Path, mtime: Option<Timestamp>, force: bool) -> io::Result<()> {
-    if let Some(t) = mtime.and_then(to_system_time) {
+/// Makes the verified partial file visible under its final name, atomically, with the offered
+/// permission bits less the umask (as `cp` or `scp` without `-p`; 0666 less the umask when none
+/// was offered). Without `force`, an existing file is never replaced (a hard link fails if the
+/// name is taken).
+fn publish(file: File, path: &Path, meta: &Offered, force: bool) -> io::Result<()> {
+    // The partial was made with 0777 less the umask; keep what the offer allows of that.
+    let made = file.metadata()?.permissions().mode() & 0o777;
+    let wanted = made & meta.mode.unwrap_or(0o666);
+    if wanted != made {
+        file.set_permissions(Permissions::from_mode(wanted))?;
+    }
+    if let Some(t) = meta.mtime.and_then(to_system_time) {
         // Best effort: the data is what matters.
         let _ = file.set_modified(t);
     }
@@ -100,14 +111,18 @@ fn to_system_time(t: Timestamp) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, t.nanos))
 }
 
+/// What the server said of a file besides its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Offered {
+    /// Modification time to restore.
+    pub(crate) mtime: Option<Timestamp>,
+    /// Permission bits (set-id and sticky bits are never restored).
+    pub(crate) mode: Option<u32>,
+}
+
 /// Publishes a verified download; the code and words for its report.
-pub(crate) fn save(
-    file: File,
-    path: &Path,
-    mtime: Option<Timestamp>,
-    force: bool,
-) -> (Code, String) {
-    match publish(file, path, mtime, force) {
+pub(crate) fn save(file: File, path: &Path, meta: &Offered, force: bool) -> (Code, String) {
+    match publish(file, path, meta, force) {
         Ok(()) => (Code::Stored, String::new()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
             Code::Exists,
@@ -174,7 +189,7 @@ mod tests {
         ] {
             fs::write(partial_path(&path), content).unwrap();
             let file = File::open(partial_path(&path)).unwrap();
-            let r = publish(file, &path, None, force);
+            let r = publish(file, &path, &Offered::default(), force);
             assert_eq!(r.is_ok(), content != "two", "{content}");
             assert_eq!(fs::read_to_string(&path).unwrap(), want);
         }

@@ -119,3 +119,33 @@ fn many_small_files_are_asked_for_beyond_one_window() {
         );
     }
 }
+
+#[test]
+fn downloads_keep_the_servers_mode_less_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    let server = TestServer::start(Overwrite::Refuse);
+    let cases = [("run.sh", 0o755), ("secret", 0o600), ("shared", 0o664)];
+    for (name, mode) in cases {
+        write(&server.path(name), name.as_bytes());
+        fs::set_permissions(server.path(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().to_owned());
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let outcome = get(&server, &names, &dest, &opts());
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    for (name, mode) in cases {
+        let got = fs::metadata(out.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(got, mode & !umask, "{name}: {got:o}");
+    }
+}
