@@ -289,18 +289,26 @@ tx() {
 # when the sender exits, which the untimed check right after verifies.
 oneshot() { [[ $1 == socat || $1 == nc || $1 == seed ]]; }
 
+# cpu_ticks: CPU time the whole machine has spent busy (user, nice, system,
+# irq, softirq over all cores), in clock ticks, from /proc/stat.
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+
 # send_timed TOOL SRC PORT: run the sender against a listening receiver;
 # sets ELAPSED to the seconds until the sender (and a one-shot receiver)
-# exited. Returns non-zero if either failed.
+# exited, and CPU_USED to the CPU seconds the machine spent meanwhile (both
+# ends, on an otherwise idle machine). Returns non-zero if either failed.
 send_timed() {
-  local tool=$1 src=$2 port=$3 ok=1 t0 t1
+  local tool=$1 src=$2 port=$3 ok=1 t0 t1 c0 c1
+  c0=$(cpu_ticks)
   t0=$EPOCHREALTIME
   tx "$tool" "$src" "$port" || ok=0
   if ((ok)) && oneshot "$tool"; then
     reap_rx || ok=0
   fi
   t1=$EPOCHREALTIME
+  c1=$(cpu_ticks)
   ELAPSED=$(elapsed "$t0" "$t1")
+  CPU_USED=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
   ((ok))
 }
 
@@ -351,8 +359,12 @@ verify() {
 
 declare -A TIMES=() FAILED=()
 
-# record KEY: add $ELAPSED to the samples of KEY.
-record() { TIMES[$1]="${TIMES[$1]:-} $ELAPSED"; }
+# record KEY: add $ELAPSED to the samples of KEY (and $CPU_USED to KEY/cpu).
+record() {
+  TIMES[$1]="${TIMES[$1]:-} $ELAPSED"
+  [[ -z ${CPU_USED:-} ]] || TIMES[$1/cpu]="${TIMES[$1/cpu]:-} $CPU_USED"
+  CPU_USED=''
+}
 
 # stat_of P KEY: the P-th percentile of KEY's samples.
 stat_of() {
@@ -383,15 +395,17 @@ ratio_vs_ferry() {
   fi
 }
 
-# rounds_table CASE MIB TOOLS...: markdown table of medians, MiB/s, ratios.
+# rounds_table CASE MIB TOOLS...: markdown table of medians, MiB/s, ratios,
+# and the median CPU seconds the machine spent per run (sender + receiver).
 rounds_table() {
   local case=$1 mib=$2 tool med; shift 2
-  md '' '| tool | median s | MiB/s | time vs ferry |' '| --- | ---: | ---: | ---: |'
+  md '' '| tool | median s | MiB/s | time vs ferry | CPU s (both ends) |' '| --- | ---: | ---: | ---: | ---: |'
   for tool in "$@"; do
     med=$(result "$case/$tool")
-    local rate='—'
+    local rate='—' cpu='—'
     is_number "$med" && rate=$(calc "$mib / $med")
-    md "| $tool | $med | $rate | $(ratio_vs_ferry "$case" "$tool") |"
+    [[ -n ${TIMES[$case/$tool/cpu]:-} ]] && is_number "$med" && cpu=$(stat_of 50 "$case/$tool/cpu")
+    md "| $tool | $med | $rate | $(ratio_vs_ferry "$case" "$tool") | $cpu |"
     if is_number "$med"; then
       log "$case: $tool: median $med s, $rate MiB/s, time vs ferry $(ratio_vs_ferry "$case" "$tool")"
     else
