@@ -157,6 +157,30 @@ fn the_driver_reports_input_it_has_not_handed_out() {
     assert!(!d.input_pending(), "all handed out");
 }
 
+/// A client and a server machine past HELLO/WELCOME, with `info` offered and accepted at 0.
+fn accepted_upload(
+    info: ferry_proto::FileInfo,
+) -> (
+    ferry_proto::Connection,
+    ferry_proto::Connection,
+    ferry_proto::FileId,
+) {
+    use ferry_proto::{Connection, Event, Hasher};
+    let mut client = Connection::client(None).unwrap();
+    let mut server = Connection::server();
+    let id = client.offer(info).unwrap();
+    server.handle_input(client.poll_transmit()).unwrap();
+    client.transmitted(client.poll_transmit().len());
+    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+    server.welcome().unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
+    server.accept(id, Hasher::new()).unwrap();
+    client.handle_input(server.poll_transmit()).unwrap();
+    let n = server.poll_transmit().len();
+    server.transmitted(n);
+    (client, server, id)
+}
+
 /// §4.4: an OFFER may stand between two DATA frames of an open body; a second BEGIN may not.
 #[test]
 fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
@@ -167,23 +191,13 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
         mtime: None,
         mode: None,
     };
-    let mut client = Connection::client(None).unwrap();
-    let mut server = Connection::server();
-    let first = client.offer(info("a")).unwrap();
-    let mut wire = client.poll_transmit().to_vec();
-    client.transmitted(wire.len());
-    server.handle_input(&wire).unwrap();
-    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
-    server.welcome().unwrap();
-    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
-    server.accept(first, Hasher::new()).unwrap();
-    client.handle_input(server.poll_transmit()).unwrap();
+    let (mut client, mut server, first) = accepted_upload(info("a"));
     client.begin(first, Hasher::new()).unwrap();
     client.send_data(b"ab").unwrap();
     let second = client.offer(info("b")).unwrap();
     client.send_data(b"cd").unwrap();
     client.end().unwrap();
-    wire = client.poll_transmit().to_vec();
+    let wire = client.poll_transmit().to_vec();
     let mut events = Vec::new();
     let mut rest = &wire[..];
     while !rest.is_empty() {
@@ -237,9 +251,7 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
 /// `FLUSH_AT` bytes, without waiting for the next read, so a burst of small files streams.
 #[test]
 fn the_driver_writes_a_long_queue_of_small_bodies_before_any_read() {
-    use ferry_proto::{
-        Connection, Driver, Event, FileInfo, Hasher, Name, FLUSH_AT, INLINE_BODY_MAX,
-    };
+    use ferry_proto::{Driver, FileInfo, Hasher, Name, FLUSH_AT, INLINE_BODY_MAX};
     use std::io;
 
     /// A stream that records what is written and refuses to be read.
@@ -262,22 +274,13 @@ fn the_driver_writes_a_long_queue_of_small_bodies_before_any_read() {
 
     let piece = vec![7u8; INLINE_BODY_MAX / 2];
     let pieces = 2 * FLUSH_AT / piece.len();
-    let mut client = Connection::client(None).unwrap();
     let info = FileInfo {
         name: Name::parse("burst").unwrap(),
         size: Some((pieces * piece.len()) as u64),
         mtime: None,
         mode: None,
     };
-    let id = client.offer(info).unwrap();
-    let mut server = Connection::server();
-    server.handle_input(client.poll_transmit()).unwrap();
-    client.transmitted(client.poll_transmit().len());
-    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
-    server.welcome().unwrap();
-    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
-    server.accept(id, Hasher::new()).unwrap();
-    client.handle_input(server.poll_transmit()).unwrap();
+    let (client, _server, id) = accepted_upload(info);
 
     let mut d = Driver::new(Recorder::default(), client);
     d.conn_mut().begin(id, Hasher::new()).unwrap();
