@@ -102,11 +102,57 @@ fn names_never_asked_for_are_a_protocol_error() {
 
 #[test]
 fn a_body_longer_than_offered_is_cut_off() {
-    let (outcome, _tmp) = download_from(|mut raw, id| {
+    let (outcome, tmp) = download_from(|mut raw, id| {
         offer_and_send(&mut raw, id, 4, b"12345678");
         raw.drain();
     });
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+    let partial = tmp.path().join("out/.a.txt.ferry-partial");
+    let held = std::fs::metadata(partial).map_or(0, |m| m.len());
+    assert!(held <= 4, "{held} bytes written for a 4-byte file");
+}
+
+#[test]
+fn an_offer_without_a_size_is_a_protocol_error_and_leaves_nothing() {
+    let (outcome, tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", None)]);
+        // A client that accepts gets a stream of bytes with no end in sight.
+        if let Some(Frame::Accept { .. }) = raw.read_frame() {
+            raw.send(&[Frame::Begin { id, from: 0 }]);
+            for _ in 0..16 {
+                raw.send_data(&[b'x'; 4096]);
+            }
+            return;
+        }
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(msg.contains("without a size"), "{msg}");
+    assert!(
+        common::tree(tmp.path()).is_empty(),
+        "no partial left behind"
+    );
+}
+
+#[test]
+fn a_download_that_cannot_fit_is_refused_here() {
+    let (outcome, tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", Some(1 << 60))]);
+        match raw.read_frame() {
+            Some(Frame::Refuse { code, .. }) => assert_eq!(code, Code::NoSpace),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 1, "{:?}", outcome.error);
+    let file = &outcome.files[0];
+    assert_eq!(file.status, Status::Code(Code::NoSpace));
+    assert!(file.detail.contains("not enough space"), "{}", file.detail);
+    assert!(
+        common::tree(tmp.path()).is_empty(),
+        "no partial left behind"
+    );
 }
 
 #[test]
