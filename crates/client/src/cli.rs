@@ -62,11 +62,13 @@ pub struct Common {
     /// Print one JSON object per file and a summary on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Seconds to wait for connecting and for the server at any point.
+    /// Seconds to wait for connecting, for each message and each reply from the server
+    /// (however slowly its bytes trickle in), and for each 64 KiB of a file to move.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// After a network failure (refused, reset, timed out, cut), connect again up to N times,
+    /// After a network failure (refused, reset, timed out, cut) or a "busy" answer (too many
+    /// connections, or a file another connection is uploading), connect again up to N times,
     /// waiting 0.2 s, 0.4 s, ... up to 5 s, and go on with the files not yet confirmed, each
     /// resuming where the server's verified copy ends.
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
