@@ -26,16 +26,19 @@ Examples:
   ferry get --ca my-ca.pem box.example a.iso -o dl/   TLS, certificate signed by your own CA
   FERRY_TOKEN=... ferry send --tofu box.example a.iso     with a token (or --token-file FILE)
   ferry send --retries 5 box.example big/             reconnect and resume on network failures
+                                                      or busy
 
 Exit codes:
   0  every file was transferred
-  1  some files failed (refused, digest mismatch, local error); the others went through
+  1  some files failed (refused, digest mismatch, local error such as no room for a
+     download); the others went through
   2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
      missing or unusable (nothing was sent)
   3  the server refused the connection (busy, wrong or missing token) or every file
-  4  network: cannot connect, timed out, or the connection was cut (after --retries; run
-     again to resume)
-  5  the server broke the protocol, is not a ferry server, or does not speak TLS 1.3
+  4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
+     --retries; run again to resume)
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server, or
+     does not speak TLS 1.3
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
 
