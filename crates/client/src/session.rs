@@ -22,7 +22,7 @@ pub(crate) struct Session<'a> {
     pub(crate) opts: &'a Options,
     pub(crate) driver: Driver<Stream<Timed>>,
     welcomed: bool,
-    /// The last step was body bytes: the body goes on, under the same deadline.
+    /// The last step was body bytes: the body goes on, with the same budget.
     in_body: bool,
 }
 
@@ -59,8 +59,8 @@ impl<'a> Session<'a> {
     /// its closing the connection while files are owed ends the conversation.
     ///
     /// Each call is a wait for a message, due within [`Options::timeout`] however its bytes
-    /// trickle in; body bytes are under the deadline of the wait they began in, restarted by
-    /// each [`crate::timed::PROGRESS_BYTES`] moved.
+    /// trickle in; body bytes share the budget of the wait they began in, renewed by each
+    /// [`crate::timed::PROGRESS_BYTES`] moved.
     pub(crate) fn next(&mut self) -> Result<Step, ClientError> {
         if !self.in_body {
             self.driver.stream_mut().get_mut().restart();
@@ -104,6 +104,7 @@ impl<'a> Session<'a> {
     /// `close_notify` first): the clean end of a conversation. Then waits a little for the
     /// server to end its side, so that it sees a clean end rather than a reset.
     pub(crate) fn close(&mut self) -> Result<(), ClientError> {
+        self.driver.stream_mut().get_mut().restart();
         self.driver.flush().map_err(|e| self.drive_err(e))?;
         let stream = self.driver.stream_mut();
         // The server may already have closed too; nothing is lost then.

@@ -1,23 +1,25 @@
-//! The client's socket: a `TcpStream` whose blocking calls share one deadline, so that
+//! The client's socket: a `TcpStream` whose blocking calls share one time budget, so that
 //! `--timeout` bounds each message and each wait for a reply rather than each `read` (a server
-//! trickling one byte at a time cannot stretch it). TLS ([`ferry_secure::Transport`]) and the
-//! protocol driver run on top of it.
+//! trickling one byte at a time cannot stretch it). Only time spent waiting on the socket is
+//! counted: local work between calls (hashing a large file to resume it, `fsync`) is not the
+//! server's delay. TLS ([`ferry_secure::Transport`]) and the protocol driver run on top of it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Bytes moved either way that count as progress on a body and restart the deadline: a body
-/// must move this much within each timeout (1 KiB/s at the default 60 s).
+/// Bytes moved either way that count as progress on a body and renew the budget: a body must
+/// move this much within each timeout (1 KiB/s at the default 60 s).
 pub(crate) const PROGRESS_BYTES: u64 = 64 * 1024;
 
-/// A socket whose waits end by a deadline; see the module docs.
+/// A socket whose waits share a budget; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Timed {
     tcp: TcpStream,
     timeout: Duration,
-    deadline: Instant,
-    /// Bytes moved since the deadline was last set.
+    /// Time the socket calls may still wait before the current wait fails.
+    left: Duration,
+    /// Bytes moved since the budget was last renewed.
     moved: u64,
 }
 
@@ -28,7 +30,7 @@ impl Timed {
         Self {
             tcp,
             timeout,
-            deadline: Instant::now() + timeout,
+            left: timeout,
             moved: 0,
         }
     }
@@ -39,14 +41,14 @@ impl Timed {
         &self.tcp
     }
 
-    /// A new wait begins (for a message or a reply): it must end within the timeout.
+    /// A new wait begins (for a message or a reply): it gets the whole timeout.
     pub(crate) fn restart(&mut self) {
         self.restart_within(self.timeout);
     }
 
-    /// Like [`Timed::restart`], but within `limit` if that is shorter than the timeout.
+    /// Like [`Timed::restart`], but only `limit` if that is shorter than the timeout.
     pub(crate) fn restart_within(&mut self, limit: Duration) {
-        self.deadline = Instant::now() + limit.min(self.timeout);
+        self.left = limit.min(self.timeout);
         self.moved = 0;
     }
 
@@ -58,20 +60,22 @@ impl Timed {
     }
 
     /// Runs one blocking socket call, given the time left, until it returns something other
-    /// than a timeout or the deadline passes.
+    /// than a timeout or the budget is spent.
     fn bounded<T>(
         &mut self,
         mut call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
     ) -> io::Result<T> {
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if self.left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the server did not complete a message in time",
                 ));
             }
-            match call(&mut self.tcp, left) {
+            let since = Instant::now();
+            let result = call(&mut self.tcp, self.left);
+            self.left = self.left.saturating_sub(since.elapsed());
+            match result {
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -155,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn trickled_bytes_do_not_stretch_the_deadline() {
+    fn trickled_bytes_do_not_stretch_the_budget() {
         let (tcp, t) = trickler();
         let mut s = Timed::new(tcp, Duration::from_millis(400));
         let start = Instant::now();
@@ -167,13 +171,13 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(got > 0, "bytes arrived before the deadline");
+        assert!(got > 0, "bytes arrived in time");
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
             start.elapsed()
         );
-        // A new wait gets a new deadline.
+        // A new wait gets a new budget.
         s.restart();
         assert!(s.read(&mut [0u8; 1]).is_ok());
         drop(s);
