@@ -26,16 +26,19 @@ Examples:
   ferry get --ca my-ca.pem box.example a.iso -o dl/   TLS, certificate signed by your own CA
   FERRY_TOKEN=... ferry send --tofu box.example a.iso     with a token (or --token-file FILE)
   ferry send --retries 5 box.example big/             reconnect and resume on network failures
+                                                      or busy
 
 Exit codes:
   0  every file was transferred
-  1  some files failed (refused, digest mismatch, local error); the others went through
+  1  some files failed (refused, digest mismatch, local error such as no room for a
+     download); the others went through
   2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
      missing or unusable (nothing was sent)
   3  the server refused the connection (busy, wrong or missing token) or every file
-  4  network: cannot connect, timed out, or the connection was cut (after --retries; run
-     again to resume)
-  5  the server broke the protocol, is not a ferry server, or does not speak TLS 1.3
+  4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
+     --retries; run again to resume)
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server, or
+     does not speak TLS 1.3
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
 
@@ -62,11 +65,13 @@ pub struct Common {
     /// Print one JSON object per file and a summary on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Seconds to wait for connecting and for the server at any point.
+    /// Seconds to wait for connecting, for each message and each reply from the server
+    /// (however slowly its bytes trickle in), and for each 64 KiB of a file to move.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// After a network failure (refused, reset, timed out, cut), connect again up to N times,
+    /// After a network failure (refused, reset, timed out, cut) or a "busy" answer (too many
+    /// connections, or a file another connection is uploading), connect again up to N times,
     /// waiting 0.2 s, 0.4 s, ... up to 5 s, and go on with the files not yet confirmed, each
     /// resuming where the server's verified copy ends.
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]

@@ -12,7 +12,7 @@ use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
-use crate::landing::{discard, exists, open_partial, save, Offered};
+use crate::landing::{discard, exists, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -194,10 +194,21 @@ impl Download<'_> {
     }
 
     /// The server offers a file we asked for (the machine checked id and name): accept it,
-    /// offering the partial we hold as the resume prefix.
+    /// offering the partial we hold as the resume prefix, if the rest fits on the disk. A
+    /// download has a known size: an offer without one breaks the protocol.
     fn on_offer(&mut self, o: Offer) -> Result<(), ClientError> {
+        let target = self.session.target;
         let flight = self.flight(o.id, "OFFER")?;
-        flight.report.size = o.size;
+        let Some(size) = o.size else {
+            return Err(ClientError::Protocol {
+                target: target.clone(),
+                reason: format!(
+                    "it offered {} without a size (a download must have one)",
+                    flight.report.name
+                ),
+            });
+        };
+        flight.report.size = Some(size);
         flight.extra.meta = Offered {
             mtime: o.mtime,
             mode: o.mode,
@@ -206,24 +217,34 @@ impl Download<'_> {
             self.session.driver.conn_mut().accept(o.id, Hasher::new())?;
             return Ok(());
         };
-        match open_partial(&partial_path(&path), o.size, &mut self.buf) {
-            Ok((file, prefix)) => {
+        let opened = open_partial(&partial_path(&path), size, &mut self.buf)
+            .and_then(|(file, prefix)| room(&file).map(|room| (file, prefix, room)));
+        let (code, reason) = match opened {
+            Ok((file, prefix, room)) if size.saturating_sub(prefix.len()) <= room => {
                 if !prefix.is_empty() {
                     log::debug!("{}: offering {} bytes held", path.display(), prefix.len());
                 }
                 self.flight(o.id, "OFFER")?.extra.file = Some(file);
                 self.session.driver.conn_mut().accept(o.id, prefix)?;
+                return Ok(());
             }
-            Err(e) => {
-                let reason = format!("cannot write {}: {e}", path.display());
-                self.session
-                    .driver
-                    .conn_mut()
-                    .refuse(o.id, Code::Io, &reason)?;
-                self.flights
-                    .land(o.id, Status::Code(Code::Io), &reason, false, self.obs);
+            Ok((_, prefix, room)) => {
+                if prefix.is_empty() {
+                    // Nothing held worth keeping for a later try.
+                    discard(&path);
+                }
+                let need = size.saturating_sub(prefix.len());
+                let reason = format!(
+                    "not enough space for {}: {need} more bytes needed, {room} free",
+                    path.display()
+                );
+                (Code::NoSpace, reason)
             }
-        }
+            Err(e) => (Code::Io, format!("cannot write {}: {e}", path.display())),
+        };
+        self.session.driver.conn_mut().refuse(o.id, code, &reason)?;
+        self.flights
+            .land(o.id, Status::Code(code), &reason, false, self.obs);
         Ok(())
     }
 

@@ -214,9 +214,9 @@ impl ClientError {
     }
 
     /// Whether running the transfer again on a new connection may get further (`--retries`):
-    /// network failures, not refusals, trust failures or protocol errors. A peer that hangs up
-    /// before WELCOME may not be a ferry server at all, so that is retried only once an earlier
-    /// connection of the run was `proven` to reach one.
+    /// network failures and a busy server, not other refusals, trust failures or protocol
+    /// errors. A peer that hangs up before WELCOME may not be a ferry server at all, so that
+    /// is retried only once an earlier connection of the run was `proven` to reach one.
     #[must_use]
     pub fn is_retriable(&self, proven: bool) -> bool {
         match self {
@@ -227,8 +227,12 @@ impl ClientError {
             | ClientError::TlsNetwork(_) => true,
             // The server gave up on a slow link, or is restarting: transient, once welcomed.
             ClientError::ServerError {
-                code: Code::Timeout | Code::ShuttingDown,
+                code: Code::Timeout | Code::ShuttingDown | Code::Busy,
                 ..
+            } => true,
+            // Too many connections for now.
+            ClientError::ServerRefused {
+                code: Code::Busy, ..
             } => true,
             ClientError::NoWelcome(_) => proven,
             _ => false,
@@ -343,7 +347,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_network_failures_are_retried() {
+    fn only_network_failures_and_busy_servers_are_retried() {
         let t = Target::new("box", 8386);
         let secs = Duration::from_secs(1);
         let yes = [
@@ -352,12 +356,13 @@ mod tests {
             ClientError::from_io(&t, secs, io::ErrorKind::TimedOut.into()),
             ClientError::from_peer(&t, true, Code::ShuttingDown, ""),
             ClientError::from_peer(&t, true, Code::Timeout, ""),
+            ClientError::from_peer(&t, false, Code::Busy, ""),
         ];
         for e in &yes {
             assert!(e.is_retriable(false), "{e}");
         }
         let no = [
-            ClientError::from_peer(&t, false, Code::Busy, ""),
+            ClientError::from_peer(&t, false, Code::ShuttingDown, ""),
             ClientError::from_peer(&t, false, Code::Denied, ""),
             ClientError::from_peer(&t, true, Code::Protocol, ""),
             ClientError::from_drive(&t, secs, DriveError::from(ProtocolError::Unrequested)),

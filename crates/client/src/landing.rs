@@ -2,13 +2,15 @@
 //! partial file beside it that holds the bytes while they arrive (and between runs, for
 //! resume), and the atomic publish once the digest verified.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, Permissions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Code, Hasher, Name, Timestamp};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::body;
 
@@ -32,40 +34,67 @@ pub(crate) fn exists(p: &Path) -> bool {
 
 /// Opens (or creates) the partial file and hashes what it holds, if that can be a prefix of a
 /// file of `size` bytes; otherwise empties it.
+///
+/// The name is opened without following links and without blocking (a FIFO planted there
+/// cannot hang the client), and what it names must be a regular file with one link. Anything
+/// else (a symbolic or hard link to a file elsewhere, a FIFO, a device) is never read or
+/// written: the name is unlinked and a fresh file created in its place (`O_EXCL`).
 pub(crate) fn open_partial(
     partial: &Path,
-    size: Option<u64>,
+    size: u64,
     buf: &mut [u8],
 ) -> io::Result<(File, Hasher)> {
     if let Some(dir) = partial.parent() {
         fs::create_dir_all(dir)?;
     }
-    // Someone else's link in our place would send the bytes elsewhere.
-    if partial
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
-        return Err(io::Error::other(format!(
-            "{} is a symbolic link; not following it",
-            partial.display()
-        )));
-    }
-    // All bits less the umask: publishing narrows them to the offered mode (see `publish`).
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o777)
-        .open(partial)?;
+    let mut file = match open_own(partial, OFlags::empty())? {
+        Some(file) => file,
+        None => {
+            log::warn!(
+                "{} is not a plain file of its own (a link or a special file): replacing it",
+                partial.display()
+            );
+            fs::remove_file(partial)?;
+            open_own(partial, OFlags::EXCL)?.ok_or_else(|| {
+                io::Error::other(format!("{} keeps being replaced", partial.display()))
+            })?
+        }
+    };
     let held = file.metadata()?.len();
-    let prefix = if held > 0 && size.is_some_and(|s| held <= s) {
+    let prefix = if held > 0 && held <= size {
         body::hash_all(&mut file, buf)?
     } else {
         file.set_len(0)?;
         Hasher::new()
     };
     Ok((file, prefix))
+}
+
+/// Opens or creates (with `extra` flags) `path` for reading and writing, without following a
+/// link or blocking; `None` if it is a link or not a regular file with a single link.
+fn open_own(path: &Path, extra: OFlags) -> io::Result<Option<File>> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    // All bits less the umask: publishing narrows them to the offered mode (see `publish`).
+    match rustix::fs::open(
+        path,
+        flags | OFlags::CLOEXEC | extra,
+        Mode::from_raw_mode(0o777),
+    ) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let meta = file.metadata()?;
+            Ok((meta.file_type().is_file() && meta.nlink() == 1).then_some(file))
+        }
+        // The last component is a symbolic link.
+        Err(Errno::LOOP) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bytes the file system holding `file` still has room for (for an unprivileged user).
+pub(crate) fn room(file: &File) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(file)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Drops the partial file of `path` (its bytes failed verification or could not be written).
@@ -155,27 +184,47 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("sub/.x.ferry-partial");
         let mut buf = vec![0; 4];
-        let (_, h) = open_partial(&p, Some(10), &mut buf).unwrap();
+        let (_, h) = open_partial(&p, 10, &mut buf).unwrap();
         assert!(h.is_empty());
         fs::write(&p, b"hello").unwrap();
-        let (_, h) = open_partial(&p, Some(10), &mut buf).unwrap();
+        let (_, h) = open_partial(&p, 10, &mut buf).unwrap();
         assert_eq!(h.finalize(), ferry_proto::Digest::of(b"hello"));
-        let (_, h) = open_partial(&p, Some(3), &mut buf).unwrap();
+        let (_, h) = open_partial(&p, 3, &mut buf).unwrap();
         assert!(h.is_empty());
         assert_eq!(fs::metadata(&p).unwrap().len(), 0);
     }
 
-    #[cfg(unix)]
+    /// A link or a FIFO planted at the partial's name: the file it leads to is neither read
+    /// (its bytes would be offered as our prefix) nor written, and the partial is a fresh
+    /// file of its own.
     #[test]
-    fn a_planted_link_is_not_followed() {
+    fn a_planted_link_or_fifo_is_replaced_not_followed() {
         let tmp = tempfile::tempdir().unwrap();
         let elsewhere = tmp.path().join("elsewhere");
-        fs::write(&elsewhere, b"precious").unwrap();
         let p = tmp.path().join(".x.ferry-partial");
-        std::os::unix::fs::symlink(&elsewhere, &p).unwrap();
-        let e = open_partial(&p, Some(100), &mut [0; 4]).unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        assert_eq!(fs::read(&elsewhere).unwrap(), b"precious");
+        /// Plants something at the second path (leading to the first).
+        type Plant = fn(&Path, &Path);
+        let plants: [(&str, Plant); 3] = [
+            ("symlink", |to, at| {
+                std::os::unix::fs::symlink(to, at).unwrap()
+            }),
+            ("hard link", |to, at| fs::hard_link(to, at).unwrap()),
+            ("fifo", |_, at| {
+                rustix::fs::mkfifoat(rustix::fs::CWD, at, Mode::from_raw_mode(0o600)).unwrap()
+            }),
+        ];
+        for (what, plant) in plants {
+            fs::write(&elsewhere, b"precious").unwrap();
+            let _ = fs::remove_file(&p);
+            plant(&elsewhere, &p);
+            let (mut file, prefix) = open_partial(&p, 100, &mut [0; 4]).unwrap();
+            assert!(prefix.is_empty(), "{what}: the planted file was read");
+            std::io::Write::write_all(&mut file, b"new bytes").unwrap();
+            assert_eq!(fs::read(&elsewhere).unwrap(), b"precious", "{what}");
+            let meta = fs::symlink_metadata(&p).unwrap();
+            assert!(meta.file_type().is_file() && meta.nlink() == 1, "{what}");
+            assert_eq!(fs::read(&p).unwrap(), b"new bytes", "{what}");
+        }
     }
 
     #[test]

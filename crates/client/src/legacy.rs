@@ -5,16 +5,17 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
 
 use ferry_proto::{Connection, Driver, Hasher, Name};
+use ferry_secure::Transport;
 
 use crate::body::{self, PumpError};
 use crate::error::ClientError;
 use crate::net::{self, Options};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::target::Target;
+use crate::timed::Timed;
 use crate::walk::{Origin, Source};
 use crate::CHUNK;
 
@@ -128,7 +129,7 @@ fn send_one(
     let digest = d.conn_mut().end().map_err(ClientError::from)?;
     d.flush().map_err(fail)?;
     let (stream, _) = d.into_parts();
-    finish(&stream).map_err(|e| ClientError::from_io(target, opts.timeout, e))?;
+    finish(stream).map_err(|e| ClientError::from_io(target, opts.timeout, e))?;
     report.status = Status::Sent;
     report.size = Some(report.bytes);
     report.digest = Some(digest);
@@ -138,8 +139,9 @@ fn send_one(
 
 /// Ends the upload (our side closes) and waits for the seed server to close its side, which
 /// it does once it has read everything. It never sends anything; what it might is dropped.
-fn finish(mut stream: &TcpStream) -> io::Result<()> {
-    stream.shutdown(Shutdown::Write)?;
+fn finish(mut stream: Timed) -> io::Result<()> {
+    stream.shutdown_write()?;
+    stream.restart();
     let mut sink = [0u8; 512];
     while body::read_some(&mut stream, &mut sink)? > 0 {}
     Ok(())

@@ -28,11 +28,12 @@ mod report;
 mod retry;
 mod session;
 mod target;
+mod timed;
 pub mod upload;
 pub mod walk;
 
 pub use error::{exit, ClientError};
-pub use net::{Backoff, Options};
+pub use net::{Backoff, Options, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
 pub use report::{FileReport, Observer, Outcome, Retry, Status};
 pub use target::{Target, TargetError, DEFAULT_PORT};
 

@@ -10,11 +10,21 @@ use ferry_secure::{ClientTls, Stream, Token};
 
 use crate::error::ClientError;
 use crate::target::Target;
+use crate::timed::Timed;
+
+/// TCP keepalive: idle time before the first probe, so that a server cut off by the network
+/// (no FIN ever comes) is noticed even while the client waits within a long `--timeout`.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// TCP keepalive: time between probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// TCP keepalive: unanswered probes before the connection is dropped.
+pub const KEEPALIVE_PROBES: u32 = 3;
 
 /// Settings shared by uploads and downloads.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Longest wait for connecting and for any single read or write.
+    /// Longest wait for connecting, for each message and for each reply from the server
+    /// (however the bytes trickle in), and for each 64 KiB of a body to move.
     pub timeout: Duration,
     /// Most files offered or requested and not yet finished (pipelining); fewer when their
     /// names are long, so that the replies they cause always fit in the socket buffers.
@@ -94,7 +104,7 @@ impl Backoff {
 
 /// Connects to `target` and, with [`Options::tls`], completes the TLS handshake: this returns
 /// only once the server is trusted, so nothing (no HELLO, no token) is ever sent to another.
-pub(crate) fn open(target: &Target, opts: &Options) -> Result<Stream, ClientError> {
+pub(crate) fn open(target: &Target, opts: &Options) -> Result<Stream<Timed>, ClientError> {
     let tcp = connect(target, opts)?;
     match &opts.tls {
         None => Ok(Stream::plain(tcp)),
@@ -103,9 +113,9 @@ pub(crate) fn open(target: &Target, opts: &Options) -> Result<Stream, ClientErro
     }
 }
 
-/// Connects to the first address of `target` that answers, with `TCP_NODELAY` and the
-/// timeouts of `opts` set.
-pub(crate) fn connect(target: &Target, opts: &Options) -> Result<TcpStream, ClientError> {
+/// Connects to the first address of `target` that answers, with `TCP_NODELAY` and TCP
+/// keepalive on, and waits bounded by [`Options::timeout`].
+pub(crate) fn connect(target: &Target, opts: &Options) -> Result<Timed, ClientError> {
     let addrs = target.resolve().map_err(|source| ClientError::Resolve {
         host: target.host().to_owned(),
         source,
@@ -115,12 +125,8 @@ pub(crate) fn connect(target: &Target, opts: &Options) -> Result<TcpStream, Clie
         log::debug!("connecting to {addr}");
         match TcpStream::connect_timeout(&addr, opts.timeout) {
             Ok(s) => {
-                let setup = s
-                    .set_nodelay(true)
-                    .and_then(|()| s.set_read_timeout(Some(opts.timeout)))
-                    .and_then(|()| s.set_write_timeout(Some(opts.timeout)));
-                return match setup {
-                    Ok(()) => Ok(s),
+                return match s.set_nodelay(true).and_then(|()| keepalive(&s)) {
+                    Ok(()) => Ok(Timed::new(s, opts.timeout)),
                     Err(e) => Err(ClientError::from_io(target, opts.timeout, e)),
                 };
             }
@@ -138,6 +144,17 @@ pub(crate) fn connect(target: &Target, opts: &Options) -> Result<TcpStream, Clie
             source: last,
         },
     })
+}
+
+/// Turns TCP keepalive on with [`KEEPALIVE_IDLE`], [`KEEPALIVE_INTERVAL`] and
+/// [`KEEPALIVE_PROBES`].
+fn keepalive(s: &TcpStream) -> io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(s, true)?;
+    sockopt::set_tcp_keepidle(s, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(s, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(s, KEEPALIVE_PROBES)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,5 +177,18 @@ mod tests {
             let d = j.delay(n);
             assert!(d <= b.delay(n) && d >= b.delay(n) / 2, "{n}: {d:?}");
         }
+    }
+
+    #[test]
+    fn connections_keep_alive() {
+        use rustix::net::sockopt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::from(listener.local_addr().unwrap());
+        let timed = connect(&target, &Options::default()).unwrap();
+        let s = timed.tcp();
+        assert!(sockopt::socket_keepalive(s).unwrap());
+        assert_eq!(sockopt::tcp_keepidle(s).unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sockopt::tcp_keepintvl(s).unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sockopt::tcp_keepcnt(s).unwrap(), KEEPALIVE_PROBES);
     }
 }

@@ -1,11 +1,14 @@
-//! `--retries`: when a connection fails on the network, the files whose fate is unknown are
-//! offered (or asked for) again on a new connection, after a backoff. Resume does the rest: an
-//! interrupted file continues from the offset the server verified, not from zero.
+//! `--retries`: when a connection fails on the network or the server says it is busy, the
+//! files whose fate is unknown are offered (or asked for) again on a new connection, after a
+//! backoff. Resume does the rest: an interrupted file continues from the offset the server
+//! verified, not from zero.
 //!
-//! Retried: network failures ([`ClientError::is_retriable`]) and, after such a failure, a
-//! file the server still refuses as busy because it holds our own interrupted upload of it.
-//! Never retried: refusals, trust failures, digest mismatches, protocol errors, and standard
-//! input or output once bytes went through them (they cannot be read or unwritten twice).
+//! Retried: network failures and a server busy with too many connections
+//! ([`ClientError::is_retriable`]), and files the server refuses as busy (another connection,
+//! perhaps our own cut one, is uploading them; the server lets go of a stale one after a few
+//! seconds). Never retried: other refusals, trust failures, digest mismatches, protocol
+//! errors, and standard input or output once bytes went through them (they cannot be read or
+//! unwritten twice).
 
 use std::collections::HashSet;
 
@@ -38,8 +41,6 @@ pub(crate) fn run<T: Clone>(
     let mut total = Outcome::default();
     let mut pending = items.clone();
     let mut proven = false;
-    // Names whose upload we cut: the server may still hold them for a moment.
-    let mut ours = HashSet::new();
     let mut retries = 0;
     // The reports of the files retried, as the failed attempt left them.
     let mut before: Vec<FileReport> = Vec::new();
@@ -48,7 +49,6 @@ pub(crate) fn run<T: Clone>(
         let mut watch = Holding {
             inner: &mut *obs,
             hold: more,
-            ours: &ours,
             held: Vec::new(),
             started: HashSet::new(),
         };
@@ -62,10 +62,8 @@ pub(crate) fn run<T: Clone>(
             .into_iter()
             .filter(|n| !reported.contains(n))
             .collect();
-        let (again, done): (Vec<_>, Vec<_>) = outcome
-            .files
-            .into_iter()
-            .partition(|r| more && unknown(r, &ours));
+        let (again, done): (Vec<_>, Vec<_>) =
+            outcome.files.into_iter().partition(|r| more && unknown(r));
         total.files.extend(done);
         open.extend(again.iter().map(|r| r.name.clone()));
         let error = outcome.error;
@@ -92,7 +90,7 @@ pub(crate) fn run<T: Clone>(
         retries += 1;
         let delay = opts.backoff.delay(retries);
         let reason = error.map_or_else(
-            || "the server still holds the interrupted upload".to_owned(),
+            || "the server is busy with some of the files".to_owned(),
             |e| e.to_string(),
         );
         obs.retrying(&Retry {
@@ -117,27 +115,25 @@ pub(crate) fn run<T: Clone>(
                 }
             })
             .collect();
-        ours = open.into_iter().collect();
+        let open: HashSet<Name> = open.into_iter().collect();
         pending = items
             .iter()
-            .filter(|i| ours.contains(name_of(i)))
+            .filter(|i| open.contains(name_of(i)))
             .cloned()
             .collect();
     }
 }
 
 /// Whether a file's fate is still open: the connection ended first, or the server refuses it
-/// as busy right after we cut its upload (it has not let go of it yet).
-fn unknown(r: &FileReport, ours: &HashSet<Name>) -> bool {
-    r.status == Status::Incomplete
-        || (r.refused && r.status == Status::Code(Code::Busy) && ours.contains(&r.name))
+/// as busy for now.
+fn unknown(r: &FileReport) -> bool {
+    r.status == Status::Incomplete || (r.refused && r.status == Status::Code(Code::Busy))
 }
 
 /// Passes everything on, except the reports of files that may yet be retried.
 struct Holding<'a> {
     inner: &'a mut dyn Observer,
     hold: bool,
-    ours: &'a HashSet<Name>,
     held: Vec<FileReport>,
     /// Files whose body started moving in this attempt.
     started: HashSet<Name>,
@@ -154,7 +150,7 @@ impl Observer for Holding<'_> {
     }
 
     fn finished(&mut self, report: &FileReport) {
-        if self.hold && unknown(report, self.ours) {
+        if self.hold && unknown(report) {
             self.held.push(report.clone());
         } else {
             self.inner.finished(report);

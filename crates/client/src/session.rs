@@ -12,6 +12,7 @@ use crate::error::ClientError;
 use crate::net::{self, Options};
 use crate::report::Observer;
 use crate::target::Target;
+use crate::timed::Timed;
 
 /// Longest wait, after our clean end, for the server to end its side.
 const LINGER: Duration = Duration::from_secs(2);
@@ -19,8 +20,10 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct Session<'a> {
     pub(crate) target: &'a Target,
     pub(crate) opts: &'a Options,
-    pub(crate) driver: Driver<Stream>,
+    pub(crate) driver: Driver<Stream<Timed>>,
     welcomed: bool,
+    /// The last step was body bytes: the body goes on, with the same budget.
+    in_body: bool,
 }
 
 impl<'a> Session<'a> {
@@ -43,6 +46,7 @@ impl<'a> Session<'a> {
             opts,
             driver: Driver::new(stream, conn),
             welcomed: false,
+            in_body: false,
         })
     }
 
@@ -53,7 +57,14 @@ impl<'a> Session<'a> {
 
     /// The next step that concerns files: WELCOME is absorbed, an ERROR from the server or
     /// its closing the connection while files are owed ends the conversation.
+    ///
+    /// Each call is a wait for a message, due within [`Options::timeout`] however its bytes
+    /// trickle in; body bytes share the budget of the wait they began in, renewed by each
+    /// [`crate::timed::PROGRESS_BYTES`] moved.
     pub(crate) fn next(&mut self) -> Result<Step, ClientError> {
+        if !self.in_body {
+            self.driver.stream_mut().get_mut().restart();
+        }
         loop {
             let step = self
                 .driver
@@ -64,6 +75,7 @@ impl<'a> Session<'a> {
                     }
                     e => e,
                 })?;
+            self.in_body = matches!(step, Step::Body(_));
             match step {
                 Step::Event(Event::Welcome { version }) => {
                     log::debug!("{}: welcomed, protocol v{version}", self.target);
@@ -92,11 +104,12 @@ impl<'a> Session<'a> {
     /// `close_notify` first): the clean end of a conversation. Then waits a little for the
     /// server to end its side, so that it sees a clean end rather than a reset.
     pub(crate) fn close(&mut self) -> Result<(), ClientError> {
+        self.driver.stream_mut().get_mut().restart();
         self.driver.flush().map_err(|e| self.drive_err(e))?;
         let stream = self.driver.stream_mut();
         // The server may already have closed too; nothing is lost then.
         if stream.shutdown_write().is_ok() {
-            let _ = stream.set_read_timeout(Some(LINGER.min(self.opts.timeout)));
+            stream.get_mut().restart_within(LINGER);
             let mut sink = [0u8; 512];
             let until = Instant::now() + LINGER;
             while Instant::now() < until && matches!(stream.read(&mut sink), Ok(n) if n > 0) {}

@@ -149,3 +149,34 @@ fn downloads_keep_the_servers_mode_less_the_umask() {
         assert_eq!(got, mode & !umask, "{name}: {got:o}");
     }
 }
+
+/// A hard link or a symbolic link planted at the partial's name (by someone who can write in
+/// the destination folder) leads to a file elsewhere: that file is neither read (offered as
+/// our prefix), truncated nor written, and the download lands whole.
+#[test]
+fn a_link_planted_at_the_partial_is_never_read_or_written_through() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let content = data(300_000, 3);
+    write(&server.path("a.txt"), &content);
+    for kind in ["hard link", "symlink"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside.txt");
+        // A prefix of the real file, so that reading it would look like a resume.
+        write(&outside, &content[..1000]);
+        let dir = tmp.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        let partial = download::partial_path(&dir.join("a.txt"));
+        match kind {
+            "hard link" => fs::hard_link(&outside, &partial).unwrap(),
+            _ => std::os::unix::fs::symlink(&outside, &partial).unwrap(),
+        }
+
+        let outcome = get(&server, &["a.txt"], &Dest::Dir(dir.clone()), &opts());
+
+        assert_eq!(outcome.exit_code(), 0, "{kind}: {:?}", outcome);
+        assert_eq!(outcome.files[0].offset, 0, "{kind}: nothing was resumed");
+        assert_eq!(fs::read(&outside).unwrap(), &content[..1000], "{kind}");
+        assert_eq!(fs::read(dir.join("a.txt")).unwrap(), content, "{kind}");
+        assert_eq!(common::tree(&dir), ["a.txt"], "{kind}: no partial left");
+    }
+}

@@ -4,6 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -100,11 +102,57 @@ fn names_never_asked_for_are_a_protocol_error() {
 
 #[test]
 fn a_body_longer_than_offered_is_cut_off() {
-    let (outcome, _tmp) = download_from(|mut raw, id| {
+    let (outcome, tmp) = download_from(|mut raw, id| {
         offer_and_send(&mut raw, id, 4, b"12345678");
         raw.drain();
     });
     assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+    let partial = tmp.path().join("out/.a.txt.ferry-partial");
+    let held = std::fs::metadata(partial).map_or(0, |m| m.len());
+    assert!(held <= 4, "{held} bytes written for a 4-byte file");
+}
+
+#[test]
+fn an_offer_without_a_size_is_a_protocol_error_and_leaves_nothing() {
+    let (outcome, tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", None)]);
+        // A client that accepts gets a stream of bytes with no end in sight.
+        if let Some(Frame::Accept { .. }) = raw.read_frame() {
+            raw.send(&[Frame::Begin { id, from: 0 }]);
+            for _ in 0..16 {
+                raw.send_data(&[b'x'; 4096]);
+            }
+            return;
+        }
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 5, "{:?}", outcome.error);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(msg.contains("without a size"), "{msg}");
+    assert!(
+        common::tree(tmp.path()).is_empty(),
+        "no partial left behind"
+    );
+}
+
+#[test]
+fn a_download_that_cannot_fit_is_refused_here() {
+    let (outcome, tmp) = download_from(|mut raw, id| {
+        raw.send(&[offer(id, "a.txt", Some(1 << 60))]);
+        match raw.read_frame() {
+            Some(Frame::Refuse { code, .. }) => assert_eq!(code, Code::NoSpace),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        raw.drain();
+    });
+    assert_eq!(outcome.exit_code(), 1, "{:?}", outcome.error);
+    let file = &outcome.files[0];
+    assert_eq!(file.status, Status::Code(Code::NoSpace));
+    assert!(file.detail.contains("not enough space"), "{}", file.detail);
+    assert!(
+        common::tree(tmp.path()).is_empty(),
+        "no partial left behind"
+    );
 }
 
 #[test]
@@ -291,4 +339,85 @@ fn a_peer_that_hangs_up_before_welcome_gets_a_hint() {
     let msg = outcome.error.unwrap().to_string();
     assert!(msg.contains("is it a ferry server?"), "{msg}");
     assert!(msg.contains("--legacy"), "{msg}");
+}
+
+/// Runs `ferry get --timeout 3 a.txt` against a server that runs `prelude` at full speed,
+/// then trickles `trickle` one byte every 2 s (at most 20 of them); returns the exit code, how
+/// long the client ran, and the temp dir it downloaded into.
+fn get_from_trickler(
+    prelude: impl FnOnce(&mut Raw, u64) + Send + 'static,
+    trickle: impl FnOnce(u64) -> Vec<u8> + Send + 'static,
+) -> (Option<i32>, Duration, tempfile::TempDir) {
+    let done = Arc::new(AtomicBool::new(false));
+    let client_done = done.clone();
+    let (addr, server) = raw_server(move |mut raw| {
+        let id = id_of(&raw.expect(kind::GET));
+        prelude(&mut raw, id);
+        for b in trickle(id).into_iter().take(20) {
+            for _ in 0..20 {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if std::io::Write::write_all(&mut raw.stream, &[b]).is_err() {
+                return;
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let started = std::time::Instant::now();
+    let run = common::ferry(&[
+        "get",
+        &addr.to_string(),
+        "a.txt",
+        "-o",
+        out.to_str().unwrap(),
+        "--timeout",
+        "3",
+    ]);
+    let took = started.elapsed();
+    client_done.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    (run.status.code(), took, tmp)
+}
+
+fn encode(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    out
+}
+
+#[test]
+fn a_trickling_server_cannot_stretch_the_timeout() {
+    // The replies themselves, one byte every 2 s.
+    let (code, took, tmp) = get_from_trickler(
+        |_, _| {},
+        |id| encode(&[WELCOME, offer(id, "a.txt", Some(5))]),
+    );
+    assert_eq!(code, Some(4), "a timeout is a network failure");
+    assert!(took < Duration::from_secs(15), "ran {took:?}");
+    assert!(common::tree(tmp.path()).is_empty(), "nothing left behind");
+
+    // A body: one-byte DATA frames, one every 2 s.
+    let (code, took, _tmp) = get_from_trickler(
+        |raw, id| {
+            raw.send(&[WELCOME, offer(id, "a.txt", Some(1000))]);
+            raw.expect(kind::ACCEPT);
+            raw.send(&[Frame::Begin { id, from: 0 }]);
+        },
+        |_| {
+            let mut bytes = Vec::new();
+            for _ in 0..4 {
+                bytes.extend(encode(&[Frame::Data { len: 1 }]));
+                bytes.push(b'x');
+            }
+            bytes
+        },
+    );
+    assert_eq!(code, Some(4));
+    assert!(took < Duration::from_secs(15), "ran {took:?}");
 }

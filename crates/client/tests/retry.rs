@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{
-    data, dead_addr, ferry, id_of, opts, raw_server, sources, stderr, write, FlakyProxy, TestServer,
+    data, dead_addr, ferry, id_of, opts, raw_server, scripted_then_forwarded, sources, stderr,
+    write, FlakyProxy, TestServer,
 };
 use ferry_client::download::{self, partial_path, Dest};
 use ferry_client::{exit, upload, Backoff, Observer, Options, Outcome, Retry, Status, Target};
@@ -458,4 +459,59 @@ fn standard_input_is_not_sent_twice() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(proxy.connections(), 1, "not retried");
     assert!(!server.path("piped.bin").exists());
+}
+
+/// A server that answers "busy" once (to the whole connection, or to one file) and then
+/// serves: `--retries` waits and tries again instead of giving up with exit 3.
+#[test]
+fn a_busy_answer_is_waited_out_and_retried() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("movie.bin");
+    let content = data(200_000, 9);
+    write(&file, &content);
+    let too_many = |mut raw: common::Raw| {
+        raw.send(&[Frame::Error {
+            code: Code::Busy,
+            reason: "too many connections; try again later".into(),
+        }]);
+        raw.drain();
+    };
+    let file_busy = |mut raw: common::Raw| {
+        let id = id_of(&raw.expect(kind::OFFER));
+        raw.send(&[
+            Frame::Welcome { version: VERSION },
+            Frame::Refuse {
+                id,
+                code: Code::Busy,
+                reason: "movie.bin is being uploaded by another connection; try again later".into(),
+            },
+        ]);
+        raw.drain();
+    };
+    /// What the server does with the first connection.
+    type Script = Box<dyn FnOnce(common::Raw) + Send>;
+    let scripts: [(&str, Script); 2] = [
+        ("connection", Box::new(too_many)),
+        ("file", Box::new(file_busy)),
+    ];
+    for (what, script) in scripts {
+        let _ = fs::remove_file(server.path("movie.bin"));
+        let addr = scripted_then_forwarded(server.addr(), script);
+        let mut seen = Retries::default();
+        let outcome = upload::send(
+            &Target::from(addr),
+            sources(&[&file]),
+            &retrying(3),
+            &mut seen,
+        );
+        assert_eq!(outcome.exit_code(), exit::OK, "{what}: {:?}", outcome);
+        assert_eq!(outcome.retries, 1, "{what}");
+        assert!(seen.0[0].delay > Duration::ZERO, "{what}: it waited");
+        assert_eq!(
+            fs::read(server.path("movie.bin")).unwrap(),
+            content,
+            "{what}"
+        );
+    }
 }

@@ -33,7 +33,8 @@
 //!                                tls.generated()) so clients can --pin it
 //!   --token-file F            -> token = Some(Token::from_file(F)?)   (refuses a group/other-
 //!                                readable file; never accept a token on the command line)
-//!   limiter = SharedFailureLimiter::default()  (5 failures/min per IPv4 or IPv6 /64)
+//!   limiter = SharedFailureLimiter::default()  (5 failures/min per IPv4 or IPv6 /64, 80
+//!                                per IPv6 /48, a global bound past 4096 counters)
 //!   require_tls = tls.is_some()  (or a flag: plain allowed only if the operator says so)
 //! per connection (before a byte reaches the disk):
 //!   if !limiter.check(peer.ip(), Instant::now()) -> log, close
@@ -83,7 +84,10 @@ use std::sync::Arc;
 pub use client::{connect, host_key, ClientTls, KnownHosts, Trust};
 pub use error::SecureError;
 pub use fingerprint::Fingerprint;
-pub use limiter::{source_key, FailureLimiter, SharedFailureLimiter};
+pub use limiter::{
+    source_key, FailureLimiter, SharedFailureLimiter, OVERFLOW_BUCKETS, OVERFLOW_FACTOR,
+    SITE_FACTOR,
+};
 pub use server::{
     accept, accept_any, detect, looks_like_tls, peek_first_byte, Detected, ServerTls, CERT_FILE,
     KEY_FILE, TLS_HANDSHAKE_BYTE,

@@ -1,37 +1,122 @@
-//! Per-source limits on failed authentication attempts, with time as a parameter.
+//! Limits on failed authentication attempts per source, per network and in all, with time as a
+//! parameter.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counts failed attempts per source and refuses a source after too many.
+/// How many times a source's allowance an IPv6 /48 (a site: 65,536 /64s) gets.
+pub const SITE_FACTOR: u32 = 16;
+
+/// How many overflow buckets count the failures of sources the table has no room for.
+pub const OVERFLOW_BUCKETS: usize = 64;
+
+/// How many times a source's allowance each overflow bucket gets.
+pub const OVERFLOW_FACTOR: u32 = 16;
+
+/// Counts failed attempts and refuses sources after too many, so that the guesses an attacker
+/// can make per window stay bounded however many addresses it has.
 ///
-/// A source is an IPv4 address or an IPv6 /64 network (one host often owns a whole /64);
-/// IPv4-mapped IPv6 addresses count as IPv4. After `max_failures` failures within `window`
-/// of the first one, [`FailureLimiter::check`] refuses the source until `window` has passed
-/// since the last counted failure. At most `capacity` sources are tracked; past that, the
-/// least recently failed one is forgotten. The caller supplies the time, so it is testable.
+/// - **Sources.** A source is an IPv4 address or an IPv6 /64 network (one host often owns a
+///   whole /64); IPv4-mapped IPv6 addresses count as IPv4. After `max_failures` failures within
+///   `window` of the first one, [`FailureLimiter::check`] refuses the source until `window`
+///   has passed since the failure that blocked it.
+/// - **Sites.** Each IPv6 failure also counts against its /48, which is refused after
+///   [`SITE_FACTOR`] × `max_failures` failures: one site's 65,536 /64s cannot each take a
+///   fresh allowance. Other /48s and IPv4 sources are not affected.
+/// - **A global bound.** At most `capacity` counters (sources and sites) are kept, and one is
+///   never forgotten while it counts (within its window or block): an attacker cannot make the
+///   limiter forget it by failing from more sources. When the table is full, the failures of a
+///   source or site it has no counter for are counted in one of [`OVERFLOW_BUCKETS`] buckets
+///   (chosen by a keyed hash of the IPv4 /24 or IPv6 /48, so an attacker cannot aim at another
+///   network's bucket), each refused after [`OVERFLOW_FACTOR`] × `max_failures` failures. The
+///   buckets are never evicted. Every failure counts against its source's counter or bucket,
+///   so the guesses allowed per window stay below a fixed number, about `max_failures` ×
+///   (`capacity` + [`OVERFLOW_BUCKETS`] × [`OVERFLOW_FACTOR`]), whatever the number of
+///   sources. The price: while the table is full, a new source whose bucket an attacker
+///   filled waits for the window like the attacker.
+///
+/// The caller supplies the time, so it is testable.
 #[derive(Debug)]
 pub struct FailureLimiter {
     max_failures: u32,
     window: Duration,
     capacity: usize,
-    entries: HashMap<IpAddr, Entry>,
-    order: BTreeMap<(Instant, u64), IpAddr>,
+    entries: HashMap<Key, Counter>,
+    /// The tracked counters by the time they stop counting, to drop them then.
+    expiry: BTreeMap<(Instant, u64), Key>,
     seq: u64,
+    overflow: [Option<Counter>; OVERFLOW_BUCKETS],
+    hasher: RandomState,
 }
 
+/// What a counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    /// An IPv4 address or IPv6 /64 (see [`source_key`]).
+    Source(IpAddr),
+    /// An IPv6 /48.
+    Site(Ipv6Addr),
+}
+
+/// Failures within one window.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Counter {
     window_start: Instant,
     failures: u32,
     blocked_since: Option<Instant>,
-    order_key: (Instant, u64),
+    /// Its key in [`FailureLimiter::expiry`] (unused for overflow buckets).
+    expiry_key: (Instant, u64),
+}
+
+impl Counter {
+    fn fresh(now: Instant) -> Self {
+        Counter {
+            window_start: now,
+            failures: 0,
+            blocked_since: None,
+            expiry_key: (now, 0),
+        }
+    }
+
+    /// When it stops counting: a window after its block, or after its first failure.
+    fn expires(&self, window: Duration) -> Instant {
+        self.blocked_since.unwrap_or(self.window_start) + window
+    }
+
+    fn live(&self, window: Duration, now: Instant) -> bool {
+        now < self.expires(window)
+    }
+
+    fn blocked(&self, window: Duration, now: Instant) -> bool {
+        self.blocked_since.is_some() && self.live(window, now)
+    }
+
+    /// Counts one failure at `now` against `allowance`; true if that blocked it.
+    fn fail(&mut self, allowance: u32, window: Duration, now: Instant) -> bool {
+        if !self.live(window, now) {
+            *self = Counter {
+                expiry_key: self.expiry_key,
+                ..Counter::fresh(now)
+            };
+        }
+        if self.blocked_since.is_some() {
+            return false;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= allowance {
+            self.blocked_since = Some(now);
+            return true;
+        }
+        false
+    }
 }
 
 impl Default for FailureLimiter {
-    /// 5 failures per minute, 4096 sources.
+    /// 5 failures per minute, 4096 counters.
     fn default() -> Self {
         FailureLimiter::new(5, Duration::from_secs(60), 4096)
     }
@@ -39,117 +124,162 @@ impl Default for FailureLimiter {
 
 impl FailureLimiter {
     /// A limiter refusing a source after `max_failures` (at least 1) failures within `window`,
-    /// tracking at most `capacity` (at least 1) sources.
+    /// keeping at most `capacity` (at least 1) counters besides the overflow buckets.
     pub fn new(max_failures: u32, window: Duration, capacity: usize) -> Self {
         FailureLimiter {
             max_failures: max_failures.max(1),
             window,
             capacity: capacity.max(1),
             entries: HashMap::new(),
-            order: BTreeMap::new(),
+            expiry: BTreeMap::new(),
             seq: 0,
+            overflow: [None; OVERFLOW_BUCKETS],
+            hasher: RandomState::new(),
         }
     }
 
     /// Whether `ip` may try now; call it before the handshake and before checking a token.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let key = source_key(ip);
-        let Some(entry) = self.entries.get(&key).copied() else {
-            return true;
-        };
-        match entry.blocked_since {
-            Some(since) if now.saturating_duration_since(since) < self.window => false,
-            Some(_) => {
-                self.forget_key(key);
-                true
-            }
-            None => {
-                if now.saturating_duration_since(entry.window_start) >= self.window {
-                    self.forget_key(key);
-                }
-                true
-            }
-        }
+        self.drop_expired(now);
+        self.retry_after(ip, now).is_none()
     }
 
     /// How long `ip` must still wait, if it is refused now.
     pub fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let since = self.entries.get(&source_key(ip))?.blocked_since?;
-        self.window
-            .checked_sub(now.saturating_duration_since(since))
+        keys(ip)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.counter(key, ip, now))
+            .filter(|c| c.blocked(self.window, now))
+            .map(|c| c.expires(self.window).saturating_duration_since(now))
             .filter(|d| !d.is_zero())
+            .max()
     }
 
-    /// Counts one failed attempt (a wrong or missing token, a failed handshake) from `ip`.
+    /// Counts one failed attempt (a wrong or missing token, a failed handshake) from `ip`,
+    /// against its source, its site and, for those the table has no room for, its overflow
+    /// bucket (once).
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) {
-        let key = source_key(ip);
-        self.seq += 1;
-        let order_key = (now, self.seq);
-        let entry = match self.entries.get(&key).copied() {
-            Some(mut e) => {
-                self.order.remove(&e.order_key);
-                let blocked_active = e
-                    .blocked_since
-                    .is_some_and(|s| now.saturating_duration_since(s) < self.window);
-                if !blocked_active
-                    && (e.blocked_since.is_some()
-                        || now.saturating_duration_since(e.window_start) >= self.window)
-                {
-                    e = fresh(now, order_key);
-                } else if !blocked_active {
-                    e.failures = e.failures.saturating_add(1);
+        self.drop_expired(now);
+        let mut overflowed = false;
+        for key in keys(ip).into_iter().flatten() {
+            let allowance = self.allowance(key);
+            if self.entries.contains_key(&key) || self.entries.len() < self.capacity {
+                self.count_tracked(key, allowance, now);
+            } else if !overflowed {
+                overflowed = true;
+                let bucket = self.bucket(ip);
+                let window = self.window;
+                let counter = self.overflow[bucket].get_or_insert_with(|| Counter::fresh(now));
+                let allowance = self.max_failures.saturating_mul(OVERFLOW_FACTOR);
+                if counter.fail(allowance, window, now) {
+                    log::warn!(
+                        "{key}: the failure table is full and {} failed attempts came from \
+                         sources sharing its bucket; refusing them for {:?}",
+                        counter.failures,
+                        window
+                    );
                 }
-                e.order_key = order_key;
-                e
             }
-            None => {
-                while self.entries.len() >= self.capacity {
-                    match self.order.pop_first() {
-                        Some((_, oldest)) => {
-                            self.entries.remove(&oldest);
-                        }
-                        None => break,
-                    }
-                }
-                fresh(now, order_key)
-            }
-        };
-        let mut entry = entry;
-        if entry.blocked_since.is_none() && entry.failures >= self.max_failures {
-            entry.blocked_since = Some(now);
-            log::warn!(
-                "{key}: {} failed attempts; refusing it for {:?}",
-                entry.failures,
-                self.window
-            );
         }
-        self.entries.insert(key, entry);
-        self.order.insert(order_key, key);
     }
 
-    /// Forgets `ip`'s failures after a successful authentication.
+    /// Forgets `ip`'s own failures after a successful authentication (not those of its site,
+    /// which others may share).
     pub fn record_success(&mut self, ip: IpAddr) {
-        self.forget_key(source_key(ip));
+        if let Some(c) = self.entries.remove(&Key::Source(source_key(ip))) {
+            self.expiry.remove(&c.expiry_key);
+        }
     }
 
-    /// How many sources are tracked now.
+    /// How many counters (sources and sites) are tracked now.
     pub fn tracked(&self) -> usize {
         self.entries.len()
     }
 
-    fn forget_key(&mut self, key: IpAddr) {
-        if let Some(e) = self.entries.remove(&key) {
-            self.order.remove(&e.order_key);
+    fn allowance(&self, key: Key) -> u32 {
+        match key {
+            Key::Source(_) => self.max_failures,
+            Key::Site(_) => self.max_failures.saturating_mul(SITE_FACTOR),
+        }
+    }
+
+    fn count_tracked(&mut self, key: Key, allowance: u32, now: Instant) {
+        let window = self.window;
+        let mut counter = self
+            .entries
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| Counter::fresh(now));
+        self.expiry.remove(&counter.expiry_key);
+        if counter.fail(allowance, window, now) {
+            log::warn!(
+                "{key}: {} failed attempts; refusing it for {window:?}",
+                counter.failures
+            );
+        }
+        self.seq += 1;
+        counter.expiry_key = (counter.expires(window), self.seq);
+        self.expiry.insert(counter.expiry_key, key);
+        self.entries.insert(key, counter);
+    }
+
+    /// The counter `key` of `ip` answers to: its own, else (when the table is full) its
+    /// overflow bucket's.
+    fn counter(&self, key: Key, ip: IpAddr, now: Instant) -> Option<Counter> {
+        if let Some(c) = self.entries.get(&key) {
+            return Some(*c);
+        }
+        if self.entries.len() < self.capacity {
+            return None;
+        }
+        self.overflow[self.bucket(ip)].filter(|c| c.live(self.window, now))
+    }
+
+    /// The overflow bucket of `ip`: a keyed hash of its IPv4 /24 or IPv6 /48.
+    fn bucket(&self, ip: IpAddr) -> usize {
+        let network = match source_key(ip) {
+            IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
+            IpAddr::V6(v6) => site_of(v6),
+        };
+        (self.hasher.hash_one(network) % OVERFLOW_BUCKETS as u64) as usize
+    }
+
+    /// Drops the counters that no longer count.
+    fn drop_expired(&mut self, now: Instant) {
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            self.entries.remove(&key);
         }
     }
 }
 
-fn fresh(now: Instant, order_key: (Instant, u64)) -> Entry {
-    Entry {
-        window_start: now,
-        failures: 1,
-        blocked_since: None,
-        order_key,
+/// The counters a failure from `ip` counts against: its source and, for IPv6, its site.
+fn keys(ip: IpAddr) -> [Option<Key>; 2] {
+    match source_key(ip) {
+        IpAddr::V4(v4) => [Some(Key::Source(IpAddr::V4(v4))), None],
+        IpAddr::V6(v6) => [
+            Some(Key::Source(IpAddr::V6(v6))),
+            Some(Key::Site(Ipv6Addr::from(site_of(v6)))),
+        ],
+    }
+}
+
+/// The /48 of an IPv6 address, as a number.
+fn site_of(v6: Ipv6Addr) -> u128 {
+    u128::from(v6) & !((1u128 << 80) - 1)
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Source(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Key::Source(IpAddr::V6(v6)) => write!(f, "{v6}/64"),
+            Key::Site(v6) => write!(f, "{v6}/48"),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ferry_proto::{Code, Connection, Driver, Event, Step};
 use ferry_secure::{
     accept_any, connect, ClientTls, FailureLimiter, SecureError, ServerTls, SharedFailureLimiter,
-    Token, Trust, MAX_TOKEN_LEN, TOKEN_ENV,
+    Token, Trust, MAX_TOKEN_LEN, OVERFLOW_BUCKETS, OVERFLOW_FACTOR, SITE_FACTOR, TOKEN_ENV,
 };
 
 #[cfg(unix)]
@@ -225,25 +225,101 @@ fn limiter_success_forgets_and_sources_are_grouped() {
 }
 
 #[test]
-fn limiter_memory_is_bounded_and_evicts_the_oldest() {
+fn limiter_memory_is_bounded_and_never_forgets_a_counting_source() {
     let base = Instant::now();
     let mut lim = FailureLimiter::new(1, Duration::from_secs(60), 3);
+    let v4 = |i: u8| IpAddr::V4(Ipv4Addr::new(10, 0, i, 1));
     for i in 0..10u8 {
-        lim.record_failure(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), at(base, i as u64));
+        lim.record_failure(v4(i), at(base, u64::from(i)));
         assert!(lim.tracked() <= 3);
     }
     assert_eq!(lim.tracked(), 3);
     let now = at(base, 10);
-    // The newest three are still refused; the oldest were forgotten.
-    for i in 7..10u8 {
-        assert!(!lim.check(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), now));
+    // The first three keep their counters (newer sources do not push them out) ...
+    for i in 0..3u8 {
+        assert!(!lim.check(v4(i), now), "10.0.{i}.1");
     }
-    for i in 0..7u8 {
-        assert!(lim.check(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), now));
+    // ... and the later ones counted in overflow buckets, whose allowance is larger.
+    for i in 3..10u8 {
+        assert!(lim.check(v4(i), now), "10.0.{i}.1");
     }
-    // Expired entries are dropped when checked.
-    assert!(lim.check(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), at(base, 1000)));
-    assert_eq!(lim.tracked(), 2);
+    // Expired counters are dropped when checked.
+    assert!(lim.check(v4(0), at(base, 1000)));
+    assert_eq!(lim.tracked(), 0);
+}
+
+/// Guesses one at a time from each source, as long as the limiter lets it, at most `tries`
+/// each; returns how many guesses were let through.
+fn guesses_let_through(
+    lim: &mut FailureLimiter,
+    sources: impl Iterator<Item = IpAddr>,
+    tries: u32,
+    now: Instant,
+) -> u64 {
+    let mut through = 0;
+    for ip in sources {
+        for _ in 0..tries {
+            if !lim.check(ip, now) {
+                break;
+            }
+            through += 1;
+            lim.record_failure(ip, now);
+        }
+    }
+    through
+}
+
+fn in_site(site: u16, net: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, site, net, 0, 0, 0, 1))
+}
+
+#[test]
+fn limiter_every_64_of_one_48_is_bounded_by_the_site() {
+    let now = Instant::now();
+    let max = 5;
+    let mut lim = FailureLimiter::new(max, Duration::from_secs(60), 4096);
+    // All 65,536 /64s of 2001:db8:7::/48, each guessing up to its own allowance.
+    let through = guesses_let_through(&mut lim, (0..=u16::MAX).map(|n| in_site(7, n)), max, now);
+    assert_eq!(through, u64::from(max * SITE_FACTOR), "the /48's allowance");
+    assert!(!lim.check(in_site(7, 0xbeef), now), "the whole /48 waits");
+    // A well-behaved source elsewhere is not blocked by that site.
+    assert!(lim.check(in_site(8, 0), now), "another /48");
+    assert!(lim.check(ip("192.0.2.1"), now), "IPv4");
+    lim.record_failure(in_site(8, 0), now);
+    assert!(
+        lim.check(in_site(8, 0), now),
+        "one failure is within its allowance"
+    );
+    // After the window, the site may try again.
+    assert!(lim.check(in_site(7, 1), now + Duration::from_secs(61)));
+}
+
+#[test]
+fn limiter_more_sources_than_its_capacity_are_bounded_in_total() {
+    let now = Instant::now();
+    let (max, capacity) = (5, 100);
+    let bound =
+        u64::from(max) * (capacity as u64 + (OVERFLOW_BUCKETS as u64) * u64::from(OVERFLOW_FACTOR));
+    // 200,000 IPv4 sources, spread over as many /24s as possible, each guessing up to twice
+    // its allowance: the total stays under the bound, and a second wave in the same window
+    // gets nothing more.
+    let source = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + (i << 8) + 1));
+    let mut lim = FailureLimiter::new(max, Duration::from_secs(60), capacity);
+    let first = guesses_let_through(&mut lim, (0..100_000).map(source), 2 * max, now);
+    assert!(
+        first <= bound,
+        "{first} guesses went through, more than {bound}"
+    );
+    assert!(
+        first >= u64::from(max) * capacity as u64,
+        "tracked sources got their allowance"
+    );
+    assert_eq!(lim.tracked(), capacity);
+    let later = now + Duration::from_secs(30);
+    let second = guesses_let_through(&mut lim, (100_000..200_000).map(source), 2 * max, later);
+    assert_eq!(second, 0, "every bucket is full until the window ends");
+    // Once the window has passed, the limiter lets sources try again.
+    assert!(lim.check(source(7), now + Duration::from_secs(121)));
 }
 
 #[test]

@@ -344,6 +344,31 @@ fn forward(a: TcpStream, b: TcpStream, limit: u64, count_up: bool) {
     }
 }
 
+/// A server whose first connection is scripted (the script gets a [`Raw`] peer that already
+/// read the magic) and whose later connections are forwarded whole to `upstream`.
+pub fn scripted_then_forwarded(
+    upstream: SocketAddr,
+    script: impl FnOnce(Raw) + Send + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Lives as long as the test process; each test has its own.
+    thread::spawn(move || {
+        let Ok((first, _)) = listener.accept() else {
+            return;
+        };
+        script(Raw::opened(first));
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            forward(client, server, u64::MAX, true);
+        }
+    });
+    addr
+}
+
 // ----- TLS and tokens -------------------------------------------------------------------------
 
 /// Writes a token file only its owner can read.
@@ -375,19 +400,24 @@ pub fn raw_server(script: impl FnOnce(Raw) + Send + 'static) -> (SocketAddr, Joi
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
+        let (stream, _) = listener.accept().expect("accept");
+        script(Raw::opened(stream));
+    });
+    (addr, handle)
+}
+
+impl Raw {
+    /// The peer on a connection just accepted, once the client's magic is read.
+    pub fn opened(mut stream: TcpStream) -> Self {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         let mut magic = [0u8; MAGIC.len()];
         stream.read_exact(&mut magic).expect("magic");
         assert_eq!(magic, MAGIC);
-        script(Raw { stream });
-    });
-    (addr, handle)
-}
+        Raw { stream }
+    }
 
-impl Raw {
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.
     pub fn read_frame(&mut self) -> Option<Frame> {
         let mut header = [0u8; FRAME_HEADER_LEN];
