@@ -23,7 +23,7 @@ use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
 use crate::paths::{CheckedFolders, Refusal};
 use crate::server::busy_reason;
-use crate::slots::{Activity, Evict, Slot, Slots};
+use crate::slots::{Activity, Evict, Slot, Slots, Take};
 use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
@@ -102,6 +102,8 @@ struct Session<'a> {
     connected: Instant,
     /// Taken when the opening message (HELLO, or the seed name line) arrives.
     slot: Option<Slot>,
+    /// Opened when the server was full: a slot is claimed on the first progress.
+    probation: bool,
     /// The connection is refused: let the client read why before closing.
     linger: bool,
     /// Folders of this connection's uploads already checked.
@@ -135,6 +137,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
+        probation: false,
         linger: false,
         checked: CheckedFolders::default(),
         activity: Activity::new(),
@@ -193,13 +196,16 @@ impl<'a> Session<'a> {
             let wait = self.next_wait();
             self.io().set_wait(wait, idle);
             let step = self.d.next_step()?;
-            if self.slot.is_none() && !self.take_slot(&step) {
+            if !self.opened() && !self.take_slot(&step) {
                 return Ok(());
             }
             // Progress: body bytes moved either way (an ACCEPT of ours starts a download's
             // body), or a file completed at either end.
             let body = matches!(step, Step::Body(_) | Step::Event(Event::Accepted { .. }));
             let completed = matches!(step, Step::Event(Event::End { .. } | Event::Result { .. }));
+            if self.probation && (body || completed) && !self.claim_slot() {
+                return Ok(());
+            }
             self.io().set_body(body);
             let go_on = match step {
                 Step::Body(_) => self.receive_body()?,
@@ -226,7 +232,7 @@ impl<'a> Session<'a> {
     /// timeout, and must then end within the header timeout of their first byte.
     fn next_wait(&self) -> Wait {
         let c = &self.shared.config;
-        if self.slot.is_none() {
+        if !self.opened() {
             return Wait::Until(self.connected + c.header_timeout);
         }
         if self.d.conn().frame_in_progress() {
@@ -240,28 +246,67 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Counts the connection against the limit once it has opened; refuses it as busy when
-    /// the limit is reached. `false` ends the connection.
+    /// Whether the opening message has come (a slot is taken, or probation granted).
+    fn opened(&self) -> bool {
+        self.slot.is_some() || self.probation
+    }
+
+    /// Counts the connection against the limit once it has opened. When the server is full
+    /// but a connection there is stale, goes on without a slot (for at most the grace) and
+    /// claims one on its first progress; else refuses it as busy. `false` ends the connection.
     fn take_slot(&mut self, step: &Step) -> bool {
         if matches!(step, Step::Event(Event::Closed | Event::PeerError { .. })) {
             return true;
         }
-        self.slot = self.shared.slots.try_take(&self.activity);
-        if self.slot.is_some() {
-            let (activity, stall) = (Arc::clone(&self.activity), self.shared.config.stall_timeout);
-            self.io().watch(activity, stall);
-            return true;
+        match self.shared.slots.try_take(&self.activity) {
+            Take::Slot(slot) => self.hold(slot),
+            Take::Probation => {
+                self.probation = true;
+                self.activity.progress();
+                let (activity, grace) = (Arc::clone(&self.activity), self.shared.slots.grace());
+                self.io().watch(activity, grace);
+            }
+            Take::Full => {
+                self.refuse_busy("none of them stalled");
+                return false;
+            }
         }
+        true
+    }
+
+    /// On probation and making progress: claims a slot. `false` ends the connection.
+    fn claim_slot(&mut self) -> bool {
+        match self.shared.slots.claim(&self.activity) {
+            Some(slot) => {
+                self.hold(slot);
+                true
+            }
+            None => {
+                self.refuse_busy("the stalled one went to another client");
+                false
+            }
+        }
+    }
+
+    /// Holds `slot`; the stall timeout counts from now.
+    fn hold(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+        self.probation = false;
+        let (activity, stall) = (Arc::clone(&self.activity), self.shared.config.stall_timeout);
+        self.io().watch(activity, stall);
+    }
+
+    /// Tells the client the server is full, and logs `why`.
+    fn refuse_busy(&mut self, why: &str) {
         let max = self.shared.slots.max();
         log::warn!(
-            "{}: refused, the server is at its limit of {max} connections, none of them stalled",
+            "{}: refused, the server is at its limit of {max} connections ({why})",
             self.peer
         );
         self.d
             .conn_mut()
             .close_with_error(Code::Busy, &busy_reason(max));
         let _ = self.d.flush();
-        false
     }
 
     /// Acts on one event; `false` ends the connection.
@@ -730,6 +775,18 @@ impl<'a> Session<'a> {
     /// Tells the client why the connection ends when it still can; returns the words for the log.
     fn close_after(&mut self, e: &DriveError) -> String {
         let (code, why) = match e {
+            DriveError::Io(io)
+                if self.probation && matches!(Cut::of(io), Some(Cut::Stalled(_))) =>
+            {
+                (
+                    Code::Busy,
+                    format!(
+                        "no progress within {:?} while waiting for a slot: {}",
+                        self.shared.slots.grace(),
+                        busy_reason(self.shared.slots.max())
+                    ),
+                )
+            }
             DriveError::Io(io) => match Cut::of(io) {
                 Some(Cut::Timeout | Cut::Stalled(_)) => (Code::Timeout, format!("timed out: {io}")),
                 Some(Cut::Stopping) => (Code::ShuttingDown, io.to_string()),

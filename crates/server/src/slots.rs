@@ -1,10 +1,13 @@
 //! Connection slots that never wait, and what each connection has done lately.
 //!
-//! A slot is taken at once when one is free. When all are taken, a newcomer takes the slot of
-//! the connection that has gone longest without progress (no body bytes, no completed file),
-//! if that is longer than a grace; that connection is asked to close (see [`Activity::evict`]).
-//! Else the newcomer is refused. So connections that only chatter (a small frame now and then
-//! to stay clear of the idle timeout) cannot lock real clients out.
+//! A slot is taken at once when one is free. When all are taken but some connection has gone
+//! without progress (no body bytes, no completed file) for longer than a grace, a newcomer may
+//! go on without a slot, for at most that grace, and claims the slot of the stalest connection
+//! when it makes progress itself; that connection is asked to close (see
+//! [`Activity::evict`]). Else the newcomer is refused. So connections that only chatter (a
+//! small frame now and then to stay clear of the idle timeout) cannot lock real clients out,
+//! and reconnecting ones cannot win their slots back from each other either: only progress
+//! evicts.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,6 +91,17 @@ pub(crate) struct Slots {
     grace: Duration,
 }
 
+/// What a newcomer gets.
+#[derive(Debug)]
+pub(crate) enum Take {
+    /// A free slot.
+    Slot(Slot),
+    /// None free, but one may be [claimed](Slots::claim) on progress: a holder is stale.
+    Probation,
+    /// None: every slot holder made progress within the grace.
+    Full,
+}
+
 /// One taken slot, given back on drop.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -111,29 +125,55 @@ impl Slots {
         self.max
     }
 
-    /// Takes a slot for `who`, whose progress clock starts now: a free one, else the one of
-    /// the stalest connection if it went without progress for longer than the grace (that
-    /// connection is evicted). `None` when neither.
-    pub(crate) fn try_take(self: &Arc<Self>, who: &Arc<Activity>) -> Option<Slot> {
-        let now = Instant::now();
+    /// The grace: how long a slot holder may go without progress before a newcomer that
+    /// makes progress takes its slot, and how long a newcomer on probation may wait for that.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// A newcomer's slot: a free one (`who`'s progress clock starts now); else probation if
+    /// some holder is stale; else full.
+    pub(crate) fn try_take(self: &Arc<Self>, who: &Arc<Activity>) -> Take {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() < self.max {
+            return Take::Slot(self.push(&mut held, who));
+        }
+        match self.stalest(&held) {
+            Some(_) => Take::Probation,
+            None => Take::Full,
+        }
+    }
+
+    /// For a newcomer on probation that makes progress: a free slot, else the one of the
+    /// stalest holder if it went without progress for longer than the grace (that holder is
+    /// evicted). `None` when neither.
+    pub(crate) fn claim(self: &Arc<Self>, who: &Arc<Activity>) -> Option<Slot> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.len() >= self.max {
-            let (stalest, idle) = held
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (i, a.idle_for(now)))
-                .max_by_key(|&(_, idle)| idle)?;
-            if idle <= self.grace {
-                return None;
-            }
+            let stalest = self.stalest(&held)?;
             held.swap_remove(stalest).evict(Evict::Newcomer);
         }
+        Some(self.push(&mut held, who))
+    }
+
+    /// The holder that has gone longest without progress, if longer than the grace.
+    fn stalest(&self, held: &[Arc<Activity>]) -> Option<usize> {
+        let now = Instant::now();
+        held.iter()
+            .enumerate()
+            .map(|(i, a)| (i, a.idle_for(now)))
+            .max_by_key(|&(_, idle)| idle)
+            .filter(|&(_, idle)| idle > self.grace)
+            .map(|(i, _)| i)
+    }
+
+    fn push(self: &Arc<Self>, held: &mut Vec<Arc<Activity>>, who: &Arc<Activity>) -> Slot {
         who.progress();
         held.push(Arc::clone(who));
-        Some(Slot {
+        Slot {
             slots: Arc::clone(self),
             who: Arc::clone(who),
-        })
+        }
     }
 }
 
@@ -153,36 +193,44 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn never_more_than_max() {
-        let slots = Slots::new(2, Duration::from_secs(60));
-        let a = slots.try_take(&Activity::new()).expect("first");
-        let _b = slots.try_take(&Activity::new()).expect("second");
-        assert!(slots.try_take(&Activity::new()).is_none());
-        drop(a);
-        assert!(slots.try_take(&Activity::new()).is_some());
+    fn slot(t: Take) -> Slot {
+        match t {
+            Take::Slot(s) => s,
+            other => panic!("expected a slot, got {other:?}"),
+        }
     }
 
     #[test]
-    fn a_newcomer_takes_the_slot_of_the_stalest_connection_after_the_grace() {
+    fn never_more_than_max() {
+        let slots = Slots::new(2, Duration::from_secs(60));
+        let a = slot(slots.try_take(&Activity::new()));
+        let _b = slot(slots.try_take(&Activity::new()));
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
+        assert!(slots.claim(&Activity::new()).is_none());
+        drop(a);
+        slot(slots.try_take(&Activity::new()));
+    }
+
+    #[test]
+    fn progress_claims_the_slot_of_the_stalest_connection_after_the_grace() {
         let slots = Slots::new(2, Duration::from_millis(50));
         let (old, busy) = (Activity::new(), Activity::new());
-        let _a = slots.try_take(&old).expect("first");
-        let _b = slots.try_take(&busy).expect("second");
+        let _a = slot(slots.try_take(&old));
+        let _b = slot(slots.try_take(&busy));
         // Within the grace nobody is evicted.
-        assert!(slots.try_take(&Activity::new()).is_none());
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
         std::thread::sleep(Duration::from_millis(120));
         busy.progress();
         let newcomer = Activity::new();
-        let c = slots
-            .try_take(&newcomer)
-            .expect("the stale connection's slot");
+        assert!(matches!(slots.try_take(&newcomer), Take::Probation));
+        assert_eq!(old.evicted(), None, "probation evicts nobody");
+        let c = slots.claim(&newcomer).expect("the stale connection's slot");
         assert_eq!(old.evicted(), Some(Evict::Newcomer));
         assert_eq!(busy.evicted(), None);
         // The newcomer's clock starts with its slot: it is not the next to go.
-        assert!(slots.try_take(&Activity::new()).is_none());
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
         drop(c);
-        assert!(slots.try_take(&Activity::new()).is_some());
+        slot(slots.try_take(&Activity::new()));
     }
 
     #[test]

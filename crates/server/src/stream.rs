@@ -99,6 +99,8 @@ pub(crate) struct Guarded<'a> {
     body: bool,
     /// Set once the connection is closing: the deadline every wait shares from then on.
     closing_by: Option<Instant>,
+    /// A write timed out: the peer does not read.
+    write_timed_out: bool,
 }
 
 impl<'a> Guarded<'a> {
@@ -114,6 +116,7 @@ impl<'a> Guarded<'a> {
             watch: None,
             body: false,
             closing_by: None,
+            write_timed_out: false,
         }
     }
 
@@ -133,6 +136,24 @@ impl<'a> Guarded<'a> {
     pub(crate) fn close_within(&mut self, within: Duration) {
         let by = Instant::now() + within;
         self.closing_by = Some(self.closing_by.map_or(by, |c| c.min(by)));
+    }
+
+    /// A write, bounded by the idle timeout. Once one has timed out (the peer does not read),
+    /// every later one fails at once: TLS swallows the first failure of a write, and would
+    /// wait a full timeout again on the next.
+    fn bounded_write<T>(
+        &mut self,
+        call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.write_timed_out {
+            return Err(Cut::Timeout.into_io());
+        }
+        let deadline = Instant::now() + self.idle;
+        let result = self.bounded(deadline, false, call);
+        if let Err(e) = &result {
+            self.write_timed_out = Cut::of(e) == Some(Cut::Timeout);
+        }
+        result
     }
 
     fn moved(&self, n: usize) {
@@ -256,8 +277,7 @@ impl Read for Guarded<'_> {
 
 impl Write for Guarded<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let deadline = Instant::now() + self.idle;
-        let n = self.bounded(deadline, false, |s, t| {
+        let n = self.bounded_write(|s, t| {
             s.set_write_timeout(Some(t))?;
             s.write(buf)
         })?;
@@ -266,8 +286,7 @@ impl Write for Guarded<'_> {
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let deadline = Instant::now() + self.idle;
-        let n = self.bounded(deadline, false, |s, t| {
+        let n = self.bounded_write(|s, t| {
             s.set_write_timeout(Some(t))?;
             s.write_vectored(bufs)
         })?;
@@ -278,8 +297,7 @@ impl Write for Guarded<'_> {
     fn flush(&mut self) -> io::Result<()> {
         // A no-op on a `TcpStream` today; bounded anyway, like every wait on the peer. (Over
         // TLS, `Stream::flush` writes its records through `write` above, also bounded.)
-        let deadline = Instant::now() + self.idle;
-        self.bounded(deadline, false, |s, _| s.flush())
+        self.bounded_write(|s, _| s.flush())
     }
 }
 
