@@ -151,7 +151,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     s.io().close_within(REFUSAL_LINGER);
     let how = match outcome {
         Ok(()) => "done".to_owned(),
-        Err(e) => s.close_after(&e),
+        Err(e) => clip(&s.close_after(&e)),
     };
     gate::shutdown(s.d.stream_mut());
     if s.linger {
@@ -327,9 +327,10 @@ impl<'a> Session<'a> {
             Event::Refused { id, code, reason } => {
                 self.serving.retain(|s| s.id != id);
                 let reason = clip(&ferry_proto::name::escape(&reason));
-                self.note(format_args!(
-                    "download #{id} declined by the client: {code}: {reason}"
-                ));
+                self.note(
+                    log::Level::Info,
+                    format_args!("download #{id} declined by the client: {code}: {reason}"),
+                );
             }
             Event::Result { id, code, detail } => self.on_result(id, code, &detail),
             Event::PeerError { code, reason } => {
@@ -343,9 +344,10 @@ impl<'a> Session<'a> {
             Event::Closed => return Ok(false),
             other => {
                 let shown = clip(&format!("{other:?}"));
-                self.note(format_args!(
-                    "ignoring an event a server never expects: {shown}"
-                ));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("ignoring an event a server never expects: {shown}"),
+                );
             }
         }
         Ok(true)
@@ -433,7 +435,10 @@ impl<'a> Session<'a> {
                     Err(bad) => bad.raw.clone(),
                 };
                 let (shown, reason) = (clip(&shown), clip(&r.reason));
-                self.note(format_args!("refused {shown}: {}: {reason}", r.code));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("refused {shown}: {}: {reason}", r.code),
+                );
                 self.tally.failed += 1;
                 self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
                 // The seed framing has no reply: a refusal ends the connection.
@@ -499,10 +504,11 @@ impl<'a> Session<'a> {
         Err(busy())
     }
 
-    /// Logs a line about a refusal or an unexpected event, within the connection's budget.
-    fn note(&mut self, line: std::fmt::Arguments<'_>) {
+    /// Logs a line about a refusal or an unexpected event at `level`, within the
+    /// connection's budget.
+    fn note(&mut self, level: log::Level, line: std::fmt::Arguments<'_>) {
         if let Some(last) = self.log.spend() {
-            log::warn!("{}: {line}", self.peer);
+            log::log!(level, "{}: {line}", self.peer);
             if last {
                 log::warn!(
                     "{}: further refusals on this connection are not logged, only counted",
@@ -615,11 +621,10 @@ impl<'a> Session<'a> {
             Err(f) => {
                 self.tally.failed += 1;
                 let (shown, reason) = (clip(&name.to_string()), clip(&f.reason));
-                self.note(format_args!(
-                    "{shown} not stored ({}): {}: {reason}",
-                    Bytes(size),
-                    f.code
-                ));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
+                );
                 self.d.conn_mut().finish(id, f.code, &f.reason)?;
             }
         }
@@ -640,7 +645,10 @@ impl<'a> Session<'a> {
                 clip(&name.to_string()),
                 clip(&ferry_proto::name::escape(reason)),
             );
-            self.note(format_args!("{shown} cancelled by the client: {reason}"));
+            self.note(
+                log::Level::Info,
+                format_args!("{shown} cancelled by the client: {reason}"),
+            );
         }
     }
 
@@ -665,7 +673,10 @@ impl<'a> Session<'a> {
             }
             Err(r) => {
                 let reason = clip(&r.reason);
-                self.note(format_args!("download #{id} refused: {}: {reason}", r.code));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("download #{id} refused: {}: {reason}", r.code),
+                );
                 self.d.conn_mut().refuse(id, r.code, &r.reason)?;
             }
         }
@@ -745,10 +756,10 @@ impl<'a> Session<'a> {
             );
         } else {
             let detail = clip(&ferry_proto::name::escape(detail));
-            self.note(format_args!(
-                "sent {} but the client says {code}: {detail}",
-                s.name
-            ));
+            self.note(
+                log::Level::Warn,
+                format_args!("sent {} but the client says {code}: {detail}", s.name),
+            );
         }
     }
 

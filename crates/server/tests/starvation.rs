@@ -230,15 +230,33 @@ fn one_address_gets_so_many_connections_and_is_told_why() {
     });
 }
 
-/// Whether the server still holds its end of the TCP connection from `client` open
-/// (ESTABLISHED or CLOSE_WAIT in /proc/net/tcp).
-fn server_end_open(server: SocketAddr, client: SocketAddr) -> bool {
+/// The server's end of the TCP connection from `client`, as /proc/net/tcp shows it: its
+/// state (`01` ESTABLISHED, `08` CLOSE_WAIT, ...) and its timer (`02`: keepalive), if any.
+fn server_end(server: SocketAddr, client: SocketAddr) -> Option<(String, String)> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
-    table.lines().skip(1).any(|line| {
+    table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        port(f[1]) == server.port() && port(f[2]) == client.port() && matches!(f[3], "01" | "08")
+        let timer = f[5].split(':').next().unwrap();
+        (port(f[1]) == server.port() && port(f[2]) == client.port())
+            .then(|| (f[3].to_owned(), timer.to_owned()))
     })
+}
+
+/// Whether the server still holds its end of the TCP connection from `client` open.
+fn server_end_open(server: SocketAddr, client: SocketAddr) -> bool {
+    server_end(server, client).is_some_and(|(state, _)| matches!(state.as_str(), "01" | "08"))
+}
+
+#[test]
+fn accepted_connections_have_tcp_keepalive() {
+    let srv = start(config());
+    let d = Via::Plain.welcomed(srv.addr()).unwrap();
+    let client = d.stream().tcp().local_addr().unwrap();
+    let (state, timer) = server_end(srv.addr(), client).expect("the server's end");
+    assert_eq!(state, "01");
+    // An idle connection with keepalive has its keepalive timer running.
+    assert_eq!(timer, "02", "no keepalive timer on the server's end");
 }
 
 /// A client that takes a few bytes of a large download, then stops reading (and never
