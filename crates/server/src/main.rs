@@ -48,6 +48,12 @@ Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a b
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
 --grace to finish; a second signal stops at once. Unfinished files are never published.
 
+Progress is file data moved (either way) or a file completed. A connection without progress
+for --stall-timeout is closed, however many small messages it sends; when every slot is taken,
+a newcomer that makes progress takes the slot of the connection longest without it (past
+--evict-after). Log lines about refusals are capped per connection (--max-refusal-logs) and,
+when stderr cannot keep up, dropped and counted rather than waited for.
+
 A token is never taken on the command line. After --max-auth-failures failed attempts within
 --auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
 for that long.
@@ -72,8 +78,8 @@ struct Args {
     /// Largest file accepted (e.g. 10G); no limit when absent
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_file_size: Option<u64>,
-    /// Most clients served at once; when all slots are taken, a newcomer takes the slot of a
-    /// connection without progress for --evict-after, else it is refused as busy
+    /// Most clients served at once; when all are taken, a newcomer that makes progress takes
+    /// the slot of a connection without progress for --evict-after, else it is refused as busy
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_connections: u64,
