@@ -34,9 +34,10 @@ pub struct Config {
     /// Largest file accepted, in bytes; `None` for no limit.
     pub max_file_size: Option<u64>,
     /// Most clients served at once (counted once a client has opened the conversation).
-    /// When all are taken, a newcomer takes the slot of the connection that has gone longest
-    /// without progress, if longer than [`Config::evict_after`]; else it is refused with
-    /// [`ferry_proto::Code::Busy`]. Default 64.
+    /// When all are taken but one has gone without progress for longer than
+    /// [`Config::evict_after`], a newcomer may go on for that long and takes the slot of the
+    /// connection longest without progress as soon as it makes progress itself; else it is
+    /// refused with [`ferry_proto::Code::Busy`]. Default 64.
     pub max_connections: usize,
     /// Most connections one source (an IPv4 address, an IPv6 /64) may have open at once,
     /// counted from accept (handshakes included); more are refused as busy. Default 8.
@@ -48,8 +49,9 @@ pub struct Config {
     /// connection loses its slot much sooner (see [`Config::evict_after`]).
     pub stall_timeout: Duration,
     /// When every slot is taken, a connection without progress for longer than this loses its
-    /// slot to a newcomer (told why with [`ferry_proto::Code::Busy`]); a connection's clock
-    /// starts when it takes its slot. Default 2 s.
+    /// slot to a newcomer that makes progress (it is told why with
+    /// [`ferry_proto::Code::Busy`]); a connection's clock starts when it takes its slot. Also
+    /// how long such a newcomer may go on without a slot. Default 2 s.
     pub evict_after: Duration,
     /// An upload that resumes a name held by a connection without progress for this long
     /// takes it over: the stale connection (cut off by the network, say) is closed and the
