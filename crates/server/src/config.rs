@@ -33,9 +33,33 @@ pub struct Config {
     pub overwrite: Overwrite,
     /// Largest file accepted, in bytes; `None` for no limit.
     pub max_file_size: Option<u64>,
-    /// Most clients served at once (counted once a client has opened the conversation);
-    /// more are refused with [`ferry_proto::Code::Busy`].
+    /// Most clients served at once (counted once a client has opened the conversation).
+    /// When all are taken but one has gone without progress for longer than
+    /// [`Config::evict_after`], a newcomer may go on for that long and takes the slot of the
+    /// connection longest without progress as soon as it makes progress itself; else it is
+    /// refused with [`ferry_proto::Code::Busy`]. Default 64.
     pub max_connections: usize,
+    /// Most connections one source (an IPv4 address, an IPv6 /64) may have open at once,
+    /// counted from accept (handshakes included); more are refused as busy. Default 8.
+    pub max_per_source: usize,
+    /// A connection that moves no body bytes (either way) and completes no file for this long
+    /// is closed, however many small frames it sends. Default 60 s, the idle timeout's default:
+    /// a client that the idle timeout lets pause (one hashing a long resume prefix, say) is
+    /// not cut by this one; only chatter without transfers is. When the server is full, such a
+    /// connection loses its slot much sooner (see [`Config::evict_after`]).
+    pub stall_timeout: Duration,
+    /// When every slot is taken, a connection without progress for longer than this loses its
+    /// slot to a newcomer that makes progress (it is told why with
+    /// [`ferry_proto::Code::Busy`]); a connection's clock starts when it takes its slot. Also
+    /// how long such a newcomer may go on without a slot. Default 2 s.
+    pub evict_after: Duration,
+    /// An upload that resumes a name held by a connection without progress for this long
+    /// takes it over: the stale connection (cut off by the network, say) is closed and the
+    /// newcomer resumes. Default 3 s.
+    pub takeover_after: Duration,
+    /// Lines about refusals and unexpected events one connection may make the server log; the
+    /// rest are counted in the connection's closing line. Default 16.
+    pub max_refusal_logs: u32,
     /// Most connections still opening (no HELLO or seed name line yet) on top of those, so
     /// that stalled connections cannot take the slots of real clients; beyond both limits a
     /// new connection is refused as busy before anything is read.
@@ -79,6 +103,11 @@ impl Default for Config {
             overwrite: Overwrite::Refuse,
             max_file_size: None,
             max_connections: 64,
+            max_per_source: 8,
+            stall_timeout: Duration::from_secs(60),
+            evict_after: Duration::from_secs(2),
+            takeover_after: Duration::from_secs(3),
+            max_refusal_logs: 16,
             max_handshakes: 256,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -60,6 +60,7 @@ pub(crate) fn open<'a>(
         (Err(e @ SecureError::PlainRefused { .. }), _) => {
             if first == MAGIC[0] {
                 log::warn!("{e} (ferry framing; told so)");
+                io.close_within(REFUSAL_LINGER);
                 let mut d = Driver::new(Stream::plain(io), ferry_proto::Connection::server());
                 d.conn_mut()
                     .close_with_error(Code::Unsupported, TLS_REQUIRED);
@@ -80,8 +81,9 @@ pub(crate) fn open<'a>(
 }
 
 /// After our last words and a half-close: reads and drops what the client still sends, until
-/// it closes or [`REFUSAL_LINGER`] passes, so that closing with unread bytes does not reset
-/// the connection before the client has read why it was refused.
+/// it closes or [`REFUSAL_LINGER`] passes (or the closing deadline, if sooner), so that
+/// closing with unread bytes does not reset the connection before the client has read why it
+/// was refused.
 pub(crate) fn linger(stream: &mut Conn<'_>) {
     stream
         .get_mut()

@@ -58,6 +58,7 @@ mod paths;
 mod server;
 mod session;
 mod slots;
+mod sources;
 mod store;
 mod stream;
 pub mod units;

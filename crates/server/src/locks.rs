@@ -1,13 +1,17 @@
 //! In-process locks on destination paths, so that two connections never write one name at once.
+//! Each lock knows its holder's [`Activity`], so that a connection resuming a file can see
+//! whether the holder is stale (cut off by the network, say) and ask it to close.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The set of destination paths being written right now.
+use crate::slots::Activity;
+
+/// The destination paths being written right now, and by whom.
 #[derive(Debug, Default)]
 pub(crate) struct NameLocks {
-    held: Mutex<HashSet<PathBuf>>,
+    held: Mutex<HashMap<PathBuf, Arc<Activity>>>,
 }
 
 /// Holds one path until dropped.
@@ -18,10 +22,19 @@ pub(crate) struct NameLock {
 }
 
 impl NameLocks {
-    /// Takes the lock on `path`, or `None` if another upload holds it.
-    pub(crate) fn try_lock(self: &Arc<Self>, path: &Path) -> Option<NameLock> {
+    /// Takes the lock on `path` for `who`, or returns the holder's activity if another
+    /// upload holds it.
+    pub(crate) fn try_lock(
+        self: &Arc<Self>,
+        path: &Path,
+        who: &Arc<Activity>,
+    ) -> Result<NameLock, Arc<Activity>> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.insert(path.to_owned()).then(|| NameLock {
+        if let Some(holder) = held.get(path) {
+            return Err(Arc::clone(holder));
+        }
+        held.insert(path.to_owned(), Arc::clone(who));
+        Ok(NameLock {
             locks: Arc::clone(self),
             path: path.to_owned(),
         })
@@ -46,10 +59,12 @@ mod tests {
     #[test]
     fn one_holder_at_a_time() {
         let locks = Arc::new(NameLocks::default());
-        let a = locks.try_lock(Path::new("/x/a")).expect("free");
-        assert!(locks.try_lock(Path::new("/x/a")).is_none());
-        assert!(locks.try_lock(Path::new("/x/b")).is_some());
+        let (me, other) = (Activity::new(), Activity::new());
+        let a = locks.try_lock(Path::new("/x/a"), &me).expect("free");
+        let holder = locks.try_lock(Path::new("/x/a"), &other).unwrap_err();
+        assert!(Arc::ptr_eq(&holder, &me));
+        assert!(locks.try_lock(Path::new("/x/b"), &other).is_ok());
         drop(a);
-        assert!(locks.try_lock(Path::new("/x/a")).is_some());
+        assert!(locks.try_lock(Path::new("/x/a"), &other).is_ok());
     }
 }

@@ -20,6 +20,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_START: u8 = 3;
 /// Exit status: the server failed while running.
 const EXIT_RUN: u8 = 1;
+/// Longest wait for queued log lines to be written before exiting (stderr may be stuck).
+const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -46,6 +48,12 @@ Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a b
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
 --grace to finish; a second signal stops at once. Unfinished files are never published.
 
+Progress is file data moved (either way) or a file completed. A connection without progress
+for --stall-timeout is closed, however many small messages it sends; when every slot is taken,
+a newcomer that makes progress takes the slot of the connection longest without it (past
+--evict-after). Log lines about refusals are capped per connection (--max-refusal-logs) and,
+when stderr cannot keep up, dropped and counted rather than waited for.
+
 A token is never taken on the command line. After --max-auth-failures failed attempts within
 --auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
 for that long.
@@ -70,10 +78,30 @@ struct Args {
     /// Largest file accepted (e.g. 10G); no limit when absent
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_file_size: Option<u64>,
-    /// Most clients served at once; more are refused as busy
+    /// Most clients served at once; when all are taken, a newcomer that makes progress takes
+    /// the slot of a connection without progress for --evict-after, else it is refused as busy
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_connections: u64,
+    /// Most connections one address (an IPv6 /64) may have open at once, handshakes included
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_per_source: u64,
+    /// Close a connection that moves no file bytes and finishes no file for this long, however
+    /// many small messages it sends
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// When the server is full, a connection without progress for longer than this loses its
+    /// slot to a newcomer
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    evict_after: Duration,
+    /// An upload resuming a name held by a connection without progress for this long takes it
+    /// over (the stale connection, cut off by the network say, is closed)
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    takeover_after: Duration,
+    /// Lines about refusals one connection may log; the rest are counted in its closing line
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_refusal_logs: u32,
     /// Most connections still saying hello at once, on top of --max-connections
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
@@ -194,6 +222,11 @@ impl Args {
             overwrite: self.overwrite.into(),
             max_file_size: self.max_file_size,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_per_source: usize::try_from(self.max_per_source).unwrap_or(usize::MAX),
+            stall_timeout: self.stall_timeout,
+            evict_after: self.evict_after,
+            takeover_after: self.takeover_after,
+            max_refusal_logs: self.max_refusal_logs,
             max_handshakes: usize::try_from(self.max_handshakes).unwrap_or(usize::MAX),
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
@@ -222,7 +255,7 @@ fn watch_signals(mut signals: Signals, stop: ShutdownHandle, log: Flusher) -> st
             }
             if forever.next().is_some() {
                 log::warn!("second signal: stopping now; unfinished files are not published");
-                log.flush();
+                log.flush(LOG_FLUSH);
                 std::process::exit(i32::from(EXIT_RUN));
             }
         })?;
@@ -267,9 +300,33 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
+    raise_fd_limit();
     let code = serve(args, log.clone());
-    log.flush();
+    log.flush(LOG_FLUSH);
     code
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection holds a socket and
+/// files, and the soft limit (often 1,024) is far below what the server's caps allow.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        log::debug!("open files limit: {:?}", limit.current);
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => log::debug!(
+            "open files limit raised from {:?} to {:?}",
+            limit.current,
+            limit.maximum
+        ),
+        Err(e) => log::debug!("open files limit stays {:?}: {e}", limit.current),
+    }
 }
 
 /// Runs the server until it is stopped; the exit status.

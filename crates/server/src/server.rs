@@ -18,6 +18,7 @@ use crate::gate::{self, REFUSAL_LINGER};
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
+use crate::sources::Sources;
 use crate::store::Store;
 use crate::stream::{Guarded, StopFlags, Wait};
 
@@ -25,6 +26,13 @@ use crate::stream::{Guarded, StopFlags, Wait};
 const TICK: Duration = Duration::from_millis(50);
 /// Most sources whose failed authentications are counted at once.
 const LIMITER_CAPACITY: usize = 4096;
+/// TCP keepalive on accepted sockets: the first probe after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ... then one every this long ...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and the kernel drops the connection after this many unanswered ones, so a peer cut off
+/// by the network (no FIN ever comes) is noticed in about a minute even with nothing in flight.
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// A bound server, ready to [`run`](Server::run) or [`spawn`](Server::spawn).
 #[derive(Debug)]
@@ -67,7 +75,7 @@ impl Server {
         let local_addr = listener.local_addr().map_err(bind_err)?;
         announce(&config, local_addr, store.root());
         let shared = Shared {
-            slots: Slots::new(config.max_connections),
+            slots: Slots::new(config.max_connections, config.evict_after),
             limiter: SharedFailureLimiter::new(FailureLimiter::new(
                 config.max_auth_failures,
                 config.auth_window,
@@ -108,8 +116,11 @@ impl Server {
             listener, shared, ..
         } = self;
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
-        let refusing = Arc::new(AtomicUsize::new(0));
-        let result = accept_loop(&listener, &shared, &mut workers, &refusing);
+        let admission = Admission {
+            refusing: Arc::new(AtomicUsize::new(0)),
+            sources: Sources::new(shared.config.max_per_source),
+        };
+        let result = accept_loop(&listener, &shared, &mut workers, &admission);
         drop(listener);
         drain(&shared, workers);
         result
@@ -168,10 +179,17 @@ impl ServerHandle {
 
 fn check(config: &Config) -> Result<(), ServerError> {
     let bad = |what: &str| Err(ServerError::Config(what.to_owned()));
-    if config.max_connections == 0 {
-        return bad("the connection limit must be at least 1");
+    if config.max_connections == 0 || config.max_per_source == 0 {
+        return bad("the connection limits (in all and per source) must be at least 1");
     }
-    if config.header_timeout.is_zero() || config.idle_timeout.is_zero() {
+    let timeouts = [
+        config.header_timeout,
+        config.idle_timeout,
+        config.stall_timeout,
+        config.evict_after,
+        config.takeover_after,
+    ];
+    if timeouts.iter().any(Duration::is_zero) {
         return bad("timeouts must be longer than zero");
     }
     if config.max_auth_failures == 0 || config.auth_window.is_zero() {
@@ -228,11 +246,19 @@ fn exposure_warning(config: &Config, addr: SocketAddr, root: &Path) -> Option<St
     }
 }
 
+/// What the accept loop counts besides the connection threads.
+struct Admission {
+    /// Busy refusals being sent right now.
+    refusing: Arc<AtomicUsize>,
+    /// Connections open per source.
+    sources: Arc<Sources>,
+}
+
 fn accept_loop(
     listener: &TcpListener,
     shared: &Arc<Shared>,
     workers: &mut Vec<JoinHandle<()>>,
-    refusing: &Arc<AtomicUsize>,
+    admission: &Admission,
 ) -> Result<(), ServerError> {
     let tick = Timespec::try_from(TICK).expect("a small duration");
     while !shared.stop.draining.load(Ordering::Relaxed) {
@@ -244,7 +270,7 @@ fn accept_loop(
         }
         reap(workers);
         match listener.accept() {
-            Ok((stream, peer)) => admit(stream, peer, shared, workers, refusing),
+            Ok((stream, peer)) => admit(stream, peer, shared, workers, admission),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -270,17 +296,26 @@ fn reap(workers: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// Sets up an accepted socket: blocking, no Nagle delay, TCP keepalive.
+fn set_up(stream: &TcpStream) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    sockopt::set_socket_keepalive(stream, true)?;
+    sockopt::set_tcp_keepidle(stream, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(stream, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
+    Ok(())
+}
+
 fn admit(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     workers: &mut Vec<JoinHandle<()>>,
-    refusing: &Arc<AtomicUsize>,
+    admission: &Admission,
 ) {
-    if let Err(e) = stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_nodelay(true))
-    {
+    if let Err(e) = set_up(&stream) {
         log::warn!("{peer}: cannot set up the socket: {e}");
         return;
     }
@@ -295,32 +330,53 @@ fn admit(
         return;
     }
     if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
-        refuse_busy(stream, peer, shared, refusing);
+        log::warn!("{peer}: refused, the server is at its connection limit");
+        refuse_busy(
+            stream,
+            peer,
+            shared,
+            admission,
+            busy_reason(c.max_connections),
+        );
         return;
     }
+    let Some(ticket) = admission.sources.try_open(peer.ip()) else {
+        let max = admission.sources.max();
+        log::warn!("{peer}: refused, its address has {max} connections open already");
+        let why = format!(
+            "your address has {max} connections open, the most this server allows per \
+             address; close some or try again later"
+        );
+        refuse_busy(stream, peer, shared, admission, why);
+        return;
+    };
     log::debug!("{peer}: connected");
     let shared = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(format!("ferry-conn-{peer}"))
-        .spawn(move || serve_connection(stream, peer, &shared));
+        .spawn(move || {
+            serve_connection(stream, peer, &shared);
+            drop(ticket);
+        });
     match spawned {
         Ok(handle) => workers.push(handle),
         Err(e) => log::error!("{peer}: cannot start a connection thread: {e}"),
     }
 }
 
-/// Tells a client over the limit that the server is busy, on a short-lived thread that lets
-/// it read the refusal before the socket closes. Refusals are bounded too, in number and in
-/// time: with TLS, the handshake comes first (a plain error would be garbage to a TLS
+/// Tells a client over a limit that the server is busy and `why`, on a short-lived thread that
+/// lets it read the refusal before the socket closes. Refusals are bounded too, in number and
+/// in time: with TLS, the handshake comes first (a plain error would be garbage to a TLS
 /// client), and all of it must fit in [`REFUSAL_LINGER`].
 fn refuse_busy(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    refusing: &Arc<AtomicUsize>,
+    admission: &Admission,
+    why: String,
 ) {
-    log::warn!("{peer}: refused, the server is at its connection limit");
     let max = shared.config.max_connections;
+    let refusing = &admission.refusing;
     if refusing.fetch_add(1, Ordering::Relaxed) >= max {
         refusing.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -332,6 +388,7 @@ fn refuse_busy(
         .spawn(move || {
             let mut io = Guarded::new(stream, &shared.stop, REFUSAL_LINGER);
             io.set_wait(Wait::Until(Instant::now() + REFUSAL_LINGER), false);
+            io.close_within(REFUSAL_LINGER);
             let opened = match &shared.config.tls {
                 // Plain: the refusal goes out before anything is read, as it always has.
                 None => Some(Stream::plain(io)),
@@ -339,7 +396,7 @@ fn refuse_busy(
             };
             if let Some(stream) = opened {
                 let mut d = Driver::new(stream, Connection::server());
-                d.conn_mut().close_with_error(Code::Busy, &busy_reason(max));
+                d.conn_mut().close_with_error(Code::Busy, &why);
                 let flushed = d.flush().is_ok();
                 let (mut stream, _) = d.into_parts();
                 gate::shutdown(&mut stream);

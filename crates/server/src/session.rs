@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{
     BodyCheck, Code, Connection, DriveError, Driver, Error, Event, FileId, Framing, Hasher, Name,
@@ -17,14 +18,21 @@ use ferry_proto::{
 use ferry_secure::SharedFailureLimiter;
 
 use crate::config::Config;
-use crate::gate::{self, Conn};
+use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::locks::{NameLock, NameLocks};
+use crate::logging::{clip, LogBudget};
 use crate::paths::{CheckedFolders, Refusal};
 use crate::server::busy_reason;
-use crate::slots::{Slot, Slots};
+use crate::slots::{Activity, Evict, Slot, Slots, Take};
 use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
+
+/// How long an upload taking over a stale connection's name waits for that connection to let
+/// go of it (it notices within a tenth of a second, then keeps its partial for resume).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// How often that wait looks at the lock.
+const TAKEOVER_TICK: Duration = Duration::from_millis(20);
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -94,10 +102,16 @@ struct Session<'a> {
     connected: Instant,
     /// Taken when the opening message (HELLO, or the seed name line) arrives.
     slot: Option<Slot>,
+    /// Opened when the server was full: a slot is claimed on the first progress.
+    probation: bool,
     /// The connection is refused: let the client read why before closing.
     linger: bool,
     /// Folders of this connection's uploads already checked.
     checked: CheckedFolders,
+    /// When this connection last made progress; whether it is asked to close.
+    activity: Arc<Activity>,
+    /// Lines about refusals this connection may still cause.
+    log: LogBudget,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -123,14 +137,21 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
+        probation: false,
         linger: false,
         checked: CheckedFolders::default(),
+        activity: Activity::new(),
+        log: LogBudget::new(c.max_refusal_logs),
     };
     let outcome = s.run();
     s.interrupt_body();
+    // Names are free for others (a takeover waits for this) before the goodbye.
+    s.pending.clear();
+    // From here on, the last flush, the TLS close and the linger share one short deadline.
+    s.io().close_within(REFUSAL_LINGER);
     let how = match outcome {
         Ok(()) => "done".to_owned(),
-        Err(e) => s.close_after(&e),
+        Err(e) => clip(&s.close_after(&e)),
     };
     gate::shutdown(s.d.stream_mut());
     if s.linger {
@@ -143,12 +164,13 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     };
     let t = &s.tally;
     log::info!(
-        "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} failed, {} received, {} sent",
+        "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} failed, {} received, {} sent{}",
         started.elapsed(),
         t.stored,
         t.failed,
         Bytes(t.received),
         Bytes(t.sent),
+        s.log.summary(),
     );
 }
 
@@ -174,13 +196,25 @@ impl<'a> Session<'a> {
             let wait = self.next_wait();
             self.io().set_wait(wait, idle);
             let step = self.d.next_step()?;
-            if self.slot.is_none() && !self.take_slot(&step) {
+            if !self.opened() && !self.take_slot(&step) {
                 return Ok(());
             }
+            // Progress: body bytes moved either way (an ACCEPT of ours starts a download's
+            // body), or a file completed at either end.
+            let body = matches!(step, Step::Body(_) | Step::Event(Event::Accepted { .. }));
+            let completed = matches!(step, Step::Event(Event::End { .. } | Event::Result { .. }));
+            if self.probation && (body || completed) && !self.claim_slot() {
+                return Ok(());
+            }
+            self.io().set_body(body);
             let go_on = match step {
                 Step::Body(_) => self.receive_body()?,
                 Step::Event(event) => self.on_event(event)?,
             };
+            self.io().set_body(false);
+            if completed {
+                self.activity.progress();
+            }
             if !go_on {
                 self.d.flush()?;
                 return Ok(());
@@ -198,7 +232,7 @@ impl<'a> Session<'a> {
     /// timeout, and must then end within the header timeout of their first byte.
     fn next_wait(&self) -> Wait {
         let c = &self.shared.config;
-        if self.slot.is_none() {
+        if !self.opened() {
             return Wait::Until(self.connected + c.header_timeout);
         }
         if self.d.conn().frame_in_progress() {
@@ -212,26 +246,67 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Counts the connection against the limit once it has opened; refuses it as busy when
-    /// the limit is reached. `false` ends the connection.
+    /// Whether the opening message has come (a slot is taken, or probation granted).
+    fn opened(&self) -> bool {
+        self.slot.is_some() || self.probation
+    }
+
+    /// Counts the connection against the limit once it has opened. When the server is full
+    /// but a connection there is stale, goes on without a slot (for at most the grace) and
+    /// claims one on its first progress; else refuses it as busy. `false` ends the connection.
     fn take_slot(&mut self, step: &Step) -> bool {
         if matches!(step, Step::Event(Event::Closed | Event::PeerError { .. })) {
             return true;
         }
-        self.slot = self.shared.slots.try_take();
-        if self.slot.is_some() {
-            return true;
+        match self.shared.slots.try_take(&self.activity) {
+            Take::Slot(slot) => self.hold(slot),
+            Take::Probation => {
+                self.probation = true;
+                self.activity.progress();
+                let (activity, grace) = (Arc::clone(&self.activity), self.shared.slots.grace());
+                self.io().watch(activity, grace);
+            }
+            Take::Full => {
+                self.refuse_busy("none of them stalled");
+                return false;
+            }
         }
+        true
+    }
+
+    /// On probation and making progress: claims a slot. `false` ends the connection.
+    fn claim_slot(&mut self) -> bool {
+        match self.shared.slots.claim(&self.activity) {
+            Some(slot) => {
+                self.hold(slot);
+                true
+            }
+            None => {
+                self.refuse_busy("the stalled one went to another client");
+                false
+            }
+        }
+    }
+
+    /// Holds `slot`; the stall timeout counts from now.
+    fn hold(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+        self.probation = false;
+        let (activity, stall) = (Arc::clone(&self.activity), self.shared.config.stall_timeout);
+        self.io().watch(activity, stall);
+    }
+
+    /// Tells the client the server is full, and logs `why`.
+    fn refuse_busy(&mut self, why: &str) {
         let max = self.shared.slots.max();
         log::warn!(
-            "{}: refused, the server is at its limit of {max} connections",
+            "{}: refused, the server is at its limit of {max} connections ({why})",
             self.peer
         );
         self.d
             .conn_mut()
             .close_with_error(Code::Busy, &busy_reason(max));
         let _ = self.d.flush();
-        false
     }
 
     /// Acts on one event; `false` ends the connection.
@@ -251,10 +326,10 @@ impl<'a> Session<'a> {
             Event::Accepted { id, offset, .. } => self.send_download(id, offset)?,
             Event::Refused { id, code, reason } => {
                 self.serving.retain(|s| s.id != id);
-                log::info!(
-                    "{}: download #{id} declined by the client: {code}: {}",
-                    self.peer,
-                    ferry_proto::name::escape(&reason)
+                let reason = clip(&ferry_proto::name::escape(&reason));
+                self.note(
+                    log::Level::Info,
+                    format_args!("download #{id} declined by the client: {code}: {reason}"),
                 );
             }
             Event::Result { id, code, detail } => self.on_result(id, code, &detail),
@@ -262,15 +337,16 @@ impl<'a> Session<'a> {
                 log::warn!(
                     "{}: the client reported an error: {code}: {}",
                     self.peer,
-                    ferry_proto::name::escape(&reason)
+                    clip(&ferry_proto::name::escape(&reason))
                 );
                 return Ok(false);
             }
             Event::Closed => return Ok(false),
             other => {
-                log::warn!(
-                    "{}: ignoring an event a server never expects: {other:?}",
-                    self.peer
+                let shown = clip(&format!("{other:?}"));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("ignoring an event a server never expects: {shown}"),
                 );
             }
         }
@@ -358,7 +434,11 @@ impl<'a> Session<'a> {
                     Ok(n) => n.to_string(),
                     Err(bad) => bad.raw.clone(),
                 };
-                log::warn!("{}: refused {shown}: {}: {}", self.peer, r.code, r.reason);
+                let (shown, reason) = (clip(&shown), clip(&r.reason));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("refused {shown}: {}: {reason}", r.code),
+                );
                 self.tally.failed += 1;
                 self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
                 // The seed framing has no reply: a refusal ends the connection.
@@ -382,16 +462,60 @@ impl<'a> Session<'a> {
         // Before any folder is created for it.
         store.check_size(&name, o.size)?;
         let target = store.target(&name, &mut self.checked)?;
-        let lock = self.shared.locks.try_lock(&target.path).ok_or_else(|| {
-            Refusal::new(
-                Code::Busy,
-                format!("{name} is being uploaded by another connection; try again later"),
-            )
-        })?;
+        let lock = self.lock_name(&name, &target.path)?;
         let resumable = self.d.conn().framing() == Some(Framing::Ferry);
         let (upload, prefix) =
             store.prepare_upload(name, target, (o.size, o.mtime, o.mode), resumable)?;
         Ok((upload, lock, prefix))
+    }
+
+    /// Takes the lock on `path` for this connection. If another connection holds it and has
+    /// made no progress for [`Config::takeover_after`] (cut off by the network, say), that one
+    /// is asked to close and the lock is awaited for up to [`TAKEOVER_WAIT`].
+    fn lock_name(&self, name: &Name, path: &Path) -> Result<NameLock, Refusal> {
+        let locks = &self.shared.locks;
+        let busy = || {
+            Refusal::new(
+                Code::Busy,
+                format!("{name} is being uploaded by another connection; try again later"),
+            )
+        };
+        let holder = match locks.try_lock(path, &self.activity) {
+            Ok(lock) => return Ok(lock),
+            Err(holder) => holder,
+        };
+        let stale = holder.idle_for(Instant::now());
+        if Arc::ptr_eq(&holder, &self.activity) || stale < self.shared.config.takeover_after {
+            return Err(busy());
+        }
+        holder.evict(Evict::Takeover);
+        drop(holder);
+        let until = Instant::now() + TAKEOVER_WAIT;
+        while Instant::now() < until {
+            std::thread::sleep(TAKEOVER_TICK);
+            if let Ok(lock) = locks.try_lock(path, &self.activity) {
+                log::info!(
+                    "{}: {name} taken over from a connection without progress for {stale:.1?}",
+                    self.peer
+                );
+                return Ok(lock);
+            }
+        }
+        Err(busy())
+    }
+
+    /// Logs a line about a refusal or an unexpected event at `level`, within the
+    /// connection's budget.
+    fn note(&mut self, level: log::Level, line: std::fmt::Arguments<'_>) {
+        if let Some(last) = self.log.spend() {
+            log::log!(level, "{}: {line}", self.peer);
+            if last {
+                log::warn!(
+                    "{}: further refusals on this connection are not logged, only counted",
+                    self.peer
+                );
+            }
+        }
     }
 
     fn on_begin(&mut self, id: FileId, from: u64) {
@@ -496,12 +620,10 @@ impl<'a> Session<'a> {
             }
             Err(f) => {
                 self.tally.failed += 1;
-                log::warn!(
-                    "{}: {name} not stored ({}): {}: {}",
-                    self.peer,
-                    Bytes(size),
-                    f.code,
-                    f.reason
+                let (shown, reason) = (clip(&name.to_string()), clip(&f.reason));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
                 );
                 self.d.conn_mut().finish(id, f.code, &f.reason)?;
             }
@@ -519,10 +641,13 @@ impl<'a> Session<'a> {
         };
         if let Some(name) = name {
             self.tally.failed += 1;
-            log::info!(
-                "{}: {name} cancelled by the client: {}",
-                self.peer,
-                ferry_proto::name::escape(reason)
+            let (shown, reason) = (
+                clip(&name.to_string()),
+                clip(&ferry_proto::name::escape(reason)),
+            );
+            self.note(
+                log::Level::Info,
+                format_args!("{shown} cancelled by the client: {reason}"),
             );
         }
     }
@@ -547,11 +672,10 @@ impl<'a> Session<'a> {
                 self.serving.push_back(Serving { id, download });
             }
             Err(r) => {
-                log::warn!(
-                    "{}: download #{id} refused: {}: {}",
-                    self.peer,
-                    r.code,
-                    r.reason
+                let reason = clip(&r.reason);
+                self.note(
+                    log::Level::Warn,
+                    format_args!("download #{id} refused: {}: {reason}", r.code),
                 );
                 self.d.conn_mut().refuse(id, r.code, &r.reason)?;
             }
@@ -631,11 +755,10 @@ impl<'a> Session<'a> {
                 Bytes(s.bytes)
             );
         } else {
-            log::warn!(
-                "{}: sent {} but the client says {code}: {}",
-                self.peer,
-                s.name,
-                ferry_proto::name::escape(detail)
+            let detail = clip(&ferry_proto::name::escape(detail));
+            self.note(
+                log::Level::Warn,
+                format_args!("sent {} but the client says {code}: {detail}", s.name),
             );
         }
     }
@@ -663,9 +786,22 @@ impl<'a> Session<'a> {
     /// Tells the client why the connection ends when it still can; returns the words for the log.
     fn close_after(&mut self, e: &DriveError) -> String {
         let (code, why) = match e {
+            DriveError::Io(io)
+                if self.probation && matches!(Cut::of(io), Some(Cut::Stalled(_))) =>
+            {
+                (
+                    Code::Busy,
+                    format!(
+                        "no progress within {:?} while waiting for a slot: {}",
+                        self.shared.slots.grace(),
+                        busy_reason(self.shared.slots.max())
+                    ),
+                )
+            }
             DriveError::Io(io) => match Cut::of(io) {
-                Some(Cut::Timeout) => (Code::Timeout, format!("timed out: {io}")),
+                Some(Cut::Timeout | Cut::Stalled(_)) => (Code::Timeout, format!("timed out: {io}")),
                 Some(Cut::Stopping) => (Code::ShuttingDown, io.to_string()),
+                Some(Cut::Evicted | Cut::TakenOver) => (Code::Busy, format!("evicted: {io}")),
                 None => return format!("connection lost: {io}"),
             },
             // The machine has queued an ERROR frame already.

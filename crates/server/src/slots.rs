@@ -1,24 +1,122 @@
-//! A counter of busy connection slots that never waits: a slot is taken or refused at once.
+//! Connection slots that never wait, and what each connection has done lately.
+//!
+//! A slot is taken at once when one is free. When all are taken but some connection has gone
+//! without progress (no body bytes, no completed file) for longer than a grace, a newcomer may
+//! go on without a slot, for at most that grace, and claims the slot of the stalest connection
+//! when it makes progress itself; that connection is asked to close (see
+//! [`Activity::evict`]). Else the newcomer is refused. So connections that only chatter (a
+//! small frame now and then to stay clear of the idle timeout) cannot lock real clients out,
+//! and reconnecting ones cannot win their slots back from each other either: only progress
+//! evicts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-/// How many of a fixed number of slots are taken.
+/// Why another part of the server asks a connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Evict {
+    /// The server is full and a newcomer took this connection's slot.
+    Newcomer,
+    /// Another connection resumes a file this one holds.
+    Takeover,
+}
+
+/// One connection's progress clock and its eviction flag, shared with the slot table and the
+/// name locks (so that other connections can see how stale it is and ask it to close).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    born: Instant,
+    /// Milliseconds from `born` to the last progress.
+    last: AtomicU64,
+    /// 0, or an [`Evict`] as 1 + its index.
+    evict: AtomicU8,
+}
+
+impl Activity {
+    /// A new connection's: progress counted from now.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            born: Instant::now(),
+            last: AtomicU64::new(0),
+            evict: AtomicU8::new(0),
+        })
+    }
+
+    fn since_born(&self, now: Instant) -> u64 {
+        let ms = now.saturating_duration_since(self.born).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    /// Records progress now: body bytes moved, or a file completed.
+    pub(crate) fn progress(&self) {
+        self.last
+            .fetch_max(self.since_born(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// How long the connection has gone without progress at `now`.
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        let idle = self
+            .since_born(now)
+            .saturating_sub(self.last.load(Ordering::Relaxed));
+        Duration::from_millis(idle)
+    }
+
+    /// Asks the connection to close; the first reason given stays.
+    pub(crate) fn evict(&self, why: Evict) {
+        let code = match why {
+            Evict::Newcomer => 1,
+            Evict::Takeover => 2,
+        };
+        let _ = self
+            .evict
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether, and why, the connection was asked to close.
+    pub(crate) fn evicted(&self) -> Option<Evict> {
+        match self.evict.load(Ordering::Acquire) {
+            1 => Some(Evict::Newcomer),
+            2 => Some(Evict::Takeover),
+            _ => None,
+        }
+    }
+}
+
+/// The connections holding a slot, at most `max`.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    taken: AtomicUsize,
+    held: Mutex<Vec<Arc<Activity>>>,
     max: usize,
+    grace: Duration,
+}
+
+/// What a newcomer gets.
+#[derive(Debug)]
+pub(crate) enum Take {
+    /// A free slot.
+    Slot(Slot),
+    /// None free, but one may be [claimed](Slots::claim) on progress: a holder is stale.
+    Probation,
+    /// None: every slot holder made progress within the grace.
+    Full,
 }
 
 /// One taken slot, given back on drop.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    who: Arc<Activity>,
+}
 
 impl Slots {
-    pub(crate) fn new(max: usize) -> Arc<Self> {
+    /// `max` slots; a connection without progress for longer than `grace` may lose its slot
+    /// to a newcomer when all are taken.
+    pub(crate) fn new(max: usize, grace: Duration) -> Arc<Self> {
         Arc::new(Self {
-            taken: AtomicUsize::new(0),
+            held: Mutex::new(Vec::new()),
             max,
+            grace,
         })
     }
 
@@ -27,20 +125,67 @@ impl Slots {
         self.max
     }
 
-    /// Takes a slot, or `None` when all are taken.
-    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
-        self.taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(Arc::clone(self)))
+    /// The grace: how long a slot holder may go without progress before a newcomer that
+    /// makes progress takes its slot, and how long a newcomer on probation may wait for that.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// A newcomer's slot: a free one (`who`'s progress clock starts now); else probation if
+    /// some holder is stale; else full.
+    pub(crate) fn try_take(self: &Arc<Self>, who: &Arc<Activity>) -> Take {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() < self.max {
+            return Take::Slot(self.push(&mut held, who));
+        }
+        match self.stalest(&held) {
+            Some(_) => Take::Probation,
+            None => Take::Full,
+        }
+    }
+
+    /// For a newcomer on probation that makes progress: a free slot, else the one of the
+    /// stalest holder if it went without progress for longer than the grace (that holder is
+    /// evicted). `None` when neither.
+    pub(crate) fn claim(self: &Arc<Self>, who: &Arc<Activity>) -> Option<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() >= self.max {
+            let stalest = self.stalest(&held)?;
+            held.swap_remove(stalest).evict(Evict::Newcomer);
+        }
+        Some(self.push(&mut held, who))
+    }
+
+    /// The holder that has gone longest without progress, if longer than the grace.
+    fn stalest(&self, held: &[Arc<Activity>]) -> Option<usize> {
+        let now = Instant::now();
+        held.iter()
+            .enumerate()
+            .map(|(i, a)| (i, a.idle_for(now)))
+            .max_by_key(|&(_, idle)| idle)
+            .filter(|&(_, idle)| idle > self.grace)
+            .map(|(i, _)| i)
+    }
+
+    fn push(self: &Arc<Self>, held: &mut Vec<Arc<Activity>>, who: &Arc<Activity>) -> Slot {
+        who.progress();
+        held.push(Arc::clone(who));
+        Slot {
+            slots: Arc::clone(self),
+            who: Arc::clone(who),
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Gone already if it was evicted.
+        held.retain(|a| !Arc::ptr_eq(a, &self.who));
     }
 }
 
@@ -48,13 +193,51 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    fn slot(t: Take) -> Slot {
+        match t {
+            Take::Slot(s) => s,
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+
     #[test]
     fn never_more_than_max() {
-        let slots = Slots::new(2);
-        let a = slots.try_take().expect("first");
-        let _b = slots.try_take().expect("second");
-        assert!(slots.try_take().is_none());
+        let slots = Slots::new(2, Duration::from_secs(60));
+        let a = slot(slots.try_take(&Activity::new()));
+        let _b = slot(slots.try_take(&Activity::new()));
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
+        assert!(slots.claim(&Activity::new()).is_none());
         drop(a);
-        assert!(slots.try_take().is_some());
+        slot(slots.try_take(&Activity::new()));
+    }
+
+    #[test]
+    fn progress_claims_the_slot_of_the_stalest_connection_after_the_grace() {
+        let slots = Slots::new(2, Duration::from_millis(50));
+        let (old, busy) = (Activity::new(), Activity::new());
+        let _a = slot(slots.try_take(&old));
+        let _b = slot(slots.try_take(&busy));
+        // Within the grace nobody is evicted.
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
+        std::thread::sleep(Duration::from_millis(120));
+        busy.progress();
+        let newcomer = Activity::new();
+        assert!(matches!(slots.try_take(&newcomer), Take::Probation));
+        assert_eq!(old.evicted(), None, "probation evicts nobody");
+        let c = slots.claim(&newcomer).expect("the stale connection's slot");
+        assert_eq!(old.evicted(), Some(Evict::Newcomer));
+        assert_eq!(busy.evicted(), None);
+        // The newcomer's clock starts with its slot: it is not the next to go.
+        assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
+        drop(c);
+        slot(slots.try_take(&Activity::new()));
+    }
+
+    #[test]
+    fn the_first_eviction_reason_stays() {
+        let a = Activity::new();
+        a.evict(Evict::Takeover);
+        a.evict(Evict::Newcomer);
+        assert_eq!(a.evicted(), Some(Evict::Takeover));
     }
 }

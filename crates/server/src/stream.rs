@@ -1,13 +1,18 @@
 //! A `TcpStream` whose waits are bounded: a message must start within the idle timeout and,
 //! once begun, end by an absolute deadline (so trickling bytes cannot stretch it); a body may
-//! not go silent for longer than the idle timeout; stop requests cut waits short. The TLS
-//! handshake (a [`ferry_secure::Transport`]) and the proto [`Driver`](ferry_proto::Driver) run
-//! on top of it.
+//! not go silent for longer than the idle timeout; a connection with a slot that makes no
+//! progress for the stall timeout is cut however many small frames it sends; stop and
+//! eviction requests cut waits short; once the connection is closing, every wait shares one
+//! last deadline. The TLS handshake (a [`ferry_secure::Transport`]) and the proto
+//! [`Driver`](ferry_proto::Driver) run on top of it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::slots::{Activity, Evict};
 
 /// Longest single blocking wait, so that stop requests are noticed promptly.
 const SLICE: Duration = Duration::from_millis(100);
@@ -30,13 +35,24 @@ pub(crate) enum Cut {
     /// The peer sent nothing for too long.
     #[error("the client was silent for too long")]
     Timeout,
+    /// The connection moved no file bytes and finished no file for this long.
+    #[error("the client made no progress (no file data, no finished file) for {0:?}")]
+    Stalled(Duration),
+    /// The server is full and a newcomer took the slot of this stalled connection.
+    #[error(
+        "the server is full and this connection made no progress; its slot went to another client"
+    )]
+    Evicted,
+    /// Another connection resumes a file this stalled connection was uploading.
+    #[error("another connection took over an upload this connection made no progress with")]
+    TakenOver,
 }
 
 impl Cut {
     fn into_io(self) -> io::Error {
         let kind = match self {
-            Cut::Stopping => io::ErrorKind::ConnectionAborted,
-            Cut::Timeout => io::ErrorKind::TimedOut,
+            Cut::Stopping | Cut::Evicted | Cut::TakenOver => io::ErrorKind::ConnectionAborted,
+            Cut::Timeout | Cut::Stalled(_) => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, self)
     }
@@ -77,6 +93,14 @@ pub(crate) struct Guarded<'a> {
     idle: Duration,
     /// Whether a drain request may cut the current wait (nothing in flight).
     interruptible: bool,
+    /// Once the connection holds a slot: its activity (progress, eviction) and stall timeout.
+    watch: Option<(Arc<Activity>, Duration)>,
+    /// Whether bytes moved now are a body's, and so count as progress.
+    body: bool,
+    /// Set once the connection is closing: the deadline every wait shares from then on.
+    closing_by: Option<Instant>,
+    /// A write timed out: the peer does not read.
+    write_timed_out: bool,
 }
 
 impl<'a> Guarded<'a> {
@@ -89,6 +113,52 @@ impl<'a> Guarded<'a> {
             last_read: None,
             idle,
             interruptible: false,
+            watch: None,
+            body: false,
+            closing_by: None,
+            write_timed_out: false,
+        }
+    }
+
+    /// From now on, cuts the connection when `activity` is evicted or makes no progress for
+    /// `stall` (counted from the last [`Activity::progress`]).
+    pub(crate) fn watch(&mut self, activity: Arc<Activity>, stall: Duration) {
+        self.watch = Some((activity, stall));
+    }
+
+    /// Whether the bytes moved from now on are a body's (they then count as progress).
+    pub(crate) fn set_body(&mut self, body: bool) {
+        self.body = body;
+    }
+
+    /// The connection is closing: every wait from now on (the last flush, the TLS
+    /// `close_notify`, the linger) ends within `within` of the first call, in all.
+    pub(crate) fn close_within(&mut self, within: Duration) {
+        let by = Instant::now() + within;
+        self.closing_by = Some(self.closing_by.map_or(by, |c| c.min(by)));
+    }
+
+    /// A write, bounded by the idle timeout. Once one has timed out (the peer does not read),
+    /// every later one fails at once: TLS swallows the first failure of a write, and would
+    /// wait a full timeout again on the next.
+    fn bounded_write<T>(
+        &mut self,
+        call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.write_timed_out {
+            return Err(Cut::Timeout.into_io());
+        }
+        let deadline = Instant::now() + self.idle;
+        let result = self.bounded(deadline, false, call);
+        if let Err(e) = &result {
+            self.write_timed_out = Cut::of(e) == Some(Cut::Timeout);
+        }
+        result
+    }
+
+    fn moved(&self, n: usize) {
+        if let (true, true, Some((activity, _))) = (n > 0, self.body, &self.watch) {
+            activity.progress();
         }
     }
 
@@ -143,17 +213,29 @@ impl<'a> Guarded<'a> {
         if draining || self.stop.abort.load(Ordering::Relaxed) {
             return Err(Cut::Stopping.into_io());
         }
-        Ok(())
+        // A closing connection has its own deadline; it is being cut already.
+        let Some((activity, stall)) = self.watch.as_ref().filter(|_| self.closing_by.is_none())
+        else {
+            return Ok(());
+        };
+        let cut = match activity.evicted() {
+            Some(Evict::Newcomer) => Some(Cut::Evicted),
+            Some(Evict::Takeover) => Some(Cut::TakenOver),
+            None => (activity.idle_for(Instant::now()) >= *stall).then_some(Cut::Stalled(*stall)),
+        };
+        cut.map_or(Ok(()), |c| Err(c.into_io()))
     }
 
     /// Runs one blocking socket call in slices of at most [`SLICE`] until it makes progress,
-    /// the deadline passes or a stop is requested.
+    /// the deadline (or the closing deadline) passes, or a stop, an eviction or a stall cuts
+    /// it.
     fn bounded<T>(
         &mut self,
         deadline: Instant,
         interruptible: bool,
         mut call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
     ) -> io::Result<T> {
+        let deadline = self.closing_by.map_or(deadline, |c| c.min(deadline));
         loop {
             self.check_stop(interruptible)?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -181,6 +263,7 @@ impl Read for Guarded<'_> {
             s.set_read_timeout(Some(t))?;
             s.read(buf)
         })?;
+        self.moved(n);
         if n > 0 {
             let now = Instant::now();
             self.last_read = Some(now);
@@ -194,26 +277,27 @@ impl Read for Guarded<'_> {
 
 impl Write for Guarded<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let deadline = Instant::now() + self.idle;
-        self.bounded(deadline, false, |s, t| {
+        let n = self.bounded_write(|s, t| {
             s.set_write_timeout(Some(t))?;
             s.write(buf)
-        })
+        })?;
+        self.moved(n);
+        Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let deadline = Instant::now() + self.idle;
-        self.bounded(deadline, false, |s, t| {
+        let n = self.bounded_write(|s, t| {
             s.set_write_timeout(Some(t))?;
             s.write_vectored(bufs)
-        })
+        })?;
+        self.moved(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // A no-op on a `TcpStream` today; bounded anyway, like every wait on the peer. (Over
         // TLS, `Stream::flush` writes its records through `write` above, also bounded.)
-        let deadline = Instant::now() + self.idle;
-        self.bounded(deadline, false, |s, _| s.flush())
+        self.bounded_write(|s, _| s.flush())
     }
 }
 

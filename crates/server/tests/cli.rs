@@ -1,11 +1,17 @@
 //! The `ferry-server` binary: help, exit codes, a graceful stop on SIGTERM, and TLS and token
 //! settings from the command line.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_proto::wire::{Frame, MAGIC, VERSION};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-server");
 
@@ -16,6 +22,28 @@ fn help_shows_examples_and_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in ["Examples:", "--overwrite", "--no-seed", "Exit status"] {
         assert!(text.contains(needle), "{needle} missing from --help");
+    }
+}
+
+#[test]
+fn help_shows_every_cap_and_timeout_with_its_default() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (flag, default) in [
+        ("--max-connections", "64"),
+        ("--max-per-source", "8"),
+        ("--stall-timeout", "60s"),
+        ("--evict-after", "2s"),
+        ("--takeover-after", "3s"),
+        ("--max-refusal-logs", "16"),
+    ] {
+        let at = text.find(&format!("{flag} <")).expect(flag);
+        let rest = &text[at..];
+        let entry = &rest[..rest[2..].find("\n  --").map_or(rest.len(), |e| e + 2)];
+        assert!(
+            entry.contains(&format!("[default: {default}]")),
+            "{flag}: {entry}"
+        );
     }
 }
 
@@ -288,4 +316,166 @@ fn a_self_signed_server_logs_the_fingerprint_clients_pin() {
     srv.expect_line("stored pinned.txt");
     srv.stop();
     assert_eq!(std::fs::read(store.join("pinned.txt")).unwrap(), b"ok");
+}
+
+// ----- what one client can make the server log -----------------------------------------------
+
+/// Kills the server when a test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HELLO, then `offers` OFFERs of names full of control characters (refused as bad names).
+fn hello_and_bad_offers(offers: u64) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    Frame::Hello {
+        min: VERSION,
+        max: VERSION,
+        token: Vec::new(),
+    }
+    .encode(&mut out);
+    for id in 1..=offers {
+        Frame::Offer {
+            id,
+            size: Some(1),
+            mtime: None,
+            mode: None,
+            name: format!("{id}{}", "\u{1}\u{1b}[2J".repeat(40)),
+        }
+        .encode(&mut out);
+    }
+    out
+}
+
+/// Sends `bytes` on a new connection, then reads what the server says until it closes (or
+/// `patience` passes).
+fn send_and_drain(addr: SocketAddr, bytes: &[u8], patience: Duration) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return;
+    };
+    s.set_read_timeout(Some(patience)).unwrap();
+    s.set_write_timeout(Some(patience)).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let drain = thread::spawn(move || {
+        let _ = reader.read_to_end(&mut Vec::new());
+    });
+    if s.write_all(bytes).is_ok() {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    drain.join().unwrap();
+}
+
+#[test]
+fn refused_offers_with_control_character_names_make_a_small_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("store"))
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = Reaped(child);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    common::wait_for("the server to listen", || log().contains("listening on "));
+    let addr: SocketAddr = log()
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wire = hello_and_bad_offers(2000);
+    send_and_drain(addr, &wire, common::PATIENCE);
+    common::wait_for("the connection's closing line", || {
+        log().contains("connection closed")
+    });
+    let text = log();
+    assert!(text.contains("log lines suppressed"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "a control character reached the log"
+    );
+    // Before: about ten bytes of log per byte on the wire.
+    assert!(
+        text.len() < 32 * 1024 && text.len() * 20 < wire.len(),
+        "{} bytes of log for {} bytes on the wire",
+        text.len(),
+        wire.len()
+    );
+}
+
+#[test]
+fn a_stuck_stderr_stalls_neither_transfers_nor_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--max-per-source", "64", "--dir"])
+        .arg(&store)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read up to the address, then never again: the pipe fills up and stays full.
+    let mut stuck = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut server = Reaped(child);
+    let addr: SocketAddr = stuck
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            let rest = l.split_once("listening on ")?.1.to_owned();
+            rest.split(',').next()?.parse().ok()
+        })
+        .expect("the server announced its address");
+    // Refused offers from many connections, for a few seconds: far more lines than the
+    // pipe and the log queue hold.
+    let flood_until = Instant::now() + Duration::from_secs(3);
+    let wire = Arc::new(hello_and_bad_offers(40));
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let wire = Arc::clone(&wire);
+            thread::spawn(move || {
+                while Instant::now() < flood_until {
+                    send_and_drain(addr, &wire, Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    for f in flooders {
+        f.join().unwrap();
+    }
+    // A real upload is still served...
+    let body = common::data(1 << 20, 7);
+    let mut d = common::connect(addr);
+    assert_eq!(
+        common::upload(&mut d, "after.bin", &body).code,
+        ferry_proto::Code::Stored
+    );
+    drop(d);
+    // ... and SIGTERM still stops the server.
+    let asked = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read(store.join("after.bin")).unwrap(), body);
+    drop(stuck);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ferry_proto::wire::Frame;
-use ferry_proto::{Code, Digest};
+use ferry_proto::{Code, Digest, Event, Step};
 use ferry_server::Config;
 
 /// Every regular file under `root` (hidden ones included) with the digest of its bytes.
@@ -387,6 +387,14 @@ fn a_flood_of_junk_connections_leaves_the_server_serving() {
             let _ = s.write_all(junk);
         }
     }
+    // The flood came from this test's address, which has a connection cap of its own: the
+    // address is served again once the flood's connections are gone.
+    wait_for("the flood to drain", || {
+        matches!(
+            connect_unwelcomed(addr).next_step(),
+            Ok(Step::Event(Event::Welcome { .. }))
+        )
+    });
     let body = data(100_000, 1);
     assert_eq!(
         upload_when_free(addr, "after-flood.bin", &body).code,
