@@ -1,29 +1,29 @@
-//! In-process locks on destination paths, so that two connections never write one name at once.
+//! In-process locks on destination names (relative to the root), so that two connections
+//! never write one name at once.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The set of destination paths being written right now.
+/// The set of destination names being written right now.
 #[derive(Debug, Default)]
 pub(crate) struct NameLocks {
-    held: Mutex<HashSet<PathBuf>>,
+    held: Mutex<HashSet<String>>,
 }
 
-/// Holds one path until dropped.
+/// Holds one name until dropped.
 #[derive(Debug)]
 pub(crate) struct NameLock {
     locks: Arc<NameLocks>,
-    path: PathBuf,
+    name: String,
 }
 
 impl NameLocks {
-    /// Takes the lock on `path`, or `None` if another upload holds it.
-    pub(crate) fn try_lock(self: &Arc<Self>, path: &Path) -> Option<NameLock> {
+    /// Takes the lock on `name`, or `None` if another upload holds it.
+    pub(crate) fn try_lock(self: &Arc<Self>, name: &str) -> Option<NameLock> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.insert(path.to_owned()).then(|| NameLock {
+        held.insert(name.to_owned()).then(|| NameLock {
             locks: Arc::clone(self),
-            path: path.to_owned(),
+            name: name.to_owned(),
         })
     }
 }
@@ -35,7 +35,7 @@ impl Drop for NameLock {
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        held.remove(&self.path);
+        held.remove(&self.name);
     }
 }
 
@@ -46,10 +46,10 @@ mod tests {
     #[test]
     fn one_holder_at_a_time() {
         let locks = Arc::new(NameLocks::default());
-        let a = locks.try_lock(Path::new("/x/a")).expect("free");
-        assert!(locks.try_lock(Path::new("/x/a")).is_none());
-        assert!(locks.try_lock(Path::new("/x/b")).is_some());
+        let a = locks.try_lock("x/a").expect("free");
+        assert!(locks.try_lock("x/a").is_none());
+        assert!(locks.try_lock("x/b").is_some());
         drop(a);
-        assert!(locks.try_lock(Path::new("/x/a")).is_some());
+        assert!(locks.try_lock("x/a").is_some());
     }
 }

@@ -19,10 +19,12 @@ use ferry_secure::SharedFailureLimiter;
 use crate::config::Config;
 use crate::gate::{self, Conn};
 use crate::locks::{NameLock, NameLocks};
-use crate::paths::{CheckedFolders, Refusal};
+use crate::paths::Refusal;
 use crate::server::busy_reason;
 use crate::slots::{Slot, Slots};
-use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
+use crate::store::{
+    hash_reader, Download, Offered, Store, Upload, Working, BUF_LEN, MAX_HELD_PARTIALS,
+};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
 
@@ -58,10 +60,15 @@ struct Receiving {
     started: Instant,
 }
 
+/// Most downloads one connection may have offered and not yet accepted or refused (each
+/// costs memory, not a descriptor: the file is opened again on ACCEPT); more GETs are refused
+/// as busy. The protocol's own pipeline limit does not count these.
+const MAX_OFFERED_DOWNLOADS: usize = ferry_proto::MAX_PIPELINE;
+
 /// A download whose OFFER was sent; its body is sent on ACCEPT.
 struct Serving {
     id: FileId,
-    download: Download,
+    offered: Offered,
 }
 
 /// A download whose body was sent; its RESULT is due.
@@ -96,8 +103,6 @@ struct Session<'a> {
     slot: Option<Slot>,
     /// The connection is refused: let the client read why before closing.
     linger: bool,
-    /// Folders of this connection's uploads already checked.
-    checked: CheckedFolders,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -124,7 +129,6 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         connected: started,
         slot: None,
         linger: false,
-        checked: CheckedFolders::default(),
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -379,23 +383,20 @@ impl<'a> Session<'a> {
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
         let store = &self.shared.store;
-        // Before any folder is created for it.
         store.check_size(&name, o.size)?;
-        let target = store.target(&name, &mut self.checked)?;
-        let lock = self.shared.locks.try_lock(&target.path).ok_or_else(|| {
-            Refusal::new(
-                Code::Busy,
-                format!("{name} is being uploaded by another connection; try again later"),
-            )
-        })?;
-        let resumable = self.d.conn().framing() == Some(Framing::Ferry);
-        let (upload, prefix) =
-            store.prepare_upload(name, target, (o.size, o.mtime, o.mode), resumable)?;
+        let lock = (self.shared.locks)
+            .try_lock(name.as_str())
+            .ok_or_else(|| Refusal::busy(&name))?;
+        // Past the cap on held partials, a resumable offer is taken as a plain upload.
+        let held = self.pending.iter().filter(|p| p.upload.holds_partial());
+        let resumable =
+            self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_HELD_PARTIALS;
+        let (upload, prefix) = store.prepare_upload(name, (o.size, o.mtime, o.mode), resumable)?;
         Ok((upload, lock, prefix))
     }
 
     fn on_begin(&mut self, id: FileId, from: u64) {
-        let Some(p) = self.pending.pop_front().filter(|p| p.id == id) else {
+        let Some(mut p) = self.pending.pop_front().filter(|p| p.id == id) else {
             // The machine checks BEGIN against the accepted order; this cannot happen.
             log::error!(
                 "{}: BEGIN for #{id} does not match the accepted uploads",
@@ -403,7 +404,7 @@ impl<'a> Session<'a> {
             );
             return;
         };
-        let (work, failure) = match self.shared.store.start_body(&p.upload, from) {
+        let (work, failure) = match self.shared.store.start_body(&mut p.upload, from) {
             Ok(w) => (Some(w), None),
             Err(e) => (None, Some(Refusal::io("cannot create the file", &e))),
         };
@@ -537,14 +538,22 @@ impl<'a> Session<'a> {
                 Code::ShuttingDown,
                 "the server is shutting down",
             ))
+        } else if self.serving.len() >= MAX_OFFERED_DOWNLOADS {
+            Err(Refusal::new(
+                Code::Busy,
+                format!(
+                    "{MAX_OFFERED_DOWNLOADS} downloads on this connection wait for an answer \
+                     to their offer; accept or refuse them first"
+                ),
+            ))
         } else {
             name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
-                .and_then(|n| self.shared.store.open_download(n))
+                .and_then(|n| self.shared.store.offer_download(n))
         };
         match opened {
-            Ok(download) => {
-                self.d.conn_mut().serve(id, download.info.clone())?;
-                self.serving.push_back(Serving { id, download });
+            Ok(offered) => {
+                self.d.conn_mut().serve(id, offered.info.clone())?;
+                self.serving.push_back(Serving { id, offered });
             }
             Err(r) => {
                 log::warn!(
@@ -560,14 +569,21 @@ impl<'a> Session<'a> {
     }
 
     fn send_download(&mut self, id: FileId, offset: u64) -> Result<(), DriveError> {
-        let Some(Serving { download, .. }) = self.serving.pop_front().filter(|s| s.id == id) else {
+        let Some(Serving { offered, .. }) = self.serving.pop_front().filter(|s| s.id == id) else {
             log::error!(
                 "{}: ACCEPT for #{id} does not match the served files",
                 self.peer
             );
             return Ok(());
         };
-        let Download { mut file, info } = download;
+        let Download { mut file, info } = match self.shared.store.open_download(offered) {
+            Ok(d) => d,
+            Err(why) => {
+                log::warn!("{}: download #{id} cancelled: {why}", self.peer);
+                self.d.conn_mut().cancel(id, &why)?;
+                return Ok(());
+            }
+        };
         let size = info.size.unwrap_or(0);
         let started = Instant::now();
         let prefix = hash_prefix(&mut file, offset, &mut self.buf);

@@ -137,7 +137,7 @@ fn a_restart_cleans_temp_files_and_keeps_partials_for_resume() {
     let mut srv = start(config());
     let body = data(2 << 20, 12);
     upload_and_drop(&srv, "keep/me.bin", &body, 700_000);
-    let stale = srv.dir.join("keep/.ferry-tmp.crashed");
+    let stale = srv.dir.join(".ferry-state/tmp/.ferry-tmp.crashed");
     std::fs::write(&stale, b"left by a crash").unwrap();
     srv.restart();
     assert!(!stale.exists(), "temp files are removed at start-up");
