@@ -104,7 +104,7 @@ impl Root {
     /// Opens the folder `path` under the root (`""`: the root itself) without creating it.
     pub(crate) fn open_folder(&self, path: &str) -> io::Result<OwnedFd> {
         if path.is_empty() {
-            return Ok(self.fd.try_clone()?);
+            return self.fd.try_clone();
         }
         self.open_beneath(path, FOLDER_FLAGS, Mode::empty())
     }

@@ -155,7 +155,7 @@ impl State {
             }
             let held = rfs::fstat(&fd)?;
             let named = rfs::statat(dir, file_name.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
-            if !named.is_some_and(|n| (n.st_dev, n.st_ino) == (held.st_dev, held.st_ino)) {
+            if named.is_none_or(|n| (n.st_dev, n.st_ino) != (held.st_dev, held.st_ino)) {
                 // Published or discarded by its previous holder meanwhile: look again.
                 continue;
             }
@@ -368,4 +368,170 @@ fn temp_name() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("{TEMP_PREFIX}{:x}.{n:x}.{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).expect("valid")
+    }
+
+    fn open(root: &Path) -> io::Result<State> {
+        State::open(&Root::open(root)?, Some(Duration::from_secs(86_400)))
+    }
+
+    fn fifo(path: &Path) {
+        rfs::mknodat(
+            rfs::CWD,
+            path,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn start_up_empties_tmp_expires_old_partials_and_leaves_the_client_tree_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        open(r).unwrap();
+        let st = r.join(STATE_DIR);
+        assert_eq!(fs::metadata(&st).unwrap().mode() & 0o777, PRIVATE_MODE);
+        // Old-layout files in the client tree: left alone.
+        fs::create_dir(r.join("sub")).unwrap();
+        let old_layout = [r.join("sub/.ferry-tmp.abc"), r.join(".ferry-partial.abc")];
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        for p in &old_layout {
+            File::create(p).unwrap().set_modified(two_days_ago).unwrap();
+        }
+        let tmp = st.join("tmp/.ferry-tmp.crashed");
+        let busy_tmp = st.join("tmp/.ferry-tmp.busy");
+        let recent = st.join("partials/.ferry-partial.recent");
+        let old = st.join("partials/.ferry-partial.old");
+        let busy_old = st.join("partials/.ferry-partial.busy");
+        for p in [&tmp, &busy_tmp, &recent, &old, &busy_old] {
+            fs::write(p, b"x").unwrap();
+        }
+        for p in [&old, &busy_old] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
+        }
+        fifo(&st.join("tmp/.ferry-tmp.fifo"));
+        // Held by another server on this folder.
+        let holders: Vec<File> = [&busy_tmp, &busy_old]
+            .iter()
+            .map(|p| {
+                let f = File::open(p).unwrap();
+                rfs::flock(&f, FlockOperation::NonBlockingLockExclusive).unwrap();
+                f
+            })
+            .collect();
+        open(r).unwrap();
+        assert!(!tmp.exists(), "temp file");
+        assert!(!st.join("tmp/.ferry-tmp.fifo").exists(), "a FIFO, unopened");
+        assert!(!old.exists(), "expired partial");
+        assert!(recent.exists(), "recent partial");
+        assert!(busy_tmp.exists() && busy_old.exists(), "held files stay");
+        for p in &old_layout {
+            assert!(p.exists(), "{p:?} is outside the state folder");
+        }
+        drop(holders);
+    }
+
+    #[test]
+    fn a_state_folder_that_is_a_link_or_writable_by_others_or_foreign_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let st = root.path().join(STATE_DIR);
+        std::os::unix::fs::symlink(elsewhere.path(), &st).unwrap();
+        let e = open(root.path()).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        fs::remove_file(&st).unwrap();
+
+        fs::create_dir(&st).unwrap();
+        fs::set_permissions(&st, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open(root.path()).unwrap_err().to_string();
+        assert!(e.contains("writable by other users"), "{e}");
+        assert_eq!(
+            fs::metadata(&st).unwrap().mode() & 0o777,
+            0o777,
+            "not changed"
+        );
+
+        if rustix::process::geteuid().is_root() {
+            fs::set_permissions(&st, fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&st, Some(65534), Some(65534)).unwrap();
+            let e = open(root.path()).unwrap_err().to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_partial_is_locked_and_never_a_link_a_fifo_or_a_shared_inode() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let state = open(root.path()).unwrap();
+        let n = name("dir/big.bin");
+        let at = root
+            .path()
+            .join(STATE_DIR)
+            .join("partials")
+            .join(partial_name(&n, 100));
+
+        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("free");
+        assert!(state.partial(&n, 100, 0o600).unwrap().is_none(), "locked");
+        held.file_mut().write_all(b"kept").unwrap();
+        drop(held);
+        assert_eq!(fs::read(&at).unwrap(), b"kept", "kept for resume");
+        drop(state.partial(&n, 100, 0o600).unwrap());
+        assert!(at.exists(), "an untouched partial stays");
+
+        // A hard link to an outside file at its place: dropped unread, the file untouched.
+        let secret = outside.path().join("secret");
+        fs::write(&secret, b"secret").unwrap();
+        fs::remove_file(&at).unwrap();
+        fs::hard_link(&secret, &at).unwrap();
+        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+        assert_eq!(held.file().metadata().unwrap().len(), 0);
+        held.file_mut().write_all(b"new").unwrap();
+        drop(held);
+        assert_eq!(fs::read(&secret).unwrap(), b"secret");
+        assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
+
+        // A FIFO or a symbolic link at its place: replaced by a fresh file, never waited on.
+        for plant in [
+            |at: &Path, _: &Path| fifo(at),
+            |at: &Path, secret: &Path| std::os::unix::fs::symlink(secret, at).unwrap(),
+        ] {
+            let _ = fs::remove_file(&at);
+            plant(&at, &secret);
+            let held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+            assert!(held.file().metadata().unwrap().is_file());
+        }
+        assert_eq!(fs::read(&secret).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn partial_names_are_deterministic_and_depend_on_the_full_name_and_size() {
+        let a = partial_name(&name(&"n".repeat(255)), 10);
+        assert_eq!(a, partial_name(&name(&"n".repeat(255)), 10));
+        assert_ne!(a, partial_name(&name(&"n".repeat(255)), 11));
+        assert_ne!(
+            partial_name(&name("a/x"), 10),
+            partial_name(&name("b/x"), 10)
+        );
+        assert!(a.len() < 64 && a.starts_with(PARTIAL_PREFIX));
+    }
 }

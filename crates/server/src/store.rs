@@ -579,6 +579,23 @@ mod tests {
     }
 
     #[test]
+    fn a_free_rename_number_costs_logarithmic_probes() {
+        for last_taken in [1u32, 2, 3, 100, 2000, MAX_RENAME - 1] {
+            let mut probes = 0;
+            let n = first_free(0, |k| {
+                probes += 1;
+                k <= last_taken
+            });
+            assert_eq!(n, Some(last_taken + 1));
+            let log2 = 32 - last_taken.leading_zeros();
+            assert!(probes <= 2 * log2 + 2, "{probes} probes for {last_taken}");
+        }
+        // A race: the number found was taken meanwhile; the search goes on above it.
+        assert_eq!(first_free(7, |k| k <= 9), Some(10));
+        assert_eq!(first_free(0, |_| true), None);
+    }
+
+    #[test]
     fn timestamps_round_trip() {
         for t in [
             Timestamp { secs: 0, nanos: 0 },
