@@ -6,33 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use ferry_proto::wire::Frame;
 use ferry_proto::{Code, Digest};
 use ferry_server::Config;
-
-/// Every regular file under `root` (hidden ones included) with the digest of its bytes.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Digest> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(
-                    path.clone(),
-                    Digest::of(&std::fs::read(&path).unwrap_or_default()),
-                );
-            }
-        }
-    }
-    out
-}
 
 /// A server whose root sits beside a folder of files that must never change, with one
 /// existing file inside the root.

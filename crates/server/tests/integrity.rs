@@ -91,21 +91,6 @@ fn a_truncated_body_is_never_published() {
     assert!(srv.read("t.bin").is_none());
 }
 
-/// Offers `bytes` as `name`, sends the first `cut` bytes of the body, and drops the connection.
-fn upload_and_drop(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
-    let mut d = connect(srv.addr());
-    let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
-    match d.next_step().unwrap() {
-        ferry_proto::Step::Event(ferry_proto::Event::Accepted { offset: 0, .. }) => {}
-        other => panic!("expected ACCEPT at 0, got {other:?}"),
-    }
-    d.conn_mut().begin(id, Hasher::new()).unwrap();
-    d.send_body(&bytes[..cut]).unwrap();
-    d.flush().unwrap();
-    drop(d);
-    wait_for("the partial to be kept", || srv.partials().len() == 1);
-}
-
 #[test]
 fn a_dropped_upload_is_kept_and_resumed_from_where_it_stopped() {
     let mut srv = start(config());
