@@ -428,19 +428,18 @@ fn two_servers_on_one_folder_never_publish_a_mix() {
             assert_eq!(end(&mut a, &one), Code::Stored);
         }
         Some(Frame::Accept { .. }) => {
-            // Both write the one partial: A half-way, then B all of it, then A the rest.
-            a.send(&[Frame::Begin {
+            // Both open the one partial; A writes half, B all of it, then A the rest.
+            let begin = [Frame::Begin {
                 id: 1,
                 from: cut as u64,
-            }]);
+            }];
+            a.send(&begin);
+            b.send(&begin);
+            thread::sleep(Duration::from_millis(200));
             a.data(&one[cut..mid]);
             wait_for("A's first half", || {
                 std::fs::metadata(&partial).is_ok_and(|m| m.len() >= mid as u64)
             });
-            b.send(&[Frame::Begin {
-                id: 1,
-                from: cut as u64,
-            }]);
             b.data(&two[cut..]);
             let _ = end(&mut b, &two);
             a.data(&one[mid..]);
