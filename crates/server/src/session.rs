@@ -656,8 +656,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Keeps (or drops) the file whose body was cut off.
+    /// Keeps (or drops) the file whose body was cut off; accepted uploads that never began
+    /// let go of their partials (an empty one is removed) before the connection is logged
+    /// as closed.
     fn interrupt_body(&mut self) {
+        self.pending.clear();
         let Some(r) = self.body.take() else {
             return;
         };
