@@ -383,7 +383,6 @@ impl<'a> Session<'a> {
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
         let store = &self.shared.store;
-        store.check_size(&name, o.size)?;
         let lock = (self.shared.locks)
             .try_lock(name.as_str())
             .ok_or_else(|| Refusal::busy(&name))?;

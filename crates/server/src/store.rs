@@ -128,7 +128,7 @@ impl Store {
     }
 
     /// Refuses an announced size over the per-file limit.
-    pub(crate) fn check_size(&self, name: &Name, size: Option<u64>) -> Result<(), Refusal> {
+    fn check_size(&self, name: &Name, size: Option<u64>) -> Result<(), Refusal> {
         match (size, self.max_file_size) {
             (Some(size), Some(max)) if size > max => Err(Refusal::new(
                 Code::TooLarge,
