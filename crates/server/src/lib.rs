@@ -18,8 +18,9 @@
 //! ```
 //!
 //! What it guarantees: names are validated by the proto crate and land only under the storage
-//! folder without following a symbolic link; each upload is written to a temp or partial file
-//! next to its destination and published atomically once its size and BLAKE3 digest are
+//! folder without following a symbolic link (every name is resolved relative to a descriptor of
+//! that folder); each upload is written to a temp or partial file in the server's private
+//! `.ferry-state` folder and published atomically once its size and BLAKE3 digest are
 //! verified, so a failed, truncated or aborted transfer never shows under its final name; an
 //! interrupted ferry upload is kept and resumed from where it stopped.
 //!
@@ -55,10 +56,12 @@ mod gate;
 mod locks;
 pub mod logging;
 mod paths;
+mod root;
 mod server;
 mod session;
 mod slots;
 mod sources;
+mod state;
 mod store;
 mod stream;
 pub mod units;

@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +20,12 @@ use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
-use crate::paths::{CheckedFolders, Refusal};
+use crate::paths::Refusal;
 use crate::server::busy_reason;
 use crate::slots::{Activity, Evict, Slot, Slots, Take};
-use crate::store::{hash_reader, Download, Store, Upload, Working, BUF_LEN};
+use crate::store::{
+    hash_reader, Download, Offered, Store, Upload, Working, BUF_LEN, MAX_HELD_PARTIALS,
+};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
 
@@ -66,10 +67,15 @@ struct Receiving {
     started: Instant,
 }
 
+/// Most downloads one connection may have offered and not yet accepted or refused (each
+/// costs memory, not a descriptor: the file is opened again on ACCEPT); more GETs are refused
+/// as busy. The protocol's own pipeline limit does not count these.
+const MAX_OFFERED_DOWNLOADS: usize = ferry_proto::MAX_PIPELINE;
+
 /// A download whose OFFER was sent; its body is sent on ACCEPT.
 struct Serving {
     id: FileId,
-    download: Download,
+    offered: Offered,
 }
 
 /// A download whose body was sent; its RESULT is due.
@@ -106,8 +112,6 @@ struct Session<'a> {
     probation: bool,
     /// The connection is refused: let the client read why before closing.
     linger: bool,
-    /// Folders of this connection's uploads already checked.
-    checked: CheckedFolders,
     /// When this connection last made progress; whether it is asked to close.
     activity: Arc<Activity>,
     /// Lines about refusals this connection may still cause.
@@ -139,7 +143,6 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         slot: None,
         probation: false,
         linger: false,
-        checked: CheckedFolders::default(),
         activity: Activity::new(),
         log: LogBudget::new(c.max_refusal_logs),
     };
@@ -459,41 +462,34 @@ impl<'a> Session<'a> {
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
         let store = &self.shared.store;
-        // Before any folder is created for it.
-        store.check_size(&name, o.size)?;
-        let target = store.target(&name, &mut self.checked)?;
-        let lock = self.lock_name(&name, &target.path)?;
-        let resumable = self.d.conn().framing() == Some(Framing::Ferry);
-        let (upload, prefix) =
-            store.prepare_upload(name, target, (o.size, o.mtime, o.mode), resumable)?;
+        let lock = self.lock_name(&name)?;
+        // Past the cap on held partials, a resumable offer is taken as a plain upload.
+        let held = self.pending.iter().filter(|p| p.upload.holds_partial());
+        let resumable =
+            self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_HELD_PARTIALS;
+        let (upload, prefix) = store.prepare_upload(name, (o.size, o.mtime, o.mode), resumable)?;
         Ok((upload, lock, prefix))
     }
 
-    /// Takes the lock on `path` for this connection. If another connection holds it and has
+    /// Takes the lock on `name` for this connection. If another connection holds it and has
     /// made no progress for [`Config::takeover_after`] (cut off by the network, say), that one
     /// is asked to close and the lock is awaited for up to [`TAKEOVER_WAIT`].
-    fn lock_name(&self, name: &Name, path: &Path) -> Result<NameLock, Refusal> {
+    fn lock_name(&self, name: &Name) -> Result<NameLock, Refusal> {
         let locks = &self.shared.locks;
-        let busy = || {
-            Refusal::new(
-                Code::Busy,
-                format!("{name} is being uploaded by another connection; try again later"),
-            )
-        };
-        let holder = match locks.try_lock(path, &self.activity) {
+        let holder = match locks.try_lock(name.as_str(), &self.activity) {
             Ok(lock) => return Ok(lock),
             Err(holder) => holder,
         };
         let stale = holder.idle_for(Instant::now());
         if Arc::ptr_eq(&holder, &self.activity) || stale < self.shared.config.takeover_after {
-            return Err(busy());
+            return Err(Refusal::busy(name));
         }
         holder.evict(Evict::Takeover);
         drop(holder);
         let until = Instant::now() + TAKEOVER_WAIT;
         while Instant::now() < until {
             std::thread::sleep(TAKEOVER_TICK);
-            if let Ok(lock) = locks.try_lock(path, &self.activity) {
+            if let Ok(lock) = locks.try_lock(name.as_str(), &self.activity) {
                 log::info!(
                     "{}: {name} taken over from a connection without progress for {stale:.1?}",
                     self.peer
@@ -501,7 +497,7 @@ impl<'a> Session<'a> {
                 return Ok(lock);
             }
         }
-        Err(busy())
+        Err(Refusal::busy(name))
     }
 
     /// Logs a line about a refusal or an unexpected event at `level`, within the
@@ -519,7 +515,7 @@ impl<'a> Session<'a> {
     }
 
     fn on_begin(&mut self, id: FileId, from: u64) {
-        let Some(p) = self.pending.pop_front().filter(|p| p.id == id) else {
+        let Some(mut p) = self.pending.pop_front().filter(|p| p.id == id) else {
             // The machine checks BEGIN against the accepted order; this cannot happen.
             log::error!(
                 "{}: BEGIN for #{id} does not match the accepted uploads",
@@ -527,7 +523,7 @@ impl<'a> Session<'a> {
             );
             return;
         };
-        let (work, failure) = match self.shared.store.start_body(&p.upload, from) {
+        let (work, failure) = match self.shared.store.start_body(&mut p.upload, from) {
             Ok(w) => (Some(w), None),
             Err(e) => (None, Some(Refusal::io("cannot create the file", &e))),
         };
@@ -662,14 +658,22 @@ impl<'a> Session<'a> {
                 Code::ShuttingDown,
                 "the server is shutting down",
             ))
+        } else if self.serving.len() >= MAX_OFFERED_DOWNLOADS {
+            Err(Refusal::new(
+                Code::Busy,
+                format!(
+                    "{MAX_OFFERED_DOWNLOADS} downloads on this connection wait for an answer \
+                     to their offer; accept or refuse them first"
+                ),
+            ))
         } else {
             name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
-                .and_then(|n| self.shared.store.open_download(n))
+                .and_then(|n| self.shared.store.offer_download(n))
         };
         match opened {
-            Ok(download) => {
-                self.d.conn_mut().serve(id, download.info.clone())?;
-                self.serving.push_back(Serving { id, download });
+            Ok(offered) => {
+                self.d.conn_mut().serve(id, offered.info.clone())?;
+                self.serving.push_back(Serving { id, offered });
             }
             Err(r) => {
                 let reason = clip(&r.reason);
@@ -684,14 +688,21 @@ impl<'a> Session<'a> {
     }
 
     fn send_download(&mut self, id: FileId, offset: u64) -> Result<(), DriveError> {
-        let Some(Serving { download, .. }) = self.serving.pop_front().filter(|s| s.id == id) else {
+        let Some(Serving { offered, .. }) = self.serving.pop_front().filter(|s| s.id == id) else {
             log::error!(
                 "{}: ACCEPT for #{id} does not match the served files",
                 self.peer
             );
             return Ok(());
         };
-        let Download { mut file, info } = download;
+        let Download { mut file, info } = match self.shared.store.open_download(offered) {
+            Ok(d) => d,
+            Err(why) => {
+                log::warn!("{}: download #{id} cancelled: {why}", self.peer);
+                self.d.conn_mut().cancel(id, &why)?;
+                return Ok(());
+            }
+        };
         let size = info.size.unwrap_or(0);
         let started = Instant::now();
         let prefix = hash_prefix(&mut file, offset, &mut self.buf);
@@ -763,8 +774,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Keeps (or drops) the file whose body was cut off.
+    /// Keeps (or drops) the file whose body was cut off; accepted uploads that never began
+    /// let go of their partials (an empty one is removed) before the connection is logged
+    /// as closed.
     fn interrupt_body(&mut self) {
+        self.pending.clear();
         let Some(r) = self.body.take() else {
             return;
         };

@@ -1,31 +1,36 @@
-//! Storage: where uploads are written while they arrive (a temp file, or a partial file kept
-//! for resume), how they are published atomically under the overwrite policy, and which files
-//! may be served for download.
+//! Storage policies: how an offer is checked (size, free space, the overwrite policy, a kept
+//! partial to resume), where its body is written (a locked file in the server's private state
+//! folder, see [`crate::state`]), how it is published under the overwrite policy, and which
+//! files may be served for download.
 //!
-//! Everything the server keeps for itself sits next to the destination and starts with
-//! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX): `.ferry-tmp.*` (deleted on drop and at
-//! start-up) and `.ferry-partial.<hash of name and size>` (kept after an interrupted ferry
-//! upload, offered back when the same name and size are offered again).
+//! Every name is resolved relative to the root's descriptor, following no link (see
+//! [`crate::root`]), and every file is opened through a descriptor and checked on it. An offer
+//! creates nothing in the client tree: folders are made when a file is published there, and
+//! removed again if it then cannot be.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::{Code, Digest, FileInfo, Hasher, Name, Timestamp};
-use tempfile::TempPath;
+use ferry_proto::{Code, FileInfo, Hasher, Name, Timestamp};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::config::{Config, Overwrite};
-use crate::paths::{open_nofollow, CheckedFolders, Refusal, Target};
+use crate::paths::{check_reserved, unresolved, Refusal};
+use crate::root::{self, Root};
+use crate::state::{Fate, Held, State};
 use crate::units::Bytes;
 
-/// Prefix of temp files, removed at start-up.
-pub(crate) const TEMP_PREFIX: &str = ".ferry-tmp.";
-/// Prefix of partial uploads kept for resume.
-pub(crate) const PARTIAL_PREFIX: &str = ".ferry-partial.";
 /// Size of the buffers that move file bytes.
 pub(crate) const BUF_LEN: usize = 1 << 20;
+/// Most kept partials one connection holds open (and locked) for accepted uploads still
+/// waiting for their body; an offer beyond it is accepted as a plain upload (from 0, into a
+/// temp file), so that a client cannot make the server hold one descriptor per offer.
+pub(crate) const MAX_HELD_PARTIALS: usize = 8;
 /// Smallest upload kept as a partial for resume; below it, sending again costs less than the
 /// extra file-system calls a resumable upload makes on every file.
 const RESUME_MIN: u64 = 1 << 20;
@@ -34,6 +39,9 @@ const RESUME_MIN: u64 = 1 << 20;
 const FREE_SPACE_CHECK_MIN: u64 = 1 << 20;
 /// Most `name (n).ext` candidates tried by [`Overwrite::Rename`].
 const MAX_RENAME: u32 = 10_000;
+/// Times [`Overwrite::Rename`] looks for a free number again when a concurrent upload takes
+/// the one it found.
+const MAX_RENAME_RACES: usize = 8;
 /// Permission bits restored from an offer (no set-id or sticky bits from the network).
 const MODE_MASK: u32 = 0o777;
 /// Permission bits of a stored file when the offer gives none (the seed framing).
@@ -44,7 +52,10 @@ const OWNER_RW: u32 = 0o600;
 /// The storage folder and its policies.
 #[derive(Debug)]
 pub(crate) struct Store {
-    root: PathBuf,
+    root: Root,
+    state: State,
+    /// The storage folder, canonical (for messages).
+    path: PathBuf,
     overwrite: Overwrite,
     max_file_size: Option<u64>,
     fsync: bool,
@@ -54,21 +65,36 @@ pub(crate) struct Store {
 #[derive(Debug)]
 pub(crate) struct Upload {
     pub name: Name,
-    pub target: Target,
     pub size: Option<u64>,
     pub mtime: Option<Timestamp>,
     pub mode: Option<u32>,
-    /// Where the body is written when it can be resumed (ferry framing, known size).
-    partial: Option<PathBuf>,
+    /// The kept partial the body goes into, held and locked since the offer (ferry framing,
+    /// known size); `None`: a fresh temp file at BEGIN.
+    partial: Option<Held>,
 }
 
 /// A file being received.
 #[derive(Debug)]
 pub(crate) struct Working {
-    file: File,
-    path: TempPath,
+    held: Held,
     resumable: bool,
     len: u64,
+}
+
+/// A file offered for download: what the OFFER said, and which file it was.
+#[derive(Debug)]
+pub(crate) struct Offered {
+    pub info: FileInfo,
+    identity: Identity,
+}
+
+/// What tells one version of a file from another: device, inode, size and mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
 }
 
 /// A file being served.
@@ -79,23 +105,17 @@ pub(crate) struct Download {
 }
 
 impl Store {
-    /// Creates the storage folder if needed and removes temp files left by a crash (partials
-    /// are kept).
+    /// Creates the storage folder if needed, opens it, and opens (and cleans) the server's
+    /// state folder in it.
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
         fs::create_dir_all(&config.dir)?;
-        let root = config.dir.canonicalize()?;
-        if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
-        }
-        let (temps, partials) = clean_leftovers(&root, config.partial_ttl);
-        if temps + partials > 0 {
-            log::info!(
-                "removed {temps} temp file(s) left over from an earlier run and {partials} \
-                 expired partial upload(s)"
-            );
-        }
+        let path = config.dir.canonicalize()?;
+        let root = Root::open(&path)?;
+        let state = State::open(&root, config.partial_ttl)?;
         Ok(Self {
             root,
+            state,
+            path,
             overwrite: config.overwrite,
             max_file_size: config.max_file_size,
             fsync: config.fsync,
@@ -104,11 +124,11 @@ impl Store {
 
     /// The storage folder, canonical.
     pub(crate) fn root(&self) -> &Path {
-        &self.root
+        &self.path
     }
 
     /// Refuses an announced size over the per-file limit.
-    pub(crate) fn check_size(&self, name: &Name, size: Option<u64>) -> Result<(), Refusal> {
+    fn check_size(&self, name: &Name, size: Option<u64>) -> Result<(), Refusal> {
         match (size, self.max_file_size) {
             (Some(size), Some(max)) if size > max => Err(Refusal::new(
                 Code::TooLarge,
@@ -122,54 +142,37 @@ impl Store {
         }
     }
 
-    /// Where `name` lands, with parents created; for locking before [`Self::prepare_upload`].
-    pub(crate) fn target(
-        &self,
-        name: &Name,
-        checked: &mut CheckedFolders,
-    ) -> Result<Target, Refusal> {
-        Target::resolve(&self.root, name, true, checked)
-    }
-
-    /// Checks an offer against the policies and finds a kept partial. Returns the upload and a
-    /// hasher over the bytes already held (its length is the resume offset).
+    /// Checks an offer against the policies and, when `resumable`, takes (opens and locks)
+    /// its kept partial. Returns the upload and a hasher over the bytes already held (its
+    /// length is the resume offset), hashed through the descriptor the body will extend.
     pub(crate) fn prepare_upload(
         &self,
         name: Name,
-        target: Target,
         info: (Option<u64>, Option<Timestamp>, Option<u32>),
         resumable: bool,
     ) -> Result<(Upload, Hasher), Refusal> {
         let (size, mtime, mode) = info;
+        check_reserved(&name)?;
         self.check_size(&name, size)?;
-        match target.existing(&name)? {
-            Some(m) if m.is_dir() => {
-                return Err(Refusal::new(
-                    Code::Exists,
-                    format!("{name} is a folder on the server"),
-                ))
-            }
-            Some(_) if self.overwrite == Overwrite::Refuse => {
-                return Err(Refusal::new(
-                    Code::Exists,
-                    "a file of that name exists (server policy: refuse)",
-                ))
-            }
-            _ => {}
-        }
-        let partial = match (resumable, size) {
+        self.check_destination(&name)?;
+        let mut partial = match (resumable, size) {
             (true, Some(size)) if size >= RESUME_MIN => {
-                Some(target.folder.join(partial_name(&target.file_name, size)))
+                let mode = file_mode(mode) | OWNER_RW;
+                match self.state.partial(&name, size, mode) {
+                    Ok(Some(held)) => Some(held),
+                    Ok(None) => return Err(Refusal::busy(&name)),
+                    Err(e) => return Err(Refusal::io("cannot open the kept partial upload", &e)),
+                }
             }
             _ => None,
         };
-        let prefix = match (&partial, size) {
-            (Some(p), Some(size)) => hash_partial(p, size),
+        let prefix = match (&mut partial, size) {
+            (Some(held), Some(size)) => hash_held(held, size),
             _ => Hasher::new(),
         };
         if let Some(size) = size.filter(|s| *s >= FREE_SPACE_CHECK_MIN) {
             let needed = size - prefix.len();
-            if let Some(free) = free_space(&target.folder) {
+            if let Some(free) = self.state.free_space() {
                 if needed > free {
                     return Err(Refusal::new(
                         Code::NoSpace,
@@ -184,7 +187,6 @@ impl Store {
         }
         let upload = Upload {
             name,
-            target,
             size,
             mtime,
             mode,
@@ -193,68 +195,79 @@ impl Store {
         Ok((upload, prefix))
     }
 
-    /// Opens the file the body goes into: the partial (truncated when `from` is 0, appended to
-    /// otherwise) or a fresh temp file. A new file gets the offered mode less the umask (as
-    /// with `cp` or `rsync` without `-p`); a partial also gets owner read and write, so that
-    /// it can be resumed, until it is published (see [`Self::publish`]).
-    pub(crate) fn start_body(&self, up: &Upload, from: u64) -> io::Result<Working> {
-        let Some(partial) = &up.partial else {
-            let tmp = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .permissions(Permissions::from_mode(stored_mode(up)))
-                .tempfile_in(&up.target.folder)?;
-            let (file, path) = tmp.into_parts();
+    /// Refuses an upload whose destination is a link, a folder, or (under
+    /// [`Overwrite::Refuse`]) an existing file; a missing folder is fine and is not made.
+    fn check_destination(&self, name: &Name) -> Result<(), Refusal> {
+        let (parents, file_name) = root::split(name.as_str());
+        let folder = match self.root.open_folder(parents) {
+            Ok(fd) => fd,
+            // The folder does not exist, so neither does the file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(unresolved(name, &e, true)),
+        };
+        let st = match rfs::statat(&folder, file_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(Refusal::io("cannot check the destination", &e.into())),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => Err(Refusal::new(
+                Code::BadName,
+                format!("{name} is a symbolic link on the server, which it never follows"),
+            )),
+            FileType::Directory => Err(Refusal::new(
+                Code::Exists,
+                format!("{name} is a folder on the server"),
+            )),
+            _ if self.overwrite == Overwrite::Refuse => Err(Refusal::new(
+                Code::Exists,
+                "a file of that name exists (server policy: refuse)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Readies the file the body goes into: the held partial (truncated when `from` is 0,
+    /// appended to otherwise) or a fresh temp file. A new file gets the offered mode less the
+    /// umask (as with `cp` or `rsync` without `-p`); a partial also gets owner read and write,
+    /// so that it can be resumed, until it is published (see [`Self::publish`]).
+    pub(crate) fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Working> {
+        let Some(mut held) = up.partial.take() else {
+            let held = self.state.temp_file(file_mode(up.mode))?;
             return Ok(Working {
-                file,
-                path,
+                held,
                 resumable: false,
                 len: 0,
             });
         };
-        let fresh = from == 0;
-        let mut file = open_nofollow(
-            partial,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(fresh)
-                .mode(stored_mode(up) | OWNER_RW),
-        )?;
-        let path = TempPath::try_from_path(partial)?;
-        if !fresh {
-            let len = file.metadata()?.len();
+        if from == 0 {
+            held.file().set_len(0)?;
+        } else {
+            let len = held.file().metadata()?.len();
             if len != from {
                 return Err(io::Error::other(format!(
                     "the kept partial changed size ({len} bytes, expected {from})"
                 )));
             }
-            file.seek(SeekFrom::Start(from))?;
         }
+        held.file_mut().seek(SeekFrom::Start(from))?;
+        // From here a failed body is not kept (see Working::interrupt).
+        held.set_fate(Fate::Delete);
         Ok(Working {
-            file,
-            path,
+            held,
             resumable: true,
             len: from,
         })
     }
 
-    /// Opens `name` for download: a regular file under the root, reached without links.
-    pub(crate) fn open_download(&self, name: Name) -> Result<Download, Refusal> {
-        let target = Target::resolve(&self.root, &name, false, &mut CheckedFolders::default())?;
-        let not_found = || Refusal::new(Code::NotFound, format!("{name}: no such file"));
-        match target.existing(&name)? {
-            Some(m) if m.is_file() => {}
-            _ => return Err(not_found()),
-        }
-        let file = open_nofollow(&target.path, OpenOptions::new().read(true))
-            .map_err(|e| Refusal::io("cannot open the file", &e))?;
+    /// Describes `name` for a download's OFFER: a regular file under the root, reached
+    /// without links and without a reserved component. The file is closed again; see
+    /// [`Self::open_download`].
+    pub(crate) fn offer_download(&self, name: Name) -> Result<Offered, Refusal> {
+        let file = self.open_served(&name)?;
         let meta = file
             .metadata()
             .map_err(|e| Refusal::io("cannot read the file", &e))?;
-        if !meta.is_file() {
-            return Err(not_found());
-        }
         let mtime = meta.modified().ok().and_then(to_timestamp);
         let info = FileInfo {
             name,
@@ -262,80 +275,146 @@ impl Store {
             mtime,
             mode: Some(meta.mode() & MODE_MASK),
         };
-        Ok(Download { file, info })
+        Ok(Offered {
+            info,
+            identity: Identity::of(&meta),
+        })
+    }
+
+    /// Opens the file of an accepted download again, the same safe way; the reason for the
+    /// client if it is gone or no longer the file that was offered.
+    pub(crate) fn open_download(&self, offered: Offered) -> Result<Download, String> {
+        let name = &offered.info.name;
+        let file = self.open_served(name).map_err(|r| r.reason)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("the server cannot read {name}: {e}"))?;
+        if Identity::of(&meta) != offered.identity {
+            return Err(format!(
+                "{name} changed on the server since it was offered; ask for it again"
+            ));
+        }
+        Ok(Download {
+            file,
+            info: offered.info,
+        })
+    }
+
+    /// Opens `name` for reading if it is a regular file under the root: no link on its path,
+    /// no reserved component; a FIFO or device is never waited on.
+    fn open_served(&self, name: &Name) -> Result<File, Refusal> {
+        check_reserved(name)?;
+        let not_found = || Refusal::new(Code::NotFound, format!("{name}: no such file"));
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        let fd = self
+            .root
+            .open_beneath(name.as_str(), flags, Mode::empty())
+            .map_err(|e| unresolved(name, &e, false))?;
+        match root::regular(fd) {
+            Ok(Ok(file)) => Ok(file),
+            Ok(Err(_)) => Err(not_found()),
+            Err(e) => Err(Refusal::io("cannot read the file", &e)),
+        }
     }
 
     /// Publishes a received file under the overwrite policy; returns the stored name (which
-    /// differs from the offered one under [`Overwrite::Rename`]).
-    pub(crate) fn publish(&self, w: Working, up: &Upload) -> Result<String, Refusal> {
+    /// differs from the offered one under [`Overwrite::Rename`]). Folders on its path are made
+    /// now, and removed again if the file cannot be published.
+    pub(crate) fn publish(&self, mut w: Working, up: &Upload) -> Result<String, Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
+        let file = w.held.file();
         if self.fsync {
-            w.file.sync_all().map_err(|e| fail(&e))?;
+            file.sync_all().map_err(|e| fail(&e))?;
         }
-        if w.resumable && stored_mode(up) & OWNER_RW != OWNER_RW {
+        if w.resumable && file_mode(up.mode) & OWNER_RW != OWNER_RW {
             // Drop the owner bits the partial only had for resuming (the umask stays applied).
-            let created = w.file.metadata().map_err(|e| fail(&e))?.mode() & MODE_MASK;
-            w.file
-                .set_permissions(Permissions::from_mode(created & stored_mode(up)))
+            let created = file.metadata().map_err(|e| fail(&e))?.mode() & MODE_MASK;
+            file.set_permissions(Permissions::from_mode(created & file_mode(up.mode)))
                 .map_err(|e| fail(&e))?;
         }
         if let Some(t) = up.mtime.and_then(from_timestamp) {
-            w.file.set_modified(t).map_err(|e| fail(&e))?;
+            file.set_modified(t).map_err(|e| fail(&e))?;
         }
-        drop(w.file);
-        let folder = &up.target.folder;
-        let stored = match self.overwrite {
-            Overwrite::Replace => {
-                w.path
-                    .persist(&up.target.path)
-                    .map_err(|e| fail(&e.error))?;
-                up.target.file_name.clone()
-            }
-            Overwrite::Refuse => match w.path.persist_noclobber(&up.target.path) {
-                Ok(()) => up.target.file_name.clone(),
-                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(Refusal::new(
-                        Code::Exists,
-                        format!("{} was stored by someone else meanwhile", up.name),
-                    ))
-                }
-                Err(e) => return Err(fail(&e.error)),
-            },
-            Overwrite::Rename => {
-                let mut path = w.path;
-                let mut n = 0;
-                loop {
-                    let candidate = numbered(&up.target.file_name, n).ok_or_else(|| {
-                        Refusal::new(Code::Exists, format!("{} has no free name", up.name))
-                    })?;
-                    match path.persist_noclobber(folder.join(&candidate)) {
-                        Ok(()) => break candidate,
-                        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                            path = e.path;
-                            n += 1;
-                        }
-                        Err(e) => return Err(fail(&e.error)),
-                    }
-                }
+        let (parents, file_name) = root::split(up.name.as_str());
+        let mut folders = self
+            .root
+            .make_folders(parents)
+            .map_err(|e| unresolved(&up.name, &e, true))?;
+        let stored = match self.place(&mut w.held, &folders.fd, file_name, &up.name) {
+            Ok(stored) => stored,
+            Err(r) => {
+                folders.remove_created();
+                return Err(r);
             }
         };
         if self.fsync {
-            // Makes the new name durable; failure only weakens crash safety.
-            if let Ok(dir) = File::open(folder) {
-                let _ = dir.sync_all();
+            // Makes the new names durable; failure only weakens crash safety.
+            let _ = rfs::fsync(&folders.fd);
+            let _ = folders.sync_created();
+        }
+        Ok(if parents.is_empty() {
+            stored
+        } else {
+            format!("{parents}/{stored}")
+        })
+    }
+
+    /// Moves the held file into `folder` under the overwrite policy; returns its name there.
+    fn place(
+        &self,
+        held: &mut Held,
+        folder: &OwnedFd,
+        file_name: &str,
+        name: &Name,
+    ) -> Result<String, Refusal> {
+        let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
+        let taken_meanwhile = || {
+            Refusal::new(
+                Code::Exists,
+                format!("{name} was stored by someone else meanwhile"),
+            )
+        };
+        match self.overwrite {
+            Overwrite::Replace => held
+                .rename_to(folder.as_fd(), file_name, true)
+                .map(|()| file_name.to_owned())
+                .map_err(|e| fail(&e)),
+            Overwrite::Refuse => match held.rename_to(folder.as_fd(), file_name, false) {
+                Ok(()) => Ok(file_name.to_owned()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(taken_meanwhile()),
+                Err(e) => Err(fail(&e)),
+            },
+            Overwrite::Rename => {
+                let no_free = || Refusal::new(Code::Exists, format!("{name} has no free name"));
+                let taken = |n: u32| {
+                    numbered(file_name, n).is_none_or(|c| {
+                        !matches!(
+                            rfs::statat(folder, c.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                            Err(Errno::NOENT)
+                        )
+                    })
+                };
+                let mut n = 0;
+                for _ in 0..=MAX_RENAME_RACES {
+                    let candidate = numbered(file_name, n).ok_or_else(no_free)?;
+                    match held.rename_to(folder.as_fd(), &candidate, false) {
+                        Ok(()) => return Ok(candidate),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            n = first_free(n, taken).ok_or_else(no_free)?;
+                        }
+                        Err(e) => return Err(fail(&e)),
+                    }
+                }
+                Err(taken_meanwhile())
             }
         }
-        let mut parts: Vec<&str> = up.name.components().collect();
-        parts.pop();
-        parts.push(&stored);
-        Ok(parts.join("/"))
     }
 }
 
 impl Working {
     /// Appends body bytes.
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
+        self.held.file_mut().write_all(data)?;
         self.len += data.len() as u64;
         Ok(())
     }
@@ -347,49 +426,78 @@ impl Working {
 
     /// The transfer stopped before its end: keep the bytes for resume when possible, delete
     /// them otherwise.
-    pub(crate) fn interrupt(self) -> bool {
+    pub(crate) fn interrupt(mut self) -> bool {
         if !self.resumable || self.len == 0 {
             return false;
         }
-        drop(self.file);
-        self.path.keep().is_ok()
+        self.held.set_fate(Fate::KeepUnlessEmpty);
+        true
+    }
+}
+
+impl Upload {
+    /// Whether this upload holds a kept partial open (see [`MAX_HELD_PARTIALS`]).
+    pub(crate) fn holds_partial(&self) -> bool {
+        self.partial.is_some()
+    }
+}
+
+impl Identity {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
     }
 }
 
 /// The permission bits a stored file is created with, before the umask.
-fn stored_mode(up: &Upload) -> u32 {
-    up.mode.unwrap_or(DEFAULT_MODE) & MODE_MASK
+fn file_mode(offered: Option<u32>) -> u32 {
+    offered.unwrap_or(DEFAULT_MODE) & MODE_MASK
 }
 
-/// The deterministic name of the partial kept for `file_name` offered with `size` bytes.
-fn partial_name(file_name: &str, size: u64) -> String {
-    let mut key = file_name.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&size.to_be_bytes());
-    let hex = Digest::of(&key).to_hex();
-    format!("{PARTIAL_PREFIX}{}", &hex[..32])
-}
-
-/// A hasher over the kept partial, or an empty one if there is none usable (removed then).
-fn hash_partial(path: &Path, size: u64) -> Hasher {
-    let file = match open_nofollow(path, OpenOptions::new().read(true)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Hasher::new(),
-        Err(e) => {
-            log::warn!("ignoring partial {}: {e}", path.display());
-            return Hasher::new();
-        }
-    };
-    let hashed = match file.metadata() {
-        Ok(m) if m.is_file() && m.len() <= size => hash_reader(file, size, &mut vec![0u8; BUF_LEN]),
-        Ok(_) => Err(io::Error::other("not a regular file of the right size")),
-        Err(e) => Err(e),
-    };
+/// A hasher over the held partial (at most `size` bytes), or an empty one if it cannot be
+/// read (it is emptied then).
+fn hash_held(held: &mut Held, size: u64) -> Hasher {
+    let hashed = held
+        .file_mut()
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| hash_reader(held.file(), size, &mut vec![0u8; BUF_LEN]));
     hashed.unwrap_or_else(|e| {
-        log::warn!("discarding partial {}: {e}", path.display());
-        let _ = fs::remove_file(path);
+        log::warn!("discarding an unreadable partial upload: {e}");
+        let _ = held.file().set_len(0);
         Hasher::new()
     })
+}
+
+/// The first number above `lo` (known to be taken) whose name is free, assuming names are
+/// taken from 1 upwards: gallops (`lo+1`, `lo+2`, `lo+4`, ...) to a free one, then
+/// binary-searches the boundary, so finding `name (n)` costs O(log n) probes. `None` when
+/// every number up to [`MAX_RENAME`] is taken.
+fn first_free(lo: u32, mut taken: impl FnMut(u32) -> bool) -> Option<u32> {
+    let (mut lo, mut step) = (lo, 1u32);
+    let mut hi = loop {
+        if lo >= MAX_RENAME {
+            return None;
+        }
+        let probe = lo.saturating_add(step).min(MAX_RENAME);
+        if !taken(probe) {
+            break probe;
+        }
+        lo = probe;
+        step = step.saturating_mul(2);
+    };
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if taken(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(hi)
 }
 
 /// Hashes at most `limit` bytes of `r` (fewer if it ends first), reading through `buf`.
@@ -426,60 +534,6 @@ fn numbered(file_name: &str, n: u32) -> Option<String> {
     let (stem, ext) = file_name.split_at(split);
     let out = format!("{stem} ({n}){ext}");
     (out.len() <= ferry_proto::name::MAX_COMPONENT_LEN).then_some(out)
-}
-
-/// Free bytes for unprivileged users on the file system holding `folder`.
-fn free_space(folder: &Path) -> Option<u64> {
-    let s = rustix::fs::statvfs(folder).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
-}
-
-/// Deletes `.ferry-tmp.*` files under `root`, and partials untouched for longer than
-/// `partial_ttl`, not following links; returns how many of each. Best effort: a folder or file
-/// that cannot be read or removed is logged and skipped.
-fn clean_leftovers(root: &Path, partial_ttl: Option<Duration>) -> (usize, usize) {
-    let (mut temps, mut partials) = (0, 0);
-    let now = SystemTime::now();
-    let expired = |e: &fs::DirEntry| {
-        let age = e.metadata().and_then(|m| m.modified()).ok();
-        let age = age.and_then(|t| now.duration_since(t).ok());
-        matches!((age, partial_ttl), (Some(age), Some(ttl)) if age > ttl)
-    };
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                log::warn!("start-up cleanup skips {}: {e}", dir.display());
-                continue;
-            }
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-                continue;
-            }
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let count = if !kind.is_file() {
-                continue;
-            } else if name.starts_with(TEMP_PREFIX) {
-                &mut temps
-            } else if name.starts_with(PARTIAL_PREFIX) && expired(&entry) {
-                &mut partials
-            } else {
-                continue;
-            };
-            match fs::remove_file(entry.path()) {
-                Ok(()) => *count += 1,
-                Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
-            }
-        }
-    }
-    (temps, partials)
 }
 
 fn to_timestamp(t: SystemTime) -> Option<Timestamp> {
@@ -525,6 +579,23 @@ mod tests {
     }
 
     #[test]
+    fn a_free_rename_number_costs_logarithmic_probes() {
+        for last_taken in [1u32, 2, 3, 100, 2000, MAX_RENAME - 1] {
+            let mut probes = 0;
+            let n = first_free(0, |k| {
+                probes += 1;
+                k <= last_taken
+            });
+            assert_eq!(n, Some(last_taken + 1));
+            let log2 = 32 - last_taken.leading_zeros();
+            assert!(probes <= 2 * log2 + 2, "{probes} probes for {last_taken}");
+        }
+        // A race: the number found was taken meanwhile; the search goes on above it.
+        assert_eq!(first_free(7, |k| k <= 9), Some(10));
+        assert_eq!(first_free(0, |_| true), None);
+    }
+
+    #[test]
     fn timestamps_round_trip() {
         for t in [
             Timestamp { secs: 0, nanos: 0 },
@@ -546,40 +617,5 @@ mod tests {
             }),
             None
         );
-    }
-
-    #[test]
-    fn partial_names_are_deterministic_and_short() {
-        let a = partial_name(&"n".repeat(255), 10);
-        assert_eq!(a, partial_name(&"n".repeat(255), 10));
-        assert_ne!(a, partial_name(&"n".repeat(255), 11));
-        assert!(a.len() < 64 && a.starts_with(PARTIAL_PREFIX));
-    }
-
-    #[test]
-    fn start_up_removes_temp_files_and_expired_partials() {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir(root.path().join("sub")).unwrap();
-        let tmp = root.path().join("sub").join(format!("{TEMP_PREFIX}abc"));
-        let partial = root.path().join(format!("{PARTIAL_PREFIX}abc"));
-        let old = root.path().join("sub").join(format!("{PARTIAL_PREFIX}old"));
-        fs::write(&tmp, b"x").unwrap();
-        fs::write(&partial, b"x").unwrap();
-        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
-        File::create(&old)
-            .unwrap()
-            .set_modified(two_days_ago)
-            .unwrap();
-        fs::write(root.path().join("keep.txt"), b"x").unwrap();
-        let config = Config {
-            dir: root.path().to_owned(),
-            partial_ttl: Some(Duration::from_secs(86_400)),
-            ..Config::default()
-        };
-        Store::open(&config).unwrap();
-        assert!(!tmp.exists());
-        assert!(!old.exists(), "expired partial");
-        assert!(partial.exists(), "recent partial");
-        assert!(root.path().join("keep.txt").exists());
     }
 }

@@ -6,33 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use ferry_proto::wire::Frame;
 use ferry_proto::{Code, Digest, Event, Step};
 use ferry_server::Config;
-
-/// Every regular file under `root` (hidden ones included) with the digest of its bytes.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Digest> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(
-                    path.clone(),
-                    Digest::of(&std::fs::read(&path).unwrap_or_default()),
-                );
-            }
-        }
-    }
-    out
-}
 
 /// A server whose root sits beside a folder of files that must never change, with one
 /// existing file inside the root.
@@ -401,5 +380,83 @@ fn a_flood_of_junk_connections_leaves_the_server_serving() {
         Code::Stored
     );
     assert_eq!(arena.srv.read("after-flood.bin"), Some(body));
+    arena.verify();
+}
+
+/// Issue 11 item 3: no client name reaches the server's own files. The reserved prefix is
+/// refused in every component, for uploads and downloads, so that no client can squat the
+/// place of another upload's partial; the upload it aimed at still works.
+#[test]
+fn the_reserved_prefix_is_refused_in_every_component() {
+    let arena = Arena::new(config());
+    let addr = arena.srv.addr();
+    let names = [
+        "a/.ferry-partial.x/y",
+        ".ferry-partial.0123456789abcdef/report.iso",
+        ".ferry-state/x",
+        ".ferry-state/partials/x",
+        "d/e/.ferry-tmp.1",
+        "d/.ferry-/x",
+    ];
+    let mut raw = Raw::connect(addr);
+    for (i, name) in names.iter().enumerate() {
+        let id = 2 * i as u64 + 1;
+        raw.offer(id, name, 3);
+        raw.send(&[Frame::Get {
+            id: id + 1,
+            name: name.to_string(),
+        }]);
+        for want in [id, id + 1] {
+            match raw.recv() {
+                Some(Frame::Refuse { id: r, code, .. }) => {
+                    assert_eq!((r, code), (want, Code::BadName), "{name}")
+                }
+                other => panic!("{name}: expected REFUSE, got {other:?}"),
+            }
+        }
+    }
+    drop(raw);
+    let body = data(2 << 20, 5);
+    assert_eq!(upload_once(addr, "report.iso", &body).code, Code::Stored);
+    assert_eq!(arena.srv.read("report.iso"), Some(body));
+    let inside = arena.verify();
+    assert_eq!(inside.len(), 2, "{inside:?}");
+}
+
+/// Issue 11 item 4: an OFFER creates nothing; 1,024 offers of files twenty folders deep,
+/// never followed by a body, leave no folder behind.
+#[test]
+fn offers_without_a_body_leave_no_folder() {
+    const OFFERS: u64 = 1024;
+    let mut arena = Arena::new(config());
+    let deep = (b'a'..=b't')
+        .map(|c| (c as char).to_string())
+        .collect::<Vec<_>>();
+    let mut raw = Raw::connect(arena.srv.addr());
+    let offers: Vec<Frame> = (1..=OFFERS)
+        .map(|id| Frame::Offer {
+            id,
+            size: Some(3),
+            mtime: None,
+            mode: None,
+            name: format!("n{id}/{}/file.bin", deep.join("/")),
+        })
+        .collect();
+    raw.send(&offers);
+    for id in 1..=OFFERS {
+        match raw.recv() {
+            Some(Frame::Accept { id: a, .. }) => assert_eq!(a, id),
+            other => panic!("expected ACCEPT, got {other:?}"),
+        }
+    }
+    drop(raw);
+    arena.srv.stop();
+    let folders: Vec<_> = std::fs::read_dir(&arena.srv.dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(folders, [".ferry-state"], "folders left by offers");
     arena.verify();
 }

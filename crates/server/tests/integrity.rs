@@ -91,21 +91,6 @@ fn a_truncated_body_is_never_published() {
     assert!(srv.read("t.bin").is_none());
 }
 
-/// Offers `bytes` as `name`, sends the first `cut` bytes of the body, and drops the connection.
-fn upload_and_drop(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
-    let mut d = connect(srv.addr());
-    let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
-    match d.next_step().unwrap() {
-        ferry_proto::Step::Event(ferry_proto::Event::Accepted { offset: 0, .. }) => {}
-        other => panic!("expected ACCEPT at 0, got {other:?}"),
-    }
-    d.conn_mut().begin(id, Hasher::new()).unwrap();
-    d.send_body(&bytes[..cut]).unwrap();
-    d.flush().unwrap();
-    drop(d);
-    wait_for("the partial to be kept", || srv.partials().len() == 1);
-}
-
 #[test]
 fn a_dropped_upload_is_kept_and_resumed_from_where_it_stopped() {
     let mut srv = start(config());
@@ -137,7 +122,7 @@ fn a_restart_cleans_temp_files_and_keeps_partials_for_resume() {
     let mut srv = start(config());
     let body = data(2 << 20, 12);
     upload_and_drop(&srv, "keep/me.bin", &body, 700_000);
-    let stale = srv.dir.join("keep/.ferry-tmp.crashed");
+    let stale = srv.dir.join(".ferry-state/tmp/.ferry-tmp.crashed");
     std::fs::write(&stale, b"left by a crash").unwrap();
     srv.restart();
     assert!(!stale.exists(), "temp files are removed at start-up");

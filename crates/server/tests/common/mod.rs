@@ -2,6 +2,7 @@
 //! proto `Driver`, a raw-frame client for hostile cases and a replica of the seed client.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC, VERSION};
 use ferry_proto::{
-    BodyCheck, Code, Connection, Driver, Event, FileInfo, Hasher, Name, Step, Timestamp,
+    BodyCheck, Code, Connection, Digest, Driver, Event, FileInfo, Hasher, Name, Step, Timestamp,
 };
 use ferry_server::{Config, Server, ServerHandle};
 
@@ -110,7 +111,13 @@ impl TestServer {
         out
     }
 
-    /// Partial files kept for resume.
+    /// The server's private state folder.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join(".ferry-state")
+    }
+
+    /// Partial files kept for resume (relative, sorted), wherever they are: the server keeps
+    /// them in `.ferry-state/partials/`.
     pub fn partials(&self) -> Vec<String> {
         self.listing()
             .into_iter()
@@ -121,6 +128,54 @@ impl TestServer {
     pub fn read(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.join(name)).ok()
     }
+}
+
+/// Every regular file under `root` (hidden ones included) with the digest of its bytes.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Digest> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(
+                    path.clone(),
+                    Digest::of(&std::fs::read(&path).unwrap_or_default()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Offers `bytes` as `name`, sends the first `cut` bytes of the body, closes the connection
+/// and waits until the server has let go of it (its end of the socket closed, so the name is
+/// free again) and keeps the partial, `cut` bytes long.
+pub fn upload_and_drop(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
+    let mut d = connect(srv.addr());
+    let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
+    match d.next_step().unwrap() {
+        Step::Event(Event::Accepted { offset: 0, .. }) => {}
+        other => panic!("expected ACCEPT at 0, got {other:?}"),
+    }
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    d.send_body(&bytes[..cut]).unwrap();
+    d.flush().unwrap();
+    let s = d.stream_mut();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // The server's ERROR, then the end of the stream (or a reset).
+    let _ = std::io::copy(s, &mut std::io::sink());
+    drop(d);
+    wait_for("the partial to be kept", || {
+        let partials = srv.partials();
+        let [partial] = partials.as_slice() else {
+            return false;
+        };
+        std::fs::metadata(srv.dir.join(partial)).is_ok_and(|m| m.len() == cut as u64)
+    });
 }
 
 /// Deterministic test bytes.

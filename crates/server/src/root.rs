@@ -1,0 +1,315 @@
+//! The directory-descriptor layer: the storage folder is opened once, and every name under it
+//! is resolved relative to that descriptor, never by path string, so that a local user who
+//! swaps a folder for a symbolic link (at any moment) cannot send the server outside it.
+//!
+//! Resolution uses `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
+//! where the kernel has it (Linux 5.6+), else a walk that opens one component at a time with
+//! `O_NOFOLLOW | O_DIRECTORY`. Either way a symbolic link anywhere on the path fails with
+//! `ELOOP` and a component that is not a folder with `ENOTDIR`. Names reaching this layer are
+//! validated [`ferry_proto::Name`]s: no `.`, `..` or empty components.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Flags every folder on a path is opened with.
+const FOLDER_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+/// Permission bits of a folder made for an upload, before the umask (as `mkdir`).
+const FOLDER_MODE: u32 = 0o777;
+/// Times an `openat2` is retried when the kernel saw a rename race (`EAGAIN`).
+const OPENAT2_RETRIES: usize = 4;
+
+/// The storage folder, held open.
+#[derive(Debug)]
+pub(crate) struct Root {
+    fd: OwnedFd,
+    /// Whether `openat2` may be tried; cleared when the kernel lacks it.
+    openat2: AtomicBool,
+}
+
+/// A folder made ready for a file: its descriptor, and the folders made to reach it (so that
+/// they can be removed again if the file is not published after all).
+#[derive(Debug)]
+pub(crate) struct Folders {
+    /// The folder that receives the file.
+    pub fd: OwnedFd,
+    /// Each folder this call created, as (descriptor of its parent, name), outermost first.
+    created: Vec<(OwnedFd, String)>,
+}
+
+impl Root {
+    /// Opens the folder at `path` (the operator's `--dir`, links in it followed).
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self {
+            fd,
+            openat2: AtomicBool::new(true),
+        })
+    }
+
+    /// The descriptor of the storage folder.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Makes every later resolution use the component walk, as on a kernel without `openat2`.
+    #[cfg(test)]
+    pub(crate) fn force_walk(&self) {
+        self.openat2.store(false, Ordering::Relaxed);
+    }
+
+    /// Opens `path` (a validated name, `/`-separated) under the root with `flags`, following
+    /// no symbolic link on the way or at the end.
+    pub(crate) fn open_beneath(
+        &self,
+        path: &str,
+        flags: OFlags,
+        mode: Mode,
+    ) -> io::Result<OwnedFd> {
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if self.openat2.load(Ordering::Relaxed) {
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let mut tries = 0;
+            loop {
+                match rfs::openat2(&self.fd, path, flags, mode, how) {
+                    Err(Errno::NOSYS) => {
+                        self.openat2.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(Errno::AGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+                    // A link opened as a folder shows as this too: the walk tells which.
+                    Err(Errno::NOTDIR) => break,
+                    other => return Ok(other?),
+                }
+            }
+        }
+        let (parents, last) = split(path);
+        let folder = self.walk(parents)?;
+        at_nofollow(&folder, last, flags, mode)
+    }
+
+    /// Opens the folder `path` under the root (`""`: the root itself) without creating it.
+    pub(crate) fn open_folder(&self, path: &str) -> io::Result<OwnedFd> {
+        if path.is_empty() {
+            return self.fd.try_clone();
+        }
+        self.open_beneath(path, FOLDER_FLAGS, Mode::empty())
+    }
+
+    /// Opens the folder `path` under the root, creating the missing folders one component at
+    /// a time (each opened with `O_NOFOLLOW | O_DIRECTORY` after it is made).
+    pub(crate) fn make_folders(&self, path: &str) -> io::Result<Folders> {
+        match self.open_folder(path) {
+            Ok(fd) => {
+                return Ok(Folders {
+                    fd,
+                    created: Vec::new(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut made = Folders {
+            fd: self.fd.try_clone()?,
+            created: Vec::new(),
+        };
+        for part in path.split('/') {
+            let (next, fresh) = match at_nofollow(&made.fd, part, FOLDER_FLAGS, Mode::empty()) {
+                Ok(fd) => (fd, false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let mode = Mode::from_raw_mode(FOLDER_MODE);
+                    let fresh = match rfs::mkdirat(&made.fd, part, mode) {
+                        Ok(()) => true,
+                        // Made by a concurrent upload meanwhile.
+                        Err(Errno::EXIST) => false,
+                        Err(e) => return Err(made.undo(e.into())),
+                    };
+                    match at_nofollow(&made.fd, part, FOLDER_FLAGS, Mode::empty()) {
+                        Ok(fd) => (fd, fresh),
+                        Err(e) => {
+                            if fresh {
+                                let _ = rfs::unlinkat(&made.fd, part, AtFlags::REMOVEDIR);
+                            }
+                            return Err(made.undo(e));
+                        }
+                    }
+                }
+                Err(e) => return Err(made.undo(e)),
+            };
+            let parent = std::mem::replace(&mut made.fd, next);
+            if fresh {
+                made.created.push((parent, part.to_owned()));
+            }
+        }
+        Ok(made)
+    }
+
+    /// Opens the folders of `path` one by one from the root.
+    fn walk(&self, path: &str) -> io::Result<OwnedFd> {
+        let mut folder = self.fd.try_clone()?;
+        if !path.is_empty() {
+            for part in path.split('/') {
+                folder = at_nofollow(&folder, part, FOLDER_FLAGS, Mode::empty())?;
+            }
+        }
+        Ok(folder)
+    }
+}
+
+impl Folders {
+    /// Flushes the entries of the folders this call created to disk (the receiving folder's
+    /// own entries are flushed by the caller after the file lands in it).
+    pub(crate) fn sync_created(&self) -> io::Result<()> {
+        for (parent, _) in &self.created {
+            rfs::fsync(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the folders made so far and passes `e` on.
+    fn undo(&mut self, e: io::Error) -> io::Error {
+        self.remove_created();
+        e
+    }
+
+    /// Removes the folders this call created, innermost first; best effort (a folder that
+    /// something else has filled meanwhile stays).
+    pub(crate) fn remove_created(&mut self) {
+        while let Some((parent, name)) = self.created.pop() {
+            if let Err(e) = rfs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR) {
+                log::debug!("cannot remove the new folder {name}: {e}");
+            }
+        }
+    }
+}
+
+/// `(parents, last component)` of a `/`-separated name.
+pub(crate) fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+/// Opens the single component `name` in `dir` without following a link. A link opened as a
+/// folder shows as `ENOTDIR`; it is reported as `ELOOP`, as `openat2` does.
+fn at_nofollow(dir: &OwnedFd, name: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    match rfs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode) {
+        Err(Errno::NOTDIR) if is_link(dir, name) => Err(Errno::LOOP.into()),
+        other => Ok(other?),
+    }
+}
+
+/// Whether `name` in `dir` is a symbolic link.
+fn is_link(dir: &OwnedFd, name: &str) -> bool {
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+}
+
+/// The descriptor as a [`File`] if it is a regular file, else what it is (it is closed then).
+pub(crate) fn regular(fd: OwnedFd) -> io::Result<Result<File, FileType>> {
+    let kind = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
+    Ok(if kind == FileType::RegularFile {
+        Ok(File::from(fd))
+    } else {
+        Err(kind)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::CWD;
+    use std::fs;
+
+    /// A root with `a/b/file`, `a/link -> outside`, `a/plain` and a FIFO `a/pipe`.
+    fn tree() -> (tempfile::TempDir, tempfile::TempDir, Root) {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("a/b")).unwrap();
+        fs::write(root.path().join("a/b/file"), b"in").unwrap();
+        fs::write(outside.path().join("file"), b"out").unwrap();
+        fs::create_dir(outside.path().join("b")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
+        std::os::unix::fs::symlink("b/file", root.path().join("a/flink")).unwrap();
+        fs::write(root.path().join("a/plain"), b"x").unwrap();
+        rfs::mknodat(
+            CWD,
+            root.path().join("a/pipe"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let r = Root::open(root.path()).unwrap();
+        (root, outside, r)
+    }
+
+    fn errno(r: io::Result<OwnedFd>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    fn resolution_cases(r: &Root) {
+        let read = OFlags::RDONLY;
+        let fd = r.open_beneath("a/b/file", read, Mode::empty()).unwrap();
+        let mut text = String::new();
+        io::Read::read_to_string(&mut File::from(fd), &mut text).unwrap();
+        assert_eq!(text, "in");
+        let eloop = Some(Errno::LOOP.raw_os_error());
+        assert_eq!(
+            errno(r.open_beneath("a/link/file", read, Mode::empty())),
+            eloop
+        );
+        assert_eq!(
+            errno(r.open_beneath("a/link/b/x", read, Mode::empty())),
+            eloop
+        );
+        assert_eq!(errno(r.open_beneath("a/flink", read, Mode::empty())), eloop);
+        assert_eq!(errno(r.open_folder("a/link")), eloop);
+        assert_eq!(
+            errno(r.open_beneath("a/plain/x", read, Mode::empty())),
+            Some(Errno::NOTDIR.raw_os_error())
+        );
+        assert_eq!(
+            errno(r.open_beneath("a/missing/x", read, Mode::empty())),
+            Some(Errno::NOENT.raw_os_error())
+        );
+        // Creating folders never goes through the link either.
+        assert_eq!(errno(r.make_folders("a/link/new").map(|f| f.fd)), eloop);
+        let made = r.make_folders("a/n1/n2").unwrap();
+        assert_eq!(made.created.len(), 2);
+        let mut made = made;
+        made.remove_created();
+        let folder = r.open_folder("a").unwrap();
+        assert!(rfs::statat(&folder, "n1", AtFlags::SYMLINK_NOFOLLOW).is_err());
+        // A FIFO opens without blocking and is told apart.
+        let fifo = r
+            .open_beneath("a/pipe", OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+            .unwrap();
+        assert_eq!(regular(fifo).unwrap().unwrap_err(), FileType::Fifo);
+    }
+
+    #[test]
+    fn openat2_refuses_links_and_non_folders() {
+        let (_root, _outside, r) = tree();
+        resolution_cases(&r);
+    }
+
+    #[test]
+    fn the_component_walk_refuses_the_same() {
+        let (_root, _outside, r) = tree();
+        r.force_walk();
+        resolution_cases(&r);
+        assert!(!r.openat2.load(Ordering::Relaxed));
+    }
+}

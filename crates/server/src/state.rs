@@ -1,0 +1,537 @@
+//! The server's private folder, `<root>/.ferry-state/` (mode 0700, owned by the server's
+//! effective uid): `tmp/` holds uploads being received that cannot be resumed (emptied at
+//! start), `partials/` those that can (named by a hash of the full relative name and the size,
+//! so one flat folder serves the whole tree; expired after `partial_ttl` at start).
+//!
+//! Clients cannot name it (every component starting with
+//! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX) is refused) and other local users cannot
+//! enter it. It sits on the root's file system, so a file is published by one `renameat`.
+//! Every file in it is held through a descriptor locked with `flock` for as long as an upload
+//! uses it, so a second server on the same folder (a rolling restart) never writes the same
+//! partial, and start-up cleanup skips what another server holds.
+//!
+//! Start-up no longer walks the client tree: `.ferry-tmp.*` and `.ferry-partial.*` files that
+//! earlier versions left beside uploads are left alone (clients cannot reach them; an operator
+//! may delete them).
+
+use std::fmt::Display;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_proto::{Digest, Name};
+use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+use crate::root::Root;
+
+/// The server's private folder under the root.
+pub(crate) const STATE_DIR: &str = ".ferry-state";
+/// Prefix of the files in `tmp/`.
+pub(crate) const TEMP_PREFIX: &str = ".ferry-tmp.";
+/// Prefix of the files in `partials/`.
+pub(crate) const PARTIAL_PREFIX: &str = ".ferry-partial.";
+/// Permission bits of the state folders: the server's user only.
+const PRIVATE_MODE: u32 = 0o700;
+/// Times a partial is looked up again when it changes under the server (published or
+/// discarded by another holder, or replaced by something that is not a partial).
+const PARTIAL_TRIES: usize = 4;
+/// Times a fresh temp name is drawn when one is taken.
+const TEMP_TRIES: usize = 8;
+
+/// The open state folders.
+#[derive(Debug)]
+pub(crate) struct State {
+    tmp: Arc<OwnedFd>,
+    partials: Arc<OwnedFd>,
+}
+
+/// What happens to a [`Held`] file's name when it is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Removed: a temp file, or a body that failed.
+    Delete,
+    /// Kept for resume if it holds bytes, removed if empty.
+    KeepUnlessEmpty,
+    /// Already moved away (published): nothing to do.
+    Gone,
+}
+
+/// A file in the state folder, open and locked (`flock`) by one upload until dropped; the
+/// only way the server reads or writes it, so the bytes hashed are the bytes published.
+#[derive(Debug)]
+pub(crate) struct Held {
+    file: File,
+    dir: Arc<OwnedFd>,
+    name: String,
+    fate: Fate,
+}
+
+impl State {
+    /// Opens (creating if needed) and checks the state folders under `root`, empties `tmp/`
+    /// and removes partials untouched for longer than `partial_ttl`. Refuses a state folder
+    /// that is a link, not a folder, owned by another user or writable by others.
+    pub(crate) fn open(root: &Root, partial_ttl: Option<Duration>) -> io::Result<Self> {
+        let state = private_folder(root.fd(), STATE_DIR, &STATE_DIR)?;
+        let tmp = private_folder(state.as_fd(), "tmp", &format_args!("{STATE_DIR}/tmp"))?;
+        let partials = private_folder(
+            state.as_fd(),
+            "partials",
+            &format_args!("{STATE_DIR}/partials"),
+        )?;
+        let temps = clean(&tmp, |_| true);
+        let now = SystemTime::now();
+        let expired = clean(&partials, |mtime| {
+            let age = now.duration_since(mtime).ok();
+            matches!((age, partial_ttl), (Some(age), Some(ttl)) if age > ttl)
+        });
+        if temps + expired > 0 {
+            log::info!(
+                "removed {temps} temp file(s) left over from an earlier run and {expired} \
+                 expired partial upload(s)"
+            );
+        }
+        Ok(Self {
+            tmp: Arc::new(tmp),
+            partials: Arc::new(partials),
+        })
+    }
+
+    /// Free bytes for unprivileged users on the file system of the state folder (the root's).
+    pub(crate) fn free_space(&self) -> Option<u64> {
+        let s = rfs::fstatvfs(&*self.tmp).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    /// A fresh, locked temp file with `mode` (less the umask), removed when dropped.
+    pub(crate) fn temp_file(&self, mode: u32) -> io::Result<Held> {
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for _ in 0..TEMP_TRIES {
+            let name = temp_name();
+            match rfs::openat(&*self.tmp, name.as_str(), flags, Mode::from_raw_mode(mode)) {
+                Ok(fd) => {
+                    rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+                    return Ok(Held::new(File::from(fd), &self.tmp, name, Fate::Delete));
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::other("no free temp file name"))
+    }
+
+    /// The partial kept for `name` offered with `size` bytes, created empty (with `mode`, less
+    /// the umask) if there is none, open and locked; `None` when another connection (or
+    /// server) holds it. Anything at its place that is not a regular file of at most `size`
+    /// bytes with one link (a FIFO, a hard link to another file, a snapshot's copy) is
+    /// discarded unread and a fresh partial made: it is never read, hashed or written.
+    pub(crate) fn partial(&self, name: &Name, size: u64, mode: u32) -> io::Result<Option<Held>> {
+        let file_name = partial_name(name, size);
+        let dir = &*self.partials;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        for _ in 0..PARTIAL_TRIES {
+            let fd = match rfs::openat(
+                dir,
+                file_name.as_str(),
+                flags | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::LOOP | Errno::ISDIR) => {
+                    log::warn!("discarding a link or folder at the place of partial {file_name}");
+                    discard(dir, &file_name);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            let held = rfs::fstat(&fd)?;
+            let named = rfs::statat(dir, file_name.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
+            if named.is_none_or(|n| (n.st_dev, n.st_ino) != (held.st_dev, held.st_ino)) {
+                // Published or discarded by its previous holder meanwhile: look again.
+                continue;
+            }
+            let regular = FileType::from_raw_mode(held.st_mode) == FileType::RegularFile;
+            let fits = u64::try_from(held.st_size).is_ok_and(|len| len <= size);
+            if !regular || held.st_nlink != 1 || !fits {
+                log::warn!(
+                    "discarding partial {file_name}: not a regular file of at most {size} bytes \
+                     with a single link"
+                );
+                discard(dir, &file_name);
+                continue;
+            }
+            let file = File::from(fd);
+            return Ok(Some(Held::new(
+                file,
+                &self.partials,
+                file_name,
+                Fate::KeepUnlessEmpty,
+            )));
+        }
+        Err(io::Error::other(
+            "the partial upload keeps changing on the server; try again",
+        ))
+    }
+}
+
+impl Held {
+    fn new(file: File, dir: &Arc<OwnedFd>, name: String, fate: Fate) -> Self {
+        Self {
+            file,
+            dir: Arc::clone(dir),
+            name,
+            fate,
+        }
+    }
+
+    /// The open file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The open file, for writing.
+    pub(crate) fn file_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Sets what becomes of the file's name when it is dropped.
+    pub(crate) fn set_fate(&mut self, fate: Fate) {
+        self.fate = fate;
+    }
+
+    /// Moves the file to `to` in the folder `dir` (still open and locked until dropped);
+    /// with `replace` false, fails with `AlreadyExists` instead of replacing a file there.
+    pub(crate) fn rename_to(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        to: &str,
+        replace: bool,
+    ) -> io::Result<()> {
+        let from = (&*self.dir, self.name.as_str());
+        if replace {
+            rfs::renameat(from.0, from.1, dir, to)?;
+        } else {
+            match rfs::renameat_with(from.0, from.1, dir, to, RenameFlags::NOREPLACE) {
+                Ok(()) => {}
+                // A file system without RENAME_NOREPLACE: a link fails on an existing name too.
+                Err(Errno::INVAL | Errno::NOSYS) => {
+                    rfs::linkat(from.0, from.1, dir, to, AtFlags::empty())?;
+                    if let Err(e) = rfs::unlinkat(from.0, from.1, AtFlags::empty()) {
+                        log::warn!("cannot remove {} after publishing it: {e}", self.name);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.fate = Fate::Gone;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let remove = match self.fate {
+            Fate::Delete => true,
+            Fate::KeepUnlessEmpty => self.file.metadata().map_or(true, |m| m.len() == 0),
+            Fate::Gone => false,
+        };
+        // The name goes first; the lock goes with the descriptor, after this.
+        if remove {
+            match rfs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", self.name),
+            }
+        }
+    }
+}
+
+/// Opens (making it with mode 0700 if missing) the folder `name` in `parent` and checks it is
+/// the server's own: a real folder, owned by the effective uid, writable by nobody else.
+fn private_folder(parent: BorrowedFd<'_>, name: &str, shown: &dyn Display) -> io::Result<OwnedFd> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(PRIVATE_MODE)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create {shown}: {e}"),
+            ))
+        }
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(parent, name, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOTDIR | Errno::LOOP => io::Error::other(format!(
+            "{shown} is a symbolic link or not a folder; the server keeps its own files there \
+             and follows no link: remove it"
+        )),
+        e => io::Error::new(e.kind(), format!("cannot open {shown}: {e}")),
+    })?;
+    let st = rfs::fstat(&fd)?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(io::Error::other(format!(
+            "{shown} belongs to uid {}, not to this server's uid {me}; remove it or run the \
+             server as its owner",
+            st.st_uid
+        )));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{shown} is writable by other users (mode {:o}); make it private (chmod 700)",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(fd)
+}
+
+/// Removes the regular files in `dir` whose modification time `doomed` accepts and which no
+/// one holds locked, and anything else that is not a folder; returns how many regular files
+/// went. Best effort: failures are logged and skipped.
+fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
+    let entries = match rfs::Dir::read_from(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("start-up cleanup skips a state folder: {e}");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let shown = name.to_string_lossy();
+        let Ok(st) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => continue,
+            FileType::RegularFile => {}
+            _ => {
+                log::warn!("removing {shown} from the state folder: not a regular file");
+                let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+                continue;
+            }
+        }
+        let mtime = UNIX_EPOCH
+            .checked_add(Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0)))
+            .unwrap_or(UNIX_EPOCH);
+        if !doomed(mtime) {
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
+            continue;
+        };
+        if rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            // Held by another server on this folder.
+            continue;
+        }
+        match rfs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) => removed += 1,
+            Err(e) => log::warn!("cannot remove {shown} from the state folder: {e}"),
+        }
+    }
+    removed
+}
+
+/// Removes `name` from `dir` whatever it is (a file, a link, an empty folder); best effort.
+fn discard(dir: &OwnedFd, name: &str) {
+    if rfs::unlinkat(dir, name, AtFlags::empty()) == Err(Errno::ISDIR) {
+        let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+    }
+}
+
+/// The deterministic name of the partial kept for `name` offered with `size` bytes.
+fn partial_name(name: &Name, size: u64) -> String {
+    let mut key = name.as_str().as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&size.to_be_bytes());
+    let hex = Digest::of(&key).to_hex();
+    format!("{PARTIAL_PREFIX}{}", &hex[..32])
+}
+
+/// A temp file name unlikely to be taken (the process, a counter and the clock).
+fn temp_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{TEMP_PREFIX}{:x}.{n:x}.{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).expect("valid")
+    }
+
+    fn open(root: &Path) -> io::Result<State> {
+        State::open(&Root::open(root)?, Some(Duration::from_secs(86_400)))
+    }
+
+    fn fifo(path: &Path) {
+        rfs::mknodat(
+            rfs::CWD,
+            path,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn start_up_empties_tmp_expires_old_partials_and_leaves_the_client_tree_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        open(r).unwrap();
+        let st = r.join(STATE_DIR);
+        assert_eq!(fs::metadata(&st).unwrap().mode() & 0o777, PRIVATE_MODE);
+        // Old-layout files in the client tree: left alone.
+        fs::create_dir(r.join("sub")).unwrap();
+        let old_layout = [r.join("sub/.ferry-tmp.abc"), r.join(".ferry-partial.abc")];
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        for p in &old_layout {
+            File::create(p).unwrap().set_modified(two_days_ago).unwrap();
+        }
+        let tmp = st.join("tmp/.ferry-tmp.crashed");
+        let busy_tmp = st.join("tmp/.ferry-tmp.busy");
+        let recent = st.join("partials/.ferry-partial.recent");
+        let old = st.join("partials/.ferry-partial.old");
+        let busy_old = st.join("partials/.ferry-partial.busy");
+        for p in [&tmp, &busy_tmp, &recent, &old, &busy_old] {
+            fs::write(p, b"x").unwrap();
+        }
+        for p in [&old, &busy_old] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
+        }
+        fifo(&st.join("tmp/.ferry-tmp.fifo"));
+        // Held by another server on this folder.
+        let holders: Vec<File> = [&busy_tmp, &busy_old]
+            .iter()
+            .map(|p| {
+                let f = File::open(p).unwrap();
+                rfs::flock(&f, FlockOperation::NonBlockingLockExclusive).unwrap();
+                f
+            })
+            .collect();
+        open(r).unwrap();
+        assert!(!tmp.exists(), "temp file");
+        assert!(!st.join("tmp/.ferry-tmp.fifo").exists(), "a FIFO, unopened");
+        assert!(!old.exists(), "expired partial");
+        assert!(recent.exists(), "recent partial");
+        assert!(busy_tmp.exists() && busy_old.exists(), "held files stay");
+        for p in &old_layout {
+            assert!(p.exists(), "{p:?} is outside the state folder");
+        }
+        drop(holders);
+    }
+
+    #[test]
+    fn a_state_folder_that_is_a_link_or_writable_by_others_or_foreign_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let st = root.path().join(STATE_DIR);
+        std::os::unix::fs::symlink(elsewhere.path(), &st).unwrap();
+        let e = open(root.path()).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        fs::remove_file(&st).unwrap();
+
+        fs::create_dir(&st).unwrap();
+        fs::set_permissions(&st, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open(root.path()).unwrap_err().to_string();
+        assert!(e.contains("writable by other users"), "{e}");
+        assert_eq!(
+            fs::metadata(&st).unwrap().mode() & 0o777,
+            0o777,
+            "not changed"
+        );
+
+        if rustix::process::geteuid().is_root() {
+            fs::set_permissions(&st, fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&st, Some(65534), Some(65534)).unwrap();
+            let e = open(root.path()).unwrap_err().to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_partial_is_locked_and_never_a_link_a_fifo_or_a_shared_inode() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let state = open(root.path()).unwrap();
+        let n = name("dir/big.bin");
+        let at = root
+            .path()
+            .join(STATE_DIR)
+            .join("partials")
+            .join(partial_name(&n, 100));
+
+        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("free");
+        assert!(state.partial(&n, 100, 0o600).unwrap().is_none(), "locked");
+        held.file_mut().write_all(b"kept").unwrap();
+        drop(held);
+        assert_eq!(fs::read(&at).unwrap(), b"kept", "kept for resume");
+        drop(state.partial(&n, 100, 0o600).unwrap());
+        assert!(at.exists(), "an untouched partial stays");
+
+        // A hard link to an outside file at its place: dropped unread, the file untouched.
+        let secret = outside.path().join("secret");
+        fs::write(&secret, b"secret").unwrap();
+        fs::remove_file(&at).unwrap();
+        fs::hard_link(&secret, &at).unwrap();
+        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+        assert_eq!(held.file().metadata().unwrap().len(), 0);
+        held.file_mut().write_all(b"new").unwrap();
+        drop(held);
+        assert_eq!(fs::read(&secret).unwrap(), b"secret");
+        assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
+
+        // A FIFO or a symbolic link at its place: replaced by a fresh file, never waited on.
+        for plant in [
+            |at: &Path, _: &Path| fifo(at),
+            |at: &Path, secret: &Path| std::os::unix::fs::symlink(secret, at).unwrap(),
+        ] {
+            let _ = fs::remove_file(&at);
+            plant(&at, &secret);
+            let held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+            assert!(held.file().metadata().unwrap().is_file());
+        }
+        assert_eq!(fs::read(&secret).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn partial_names_are_deterministic_and_depend_on_the_full_name_and_size() {
+        let a = partial_name(&name(&"n".repeat(255)), 10);
+        assert_eq!(a, partial_name(&name(&"n".repeat(255)), 10));
+        assert_ne!(a, partial_name(&name(&"n".repeat(255)), 11));
+        assert_ne!(
+            partial_name(&name("a/x"), 10),
+            partial_name(&name("b/x"), 10)
+        );
+        assert!(a.len() < 64 && a.starts_with(PARTIAL_PREFIX));
+    }
+}
