@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::wire::{Frame, Timestamp, MAGIC, VERSION};
-use ferry_proto::{Code, Digest};
+use ferry_proto::{Code, Digest, EntryKind};
 use fuzz_checks::{Chunked, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -158,6 +158,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         },
         Frame::Welcome { version: VERSION },
         Frame::Offer {
+            kind: EntryKind::File,
+            digest: None,
             id: 1,
             size: Some(5),
             mtime: Some(Timestamp {
@@ -232,6 +234,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let hello = fuzz_checks::client_prelude();
             let upload = enc(&[
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 1,
                     size: Some(5),
                     mtime: None,
@@ -239,6 +243,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     name: "a.txt".into(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 2,
                     size: None,
                     mtime: None,
@@ -246,6 +252,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     name: "s".into(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 3,
                     size: Some(1),
                     mtime: None,
@@ -323,6 +331,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     prefix: Digest::of_empty(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 2,
                     size: Some(3),
                     mtime: None,

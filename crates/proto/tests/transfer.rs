@@ -221,6 +221,8 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
         let name = format!("f{id}");
         ferry_proto::wire::Frame::Offer {
             id,
+            kind: ferry_proto::EntryKind::File,
+            digest: None,
             size: Some(4),
             mtime: None,
             mode: None,
