@@ -35,7 +35,7 @@ proptest! {
         piece in 1usize..2000,
         window in 1usize..8,
     ) {
-        let plan = Plan { uploads: uploads.clone(), gets: vec![], piece, window };
+        let plan = Plan { uploads: uploads.clone(), piece, window, ..Plan::default() };
         let out = run(&plan, Store::default(), chunk, None);
         for (name, data, _) in &uploads {
             prop_assert_eq!(out.uploads[name], Code::Stored);
