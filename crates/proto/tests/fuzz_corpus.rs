@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::wire::{Frame, Timestamp, MAGIC, VERSION};
-use ferry_proto::{Code, Digest, EntryKind};
+use ferry_proto::{Code, Digest, Entry, EntryKind, Name};
 use fuzz_checks::{Chunked, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -141,6 +141,16 @@ fn data(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+fn entry(kind: EntryKind, name: &str) -> Entry {
+    Entry {
+        kind,
+        name: Name::parse(name).unwrap(),
+        size: 0,
+        mtime: Timestamp { secs: 9, nanos: 1 },
+        mode: 0o644,
+    }
+}
+
 fn with_header(options: u8, sizes: &[u8], stream: &[u8]) -> Vec<u8> {
     let mut v = Chunked::header(options, sizes);
     v.extend_from_slice(stream);
@@ -202,6 +212,47 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             code: Code::Other(999),
             reason: "é".into(),
         },
+        // Version 2 (PROTOCOL.md §4.8-§4.10).
+        Frame::Offer {
+            kind: EntryKind::Folder,
+            digest: None,
+            id: 5,
+            size: None,
+            mtime: Some(Timestamp { secs: 7, nanos: 8 }),
+            mode: Some(0o750),
+            name: "photos/2024".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: Some(d),
+            id: 6,
+            size: Some(5),
+            mtime: None,
+            mode: None,
+            name: "aux.c".into(),
+        },
+        Frame::Refuse {
+            id: 6,
+            code: Code::Unchanged,
+            reason: "aux.c".into(),
+        },
+        Frame::List {
+            id: 7,
+            recursive: true,
+            path: "photos".into(),
+        },
+        Frame::Entries {
+            id: 7,
+            entries: vec![
+                entry(EntryKind::Folder, "photos"),
+                entry(EntryKind::File, "photos/x:y?"),
+            ],
+        },
+        Frame::Listed {
+            id: 7,
+            count: 2,
+            skipped: 1,
+        },
     ];
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     match target {
@@ -223,6 +274,11 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 "COM¹.log",
                 "dir/nul.txt",
                 "a\u{202E}b",
+                "linux/aux.c",
+                "Screenshot 2024-01-01 10:30:00.png",
+                "what?",
+                "back\\slash/trailing.",
+                "f/..namedfork/rsrc",
             ]
             .iter()
             .enumerate()
@@ -320,6 +376,79 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 })
                 .collect();
             out.push(("pipeline-full".into(), with_header(2, &[], &enc(&gets))));
+            // Version 2: a folder, an unchanged empty file (digest), a plain empty file, three
+            // LISTs (root, a path, a bad path) and a GET, answered in order.
+            let v2 = enc(&[
+                Frame::Offer {
+                    kind: EntryKind::Folder,
+                    digest: None,
+                    id: 1,
+                    size: None,
+                    mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+                    mode: Some(0o755),
+                    name: "dir".into(),
+                },
+                Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: Some(Digest::of_empty()),
+                    id: 2,
+                    size: Some(0),
+                    mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+                    mode: None,
+                    name: "dir/held".into(),
+                },
+                Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
+                    id: 3,
+                    size: Some(0),
+                    mtime: None,
+                    mode: None,
+                    name: "dir/new".into(),
+                },
+                Frame::Begin { id: 3, from: 0 },
+                Frame::End {
+                    id: 3,
+                    size: 0,
+                    digest: Digest::of_empty(),
+                },
+                Frame::List {
+                    id: 4,
+                    recursive: false,
+                    path: String::new(),
+                },
+                Frame::List {
+                    id: 5,
+                    recursive: true,
+                    path: "dir".into(),
+                },
+                Frame::List {
+                    id: 6,
+                    recursive: false,
+                    path: "../x".into(),
+                },
+                Frame::Get {
+                    id: 7,
+                    name: "x:y".into(),
+                },
+            ]);
+            out.push(("v2-session-bytewise".into(), with_header(2, &[0], &v2)));
+            out.push((
+                "v2-session-chunked".into(),
+                with_header(2, &[2, 200, 9], &v2),
+            ));
+            // A version-1 client (HELLO 1..=1) that sends a LIST: NotInVersion.
+            let mut v1 = enc(&[Frame::Hello {
+                min: 1,
+                max: 1,
+                token: Vec::new(),
+            }]);
+            v1.extend(enc(&[Frame::List {
+                id: 9,
+                recursive: false,
+                path: String::new(),
+            }]));
+            out.push(("v1-list".into(), with_header(1, &[], &v1)));
         }
         "client_stream" => {
             // WELCOME prepended (bit 0); 2 uploads (ids 1 stream, 3 sized 4); 1 GET (id 2).
@@ -386,6 +515,39 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 },
             ]);
             out.push(("refused".into(), with_header(options, &[], &refused)));
+            // Version 2: after WELCOME 2 the client offers folder #4 and lists the root (#5).
+            let mut v2 = reply.clone();
+            v2.extend(enc(&[
+                Frame::Result {
+                    id: 4,
+                    code: Code::Unchanged,
+                    detail: "up/folder".into(),
+                },
+                Frame::Entries {
+                    id: 5,
+                    entries: vec![entry(EntryKind::File, "a"), entry(EntryKind::Folder, "d")],
+                },
+                Frame::Entries {
+                    id: 5,
+                    entries: vec![entry(EntryKind::File, "z?")],
+                },
+                Frame::Listed {
+                    id: 5,
+                    count: 3,
+                    skipped: 0,
+                },
+            ]));
+            out.push((
+                "v2-session-bytewise".into(),
+                with_header(options, &[0], &v2),
+            ));
+            // A version-1 server (WELCOME 1) that sends a page: NotInVersion.
+            let mut v1 = enc(&[Frame::Welcome { version: 1 }]);
+            v1.extend(enc(&[Frame::Entries {
+                id: 5,
+                entries: vec![entry(EntryKind::File, "a")],
+            }]));
+            out.push(("v1-entries".into(), with_header(options & !1, &[], &v1)));
             out.push(("no-welcome".into(), with_header(0, &[], &refused)));
             let mut magic_reply = MAGIC.to_vec();
             magic_reply.extend_from_slice(&refused);
