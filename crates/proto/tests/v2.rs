@@ -543,3 +543,77 @@ fn v2_pair() -> (Connection, Connection) {
     assert!(server.poll_transmit().is_empty() && client.poll_transmit().is_empty());
     (client, server)
 }
+
+/// §11.2: the example exchange is what the machines send, byte for byte (mtimes aside).
+#[test]
+fn the_example_exchange_is_what_the_machines_send() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (mut client, mut server) = v2_pair();
+    let id = client
+        .list(Some(Name::parse("photos").unwrap()), false)
+        .unwrap();
+    assert_eq!(
+        hex(client.poll_transmit()),
+        format!("0d00000011{id:016x}000006{}", hex(b"photos"))
+    );
+    server.handle_input(client.poll_transmit()).unwrap();
+    client.transmitted(client.poll_transmit().len());
+    assert!(matches!(server.poll_event(), Some(Event::List { .. })));
+    let mut folder = entry(EntryKind::Folder, "photos");
+    folder.mode = 0o755;
+    let mut file = entry(EntryKind::File, "photos/a.jpg");
+    file.size = 4096;
+    assert_eq!(server.list_page(id, &[folder, file]).unwrap(), 2);
+    let page = hex(server.poll_transmit());
+    assert!(
+        page.starts_with(&format!("0e00000050{id:016x}01{:016x}", 0)),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("000001ed0006{}", hex(b"photos"))),
+        "{page}"
+    );
+    assert!(page.contains(&format!("00{:016x}", 4096)), "{page}");
+    server.transmitted(server.poll_transmit().len());
+    server.listed(id, 0).unwrap();
+    assert_eq!(
+        hex(server.poll_transmit()),
+        format!("0f00000018{id:016x}{:016x}{:016x}", 2, 0)
+    );
+
+    let info = |name: &str, size| FileInfo {
+        name: Name::parse(name).unwrap(),
+        size,
+        mtime: Some(MTIME),
+        mode: size.is_none().then_some(0o755),
+    };
+    let dir = client
+        .offer_with(info("backup", None), OfferOptions::folder())
+        .unwrap();
+    let offer = hex(client.poll_transmit());
+    assert!(
+        offer.starts_with(&format!("0300000029{dir:016x}0e{:016x}", 0)),
+        "{offer}"
+    );
+    server.handle_input(client.poll_transmit()).unwrap();
+    client.transmitted(client.poll_transmit().len());
+    let hi = client.offer(info("backup/hi.txt", Some(2))).unwrap();
+    let offer = hex(client.poll_transmit());
+    assert!(
+        offer.starts_with(&format!("0300000030{hi:016x}03{:016x}", 2)),
+        "{offer}"
+    );
+    server.transmitted(server.poll_transmit().len());
+    server.handle_input(client.poll_transmit()).unwrap();
+    let _ = std::iter::from_fn(|| server.poll_event()).count();
+    server.finish(dir, Code::Stored, "backup").unwrap();
+    server.refuse(hi, Code::Unchanged, "backup/hi.txt").unwrap();
+    assert_eq!(
+        hex(server.poll_transmit()),
+        format!(
+            "0900000012{dir:016x}00000006{}0500000019{hi:016x}000f000d{}",
+            hex(b"backup"),
+            hex(b"backup/hi.txt")
+        )
+    );
+}
