@@ -9,8 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::wire::{Frame, Timestamp, MAGIC, VERSION};
-use ferry_proto::{Code, Digest, Entry, EntryKind, Name};
-use fuzz_checks::{Chunked, TARGETS};
+use ferry_proto::{Code, Digest, EntryKind};
+use fuzz_checks::{sample_entry as entry, Chunked, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -139,16 +139,6 @@ fn data(bytes: &[u8]) -> Vec<u8> {
     }]);
     out.extend_from_slice(bytes);
     out
-}
-
-fn entry(kind: EntryKind, name: &str) -> Entry {
-    Entry {
-        kind,
-        name: Name::parse(name).unwrap(),
-        size: 0,
-        mtime: Timestamp { secs: 9, nanos: 1 },
-        mode: 0o644,
-    }
 }
 
 fn with_header(options: u8, sizes: &[u8], stream: &[u8]) -> Vec<u8> {
@@ -376,62 +366,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 })
                 .collect();
             out.push(("pipeline-full".into(), with_header(2, &[], &enc(&gets))));
-            // Version 2: a folder, an unchanged empty file (digest), a plain empty file, three
-            // LISTs (root, a path, a bad path) and a GET, answered in order.
-            let v2 = enc(&[
-                Frame::Offer {
-                    kind: EntryKind::Folder,
-                    digest: None,
-                    id: 1,
-                    size: None,
-                    mtime: Some(Timestamp { secs: 1, nanos: 0 }),
-                    mode: Some(0o755),
-                    name: "dir".into(),
-                },
-                Frame::Offer {
-                    kind: EntryKind::File,
-                    digest: Some(Digest::of_empty()),
-                    id: 2,
-                    size: Some(0),
-                    mtime: Some(Timestamp { secs: 1, nanos: 0 }),
-                    mode: None,
-                    name: "dir/held".into(),
-                },
-                Frame::Offer {
-                    kind: EntryKind::File,
-                    digest: None,
-                    id: 3,
-                    size: Some(0),
-                    mtime: None,
-                    mode: None,
-                    name: "dir/new".into(),
-                },
-                Frame::Begin { id: 3, from: 0 },
-                Frame::End {
-                    id: 3,
-                    size: 0,
-                    digest: Digest::of_empty(),
-                },
-                Frame::List {
-                    id: 4,
-                    recursive: false,
-                    path: String::new(),
-                },
-                Frame::List {
-                    id: 5,
-                    recursive: true,
-                    path: "dir".into(),
-                },
-                Frame::List {
-                    id: 6,
-                    recursive: false,
-                    path: "../x".into(),
-                },
-                Frame::Get {
-                    id: 7,
-                    name: "x:y".into(),
-                },
-            ]);
+            let v2 = fuzz_checks::v2_server_session();
             out.push(("v2-session-bytewise".into(), with_header(2, &[0], &v2)));
             out.push((
                 "v2-session-chunked".into(),
@@ -517,26 +452,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             out.push(("refused".into(), with_header(options, &[], &refused)));
             // Version 2: after WELCOME 2 the client offers folder #4 and lists the root (#5).
             let mut v2 = reply.clone();
-            v2.extend(enc(&[
-                Frame::Result {
-                    id: 4,
-                    code: Code::Unchanged,
-                    detail: "up/folder".into(),
-                },
-                Frame::Entries {
-                    id: 5,
-                    entries: vec![entry(EntryKind::File, "a"), entry(EntryKind::Folder, "d")],
-                },
-                Frame::Entries {
-                    id: 5,
-                    entries: vec![entry(EntryKind::File, "z?")],
-                },
-                Frame::Listed {
-                    id: 5,
-                    count: 3,
-                    skipped: 0,
-                },
-            ]));
+            v2.extend(fuzz_checks::v2_client_tail(4, 5));
             out.push((
                 "v2-session-bytewise".into(),
                 with_header(options, &[0], &v2),

@@ -361,3 +361,41 @@ proptest! {
         prop_assert!(only_listing);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (h) §4.1-§4.11: version-2 conversations with random bytes overwritten, inserted or
+    /// deleted, cut at random points, keep every invariant of the fuzz targets' checks
+    /// (no panic, no stall, caps, sticky errors, ERROR last, nothing v2 sent under v1).
+    #[test]
+    fn mutated_v2_sessions_keep_the_fuzz_invariants(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6),
+        sizes in prop::collection::vec(any::<u8>(), 0..7),
+        client in any::<bool>(),
+    ) {
+        let (options, mut stream) = if client {
+            // WELCOME prepended; the client then offers folder #1 and lists the root (#2).
+            (1, fuzz_checks::v2_client_tail(1, 2))
+        } else {
+            // The v2 HELLO prepended.
+            (2, fuzz_checks::v2_server_session())
+        };
+        for (at, byte, op) in edits {
+            let i = at.index(stream.len() + 1);
+            match op {
+                0 if i < stream.len() => stream[i] = byte,
+                1 => stream.insert(i, byte),
+                _ if i < stream.len() => drop(stream.remove(i)),
+                _ => {}
+            }
+        }
+        let mut data = fuzz_checks::Chunked::header(options, &sizes);
+        data.extend_from_slice(&stream);
+        if client {
+            fuzz_checks::client_stream(&data);
+        } else {
+            fuzz_checks::server_stream(&data);
+        }
+    }
+}

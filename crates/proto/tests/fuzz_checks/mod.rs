@@ -443,9 +443,11 @@ impl App {
                 if o.name.is_ok()
                     && o.size == Some(0)
                     && o.mtime.is_some()
+                    && o.digest.is_none_or(|d| d == Digest::of_empty())
                     && c.version() >= Some(2) =>
             {
-                // The server "holds" every empty file: a v2 quick check says unchanged.
+                // The server "holds" every empty file: a v2 check by size and mtime, or by an
+                // offered digest of nothing, says unchanged (PROTOCOL.md §4.8).
                 let mtime = o.mtime.expect("checked");
                 let same = o.unchanged(0, mtime, || Ok::<_, ()>(Digest::of_empty()));
                 assert_eq!(same, Ok(true));
@@ -835,6 +837,115 @@ fn listing_for(path: Option<&Name>, recursive: bool) -> Vec<Entry> {
         .iter()
         .filter_map(|(kind, name)| entry(*kind, name))
         .collect()
+}
+
+/// The frames of `frames`, encoded one after the other.
+fn enc(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    out
+}
+
+/// An entry with fixed size, mtime and mode, for seeds.
+pub fn sample_entry(kind: EntryKind, name: &str) -> Entry {
+    Entry {
+        kind,
+        name: Name::parse(name).unwrap(),
+        size: 0,
+        mtime: Timestamp { secs: 9, nanos: 1 },
+        mode: 0o644,
+    }
+}
+
+/// A version-2 client's stream after HELLO (a seed, and the start of mutations): a folder, an
+/// unchanged empty file (digest), a plain empty file, three LISTs (root, a path, a bad path)
+/// and a GET, to be answered in order by [`server_stream`]'s server.
+pub fn v2_server_session() -> Vec<u8> {
+    enc(&[
+        Frame::Offer {
+            kind: EntryKind::Folder,
+            digest: None,
+            id: 1,
+            size: None,
+            mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+            mode: Some(0o755),
+            name: "dir".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: Some(Digest::of_empty()),
+            id: 2,
+            size: Some(0),
+            mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+            mode: None,
+            name: "dir/held".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: None,
+            id: 3,
+            size: Some(0),
+            mtime: None,
+            mode: None,
+            name: "dir/new".into(),
+        },
+        Frame::Begin { id: 3, from: 0 },
+        Frame::End {
+            id: 3,
+            size: 0,
+            digest: Digest::of_empty(),
+        },
+        Frame::List {
+            id: 4,
+            recursive: false,
+            path: String::new(),
+        },
+        Frame::List {
+            id: 5,
+            recursive: true,
+            path: "dir".into(),
+        },
+        Frame::List {
+            id: 6,
+            recursive: false,
+            path: "../x".into(),
+        },
+        Frame::Get {
+            id: 7,
+            name: "x:y".into(),
+        },
+    ])
+}
+
+/// What a version-2 server answers [`client_stream`]'s client after its uploads and GETs:
+/// RESULT `Unchanged` for its folder offer `folder`, then two pages and the end of its
+/// listing of the root `list`.
+pub fn v2_client_tail(folder: FileId, list: FileId) -> Vec<u8> {
+    enc(&[
+        Frame::Result {
+            id: folder,
+            code: Code::Unchanged,
+            detail: "up/folder".into(),
+        },
+        Frame::Entries {
+            id: list,
+            entries: vec![
+                sample_entry(EntryKind::File, "a"),
+                sample_entry(EntryKind::Folder, "d"),
+            ],
+        },
+        Frame::Entries {
+            id: list,
+            entries: vec![sample_entry(EntryKind::File, "z?")],
+        },
+        Frame::Listed {
+            id: list,
+            count: 3,
+            skipped: 0,
+        },
+    ])
 }
 
 /// The HELLO a client sends first, after the magic.
