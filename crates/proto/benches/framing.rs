@@ -6,11 +6,15 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferry_proto::wire::{Frame, Timestamp};
-use ferry_proto::{BodyCheck, Code, Connection, Event, FileInfo, Hasher, Incoming, Name};
+use ferry_proto::{
+    BodyCheck, Code, Connection, EntryKind, Event, FileInfo, Hasher, Incoming, Name,
+};
 
 fn offer_frame() -> Frame {
     Frame::Offer {
         id: 42,
+        kind: EntryKind::File,
+        digest: None,
         size: Some(4096),
         mtime: Some(Timestamp {
             secs: 1_700_000_000,

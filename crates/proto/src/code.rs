@@ -38,6 +38,9 @@ pub enum Code {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// Version 2: the receiver already holds this file (same size and mtime, or the same
+    /// digest), or this folder; not a failure (PROTOCOL.md §4.9, §8).
+    Unchanged,
     /// A code this implementation does not know.
     Other(u16),
 }
@@ -62,6 +65,7 @@ impl Code {
             Code::Protocol => 12,
             Code::Timeout => 13,
             Code::ShuttingDown => 14,
+            Code::Unchanged => 15,
             Code::Other(v) => v,
         }
     }
@@ -85,6 +89,7 @@ impl Code {
             12 => Code::Protocol,
             13 => Code::Timeout,
             14 => Code::ShuttingDown,
+            15 => Code::Unchanged,
             other => Code::Other(other),
         }
     }
@@ -108,6 +113,7 @@ impl Code {
             Code::Protocol => "protocol_error",
             Code::Timeout => "timeout",
             Code::ShuttingDown => "shutting_down",
+            Code::Unchanged => "unchanged",
             Code::Other(_) => "other",
         }
     }
@@ -134,5 +140,7 @@ mod tests {
         assert_eq!(Code::from_u16(4), Code::NoSpace);
         assert_eq!(Code::NoSpace.to_string(), "no space");
         assert_eq!(Code::Other(999).to_string(), "code 999");
+        assert_eq!(Code::from_u16(15), Code::Unchanged);
+        assert_eq!(Code::Unchanged.as_str(), "unchanged");
     }
 }

@@ -5,15 +5,24 @@ use std::fmt;
 
 use crate::code::Code;
 use crate::digest::{Digest, Hasher};
+use crate::entry::{Entry, EntryKind, Listing};
 use crate::error::{Error, ProtocolError, UsageError};
-use crate::event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer};
+use crate::event::{
+    BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer, OfferOptions,
+};
 use crate::name::{escape, Name, NameError, MAX_NAME_LEN};
-use crate::wire::{self, kind, Frame, FRAME_HEADER_LEN, MAGIC, MAX_REASON_LEN, VERSION};
+use crate::wire::{
+    self, kind, Frame, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_REASON_LEN, MIN_VERSION,
+    VERSION,
+};
 
 /// Identifies one file (upload or download) within a connection; chosen by the client.
 pub type FileId = u64;
 
-/// Most files one side may announce (OFFER or GET) and not yet start (PROTOCOL.md §7).
+/// Why a GET or a LIST cannot be answered with Unchanged.
+const UNCHANGED_REQUEST: &str = "Unchanged answers an offer, never a GET or a LIST";
+
+/// Most files one side may announce (OFFER, GET or LIST) and not yet start (PROTOCOL.md §7).
 pub const MAX_PIPELINE: usize = 1024;
 
 /// Which end of the connection this machine is.
@@ -46,10 +55,63 @@ enum Rx {
     Done,
 }
 
+/// An OFFER awaiting its answer.
 #[derive(Debug)]
 struct Pending {
     id: FileId,
     size: Option<u64>,
+    kind: EntryKind,
+    /// The offer can be answered Unchanged: a file with size and mtime, or a digest (§4.8).
+    comparable: bool,
+}
+
+impl Pending {
+    fn new(id: FileId, info: &FileInfo, opts: OfferOptions) -> Self {
+        Self::of(id, opts.kind, info.size, info.mtime.is_some(), opts.digest)
+    }
+
+    fn of(
+        id: FileId,
+        kind: EntryKind,
+        size: Option<u64>,
+        has_mtime: bool,
+        digest: Option<Digest>,
+    ) -> Self {
+        let comparable =
+            kind == EntryKind::File && size.is_some() && (has_mtime || digest.is_some());
+        Self {
+            id,
+            size,
+            kind,
+            comparable,
+        }
+    }
+
+    /// Why `code` cannot answer this offer in a REFUSE, if it cannot.
+    fn refusal_error(&self, code: Code) -> Option<&'static str> {
+        (code == Code::Unchanged && !self.comparable)
+            .then_some("Unchanged answers only a file offered with size and mtime, or a digest")
+    }
+}
+
+/// A GET or a LIST, in the order the client sent them: each is answered in turn (§7.1).
+#[derive(Debug)]
+enum Request {
+    /// The name asked for; `None` when it was not valid (the server must refuse it).
+    Get { id: FileId, name: Option<Name> },
+    /// The listing's rules and progress; `None` when its path was not valid.
+    List {
+        id: FileId,
+        listing: Option<Listing>,
+    },
+}
+
+impl Request {
+    fn id(&self) -> FileId {
+        match self {
+            Request::Get { id, .. } | Request::List { id, .. } => *id,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,7 +155,10 @@ pub struct Connection {
     tx_pos: usize,
     error: Option<ProtocolError>,
     closed_locally: bool,
-    hello_seen: bool,
+    /// The highest version this end speaks.
+    max_version: u16,
+    /// The version negotiated: server, from HELLO; client, from WELCOME.
+    version: Option<u16>,
     welcomed: bool,
     next_id: FileId,
     last_peer_id: FileId,
@@ -107,8 +172,8 @@ pub struct Connection {
     tx_ready: VecDeque<Ready>,
     tx_body: Option<Body>,
     tx_unfinished: VecDeque<FileId>,
-    // GETs: the client's awaiting an OFFER or REFUSE; the server's awaiting our answer.
-    gets: VecDeque<(FileId, Option<Name>)>,
+    // GETs and LISTs: the client's awaiting their answers; the server's awaiting ours.
+    requests: VecDeque<Request>,
 }
 
 impl fmt::Debug for Connection {
@@ -116,6 +181,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("side", &self.side)
             .field("framing", &self.framing)
+            .field("version", &self.version)
             .field("rx", &self.rx)
             .field("error", &self.error)
             .finish_non_exhaustive()
@@ -123,7 +189,7 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn new(side: Side, framing: Option<Framing>, rx: Rx) -> Self {
+    fn new(side: Side, framing: Option<Framing>, rx: Rx, max_version: u16) -> Self {
         Self {
             side,
             framing,
@@ -134,7 +200,8 @@ impl Connection {
             tx_pos: 0,
             error: None,
             closed_locally: false,
-            hello_seen: false,
+            max_version,
+            version: None,
             welcomed: false,
             next_id: 1,
             last_peer_id: 0,
@@ -146,25 +213,44 @@ impl Connection {
             tx_ready: VecDeque::new(),
             tx_body: None,
             tx_unfinished: VecDeque::new(),
-            gets: VecDeque::new(),
+            requests: VecDeque::new(),
         }
     }
 
-    /// A server end: the framing is detected from the first byte received (PROTOCOL.md §2).
+    /// A server end speaking every version up to [`VERSION`]; the framing is detected from
+    /// the first byte received (PROTOCOL.md §2).
     #[must_use]
     pub fn server() -> Self {
-        Self::new(Side::Server, None, Rx::Detect)
+        Self::new(Side::Server, None, Rx::Detect, VERSION)
     }
 
-    /// A client end in ferry framing; queues the magic and HELLO with an optional token.
+    /// A server end that speaks versions [`MIN_VERSION`]`..=max_version` only (PROTOCOL.md
+    /// §4.1): `1` behaves exactly as a version-1 server.
+    pub fn server_with_max_version(max_version: u16) -> Result<Self, UsageError> {
+        check_version(max_version)?;
+        Ok(Self::new(Side::Server, None, Rx::Detect, max_version))
+    }
+
+    /// A client end in ferry framing speaking every version up to [`VERSION`]; queues the
+    /// magic and HELLO with an optional token.
     pub fn client(token: Option<&[u8]>) -> Result<Self, UsageError> {
+        Self::client_with_max_version(token, VERSION)
+    }
+
+    /// A client end that offers versions [`MIN_VERSION`]`..=max_version` in its HELLO
+    /// (PROTOCOL.md §4.1): `1` behaves exactly as a version-1 client.
+    pub fn client_with_max_version(
+        token: Option<&[u8]>,
+        max_version: u16,
+    ) -> Result<Self, UsageError> {
+        check_version(max_version)?;
         let token = token.unwrap_or_default();
         check_len("token", token.len(), wire::MAX_TOKEN_LEN)?;
-        let mut c = Self::new(Side::Client, Some(Framing::Ferry), Rx::Header);
+        let mut c = Self::new(Side::Client, Some(Framing::Ferry), Rx::Header, max_version);
         c.tx.extend_from_slice(&MAGIC);
         Frame::Hello {
-            min: VERSION,
-            max: VERSION,
+            min: MIN_VERSION,
+            max: max_version,
             token: token.to_vec(),
         }
         .encode(&mut c.tx);
@@ -174,7 +260,14 @@ impl Connection {
     /// A client end in seed framing: one upload, no reply (PROTOCOL.md §2.1).
     #[must_use]
     pub fn seed_client() -> Self {
-        Self::new(Side::Client, Some(Framing::Seed), Rx::Done)
+        Self::new(Side::Client, Some(Framing::Seed), Rx::Done, MIN_VERSION)
+    }
+
+    /// The protocol version both ends speak, once negotiated: a server knows it from HELLO,
+    /// a client from WELCOME (PROTOCOL.md §4.1). `None` before, and in seed framing.
+    #[must_use]
+    pub fn version(&self) -> Option<u16> {
+        self.version
     }
 
     /// Which end this is.
@@ -310,14 +403,15 @@ impl Connection {
             && self.tx_ready.is_empty()
             && self.tx_body.is_none()
             && self.tx_unfinished.is_empty()
-            && self.gets.is_empty()
+            && self.requests.is_empty()
     }
 
-    /// How many more files this side may offer or request before it must wait for replies.
+    /// How many more files this side may offer or request (GET, LIST) before it must wait
+    /// for replies.
     #[must_use]
     pub fn pipeline_room(&self) -> usize {
         MAX_PIPELINE
-            .saturating_sub(self.tx_unanswered.len() + self.tx_ready.len() + self.gets.len())
+            .saturating_sub(self.tx_unanswered.len() + self.tx_ready.len() + self.requests.len())
     }
 
     /// How many sent files still await their RESULT.
@@ -328,14 +422,15 @@ impl Connection {
 
     // ----- commands: connection ------------------------------------------------------------
 
-    /// Server: accepts the client after [`Event::Hello`].
+    /// Server: accepts the client after [`Event::Hello`], with the version negotiated.
     pub fn welcome(&mut self) -> Result<(), UsageError> {
         self.ready_to_queue()?;
-        if self.side != Side::Server || !self.hello_seen || self.welcomed {
-            return Err(UsageError::WrongSide("welcome"));
-        }
+        let version = match self.version {
+            Some(v) if self.side == Side::Server && !self.welcomed => v,
+            _ => return Err(UsageError::WrongSide("welcome")),
+        };
         self.welcomed = true;
-        Frame::Welcome { version: VERSION }.encode(&mut self.tx);
+        Frame::Welcome { version }.encode(&mut self.tx);
         Ok(())
     }
 
@@ -358,6 +453,13 @@ impl Connection {
 
     /// Client: offers a file for upload; returns its id. In seed framing, once per connection.
     pub fn offer(&mut self, info: FileInfo) -> Result<FileId, UsageError> {
+        self.offer_with(info, OfferOptions::default())
+    }
+
+    /// Client: offers a file or, in version 2, a folder or a file with its digest
+    /// (PROTOCOL.md §4.2, §4.8-§4.9); returns its id. A folder is answered with
+    /// [`Event::Result`] (or [`Event::Refused`]) and has no body.
+    pub fn offer_with(&mut self, info: FileInfo, opts: OfferOptions) -> Result<FileId, UsageError> {
         self.ready_to_queue()?;
         if self.side != Side::Client {
             return Err(UsageError::WrongSide("offer"));
@@ -367,7 +469,7 @@ impl Connection {
         }
         let id = self.next_id;
         if self.framing == Some(Framing::Seed) {
-            if id != 1 || info.name.as_str().contains('/') {
+            if id != 1 || info.name.as_str().contains('/') || opts != OfferOptions::default() {
                 return Err(UsageError::SeedName);
             }
             self.tx.extend_from_slice(info.name.as_str().as_bytes());
@@ -380,7 +482,7 @@ impl Connection {
                 prefix,
             });
         } else {
-            self.encode_offer(id, &info);
+            self.queue_offer(id, &info, opts)?;
         }
         self.next_id += 1;
         Ok(id)
@@ -388,39 +490,68 @@ impl Connection {
 
     /// Server: answers a GET with the file's description; the body follows after ACCEPT.
     pub fn serve(&mut self, id: FileId, info: FileInfo) -> Result<(), UsageError> {
+        self.serve_with(id, info, OfferOptions::default())
+    }
+
+    /// Server: answers a GET like [`serve`](Self::serve), in version 2 with the file's digest
+    /// so that the client can answer Unchanged (PROTOCOL.md §4.8). A download is always a
+    /// file: folders reach the client through LIST (§4.10).
+    pub fn serve_with(
+        &mut self,
+        id: FileId,
+        info: FileInfo,
+        opts: OfferOptions,
+    ) -> Result<(), UsageError> {
         self.ready_to_queue()?;
         if self.side != Side::Server {
             return Err(UsageError::WrongSide("serve"));
         }
-        match self.gets.front() {
-            Some((front, Some(name))) if *front == id && *name == info.name => {}
+        if opts.kind != EntryKind::File {
+            return Err(UsageError::Invalid("a download is always a file"));
+        }
+        match self.requests.front() {
+            Some(Request::Get {
+                id: front,
+                name: Some(name),
+            }) if *front == id && *name == info.name => {}
             front => {
-                let expected = front.map_or(0, |f| f.0);
                 return Err(UsageError::NotNext {
                     call: "serve",
-                    expected,
+                    expected: front.map_or(0, Request::id),
                     got: id,
-                });
+                })
             }
         }
-        self.gets.pop_front();
-        self.encode_offer(id, &info);
+        self.queue_offer(id, &info, opts)?;
+        self.requests.pop_front();
         Ok(())
     }
 
-    fn encode_offer(&mut self, id: FileId, info: &FileInfo) {
-        Frame::Offer {
+    fn queue_offer(
+        &mut self,
+        id: FileId,
+        info: &FileInfo,
+        opts: OfferOptions,
+    ) -> Result<(), UsageError> {
+        if opts.kind == EntryKind::Folder && (info.size.is_some() || opts.digest.is_some()) {
+            return Err(UsageError::Invalid("a folder has no size and no digest"));
+        }
+        if opts.digest.is_some() && info.size.is_none() {
+            return Err(UsageError::Invalid("a digest needs a size"));
+        }
+        let frame = Frame::Offer {
             id,
+            kind: opts.kind,
             size: info.size,
             mtime: info.mtime,
             mode: info.mode,
             name: info.name.as_str().to_owned(),
-        }
-        .encode(&mut self.tx);
-        self.tx_unanswered.push_back(Pending {
-            id,
-            size: info.size,
-        });
+            digest: opts.digest,
+        };
+        self.may_send(&frame)?;
+        frame.encode(&mut self.tx);
+        self.tx_unanswered.push_back(Pending::new(id, info, opts));
+        Ok(())
     }
 
     /// Starts the body of an accepted file. `local_prefix` is the sender's hasher over the
@@ -568,13 +699,7 @@ impl Connection {
 
     /// Client: asks for a file; the server answers with an OFFER or a REFUSE. Returns its id.
     pub fn get(&mut self, name: Name) -> Result<FileId, UsageError> {
-        self.ready_to_queue()?;
-        if self.side != Side::Client || self.framing != Some(Framing::Ferry) {
-            return Err(UsageError::WrongSide("get"));
-        }
-        if self.pipeline_room() == 0 {
-            return Err(UsageError::PipelineFull { max: MAX_PIPELINE });
-        }
+        self.ready_to_request("get")?;
         let id = self.next_id;
         self.next_id += 1;
         Frame::Get {
@@ -582,7 +707,10 @@ impl Connection {
             name: name.as_str().to_owned(),
         }
         .encode(&mut self.tx);
-        self.gets.push_back((id, Some(name)));
+        self.requests.push_back(Request::Get {
+            id,
+            name: Some(name),
+        });
         Ok(id)
     }
 
@@ -591,7 +719,12 @@ impl Connection {
     pub fn accept(&mut self, id: FileId, prefix: Hasher) -> Result<(), UsageError> {
         self.ready_to_queue()?;
         let size = match self.rx_unanswered.front() {
-            Some(p) if p.id == id => p.size,
+            Some(p) if p.id == id && p.kind == EntryKind::File => p.size,
+            Some(p) if p.id == id => {
+                return Err(UsageError::Invalid(
+                    "a folder offer is answered with finish or refuse",
+                ))
+            }
             front => {
                 let expected = front.map_or(0, |p| p.id);
                 return Err(UsageError::NotNext {
@@ -631,14 +764,26 @@ impl Connection {
         Ok(())
     }
 
-    /// Refuses the next offer, or (server) the next GET. In seed framing nothing is sent: the
-    /// caller closes the stream.
+    /// Refuses the next offer, or (server) the next GET or LIST, even after some of the
+    /// LIST's pages. In seed framing nothing is sent: the caller closes the stream.
+    ///
+    /// Version 2: [`Code::Unchanged`] answers a file offer that passed the unchanged-file
+    /// check ([`Offer::unchanged`], PROTOCOL.md §4.8); it is not a failure.
     pub fn refuse(&mut self, id: FileId, code: Code, reason: &str) -> Result<(), UsageError> {
         self.ready_to_queue()?;
-        if self.rx_unanswered.front().is_some_and(|p| p.id == id) {
+        let reason = truncate(reason, MAX_REASON_LEN);
+        let frame = Frame::Refuse { id, code, reason };
+        self.may_send(&frame)?;
+        if let Some(p) = self.rx_unanswered.front().filter(|p| p.id == id) {
+            if let Some(why) = p.refusal_error(code) {
+                return Err(UsageError::Invalid(why));
+            }
             self.rx_unanswered.pop_front();
-        } else if self.side == Side::Server && self.gets.front().is_some_and(|g| g.0 == id) {
-            self.gets.pop_front();
+        } else if self.side == Side::Server && self.requests.front().is_some_and(|r| r.id() == id) {
+            if code == Code::Unchanged {
+                return Err(UsageError::Invalid(UNCHANGED_REQUEST));
+            }
+            self.requests.pop_front();
         } else {
             let expected = self.rx_unanswered.front().map_or(0, |p| p.id);
             return Err(UsageError::NotNext {
@@ -652,32 +797,104 @@ impl Connection {
             self.rx = Rx::Done;
             self.closed_locally = true;
         } else {
-            let reason = truncate(reason, MAX_REASON_LEN);
-            Frame::Refuse { id, code, reason }.encode(&mut self.tx);
+            frame.encode(&mut self.tx);
         }
         Ok(())
     }
 
-    /// Sends the final word on a received file, after [`Event::End`]: [`Code::Stored`] with
-    /// the stored name, or a failure code with a reason. Nothing is sent in seed framing.
+    /// Sends the final word on a received file, after [`Event::End`], or (version 2) on a
+    /// folder offer, in place of accepting it: [`Code::Stored`] with the stored name, a
+    /// failure code with a reason, or [`Code::Unchanged`] (a folder that already existed, or
+    /// a body that only confirmed the file held; PROTOCOL.md §4.8-§4.9). Nothing is sent in
+    /// seed framing.
     pub fn finish(&mut self, id: FileId, code: Code, detail: &str) -> Result<(), UsageError> {
         self.ready_to_queue()?;
-        match self.rx_unfinished.front() {
-            Some(f) if *f == id => {}
-            front => {
-                let expected = front.copied().unwrap_or(0);
-                return Err(UsageError::NotNext {
-                    call: "finish",
-                    expected,
-                    got: id,
-                });
-            }
+        let detail = truncate(detail, MAX_REASON_LEN);
+        let frame = Frame::Result { id, code, detail };
+        self.may_send(&frame)?;
+        if self
+            .rx_unanswered
+            .front()
+            .is_some_and(|p| p.id == id && p.kind == EntryKind::Folder)
+        {
+            self.rx_unanswered.pop_front();
+        } else if self.rx_unfinished.front() == Some(&id) {
+            self.rx_unfinished.pop_front();
+        } else {
+            let expected = self.rx_unfinished.front().copied().unwrap_or(0);
+            return Err(UsageError::NotNext {
+                call: "finish",
+                expected,
+                got: id,
+            });
         }
-        self.rx_unfinished.pop_front();
         if self.framing == Some(Framing::Ferry) {
-            let detail = truncate(detail, MAX_REASON_LEN);
-            Frame::Result { id, code, detail }.encode(&mut self.tx);
+            frame.encode(&mut self.tx);
         }
+        Ok(())
+    }
+
+    // ----- commands: listings (version 2) ------------------------------------------------------
+
+    /// Client (version 2, after WELCOME): asks what the server holds under `path` (`None`:
+    /// the root), one level or everything below (PROTOCOL.md §4.10). The answer arrives as
+    /// [`Event::Entries`] pages, then [`Event::Listed`], or [`Event::Refused`]. Returns its id.
+    pub fn list(&mut self, path: Option<Name>, recursive: bool) -> Result<FileId, UsageError> {
+        self.ready_to_request("list")?;
+        let id = self.next_id;
+        let frame = Frame::List {
+            id,
+            recursive,
+            path: path.as_ref().map_or("", Name::as_str).to_owned(),
+        };
+        self.may_send(&frame)?;
+        frame.encode(&mut self.tx);
+        self.next_id += 1;
+        self.requests.push_back(Request::List {
+            id,
+            listing: Some(Listing::new(path, recursive)),
+        });
+        Ok(id)
+    }
+
+    /// Server: sends the next page of the listing `id`: as many of `entries` as fit in one
+    /// ENTRIES frame (at least one), in order; returns how many were taken. Transmit, then
+    /// call again with the rest: the machine never holds more than the page it queued.
+    ///
+    /// The entries must keep the rules of PROTOCOL.md §4.11 (for a path, the path itself
+    /// first, then only what lies under it, one level unless recursive; a folder's size 0):
+    /// [`UsageError::Invalid`] otherwise, and nothing is queued.
+    pub fn list_page(&mut self, id: FileId, entries: &[Entry]) -> Result<usize, UsageError> {
+        self.ready_to_queue()?;
+        let listing = self.front_listing(id, "list_page")?;
+        let mut next = listing.clone();
+        let mut room = MAX_CONTROL_PAYLOAD as usize - wire::ENTRIES_HEADER_LEN;
+        let mut taken = 0;
+        for e in entries {
+            match room.checked_sub(e.encoded_len()) {
+                Some(left) => room = left,
+                None => break,
+            }
+            next.admit(e).map_err(UsageError::Invalid)?;
+            taken += 1;
+        }
+        if taken > 0 {
+            wire::encode_entries(&mut self.tx, id, &entries[..taken]);
+            *self.front_listing(id, "list_page")? = next;
+        }
+        Ok(taken)
+    }
+
+    /// Server: ends the listing `id` with LISTED; `skipped` counts the entries left out
+    /// (special files, unreadable folders, names outside §5.1; PROTOCOL.md §4.10). A listing
+    /// of a path must have sent the path itself: refuse the LIST otherwise.
+    pub fn listed(&mut self, id: FileId, skipped: u64) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        let listing = self.front_listing(id, "listed")?;
+        let count = listing.count();
+        listing.end(count).map_err(UsageError::Invalid)?;
+        self.requests.pop_front();
+        Frame::Listed { id, count, skipped }.encode(&mut self.tx);
         Ok(())
     }
 
@@ -721,6 +938,53 @@ impl Connection {
             return Err(UsageError::Closed);
         }
         self.frame_open()
+    }
+
+    /// Checks that a client may send another GET or LIST now.
+    fn ready_to_request(&self, call: &'static str) -> Result<(), UsageError> {
+        self.ready_to_queue()?;
+        if self.side != Side::Client || self.framing != Some(Framing::Ferry) {
+            return Err(UsageError::WrongSide(call));
+        }
+        if self.pipeline_room() == 0 {
+            return Err(UsageError::PipelineFull { max: MAX_PIPELINE });
+        }
+        Ok(())
+    }
+
+    /// Refuses to send a version-2 frame before version 2 is negotiated (PROTOCOL.md §4.1).
+    fn may_send(&self, frame: &Frame) -> Result<(), UsageError> {
+        match frame.version_2_feature() {
+            Some(feature) if self.version.is_none_or(|v| v < 2) => Err(UsageError::NeedsVersion {
+                feature,
+                needs: 2,
+                version: self.version,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Server: the listing the front request holds, when it is the LIST `id`.
+    fn front_listing(
+        &mut self,
+        id: FileId,
+        call: &'static str,
+    ) -> Result<&mut Listing, UsageError> {
+        if self.side != Side::Server {
+            return Err(UsageError::WrongSide(call));
+        }
+        let front = self.requests.front();
+        if matches!(front, Some(Request::List { id: f, listing: None }) if *f == id) {
+            return Err(UsageError::Invalid(
+                "a LIST whose path is not valid is answered with refuse",
+            ));
+        }
+        let expected = front.map_or(0, Request::id);
+        front_listing(&mut self.requests, id).ok_or(UsageError::NotNext {
+            call,
+            expected,
+            got: id,
+        })
     }
 
     fn check_body_room(&self, more: u64) -> Result<(), UsageError> {
@@ -824,13 +1088,16 @@ impl Connection {
             }
         };
         self.rx = Rx::SeedBody;
-        self.rx_unanswered.push_back(Pending { id: 1, size: None });
+        self.rx_unanswered
+            .push_back(Pending::of(1, EntryKind::File, None, false, None));
         self.events.push_back(Event::Offer(Offer {
             id: 1,
             name,
             size: None,
             mtime: None,
             mode: None,
+            kind: EntryKind::File,
+            digest: None,
         }));
         Ok(pos + 1)
     }
@@ -874,7 +1141,7 @@ impl Connection {
             });
         }
         self.last_peer_id = id;
-        let queued = self.rx_unanswered.len() + self.rx_accepted.len() + self.gets.len();
+        let queued = self.rx_unanswered.len() + self.rx_accepted.len() + self.requests.len();
         if queued >= MAX_PIPELINE {
             return Err(ProtocolError::PipelineFull { max: MAX_PIPELINE });
         }
@@ -883,7 +1150,10 @@ impl Connection {
 
     fn dispatch(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let name = wire::frame_name(frame.kind()).unwrap_or("?");
-        if self.side == Side::Server && !self.hello_seen && !matches!(frame, Frame::Hello { .. }) {
+        if self.side == Side::Server
+            && self.version.is_none()
+            && !matches!(frame, Frame::Hello { .. })
+        {
             return Err(ProtocolError::Unexpected {
                 frame: name,
                 why: "HELLO must come first",
@@ -898,46 +1168,54 @@ impl Connection {
                 why: "WELCOME must come first",
             });
         }
+        if let Some(feature) = frame.version_2_feature() {
+            let version = self.version.unwrap_or(MIN_VERSION);
+            if version < 2 {
+                return Err(ProtocolError::NotInVersion { feature, version });
+            }
+        }
         let event = match frame {
             Frame::Hello { min, max, token } => {
                 self.expect_side(name, Side::Server)?;
-                if self.hello_seen {
+                if self.version.is_some() {
                     return Err(ProtocolError::Unexpected {
                         frame: name,
                         why: "sent twice",
                     });
                 }
-                if min > VERSION || max < VERSION {
+                // The highest version both speak (PROTOCOL.md §4.1).
+                let version = max.min(self.max_version);
+                if version < min.max(MIN_VERSION) {
                     return Err(ProtocolError::UnsupportedVersion {
                         min,
                         max,
-                        ours: VERSION,
+                        ours: self.max_version,
                     });
                 }
-                self.hello_seen = true;
+                self.version = Some(version);
                 let token = (!token.is_empty()).then_some(token);
-                Event::Hello {
-                    version: VERSION,
-                    token,
-                }
+                Event::Hello { version, token }
             }
             Frame::Welcome { version } => {
                 self.expect_side(name, Side::Client)?;
-                if self.welcomed || version != VERSION {
+                if self.welcomed || !(MIN_VERSION..=self.max_version).contains(&version) {
                     return Err(ProtocolError::Unexpected {
                         frame: name,
                         why: "repeated or wrong version",
                     });
                 }
                 self.welcomed = true;
+                self.version = Some(version);
                 Event::Welcome { version }
             }
             Frame::Offer {
                 id,
+                kind,
                 size,
                 mtime,
                 mode,
                 name: raw,
+                digest,
             } => {
                 let name = if self.side == Side::Server {
                     self.new_peer_id(name, id)?;
@@ -946,25 +1224,18 @@ impl Connection {
                         error,
                     })
                 } else {
-                    match self.gets.pop_front() {
-                        Some((want, Some(n))) if want == id && n.as_str() == raw => Ok(n),
-                        Some((want, _)) if want != id => {
-                            return Err(ProtocolError::WrongId {
-                                frame: name,
-                                expected: want,
-                                got: id,
-                            })
-                        }
-                        _ => return Err(ProtocolError::Unrequested),
-                    }
+                    Ok(self.requested_download(id, &raw, kind)?)
                 };
-                self.rx_unanswered.push_back(Pending { id, size });
+                self.rx_unanswered
+                    .push_back(Pending::of(id, kind, size, mtime.is_some(), digest));
                 Event::Offer(Offer {
                     id,
                     name,
                     size,
                     mtime,
                     mode,
+                    kind,
+                    digest,
                 })
             }
             Frame::Get { id, name: raw } => {
@@ -974,12 +1245,60 @@ impl Connection {
                     raw: escape(&raw),
                     error,
                 });
-                self.gets.push_back((id, parsed.clone().ok()));
+                self.requests.push_back(Request::Get {
+                    id,
+                    name: parsed.clone().ok(),
+                });
                 Event::Get { id, name: parsed }
             }
+            Frame::List {
+                id,
+                recursive,
+                path: raw,
+            } => {
+                self.expect_side(name, Side::Server)?;
+                self.new_peer_id(name, id)?;
+                let path = if raw.is_empty() {
+                    Ok(None)
+                } else {
+                    Name::parse(&raw).map(Some).map_err(|error| BadName {
+                        raw: escape(&raw),
+                        error,
+                    })
+                };
+                let listing = path
+                    .as_ref()
+                    .ok()
+                    .map(|p| Listing::new(p.clone(), recursive));
+                self.requests.push_back(Request::List { id, listing });
+                Event::List {
+                    id,
+                    path,
+                    recursive,
+                }
+            }
+            Frame::Entries { id, entries } => {
+                let listing = self.client_listing(name, id)?;
+                for e in &entries {
+                    listing
+                        .admit(e)
+                        .map_err(|what| ProtocolError::Malformed { frame: name, what })?;
+                }
+                Event::Entries { id, entries }
+            }
+            Frame::Listed { id, count, skipped } => {
+                let listing = self.client_listing(name, id)?;
+                listing
+                    .end(count)
+                    .map_err(|what| ProtocolError::Malformed { frame: name, what })?;
+                self.requests.pop_front();
+                Event::Listed { id, count, skipped }
+            }
             Frame::Accept { id, offset, prefix } => {
-                let p = pop_front_if(&mut self.tx_unanswered, |p| p.id == id)
-                    .ok_or_else(|| wrong_id(name, self.tx_unanswered.front().map(|p| p.id), id))?;
+                let p = pop_front_if(&mut self.tx_unanswered, |p| {
+                    p.id == id && p.kind == EntryKind::File
+                })
+                .ok_or_else(|| wrong_id(name, self.tx_unanswered.front().map(|p| p.id), id))?;
                 if offset > 0 && p.size.is_none_or(|s| offset > s) {
                     return Err(ProtocolError::Malformed {
                         frame: name,
@@ -995,12 +1314,21 @@ impl Connection {
                 Event::Accepted { id, offset, prefix }
             }
             Frame::Refuse { id, code, reason } => {
-                let is_offer = self.tx_unanswered.front().is_some_and(|p| p.id == id);
-                if is_offer {
+                if let Some(p) = self.tx_unanswered.front().filter(|p| p.id == id) {
+                    if let Some(why) = p.refusal_error(code) {
+                        return Err(ProtocolError::Unexpected { frame: name, why });
+                    }
                     self.tx_unanswered.pop_front();
-                } else if self.side == Side::Client && self.gets.front().is_some_and(|g| g.0 == id)
+                } else if self.side == Side::Client
+                    && self.requests.front().is_some_and(|r| r.id() == id)
                 {
-                    self.gets.pop_front();
+                    if code == Code::Unchanged {
+                        return Err(ProtocolError::Unexpected {
+                            frame: name,
+                            why: UNCHANGED_REQUEST,
+                        });
+                    }
+                    self.requests.pop_front();
                 } else {
                     return Err(wrong_id(name, self.tx_unanswered.front().map(|p| p.id), id));
                 }
@@ -1033,7 +1361,14 @@ impl Connection {
                 });
                 Event::Begin { id, from }
             }
-            Frame::Data { .. } => unreachable!("DATA headers are handled before decoding"),
+            Frame::Data { .. } => {
+                // DATA headers are handled before decoding; a decoded one is a bug upstream,
+                // reported as the peer's malformed frame rather than a panic.
+                return Err(ProtocolError::Malformed {
+                    frame: name,
+                    what: "a DATA payload is never decoded",
+                });
+            }
             Frame::End { id, size, digest } => {
                 let body = match self.rx_body.take() {
                     Some(b) if b.id == id => b,
@@ -1070,8 +1405,15 @@ impl Connection {
                 Event::Cancelled { id, reason }
             }
             Frame::Result { id, code, detail } => {
-                pop_front_if(&mut self.tx_unfinished, |f| *f == id)
-                    .ok_or_else(|| wrong_id(name, self.tx_unfinished.front().copied(), id))?;
+                // A folder's RESULT answers its OFFER, in offer order; a file's its END.
+                if pop_front_if(&mut self.tx_unanswered, |p| {
+                    p.id == id && p.kind == EntryKind::Folder
+                })
+                .is_none()
+                {
+                    pop_front_if(&mut self.tx_unfinished, |f| *f == id)
+                        .ok_or_else(|| wrong_id(name, self.tx_unfinished.front().copied(), id))?;
+                }
                 Event::Result { id, code, detail }
             }
             Frame::Error { code, reason } => {
@@ -1081,6 +1423,48 @@ impl Connection {
         };
         self.events.push_back(event);
         Ok(())
+    }
+
+    /// Client: checks a download OFFER answers the GET next in line, and returns its name.
+    fn requested_download(
+        &mut self,
+        id: FileId,
+        raw: &str,
+        kind: EntryKind,
+    ) -> Result<Name, ProtocolError> {
+        match self.requests.front() {
+            Some(Request::Get {
+                id: want,
+                name: Some(n),
+            }) if *want == id && n.as_str() == raw => {
+                if kind != EntryKind::File {
+                    return Err(ProtocolError::Unexpected {
+                        frame: "OFFER",
+                        why: "a download is always a file",
+                    });
+                }
+                let n = n.clone();
+                self.requests.pop_front();
+                Ok(n)
+            }
+            Some(r) if r.id() != id => Err(ProtocolError::WrongId {
+                frame: "OFFER",
+                expected: r.id(),
+                got: id,
+            }),
+            _ => Err(ProtocolError::Unrequested),
+        }
+    }
+
+    /// Client: the listing of the LIST next in line, when it is `id`.
+    fn client_listing(
+        &mut self,
+        frame: &'static str,
+        id: FileId,
+    ) -> Result<&mut Listing, ProtocolError> {
+        self.expect_side(frame, Side::Client)?;
+        let expected = self.requests.front().map(Request::id);
+        front_listing(&mut self.requests, id).ok_or_else(|| wrong_id(frame, expected, id))
     }
 
     fn eof(&mut self) -> Result<(), ProtocolError> {
@@ -1121,13 +1505,17 @@ impl Connection {
                         .max(got.saturating_add(body.frame_left));
                     return Err(ProtocolError::Truncated { got, expected });
                 }
+                let request = match self.requests.front() {
+                    Some(Request::Get { .. }) if self.side == Side::Client => "the answer to a GET",
+                    Some(Request::List { .. }) if self.side == Side::Client => {
+                        "the end of a listing"
+                    }
+                    _ => "",
+                };
                 let owed = [
                     (!self.tx_unanswered.is_empty(), "ACCEPT or REFUSE"),
                     (!self.tx_unfinished.is_empty(), "RESULT"),
-                    (
-                        self.side == Side::Client && !self.gets.is_empty(),
-                        "the answer to a GET",
-                    ),
+                    (!request.is_empty(), request),
                     (!self.rx_accepted.is_empty(), "BEGIN"),
                     (self.side == Side::Client && !self.welcomed, "WELCOME"),
                 ];
@@ -1147,6 +1535,17 @@ fn take(buf: &mut Vec<u8>, data: &[u8], want: usize) -> usize {
     n
 }
 
+/// The listing of the request next in line, when it is the LIST `id` with a valid path.
+fn front_listing(requests: &mut VecDeque<Request>, id: FileId) -> Option<&mut Listing> {
+    match requests.front_mut() {
+        Some(Request::List {
+            id: front,
+            listing: Some(listing),
+        }) if *front == id => Some(listing),
+        _ => None,
+    }
+}
+
 fn pop_front_if<T>(q: &mut VecDeque<T>, f: impl FnOnce(&T) -> bool) -> Option<T> {
     if q.front().is_some_and(f) {
         q.pop_front()
@@ -1161,6 +1560,13 @@ fn wrong_id(frame: &'static str, expected: Option<FileId>, got: FileId) -> Proto
         expected: expected.unwrap_or(0),
         got,
     }
+}
+
+fn check_version(max_version: u16) -> Result<(), UsageError> {
+    if !(MIN_VERSION..=VERSION).contains(&max_version) {
+        return Err(UsageError::Invalid("a version this crate does not speak"));
+    }
+    Ok(())
 }
 
 fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), UsageError> {

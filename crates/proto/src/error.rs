@@ -110,6 +110,14 @@ pub enum ProtocolError {
     /// Bytes arrived after the peer said it was done or failed.
     #[error("data after the end of the conversation")]
     TrailingData,
+    /// The peer used a feature of a later version than the one negotiated (PROTOCOL.md §4.1).
+    #[error("{feature} is not part of protocol version {version}")]
+    NotInVersion {
+        /// What the peer used, e.g. "the LIST frame".
+        feature: &'static str,
+        /// The version negotiated.
+        version: u16,
+    },
 }
 
 impl ProtocolError {
@@ -117,7 +125,9 @@ impl ProtocolError {
     #[must_use]
     pub fn code(&self) -> crate::Code {
         match self {
-            ProtocolError::UnsupportedVersion { .. } => crate::Code::Unsupported,
+            ProtocolError::UnsupportedVersion { .. } | ProtocolError::NotInVersion { .. } => {
+                crate::Code::Unsupported
+            }
             ProtocolError::BadName(_) => crate::Code::BadName,
             ProtocolError::SizeMismatch { .. } | ProtocolError::BodyOverrun { .. } => {
                 crate::Code::SizeMismatch
@@ -204,6 +214,23 @@ pub enum UsageError {
     /// The connection has ended.
     #[error("the connection is closed")]
     Closed,
+    /// A feature of a later protocol version than the one negotiated, or used before the
+    /// version is known (a client learns it from WELCOME).
+    #[error("{feature} needs protocol version {needs}; {}", match .version {
+        Some(v) => format!("this connection speaks version {v}"),
+        None => "wait for the peer's WELCOME first".to_owned(),
+    })]
+    NeedsVersion {
+        /// What was asked for, e.g. "a folder OFFER".
+        feature: &'static str,
+        /// The version that defines it.
+        needs: u16,
+        /// The version negotiated, if known yet.
+        version: Option<u16>,
+    },
+    /// A call whose arguments the protocol does not allow.
+    #[error("not allowed: {0}")]
+    Invalid(&'static str),
 }
 
 /// Any error from the machine.

@@ -4,6 +4,7 @@
 use crate::code::Code;
 use crate::conn::FileId;
 use crate::digest::Digest;
+use crate::entry::{Entry, EntryKind};
 use crate::name::{Name, NameError};
 use crate::wire::{Timestamp, FRAME_HEADER_LEN};
 
@@ -20,6 +21,38 @@ pub struct FileInfo {
     pub mode: Option<u32>,
 }
 
+/// The version-2 parts of an OFFER, beyond its [`FileInfo`] (PROTOCOL.md §4.2). The default
+/// is a plain file offer, which every version carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct OfferOptions {
+    /// A folder (no size, no digest, no body; PROTOCOL.md §4.9) or a file.
+    pub kind: EntryKind,
+    /// The whole file's BLAKE3, so that the receiver compares contents rather than size and
+    /// mtime (`--checksum`; PROTOCOL.md §4.8). Needs a known size.
+    pub digest: Option<Digest>,
+}
+
+impl OfferOptions {
+    /// A folder offer: the receiver creates the folder and answers with RESULT.
+    #[must_use]
+    pub fn folder() -> Self {
+        Self {
+            kind: EntryKind::Folder,
+            digest: None,
+        }
+    }
+
+    /// A file offer that carries its whole-file digest.
+    #[must_use]
+    pub fn with_digest(digest: Digest) -> Self {
+        Self {
+            kind: EntryKind::File,
+            digest: Some(digest),
+        }
+    }
+}
+
 /// A name a peer sent that failed validation; `raw` is escaped for printing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{raw}: {error}")]
@@ -30,8 +63,9 @@ pub struct BadName {
     pub error: NameError,
 }
 
-/// A file the peer offers to send.
+/// A file or folder the peer offers to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Offer {
     /// File id, to pass to [`Connection::accept`](crate::Connection::accept) or [`Connection::refuse`](crate::Connection::refuse).
     pub id: FileId,
@@ -43,6 +77,33 @@ pub struct Offer {
     pub mtime: Option<Timestamp>,
     /// Unix permission bits.
     pub mode: Option<u32>,
+    /// File or folder (version 2). A folder is answered with
+    /// [`Connection::finish`](crate::Connection::finish) or a refusal, never accepted.
+    pub kind: EntryKind,
+    /// The sender's whole-file digest, if it sent one (version 2, `--checksum`).
+    pub digest: Option<Digest>,
+}
+
+impl Offer {
+    /// The unchanged-file check of PROTOCOL.md §4.8 against a file the receiver holds under
+    /// this name, of `size` bytes modified at `mtime`: with a digest in the offer, compares it
+    /// with `digest()` (called only when the sizes agree: the caller hashes its file, or
+    /// takes a cached digest); otherwise the size and mtime must both be offered and equal.
+    /// `Ok(true)` means: answer [`Code::Unchanged`] (version 2 only).
+    pub fn unchanged<E>(
+        &self,
+        size: u64,
+        mtime: Timestamp,
+        digest: impl FnOnce() -> Result<Digest, E>,
+    ) -> Result<bool, E> {
+        if self.kind != EntryKind::File || self.size != Some(size) {
+            return Ok(false);
+        }
+        match self.digest {
+            Some(d) => Ok(digest()? == d),
+            None => Ok(self.mtime == Some(mtime)),
+        }
+    }
 }
 
 /// How a received body compares with the sender's digest.
@@ -146,6 +207,34 @@ pub enum Event {
     },
     /// The peer closed the stream at a clean point.
     Closed,
+    /// Server (version 2): the client asks what the server holds. Answer with
+    /// [`Connection::list_page`](crate::Connection::list_page) as often as needed, then
+    /// [`Connection::listed`](crate::Connection::listed), or [`Connection::refuse`](crate::Connection::refuse).
+    List {
+        /// Request id.
+        id: FileId,
+        /// The validated path (`None`: the root), or why it is not acceptable.
+        path: Result<Option<Name>, BadName>,
+        /// Everything under the path, not only its first level.
+        recursive: bool,
+    },
+    /// Client (version 2): one page of a listing, already checked against the rules of
+    /// PROTOCOL.md §4.11 (the path itself first, then only what lies under it).
+    Entries {
+        /// The LIST's id.
+        id: FileId,
+        /// At most one control frame's worth of entries.
+        entries: Vec<Entry>,
+    },
+    /// Client (version 2): the listing is complete.
+    Listed {
+        /// The LIST's id.
+        id: FileId,
+        /// Entries delivered in [`Event::Entries`] for this listing.
+        count: u64,
+        /// Entries the server left out (special files, unreadable folders, unsafe names).
+        skipped: u64,
+    },
 }
 
 /// Raw body bytes that come next on the wire, to be moved by the caller and reported through

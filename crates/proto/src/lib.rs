@@ -18,6 +18,11 @@
 //! values is checked, and hostile input yields a [`ProtocolError`], never a panic.
 //!
 //! [`Driver`] runs a connection over any `Read + Write` in one call per step.
+//!
+//! Two protocol versions are spoken (PROTOCOL.md §4.1): version 1, and version 2, which adds
+//! the unchanged-file check (§4.8), folders as entries (§4.9) and LIST (§4.10). Both ends
+//! negotiate the highest common version ([`Connection::version`]); a version-2 feature is
+//! never sent to, nor accepted from, a peer that negotiated version 1.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +30,7 @@ mod code;
 mod conn;
 mod digest;
 mod driver;
+mod entry;
 mod error;
 mod event;
 pub mod name;
@@ -34,7 +40,8 @@ pub use code::Code;
 pub use conn::{Connection, FileId, Framing, Side, MAX_PIPELINE};
 pub use digest::{Digest, Hasher, DIGEST_LEN};
 pub use driver::{DriveError, Driver, Step, FLUSH_AT, INLINE_BODY_MAX, READ_BUF_LEN};
+pub use entry::{Entry, EntryKind};
 pub use error::{Error, ProtocolError, UsageError};
-pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer};
+pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer, OfferOptions};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;

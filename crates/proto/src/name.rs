@@ -1,8 +1,14 @@
-//! File names on the wire: relative paths of plain, portable components (PROTOCOL.md §5).
+//! File names on the wire: relative paths of plain components (PROTOCOL.md §5).
 //!
-//! A [`Name`] can only be built by validation, so a value of this type is safe to join onto a
-//! destination folder on Unix, Windows and macOS: it has no root, no `..`, no drive, no
-//! separator other than `/`, no control characters and no reserved device names.
+//! A [`Name`] can only be built by validation ([`Name::parse`]), so a value of this type is
+//! safe to join onto a destination folder on a POSIX system: it has no root, no `.` or `..`
+//! component, no empty component, no NUL, no control or invisible formatting character, and
+//! it fits the length caps. Everything else POSIX allows is accepted: `\`, `:`, `?`, `*`, `"`,
+//! `<`, `>`, `|` are plain characters there, and `aux.c` or `nul.tar.gz` plain names.
+//!
+//! What Windows cannot store is a separate question, answered by [`Name::portable`]: servers
+//! on Windows or started with `--portable-names`, and clients downloading on Windows, ask it
+//! too (PROTOCOL.md §5.2).
 
 use std::fmt;
 
@@ -50,29 +56,34 @@ pub enum NameError {
     /// A seed-framing name holds a separator; seed names are single components.
     #[error("seed-framing names cannot contain `/`")]
     Separator,
-    /// A character that is a separator, drive marker or wildcard on some system.
-    #[error("the character {0:?} is not allowed in names")]
+    /// A character that is a separator, drive marker or wildcard on Windows
+    /// ([`Name::portable`] only).
+    #[error("the character {0:?} cannot be stored on Windows")]
     ReservedChar(char),
     /// A control or invisible formatting character.
     #[error("control or formatting character U+{0:04X} is not allowed")]
     ControlChar(u32),
-    /// A Windows device name such as `CON` or `nul.txt`.
+    /// A Windows device name such as `CON` or `nul.txt` ([`Name::portable`] only).
     #[error("{0:?} is a reserved device name on Windows")]
     DeviceName(String),
     /// A component that names a file's hidden part on some system (macOS `..namedfork`).
     #[error("{0:?} names a resource fork on macOS")]
     ForkName(String),
-    /// A component ends with a dot or a space, which Windows strips silently.
-    #[error("a component ends with a dot or a space")]
+    /// A component ends with a dot or a space, which Windows strips silently
+    /// ([`Name::portable`] only).
+    #[error("a component ends with a dot or a space, which Windows cannot store")]
     TrailingDotOrSpace,
 }
 
-/// A validated relative file name: `/`-separated plain components.
+/// A validated relative file name: `/`-separated plain components, safe under a POSIX folder.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(String);
 
 impl Name {
-    /// Validates a ferry-framing name: a relative path of plain components.
+    /// Validates a ferry-framing name: a relative path whose components are neither empty,
+    /// `.`, `..` nor `..namedfork`, without control or invisible formatting characters, within
+    /// the length caps (PROTOCOL.md §5.1). Characters and names that only Windows reserves are
+    /// accepted; see [`Name::portable`].
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         if raw.is_empty() {
             return Err(NameError::Empty);
@@ -94,7 +105,7 @@ impl Name {
         Ok(Self(raw.to_owned()))
     }
 
-    /// Validates a seed-framing name: one plain component, no separator at all.
+    /// Validates a seed-framing name: one component, no separator at all (PROTOCOL.md §2.1).
     pub fn parse_single(raw: &str) -> Result<Self, NameError> {
         if raw.contains('/') {
             return Err(if raw.starts_with('/') {
@@ -106,6 +117,16 @@ impl Name {
         Self::parse(raw)
     }
 
+    /// Checks that Windows can store this name as it is (PROTOCOL.md §5.2): no component holds
+    /// `\ : < > " | ? *`, ends with a dot or a space, or is a device name (`CON`, `aux.c`,
+    /// `nul.tar.gz`, `COM1`, ...). Returns the first rule a component breaks.
+    ///
+    /// [`Name::parse`] does not apply these rules: on POSIX such names are ordinary. Servers on
+    /// Windows or started with `--portable-names`, and clients writing on Windows, apply them.
+    pub fn portable(&self) -> Result<(), NameError> {
+        self.components().try_for_each(check_portable_component)
+    }
+
     /// The name as sent on the wire.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -115,6 +136,20 @@ impl Name {
     /// The components, in order; none is empty, `.` or `..`.
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
+    }
+
+    /// How many components the name has (at least 1, at most [`MAX_DEPTH`]).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        self.components().count()
+    }
+
+    /// True when `self` lies strictly under the folder `parent` (`a/b` under `a`, not `ab`).
+    #[must_use]
+    pub fn is_under(&self, parent: &Name) -> bool {
+        self.0
+            .strip_prefix(parent.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// The last component.
@@ -152,6 +187,7 @@ pub fn escape(raw: &str) -> String {
     out
 }
 
+/// The rules of PROTOCOL.md §5.1, which keep a joined path under its folder and printable.
 fn check_component(c: &str) -> Result<(), NameError> {
     if c.is_empty() {
         return Err(NameError::EmptyComponent);
@@ -162,25 +198,34 @@ fn check_component(c: &str) -> Result<(), NameError> {
     if c.len() > MAX_COMPONENT_LEN {
         return Err(NameError::ComponentTooLong { len: c.len() });
     }
-    for ch in c.chars() {
-        if is_forbidden_char(ch) {
-            return Err(NameError::ControlChar(ch as u32));
-        }
-        if matches!(ch, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*') {
-            return Err(NameError::ReservedChar(ch));
-        }
+    if let Some(ch) = c.chars().find(|ch| is_forbidden_char(*ch)) {
+        return Err(NameError::ControlChar(ch as u32));
+    }
+    if c.eq_ignore_ascii_case("..namedfork") {
+        // `file/..namedfork/rsrc` writes into the resource fork of an existing `file` on macOS:
+        // like `..`, the component does not name a child of its folder.
+        return Err(NameError::ForkName(c.to_owned()));
+    }
+    Ok(())
+}
+
+/// The Windows rules of PROTOCOL.md §5.2, for a component that already passed §5.1.
+fn check_portable_component(c: &str) -> Result<(), NameError> {
+    if let Some(ch) = c.chars().find(|ch| is_windows_reserved(*ch)) {
+        return Err(NameError::ReservedChar(ch));
     }
     if c.ends_with('.') || c.ends_with(' ') {
         return Err(NameError::TrailingDotOrSpace);
-    }
-    if c.eq_ignore_ascii_case("..namedfork") {
-        // `file/..namedfork/rsrc` writes into the resource fork of an existing `file`.
-        return Err(NameError::ForkName(c.to_owned()));
     }
     if is_device_name(c) {
         return Err(NameError::DeviceName(c.to_owned()));
     }
     Ok(())
+}
+
+/// A separator, drive or stream marker, or wildcard on Windows.
+fn is_windows_reserved(c: char) -> bool {
+    matches!(c, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*')
 }
 
 /// Control characters (C0, DEL, C1) and the invisible formatting characters that can disguise a
@@ -220,6 +265,7 @@ fn is_device_name(component: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// PROTOCOL.md §5.1: every name POSIX can store and that stays under its folder.
     #[test]
     fn accepts_plain_relative_paths() {
         // Regression (found by proptest): a multi-byte character across byte 3 of a stem.
@@ -236,37 +282,80 @@ mod tests {
         ] {
             let n = Name::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert_eq!(n.as_str(), ok);
+            assert_eq!(n.portable(), Ok(()), "{ok}");
         }
         assert_eq!(Name::parse("a/b/c").unwrap().components().count(), 3);
+        assert_eq!(Name::parse("a/b/c").unwrap().depth(), 3);
         assert_eq!(Name::parse("a/b/c.txt").unwrap().file_name(), "c.txt");
     }
 
+    /// PROTOCOL.md §5.1-§5.2: what only Windows reserves is accepted by `parse` (issue 12:
+    /// `aux.c`, `x:y`, `what?`, screenshots with `:`) and refused by `portable`, by rule.
+    #[test]
+    fn windows_only_names_are_valid_but_not_portable() {
+        let cases: &[(&str, NameError)] = &[
+            ("..\\x", NameError::ReservedChar('\\')),
+            ("a\\b", NameError::ReservedChar('\\')),
+            ("C:x", NameError::ReservedChar(':')),
+            ("x:y", NameError::ReservedChar(':')),
+            ("file.txt:stream", NameError::ReservedChar(':')),
+            (
+                "Screenshot 2024-01-01 10:30:00.png",
+                NameError::ReservedChar(':'),
+            ),
+            ("what?", NameError::ReservedChar('?')),
+            ("x*", NameError::ReservedChar('*')),
+            ("x<y", NameError::ReservedChar('<')),
+            ("x>y", NameError::ReservedChar('>')),
+            ("x|y", NameError::ReservedChar('|')),
+            ("\"quoted\"", NameError::ReservedChar('"')),
+            ("CON", NameError::DeviceName("CON".into())),
+            ("src/aux.c", NameError::DeviceName("aux.c".into())),
+            ("nul.tar.gz", NameError::DeviceName("nul.tar.gz".into())),
+            ("dir/nul.txt", NameError::DeviceName("nul.txt".into())),
+            ("lpt1", NameError::DeviceName("lpt1".into())),
+            ("COM¹.log", NameError::DeviceName("COM¹.log".into())),
+            ("CONIN$", NameError::DeviceName("CONIN$".into())),
+            ("trailing.", NameError::TrailingDotOrSpace),
+            ("trailing ", NameError::TrailingDotOrSpace),
+            ("dir./x", NameError::TrailingDotOrSpace),
+        ];
+        for (raw, want) in cases {
+            let name = Name::parse(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(name.as_str(), *raw);
+            assert_eq!(name.portable().as_ref(), Err(want), "{raw:?}");
+        }
+    }
+
+    /// PROTOCOL.md §5.1: forms that leave the folder, hide in it or garble a terminal.
     #[test]
     fn refuses_every_dangerous_form() {
         let cases: &[(&str, NameError)] = &[
             ("", NameError::Empty),
             ("/etc/passwd", NameError::Absolute),
+            ("/", NameError::Absolute),
             ("../x", NameError::DotComponent),
             ("a/../../x", NameError::DotComponent),
             ("./x", NameError::DotComponent),
+            ("x/..", NameError::DotComponent),
             ("a//b", NameError::EmptyComponent),
             ("a/", NameError::EmptyComponent),
-            ("..\\x", NameError::ReservedChar('\\')),
-            ("C:x", NameError::ReservedChar(':')),
             ("a\0b", NameError::ControlChar(0)),
             ("a\nb", NameError::ControlChar(10)),
+            ("tab\there", NameError::ControlChar(9)),
             ("a\u{1b}[2Jb", NameError::ControlChar(0x1b)),
+            ("del\u{7f}", NameError::ControlChar(0x7f)),
+            ("c1\u{85}", NameError::ControlChar(0x85)),
             ("evil\u{202E}gpj.exe", NameError::ControlChar(0x202E)),
-            ("x?", NameError::ReservedChar('?')),
-            ("CON", NameError::DeviceName("CON".into())),
-            ("dir/nul.txt", NameError::DeviceName("nul.txt".into())),
-            ("lpt1", NameError::DeviceName("lpt1".into())),
-            ("COM¹.log", NameError::DeviceName("COM¹.log".into())),
-            ("trailing.", NameError::TrailingDotOrSpace),
-            ("trailing ", NameError::TrailingDotOrSpace),
+            ("zero\u{200B}width", NameError::ControlChar(0x200B)),
+            ("bom\u{FEFF}x", NameError::ControlChar(0xFEFF)),
             (
                 "f/..namedfork/rsrc",
                 NameError::ForkName("..namedfork".into()),
+            ),
+            (
+                "f/..NamedFork/rsrc",
+                NameError::ForkName("..NamedFork".into()),
             ),
         ];
         for (raw, want) in cases {
@@ -296,10 +385,17 @@ mod tests {
         assert!(Name::parse_single("report.pdf").is_ok());
         assert_eq!(Name::parse_single("a/b"), Err(NameError::Separator));
         assert_eq!(Name::parse_single("/a"), Err(NameError::Absolute));
-        assert_eq!(
-            Name::parse_single("a\\b"),
-            Err(NameError::ReservedChar('\\'))
-        );
+        // A backslash is a plain character on POSIX, never a separator.
+        assert_eq!(Name::parse_single("a\\b").unwrap().depth(), 1);
+    }
+
+    #[test]
+    fn under_means_a_whole_component_prefix() {
+        let a = Name::parse("a").unwrap();
+        assert!(Name::parse("a/b").unwrap().is_under(&a));
+        assert!(Name::parse("a/b/c").unwrap().is_under(&a));
+        assert!(!Name::parse("ab/c").unwrap().is_under(&a));
+        assert!(!a.is_under(&a));
     }
 
     #[test]

@@ -2,13 +2,17 @@
 
 use crate::code::Code;
 use crate::digest::{Digest, DIGEST_LEN};
+use crate::entry::{Entry, EntryKind};
 use crate::error::ProtocolError;
+use crate::name::{Name, MAX_NAME_LEN};
 
 /// The eight bytes that open a ferry-framing connection. The NUL first byte can never start a
 /// seed-framing name, which is how a server tells the framings apart (PROTOCOL.md §2).
 pub const MAGIC: [u8; 8] = *b"\0ferry\r\n";
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// The highest protocol version this crate speaks (PROTOCOL.md §4.1).
+pub const VERSION: u16 = 2;
+/// The lowest protocol version this crate speaks.
+pub const MIN_VERSION: u16 = 1;
 /// Bytes in a frame header: kind (1) and payload length (4, big-endian).
 pub const FRAME_HEADER_LEN: usize = 5;
 /// Largest payload of any control frame (every frame but DATA).
@@ -19,6 +23,8 @@ pub const MAX_REASON_LEN: usize = 1024;
 pub const MAX_TOKEN_LEN: usize = 1024;
 /// Largest payload of one DATA frame.
 pub const MAX_DATA_PAYLOAD: u32 = u32::MAX;
+/// Bytes of an ENTRIES payload before its entries: the LIST's id.
+pub(crate) const ENTRIES_HEADER_LEN: usize = 8;
 
 /// Frame kinds (PROTOCOL.md §4).
 pub mod kind {
@@ -46,6 +52,34 @@ pub mod kind {
     pub const CANCEL: u8 = 0x0B;
     /// Fatal error; the sender closes after it.
     pub const ERROR: u8 = 0x0C;
+    /// Client asks what the server holds (version 2).
+    pub const LIST: u8 = 0x0D;
+    /// Server sends one page of a listing (version 2).
+    pub const ENTRIES: u8 = 0x0E;
+    /// Server ends a listing (version 2).
+    pub const LISTED: u8 = 0x0F;
+}
+
+/// Bits of an OFFER's `flags` byte (PROTOCOL.md §4.2).
+pub mod offer_flag {
+    /// `size` is known.
+    pub const SIZE: u8 = 1 << 0;
+    /// `mtime_*` is present.
+    pub const MTIME: u8 = 1 << 1;
+    /// `mode` is present.
+    pub const MODE: u8 = 1 << 2;
+    /// The entry is a folder: no size, no digest, no body (version 2).
+    pub const FOLDER: u8 = 1 << 3;
+    /// A whole-file digest follows the name (version 2).
+    pub const DIGEST: u8 = 1 << 4;
+    /// Every bit defined so far.
+    pub const ALL: u8 = SIZE | MTIME | MODE | FOLDER | DIGEST;
+}
+
+/// Bits of a LIST's `flags` byte (PROTOCOL.md §4.10).
+pub mod list_flag {
+    /// List everything under the path, not only its first level.
+    pub const RECURSIVE: u8 = 1 << 0;
 }
 
 /// A file's modification time: seconds and nanoseconds since the Unix epoch.
@@ -59,6 +93,7 @@ pub struct Timestamp {
 
 /// A decoded control frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Frame {
     /// HELLO.
     Hello {
@@ -78,7 +113,9 @@ pub enum Frame {
     Offer {
         /// File id.
         id: u64,
-        /// Size in bytes; `None` for a stream of unknown length.
+        /// File or folder (a folder needs version 2).
+        kind: EntryKind,
+        /// Size in bytes; `None` for a stream of unknown length, or a folder.
         size: Option<u64>,
         /// Modification time.
         mtime: Option<Timestamp>,
@@ -86,6 +123,8 @@ pub enum Frame {
         mode: Option<u32>,
         /// Raw name (validated by the caller of the decoder).
         name: String,
+        /// BLAKE3 of the whole file, for the receiver's content check (version 2).
+        digest: Option<Digest>,
     },
     /// ACCEPT.
     Accept {
@@ -156,6 +195,31 @@ pub enum Frame {
         /// Human-readable reason.
         reason: String,
     },
+    /// LIST (version 2).
+    List {
+        /// Request id chosen by the client.
+        id: u64,
+        /// Everything under the path, not only its first level.
+        recursive: bool,
+        /// Raw path; empty for the root (validated by the caller of the decoder).
+        path: String,
+    },
+    /// ENTRIES (version 2): one page of a listing, at least one entry.
+    Entries {
+        /// The LIST's id.
+        id: u64,
+        /// The entries, with validated names.
+        entries: Vec<Entry>,
+    },
+    /// LISTED (version 2): the end of a listing.
+    Listed {
+        /// The LIST's id.
+        id: u64,
+        /// Entries sent in this listing's ENTRIES frames.
+        count: u64,
+        /// Entries the server left out (special files, unreadable folders, unsafe names).
+        skipped: u64,
+    },
 }
 
 impl Frame {
@@ -175,6 +239,32 @@ impl Frame {
             Frame::Get { .. } => kind::GET,
             Frame::Cancel { .. } => kind::CANCEL,
             Frame::Error { .. } => kind::ERROR,
+            Frame::List { .. } => kind::LIST,
+            Frame::Entries { .. } => kind::ENTRIES,
+            Frame::Listed { .. } => kind::LISTED,
+        }
+    }
+
+    /// The version-2 feature this frame uses, if any, named for messages: such a frame is
+    /// valid only once version 2 is negotiated (PROTOCOL.md §4.1). `None` for a frame every
+    /// version defines.
+    #[must_use]
+    pub fn version_2_feature(&self) -> Option<&'static str> {
+        match self {
+            Frame::List { .. } => Some("the LIST frame"),
+            Frame::Entries { .. } => Some("the ENTRIES frame"),
+            Frame::Listed { .. } => Some("the LISTED frame"),
+            Frame::Offer {
+                kind: EntryKind::Folder,
+                ..
+            } => Some("a folder OFFER"),
+            Frame::Offer {
+                digest: Some(_), ..
+            } => Some("an OFFER digest"),
+            Frame::Refuse { code, .. } | Frame::Result { code, .. } if *code == Code::Unchanged => {
+                Some("the code Unchanged")
+            }
+            _ => None,
         }
     }
 
@@ -183,9 +273,14 @@ impl Frame {
     /// Text fields must already respect their caps; the [`Connection`](crate::Connection)
     /// checks them before encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.push(self.kind());
-        out.extend_from_slice(&[0; 4]);
+        if let Frame::Data { len } = self {
+            out.extend_from_slice(&data_header(*len));
+            return;
+        }
+        framed(out, self.kind(), |out| self.encode_payload(out));
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
             Frame::Hello { min, max, token } => {
                 put_u16(out, *min);
@@ -195,22 +290,29 @@ impl Frame {
             Frame::Welcome { version } => put_u16(out, *version),
             Frame::Offer {
                 id,
+                kind,
                 size,
                 mtime,
                 mode,
                 name,
+                digest,
             } => {
                 put_u64(out, *id);
-                let flags = u8::from(size.is_some())
-                    | (u8::from(mtime.is_some()) << 1)
-                    | (u8::from(mode.is_some()) << 2);
-                out.push(flags);
+                let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+                out.push(
+                    flag(size.is_some(), offer_flag::SIZE)
+                        | flag(mtime.is_some(), offer_flag::MTIME)
+                        | flag(mode.is_some(), offer_flag::MODE)
+                        | flag(*kind == EntryKind::Folder, offer_flag::FOLDER)
+                        | flag(digest.is_some(), offer_flag::DIGEST),
+                );
                 put_u64(out, size.unwrap_or(0));
-                let t = mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 });
-                put_u64(out, t.secs as u64);
-                put_u32(out, t.nanos);
+                put_timestamp(out, mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 }));
                 put_u32(out, mode.unwrap_or(0));
                 put_bytes16(out, name.as_bytes());
+                if let Some(d) = digest {
+                    out.extend_from_slice(&d.0);
+                }
             }
             Frame::Accept { id, offset, prefix } => {
                 put_u64(out, *id);
@@ -231,10 +333,7 @@ impl Frame {
                 put_u64(out, *id);
                 put_u64(out, *from);
             }
-            Frame::Data { len } => {
-                out[start..].copy_from_slice(&data_header(*len));
-                return;
-            }
+            Frame::Data { .. } => {}
             Frame::End { id, size, digest } => {
                 put_u64(out, *id);
                 put_u64(out, *size);
@@ -248,9 +347,25 @@ impl Frame {
                 put_u16(out, code.to_u16());
                 put_bytes16(out, reason.as_bytes());
             }
+            Frame::List {
+                id,
+                recursive,
+                path,
+            } => {
+                put_u64(out, *id);
+                out.push(if *recursive { list_flag::RECURSIVE } else { 0 });
+                put_bytes16(out, path.as_bytes());
+            }
+            Frame::Entries { id, entries } => {
+                put_u64(out, *id);
+                put_entries(out, entries);
+            }
+            Frame::Listed { id, count, skipped } => {
+                put_u64(out, *id);
+                put_u64(out, *count);
+                put_u64(out, *skipped);
+            }
         }
-        let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
-        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
     }
 
     /// Decodes the payload of a control frame of kind `kind` (DATA is not decoded here).
@@ -270,23 +385,37 @@ impl Frame {
             kind::OFFER => {
                 let id = r.u64()?;
                 let flags = r.u8()?;
-                if flags & !0b111 != 0 {
+                let on = |bit: u8| flags & bit != 0;
+                if flags & !offer_flag::ALL != 0 {
                     return Err(r.malformed("unknown flag bits"));
                 }
-                let size = r.u64()?;
-                let secs = r.u64()? as i64;
-                let nanos = r.u32()?;
-                let mode = r.u32()?;
-                if nanos >= 1_000_000_000 {
-                    return Err(r.malformed("nanoseconds out of range"));
+                if on(offer_flag::FOLDER) && on(offer_flag::SIZE | offer_flag::DIGEST) {
+                    return Err(r.malformed("a folder has no size and no digest"));
                 }
-                let name = r.string16(crate::name::MAX_NAME_LEN)?;
+                if on(offer_flag::DIGEST) && !on(offer_flag::SIZE) {
+                    return Err(r.malformed("a digest needs a size"));
+                }
+                let size = r.u64()?;
+                let mtime = r.timestamp()?;
+                let mode = r.u32()?;
+                let name = r.string16(MAX_NAME_LEN)?;
+                let digest = if on(offer_flag::DIGEST) {
+                    Some(r.digest()?)
+                } else {
+                    None
+                };
                 Frame::Offer {
                     id,
-                    size: (flags & 1 != 0).then_some(size),
-                    mtime: (flags & 2 != 0).then_some(Timestamp { secs, nanos }),
-                    mode: (flags & 4 != 0).then_some(mode),
+                    kind: if on(offer_flag::FOLDER) {
+                        EntryKind::Folder
+                    } else {
+                        EntryKind::File
+                    },
+                    size: on(offer_flag::SIZE).then_some(size),
+                    mtime: on(offer_flag::MTIME).then_some(mtime),
+                    mode: on(offer_flag::MODE).then_some(mode),
                     name,
+                    digest,
                 }
             }
             kind::ACCEPT => Frame::Accept {
@@ -315,7 +444,7 @@ impl Frame {
             },
             kind::GET => Frame::Get {
                 id: r.u64()?,
-                name: r.string16(crate::name::MAX_NAME_LEN)?,
+                name: r.string16(MAX_NAME_LEN)?,
             },
             kind::CANCEL => Frame::Cancel {
                 id: r.u64()?,
@@ -324,6 +453,36 @@ impl Frame {
             kind::ERROR => Frame::Error {
                 code: Code::from_u16(r.u16()?),
                 reason: r.string16(MAX_REASON_LEN)?,
+            },
+            kind::LIST => {
+                let id = r.u64()?;
+                let flags = r.u8()?;
+                if flags & !list_flag::RECURSIVE != 0 {
+                    return Err(r.malformed("unknown flag bits"));
+                }
+                Frame::List {
+                    id,
+                    recursive: flags & list_flag::RECURSIVE != 0,
+                    path: r.string16(MAX_NAME_LEN)?,
+                }
+            }
+            kind::ENTRIES => {
+                let id = r.u64()?;
+                // Each entry takes at least ENTRY_FIXED_LEN + 1 bytes of a payload capped at
+                // MAX_CONTROL_PAYLOAD, so this vector stays small whatever the peer claims.
+                let mut entries = Vec::new();
+                while !r.buf.is_empty() {
+                    entries.push(r.entry()?);
+                }
+                if entries.is_empty() {
+                    return Err(r.malformed("a page without entries"));
+                }
+                Frame::Entries { id, entries }
+            }
+            kind::LISTED => Frame::Listed {
+                id: r.u64()?,
+                count: r.u64()?,
+                skipped: r.u64()?,
             },
             _ => return Err(ProtocolError::UnknownFrame(kind)),
         };
@@ -350,6 +509,9 @@ pub fn frame_name(kind: u8) -> Option<&'static str> {
         kind::GET => "GET",
         kind::CANCEL => "CANCEL",
         kind::ERROR => "ERROR",
+        kind::LIST => "LIST",
+        kind::ENTRIES => "ENTRIES",
+        kind::LISTED => "LISTED",
         _ => return None,
     })
 }
@@ -391,6 +553,39 @@ fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
     let len = b.len().min(usize::from(u16::MAX));
     put_u16(out, len as u16);
     out.extend_from_slice(&b[..len]);
+}
+fn put_timestamp(out: &mut Vec<u8>, t: Timestamp) {
+    out.extend_from_slice(&t.secs.to_be_bytes());
+    put_u32(out, t.nanos);
+}
+
+/// Appends the encoded entries of an ENTRIES payload (after its id).
+fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+    for e in entries {
+        out.push(e.kind.to_u8());
+        put_u64(out, e.size);
+        put_timestamp(out, e.mtime);
+        put_u32(out, e.mode);
+        put_bytes16(out, e.name.as_str().as_bytes());
+    }
+}
+
+/// Encodes an ENTRIES frame for `id` holding `entries`, which must fit the control payload cap.
+pub(crate) fn encode_entries(out: &mut Vec<u8>, id: u64, entries: &[Entry]) {
+    framed(out, kind::ENTRIES, |out| {
+        put_u64(out, id);
+        put_entries(out, entries);
+    });
+}
+
+/// Appends a control frame of `kind` whose payload `payload` writes; fills in its length.
+fn framed(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.push(kind);
+    out.extend_from_slice(&[0; 4]);
+    payload(out);
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 struct Reader<'a> {
@@ -444,11 +639,34 @@ impl<'a> Reader<'a> {
         let b = self.bytes16(max)?;
         String::from_utf8(b.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
     }
+    fn timestamp(&mut self) -> Result<Timestamp, ProtocolError> {
+        let secs = i64::from_be_bytes(self.array()?);
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(self.malformed("nanoseconds out of range"));
+        }
+        Ok(Timestamp { secs, nanos })
+    }
+    fn entry(&mut self) -> Result<Entry, ProtocolError> {
+        let kind = EntryKind::from_u8(self.u8()?).ok_or(self.malformed("unknown entry kind"))?;
+        let size = self.u64()?;
+        let mtime = self.timestamp()?;
+        let mode = self.u32()?;
+        let name = Name::parse(&self.string16(MAX_NAME_LEN)?)?;
+        Ok(Entry {
+            kind,
+            name,
+            size,
+            mtime,
+            mode,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::name::Name;
 
     fn round_trip(f: Frame) {
         let mut out = Vec::new();
@@ -483,6 +701,8 @@ mod tests {
                 }),
                 mode: Some(0o644),
                 name: "a/b.txt".into(),
+                kind: EntryKind::File,
+                digest: None,
             },
             Frame::Offer {
                 id: 8,
@@ -490,6 +710,58 @@ mod tests {
                 mtime: None,
                 mode: None,
                 name: "s".into(),
+                kind: EntryKind::File,
+                digest: None,
+            },
+            Frame::Offer {
+                id: 10,
+                size: None,
+                mtime: Some(Timestamp { secs: 1, nanos: 2 }),
+                mode: Some(0o755),
+                name: "photos".into(),
+                kind: EntryKind::Folder,
+                digest: None,
+            },
+            Frame::Offer {
+                id: 11,
+                size: Some(1),
+                mtime: None,
+                mode: None,
+                name: "x".into(),
+                kind: EntryKind::File,
+                digest: Some(d),
+            },
+            Frame::List {
+                id: 12,
+                recursive: true,
+                path: String::new(),
+            },
+            Frame::Entries {
+                id: 12,
+                entries: vec![
+                    Entry {
+                        kind: EntryKind::Folder,
+                        name: Name::parse("a").unwrap(),
+                        size: 0,
+                        mtime: Timestamp {
+                            secs: -1,
+                            nanos: 999_999_999,
+                        },
+                        mode: 0o755,
+                    },
+                    Entry {
+                        kind: EntryKind::File,
+                        name: Name::parse("a/b:c?.txt").unwrap(),
+                        size: u64::MAX,
+                        mtime: Timestamp { secs: 0, nanos: 0 },
+                        mode: 0o644,
+                    },
+                ],
+            },
+            Frame::Listed {
+                id: 12,
+                count: 2,
+                skipped: 7,
             },
             Frame::Accept {
                 id: 1,
@@ -545,6 +817,51 @@ mod tests {
             parse_header([kind::DATA, 0xff, 0xff, 0xff, 0xff]),
             Ok((kind::DATA, u32::MAX))
         );
+    }
+
+    /// PROTOCOL.md §4.2, §4.10: impossible flag combinations, entry kinds and empty pages.
+    #[test]
+    fn version_2_payloads_are_checked() {
+        let offer = |flags: u8| {
+            let mut p = vec![0; 8];
+            p.push(flags);
+            p.extend_from_slice(&[0; 24]);
+            p.extend_from_slice(&[0, 1, b'x']);
+            p
+        };
+        let malformed =
+            |k: u8, p: &[u8]| matches!(Frame::decode(k, p), Err(ProtocolError::Malformed { .. }));
+        assert!(malformed(
+            kind::OFFER,
+            &offer(offer_flag::FOLDER | offer_flag::SIZE)
+        ));
+        assert!(malformed(kind::OFFER, &offer(offer_flag::DIGEST)));
+        assert!(malformed(
+            kind::OFFER,
+            &offer(offer_flag::SIZE | offer_flag::DIGEST)
+        ));
+        assert!(matches!(
+            Frame::decode(kind::OFFER, &offer(offer_flag::FOLDER)),
+            Ok(Frame::Offer {
+                kind: EntryKind::Folder,
+                size: None,
+                ..
+            })
+        ));
+        assert!(malformed(kind::ENTRIES, &[0; 8]), "a page without entries");
+        let mut bad_kind = vec![0; 8];
+        bad_kind.push(2);
+        bad_kind.extend_from_slice(&[0; 24]);
+        bad_kind.extend_from_slice(&[0, 1, b'x']);
+        assert!(malformed(kind::ENTRIES, &bad_kind));
+        let mut bad_name = vec![0; 8 + 25];
+        bad_name.extend_from_slice(&[0, 2, b'.', b'.']);
+        assert!(matches!(
+            Frame::decode(kind::ENTRIES, &bad_name),
+            Err(ProtocolError::BadName(_))
+        ));
+        assert!(malformed(kind::LIST, &[0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0]));
+        assert!(malformed(kind::LISTED, &[0; 23]));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::wire::{Frame, Timestamp, MAGIC, VERSION};
-use ferry_proto::{Code, Digest};
-use fuzz_checks::{Chunked, TARGETS};
+use ferry_proto::{Code, Digest, EntryKind};
+use fuzz_checks::{sample_entry as entry, Chunked, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,6 +158,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         },
         Frame::Welcome { version: VERSION },
         Frame::Offer {
+            kind: EntryKind::File,
+            digest: None,
             id: 1,
             size: Some(5),
             mtime: Some(Timestamp {
@@ -200,6 +202,47 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             code: Code::Other(999),
             reason: "é".into(),
         },
+        // Version 2 (PROTOCOL.md §4.8-§4.10).
+        Frame::Offer {
+            kind: EntryKind::Folder,
+            digest: None,
+            id: 5,
+            size: None,
+            mtime: Some(Timestamp { secs: 7, nanos: 8 }),
+            mode: Some(0o750),
+            name: "photos/2024".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: Some(d),
+            id: 6,
+            size: Some(5),
+            mtime: None,
+            mode: None,
+            name: "aux.c".into(),
+        },
+        Frame::Refuse {
+            id: 6,
+            code: Code::Unchanged,
+            reason: "aux.c".into(),
+        },
+        Frame::List {
+            id: 7,
+            recursive: true,
+            path: "photos".into(),
+        },
+        Frame::Entries {
+            id: 7,
+            entries: vec![
+                entry(EntryKind::Folder, "photos"),
+                entry(EntryKind::File, "photos/x:y?"),
+            ],
+        },
+        Frame::Listed {
+            id: 7,
+            count: 2,
+            skipped: 1,
+        },
     ];
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     match target {
@@ -221,6 +264,11 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 "COM¹.log",
                 "dir/nul.txt",
                 "a\u{202E}b",
+                "linux/aux.c",
+                "Screenshot 2024-01-01 10:30:00.png",
+                "what?",
+                "back\\slash/trailing.",
+                "f/..namedfork/rsrc",
             ]
             .iter()
             .enumerate()
@@ -232,6 +280,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             let hello = fuzz_checks::client_prelude();
             let upload = enc(&[
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 1,
                     size: Some(5),
                     mtime: None,
@@ -239,6 +289,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     name: "a.txt".into(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 2,
                     size: None,
                     mtime: None,
@@ -246,6 +298,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     name: "s".into(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 3,
                     size: Some(1),
                     mtime: None,
@@ -312,6 +366,24 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 })
                 .collect();
             out.push(("pipeline-full".into(), with_header(2, &[], &enc(&gets))));
+            let v2 = fuzz_checks::v2_server_session();
+            out.push(("v2-session-bytewise".into(), with_header(2, &[0], &v2)));
+            out.push((
+                "v2-session-chunked".into(),
+                with_header(2, &[2, 200, 9], &v2),
+            ));
+            // A version-1 client (HELLO 1..=1) that sends a LIST: NotInVersion.
+            let mut v1 = enc(&[Frame::Hello {
+                min: 1,
+                max: 1,
+                token: Vec::new(),
+            }]);
+            v1.extend(enc(&[Frame::List {
+                id: 9,
+                recursive: false,
+                path: String::new(),
+            }]));
+            out.push(("v1-list".into(), with_header(1, &[], &v1)));
         }
         "client_stream" => {
             // WELCOME prepended (bit 0); 2 uploads (ids 1 stream, 3 sized 4); 1 GET (id 2).
@@ -323,6 +395,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     prefix: Digest::of_empty(),
                 },
                 Frame::Offer {
+                    kind: EntryKind::File,
+                    digest: None,
                     id: 2,
                     size: Some(3),
                     mtime: None,
@@ -376,6 +450,20 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 },
             ]);
             out.push(("refused".into(), with_header(options, &[], &refused)));
+            // Version 2: after WELCOME 2 the client offers folder #4 and lists the root (#5).
+            let mut v2 = reply.clone();
+            v2.extend(fuzz_checks::v2_client_tail(4, 5));
+            out.push((
+                "v2-session-bytewise".into(),
+                with_header(options, &[0], &v2),
+            ));
+            // A version-1 server (WELCOME 1) that sends a page: NotInVersion.
+            let mut v1 = enc(&[Frame::Welcome { version: 1 }]);
+            v1.extend(enc(&[Frame::Entries {
+                id: 5,
+                entries: vec![entry(EntryKind::File, "a")],
+            }]));
+            out.push(("v1-entries".into(), with_header(options & !1, &[], &v1)));
             out.push(("no-welcome".into(), with_header(0, &[], &refused)));
             let mut magic_reply = MAGIC.to_vec();
             magic_reply.extend_from_slice(&refused);

@@ -23,6 +23,7 @@ fn plan() -> Plan {
         gets: vec!["served.txt".into(), "missing.txt".into()],
         piece: 4096,
         window: 3,
+        ..Plan::default()
     }
 }
 
@@ -66,6 +67,7 @@ fn resume_with_a_wrong_prefix_restarts_from_zero() {
         gets: vec![],
         piece: 8192,
         window: 1,
+        ..Plan::default()
     };
     let mut s = Store::default();
     let mut partial = bytes(50_000, 1)[..20_000].to_vec();
@@ -97,6 +99,7 @@ fn flipped_body_byte_is_a_digest_mismatch() {
         gets: vec![],
         piece: 1024,
         window: 1,
+        ..Plan::default()
     };
     // Magic (8) + HELLO (5+7) + OFFER (5+35+5) + BEGIN (21) + DATA header (5) = byte 91 is body.
     let out = run(&p, Store::default(), 64, Some(91 + 1500));
@@ -221,6 +224,8 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
         let name = format!("f{id}");
         ferry_proto::wire::Frame::Offer {
             id,
+            kind: ferry_proto::EntryKind::File,
+            digest: None,
             size: Some(4),
             mtime: None,
             mode: None,

@@ -12,12 +12,12 @@ use std::path::{Component, Path};
 
 use ferry_proto::name::{escape, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN};
 use ferry_proto::wire::{
-    self, kind, Frame, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_REASON_LEN, MAX_TOKEN_LEN,
-    VERSION,
+    self, kind, Frame, Timestamp, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_REASON_LEN,
+    MAX_TOKEN_LEN, MIN_VERSION, VERSION,
 };
 use ferry_proto::{
-    BodyCheck, Code, Connection, Digest, Error, Event, FileId, FileInfo, Framing, Hasher, Incoming,
-    Name, ProtocolError, Side,
+    BodyCheck, Code, Connection, Digest, Entry, EntryKind, Error, Event, FileId, FileInfo, Framing,
+    Hasher, Incoming, Name, OfferOptions, ProtocolError, Side,
 };
 
 /// A fuzz target's check: panics when an invariant does not hold for the input.
@@ -132,10 +132,14 @@ pub fn frame_decode(data: &[u8]) {
     let mut out2 = Vec::new();
     again.encode(&mut out2);
     assert_eq!(out2, out, "encoding is not a function of the frame");
-    if let Frame::Offer { name, .. } = &frame {
-        // id and flags, and the name at the end, are carried as they came.
+    if let Frame::Offer { name, digest, .. } = &frame {
+        // id and flags, and the name (then the digest) at the end, are carried as they came.
         assert_eq!(out[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 9], payload[..9]);
-        assert!(payload.ends_with(name.as_bytes()));
+        let before_digest = payload.len() - if digest.is_some() { 32 } else { 0 };
+        assert!(payload[..before_digest].ends_with(name.as_bytes()));
+        if let Some(d) = digest {
+            assert_eq!(&payload[before_digest..], &d.0[..]);
+        }
     } else {
         assert_eq!(&out[FRAME_HEADER_LEN..], payload, "non-canonical decode");
     }
@@ -175,23 +179,43 @@ fn check_text_caps(frame: &Frame) {
         | Frame::Cancel { reason, .. }
         | Frame::Error { reason, .. }
         | Frame::Result { detail: reason, .. } => (reason.len(), MAX_REASON_LEN),
-        Frame::Welcome { .. }
-        | Frame::Accept { .. }
-        | Frame::Begin { .. }
-        | Frame::Data { .. }
-        | Frame::End { .. } => (0, 0),
+        Frame::List { path, .. } => (path.len(), MAX_NAME_LEN),
+        Frame::Entries { entries, .. } => {
+            assert!(!entries.is_empty(), "a page without entries");
+            for e in entries {
+                assert!(e.mtime.nanos < 1_000_000_000);
+                assert!(Name::parse(e.name.as_str()).is_ok());
+            }
+            (0, 0)
+        }
+        _ => (0, 0),
     };
     assert!(text <= cap, "text field of {text} bytes over its cap {cap}");
-    if let Frame::Offer { mtime: Some(t), .. } = frame {
-        assert!(t.nanos < 1_000_000_000);
+    if let Frame::Offer {
+        mtime,
+        kind,
+        size,
+        digest,
+        ..
+    } = frame
+    {
+        assert!(mtime.is_none_or(|t| t.nanos < 1_000_000_000));
+        if *kind == EntryKind::Folder {
+            assert!(size.is_none() && digest.is_none(), "a folder with a size");
+        }
+        assert!(
+            digest.is_none() || size.is_some(),
+            "a digest without a size"
+        );
     }
 }
 
 // ----- names -----------------------------------------------------------------------------------
 
-/// Any string into [`Name::parse`] and [`Name::parse_single`]; an accepted name is safe to join
-/// onto a folder on every system (PROTOCOL.md §5), and [`escape`] never lets a control
-/// character through.
+/// Any string into [`Name::parse`], [`Name::parse_single`] and [`Name::portable`]: an accepted
+/// name is safe to join onto a POSIX folder (PROTOCOL.md §5.1); a portable one also keeps
+/// every Windows rule (§5.2), and a name that breaks one is never portable; [`escape`] never
+/// lets a control character through.
 pub fn names(data: &[u8]) {
     let raw = String::from_utf8_lossy(data);
     let raw = raw.as_ref();
@@ -237,16 +261,21 @@ fn check_valid_name(raw: &str, n: &Name) {
         assert!(!c.is_empty(), "empty component in {raw:?}");
         assert!(*c != "." && *c != "..", "dot component in {raw:?}");
         assert!(c.len() <= MAX_COMPONENT_LEN);
-        assert!(!c.ends_with('.') && !c.ends_with(' '), "{raw:?}");
-        for ch in c.chars() {
-            assert!(!forbidden_char(ch), "control character in {raw:?}");
-            assert!(
-                !matches!(ch, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*'),
-                "reserved character in {raw:?}"
-            );
-        }
-        assert!(!is_device_name(c), "device name in {raw:?}");
+        assert!(!c.eq_ignore_ascii_case("..namedfork"), "{raw:?}");
+        assert!(
+            !c.chars().any(forbidden_char),
+            "control character in {raw:?}"
+        );
     }
+    // Windows rules: portable exactly when no component breaks one (PROTOCOL.md §5.2).
+    let windows_unsafe = components.iter().any(|c| {
+        c.ends_with('.')
+            || c.ends_with(' ')
+            || is_device_name(c)
+            || c.chars()
+                .any(|ch| matches!(ch, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*'))
+    });
+    assert_eq!(n.portable().is_ok(), !windows_unsafe, "{raw:?}");
     // Joined onto a folder, it stays under it, one plain component per name component.
     let base = Path::new("/srv/ferry-root");
     let joined = base.join(raw);
@@ -317,6 +346,8 @@ struct App {
     uploads: Vec<(FileId, Vec<u8>)>,
     /// Client: the names it asked for, by id.
     gets: Vec<(FileId, Name)>,
+    /// Client: the listings it asked for, by id, with the entries received so far.
+    lists: Vec<(FileId, u64)>,
     /// Prefix each accepted incoming file was accepted with, by id.
     prefixes: Vec<(FileId, Hasher)>,
     /// The body being received, mirrored: id and a hasher over what was handed over.
@@ -334,10 +365,28 @@ impl App {
             served_len: 0,
             uploads: Vec::new(),
             gets: Vec::new(),
+            lists: Vec::new(),
             prefixes: Vec::new(),
             body: None,
             run: Run::default(),
         }
+    }
+
+    /// Client, once version 2 is negotiated: offers a folder and lists the root.
+    fn after_welcome_v2(&mut self) {
+        let info = FileInfo {
+            name: Name::parse("up/folder").unwrap(),
+            size: None,
+            mtime: Some(Timestamp { secs: 1, nanos: 2 }),
+            mode: Some(0o755),
+        };
+        let id = self
+            .conn
+            .offer_with(info, OfferOptions::folder())
+            .expect("offer a folder");
+        self.uploads.push((id, Vec::new()));
+        let id = self.conn.list(None, false).expect("list the root");
+        self.lists.push((id, 0));
     }
 
     fn flush(&mut self) {
@@ -371,10 +420,40 @@ impl App {
         let c = &mut self.conn;
         match (self.side, ev) {
             (Side::Server, Event::Hello { version, .. }) => {
-                assert_eq!(*version, VERSION);
+                assert!((MIN_VERSION..=VERSION).contains(version));
+                assert_eq!(c.version(), Some(*version));
                 c.welcome().expect("welcome after HELLO");
             }
-            (Side::Client, Event::Welcome { version }) => assert_eq!(*version, VERSION),
+            (Side::Client, Event::Welcome { version }) => {
+                assert!((MIN_VERSION..=VERSION).contains(version));
+                assert_eq!(c.version(), Some(*version));
+                if *version >= 2 {
+                    self.after_welcome_v2();
+                }
+            }
+            (Side::Server, Event::Offer(o)) if o.kind == EntryKind::Folder => {
+                assert!(o.size.is_none() && o.digest.is_none());
+                match &o.name {
+                    Ok(_) => c.finish(o.id, Code::Stored, "folder"),
+                    Err(bad) => c.refuse(o.id, Code::BadName, &bad.to_string()),
+                }
+                .expect("answer a folder offer");
+            }
+            (Side::Server, Event::Offer(o))
+                if o.name.is_ok()
+                    && o.size == Some(0)
+                    && o.mtime.is_some()
+                    && o.digest.is_none_or(|d| d == Digest::of_empty())
+                    && c.version() >= Some(2) =>
+            {
+                // The server "holds" every empty file: a v2 check by size and mtime, or by an
+                // offered digest of nothing, says unchanged (PROTOCOL.md §4.8).
+                let mtime = o.mtime.expect("checked");
+                let same = o.unchanged(0, mtime, || Ok::<_, ()>(Digest::of_empty()));
+                assert_eq!(same, Ok(true));
+                c.refuse(o.id, Code::Unchanged, "held")
+                    .expect("answer an unchanged offer");
+            }
             (Side::Server, Event::Offer(o)) => match &o.name {
                 Ok(name) => {
                     assert!(Name::parse(name.as_str()).is_ok());
@@ -499,6 +578,42 @@ impl App {
                 assert!(self.uploads.iter().any(|(i, _)| i == id));
             }
             (_, Event::PeerError { .. } | Event::Closed) => {}
+            (
+                Side::Server,
+                Event::List {
+                    id,
+                    path,
+                    recursive,
+                },
+            ) => match path {
+                Ok(path) => {
+                    let entries = listing_for(path.as_ref(), *recursive);
+                    let mut rest = &entries[..];
+                    while !rest.is_empty() {
+                        let n = c.list_page(*id, rest).expect("a page of a valid listing");
+                        assert!(n > 0, "no entry fits a page");
+                        rest = &rest[n..];
+                    }
+                    c.listed(*id, 1).expect("end a listing");
+                }
+                Err(bad) => c
+                    .refuse(*id, Code::BadName, &bad.to_string())
+                    .expect("refuse the next LIST"),
+            },
+            (Side::Client, Event::Entries { id, entries }) => {
+                let Some((_, got)) = self.lists.iter_mut().find(|(i, _)| i == id) else {
+                    panic!("ENTRIES for #{id}, which we never listed");
+                };
+                // The client lists the root one level deep (see `after_welcome_v2`).
+                assert!(entries.iter().all(|e| e.name.depth() == 1), "{entries:?}");
+                *got += entries.len() as u64;
+            }
+            (Side::Client, Event::Listed { id, count, .. }) => {
+                let Some(at) = self.lists.iter().position(|(i, _)| i == id) else {
+                    panic!("LISTED for #{id}, which we never listed");
+                };
+                assert_eq!(self.lists.remove(at).1, *count);
+            }
             (side, ev) => panic!("{side:?} machine raised {ev:?}"),
         }
     }
@@ -666,10 +781,20 @@ impl App {
             }
             let frame = Frame::decode(k, payload).expect("sent a frame that does not decode");
             let allowed = match self.side {
-                Side::Client => !matches!(frame, Frame::Welcome { .. }),
-                Side::Server => !matches!(frame, Frame::Hello { .. } | Frame::Get { .. }),
+                Side::Client => !matches!(
+                    frame,
+                    Frame::Welcome { .. } | Frame::Entries { .. } | Frame::Listed { .. }
+                ),
+                Side::Server => !matches!(
+                    frame,
+                    Frame::Hello { .. } | Frame::Get { .. } | Frame::List { .. }
+                ),
             };
             assert!(allowed, "{:?} sent {frame:?}", self.side);
+            // Nothing of version 2 ever goes to a peer that did not negotiate it.
+            if self.conn.version() < Some(2) {
+                assert_eq!(frame.version_2_feature(), None, "{frame:?} sent in v1");
+            }
             frames.push(frame);
         }
         if self.side == Side::Client {
@@ -677,6 +802,150 @@ impl App {
         }
         frames
     }
+}
+
+/// What the fuzzed server lists under `path`: the path itself (a folder), then 40 files with
+/// long names (two pages) and a folder, and with `recursive` a file inside that folder. Names
+/// that would break the caps are left out.
+fn listing_for(path: Option<&Name>, recursive: bool) -> Vec<Entry> {
+    let entry = |kind, name: &str| {
+        let name = match path {
+            Some(p) if name.is_empty() => Some(p.clone()),
+            Some(p) => Name::parse(&format!("{}/{name}", p.as_str())).ok(),
+            None => Name::parse(name).ok(),
+        };
+        name.map(|name| Entry {
+            kind,
+            name,
+            size: 0,
+            mtime: Timestamp { secs: 7, nanos: 0 },
+            mode: 0o644,
+        })
+    };
+    let mut names: Vec<(EntryKind, String)> = Vec::new();
+    if path.is_some() {
+        names.push((EntryKind::Folder, String::new()));
+    }
+    for i in 0..40 {
+        names.push((EntryKind::File, format!("{i:03}{}", "x".repeat(240))));
+    }
+    names.push((EntryKind::Folder, "d".into()));
+    if recursive {
+        names.push((EntryKind::File, "d/f".into()));
+    }
+    names
+        .iter()
+        .filter_map(|(kind, name)| entry(*kind, name))
+        .collect()
+}
+
+/// The frames of `frames`, encoded one after the other.
+fn enc(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    out
+}
+
+/// An entry with fixed size, mtime and mode, for seeds.
+pub fn sample_entry(kind: EntryKind, name: &str) -> Entry {
+    Entry {
+        kind,
+        name: Name::parse(name).unwrap(),
+        size: 0,
+        mtime: Timestamp { secs: 9, nanos: 1 },
+        mode: 0o644,
+    }
+}
+
+/// A version-2 client's stream after HELLO (a seed, and the start of mutations): a folder, an
+/// unchanged empty file (digest), a plain empty file, three LISTs (root, a path, a bad path)
+/// and a GET, to be answered in order by [`server_stream`]'s server.
+pub fn v2_server_session() -> Vec<u8> {
+    enc(&[
+        Frame::Offer {
+            kind: EntryKind::Folder,
+            digest: None,
+            id: 1,
+            size: None,
+            mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+            mode: Some(0o755),
+            name: "dir".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: Some(Digest::of_empty()),
+            id: 2,
+            size: Some(0),
+            mtime: Some(Timestamp { secs: 1, nanos: 0 }),
+            mode: None,
+            name: "dir/held".into(),
+        },
+        Frame::Offer {
+            kind: EntryKind::File,
+            digest: None,
+            id: 3,
+            size: Some(0),
+            mtime: None,
+            mode: None,
+            name: "dir/new".into(),
+        },
+        Frame::Begin { id: 3, from: 0 },
+        Frame::End {
+            id: 3,
+            size: 0,
+            digest: Digest::of_empty(),
+        },
+        Frame::List {
+            id: 4,
+            recursive: false,
+            path: String::new(),
+        },
+        Frame::List {
+            id: 5,
+            recursive: true,
+            path: "dir".into(),
+        },
+        Frame::List {
+            id: 6,
+            recursive: false,
+            path: "../x".into(),
+        },
+        Frame::Get {
+            id: 7,
+            name: "x:y".into(),
+        },
+    ])
+}
+
+/// What a version-2 server answers [`client_stream`]'s client after its uploads and GETs:
+/// RESULT `Unchanged` for its folder offer `folder`, then two pages and the end of its
+/// listing of the root `list`.
+pub fn v2_client_tail(folder: FileId, list: FileId) -> Vec<u8> {
+    enc(&[
+        Frame::Result {
+            id: folder,
+            code: Code::Unchanged,
+            detail: "up/folder".into(),
+        },
+        Frame::Entries {
+            id: list,
+            entries: vec![
+                sample_entry(EntryKind::File, "a"),
+                sample_entry(EntryKind::Folder, "d"),
+            ],
+        },
+        Frame::Entries {
+            id: list,
+            entries: vec![sample_entry(EntryKind::File, "z?")],
+        },
+        Frame::Listed {
+            id: list,
+            count: 3,
+            skipped: 0,
+        },
+    ])
 }
 
 /// The HELLO a client sends first, after the magic.
