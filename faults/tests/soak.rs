@@ -25,7 +25,7 @@ use ferry_faults::{
     tree, write, Rng, ServerProc,
 };
 use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC};
-use ferry_proto::Code;
+use ferry_proto::{Code, EntryKind};
 
 const CLIENTS: usize = 8;
 const TRANSFERS: usize = 200;
@@ -105,6 +105,8 @@ fn offer_bad_name(addr: SocketAddr, name: &str) -> Option<Code> {
     let mut out = hello();
     Frame::Offer {
         id: 1,
+        kind: EntryKind::File,
+        digest: None,
         size: Some(3),
         mtime: None,
         mode: None,
@@ -144,6 +146,8 @@ fn truncated(addr: SocketAddr) {
     let mut offer = Vec::new();
     Frame::Offer {
         id: 1,
+        kind: EntryKind::File,
+        digest: None,
         size: Some(10),
         mtime: None,
         mode: None,
@@ -160,11 +164,11 @@ const BAD_NAMES: &[&str] = &[
     "/abs.bin",
     "a//b.bin",
     "dir/../up.bin",
-    "back\\slash.bin",
-    "nul.txt",
-    "trailing.",
+    "./dot.bin",
+    "a/./b.bin",
+    "file/..namedfork/rsrc",
     "ctl\u{7}.bin",
-    "c:drive.bin",
+    "zero\u{200B}width.bin",
 ];
 
 /// One client thread: `count` transfers drawn from `rng`.

@@ -20,6 +20,8 @@ const WELCOME: Frame = Frame::Welcome { version: VERSION };
 fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
     Frame::Offer {
         id,
+        kind: ferry_proto::EntryKind::File,
+        digest: None,
         size,
         mtime: None,
         mode: None,

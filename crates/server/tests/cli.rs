@@ -347,6 +347,8 @@ fn hello_and_bad_offers(offers: u64) -> Vec<u8> {
     for id in 1..=offers {
         Frame::Offer {
             id,
+            kind: ferry_proto::EntryKind::File,
+            digest: None,
             size: Some(1),
             mtime: None,
             mode: None,

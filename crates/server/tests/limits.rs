@@ -94,6 +94,8 @@ fn a_message_trickled_after_hello_is_cut_but_a_pause_between_messages_is_fine() 
     let mut offer = Vec::new();
     ferry_proto::wire::Frame::Offer {
         id: 1,
+        kind: ferry_proto::EntryKind::File,
+        digest: None,
         size: Some(1),
         mtime: None,
         mode: None,

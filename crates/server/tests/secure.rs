@@ -202,6 +202,8 @@ fn the_right_token_stores_a_wrong_or_missing_one_is_denied_before_the_disk() {
     .encode(&mut out);
     Frame::Offer {
         id: 1,
+        kind: ferry_proto::EntryKind::File,
+        digest: None,
         size: Some(4),
         mtime: None,
         mode: None,
@@ -368,6 +370,8 @@ fn a_message_begun_with_the_previous_one_must_end_within_the_header_timeout() {
         let mut out = Vec::new();
         Frame::Offer {
             id,
+            kind: ferry_proto::EntryKind::File,
+            digest: None,
             size: Some(1),
             mtime: None,
             mode: None,

@@ -402,6 +402,8 @@ impl Raw {
     pub fn offer(&mut self, id: u64, name: &str, size: u64) {
         self.send(&[Frame::Offer {
             id,
+            kind: ferry_proto::EntryKind::File,
+            digest: None,
             size: Some(size),
             mtime: None,
             mode: None,
