@@ -4,7 +4,7 @@
 //! shutdown: past [`QUEUE_LINES`] queued lines, new ones are dropped and counted, and the
 //! writer thread says how many once it can write again.
 //!
-//! Also what bounds the log one connection can cause: [`LogBudget`] and [`clip`].
+//! Also what bounds the log one connection can cause: `LogBudget` and `clip`.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
