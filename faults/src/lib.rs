@@ -26,6 +26,9 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The prefix of every file the server keeps for itself (temp files and partials).
 pub const RESERVED_PREFIX: &str = ".ferry-";
+/// The server's digest cache (kept in its private state folder): not a file anyone sent, and
+/// left out of [`tree`].
+pub const DIGEST_CACHE: &str = ".ferry-state/digests";
 /// Temp files: uploads that cannot be resumed (unknown size, seed framing).
 pub const TEMP_PREFIX: &str = ".ferry-tmp.";
 /// Partial uploads kept for resume.
@@ -557,7 +560,8 @@ pub fn write(path: &Path, content: &[u8]) {
     fs::write(path, content).expect("write");
 }
 
-/// Every regular file under `dir` as relative `/`-path -> size (hidden files included).
+/// Every regular file under `dir` as relative `/`-path -> size (hidden files included; the
+/// server's [`DIGEST_CACHE`] left out).
 pub fn tree(dir: &Path) -> BTreeMap<String, u64> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, u64>) {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -572,6 +576,9 @@ pub fn tree(dir: &Path) -> BTreeMap<String, u64> {
                 walk(root, &p, out);
             } else {
                 let rel = p.strip_prefix(root).expect("under root");
+                if rel == Path::new(DIGEST_CACHE) {
+                    continue;
+                }
                 out.insert(rel.to_string_lossy().into_owned(), meta.len());
             }
         }

@@ -111,7 +111,9 @@ fn json_reports_each_file_and_a_summary() {
     assert_eq!(summary["bytes"], 70_003);
     assert_eq!(summary["exit_code"], 0);
 
-    // Sent again: refused, with the code string and the exit code for "refused".
+    // Sent again with other content: refused, with the code string and the exit code for
+    // "refused" (the same content would be unchanged).
+    write(&b, b"other bee");
     let out = ferry(&["send", "--json", &addr, b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let lines = json_lines(&out.stdout);

@@ -105,11 +105,19 @@ pub fn send(target: &Target, paths: &[&Path]) -> Outcome {
     ferry_client::upload::send(target, sources(paths), &opts(), &mut ())
 }
 
-/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included).
+/// The server's private state folder at the top of its storage folder (partials, temp files,
+/// its digest cache): not something any client sent.
+pub const SERVER_STATE: &str = ".ferry-state";
+
+/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included, the
+/// server's state folder left out).
 pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).expect("read_dir") {
             let p = e.expect("entry").path();
+            if dir == root && p.file_name().is_some_and(|n| n == SERVER_STATE) {
+                continue;
+            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
