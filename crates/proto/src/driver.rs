@@ -2,23 +2,21 @@
 //!
 //! It knows nothing about sockets: a `TcpStream`, a `UnixStream`, a TLS stream or an in-memory
 //! pipe all work. It owns one read buffer; body bytes go straight between the stream and the
-//! caller's buffers.
+//! caller's buffers. What to write, in which order and batches, is the machine's
+//! ([`Connection::queue_body`], [`Connection::poll_write`]); the driver only loops over it.
+//!
+//! After an I/O error (a timeout, `WouldBlock` on a non-blocking stream) the machine still
+//! knows exactly which bytes went out, so the failed call can be repeated with the same
+//! arguments.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 
-use crate::conn::Connection;
+use crate::conn::{BodyQueued, Connection};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::event::{Event, Incoming};
 
 /// Size of the driver's read buffer for control frames.
 pub const READ_BUF_LEN: usize = 64 * 1024;
-/// Body slices up to this size are copied into the transmit buffer so that many small files
-/// share one write; larger ones are written directly from the caller's buffer.
-pub const INLINE_BODY_MAX: usize = 16 * 1024;
-/// Once this many bytes are queued, [`Driver::send_body`] writes them out without waiting for
-/// the next blocking read: a burst of small files then streams to the peer, which starts
-/// storing them while the rest are read, instead of arriving as one late batch.
-pub const FLUSH_AT: usize = 64 * 1024;
 
 /// What the caller should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +108,8 @@ impl<S: Read + Write> Driver<S> {
     pub fn flush(&mut self) -> Result<(), DriveError> {
         while !self.conn.poll_transmit().is_empty() {
             let n = retry(|| self.stream.write(self.conn.poll_transmit()))?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-            }
-            self.conn.transmitted(n);
+            written(n)?;
+            self.conn.advance(n);
         }
         self.stream.flush()?;
         Ok(())
@@ -130,18 +126,20 @@ impl<S: Read + Write> Driver<S> {
             if let Some(b) = self.conn.incoming() {
                 return Ok(Step::Body(b));
             }
+            if self.conn.is_paused() {
+                return Err(UsageError::Unanswered.into());
+            }
             if self.start < self.end {
-                let n = self.conn.handle_input(&self.buf[self.start..self.end])?;
-                if n == 0 {
-                    return Err(UsageError::Unanswered.into());
-                }
-                self.start += n;
+                self.start += self.conn.handle_input(&self.buf[self.start..self.end])?;
                 continue;
             }
             if self.eof {
-                // Idempotent: the first call queues the final events, later ones nothing.
+                if self.conn.is_closed() {
+                    // The machine queued `Closed` once; the stream stays closed.
+                    return Ok(Step::Event(Event::Closed));
+                }
                 self.conn.handle_eof()?;
-                return Ok(Step::Event(self.conn.poll_event().unwrap_or(Event::Closed)));
+                continue;
             }
             self.fill()?;
         }
@@ -177,25 +175,38 @@ impl<S: Read + Write> Driver<S> {
         Ok(n)
     }
 
-    /// Sends body bytes for the file begun with [`Connection::begin`]: small slices are queued
-    /// inline (and the queue written out once it holds [`FLUSH_AT`] bytes), large ones written
-    /// straight from `data` together with anything queued, in one vectored write.
+    /// Sends body bytes for the file begun with [`Connection::begin`], as
+    /// [`Connection::queue_body`] plans them: small slices are queued (the queue written out
+    /// before it would pass [`FLUSH_AT`](crate::FLUSH_AT) bytes), large ones written straight
+    /// from `data` after anything queued, in vectored writes.
+    ///
+    /// After an error, calling again with the same `data` resumes exactly where the writes
+    /// stopped (for `data` of at most [`MAX_DATA_PAYLOAD`](crate::wire::MAX_DATA_PAYLOAD)
+    /// bytes; beyond, with the bytes after the DATA frames already completed).
     pub fn send_body(&mut self, data: &[u8]) -> Result<(), DriveError> {
-        if data.len() <= INLINE_BODY_MAX {
-            self.conn.send_data(data)?;
-            if self.conn.poll_transmit().len() >= FLUSH_AT {
-                self.flush()?;
+        let mut rest = data;
+        loop {
+            match self.conn.queue_body(rest)? {
+                BodyQueued::Flush => self.flush()?,
+                BodyQueued::Inline(n) => rest = &rest[n..],
+                BodyQueued::Direct(n) => {
+                    self.write_direct(&rest[..n])?;
+                    rest = &rest[n..];
+                }
             }
-            return Ok(());
+            if rest.is_empty() {
+                return Ok(());
+            }
         }
-        for chunk in data.chunks(crate::wire::MAX_DATA_PAYLOAD as usize) {
-            let header = self.conn.data_frame(chunk.len() as u32)?;
-            let queued = self.conn.poll_transmit();
-            let parts = [queued, header.as_bytes(), chunk];
-            write_all_parts(&mut self.stream, &parts)?;
-            let queued_len = queued.len();
-            self.conn.transmitted(queued_len);
-            self.conn.body_sent(chunk)?;
+    }
+
+    /// Writes the queue, the DATA header and `body` until the direct slice is out.
+    fn write_direct(&mut self, body: &[u8]) -> Result<(), DriveError> {
+        while self.conn.body_pending() {
+            let parts = self.conn.poll_write(body)?.io_slices();
+            let n = retry(|| self.stream.write_vectored(&parts))?;
+            written(n)?;
+            self.conn.advance(n);
         }
         Ok(())
     }
@@ -215,25 +226,10 @@ impl<S: Read + Write> Driver<S> {
     }
 }
 
-/// Writes all of `parts`, in order, with as few vectored writes as the stream allows.
-fn write_all_parts<W: Write>(w: &mut W, parts: &[&[u8]]) -> io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut skip = done;
-        let slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter_map(|p| {
-                let s = &p[skip.min(p.len())..];
-                skip = skip.saturating_sub(p.len());
-                (!s.is_empty()).then(|| IoSlice::new(s))
-            })
-            .collect();
-        let n = retry(|| w.write_vectored(&slices))?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        done += n;
+/// A write of 0 bytes means the stream can take no more.
+fn written(n: usize) -> io::Result<()> {
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
     }
     Ok(())
 }

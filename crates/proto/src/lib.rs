@@ -37,11 +37,15 @@ pub mod name;
 pub mod wire;
 
 pub use code::Code;
-pub use conn::{Connection, FileId, Framing, Side, MAX_PIPELINE};
+pub use conn::{
+    BodyQueued, Connection, Framing, Side, WriteParts, FLUSH_AT, INLINE_BODY_MAX, MAX_PIPELINE,
+};
 pub use digest::{Digest, Hasher, DIGEST_LEN};
-pub use driver::{DriveError, Driver, Step, FLUSH_AT, INLINE_BODY_MAX, READ_BUF_LEN};
+pub use driver::{DriveError, Driver, Step, READ_BUF_LEN};
 pub use entry::{Entry, EntryKind};
 pub use error::{Error, ProtocolError, UsageError};
-pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer, OfferOptions};
+pub use event::{
+    BadName, BodyCheck, DataHeader, Event, FileId, FileInfo, Incoming, Offer, OfferOptions,
+};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;
