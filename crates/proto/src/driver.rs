@@ -14,6 +14,7 @@ use std::io::{self, Read, Write};
 use crate::conn::{BodyQueued, Connection};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::event::{Event, Incoming};
+use crate::input::{BodyRead, Input};
 
 /// Size of the driver's read buffer for control frames.
 pub const READ_BUF_LEN: usize = 64 * 1024;
@@ -57,10 +58,7 @@ impl From<UsageError> for DriveError {
 pub struct Driver<S> {
     stream: S,
     conn: Connection,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    input: Input,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -69,10 +67,7 @@ impl<S: Read + Write> Driver<S> {
         Self {
             stream,
             conn,
-            buf: vec![0; READ_BUF_LEN].into(),
-            start: 0,
-            end: 0,
-            eof: false,
+            input: Input::new(),
         }
     }
 
@@ -101,7 +96,7 @@ impl<S: Read + Write> Driver<S> {
     /// its replies flushes only when this is false.
     #[must_use]
     pub fn input_pending(&self) -> bool {
-        self.start < self.end || self.conn.has_events() || self.conn.incoming().is_some()
+        self.input.pending(&self.conn)
     }
 
     /// Writes out everything the machine has queued.
@@ -120,59 +115,26 @@ impl<S: Read + Write> Driver<S> {
     /// [`Event::Closed`].
     pub fn next_step(&mut self) -> Result<Step, DriveError> {
         loop {
-            if let Some(e) = self.conn.poll_event() {
-                return Ok(Step::Event(e));
+            if let Some(step) = self.input.next_step(&mut self.conn)? {
+                return Ok(step);
             }
-            if let Some(b) = self.conn.incoming() {
-                return Ok(Step::Body(b));
-            }
-            if self.conn.is_paused() {
-                return Err(UsageError::Unanswered.into());
-            }
-            if self.start < self.end {
-                self.start += self.conn.handle_input(&self.buf[self.start..self.end])?;
-                continue;
-            }
-            if self.eof {
-                if self.conn.is_closed() {
-                    // The machine queued `Closed` once; the stream stays closed.
-                    return Ok(Step::Event(Event::Closed));
-                }
-                self.conn.handle_eof()?;
-                continue;
-            }
-            self.fill()?;
+            self.flush()?;
+            let n = retry(|| self.stream.read(self.input.space()))?;
+            self.input.filled(n);
         }
     }
 
     /// Moves the next body bytes into `out` (up to its length and the bytes due) and reports
     /// them to the machine. Returns 0 when the seed framing's body ended with the stream.
     pub fn read_body(&mut self, out: &mut [u8]) -> Result<usize, DriveError> {
-        let want = match self.conn.incoming() {
-            Some(Incoming::Bytes(n)) => usize::try_from(n).unwrap_or(usize::MAX).min(out.len()),
-            Some(Incoming::UntilEof) => out.len(),
-            None => return Err(UsageError::NoBody.into()),
-        };
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = if self.start < self.end {
-            let n = want.min(self.end - self.start);
-            out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
-            self.start += n;
-            n
-        } else {
-            self.flush()?;
-            let n = retry(|| self.stream.read(&mut out[..want]))?;
-            if n == 0 {
-                self.eof = true;
-                self.conn.handle_eof()?;
-                return Ok(0);
+        match self.input.body_plan(&mut self.conn, out)? {
+            BodyRead::Done(n) => Ok(n),
+            BodyRead::Read(want) => {
+                self.flush()?;
+                let n = retry(|| self.stream.read(&mut out[..want]))?;
+                self.input.body_read(&mut self.conn, &out[..n])
             }
-            n
-        };
-        self.conn.body_received(&out[..n])?;
-        Ok(n)
+        }
     }
 
     /// Sends body bytes for the file begun with [`Connection::begin`], as
@@ -214,15 +176,6 @@ impl<S: Read + Write> Driver<S> {
     /// Gives back the stream and the machine.
     pub fn into_parts(self) -> (S, Connection) {
         (self.stream, self.conn)
-    }
-
-    fn fill(&mut self) -> Result<(), DriveError> {
-        self.flush()?;
-        let n = retry(|| self.stream.read(&mut self.buf))?;
-        self.start = 0;
-        self.end = n;
-        self.eof = n == 0;
-        Ok(())
     }
 }
 

@@ -33,6 +33,7 @@ mod driver;
 mod entry;
 mod error;
 mod event;
+mod input;
 pub mod name;
 pub mod wire;
 
@@ -47,5 +48,6 @@ pub use error::{Error, ProtocolError, UsageError};
 pub use event::{
     BadName, BodyCheck, DataHeader, Event, FileId, FileInfo, Incoming, Offer, OfferOptions,
 };
+pub use input::{BodyRead, Input};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;
