@@ -51,3 +51,8 @@ pub use event::{
 pub use input::{BodyRead, Input};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
