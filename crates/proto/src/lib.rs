@@ -34,6 +34,7 @@ mod entry;
 mod error;
 mod event;
 mod input;
+pub mod lifecycle;
 pub mod name;
 pub mod wire;
 
