@@ -2,23 +2,22 @@
 //!
 //! It knows nothing about sockets: a `TcpStream`, a `UnixStream`, a TLS stream or an in-memory
 //! pipe all work. It owns one read buffer; body bytes go straight between the stream and the
-//! caller's buffers.
+//! caller's buffers. What to write, in which order and batches, is the machine's
+//! ([`Connection::queue_body`], [`Connection::poll_write`]); the driver only loops over it.
+//!
+//! After an I/O error (a timeout, `WouldBlock` on a non-blocking stream) the machine still
+//! knows exactly which bytes went out, so the failed call can be repeated with the same
+//! arguments.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 
-use crate::conn::Connection;
+use crate::conn::{BodyQueued, Connection};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::event::{Event, Incoming};
+use crate::input::{BodyRead, Input};
 
 /// Size of the driver's read buffer for control frames.
 pub const READ_BUF_LEN: usize = 64 * 1024;
-/// Body slices up to this size are copied into the transmit buffer so that many small files
-/// share one write; larger ones are written directly from the caller's buffer.
-pub const INLINE_BODY_MAX: usize = 16 * 1024;
-/// Once this many bytes are queued, [`Driver::send_body`] writes them out without waiting for
-/// the next blocking read: a burst of small files then streams to the peer, which starts
-/// storing them while the rest are read, instead of arriving as one late batch.
-pub const FLUSH_AT: usize = 64 * 1024;
 
 /// What the caller should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +58,7 @@ impl From<UsageError> for DriveError {
 pub struct Driver<S> {
     stream: S,
     conn: Connection,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    input: Input,
 }
 
 impl<S: Read + Write> Driver<S> {
@@ -71,10 +67,7 @@ impl<S: Read + Write> Driver<S> {
         Self {
             stream,
             conn,
-            buf: vec![0; READ_BUF_LEN].into(),
-            start: 0,
-            end: 0,
-            eof: false,
+            input: Input::new(),
         }
     }
 
@@ -103,17 +96,15 @@ impl<S: Read + Write> Driver<S> {
     /// its replies flushes only when this is false.
     #[must_use]
     pub fn input_pending(&self) -> bool {
-        self.start < self.end || self.conn.has_events() || self.conn.incoming().is_some()
+        self.input.pending(&self.conn)
     }
 
     /// Writes out everything the machine has queued.
     pub fn flush(&mut self) -> Result<(), DriveError> {
         while !self.conn.poll_transmit().is_empty() {
             let n = retry(|| self.stream.write(self.conn.poll_transmit()))?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-            }
-            self.conn.transmitted(n);
+            written(n)?;
+            self.conn.advance(n);
         }
         self.stream.flush()?;
         Ok(())
@@ -124,78 +115,60 @@ impl<S: Read + Write> Driver<S> {
     /// [`Event::Closed`].
     pub fn next_step(&mut self) -> Result<Step, DriveError> {
         loop {
-            if let Some(e) = self.conn.poll_event() {
-                return Ok(Step::Event(e));
+            if let Some(step) = self.input.next_step(&mut self.conn)? {
+                return Ok(step);
             }
-            if let Some(b) = self.conn.incoming() {
-                return Ok(Step::Body(b));
-            }
-            if self.start < self.end {
-                let n = self.conn.handle_input(&self.buf[self.start..self.end])?;
-                if n == 0 {
-                    return Err(UsageError::Unanswered.into());
-                }
-                self.start += n;
-                continue;
-            }
-            if self.eof {
-                // Idempotent: the first call queues the final events, later ones nothing.
-                self.conn.handle_eof()?;
-                return Ok(Step::Event(self.conn.poll_event().unwrap_or(Event::Closed)));
-            }
-            self.fill()?;
+            self.flush()?;
+            let n = retry(|| self.stream.read(self.input.space()))?;
+            self.input.filled(n);
         }
     }
 
     /// Moves the next body bytes into `out` (up to its length and the bytes due) and reports
     /// them to the machine. Returns 0 when the seed framing's body ended with the stream.
     pub fn read_body(&mut self, out: &mut [u8]) -> Result<usize, DriveError> {
-        let want = match self.conn.incoming() {
-            Some(Incoming::Bytes(n)) => usize::try_from(n).unwrap_or(usize::MAX).min(out.len()),
-            Some(Incoming::UntilEof) => out.len(),
-            None => return Err(UsageError::NoBody.into()),
-        };
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = if self.start < self.end {
-            let n = want.min(self.end - self.start);
-            out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
-            self.start += n;
-            n
-        } else {
-            self.flush()?;
-            let n = retry(|| self.stream.read(&mut out[..want]))?;
-            if n == 0 {
-                self.eof = true;
-                self.conn.handle_eof()?;
-                return Ok(0);
+        match self.input.body_plan(&mut self.conn, out)? {
+            BodyRead::Done(n) => Ok(n),
+            BodyRead::Read(want) => {
+                self.flush()?;
+                let n = retry(|| self.stream.read(&mut out[..want]))?;
+                self.input.body_read(&mut self.conn, &out[..n])
             }
-            n
-        };
-        self.conn.body_received(&out[..n])?;
-        Ok(n)
+        }
     }
 
-    /// Sends body bytes for the file begun with [`Connection::begin`]: small slices are queued
-    /// inline (and the queue written out once it holds [`FLUSH_AT`] bytes), large ones written
-    /// straight from `data` together with anything queued, in one vectored write.
+    /// Sends body bytes for the file begun with [`Connection::begin`], as
+    /// [`Connection::queue_body`] plans them: small slices are queued (the queue written out
+    /// before it would pass [`FLUSH_AT`](crate::FLUSH_AT) bytes), large ones written straight
+    /// from `data` after anything queued, in vectored writes.
+    ///
+    /// After an error, calling again with the same `data` resumes exactly where the writes
+    /// stopped (for `data` of at most [`MAX_DATA_PAYLOAD`](crate::wire::MAX_DATA_PAYLOAD)
+    /// bytes; beyond, with the bytes after the DATA frames already completed).
     pub fn send_body(&mut self, data: &[u8]) -> Result<(), DriveError> {
-        if data.len() <= INLINE_BODY_MAX {
-            self.conn.send_data(data)?;
-            if self.conn.poll_transmit().len() >= FLUSH_AT {
-                self.flush()?;
+        let mut rest = data;
+        loop {
+            match self.conn.queue_body(rest)? {
+                BodyQueued::Flush => self.flush()?,
+                BodyQueued::Inline(n) => rest = &rest[n..],
+                BodyQueued::Direct(n) => {
+                    self.write_direct(&rest[..n])?;
+                    rest = &rest[n..];
+                }
             }
-            return Ok(());
+            if rest.is_empty() {
+                return Ok(());
+            }
         }
-        for chunk in data.chunks(crate::wire::MAX_DATA_PAYLOAD as usize) {
-            let header = self.conn.data_frame(chunk.len() as u32)?;
-            let queued = self.conn.poll_transmit();
-            let parts = [queued, header.as_bytes(), chunk];
-            write_all_parts(&mut self.stream, &parts)?;
-            let queued_len = queued.len();
-            self.conn.transmitted(queued_len);
-            self.conn.body_sent(chunk)?;
+    }
+
+    /// Writes the queue, the DATA header and `body` until the direct slice is out.
+    fn write_direct(&mut self, body: &[u8]) -> Result<(), DriveError> {
+        while self.conn.body_pending() {
+            let parts = self.conn.poll_write(body)?.io_slices();
+            let n = retry(|| self.stream.write_vectored(&parts))?;
+            written(n)?;
+            self.conn.advance(n);
         }
         Ok(())
     }
@@ -204,36 +177,12 @@ impl<S: Read + Write> Driver<S> {
     pub fn into_parts(self) -> (S, Connection) {
         (self.stream, self.conn)
     }
-
-    fn fill(&mut self) -> Result<(), DriveError> {
-        self.flush()?;
-        let n = retry(|| self.stream.read(&mut self.buf))?;
-        self.start = 0;
-        self.end = n;
-        self.eof = n == 0;
-        Ok(())
-    }
 }
 
-/// Writes all of `parts`, in order, with as few vectored writes as the stream allows.
-fn write_all_parts<W: Write>(w: &mut W, parts: &[&[u8]]) -> io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut skip = done;
-        let slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter_map(|p| {
-                let s = &p[skip.min(p.len())..];
-                skip = skip.saturating_sub(p.len());
-                (!s.is_empty()).then(|| IoSlice::new(s))
-            })
-            .collect();
-        let n = retry(|| w.write_vectored(&slices))?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        done += n;
+/// A write of 0 bytes means the stream can take no more.
+fn written(n: usize) -> io::Result<()> {
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
     }
     Ok(())
 }

@@ -167,9 +167,6 @@ pub enum UsageError {
         /// Bytes still owed.
         remaining: u64,
     },
-    /// Queued bytes must be transmitted before raw body bytes can follow.
-    #[error("flush the transmit buffer before writing raw body bytes")]
-    TransmitPending,
     /// More or fewer body bytes than the file's announced size.
     #[error("body length {sent} does not match the announced size {size}")]
     BodyLength {
@@ -208,7 +205,9 @@ pub enum UsageError {
     /// A seed-framing name that the seed framing cannot carry.
     #[error("the seed framing cannot carry this name")]
     SeedName,
-    /// The machine waits for an answer to an offer before it can read on.
+    /// The machine waits for an answer to an offer before it can read on
+    /// ([`Connection::is_paused`](crate::Connection::is_paused)); raised by drivers, which
+    /// would otherwise wait for input the machine will not take.
     #[error("answer the pending offer (accept or refuse) before reading on")]
     Unanswered,
     /// The connection has ended.

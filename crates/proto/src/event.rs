@@ -2,11 +2,14 @@
 //! caller moves itself (PROTOCOL.md §4-§6).
 
 use crate::code::Code;
-use crate::conn::FileId;
 use crate::digest::Digest;
 use crate::entry::{Entry, EntryKind};
 use crate::name::{Name, NameError};
 use crate::wire::{Timestamp, FRAME_HEADER_LEN};
+
+/// Identifies one file (upload or download) or listing within a connection; chosen by the
+/// client.
+pub type FileId = u64;
 
 /// What a sender says about a file it offers.
 #[derive(Debug, Clone, PartialEq, Eq)]

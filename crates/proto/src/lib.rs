@@ -33,15 +33,27 @@ mod driver;
 mod entry;
 mod error;
 mod event;
+mod input;
+pub mod lifecycle;
 pub mod name;
 pub mod wire;
 
 pub use code::Code;
-pub use conn::{Connection, FileId, Framing, Side, MAX_PIPELINE};
+pub use conn::{
+    BodyQueued, Connection, Framing, Side, WriteParts, FLUSH_AT, INLINE_BODY_MAX, MAX_PIPELINE,
+};
 pub use digest::{Digest, Hasher, DIGEST_LEN};
-pub use driver::{DriveError, Driver, Step, FLUSH_AT, INLINE_BODY_MAX, READ_BUF_LEN};
+pub use driver::{DriveError, Driver, Step, READ_BUF_LEN};
 pub use entry::{Entry, EntryKind};
 pub use error::{Error, ProtocolError, UsageError};
-pub use event::{BadName, BodyCheck, DataHeader, Event, FileInfo, Incoming, Offer, OfferOptions};
+pub use event::{
+    BadName, BodyCheck, DataHeader, Event, FileId, FileInfo, Incoming, Offer, OfferOptions,
+};
+pub use input::{BodyRead, Input};
 pub use name::{Name, NameError};
 pub use wire::Timestamp;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -26,6 +26,29 @@ pub const MAX_DATA_PAYLOAD: u32 = u32::MAX;
 /// Bytes of an ENTRIES payload before its entries: the LIST's id.
 pub(crate) const ENTRIES_HEADER_LEN: usize = 8;
 
+/// An ACCEPT frame: header, id, offset, prefix digest.
+const ACCEPT_LEN: usize = FRAME_HEADER_LEN + 8 + 8 + DIGEST_LEN;
+/// A REFUSE or RESULT frame without its text: header, id, code, text length.
+const ANSWER_FIXED_LEN: usize = FRAME_HEADER_LEN + 8 + 2 + 2;
+/// An OFFER frame without its name, digest included: header, id, flags, size, mtime (12),
+/// mode, name length, digest.
+const OFFER_FIXED_LEN: usize = FRAME_HEADER_LEN + 8 + 1 + 8 + 12 + 4 + 2 + DIGEST_LEN;
+
+/// The most control-frame bytes a peer sends about one file besides one text field (a name,
+/// a reason or a stored name, at most [`MAX_NAME_LEN`] bytes): for an upload its ACCEPT and
+/// RESULT (or a REFUSE), for a GET its OFFER with a digest (or a REFUSE). A client that
+/// writes without reading budgets its files' replies with it (the peer's replies must fit in
+/// the socket buffers).
+pub const REPLY_OVERHEAD: usize = max(ACCEPT_LEN + ANSWER_FIXED_LEN, OFFER_FIXED_LEN);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Frame kinds (PROTOCOL.md §4).
 pub mod kind {
     /// Client opens: versions and token.
@@ -667,6 +690,46 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::name::Name;
+
+    /// REPLY_OVERHEAD covers the fixed bytes of every reply a file causes.
+    #[test]
+    fn the_reply_overhead_covers_every_reply_to_a_file() {
+        let name = Name::parse("n").unwrap();
+        let len = |f: Frame| {
+            let mut out = Vec::new();
+            f.encode(&mut out);
+            out.len()
+        };
+        let accept = len(Frame::Accept {
+            id: u64::MAX,
+            offset: u64::MAX,
+            prefix: Digest::of_empty(),
+        });
+        let answer = |text: &str| {
+            let refuse = Frame::Refuse {
+                id: 1,
+                code: Code::Io,
+                reason: text.to_owned(),
+            };
+            let result = Frame::Result {
+                id: 1,
+                code: Code::Stored,
+                detail: text.to_owned(),
+            };
+            len(refuse).max(len(result))
+        };
+        let offer = len(Frame::Offer {
+            id: 1,
+            kind: EntryKind::File,
+            size: Some(1),
+            mtime: Some(Timestamp { secs: 1, nanos: 1 }),
+            mode: Some(0o644),
+            name: name.as_str().to_owned(),
+            digest: Some(Digest::of_empty()),
+        });
+        let offer_fixed = offer - name.as_str().len();
+        assert_eq!(REPLY_OVERHEAD, (accept + answer("")).max(offer_fixed));
+    }
 
     fn round_trip(f: Frame) {
         let mut out = Vec::new();

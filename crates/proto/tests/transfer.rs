@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run, Plan, Store};
+use common::{accepted_upload, run, Plan, Store};
 use ferry_proto::Code;
 
 fn bytes(n: usize, seed: u8) -> Vec<u8> {
@@ -158,30 +158,6 @@ fn the_driver_reports_input_it_has_not_handed_out() {
         ));
     }
     assert!(!d.input_pending(), "all handed out");
-}
-
-/// A client and a server machine past HELLO/WELCOME, with `info` offered and accepted at 0.
-fn accepted_upload(
-    info: ferry_proto::FileInfo,
-) -> (
-    ferry_proto::Connection,
-    ferry_proto::Connection,
-    ferry_proto::FileId,
-) {
-    use ferry_proto::{Connection, Event, Hasher};
-    let mut client = Connection::client(None).unwrap();
-    let mut server = Connection::server();
-    let id = client.offer(info).unwrap();
-    server.handle_input(client.poll_transmit()).unwrap();
-    client.transmitted(client.poll_transmit().len());
-    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
-    server.welcome().unwrap();
-    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
-    server.accept(id, Hasher::new()).unwrap();
-    client.handle_input(server.poll_transmit()).unwrap();
-    let n = server.poll_transmit().len();
-    server.transmitted(n);
-    (client, server, id)
 }
 
 /// §4.4: an OFFER may stand between two DATA frames of an open body; a second BEGIN may not.

@@ -125,7 +125,7 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         for b in data {
             let flip = self.corrupt_at == Some(self.sent);
             self.bytes.push_back(if flip { b ^ 0x01 } else { *b });
@@ -547,4 +547,21 @@ pub fn run_versions(
         }
         assert!(moved, "stalled: client {client:?} server {:?}", server.conn);
     }
+}
+
+/// A client and a server machine past HELLO/WELCOME, with `info` offered and accepted at 0.
+pub fn accepted_upload(info: FileInfo) -> (Connection, Connection, FileId) {
+    let mut client = Connection::client(None).unwrap();
+    let mut server = Connection::server();
+    let id = client.offer(info).unwrap();
+    server.handle_input(client.poll_transmit()).unwrap();
+    client.transmitted(client.poll_transmit().len());
+    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+    server.welcome().unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Offer(_))));
+    server.accept(id, Hasher::new()).unwrap();
+    client.handle_input(server.poll_transmit()).unwrap();
+    let n = server.poll_transmit().len();
+    server.transmitted(n);
+    (client, server, id)
 }
