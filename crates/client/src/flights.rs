@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ferry_proto::{wire::MAX_REASON_LEN, FileId};
+use ferry_proto::wire::{MAX_REASON_LEN, REPLY_OVERHEAD};
+use ferry_proto::FileId;
 
 use crate::error::ClientError;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -26,10 +27,6 @@ pub(crate) struct Flight<T> {
 /// buffers (at least 128 KiB on Linux), or both ends would wait on each other until one timed
 /// out.
 const REPLY_BUDGET: usize = 64 * 1024;
-
-/// Reply bytes one file may cause besides its name (frame headers, ids, sizes, digests, a
-/// reason or stored name up to [`MAX_REASON_LEN`] counted by the caller).
-const REPLY_OVERHEAD: usize = 128;
 
 pub(crate) struct Flights<T> {
     map: HashMap<FileId, Flight<T>>,
@@ -137,7 +134,8 @@ impl<T> Flights<T> {
     }
 }
 
-/// The reply bytes one file named with `name_len` bytes may cause.
+/// The reply bytes one file named with `name_len` bytes may cause (a name stored under another
+/// policy may be a few bytes longer: the budget is half the socket buffers, which absorbs that).
 fn reply_bytes(name_len: usize) -> usize {
     name_len.min(MAX_REASON_LEN) + REPLY_OVERHEAD
 }

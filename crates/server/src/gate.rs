@@ -7,8 +7,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ferry_proto::wire::MAGIC;
-use ferry_proto::{Code, Driver};
+use ferry_proto::{Code, Driver, Framing};
 use ferry_secure::{Detected, SecureError, ServerTls, Stream};
 
 use crate::stream::{Guarded, Wait};
@@ -58,7 +57,7 @@ pub(crate) fn open<'a>(
         },
         (Ok(_), _) => Some(Stream::plain(io)),
         (Err(e @ SecureError::PlainRefused { .. }), _) => {
-            if first == MAGIC[0] {
+            if Framing::detect(first) == Framing::Ferry {
                 log::warn!("{e} (ferry framing; told so)");
                 io.close_within(REFUSAL_LINGER);
                 let mut d = Driver::new(Stream::plain(io), ferry_proto::Connection::server());
