@@ -97,7 +97,7 @@ pub fn write(path: &Path, content: &[u8]) {
 
 pub fn sources(paths: &[&Path]) -> Vec<Source> {
     let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
-    walk::collect(&paths, None).expect("collect")
+    walk::collect(&paths, None, None).expect("collect").sources
 }
 
 /// Sends `paths` with the library.
