@@ -88,6 +88,11 @@ pub struct Config {
     /// The shared secret every client must present in its HELLO (`--token-file`); checked in
     /// constant time before anything reaches the disk. `None`: no authentication.
     pub token: Option<Token>,
+    /// Refuse, with [`ferry_proto::Code::BadName`], uploaded names that Windows cannot store
+    /// (`aux.c`, `x:y`, `what?`, `trailing.`: PROTOCOL.md §5.2, [`ferry_proto::Name::portable`]),
+    /// so that the folder can be copied to Windows as it is. Off by default: the server then
+    /// stores every name POSIX can, except unsafe ones (PROTOCOL.md §5.1).
+    pub portable_names: bool,
     /// Failed authentications a source (an IPv4 address or an IPv6 /64) may make within
     /// [`Config::auth_window`] before its connections are refused for that long.
     pub max_auth_failures: u32,
@@ -117,6 +122,7 @@ impl Default for Config {
             partial_ttl: Some(Duration::from_secs(7 * 86_400)),
             tls: None,
             token: None,
+            portable_names: false,
             max_auth_failures: 5,
             auth_window: Duration::from_secs(60),
         }

@@ -51,11 +51,14 @@
 #![warn(missing_docs)]
 
 mod config;
+mod digests;
 mod error;
 mod gate;
+mod listing;
 mod locks;
 pub mod logging;
 mod paths;
+mod probe;
 mod root;
 mod server;
 mod session;

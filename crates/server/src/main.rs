@@ -146,6 +146,11 @@ struct Args {
     /// Window for --max-auth-failures, and how long a source is then refused
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     auth_window: Duration,
+    /// Refuse uploaded names that Windows cannot store (`aux.c`, `x:y`, `what?`, a trailing dot
+    /// or space, `\\`, `<>"|*`), naming the rule; by default every name POSIX can store is
+    /// accepted, except unsafe ones (`..`, absolute, control characters, `.ferry-*`)
+    #[arg(long)]
+    portable_names: bool,
     /// Acknowledge files without flushing them to disk first: faster, but a power cut can
     /// lose files the client was told are stored
     #[arg(long)]
@@ -236,6 +241,7 @@ impl Args {
             partial_ttl: self.keep_partials.0,
             tls,
             token,
+            portable_names: self.portable_names,
             max_auth_failures: self.max_auth_failures,
             auth_window: self.auth_window,
         })

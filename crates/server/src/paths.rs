@@ -35,6 +35,14 @@ impl Refusal {
         Self::new(code, format!("{what}: {e}"))
     }
 
+    /// `name` is a symbolic link on the server, told with `code`.
+    pub(crate) fn link(name: &Name, code: Code) -> Self {
+        Self::new(
+            code,
+            format!("{name} is a symbolic link on the server, which it never follows"),
+        )
+    }
+
     /// Another upload (on this server or another one on the same folder) holds `name`.
     pub(crate) fn busy(name: &Name) -> Self {
         Self::new(

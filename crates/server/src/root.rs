@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 /// Flags every folder on a path is opened with.
@@ -23,7 +23,7 @@ const FOLDER_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 /// Permission bits of a folder made for an upload, before the umask (as `mkdir`).
-const FOLDER_MODE: u32 = 0o777;
+pub(crate) const FOLDER_MODE: u32 = 0o777;
 /// Times an `openat2` is retried when the kernel saw a rename race (`EAGAIN`).
 const OPENAT2_RETRIES: usize = 4;
 
@@ -127,34 +127,15 @@ impl Root {
             created: Vec::new(),
         };
         for part in path.split('/') {
-            let (next, fresh) = match at_nofollow(&made.fd, part, FOLDER_FLAGS, Mode::empty()) {
-                Ok(fd) => (fd, false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let mode = Mode::from_raw_mode(FOLDER_MODE);
-                    let fresh = match rfs::mkdirat(&made.fd, part, mode) {
-                        Ok(()) => true,
-                        // Made by a concurrent upload meanwhile.
-                        Err(Errno::EXIST) => false,
-                        Err(e) => return Err(made.undo(e.into())),
-                    };
-                    match at_nofollow(&made.fd, part, FOLDER_FLAGS, Mode::empty()) {
-                        Ok(fd) => (fd, fresh),
-                        Err(e) => {
-                            if fresh {
-                                let _ = rfs::unlinkat(&made.fd, part, AtFlags::REMOVEDIR);
-                            }
-                            return Err(made.undo(e));
-                        }
-                    }
-                }
-                Err(e) => return Err(made.undo(e)),
-            };
-            let parent = std::mem::replace(&mut made.fd, next);
-            if fresh {
-                made.created.push((parent, part.to_owned()));
-            }
+            made.descend(part, FOLDER_MODE)?;
         }
         Ok(made)
+    }
+
+    /// Opens `path` under the root with `O_PATH` (no read, no side effect, whatever it is:
+    /// a link at its end is opened as the link itself), following no link on the way.
+    pub(crate) fn open_path(&self, path: &str) -> io::Result<OwnedFd> {
+        self.open_beneath(path, OFlags::PATH, Mode::empty())
     }
 
     /// Opens the folders of `path` one by one from the root.
@@ -170,6 +151,38 @@ impl Root {
 }
 
 impl Folders {
+    /// Enters the folder `name` in the current one, making it with `mode` (less the umask)
+    /// if it is missing, without following a link; whether it was made. On failure, the
+    /// folders made so far are removed.
+    pub(crate) fn descend(&mut self, name: &str, mode: u32) -> io::Result<bool> {
+        let (next, fresh) = match at_nofollow(&self.fd, name, FOLDER_FLAGS, Mode::empty()) {
+            Ok(fd) => (fd, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let fresh = match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+                    Ok(()) => true,
+                    // Made by a concurrent upload meanwhile.
+                    Err(Errno::EXIST) => false,
+                    Err(e) => return Err(self.undo(e.into())),
+                };
+                match at_nofollow(&self.fd, name, FOLDER_FLAGS, Mode::empty()) {
+                    Ok(fd) => (fd, fresh),
+                    Err(e) => {
+                        if fresh {
+                            let _ = rfs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR);
+                        }
+                        return Err(self.undo(e));
+                    }
+                }
+            }
+            Err(e) => return Err(self.undo(e)),
+        };
+        let parent = std::mem::replace(&mut self.fd, next);
+        if fresh {
+            self.created.push((parent, name.to_owned()));
+        }
+        Ok(fresh)
+    }
+
     /// Flushes the entries of the folders this call created to disk (the receiving folder's
     /// own entries are flushed by the caller after the file lands in it).
     pub(crate) fn sync_created(&self) -> io::Result<()> {
@@ -194,6 +207,13 @@ impl Folders {
             }
         }
     }
+}
+
+/// Opens the folder `name` in `dir` (`"."`: `dir` itself) to read its entries, following no
+/// link: a link there fails with `ELOOP` or `ENOTDIR`.
+pub(crate) fn read_folder<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> io::Result<Dir> {
+    let fd = rfs::openat(dir, name, FOLDER_FLAGS, Mode::empty())?;
+    Ok(Dir::new(fd)?)
 }
 
 /// `(parents, last component)` of a `/`-separated name.

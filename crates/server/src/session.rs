@@ -1,6 +1,9 @@
 //! One connection: opens it (plain or TLS, see [`crate::gate`]), drives a
 //! [`ferry_proto::Driver`] over it, checks the token on HELLO and acts on the events with the
 //! [`Store`]. Never parses bytes itself.
+//!
+//! With a version-2 client it also answers unchanged files (REFUSE `Unchanged`), stores folder
+//! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -11,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::{
-    BodyCheck, Code, Connection, DriveError, Driver, Error, Event, FileId, Framing, Hasher, Name,
-    Offer, Step,
+    BadName, BodyCheck, Code, Connection, DriveError, Driver, Entry, EntryKind, Error, Event,
+    FileId, Framing, Hasher, Name, Offer, OfferOptions, Step,
 };
 use ferry_secure::SharedFailureLimiter;
 
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
+use crate::listing::Lister;
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
 use crate::paths::Refusal;
@@ -86,9 +90,18 @@ struct Sent {
     started: Instant,
 }
 
+/// Encoded bytes of entries gathered before a listing page is queued: one ENTRIES frame's
+/// worth, so that a page is full and at most one more entry waits in memory.
+const PAGE_BYTES: usize = ferry_proto::wire::MAX_CONTROL_PAYLOAD as usize;
+/// Bytes of an encoded entry besides its name: kind, size, mtime, mode, name length
+/// (PROTOCOL.md §3).
+const ENTRY_FIXED: usize = 1 + 8 + 12 + 4 + 2;
+
 #[derive(Default)]
 struct Tally {
     stored: u64,
+    /// Files and folders answered Unchanged.
+    unchanged: u64,
     failed: u64,
     received: u64,
     sent: u64,
@@ -167,9 +180,10 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     };
     let t = &s.tally;
     log::info!(
-        "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} failed, {} received, {} sent{}",
+        "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} unchanged, {} failed, {} received, {} sent{}",
         started.elapsed(),
         t.stored,
+        t.unchanged,
         t.failed,
         Bytes(t.received),
         Bytes(t.sent),
@@ -326,6 +340,11 @@ impl<'a> Session<'a> {
             Event::End { id, size, check } => self.on_end(id, size, check)?,
             Event::Cancelled { id, reason } => self.on_cancel(id, &reason),
             Event::Get { id, name } => self.on_get(id, name)?,
+            Event::List {
+                id,
+                path,
+                recursive,
+            } => self.on_list(id, path, recursive)?,
             Event::Accepted { id, offset, .. } => self.send_download(id, offset)?,
             Event::Refused { id, code, reason } => {
                 self.serving.retain(|s| s.id != id);
@@ -412,9 +431,20 @@ impl<'a> Session<'a> {
                 .close_with_error(Code::Unsupported, "seed framing is disabled");
             return Ok(false);
         }
+        if o.kind == EntryKind::Folder {
+            self.on_folder(&o)?;
+            return Ok(true);
+        }
         let decision = self.decide_offer(&o);
         match decision {
-            Ok((upload, lock, prefix)) => {
+            Ok(None) => {
+                self.tally.unchanged += 1;
+                let name = o.name.as_ref().map(Name::as_str).unwrap_or_default();
+                log::debug!("{}: {} unchanged", self.peer, clip(name));
+                self.d.conn_mut().refuse(o.id, Code::Unchanged, name)?;
+                Ok(true)
+            }
+            Ok(Some((upload, lock, prefix))) => {
                 let offset = prefix.len();
                 self.d.conn_mut().accept(o.id, prefix)?;
                 if offset > 0 {
@@ -433,42 +463,115 @@ impl<'a> Session<'a> {
                 Ok(true)
             }
             Err(r) => {
-                let shown = match &o.name {
-                    Ok(n) => n.to_string(),
-                    Err(bad) => bad.raw.clone(),
-                };
-                let (shown, reason) = (clip(&shown), clip(&r.reason));
-                self.note(
-                    log::Level::Warn,
-                    format_args!("refused {shown}: {}: {reason}", r.code),
-                );
-                self.tally.failed += 1;
-                self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
+                self.refuse_offer(&o, &r)?;
                 // The seed framing has no reply: a refusal ends the connection.
                 Ok(!seed)
             }
         }
     }
 
-    fn decide_offer(&mut self, o: &Offer) -> Result<(Upload, NameLock, Hasher), Refusal> {
+    /// Refuses the offer `o` for the reason `r`, logging it within the budget.
+    fn refuse_offer(&mut self, o: &Offer, r: &Refusal) -> Result<(), DriveError> {
+        let shown = match &o.name {
+            Ok(n) => n.to_string(),
+            Err(bad) => bad.raw.clone(),
+        };
+        let (shown, reason) = (clip(&shown), clip(&r.reason));
+        self.note(
+            log::Level::Warn,
+            format_args!("refused {shown}: {}: {reason}", r.code),
+        );
+        self.tally.failed += 1;
+        self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
+        Ok(())
+    }
+
+    /// Whether a version-2 conversation is open (PROTOCOL.md §4.1).
+    fn v2(&self) -> bool {
+        self.d.conn().version().is_some_and(|v| v >= 2)
+    }
+
+    /// The offered name, if the server takes it: valid, not shutting down, and (with
+    /// [`Config::portable_names`]) storable on Windows.
+    fn admit_name(&self, name: &Result<Name, BadName>) -> Result<Name, Refusal> {
         if self.shared.stop.draining.load(Ordering::Relaxed) {
             return Err(Refusal::new(
                 Code::ShuttingDown,
                 "the server is shutting down",
             ));
         }
-        let name = o
-            .name
+        let name = name
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
+        if self.shared.config.portable_names {
+            name.portable().map_err(|e| {
+                Refusal::new(
+                    Code::BadName,
+                    format!("{name}: {e}; this server keeps names portable (--portable-names)"),
+                )
+            })?;
+        }
+        Ok(name)
+    }
+
+    /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
+    /// a failure in RESULT, or REFUSE for a name the server does not take.
+    fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
+        let made = self.admit_name(&o.name).and_then(|name| {
+            let code = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
+            Ok((name, code))
+        });
+        match made {
+            Ok((name, code)) => {
+                if code == Code::Stored {
+                    // Making a folder is work done, as storing a file is.
+                    self.tally.stored += 1;
+                    self.activity.progress();
+                    log::info!("{}: made the folder {name}", self.peer);
+                } else {
+                    self.tally.unchanged += 1;
+                }
+                self.d.conn_mut().finish(o.id, code, name.as_str())?;
+            }
+            Err(r) if matches!(r.code, Code::BadName | Code::Denied | Code::ShuttingDown) => {
+                self.refuse_offer(o, &r)?;
+            }
+            Err(r) => {
+                let shown = o.name.as_ref().map(Name::to_string).unwrap_or_default();
+                let (shown, reason) = (clip(&shown), clip(&r.reason));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("folder {shown} not stored: {}: {reason}", r.code),
+                );
+                self.tally.failed += 1;
+                self.d.conn_mut().finish(o.id, r.code, &r.reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides on a file offer: `None` when the file held is unchanged (version 2), else the
+    /// accepted upload, its name lock and the hasher over the bytes held for resume.
+    fn decide_offer(&mut self, o: &Offer) -> Result<Option<(Upload, NameLock, Hasher)>, Refusal> {
+        let name = self.admit_name(&o.name)?;
         let store = &self.shared.store;
+        if self.v2() {
+            let unchanged = store.unchanged(&name, o, &mut self.buf)?;
+            if o.digest.is_some() {
+                // Hashing a large file is work done, not a stall.
+                self.activity.progress();
+            }
+            if unchanged {
+                return Ok(None);
+            }
+        }
         let lock = self.lock_name(&name)?;
         // Past the cap on held partials, a resumable offer is taken as a plain upload.
         let held = self.pending.iter().filter(|p| p.upload.holds_partial());
         let resumable =
             self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_HELD_PARTIALS;
         let (upload, prefix) = store.prepare_upload(name, (o.size, o.mtime, o.mode), resumable)?;
-        Ok((upload, lock, prefix))
+        Ok(Some((upload, lock, prefix)))
     }
 
     /// Takes the lock on `name` for this connection. If another connection holds it and has
@@ -594,7 +697,9 @@ impl<'a> Session<'a> {
                 Code::DigestMismatch,
                 format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
             )),
-            (None, Some(work), _) => self.shared.store.publish(work, &r.upload),
+            (None, Some(work), BodyCheck::Verified(d) | BodyCheck::Unverified(d)) => {
+                self.shared.store.publish(work, &r.upload, d)
+            }
             (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
         };
         let moved = size.saturating_sub(r.from);
@@ -672,7 +777,13 @@ impl<'a> Session<'a> {
         };
         match opened {
             Ok(offered) => {
-                self.d.conn_mut().serve(id, offered.info.clone())?;
+                let opts = match offered.digest {
+                    Some(d) if self.v2() => OfferOptions::with_digest(d),
+                    _ => OfferOptions::default(),
+                };
+                self.d
+                    .conn_mut()
+                    .serve_with(id, offered.info.clone(), opts)?;
                 self.serving.push_back(Serving { id, offered });
             }
             Err(r) => {
@@ -685,6 +796,72 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Answers a LIST (version 2): its pages go out one at a time, each written before the
+    /// next is read from the folders, so that a listing is never held whole (see
+    /// [`crate::listing`]); the bytes of the pages count as progress.
+    fn on_list(
+        &mut self,
+        id: FileId,
+        path: Result<Option<Name>, BadName>,
+        recursive: bool,
+    ) -> Result<(), DriveError> {
+        let opened = if self.shared.stop.draining.load(Ordering::Relaxed) {
+            Err(Refusal::new(
+                Code::ShuttingDown,
+                "the server is shutting down",
+            ))
+        } else {
+            path.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+                .and_then(|p| self.shared.store.list(p, recursive))
+        };
+        let mut lister = match opened {
+            Ok(l) => l,
+            Err(r) => {
+                let reason = clip(&r.reason);
+                self.note(
+                    log::Level::Warn,
+                    format_args!("listing #{id} refused: {}: {reason}", r.code),
+                );
+                self.d.conn_mut().refuse(id, r.code, &r.reason)?;
+                return Ok(());
+            }
+        };
+        self.io().set_body(true);
+        let count = self.send_pages(id, &mut lister)?;
+        let skipped = lister.skipped();
+        self.d.conn_mut().listed(id, skipped)?;
+        log::info!(
+            "{}: listed {count} entries ({skipped} skipped) for #{id}",
+            self.peer
+        );
+        Ok(())
+    }
+
+    /// Sends the entries of `lister` as ENTRIES pages of the listing `id`, each written out
+    /// before the next is gathered; returns how many were sent.
+    fn send_pages(&mut self, id: FileId, lister: &mut Lister) -> Result<u64, DriveError> {
+        let cost = |e: &Entry| ENTRY_FIXED + e.name.as_str().len();
+        let mut page: Vec<Entry> = Vec::new();
+        let mut sent = 0u64;
+        loop {
+            let mut bytes: usize = page.iter().map(cost).sum();
+            while bytes < PAGE_BYTES {
+                let Some(e) = lister.next_entry() else {
+                    break;
+                };
+                bytes += cost(&e);
+                page.push(e);
+            }
+            if page.is_empty() {
+                return Ok(sent);
+            }
+            let taken = self.d.conn_mut().list_page(id, &page)?;
+            page.drain(..taken);
+            sent += taken as u64;
+            self.d.flush()?;
+        }
     }
 
     fn send_download(&mut self, id: FileId, offset: u64) -> Result<(), DriveError> {

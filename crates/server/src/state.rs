@@ -1,7 +1,9 @@
 //! The server's private folder, `<root>/.ferry-state/` (mode 0700, owned by the server's
 //! effective uid): `tmp/` holds uploads being received that cannot be resumed (emptied at
 //! start), `partials/` those that can (named by a hash of the full relative name and the size,
-//! so one flat folder serves the whole tree; expired after `partial_ttl` at start).
+//! so one flat folder serves the whole tree; expired after `partial_ttl` at start), and
+//! `digests` is the digest cache (see [`crate::digests`]). At start, a folder made and removed
+//! in `tmp/` tells the umask and the precision of modification times (see [`crate::probe`]).
 //!
 //! Clients cannot name it (every component starting with
 //! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX) is refused) and other local users cannot
@@ -26,6 +28,8 @@ use ferry_proto::{Digest, Name};
 use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
+use crate::digests::DigestCache;
+use crate::probe::Probed;
 use crate::root::Root;
 
 /// The server's private folder under the root.
@@ -47,6 +51,10 @@ const TEMP_TRIES: usize = 8;
 pub(crate) struct State {
     tmp: Arc<OwnedFd>,
     partials: Arc<OwnedFd>,
+    /// Digests of files held, by content version.
+    pub digests: DigestCache,
+    /// The umask and the mtime precision of the storage.
+    pub probed: Probed,
 }
 
 /// What happens to a [`Held`] file's name when it is dropped.
@@ -94,9 +102,13 @@ impl State {
                  expired partial upload(s)"
             );
         }
+        let digests = DigestCache::open(state.as_fd());
+        let probed = Probed::run(tmp.as_fd(), &temp_name());
         Ok(Self {
             tmp: Arc::new(tmp),
             partials: Arc::new(partials),
+            digests,
+            probed,
         })
     }
 

@@ -1,7 +1,8 @@
-//! Storage policies: how an offer is checked (size, free space, the overwrite policy, a kept
-//! partial to resume), where its body is written (a locked file in the server's private state
-//! folder, see [`crate::state`]), how it is published under the overwrite policy, and which
-//! files may be served for download.
+//! Storage policies: how an offer is checked (whether the file held is unchanged, size, free
+//! space, the overwrite policy, a kept partial to resume), where its body is written (a locked
+//! file in the server's private state folder, see [`crate::state`]), how it is published under
+//! the overwrite policy, how a folder offer is stored, and which files and folders may be
+//! served for download and listed.
 //!
 //! Every name is resolved relative to the root's descriptor, following no link (see
 //! [`crate::root`]), and every file is opened through a descriptor and checked on it. An offer
@@ -15,13 +16,15 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::{Code, FileInfo, Hasher, Name, Timestamp};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use ferry_proto::{Code, Digest, EntryKind, FileInfo, Hasher, Name, Offer, Timestamp};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::config::{Config, Overwrite};
+use crate::digests::FileKey;
+use crate::listing::{self, Lister};
 use crate::paths::{check_reserved, unresolved, Refusal};
-use crate::root::{self, Root};
+use crate::root::{self, Root, FOLDER_MODE};
 use crate::state::{Fate, Held, State};
 use crate::units::Bytes;
 
@@ -85,6 +88,8 @@ pub(crate) struct Working {
 #[derive(Debug)]
 pub(crate) struct Offered {
     pub info: FileInfo,
+    /// The file's digest, when the digest cache knows it (sent to version-2 clients).
+    pub digest: Option<Digest>,
     identity: Identity,
 }
 
@@ -211,10 +216,7 @@ impl Store {
             Err(e) => return Err(Refusal::io("cannot check the destination", &e.into())),
         };
         match FileType::from_raw_mode(st.st_mode) {
-            FileType::Symlink => Err(Refusal::new(
-                Code::BadName,
-                format!("{name} is a symbolic link on the server, which it never follows"),
-            )),
+            FileType::Symlink => Err(Refusal::link(name, Code::BadName)),
             FileType::Directory => Err(Refusal::new(
                 Code::Exists,
                 format!("{name} is a folder on the server"),
@@ -269,6 +271,9 @@ impl Store {
             .metadata()
             .map_err(|e| Refusal::io("cannot read the file", &e))?;
         let mtime = meta.modified().ok().and_then(to_timestamp);
+        let digest = rfs::fstat(&file)
+            .ok()
+            .and_then(|st| self.state.digests.get(&FileKey::of(&st)));
         let info = FileInfo {
             name,
             size: Some(meta.len()),
@@ -277,6 +282,7 @@ impl Store {
         };
         Ok(Offered {
             info,
+            digest,
             identity: Identity::of(&meta),
         })
     }
@@ -312,6 +318,10 @@ impl Store {
             .map_err(|e| unresolved(name, &e, false))?;
         match root::regular(fd) {
             Ok(Ok(file)) => Ok(file),
+            Ok(Err(FileType::Directory)) => Err(Refusal::new(
+                Code::NotFound,
+                format!("{name} is a folder; list it (ferry ls) or fetch it with ferry get which fetches folders"),
+            )),
             Ok(Err(_)) => Err(not_found()),
             Err(e) => Err(Refusal::io("cannot read the file", &e)),
         }
@@ -319,8 +329,14 @@ impl Store {
 
     /// Publishes a received file under the overwrite policy; returns the stored name (which
     /// differs from the offered one under [`Overwrite::Rename`]). Folders on its path are made
-    /// now, and removed again if the file cannot be published.
-    pub(crate) fn publish(&self, mut w: Working, up: &Upload) -> Result<String, Refusal> {
+    /// now, and removed again if the file cannot be published. The `digest` of its bytes goes
+    /// into the digest cache, so that a later `--checksum` check reads nothing.
+    pub(crate) fn publish(
+        &self,
+        mut w: Working,
+        up: &Upload,
+        digest: Digest,
+    ) -> Result<String, Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
         let file = w.held.file();
         if self.fsync {
@@ -352,11 +368,157 @@ impl Store {
             let _ = rfs::fsync(&folders.fd);
             let _ = folders.sync_created();
         }
+        // After the rename, which moves the ctime the cache is keyed by.
+        if let Ok(st) = rfs::fstat(w.held.file()) {
+            self.state.digests.put(&FileKey::of(&st), &digest);
+        }
         Ok(if parents.is_empty() {
             stored
         } else {
             format!("{parents}/{stored}")
         })
+    }
+
+    /// The unchanged-file check of PROTOCOL.md §4.8 for the file offer `offer` under `name`:
+    /// whether a regular file there has the offered size and mtime (compared at the precision
+    /// the file system keeps, see [`crate::probe`]) or, when the offer carries a digest, that
+    /// digest (from the digest cache, else hashed through `buf` and recorded). Anything else
+    /// at the name (nothing, a link, a folder, a special file) is not unchanged: the policies
+    /// answer it. The name is resolved without following links, and opened without side
+    /// effects (`O_PATH`) until it is known to be a regular file of the offered size.
+    pub(crate) fn unchanged(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        buf: &mut [u8],
+    ) -> Result<bool, Refusal> {
+        check_reserved(name)?;
+        let Ok(fd) = self.root.open_path(name.as_str()) else {
+            return Ok(false);
+        };
+        let st =
+            rfs::fstat(&fd).map_err(|e| Refusal::io("cannot check the file held", &e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(false);
+        }
+        let held = listing::entry(EntryKind::File, name.clone(), &st);
+        let mtime = match offer.mtime {
+            Some(m) if self.state.probed.same_mtime(held.mtime, m) => m,
+            _ => held.mtime,
+        };
+        offer.unchanged(held.size, mtime, || self.held_digest(name, &st, buf))
+    }
+
+    /// The digest of the file held under `name`, described by `st`: from the digest cache, or
+    /// hashed (and then recorded, if the file did not change while it was read).
+    fn held_digest(&self, name: &Name, st: &Stat, buf: &mut [u8]) -> Result<Digest, Refusal> {
+        if let Some(d) = self.state.digests.get(&FileKey::of(st)) {
+            return Ok(d);
+        }
+        let fail = |e: &io::Error| Refusal::io("cannot read the file held under that name", e);
+        let file = self.open_served(name)?;
+        let before = rfs::fstat(&file).map_err(|e| fail(&e.into()))?;
+        let size = u64::try_from(before.st_size).unwrap_or(0);
+        let hashed = hash_reader(&file, size, buf).map_err(|e| fail(&e))?;
+        let after = rfs::fstat(&file).map_err(|e| fail(&e.into()))?;
+        let digest = hashed.finalize();
+        let key = FileKey::of(&after);
+        if key == FileKey::of(&before) && hashed.len() == size {
+            self.state.digests.put(&key, &digest);
+        }
+        Ok(digest)
+    }
+
+    /// Stores a folder offer (PROTOCOL.md §4.9): makes the folder `name` and its missing
+    /// parents, following no link, and gives it `mode` (less the umask; never set-id or
+    /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
+    /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
+    /// made now, [`Code::Unchanged`] when it was there; a file or a link at the name is
+    /// [`Code::Exists`].
+    pub(crate) fn make_folder(
+        &self,
+        name: &Name,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+    ) -> Result<Code, Refusal> {
+        check_reserved(name)?;
+        let (parents, last) = root::split(name.as_str());
+        let mut folders = self
+            .root
+            .make_folders(parents)
+            .map_err(|e| unresolved(name, &e, true))?;
+        let mode = mode.map(|m| m & MODE_MASK);
+        let fresh = folders
+            .descend(last, mode.unwrap_or(FOLDER_MODE))
+            .map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::LOOP) => Refusal::link(name, Code::Exists),
+                Some(Errno::NOTDIR) => {
+                    Refusal::new(Code::Exists, format!("{name} is a file on the server"))
+                }
+                _ => Refusal::io("cannot make the folder", &e),
+            })?;
+        let umask = self.state.probed.umask;
+        let apply = || -> rustix::io::Result<()> {
+            if let (false, Some(m)) = (fresh, mode) {
+                rfs::fchmod(&folders.fd, Mode::from_raw_mode(m & !umask))?;
+            }
+            if let Some(t) = mtime {
+                let times = Timestamps {
+                    last_access: Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rfs::UTIME_OMIT,
+                    },
+                    last_modification: Timespec {
+                        tv_sec: t.secs,
+                        tv_nsec: t.nanos.into(),
+                    },
+                };
+                rfs::futimens(&folders.fd, &times)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = apply() {
+            folders.remove_created();
+            return Err(Refusal::io(
+                "cannot set the folder's mode and time",
+                &e.into(),
+            ));
+        }
+        if self.fsync {
+            // Makes the new names durable; failure only weakens crash safety.
+            let _ = folders.sync_created();
+        }
+        Ok(if fresh { Code::Stored } else { Code::Unchanged })
+    }
+
+    /// Starts a listing of `path` (`None`: the root), which must be a folder or a regular
+    /// file under the root, reached without links and without a reserved component.
+    pub(crate) fn list(&self, path: Option<Name>, recursive: bool) -> Result<Lister, Refusal> {
+        let Some(name) = path else {
+            let dir = listing::read_dir(self.root.fd())
+                .map_err(|e| Refusal::io("cannot read the storage folder", &e))?;
+            return Ok(Lister::folder(dir, None, None, recursive));
+        };
+        check_reserved(&name)?;
+        let fd = self
+            .root
+            .open_path(name.as_str())
+            .map_err(|e| unresolved(&name, &e, false))?;
+        let st = rfs::fstat(&fd).map_err(|e| Refusal::io("cannot look at it", &e.into()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Ok(Lister::file(listing::entry(EntryKind::File, name, &st))),
+            FileType::Directory => {
+                let dir = listing::read_dir(&fd)
+                    .map_err(|e| Refusal::io("cannot read the folder", &e))?;
+                let first = listing::entry(EntryKind::Folder, name.clone(), &st);
+                Ok(Lister::folder(dir, Some(name), Some(first), recursive))
+            }
+            FileType::Symlink => Err(Refusal::link(&name, Code::BadName)),
+            _ => Err(Refusal::new(
+                Code::NotFound,
+                format!("{name} is neither a file nor a folder"),
+            )),
+        }
     }
 
     /// Moves the held file into `folder` under the overwrite policy; returns its name there.

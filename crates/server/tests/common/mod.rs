@@ -15,6 +15,9 @@ use ferry_proto::{
 };
 use ferry_server::{Config, Server, ServerHandle};
 
+/// The server's digest cache, relative to its root.
+pub const DIGEST_CACHE: &str = ".ferry-state/digests";
+
 /// Longest any test waits for the server; a hang fails instead of blocking the suite.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -87,7 +90,8 @@ impl TestServer {
         self.handle.as_ref().expect("running").shutdown_handle()
     }
 
-    /// Names in the storage folder (recursively, relative, sorted), server files included.
+    /// Names in the storage folder (recursively, relative, sorted), server files included,
+    /// except its digest cache (`.ferry-state/digests`, always there).
     pub fn listing(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut stack = vec![self.dir.clone()];
@@ -102,7 +106,7 @@ impl TestServer {
                     .to_string();
                 if e.file_type().unwrap().is_dir() {
                     stack.push(e.path());
-                } else {
+                } else if rel != DIGEST_CACHE {
                     out.push(rel);
                 }
             }
