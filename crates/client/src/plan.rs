@@ -148,7 +148,8 @@ fn try_plan<'a>(
             }
         }
     }
-    let one_file = listed.len() == 1
+    let one_file = names.len() == 1
+        && listed.len() == 1
         && listed[0]
             .1
             .as_ref()

@@ -105,11 +105,18 @@ pub fn send(target: &Target, paths: &[&Path]) -> Outcome {
     ferry_client::upload::send(target, sources(paths), &opts(), &mut ())
 }
 
-/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included).
+/// The server's own state folder (its digest cache), which `tree` leaves out.
+pub const SERVER_STATE: &str = ".ferry-state";
+
+/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included, but
+/// not a server's [`SERVER_STATE`] folder).
 pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).expect("read_dir") {
             let p = e.expect("entry").path();
+            if dir == root && p.file_name().is_some_and(|n| n == SERVER_STATE) {
+                continue;
+            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
@@ -416,6 +423,18 @@ impl Raw {
         stream.read_exact(&mut magic).expect("magic");
         assert_eq!(magic, MAGIC);
         Raw { stream }
+    }
+
+    /// Reads the client's HELLO and answers WELCOME for version `version`: a client sends
+    /// nothing else before it is welcomed.
+    pub fn welcome_as(&mut self, version: u16) {
+        self.expect(wire::kind::HELLO);
+        self.send(&[Frame::Welcome { version }]);
+    }
+
+    /// [`Raw::welcome_as`] version 1: files only, no listing first.
+    pub fn welcome(&mut self) {
+        self.welcome_as(1);
     }
 
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.
