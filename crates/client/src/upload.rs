@@ -281,6 +281,9 @@ impl Upload<'_> {
                     self.next += 1;
                     continue;
                 }
+                // Its files are stored first: storing one changes the folder's mtime, which
+                // the server sets when the folder is offered.
+                EntryKind::Folder if self.flights.any_under(&src.name) => break,
                 EntryKind::Folder => OfferOptions::folder(),
                 _ => self.digest_of(self.next),
             };
