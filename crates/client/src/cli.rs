@@ -23,6 +23,9 @@ use crate::walk;
 const AFTER_HELP: &str = "\
 Examples:
   ferry send box.example photos/                      plain TCP, port 8386
+  ferry send box.example photos --to backups/2026     stored as backups/2026/photos/...
+  ferry ls -r box.example backups                     what the server holds
+  ferry get box.example backups/2026/photos -o out/   a whole folder, into out/backups/...
   ferry send --pin SHA256:3f9a... box.example a.iso   TLS, only the certificate the server printed
   ferry send --tofu box.example a.iso                 TLS, trust on first use (like ssh)
   ferry send --tls box.example a.iso                  TLS, certificate signed by a public CA
@@ -31,17 +34,23 @@ Examples:
   ferry send --retries 5 box.example big/             reconnect and resume on network failures
                                                       or busy
 
+Running a send or get again is safe: files already there with the same size and
+modification time (or the same digest, with --checksum) are reported unchanged.
+
 Exit codes:
-  0  every file was transferred
+  0  every file was transferred or already there (unchanged)
   1  some files failed (refused, digest mismatch, local error such as no room for a
-     download); the others went through
-  2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
-     missing or unusable (nothing was sent)
-  3  the server refused the connection (busy, wrong or missing token) or every file
+     download) or were skipped (special files, dangling links, unreadable entries,
+     names that cannot travel: one \"ferry: skipped PATH: why\" line each); the others
+     went through
+  2  usage: bad arguments, or a path named on the command line (to send, --ca,
+     --token-file, known hosts) is missing or unusable (nothing was sent)
+  3  the server refused the connection (busy, wrong or missing token), every file, or
+     the listing (no such name)
   4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
      --retries; run again to resume)
-  5  the server broke the protocol (an offer without a size, say), is not a ferry server, or
-     does not speak TLS 1.3
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server,
+     does not speak TLS 1.3, or (ls) speaks only protocol 1
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
 
@@ -301,7 +310,13 @@ pub fn run(cli: &Cli) -> u8 {
             target,
             path,
             recursive,
-        } => return ls(cli, target, path.as_deref(), *recursive, &opts, started),
+        } => {
+            let mut console =
+                Console::new(Verb::Get, cli.common.json, cli.common.quiet, false, 0, None)
+                    .with_known_hosts(known_hosts);
+            let path = path.as_deref();
+            return ls(cli, target, path, *recursive, &opts, &mut console, started);
+        }
         Command::Get {
             target,
             names,
@@ -410,6 +425,7 @@ fn ls(
     path: Option<&str>,
     recursive: bool,
     opts: &Options,
+    obs: &mut dyn Observer,
     started: Instant,
 ) -> u8 {
     let path = match path.filter(|p| !p.is_empty()).map(parse_name).transpose() {
@@ -419,7 +435,7 @@ fn ls(
     let json = cli.common.json;
     let (mut shown, mut bytes) = (0u64, 0u64);
     let mut out = std::io::stdout().lock();
-    let listed = crate::list::list(target, path, recursive, opts, &mut (), |e| {
+    let listed = crate::list::list(target, path, recursive, opts, obs, |e| {
         shown += 1;
         bytes = bytes.saturating_add(e.size);
         let line = if json {

@@ -282,16 +282,25 @@ impl Outcome {
         if let Some(e) = &self.error {
             return e.exit_code();
         }
-        let failed: Vec<_> = self
+        let failed = |kind: EntryKind| {
+            self.files
+                .iter()
+                .filter(move |f| (f.kind == EntryKind::Folder) == (kind == EntryKind::Folder))
+                .filter(|f| !f.status.is_success())
+        };
+        let files = self
             .files
             .iter()
-            .filter(|f| !f.status.is_success())
-            .collect();
-        if failed.is_empty() && self.skipped.is_empty() {
+            .filter(|f| f.kind != EntryKind::Folder)
+            .count();
+        let folders_ok = failed(EntryKind::Folder).next().is_none();
+        let failed_files: Vec<_> = failed(EntryKind::File).collect();
+        if failed_files.is_empty() && folders_ok && self.skipped.is_empty() {
             exit::OK
         } else if self.skipped.is_empty()
-            && failed.len() == self.files.len()
-            && failed.iter().all(|f| f.refused)
+            && folders_ok
+            && failed_files.len() == files
+            && failed_files.iter().all(|f| f.refused)
         {
             exit::REFUSED
         } else {

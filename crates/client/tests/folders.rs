@@ -539,3 +539,173 @@ fn a_generated_tree_round_trips_exactly() {
     assert_eq!(count(&lines, "file", "unchanged"), 2_000);
     assert_eq!(count(&lines, "file", "stored"), 0);
 }
+
+/// One row of the schema table: the type, the commands that print it, its fields.
+type SchemaRow = (String, Vec<String>, Vec<String>);
+
+/// The fields each record type has, as crates/client/README.md's schema table documents them,
+/// and the schema section's text.
+fn documented_schema() -> (Vec<SchemaRow>, String) {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("### Schema").nth(1).expect("a schema section");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let rows = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| `type`"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let from = cells[2].split(", ").map(str::to_owned).collect();
+            (ticked(cells[1]).remove(0), from, ticked(cells[3]))
+        })
+        .collect();
+    (rows, section.to_owned())
+}
+
+/// Issue 12 item 8: every JSON record `send`, `get` and `ls` print has exactly the fields the
+/// README's schema documents for its type, a documented status, and the summary comes last.
+#[test]
+fn json_records_match_the_documented_schema() {
+    let (rows, section) = documented_schema();
+    assert!(rows.len() >= 7, "{rows:?}");
+    let check = |command: &str, record: &Value| {
+        let kind = record["type"].as_str().expect("every record has a type");
+        let row = rows
+            .iter()
+            .find(|(t, from, _)| t == kind && from.iter().any(|f| f == command))
+            .unwrap_or_else(|| panic!("{kind} from {command} is not documented"));
+        let mut got: Vec<&str> = record
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = row.2.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{command}: {record}");
+        if let Some(status) = record.get("status").and_then(Value::as_str) {
+            assert!(
+                section.contains(&format!("`{status}`")),
+                "status {status} documented"
+            );
+        }
+    };
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let root = local.path().join("docs");
+    write(&root.join("a.txt"), b"a");
+    fs::create_dir(root.join("empty")).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+    let addr = server.addr().to_string();
+    let out = local.path().join("out");
+    let runs: [(&str, Vec<&str>); 4] = [
+        ("send", vec!["send", "--json", &addr, arg(&root)]),
+        ("send", vec!["send", "--json", &addr, arg(&root)]),
+        (
+            "get",
+            vec!["get", "--json", &addr, "docs", "nope", "-o", arg(&out)],
+        ),
+        ("ls", vec!["ls", "--json", "-r", &addr]),
+    ];
+    let mut seen = Vec::new();
+    for (command, args) in runs {
+        let run = ferry(&args);
+        let lines = json_lines(&run.stdout);
+        assert_eq!(
+            lines.last().unwrap()["type"],
+            "summary",
+            "{command}: summary last"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l["type"] == "summary").count(),
+            1,
+            "{command}"
+        );
+        for l in &lines {
+            check(command, l);
+            seen.push(format!("{} {}", l["type"], l["status"]));
+        }
+    }
+    for want in [
+        r#""file" "stored""#,
+        r#""file" "unchanged""#,
+        r#""file" "skipped""#,
+        r#""folder" "stored""#,
+        r#""file" "not_found""#,
+        r#""entry" null"#,
+    ] {
+        assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
+    }
+    let retry = ferry_client::Retry {
+        retry: 1,
+        of: 2,
+        delay: Duration::from_millis(200),
+        reason: "cut".into(),
+        files_left: 1,
+    };
+    check("send", &retry.to_json());
+}
+
+/// Issue 12: against a protocol-1 server a send is as before: plain file offers only (no
+/// folder entry, no digest even with --checksum); folders are reported `not_sent`, which is
+/// no failure, so a server refusing every file is still exit 3.
+#[test]
+fn a_protocol_1_server_gets_plain_file_offers_only() {
+    use ferry_proto::wire::{kind, Frame};
+    use ferry_proto::{Code, EntryKind};
+    let local = tempfile::tempdir().unwrap();
+    let root = local.path().join("d");
+    write(&root.join("a.txt"), b"a");
+    write(&root.join("sub/b.txt"), b"b");
+    fs::create_dir(root.join("empty")).unwrap();
+    let (addr, script) = raw_server(|mut raw| {
+        raw.welcome_as(1);
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            match raw.expect(kind::OFFER) {
+                Frame::Offer {
+                    id,
+                    kind,
+                    digest,
+                    name,
+                    ..
+                } => {
+                    assert_eq!((kind, digest), (EntryKind::File, None), "{name}");
+                    names.push(name);
+                    raw.send(&[Frame::Refuse {
+                        id,
+                        code: Code::Exists,
+                        reason: "exists".into(),
+                    }]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        raw.drain();
+        names
+    });
+
+    let out = ferry(&[
+        "send",
+        "--json",
+        "--checksum",
+        &addr.to_string(),
+        arg(&root),
+    ]);
+
+    let mut names = script.join().unwrap();
+    names.sort();
+    assert_eq!(names, ["d/a.txt", "d/sub/b.txt"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(count(&lines, "folder", "not_sent"), 3, "{lines:?}");
+    assert_eq!(count(&lines, "file", "exists"), 2);
+}

@@ -403,12 +403,14 @@ pub struct Raw {
 }
 
 /// Listens for one connection; the script gets a [`Raw`] peer that already read the magic.
-pub fn raw_server(script: impl FnOnce(Raw) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+pub fn raw_server<T: Send + 'static>(
+    script: impl FnOnce(Raw) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
-        script(Raw::opened(stream));
+        script(Raw::opened(stream))
     });
     (addr, handle)
 }
