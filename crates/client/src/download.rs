@@ -14,7 +14,7 @@ use crate::flights::{Flight, Flights};
 use crate::landing::{discard, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
-pub use crate::plan::Dest;
+pub use crate::plan::{Dest, MAX_PLANNED_BYTES};
 use crate::plan::{self, Want};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};

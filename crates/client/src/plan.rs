@@ -22,6 +22,14 @@ use crate::session::Session;
 use crate::target::Target;
 use crate::walk;
 
+/// Most bytes of listing `get` holds while it fetches (names plus [`ENTRY_COST`] each): a
+/// folder with more is refused here (`too_large`), so that no server can make the client
+/// hold an unbounded listing.
+pub const MAX_PLANNED_BYTES: usize = 256 << 20;
+
+/// What one held entry costs besides its name.
+const ENTRY_COST: usize = 64;
+
 /// Where downloaded files go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
@@ -129,24 +137,49 @@ fn try_plan<'a>(
     *welcomed = true;
     // Each name with what the listing says of it (nothing on a protocol-1 server).
     let mut listed: Vec<(Name, Option<Vec<Entry>>)> = Vec::new();
+    // Bytes of listing held, against MAX_PLANNED_BYTES.
+    let mut held = 0usize;
     for name in names {
         if version < 2 {
             listed.push((name.clone(), None));
             continue;
         }
         let mut entries = Vec::new();
-        match list::run(&mut session, Some(name.clone()), true, &mut |e| {
-            entries.push(e);
-        })? {
-            Ok(_) => listed.push((name.clone(), Some(entries))),
-            Err((code, reason)) => {
-                let mut r = FileReport::new(name.clone(), None, None, Status::Code(code));
-                r.refused = true;
-                r.detail = ferry_proto::name::escape(&reason);
-                obs.finished(&r);
-                plan.outcome.files.push(r);
+        let mut over = false;
+        let answer = list::run(&mut session, Some(name.clone()), true, &mut |e| {
+            let cost = e.name.as_str().len() + ENTRY_COST;
+            if !over && held + cost <= MAX_PLANNED_BYTES {
+                held += cost;
+                entries.push(e);
+            } else {
+                over = true;
             }
-        }
+        })?;
+        let (code, reason, refused) = match answer {
+            Ok(_) if !over => {
+                listed.push((name.clone(), Some(entries)));
+                continue;
+            }
+            Ok(_) => (
+                Code::TooLarge,
+                format!(
+                    "its listing is over {} MiB, more than is held at once: fetch its \
+                     folders one by one",
+                    MAX_PLANNED_BYTES >> 20
+                ),
+                false,
+            ),
+            Err((code, reason)) => (code, ferry_proto::name::escape(&reason), true),
+        };
+        held -= entries
+            .iter()
+            .map(|e| e.name.as_str().len() + ENTRY_COST)
+            .sum::<usize>();
+        let mut r = FileReport::new(name.clone(), None, None, Status::Code(code));
+        r.refused = refused;
+        r.detail = reason;
+        obs.finished(&r);
+        plan.outcome.files.push(r);
     }
     let one_file = names.len() == 1
         && listed.len() == 1
