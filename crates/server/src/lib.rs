@@ -24,6 +24,11 @@
 //! verified, so a failed, truncated or aborted transfer never shows under its final name; an
 //! interrupted ferry upload is kept and resumed from where it stopped.
 //!
+//! With a client speaking protocol version 2 it also answers files it already holds as
+//! unchanged (same size and mtime, or the same digest, with a bounded digest cache), stores
+//! folder offers with their mode and mtime, and streams listings in bounded pages; see the
+//! crate's README. [`Config::portable_names`] refuses names Windows cannot store.
+//!
 //! TLS and authentication come from [`ferry_secure`]: with [`Config::tls`] set, every
 //! connection must open with a TLS 1.3 handshake (plain ferry and seed connections are refused
 //! with a log line), and the handshake must be done within [`Config::header_timeout`]; with

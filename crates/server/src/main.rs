@@ -147,7 +147,7 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     auth_window: Duration,
     /// Refuse uploaded names that Windows cannot store (`aux.c`, `x:y`, `what?`, a trailing dot
-    /// or space, `\\`, `<>"|*`), naming the rule; by default every name POSIX can store is
+    /// or space, `\`, `:<>"|?*`), naming the rule; by default every name POSIX can store is
     /// accepted, except unsafe ones (`..`, absolute, control characters, `.ferry-*`)
     #[arg(long)]
     portable_names: bool,

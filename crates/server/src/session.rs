@@ -438,6 +438,8 @@ impl<'a> Session<'a> {
         let decision = self.decide_offer(&o);
         match decision {
             Ok(None) => {
+                // A file completed, as if sent: a re-run of a large tree is not a stall.
+                self.activity.progress();
                 self.tally.unchanged += 1;
                 let name = o.name.as_ref().map(Name::as_str).unwrap_or_default();
                 log::debug!("{}: {} unchanged", self.peer, clip(name));
@@ -523,10 +525,10 @@ impl<'a> Session<'a> {
         });
         match made {
             Ok((name, code)) => {
+                // A folder completed, as a file stored is.
+                self.activity.progress();
                 if code == Code::Stored {
-                    // Making a folder is work done, as storing a file is.
                     self.tally.stored += 1;
-                    self.activity.progress();
                     log::info!("{}: made the folder {name}", self.peer);
                 } else {
                     self.tally.unchanged += 1;

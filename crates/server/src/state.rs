@@ -305,8 +305,8 @@ fn private_folder(parent: BorrowedFd<'_>, name: &str, shown: &dyn Display) -> io
 }
 
 /// Removes the regular files in `dir` whose modification time `doomed` accepts and which no
-/// one holds locked, and anything else that is not a folder; returns how many regular files
-/// went. Best effort: failures are logged and skipped.
+/// one holds locked, empty folders, and anything else; returns how many regular files went.
+/// Best effort: failures are logged and skipped.
 fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
     let entries = match rfs::Dir::read_from(dir) {
         Ok(d) => d,
@@ -326,7 +326,11 @@ fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
             continue;
         };
         match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => continue,
+            FileType::Directory => {
+                // A probe folder (see crate::probe) left by a crash; only an empty one goes.
+                let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+                continue;
+            }
             FileType::RegularFile => {}
             _ => {
                 log::warn!("removing {shown} from the state folder: not a regular file");

@@ -5,9 +5,9 @@
 //! served for download and listed.
 //!
 //! Every name is resolved relative to the root's descriptor, following no link (see
-//! [`crate::root`]), and every file is opened through a descriptor and checked on it. An offer
-//! creates nothing in the client tree: folders are made when a file is published there, and
-//! removed again if it then cannot be.
+//! [`crate::root`]), and every file is opened through a descriptor and checked on it. A file
+//! offer creates nothing in the client tree: folders are made when a file is published there,
+//! and removed again if it then cannot be; a folder offer makes its folder.
 
 use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC, VERSION};
 use ferry_proto::{
-    BodyCheck, Code, Connection, Digest, Driver, Event, FileInfo, Hasher, Name, Step, Timestamp,
+    BodyCheck, Code, Connection, Digest, Driver, Event, FileInfo, Hasher, Name, OfferOptions, Step,
+    Timestamp,
 };
 use ferry_server::{Config, Server, ServerHandle};
 
@@ -213,9 +214,23 @@ pub fn connect(addr: SocketAddr) -> Client {
 
 /// Connects and queues HELLO without waiting for the answer.
 pub fn connect_unwelcomed(addr: SocketAddr) -> Client {
+    connect_speaking(addr, VERSION)
+}
+
+/// Connects as a client that speaks versions up to `max` and waits for WELCOME `max`.
+pub fn connect_version(addr: SocketAddr, max: u16) -> Client {
+    let mut d = connect_speaking(addr, max);
+    match d.next_step().unwrap() {
+        Step::Event(Event::Welcome { version }) if version == max => d,
+        other => panic!("expected WELCOME {max}, got {other:?}"),
+    }
+}
+
+fn connect_speaking(addr: SocketAddr, max: u16) -> Client {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut d = Driver::new(s, Connection::client(None).unwrap());
+    let conn = Connection::client_with_max_version(None, max).unwrap();
+    let mut d = Driver::new(s, conn);
     d.flush().unwrap();
     d
 }
@@ -240,7 +255,34 @@ pub fn info(name: &str, size: u64) -> FileInfo {
 
 /// Uploads `bytes` under `info` and waits for the server's verdict.
 pub fn upload_info<S: Read + Write>(d: &mut Driver<S>, info: FileInfo, bytes: &[u8]) -> Outcome {
-    let id = d.conn_mut().offer(info).unwrap();
+    upload_with(d, info, OfferOptions::default(), bytes)
+}
+
+/// Offers a folder (version 2) and waits for the server's answer: RESULT, or REFUSE.
+pub fn offer_folder<S: Read + Write>(
+    d: &mut Driver<S>,
+    name: &str,
+    mode: Option<u32>,
+    mtime: Option<Timestamp>,
+) -> Outcome {
+    let info = FileInfo {
+        name: Name::parse(name).unwrap(),
+        size: None,
+        mtime,
+        mode,
+    };
+    upload_with(d, info, OfferOptions::folder(), &[])
+}
+
+/// Uploads `bytes` under `info` with the version-2 options `opts` (a digest, or a folder)
+/// and waits for the server's verdict.
+pub fn upload_with<S: Read + Write>(
+    d: &mut Driver<S>,
+    info: FileInfo,
+    opts: OfferOptions,
+    bytes: &[u8],
+) -> Outcome {
+    let id = d.conn_mut().offer_with(info, opts).unwrap();
     let mut from = None;
     loop {
         match d.next_step().unwrap() {

@@ -1,0 +1,239 @@
+//! Unchanged files (issue 12, item 1; PROTOCOL.md §4.8): a version-2 offer of a file the
+//! server holds with the same size and mtime (or, with a digest, the same contents) is answered
+//! REFUSE `Unchanged` and nothing is touched; under version 1, or when the file differs, the
+//! overwrite policy answers as before. Judged by the answers and by the file's inode, ctime and
+//! bytes; the digest cache by the bytes this process reads (`/proc/self/io`).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use common::*;
+use ferry_proto::{Code, Digest, FileInfo, Name, OfferOptions, Timestamp};
+use ferry_server::{Config, Overwrite};
+
+/// The digest-cache test counts the bytes the whole process reads: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const T: Timestamp = Timestamp {
+    secs: 1_700_000_000,
+    nanos: 123_456_789,
+};
+
+fn file(name: &str, size: u64, mtime: Option<Timestamp>) -> FileInfo {
+    FileInfo {
+        name: Name::parse(name).unwrap(),
+        size: Some(size),
+        mtime,
+        mode: Some(0o644),
+    }
+}
+
+/// (inode, ctime in ns, bytes) of a stored file: what "nothing touched" means.
+fn state_of(srv: &TestServer, name: &str) -> (u64, i64, i64, Vec<u8>) {
+    let m = std::fs::metadata(srv.dir.join(name)).unwrap();
+    (m.ino(), m.ctime(), m.ctime_nsec(), srv.read(name).unwrap())
+}
+
+#[test]
+fn the_same_size_and_mtime_is_unchanged_under_version_2_only() {
+    let _one = serial();
+    let srv = start(config());
+    let addr = srv.addr();
+    let bytes = data(3000, 1);
+    let info = file("dir/a.bin", 3000, Some(T));
+    assert_eq!(
+        upload_info(&mut connect(addr), info.clone(), &bytes).code,
+        Code::Stored
+    );
+    let before = state_of(&srv, "dir/a.bin");
+
+    // Version 2: Unchanged, no body, nothing touched.
+    let o = upload_info(&mut connect(addr), info.clone(), &bytes);
+    assert_eq!((o.code, o.from), (Code::Unchanged, None), "{o:?}");
+    assert_eq!(o.detail, "dir/a.bin");
+    assert_eq!(state_of(&srv, "dir/a.bin"), before);
+
+    // Version 1: the overwrite policy answers, as it always did.
+    let o = upload_info(&mut connect_version(addr, 1), info.clone(), &bytes);
+    assert_eq!(o.code, Code::Exists, "{o:?}");
+
+    // Same size, another mtime: changed, so the policy answers (refuse).
+    let later = file(
+        "dir/a.bin",
+        3000,
+        Some(Timestamp {
+            secs: T.secs + 1,
+            ..T
+        }),
+    );
+    assert_eq!(
+        upload_info(&mut connect(addr), later.clone(), &bytes).code,
+        Code::Exists
+    );
+    // Same mtime, another size.
+    let longer = data(3001, 1);
+    assert_eq!(
+        upload_info(
+            &mut connect(addr),
+            file("dir/a.bin", 3001, Some(T)),
+            &longer
+        )
+        .code,
+        Code::Exists
+    );
+    // Without an mtime there is nothing to compare.
+    assert_eq!(
+        upload_info(&mut connect(addr), file("dir/a.bin", 3000, None), &bytes).code,
+        Code::Exists
+    );
+    assert_eq!(state_of(&srv, "dir/a.bin"), before);
+}
+
+#[test]
+fn under_replace_an_unchanged_file_stays_and_a_changed_one_is_replaced() {
+    let _one = serial();
+    let srv = start(Config {
+        overwrite: Overwrite::Replace,
+        ..config()
+    });
+    let addr = srv.addr();
+    let bytes = data(500, 2);
+    let info = file("b.bin", 500, Some(T));
+    assert_eq!(
+        upload_info(&mut connect(addr), info.clone(), &bytes).code,
+        Code::Stored
+    );
+    let before = state_of(&srv, "b.bin");
+    assert_eq!(
+        upload_info(&mut connect(addr), info, &bytes).code,
+        Code::Unchanged
+    );
+    assert_eq!(state_of(&srv, "b.bin"), before, "not replaced");
+    let other = data(500, 3);
+    let later = file(
+        "b.bin",
+        500,
+        Some(Timestamp {
+            secs: T.secs + 60,
+            ..T
+        }),
+    );
+    assert_eq!(
+        upload_info(&mut connect(addr), later, &other).code,
+        Code::Stored
+    );
+    assert_eq!(srv.read("b.bin").unwrap(), other);
+}
+
+/// The bytes this process has read so far (`rchar`: every `read`, files and sockets).
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_digest_check_compares_contents_and_its_cache_spares_the_second_read() {
+    let _one = serial();
+    let srv = start(config());
+    let addr = srv.addr();
+    // Put there by hand, with an mtime the offers do not carry: only the digest can match.
+    const LEN: usize = 8 << 20;
+    let bytes = data(LEN, 4);
+    let path = srv.dir.join("big.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let offer = |digest: Digest| {
+        let info = file("big.bin", LEN as u64, Some(T));
+        upload_with(
+            &mut connect(addr),
+            info,
+            OfferOptions::with_digest(digest),
+            &bytes,
+        )
+        .code
+    };
+
+    let before = bytes_read();
+    assert_eq!(offer(Digest::of(&bytes)), Code::Unchanged);
+    let first = bytes_read() - before;
+    assert!(
+        first >= LEN as u64,
+        "the first check reads the file: {first}"
+    );
+    assert!(srv.dir.join(DIGEST_CACHE).is_file());
+
+    let before = bytes_read();
+    assert_eq!(offer(Digest::of(&bytes)), Code::Unchanged);
+    let second = bytes_read() - before;
+    assert!(second < 1 << 20, "the second check read {second} bytes");
+
+    // Other contents of the same size: the policy answers.
+    assert_eq!(offer(Digest::of(&data(LEN, 5))), Code::Exists);
+
+    // The contents change behind the server's back, size and mtime restored: the cached
+    // digest no longer vouches for them (the ctime moved).
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let changed = data(LEN, 6);
+    std::fs::write(&path, &changed).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(offer(Digest::of(&bytes)), Code::Exists);
+    assert_eq!(offer(Digest::of(&changed)), Code::Unchanged);
+    assert_eq!(std::fs::read(&path).unwrap(), changed, "never touched");
+}
+
+#[test]
+fn an_uploaded_file_s_digest_is_cached_and_a_link_or_folder_is_never_unchanged() {
+    let _one = serial();
+    let srv = start(config());
+    let addr = srv.addr();
+    let bytes = data(4 << 20, 7);
+    let info = file("up.bin", bytes.len() as u64, None);
+    assert_eq!(
+        upload_info(&mut connect(addr), info.clone(), &bytes).code,
+        Code::Stored
+    );
+    let before = bytes_read();
+    let o = upload_with(
+        &mut connect(addr),
+        info,
+        OfferOptions::with_digest(Digest::of(&bytes)),
+        &bytes,
+    );
+    assert_eq!(o.code, Code::Unchanged);
+    let read = bytes_read() - before;
+    assert!(
+        read < 1 << 20,
+        "the digest recorded at upload was used: {read}"
+    );
+
+    // A link to a file with the offered size and mtime is not that file.
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("t");
+    std::fs::write(&target, b"xyz").unwrap();
+    std::os::unix::fs::symlink(&target, srv.dir.join("link")).unwrap();
+    let mtime = std::fs::metadata(&target).unwrap().modified().unwrap();
+    let d = mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let t = Timestamp {
+        secs: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
+    };
+    let o = upload_info(&mut connect(addr), file("link", 3, Some(t)), b"xyz");
+    assert_eq!(o.code, Code::BadName, "{o:?}");
+    std::fs::create_dir(srv.dir.join("folder")).unwrap();
+    let o = upload_info(&mut connect(addr), file("folder", 0, Some(t)), b"");
+    assert_eq!(o.code, Code::Exists, "{o:?}");
+}
