@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use ferry_proto::Name;
+use std::io::Write;
+
+use ferry_proto::{EntryKind, Name};
 use ferry_secure::{ClientTls, Fingerprint, Token, Trust, TOKEN_ENV};
 
 use crate::download::{self, Dest};
 use crate::error::{exit, ClientError};
 use crate::net::{Backoff, Options};
-use crate::output::{Console, Verb};
+use crate::output::{self, Console, Verb};
+use crate::report::Observer;
 use crate::report::Outcome;
 use crate::target::Target;
 use crate::walk;
@@ -20,6 +23,9 @@ use crate::walk;
 const AFTER_HELP: &str = "\
 Examples:
   ferry send box.example photos/                      plain TCP, port 8386
+  ferry send box.example photos --to backups/2026     stored as backups/2026/photos/...
+  ferry ls -r box.example backups                     what the server holds
+  ferry get box.example backups/2026/photos -o out/   a whole folder, into out/backups/...
   ferry send --pin SHA256:3f9a... box.example a.iso   TLS, only the certificate the server printed
   ferry send --tofu box.example a.iso                 TLS, trust on first use (like ssh)
   ferry send --tls box.example a.iso                  TLS, certificate signed by a public CA
@@ -28,17 +34,23 @@ Examples:
   ferry send --retries 5 box.example big/             reconnect and resume on network failures
                                                       or busy
 
+Running a send or get again is safe: files already there with the same size and
+modification time (or the same digest, with --checksum) are reported unchanged.
+
 Exit codes:
-  0  every file was transferred
+  0  every file was transferred or already there (unchanged)
   1  some files failed (refused, digest mismatch, local error such as no room for a
-     download); the others went through
-  2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
-     missing or unusable (nothing was sent)
-  3  the server refused the connection (busy, wrong or missing token) or every file
+     download) or were skipped (special files, dangling links, unreadable entries,
+     names that cannot travel: one \"ferry: skipped PATH: why\" line each); the others
+     went through
+  2  usage: bad arguments, or a path named on the command line (to send, --ca,
+     --token-file, known hosts) is missing or unusable (nothing was sent)
+  3  the server refused the connection (busy, wrong or missing token), every file, or
+     the listing (no such name)
   4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
      --retries; run again to resume)
-  5  the server broke the protocol (an offer without a size, say), is not a ferry server, or
-     does not speak TLS 1.3
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server,
+     does not speak TLS 1.3, or (ls) speaks only protocol 1
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
 
@@ -177,7 +189,7 @@ fn parse_pin(s: &str) -> Result<Fingerprint, String> {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload files and folders (folders keep their relative paths).
+    /// Upload files and folders (folders keep their relative paths; empty ones too).
     #[command(after_help = AFTER_HELP)]
     Send {
         /// The server: HOST, HOST:PORT or `[IPv6]:PORT` (port 8386 by default).
@@ -189,26 +201,50 @@ pub enum Command {
         /// The name standard input is stored under.
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// Store everything under this folder on the server (`--to backups/2026` stores
+        /// `photos/` as `backups/2026/photos/...`).
+        #[arg(long, value_name = "PATH")]
+        to: Option<String>,
+        /// Compare contents, not size and modification time, to tell an unchanged file: each
+        /// file is hashed before it is offered (protocol 2 servers; ignored by older ones).
+        #[arg(long)]
+        checksum: bool,
         /// Speak the lab report's seed framing (one file per connection, base names only,
         /// no confirmation), for its `server.py`.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["to", "checksum"])]
         legacy: bool,
     },
-    /// Download files by name.
+    /// Download files and folders by name (folders whole, with their modes and times).
     #[command(after_help = AFTER_HELP)]
     Get {
         /// The server: HOST, HOST:PORT or `[IPv6]:PORT` (port 8386 by default).
         #[arg(value_name = "HOST[:PORT]", value_parser = parse_target)]
         target: Target,
-        /// Names of the files on the server (relative paths such as photos/cat.jpg).
+        /// Names of files or folders on the server (relative paths such as photos/cat.jpg).
         #[arg(value_name = "NAME", required = true)]
         names: Vec<String>,
-        /// Folder to save into (created if missing), or `-` for standard output.
-        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        /// Where to save, as `cp` takes it: an existing folder receives (NAME lands at
+        /// DIR/NAME); a path that does not exist names the file when exactly one file is
+        /// fetched, and is made a folder otherwise (or when it ends with `/`); `-` is standard
+        /// output.
+        #[arg(short, long, value_name = "PATH", default_value = ".")]
         output: PathBuf,
         /// Replace local files that already exist.
         #[arg(long)]
         force: bool,
+    },
+    /// List what the server holds: names, sizes and modification times (protocol 2 servers).
+    #[command(after_help = AFTER_HELP)]
+    Ls {
+        /// The server: HOST, HOST:PORT or `[IPv6]:PORT` (port 8386 by default).
+        #[arg(value_name = "HOST[:PORT]", value_parser = parse_target)]
+        target: Target,
+        /// A folder or file on the server; the server's whole folder when absent.
+        #[arg(value_name = "PATH")]
+        path: Option<String>,
+        /// Everything below, not only the first level.
+        #[arg(short, long)]
+        recursive: bool,
     },
 }
 
@@ -232,33 +268,54 @@ pub fn run(cli: &Cli) -> u8 {
             target,
             paths,
             name,
+            to,
             legacy,
+            ..
         } => {
-            let sources = match walk::collect(paths, name.as_deref()) {
-                Ok(s) if s.is_empty() => {
-                    let e = ClientError::Usage("nothing to send: the folders hold no files".into());
-                    return fail(cli, &e);
-                }
-                Ok(s) => s,
+            let to = match to.as_deref().map(parse_name).transpose() {
+                Ok(t) => t,
                 Err(e) => return fail(cli, &e),
             };
+            let walk::Collected { sources, skipped } =
+                match walk::collect(paths, name.as_deref(), to.as_ref()) {
+                    Ok(c) => c,
+                    Err(e) => return fail(cli, &e),
+                };
             let verb = if *legacy { Verb::Legacy } else { Verb::Send };
-            let bytes = Some(sources.iter().filter_map(|s| s.size).sum());
+            let files = sources.iter().filter(|s| s.kind() == EntryKind::File);
+            let bytes = Some(files.clone().filter_map(|s| s.size).sum());
             let mut console = Console::new(
                 verb,
                 cli.common.json,
                 cli.common.quiet,
                 bars,
-                sources.len(),
+                files.count(),
                 bytes,
             )
             .with_known_hosts(known_hosts);
-            let outcome = if *legacy {
+            for s in &skipped {
+                console.skipped(s);
+            }
+            let mut outcome = if sources.is_empty() {
+                Outcome::default()
+            } else if *legacy {
                 crate::legacy::send(target, sources, &opts, &mut console)
             } else {
                 crate::upload::send(target, sources, &opts, &mut console)
             };
+            outcome.skipped = skipped;
             (outcome, console)
+        }
+        Command::Ls {
+            target,
+            path,
+            recursive,
+        } => {
+            let mut console =
+                Console::new(Verb::Get, cli.common.json, cli.common.quiet, false, 0, None)
+                    .with_known_hosts(known_hosts);
+            let path = path.as_deref();
+            return ls(cli, target, path, *recursive, &opts, &mut console, started);
         }
         Command::Get {
             target,
@@ -276,8 +333,10 @@ pub fn run(cli: &Cli) -> u8 {
                     return fail(cli, &e);
                 }
                 Dest::Stdout
-            } else {
+            } else if output.as_os_str().as_encoded_bytes().ends_with(b"/") {
                 Dest::Dir(output.clone())
+            } else {
+                Dest::Path(output.clone())
             };
             let mut console = Console::new(
                 Verb::Get,
@@ -333,6 +392,7 @@ fn options(cli: &Cli) -> Result<Options, ClientError> {
     Ok(Options {
         timeout: Duration::from_secs(cli.common.timeout),
         force: matches!(cli.command, Command::Get { force: true, .. }),
+        checksum: matches!(cli.command, Command::Send { checksum: true, .. }),
         token,
         tls,
         retries: cli.common.retries,
@@ -342,14 +402,76 @@ fn options(cli: &Cli) -> Result<Options, ClientError> {
 }
 
 fn parse_names(raw: &[String]) -> Result<Vec<Name>, ClientError> {
-    raw.iter()
-        .map(|s| {
-            Name::parse(s).map_err(|source| ClientError::BadName {
-                name: ferry_proto::name::escape(s),
-                source,
-            })
-        })
-        .collect()
+    raw.iter().map(|s| parse_name(s)).collect()
+}
+
+/// A name typed on the command line; a trailing `/` (as shells complete folders) is dropped.
+fn parse_name(s: &str) -> Result<Name, ClientError> {
+    let trimmed = match s.trim_end_matches('/') {
+        "" => s,
+        t => t,
+    };
+    Name::parse(trimmed).map_err(|source| ClientError::BadName {
+        name: ferry_proto::name::escape(s),
+        source,
+    })
+}
+
+/// `ferry ls`: prints each entry as its page arrives (one JSON object each with `--json`),
+/// then with `--json` a summary; returns the exit code.
+fn ls(
+    cli: &Cli,
+    target: &Target,
+    path: Option<&str>,
+    recursive: bool,
+    opts: &Options,
+    obs: &mut dyn Observer,
+    started: Instant,
+) -> u8 {
+    let path = match path.filter(|p| !p.is_empty()).map(parse_name).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(cli, &e),
+    };
+    let json = cli.common.json;
+    let (mut shown, mut bytes) = (0u64, 0u64);
+    let mut out = std::io::stdout().lock();
+    let listed = crate::list::list(target, path, recursive, opts, obs, |e| {
+        shown += 1;
+        bytes = bytes.saturating_add(e.size);
+        let line = if json {
+            output::entry_json(e).to_string()
+        } else {
+            output::entry_line(e)
+        };
+        // A closed stdout (`| head`) is not worth a panic; the listing goes on to its end.
+        let _ = writeln!(out, "{line}");
+    });
+    let _ = out.flush();
+    drop(out);
+    let code = listed
+        .as_ref()
+        .map_or_else(ClientError::exit_code, |_| exit::OK);
+    if json {
+        output::print_json(&serde_json::json!({
+            "type": "summary",
+            "entries": shown,
+            "skipped": listed.as_ref().map_or(0, |l| l.skipped),
+            "bytes": bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+            "exit_code": code,
+            "error": listed.as_ref().err().map(ToString::to_string),
+        }));
+    }
+    match listed {
+        Ok(l) if l.skipped > 0 && !cli.common.quiet => eprintln!(
+            "ferry: the server left out {} entries it does not list (links, special files, \
+             unreadable folders)",
+            l.skipped
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("ferry: {e}"),
+    }
+    code
 }
 
 /// Reports an error found before connecting.
@@ -385,7 +507,7 @@ mod tests {
                 assert_eq!(target.to_string(), "[::1]:9000");
                 assert_eq!(paths.len(), 2);
             }
-            Command::Get { .. } => panic!("parsed as get"),
+            other => panic!("parsed as {other:?}"),
         }
         assert!(cli.common.json);
         let cli = Cli::try_parse_from(["ferry", "get", "box", "x", "-o", "-"]).unwrap();

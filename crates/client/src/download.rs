@@ -4,35 +4,30 @@
 //! next run resumes from it.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 
 use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
-use crate::landing::{discard, exists, open_partial, room, save, Offered};
+use crate::landing::{discard, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
+use crate::plan::{self, Want};
+pub use crate::plan::{Dest, MAX_PLANNED_BYTES};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
 use crate::target::Target;
 use crate::CHUNK;
 
-/// Where downloaded files go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dest {
-    /// Into this folder, under each file's relative name.
-    Dir(PathBuf),
-    /// To standard output, one after the other, as the bytes arrive.
-    Stdout,
-}
-
-/// Downloads `names` from the server at `target` over one connection; with
+/// Downloads `names` from the server at `target` into `dest`. On a protocol-2 server each name
+/// is listed first: a folder is fetched whole (its files, and its folders with their modes and
+/// mtimes, empty ones too), and a local file with the listed size and mtime is reported
+/// unchanged rather than fetched again. Everything goes over one connection; with
 /// [`Options::retries`], over new ones while the network fails, each resuming from the partial
-/// file kept.
+/// files kept.
 pub fn get(
     target: &Target,
     names: Vec<Name>,
@@ -40,73 +35,71 @@ pub fn get(
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Outcome {
-    retry::run(
-        names,
-        |n| n,
-        |_| matches!(dest, Dest::Dir(_)),
-        opts,
-        obs,
-        |names, _, obs| get_once(target, names, dest, opts, obs),
-    )
-}
-
-fn get_once(
-    target: &Target,
-    names: Vec<Name>,
-    dest: &Dest,
-    opts: &Options,
-    obs: &mut dyn Observer,
-) -> Attempt {
-    let done = |outcome| Attempt {
-        outcome,
-        welcomed: false,
-    };
-    let mut outcome = Outcome::default();
     let unique: BTreeSet<&Name> = names.iter().collect();
     if unique.len() != names.len() {
-        return done(Outcome::failed(ClientError::Usage(
-            "a name is given twice".into(),
-        )));
+        return Outcome::failed(ClientError::Usage("a name is given twice".into()));
     }
-    let mut wanted = Vec::new();
-    for name in names {
-        let path = match dest {
-            Dest::Stdout => None,
-            Dest::Dir(dir) => Some(local_path(dir, &name)),
-        };
-        if let Some(p) = path.as_ref().filter(|p| !opts.force && exists(p)) {
-            let mut r = FileReport::new(name, path.clone(), None, Status::Code(Code::Exists));
-            r.detail = format!("{} exists here; use --force to replace it", p.display());
-            obs.finished(&r);
-            outcome.files.push(r);
-            continue;
-        }
-        wanted.push((name, path));
-    }
+    let plan::Plan {
+        session,
+        wants,
+        folders,
+        outcome: planned,
+    } = match plan::plan(target, &names, dest, opts, obs) {
+        Ok(p) => p,
+        Err(outcome) => return *outcome,
+    };
+    let mut first = session;
+    let mut outcome = retry::run(
+        wants,
+        |w| &w.name,
+        |_| !matches!(dest, Dest::Stdout),
+        opts,
+        obs,
+        |wants, _, obs| get_once(target, first.take(), wants, opts, obs),
+    );
+    plan::finish_folders(folders);
+    let mut files = planned.files;
+    files.append(&mut outcome.files);
+    outcome.files = files;
+    outcome.skipped = planned.skipped;
+    outcome.retries += planned.retries;
+    outcome
+}
+
+/// One connection's worth of downloading: on `session` if planning left one open, else on a
+/// new one.
+fn get_once<'a>(
+    target: &'a Target,
+    session: Option<Session<'a>>,
+    wanted: Vec<Want>,
+    opts: &'a Options,
+    obs: &mut dyn Observer,
+) -> Attempt {
+    let welcomed = session.is_some();
     if wanted.is_empty() {
-        return done(outcome);
+        let error = session.and_then(|mut s| s.close().err());
+        return Attempt {
+            outcome: Outcome {
+                error,
+                ..Outcome::default()
+            },
+            welcomed,
+        };
     }
-    if let Dest::Dir(dir) = dest {
-        if let Err(source) = fs::create_dir_all(dir) {
-            outcome.error = Some(ClientError::Destination {
-                path: dir.clone(),
-                source,
-            });
-            return done(outcome);
-        }
-    }
-    let session = match Session::open(target, opts, obs) {
+    let session = match session.map_or_else(|| Session::open(target, opts, obs), Ok) {
         Ok(s) => s,
         Err(e) => {
-            outcome.error = Some(e);
-            return done(outcome);
+            return Attempt {
+                outcome: Outcome::failed(e),
+                welcomed,
+            }
         }
     };
     let mut down = Download {
         session,
         wanted,
         next: 0,
-        flights: Flights::new(outcome),
+        flights: Flights::new(Outcome::default()),
         current: None,
         obs,
         buf: vec![0; CHUNK],
@@ -116,9 +109,9 @@ fn get_once(
     let outcome = match result {
         Ok(()) => down.flights.outcome,
         Err(e) => {
-            let unasked = down.wanted[down.next..].iter().map(|(name, path)| {
-                FileReport::new(name.clone(), path.clone(), None, Status::Incomplete)
-            });
+            let unasked = down.wanted[down.next..]
+                .iter()
+                .map(|w| FileReport::new(w.name.clone(), w.path.clone(), None, Status::Incomplete));
             down.flights.abandon(e, unasked, down.obs)
         }
     };
@@ -137,8 +130,8 @@ struct Local {
 
 struct Download<'a> {
     session: Session<'a>,
-    /// Every name asked for, with its local path.
-    wanted: Vec<(Name, Option<PathBuf>)>,
+    /// Every file asked for, with its local path.
+    wanted: Vec<Want>,
     /// The next of `wanted` to ask for.
     next: usize,
     flights: Flights<Local>,
@@ -174,10 +167,10 @@ impl Download<'_> {
         while self.next < self.wanted.len()
             && self
                 .flights
-                .has_room(window, self.wanted[self.next].0.as_str().len())
+                .has_room(window, self.wanted[self.next].name.as_str().len())
             && self.session.driver.conn().pipeline_room() > 0
         {
-            let (name, path) = self.wanted[self.next].clone();
+            let Want { name, path } = self.wanted[self.next].clone();
             let id = self.session.driver.conn_mut().get(name.clone())?;
             let report = FileReport::new(name, path, None, Status::Incomplete);
             self.flights.insert(id, self.next, report, Local::default());

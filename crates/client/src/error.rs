@@ -172,6 +172,21 @@ pub enum ClientError {
         /// What it did.
         reason: String,
     },
+    /// The server speaks protocol 1, which has no listing (`ferry ls`).
+    #[error("{0} speaks protocol 1, which has no listing; upgrade its ferry-server")]
+    NoListing(Target),
+    /// The server refused a listing (`ferry ls`): no such name, not allowed, ...
+    #[error("{target} refused to list {path} ({code}): {reason}")]
+    ListRefused {
+        /// Where.
+        target: Target,
+        /// The path asked for, escaped (`/` for the root).
+        path: String,
+        /// The server's code.
+        code: Code,
+        /// The server's words, escaped.
+        reason: String,
+    },
     /// Standard output cannot be written (`-o -` into a closed pipe, say).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -199,7 +214,9 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::Lost { .. }
             | ClientError::TlsNetwork(_) => exit::NETWORK,
-            ClientError::ServerRefused { .. } | ClientError::Denied(_) => exit::REFUSED,
+            ClientError::ServerRefused { .. }
+            | ClientError::Denied(_)
+            | ClientError::ListRefused { .. } => exit::REFUSED,
             ClientError::Untrusted { .. } => exit::UNTRUSTED,
             ClientError::TlsFailed(_) => exit::PROTOCOL,
             ClientError::ServerError { code, .. } => match code {
@@ -208,7 +225,9 @@ impl ClientError {
                 }
                 _ => exit::NETWORK,
             },
-            ClientError::Protocol { .. } | ClientError::NoWelcome(_) => exit::PROTOCOL,
+            ClientError::Protocol { .. }
+            | ClientError::NoWelcome(_)
+            | ClientError::NoListing(_) => exit::PROTOCOL,
             ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use ferry_proto::wire::{MAX_REASON_LEN, REPLY_OVERHEAD};
-use ferry_proto::FileId;
+use ferry_proto::{FileId, Name};
 
 use crate::error::ClientError;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -55,6 +55,11 @@ impl<T> Flights<T> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Whether an entry in flight lies under the folder `name`.
+    pub(crate) fn any_under(&self, name: &Name) -> bool {
+        self.map.values().any(|f| f.report.name.is_under(name))
     }
 
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
@@ -143,7 +148,6 @@ fn reply_bytes(name_len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_proto::Name;
 
     fn report(name: &str) -> FileReport {
         FileReport::new(Name::parse(name).unwrap(), None, None, Status::Incomplete)

@@ -135,7 +135,8 @@ fn publish(file: File, path: &Path, meta: &Offered, force: bool) -> io::Result<(
     }
 }
 
-fn to_system_time(t: Timestamp) -> Option<SystemTime> {
+/// A wire time as a system time; `None` before the epoch or out of range.
+pub(crate) fn to_system_time(t: Timestamp) -> Option<SystemTime> {
     let secs = u64::try_from(t.secs).ok()?;
     UNIX_EPOCH.checked_add(Duration::new(secs, t.nanos))
 }

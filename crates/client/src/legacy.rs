@@ -3,11 +3,10 @@
 //! file that went out whole is reported [`Status::Sent`], not stored.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{self, Read};
 use std::time::Instant;
 
-use ferry_proto::{Connection, Driver, Hasher, Name};
+use ferry_proto::{Connection, Driver, EntryKind, Hasher, Name};
 use ferry_secure::Transport;
 
 use crate::body::{self, PumpError};
@@ -29,7 +28,8 @@ pub fn send(
 ) -> Outcome {
     let mut seen = BTreeSet::new();
     let mut named = Vec::new();
-    for src in sources {
+    // The seed framing carries files only: a folder's files go, the folder itself cannot.
+    for src in sources.into_iter().filter(|s| s.kind() == EntryKind::File) {
         let base = src.name.file_name().to_owned();
         let name = match Name::parse_single(&base) {
             Ok(n) => n,
@@ -102,7 +102,9 @@ fn send_one(
 ) -> Result<(), Failure> {
     let mut input: Box<dyn Read> = match &src.origin {
         Origin::Stdin => Box::new(io::stdin().lock()),
-        Origin::File(p) => Box::new(File::open(p).map_err(Failure::Local)?),
+        Origin::File(p) | Origin::Folder(p) => {
+            Box::new(crate::walk::open_regular(p).map_err(Failure::Local)?)
+        }
     };
     let stream = net::connect(target, opts)?;
     let fail = |e| ClientError::from_drive(target, opts.timeout, e);

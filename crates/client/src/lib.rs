@@ -21,8 +21,10 @@ mod error;
 mod flights;
 mod landing;
 pub mod legacy;
+pub mod list;
 mod net;
 mod output;
+mod plan;
 mod progress;
 mod report;
 mod retry;
@@ -34,7 +36,7 @@ pub mod walk;
 
 pub use error::{exit, ClientError};
 pub use net::{Backoff, Options, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
-pub use report::{FileReport, Observer, Outcome, Retry, Status};
+pub use report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
 pub use target::{Target, TargetError, DEFAULT_PORT};
 
 /// Size of the buffer files are read into and written from: one DATA frame per chunk.

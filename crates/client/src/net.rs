@@ -35,6 +35,9 @@ pub struct Options {
     pub tls: Option<ClientTls>,
     /// Downloads: replace existing local files.
     pub force: bool,
+    /// Uploads to a protocol-2 server: hash each file before offering it and send the digest,
+    /// so that the server compares contents rather than size and mtime (`--checksum`).
+    pub checksum: bool,
     /// How many times a transfer that failed on the network is taken up again on a new
     /// connection (resuming where the server's verified offset says), 0 for never.
     pub retries: u32,
@@ -50,6 +53,7 @@ impl Default for Options {
             token: None,
             tls: None,
             force: false,
+            checksum: false,
             retries: 0,
             backoff: Backoff::default(),
         }

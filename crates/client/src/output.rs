@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use indicatif::HumanBytes;
 
-use ferry_proto::{Code, Name};
+use ferry_proto::{Code, Entry, EntryKind, Name};
 use ferry_secure::Fingerprint;
 
 use crate::error::exit;
 use crate::progress::Progress;
-use crate::report::{FileReport, Observer, Outcome, Retry, Status};
+use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
 use crate::target::Target;
 
 /// Which command is running, for wording.
@@ -68,18 +68,32 @@ impl Console {
             if cut && self.verb != Verb::Legacy && e.exit_code() == exit::NETWORK {
                 eprintln!("ferry: run the same command again to resume");
             }
-        } else if !self.quiet && !self.json && outcome.files.len() > 1 {
-            let ok = outcome
+        } else if !self.quiet && !self.json {
+            let files: Vec<_> = outcome
                 .files
                 .iter()
-                .filter(|f| f.status.is_success())
+                .filter(|f| f.kind != EntryKind::Folder)
+                .collect();
+            let ok = files.iter().filter(|f| f.status.is_success()).count();
+            let unchanged = files
+                .iter()
+                .filter(|f| f.status == Status::Code(Code::Unchanged))
                 .count();
-            let bytes: u64 = outcome.files.iter().map(|f| f.bytes).sum();
-            eprintln!(
-                "{ok} of {} files, {} in {seconds:.1} s",
-                outcome.files.len(),
-                HumanBytes(bytes)
-            );
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            let mut extra = String::new();
+            if unchanged > 0 {
+                extra += &format!(" ({unchanged} unchanged)");
+            }
+            if !outcome.skipped.is_empty() {
+                extra += &format!(", {} skipped", outcome.skipped.len());
+            }
+            if files.len() + outcome.skipped.len() > 1 {
+                eprintln!(
+                    "{ok} of {} files{extra}, {} in {seconds:.1} s",
+                    files.len(),
+                    HumanBytes(bytes)
+                );
+            }
         }
     }
 
@@ -96,7 +110,16 @@ impl Console {
         } else {
             r.detail.clone()
         };
+        let what = match r.kind {
+            EntryKind::Folder => "folder ",
+            _ => "",
+        };
         match (r.status, self.verb) {
+            (Status::Code(Code::Unchanged), _) => format!("unchanged {what}{}", r.name),
+            (Status::NotSent, _) => format!("not sent {what}{}: {why}", r.name),
+            (Status::Code(Code::Stored), _) if r.kind == EntryKind::Folder => {
+                format!("made folder {}", r.name)
+            }
             (Status::Code(Code::Stored), Verb::Get) => match &r.path {
                 Some(p) => format!("saved {} to {} ({took})", r.name, p.display()),
                 None => format!("wrote {} to standard output ({took})", r.name),
@@ -111,7 +134,7 @@ impl Console {
             (Status::Sent, _) => {
                 format!("sent {} ({took}; the seed server confirms nothing)", r.name)
             }
-            (_, _) if r.refused => format!("server refused {}: {why}", r.name),
+            (_, _) if r.refused => format!("server refused {what}{}: {why}", r.name),
             (Status::Incomplete, _) => format!("incomplete {}: {why}", r.name),
             (Status::Code(code), Verb::Get) if code == Code::Exists || code == Code::Io => {
                 format!("not saved {}: {why}", r.name)
@@ -137,9 +160,28 @@ impl Observer for Console {
         if self.json {
             print_json(&report.to_json());
         }
-        let show = !report.status.is_success() || !(self.json || self.quiet);
+        // Folders are told of only when they fail: their files say the rest.
+        let show = !report.status.is_success()
+            || !(self.json || self.quiet || report.kind == EntryKind::Folder);
         let line = show.then(|| self.line(report));
-        self.progress.file_done(line.as_deref());
+        if report.kind == EntryKind::Folder {
+            if let Some(line) = line {
+                self.progress.println(&line);
+            }
+        } else {
+            self.progress.file_done(line.as_deref());
+        }
+    }
+
+    fn skipped(&mut self, s: &Skipped) {
+        if self.json {
+            print_json(&s.to_json());
+        }
+        if !self.quiet {
+            let path = ferry_proto::name::escape(&s.path.to_string_lossy());
+            self.progress
+                .println(&format!("ferry: skipped {path}: {}", s.reason));
+        }
     }
 
     fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {
@@ -177,7 +219,62 @@ impl Observer for Console {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+/// One entry of `ferry ls` for people: mode, size, mtime (UTC) and name, a folder's with `/`.
+pub(crate) fn entry_line(e: &Entry) -> String {
+    let folder = e.kind == EntryKind::Folder;
+    let mut mode = String::from(if folder { "d" } else { "-" });
+    for shift in [6, 3, 0] {
+        let bits = (e.mode >> shift) & 7;
+        for (bit, c) in [(4, 'r'), (2, 'w'), (1, 'x')] {
+            mode.push(if bits & bit != 0 { c } else { '-' });
+        }
+    }
+    let size = if folder {
+        "-".to_owned()
+    } else {
+        e.size.to_string()
+    };
+    let slash = if folder { "/" } else { "" };
+    format!("{mode} {size:>12} {} {}{slash}", utc(e.mtime.secs), e.name)
+}
+
+/// One entry of `ferry ls --json` (`"type": "entry"`).
+pub(crate) fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "type": "entry",
+        "kind": crate::report::kind_str(e.kind),
+        "name": e.name.as_str(),
+        "size": e.size,
+        "mtime": e.mtime.secs,
+        "mtime_nanos": e.mtime.nanos,
+        "mode": e.mode,
+    })
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC (the civil calendar, proleptic).
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days_from_civil, inverted.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Prints one JSON object on its own line on stdout.
+pub(crate) fn print_json(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     // A closed stdout is not worth a panic; the exit code still tells.
     let _ = writeln!(out, "{v}").and_then(|()| out.flush());
@@ -192,6 +289,29 @@ mod tests {
         r.refused = refused;
         r.detail = detail.into();
         r
+    }
+
+    #[test]
+    fn listings_show_mode_size_time_and_name() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_704_105_000), "2024-01-01 10:30:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59");
+        let e = Entry {
+            kind: EntryKind::Folder,
+            name: Name::parse("photos/2024").unwrap(),
+            size: 0,
+            mtime: ferry_proto::Timestamp {
+                secs: 1_704_105_000,
+                nanos: 5,
+            },
+            mode: 0o750,
+        };
+        assert_eq!(
+            entry_line(&e),
+            "drwxr-x---            - 2024-01-01 10:30:00 photos/2024/"
+        );
+        assert_eq!(entry_json(&e)["kind"], "folder");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_proto::{Code, Digest, Name};
+use ferry_proto::{Code, Digest, EntryKind, Name};
 use ferry_secure::Fingerprint;
 use serde::Serialize;
 
@@ -19,32 +19,41 @@ pub enum Status {
     Sent,
     /// The connection ended before the file's fate was known.
     Incomplete,
+    /// A folder the server could not be sent: it speaks protocol 1, which has no folders
+    /// (its files are sent all the same). Not a failure.
+    NotSent,
 }
 
 impl Status {
-    /// The stable identifier used in JSON output: a [`Code::as_str`] value, `"sent"` or
-    /// `"incomplete"`.
+    /// The stable identifier used in JSON output: a [`Code::as_str`] value (`"stored"`,
+    /// `"unchanged"`, `"exists"`, ...), `"sent"`, `"incomplete"` or `"not_sent"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Code(c) => c.as_str(),
             Status::Sent => "sent",
             Status::Incomplete => "incomplete",
+            Status::NotSent => "not_sent",
         }
     }
 
-    /// Whether the file arrived.
+    /// Whether the file arrived, or was already there ([`Code::Unchanged`]).
     #[must_use]
     pub fn is_success(self) -> bool {
-        matches!(self, Status::Code(Code::Stored) | Status::Sent)
+        matches!(
+            self,
+            Status::Code(Code::Stored | Code::Unchanged) | Status::Sent | Status::NotSent
+        )
     }
 }
 
-/// The fate of one file.
+/// The fate of one file or folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileReport {
     /// The name on the wire.
     pub name: Name,
+    /// A file or a folder (folders travel as entries of their own in protocol 2).
+    pub kind: EntryKind,
     /// The local file read or written (`None` for standard input or output).
     pub path: Option<PathBuf>,
     /// The file's size, when known.
@@ -72,6 +81,7 @@ impl FileReport {
     pub fn new(name: Name, path: Option<PathBuf>, size: Option<u64>, status: Status) -> Self {
         Self {
             name,
+            kind: EntryKind::File,
             path,
             size,
             status,
@@ -84,25 +94,20 @@ impl FileReport {
         }
     }
 
-    /// The report as one JSON object (`"type": "file"`).
+    /// A report of a folder.
+    #[must_use]
+    pub fn folder(name: Name, path: Option<PathBuf>, status: Status) -> Self {
+        Self {
+            kind: EntryKind::Folder,
+            ..Self::new(name, path, None, status)
+        }
+    }
+
+    /// The report as one JSON object (`"type": "file"` or `"folder"`; see the README's schema).
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            r#type: &'static str,
-            name: &'a str,
-            path: Option<String>,
-            size: Option<u64>,
-            status: &'static str,
-            ok: bool,
-            detail: &'a str,
-            digest: Option<String>,
-            bytes: u64,
-            offset: u64,
-            seconds: f64,
-        }
-        serde_json::to_value(Line {
-            r#type: "file",
+        Record {
+            r#type: kind_str(self.kind),
             name: self.name.as_str(),
             path: self.path.as_ref().map(|p| p.display().to_string()),
             size: self.size,
@@ -113,8 +118,74 @@ impl FileReport {
             bytes: self.bytes,
             offset: self.offset,
             seconds: self.seconds,
-        })
-        .unwrap_or_default()
+        }
+        .to_json()
+    }
+}
+
+/// The fields of every file and folder record, in one place so that they stay alike.
+#[derive(Serialize)]
+struct Record<'a> {
+    r#type: &'static str,
+    name: &'a str,
+    path: Option<String>,
+    size: Option<u64>,
+    status: &'static str,
+    ok: bool,
+    detail: &'a str,
+    digest: Option<String>,
+    bytes: u64,
+    offset: u64,
+    seconds: f64,
+}
+
+impl Record<'_> {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// `"file"` or `"folder"`, as records and listings say.
+pub(crate) fn kind_str(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Folder => "folder",
+        _ => "file",
+    }
+}
+
+/// A local entry that was not sent, or a listed one not downloaded: a special file, a dangling
+/// link, something unreadable, or a name that cannot travel (or, on Windows, be stored). The
+/// rest of the run goes on; the exit code says something was skipped (1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The local path (for downloads, where the entry would have landed).
+    pub path: PathBuf,
+    /// The name it would travel under, escaped for printing (lossy when not UTF-8).
+    pub name: String,
+    /// A file (anything that is not a folder) or a folder.
+    pub kind: EntryKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Skipped {
+    /// The record as one JSON object: the fields of a file record, `"status": "skipped"`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        Record {
+            r#type: kind_str(self.kind),
+            name: &self.name,
+            path: Some(self.path.display().to_string()),
+            size: None,
+            status: "skipped",
+            ok: false,
+            detail: &self.reason,
+            digest: None,
+            bytes: 0,
+            offset: 0,
+            seconds: 0.0,
+        }
+        .to_json()
     }
 }
 
@@ -131,6 +202,10 @@ pub trait Observer {
     /// A file's fate is known.
     fn finished(&mut self, report: &FileReport) {
         let _ = report;
+    }
+    /// An entry is skipped (not sent, or not downloaded).
+    fn skipped(&mut self, skipped: &Skipped) {
+        let _ = skipped;
     }
     /// TLS trust on first use: the server's certificate was just recorded as the one to
     /// expect from now on. Tell the user, as ssh does.
@@ -179,8 +254,10 @@ impl Observer for () {}
 /// How a whole run ended.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// One report per file, in the order their fate became known.
+    /// One report per file and folder, in the order their fate became known.
     pub files: Vec<FileReport>,
+    /// What was skipped, in the order it was found.
+    pub skipped: Vec<Skipped>,
     /// What ended the run early, if anything.
     pub error: Option<ClientError>,
     /// How many times the transfer was taken up again on a new connection (`--retries`).
@@ -192,27 +269,39 @@ impl Outcome {
     #[must_use]
     pub fn failed(error: ClientError) -> Self {
         Self {
-            files: Vec::new(),
             error: Some(error),
-            retries: 0,
+            ..Self::default()
         }
     }
 
     /// The process exit code (see [`exit`]): the error's if the run ended early; otherwise 0
-    /// when every file arrived, 3 when the server refused every one, 1 when some failed.
+    /// when every file arrived or was already there, 3 when the server refused every one, 1
+    /// when some failed or were skipped.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         if let Some(e) = &self.error {
             return e.exit_code();
         }
-        let failed: Vec<_> = self
+        let failed = |kind: EntryKind| {
+            self.files
+                .iter()
+                .filter(move |f| (f.kind == EntryKind::Folder) == (kind == EntryKind::Folder))
+                .filter(|f| !f.status.is_success())
+        };
+        let files = self
             .files
             .iter()
-            .filter(|f| !f.status.is_success())
-            .collect();
-        if failed.is_empty() {
+            .filter(|f| f.kind != EntryKind::Folder)
+            .count();
+        let folders_ok = failed(EntryKind::Folder).next().is_none();
+        let failed_files: Vec<_> = failed(EntryKind::File).collect();
+        if failed_files.is_empty() && folders_ok && self.skipped.is_empty() {
             exit::OK
-        } else if failed.len() == self.files.len() && failed.iter().all(|f| f.refused) {
+        } else if self.skipped.is_empty()
+            && folders_ok
+            && failed_files.len() == files
+            && failed_files.iter().all(|f| f.refused)
+        {
             exit::REFUSED
         } else {
             exit::PARTIAL
@@ -222,12 +311,31 @@ impl Outcome {
     /// The closing JSON object (`"type": "summary"`), given the run's duration.
     #[must_use]
     pub fn summary_json(&self, seconds: f64) -> serde_json::Value {
-        let ok = self.files.iter().filter(|f| f.status.is_success()).count();
+        let files = || self.files.iter().filter(|f| f.kind != EntryKind::Folder);
+        let ok = files().filter(|f| f.status.is_success()).count();
+        let unchanged = files()
+            .filter(|f| f.status == Status::Code(Code::Unchanged))
+            .count();
+        let skipped_files = self
+            .skipped
+            .iter()
+            .filter(|s| s.kind != EntryKind::Folder)
+            .count();
+        let folders = self.files.len() - files().count();
+        let folders_failed = self
+            .files
+            .iter()
+            .filter(|f| f.kind == EntryKind::Folder && !f.status.is_success())
+            .count();
         serde_json::json!({
             "type": "summary",
-            "files": self.files.len(),
+            "files": files().count() + skipped_files,
             "ok": ok,
-            "failed": self.files.len() - ok,
+            "unchanged": unchanged,
+            "skipped": self.skipped.len(),
+            "failed": files().count() - ok,
+            "folders": folders,
+            "folders_failed": folders_failed,
             "bytes": self.files.iter().map(|f| f.bytes).sum::<u64>(),
             "seconds": seconds,
             "exit_code": self.exit_code(),

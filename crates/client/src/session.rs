@@ -55,6 +55,23 @@ impl<'a> Session<'a> {
         self.welcomed
     }
 
+    /// The protocol version the server agreed to, once it said WELCOME.
+    pub(crate) fn version(&self) -> Option<u16> {
+        self.driver.conn().version()
+    }
+
+    /// Sends HELLO (and anything queued) and waits for WELCOME; returns the version both
+    /// speak. Nothing of version 2 may be sent before (PROTOCOL.md §4.1).
+    pub(crate) fn welcome(&mut self) -> Result<u16, ClientError> {
+        self.driver.stream_mut().get_mut().restart();
+        while !self.welcomed {
+            if let Some(step) = self.step()? {
+                return Err(self.unexpected(&step));
+            }
+        }
+        Ok(self.version().unwrap_or(1))
+    }
+
     /// The next step that concerns files: WELCOME is absorbed, an ERROR from the server or
     /// its closing the connection while files are owed ends the conversation.
     ///
@@ -66,37 +83,41 @@ impl<'a> Session<'a> {
             self.driver.stream_mut().get_mut().restart();
         }
         loop {
-            let step = self
-                .driver
-                .next_step()
-                .map_err(|e| match self.drive_err(e) {
-                    ClientError::Lost { .. } if !self.welcomed => {
-                        ClientError::NoWelcome(self.target.clone())
-                    }
-                    e => e,
-                })?;
-            self.in_body = matches!(step, Step::Body(_));
-            match step {
-                Step::Event(Event::Welcome { version }) => {
-                    log::debug!("{}: welcomed, protocol v{version}", self.target);
-                    self.welcomed = true;
-                }
-                Step::Event(Event::PeerError { code, reason }) => {
-                    return Err(ClientError::from_peer(
-                        self.target,
-                        self.welcomed,
-                        code,
-                        &reason,
-                    ))
-                }
-                Step::Event(Event::Closed) => {
-                    return Err(ClientError::Lost {
-                        target: self.target.clone(),
-                        reason: "the server closed the connection".into(),
-                    })
-                }
-                other => return Ok(other),
+            if let Some(step) = self.step()? {
+                return Ok(step);
             }
+        }
+    }
+
+    /// One step of the driver; `None` when it was WELCOME (absorbed).
+    fn step(&mut self) -> Result<Option<Step>, ClientError> {
+        let step = self
+            .driver
+            .next_step()
+            .map_err(|e| match self.drive_err(e) {
+                ClientError::Lost { .. } if !self.welcomed => {
+                    ClientError::NoWelcome(self.target.clone())
+                }
+                e => e,
+            })?;
+        self.in_body = matches!(step, Step::Body(_));
+        match step {
+            Step::Event(Event::Welcome { version }) => {
+                log::debug!("{}: welcomed, protocol v{version}", self.target);
+                self.welcomed = true;
+                Ok(None)
+            }
+            Step::Event(Event::PeerError { code, reason }) => Err(ClientError::from_peer(
+                self.target,
+                self.welcomed,
+                code,
+                &reason,
+            )),
+            Step::Event(Event::Closed) => Err(ClientError::Lost {
+                target: self.target.clone(),
+                reason: "the server closed the connection".into(),
+            }),
+            other => Ok(Some(other)),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Step};
+use ferry_proto::{BodyCheck, Code, EntryKind, Event, FileId, Hasher, OfferOptions, Step};
 
 use crate::body::{self, PumpError};
 use crate::error::ClientError;
@@ -15,7 +15,7 @@ use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
 use crate::target::Target;
-use crate::walk::{Origin, Source};
+use crate::walk::{open_regular, Origin, Source};
 use crate::CHUNK;
 
 /// Uploads `sources` to the ferry server at `target` over one connection; with
@@ -94,6 +94,7 @@ fn send_once(
     let mut up = Upload {
         session,
         sources,
+        version: 1,
         next: 0,
         flights: Flights::new(so_far(None)),
         obs,
@@ -138,7 +139,7 @@ fn confirm(
                 let src = asked.get(&o.id).copied();
                 let whole = match src.map(|s| (&s.origin, s.size)) {
                     Some((Origin::File(path), size)) if o.size.is_some() && o.size == size => {
-                        File::open(path).and_then(|mut f| body::hash_all(&mut f, &mut buf))
+                        open_regular(path).and_then(|mut f| body::hash_all(&mut f, &mut buf))
                     }
                     _ => Err(io::ErrorKind::InvalidData.into()),
                 };
@@ -200,17 +201,22 @@ fn confirm(
 }
 
 fn report_for(src: &Source) -> FileReport {
-    FileReport::new(
-        src.name.clone(),
-        src.path().map(ToOwned::to_owned),
-        src.size,
-        Status::Incomplete,
-    )
+    FileReport {
+        kind: src.kind(),
+        ..FileReport::new(
+            src.name.clone(),
+            src.path().map(ToOwned::to_owned),
+            src.size,
+            Status::Incomplete,
+        )
+    }
 }
 
 struct Upload<'a> {
     session: Session<'a>,
     sources: Vec<Source>,
+    /// The protocol version the server speaks (folders and digests need 2).
+    version: u16,
     /// The next source to offer.
     next: usize,
     flights: Flights<()>,
@@ -220,10 +226,26 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
+        self.version = self.session.welcome()?;
+        if self.version < 2 && self.session.opts.checksum {
+            log::warn!(
+                "{} speaks protocol 1: --checksum has no effect",
+                self.session.target
+            );
+        }
         self.refill()?;
         while !self.flights.is_empty() {
             match self.session.next()? {
                 Step::Event(Event::Accepted { id, offset, .. }) => self.send_body(id, offset)?,
+                // Already there (PROTOCOL.md §4.8): not a refusal, not a failure.
+                Step::Event(Event::Refused {
+                    id,
+                    code: Code::Unchanged,
+                    reason,
+                }) => {
+                    self.flights
+                        .land(id, Status::Code(Code::Unchanged), &reason, false, self.obs);
+                }
                 Step::Event(Event::Refused { id, code, reason }) => {
                     self.flights
                         .land(id, Status::Code(code), &reason, true, self.obs);
@@ -249,11 +271,53 @@ impl Upload<'_> {
             && self.session.driver.conn().pipeline_room() > 0
         {
             let src = &self.sources[self.next];
-            let id = self.session.driver.conn_mut().offer(src.info())?;
+            let opts = match src.kind() {
+                EntryKind::Folder if self.version < 2 => {
+                    let mut r = report_for(src);
+                    r.status = Status::NotSent;
+                    r.detail = "the server speaks protocol 1, which keeps no folders".into();
+                    self.obs.finished(&r);
+                    self.flights.outcome.files.push(r);
+                    self.next += 1;
+                    continue;
+                }
+                // Its files are stored first: storing one changes the folder's mtime, which
+                // the server sets when the folder is offered.
+                EntryKind::Folder if self.flights.any_under(&src.name) => break,
+                EntryKind::Folder => OfferOptions::folder(),
+                _ => self.digest_of(self.next),
+            };
+            let src = &self.sources[self.next];
+            let id = self
+                .session
+                .driver
+                .conn_mut()
+                .offer_with(src.info(), opts)?;
             self.flights.insert(id, self.next, report_for(src), ());
             self.next += 1;
         }
         Ok(())
+    }
+
+    /// With `--checksum` on a version-2 server, the offer of source `i` carries the whole
+    /// file's digest, so that the server compares contents (PROTOCOL.md §4.8). A file that
+    /// cannot be hashed as it was walked is offered plainly (and fails when it is read).
+    fn digest_of(&mut self, i: usize) -> OfferOptions {
+        let src = &self.sources[i];
+        let (Origin::File(path), Some(size)) = (&src.origin, src.size) else {
+            return OfferOptions::default();
+        };
+        if !self.session.opts.checksum || self.version < 2 {
+            return OfferOptions::default();
+        }
+        match open_regular(path).and_then(|mut f| body::hash_all(&mut f, &mut self.buf)) {
+            Ok(h) if h.len() == size => OfferOptions::with_digest(h.finalize()),
+            Ok(_) => OfferOptions::default(),
+            Err(e) => {
+                log::debug!("cannot hash {}: {e}", path.display());
+                OfferOptions::default()
+            }
+        }
     }
 
     /// Streams the body of an accepted file, from the server's offset if our prefix matches.
@@ -265,7 +329,13 @@ impl Upload<'_> {
         let (name, size) = (src.name.clone(), src.size);
         let (mut input, from): (Box<dyn Read>, u64) = match &src.origin {
             Origin::Stdin => (Box::new(io::stdin().lock()), self.begin(id, Hasher::new())?),
-            Origin::File(path) => match File::open(path) {
+            Origin::Folder(_) => {
+                return Err(ClientError::unexpected(
+                    self.session.target,
+                    "ACCEPT of a folder",
+                ))
+            }
+            Origin::File(path) => match open_regular(path) {
                 Ok(f) => match self.resume(id, f, offset)? {
                     Some((f, from)) => (Box::new(f), from),
                     None => return Ok(()),

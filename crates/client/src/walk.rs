@@ -1,32 +1,41 @@
-//! Turning command-line paths into the files to send: folders are walked recursively and keep
-//! their relative paths under the folder's own name (`photos/` is sent as `photos/...`).
+//! Turning command-line paths into the files and folders to send: folders are walked
+//! recursively and keep their relative paths under the folder's own name (`photos/` is sent as
+//! `photos/...`), each folder after what it holds (post-order, so that the receiver can give it
+//! its mtime last). What cannot be sent (special files, dangling links, unreadable entries,
+//! names that cannot travel) is skipped with a reason; the rest goes.
 
 use std::collections::BTreeMap;
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use ferry_proto::{FileInfo, Name, Timestamp};
+use ferry_proto::{EntryKind, FileInfo, Name, Timestamp};
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::ClientError;
+use crate::report::Skipped;
 
-/// Where the bytes of a file to send come from.
+/// Where the bytes of an entry to send come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A local file.
     File(PathBuf),
+    /// A local folder: sent as a folder entry (protocol 2), no body.
+    Folder(PathBuf),
     /// Standard input, to its end.
     Stdin,
 }
 
-/// One file to send.
+/// One file or folder to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     /// Where its bytes come from.
     pub origin: Origin,
     /// The name it is offered under.
     pub name: Name,
-    /// Its size; `None` for standard input.
+    /// Its size; `None` for standard input and folders.
     pub size: Option<u64>,
     /// Its modification time.
     pub mtime: Option<Timestamp>,
@@ -46,20 +55,44 @@ impl Source {
         }
     }
 
-    /// The local path, for messages (`-` for standard input).
+    /// The local path, for messages (`None` for standard input).
     #[must_use]
     pub fn path(&self) -> Option<&Path> {
         match &self.origin {
-            Origin::File(p) => Some(p),
+            Origin::File(p) | Origin::Folder(p) => Some(p),
             Origin::Stdin => None,
+        }
+    }
+
+    /// A file or a folder.
+    #[must_use]
+    pub fn kind(&self) -> EntryKind {
+        match self.origin {
+            Origin::Folder(_) => EntryKind::Folder,
+            _ => EntryKind::File,
         }
     }
 }
 
-/// Collects the files named by `paths` (`-` is standard input, offered as `stdin_name`).
-/// Everything is checked here, before connecting: missing files, unreadable folders, names
-/// that are not portable, two files that would land under one name.
-pub fn collect(paths: &[PathBuf], stdin_name: Option<&str>) -> Result<Vec<Source>, ClientError> {
+/// What a walk found: the entries to send, in order, and those skipped.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Files and folders to send (each folder after its contents).
+    pub sources: Vec<Source>,
+    /// What cannot be sent, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Collects the files and folders named by `paths` (`-` is standard input, offered as
+/// `stdin_name`), each stored under `to` when given (`--to backups/2026`). Fails, before
+/// connecting, only on a bad command line: a path that does not exist, `-` without `--name`,
+/// two entries that would land under one name. Anything else that cannot be sent, inside a
+/// folder or named on the command line, is skipped (see [`Skipped`]).
+pub fn collect(
+    paths: &[PathBuf],
+    stdin_name: Option<&str>,
+    to: Option<&Name>,
+) -> Result<Collected, ClientError> {
     let stdin_count = paths.iter().filter(|p| p.as_os_str() == "-").count();
     match (stdin_count, stdin_name) {
         (0, Some(_)) => {
@@ -79,15 +112,18 @@ pub fn collect(paths: &[PathBuf], stdin_name: Option<&str>) -> Result<Vec<Source
         }
         _ => {}
     }
-    let mut out = Vec::new();
+    let mut walk = Walk {
+        to,
+        out: Collected::default(),
+    };
     for path in paths {
         if path.as_os_str() == "-" {
             let raw = stdin_name.unwrap_or_default();
-            let name = Name::parse(raw).map_err(|source| ClientError::BadName {
+            let name = walk.name_for(raw).map_err(|source| ClientError::BadName {
                 name: ferry_proto::name::escape(raw),
                 source,
             })?;
-            out.push(Source {
+            walk.out.sources.push(Source {
                 origin: Origin::Stdin,
                 name,
                 size: None,
@@ -96,113 +132,193 @@ pub fn collect(paths: &[PathBuf], stdin_name: Option<&str>) -> Result<Vec<Source
             });
             continue;
         }
+        // A path named on the command line must exist (links are followed).
         let meta = fs::metadata(path).map_err(|source| ClientError::LocalRead {
             path: path.clone(),
             source,
         })?;
         let base = base_name(path)?;
-        if meta.is_dir() {
-            walk_dir(path, &base, &mut out)?;
-        } else {
-            out.push(file_source(path, &base, &meta)?);
-        }
+        walk.entry(path, base.to_str(), Ok(meta), false);
     }
-    check_unique(&out)?;
-    Ok(out)
+    check_unique(&walk.out.sources)?;
+    Ok(walk.out)
+}
+
+/// Opens `path` for reading only if it is a regular file: without blocking (a FIFO swapped in
+/// is never waited on) and checked after opening, so a FIFO's writer never loses data to us.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is no longer a regular file",
+        ))
+    }
 }
 
 /// The last component of `path`, resolving `.`, `..` and `/` to the real folder name.
-fn base_name(path: &Path) -> Result<String, ClientError> {
-    let named = match path.file_name() {
-        Some(n) => PathBuf::from(n),
-        None => {
-            let real = fs::canonicalize(path).map_err(|source| ClientError::LocalRead {
-                path: path.to_owned(),
-                source,
-            })?;
-            match real.file_name() {
-                Some(n) => PathBuf::from(n),
-                None => {
-                    return Err(ClientError::Usage(format!(
-                        "cannot send {} as a whole: name the files or folders inside it",
-                        path.display()
-                    )))
-                }
-            }
-        }
-    };
-    named
-        .to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| ClientError::NotUtf8 {
-            path: path.to_owned(),
-        })
-}
-
-fn walk_dir(dir: &Path, name: &str, out: &mut Vec<Source>) -> Result<(), ClientError> {
-    let read_err = |source| ClientError::LocalRead {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut entries = fs::read_dir(dir)
-        .map_err(read_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err)?;
-    entries.sort_by_key(fs::DirEntry::file_name);
-    for entry in entries {
-        let path = entry.path();
-        let child = format!("{name}/{}", base_name(&path)?);
-        let link = entry.file_type().map_err(read_err)?.is_symlink();
-        // Symbolic links to files are followed; links to folders are not (no loops).
-        let meta = fs::metadata(&path).map_err(|source| ClientError::LocalRead {
-            path: path.clone(),
-            source,
-        })?;
-        if meta.is_dir() && link {
-            log::warn!("skipping {}: a link to a folder", path.display());
-        } else if meta.is_dir() {
-            walk_dir(&path, &child, out)?;
-        } else if meta.is_file() {
-            out.push(file_source(&path, &child, &meta)?);
-        } else {
-            log::warn!("skipping {}: not a regular file", path.display());
-        }
+fn base_name(path: &Path) -> Result<PathBuf, ClientError> {
+    if let Some(n) = path.file_name() {
+        return Ok(PathBuf::from(n));
     }
-    Ok(())
-}
-
-fn file_source(path: &Path, name: &str, meta: &Metadata) -> Result<Source, ClientError> {
-    let name = Name::parse(name).map_err(|source| ClientError::LocalName {
+    let real = fs::canonicalize(path).map_err(|source| ClientError::LocalRead {
         path: path.to_owned(),
         source,
     })?;
-    Ok(Source {
-        origin: Origin::File(path.to_owned()),
-        name,
-        size: Some(meta.len()),
-        mtime: meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .and_then(|d| {
-                Some(Timestamp {
-                    secs: i64::try_from(d.as_secs()).ok()?,
-                    nanos: d.subsec_nanos(),
-                })
-            }),
-        mode: mode(meta),
+    match real.file_name() {
+        Some(n) => Ok(PathBuf::from(n)),
+        None => Err(ClientError::Usage(format!(
+            "cannot send {} as a whole: name the files or folders inside it",
+            path.display()
+        ))),
+    }
+}
+
+struct Walk<'a> {
+    to: Option<&'a Name>,
+    out: Collected,
+}
+
+impl Walk<'_> {
+    /// The name `rel` travels under: below `--to` when given.
+    fn name_for(&self, rel: &str) -> Result<Name, ferry_proto::NameError> {
+        match self.to {
+            Some(to) => Name::parse(&format!("{to}/{rel}", to = to.as_str())),
+            None => Name::parse(rel),
+        }
+    }
+
+    fn skip(&mut self, path: &Path, rel: Option<&str>, kind: EntryKind, reason: String) {
+        let shown = rel.map_or_else(
+            || {
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            },
+            str::to_owned,
+        );
+        self.out.skipped.push(Skipped {
+            path: path.to_owned(),
+            name: ferry_proto::name::escape(&shown),
+            kind,
+            reason,
+        });
+    }
+
+    /// One entry: `rel` is its relative name (`None` when not UTF-8), `meta` what it leads to
+    /// (links followed), `link` whether it is a symbolic link itself.
+    fn entry(&mut self, path: &Path, rel: Option<&str>, meta: io::Result<Metadata>, link: bool) {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if link && e.kind() == io::ErrorKind::NotFound => {
+                let why = "a symbolic link to nothing (dangling)".to_owned();
+                return self.skip(path, rel, EntryKind::File, why);
+            }
+            Err(e) => return self.skip(path, rel, EntryKind::File, format!("cannot read it: {e}")),
+        };
+        let kind = if meta.is_dir() {
+            EntryKind::Folder
+        } else {
+            EntryKind::File
+        };
+        if meta.is_dir() && link {
+            let why = "a link to a folder (not followed, so no loops)".to_owned();
+            return self.skip(path, rel, kind, why);
+        }
+        if let Some(what) = special(&meta) {
+            return self.skip(path, rel, kind, format!("{what}, not a regular file"));
+        }
+        let Some(rel) = rel else {
+            let why = "its name is not valid UTF-8, which the protocol cannot carry".to_owned();
+            return self.skip(path, None, kind, why);
+        };
+        let name = match self.name_for(rel) {
+            Ok(n) => n,
+            Err(e) => {
+                return self.skip(
+                    path,
+                    Some(rel),
+                    kind,
+                    format!("its name cannot be sent: {e}"),
+                )
+            }
+        };
+        if meta.is_dir() {
+            self.folder(path, rel, name, &meta);
+            return;
+        }
+        if let Err(e) = open_regular(path) {
+            return self.skip(path, Some(rel), kind, format!("cannot read it: {e}"));
+        }
+        self.out.sources.push(Source {
+            origin: Origin::File(path.to_owned()),
+            name,
+            size: Some(meta.len()),
+            mtime: mtime(&meta),
+            mode: Some(mode(&meta)),
+        });
+    }
+
+    /// A folder: what it holds, in name order, then the folder itself.
+    fn folder(&mut self, dir: &Path, rel: &str, name: Name, meta: &Metadata) {
+        let listed = fs::read_dir(dir).and_then(|it| it.collect::<Result<Vec<_>, _>>());
+        let mut entries = match listed {
+            Ok(e) => e,
+            Err(e) => {
+                let why = format!("cannot read the folder: {e}");
+                return self.skip(dir, Some(rel), EntryKind::Folder, why);
+            }
+        };
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
+            let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            // Links to files are followed; links to folders are not (no loops).
+            self.entry(&path, child.as_deref(), fs::metadata(&path), link);
+        }
+        self.out.sources.push(Source {
+            origin: Origin::Folder(dir.to_owned()),
+            name,
+            size: None,
+            mtime: mtime(meta),
+            mode: Some(mode(meta)),
+        });
+    }
+}
+
+/// What a special file is, in words; `None` for a regular file or a folder.
+fn special(meta: &Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() || t.is_dir() {
+        None
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe; never opened, so its writer loses nothing)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        Some("a special file")
+    }
+}
+
+/// A file's modification time, when the system has one after the epoch.
+pub(crate) fn mtime(meta: &Metadata) -> Option<Timestamp> {
+    let d = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(Timestamp {
+        secs: i64::try_from(d.as_secs()).ok()?,
+        nanos: d.subsec_nanos(),
     })
 }
 
-#[cfg(unix)]
-fn mode(meta: &Metadata) -> Option<u32> {
+fn mode(meta: &Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    Some(meta.permissions().mode() & 0o777)
-}
-
-#[cfg(not(unix))]
-fn mode(_: &Metadata) -> Option<u32> {
-    None
+    meta.permissions().mode() & 0o777
 }
 
 fn check_unique(sources: &[Source]) -> Result<(), ClientError> {
@@ -225,12 +341,16 @@ fn check_unique(sources: &[Source]) -> Result<(), ClientError> {
 mod tests {
     use super::*;
 
-    fn names(v: &[Source]) -> Vec<&str> {
-        v.iter().map(|s| s.name.as_str()).collect()
+    fn names(v: &Collected) -> Vec<&str> {
+        v.sources.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    fn collect(paths: &[PathBuf], stdin: Option<&str>) -> Result<Collected, ClientError> {
+        super::collect(paths, stdin, None)
     }
 
     #[test]
-    fn folders_keep_relative_paths_and_files_their_basename() {
+    fn folders_keep_relative_paths_and_come_after_their_contents() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("photos");
         fs::create_dir_all(root.join("2024/empty")).unwrap();
@@ -240,20 +360,32 @@ mod tests {
         let got = collect(&[root.clone(), tmp.path().join("notes.txt")], None).unwrap();
         assert_eq!(
             names(&got),
-            ["photos/2024/b.jpg", "photos/a.jpg", "notes.txt"]
+            [
+                "photos/2024/b.jpg",
+                "photos/2024/empty",
+                "photos/2024",
+                "photos/a.jpg",
+                "photos",
+                "notes.txt"
+            ]
         );
-        assert_eq!(got[0].size, Some(2));
-        assert_eq!(got[0].origin, Origin::File(root.join("2024/b.jpg")));
+        assert_eq!(got.sources[0].size, Some(2));
+        assert_eq!(got.sources[0].origin, Origin::File(root.join("2024/b.jpg")));
+        assert_eq!(got.sources[1].kind(), EntryKind::Folder);
+        assert_eq!(got.sources[1].size, None);
         let dot = collect(&[root.join("2024/.")], None).unwrap();
-        assert_eq!(names(&dot), ["2024/b.jpg"]);
+        assert_eq!(names(&dot), ["2024/b.jpg", "2024/empty", "2024"]);
+        let to = Name::parse("backups/2026").unwrap();
+        let under = super::collect(&[root.join("a.jpg")], None, Some(&to)).unwrap();
+        assert_eq!(names(&under), ["backups/2026/a.jpg"]);
     }
 
     #[test]
     fn stdin_needs_a_name_and_problems_show_before_connecting() {
         let tmp = tempfile::tempdir().unwrap();
         let stdin = collect(&["-".into()], Some("backup.tar")).unwrap();
-        assert_eq!(stdin[0].origin, Origin::Stdin);
-        assert_eq!(stdin[0].size, None);
+        assert_eq!(stdin.sources[0].origin, Origin::Stdin);
+        assert_eq!(stdin.sources[0].size, None);
         for (paths, name) in [
             (vec![PathBuf::from("-")], None),
             (vec![PathBuf::from("-"), PathBuf::from("-")], Some("x")),
@@ -285,7 +417,6 @@ mod tests {
         );
     }
 
-    #[cfg(unix)]
     #[test]
     fn links_to_folders_are_skipped_not_looped() {
         let tmp = tempfile::tempdir().unwrap();
@@ -295,6 +426,70 @@ mod tests {
         std::os::unix::fs::symlink(&root, root.join("loop")).unwrap();
         std::os::unix::fs::symlink(root.join("f"), root.join("g")).unwrap();
         let got = collect(&[root], None).unwrap();
-        assert_eq!(names(&got), ["d/f", "d/g"]);
+        assert_eq!(names(&got), ["d/f", "d/g", "d"]);
+        assert_eq!(got.skipped.len(), 1);
+        assert_eq!(got.skipped[0].name, "d/loop");
+        assert_eq!(got.skipped[0].kind, EntryKind::Folder);
+    }
+
+    /// Issue 12 items 2-3: POSIX names travel as they are; special files, dangling links and
+    /// names that cannot travel are skipped one by one (a FIFO is never opened), the rest kept.
+    #[test]
+    fn odd_entries_are_skipped_one_by_one_and_posix_names_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        fs::create_dir(&root).unwrap();
+        let posix = [
+            "aux.c",
+            "nul.tar.gz",
+            "x:y",
+            "what?",
+            "Screenshot 2024-01-01 10:30:00.png",
+            "trailing.",
+        ];
+        for n in posix {
+            fs::write(root.join(n), n).unwrap();
+        }
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
+        fs::write(root.join("ctl\u{1b}[2J"), b"x").unwrap();
+        let got = collect(&[root], None).unwrap();
+        let mut sent = names(&got);
+        sent.sort_unstable();
+        let mut want: Vec<String> = posix.iter().map(|n| format!("t/{n}")).collect();
+        want.push("t".into());
+        want.sort();
+        assert_eq!(sent, want);
+        let mut skipped: Vec<(&str, &str)> = got
+            .skipped
+            .iter()
+            .map(|s| (s.name.as_str(), s.reason.as_str()))
+            .collect();
+        skipped.sort_unstable();
+        let reasons: Vec<&str> = skipped.iter().map(|s| s.1).collect();
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("not valid UTF-8")),
+            "{reasons:?}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("control")), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("dangling")),
+            "{reasons:?}"
+        );
+        assert!(reasons.iter().any(|r| r.contains("FIFO")), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("socket")), "{reasons:?}");
+        assert!(
+            skipped.iter().all(|s| !s.0.contains('\u{1b}')),
+            "names are escaped: {skipped:?}"
+        );
     }
 }

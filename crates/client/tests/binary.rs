@@ -111,9 +111,16 @@ fn json_reports_each_file_and_a_summary() {
     assert_eq!(summary["bytes"], 70_003);
     assert_eq!(summary["exit_code"], 0);
 
-    // Sent again with other content: refused, with the code string and the exit code for
-    // "refused" (the same content would be unchanged).
-    write(&b, b"other bee");
+    // Sent again unchanged: the server already holds it (issue 12), a success.
+    let out = ferry(&["send", "--json", &addr, b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines[0]["status"], "unchanged");
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[1]["unchanged"], 1);
+
+    // Changed and sent again: refused, with the code string and the exit code for "refused".
+    fs::write(&b, b"changed").unwrap();
     let out = ferry(&["send", "--json", &addr, b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let lines = json_lines(&out.stdout);
@@ -176,14 +183,21 @@ fn get_saves_into_the_folder_and_reports_missing_files() {
     assert_eq!(lines.last().unwrap()["failed"], 1);
     assert_eq!(fs::read(dir.join("docs/a.txt")).unwrap(), b"aaa");
 
-    let again = ferry(&[
-        "get",
-        "-q",
-        &addr,
-        "docs/a.txt",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
+    let again = || {
+        ferry(&[
+            "get",
+            "-q",
+            &addr,
+            "docs/a.txt",
+            "-o",
+            dir.to_str().unwrap(),
+        ])
+    };
+    // The same file again: unchanged (same size and mtime as listed), a success.
+    assert_eq!(again().status.code(), Some(0), "{}", stderr(&again()));
+    // A local file that differs is kept unless --force.
+    fs::write(dir.join("docs/a.txt"), b"mine").unwrap();
+    let again = again();
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
 }

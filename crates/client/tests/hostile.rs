@@ -12,10 +12,8 @@ use std::time::Duration;
 use common::{id_of, opts, raw_server, write, Raw};
 use ferry_client::download::{self, Dest};
 use ferry_client::{upload, Options, Outcome, Status, Target};
-use ferry_proto::wire::{kind, Frame, VERSION};
+use ferry_proto::wire::{kind, Frame};
 use ferry_proto::{Code, Digest, Name};
-
-const WELCOME: Frame = Frame::Welcome { version: VERSION };
 
 fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
     Frame::Offer {
@@ -61,8 +59,8 @@ fn run_upload(addr: SocketAddr, server: JoinHandle<()>, content: &[u8], opts: &O
 /// outcome and the temp dir (which must hold nothing but `out`).
 fn download_from(script: impl FnOnce(Raw, u64) + Send + 'static) -> (Outcome, tempfile::TempDir) {
     let (addr, server) = raw_server(|mut raw| {
+        raw.welcome();
         let get = raw.expect(kind::GET);
-        raw.send(&[WELCOME]);
         script(raw, id_of(&get));
     });
     let tmp = tempfile::tempdir().unwrap();
@@ -189,15 +187,13 @@ fn a_wrong_digest_discards_the_file_and_tells_the_server() {
 #[test]
 fn a_result_for_a_file_never_sent_is_a_protocol_error() {
     let (addr, server) = raw_server(|mut raw| {
+        raw.welcome();
         let o = raw.expect(kind::OFFER);
-        raw.send(&[
-            WELCOME,
-            Frame::Result {
-                id: id_of(&o),
-                code: Code::Stored,
-                detail: "f".into(),
-            },
-        ]);
+        raw.send(&[Frame::Result {
+            id: id_of(&o),
+            code: Code::Stored,
+            detail: "f".into(),
+        }]);
         raw.drain();
     });
     let outcome = run_upload(addr, server, b"data", &opts());
@@ -211,15 +207,13 @@ fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
     let content = b"the whole file".to_vec();
     let expected = content.clone();
     let (addr, server) = raw_server(move |mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[
-            WELCOME,
-            Frame::Accept {
-                id,
-                offset: 3,
-                prefix: Digest::of(b"xyz"),
-            },
-        ]);
+        raw.send(&[Frame::Accept {
+            id,
+            offset: 3,
+            prefix: Digest::of(b"xyz"),
+        }]);
         assert_eq!(raw.expect(kind::BEGIN), Frame::Begin { id, from: 0 });
         match raw.expect(kind::END) {
             Frame::End { size, digest, .. } => {
@@ -243,15 +237,13 @@ fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
 #[test]
 fn an_offset_beyond_the_file_is_a_protocol_error() {
     let (addr, server) = raw_server(|mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[
-            WELCOME,
-            Frame::Accept {
-                id,
-                offset: 1000,
-                prefix: Digest::of_empty(),
-            },
-        ]);
+        raw.send(&[Frame::Accept {
+            id,
+            offset: 1000,
+            prefix: Digest::of_empty(),
+        }]);
         raw.drain();
     });
     let outcome = run_upload(addr, server, b"tiny", &opts());
@@ -293,7 +285,7 @@ fn garbage_from_the_server_is_a_protocol_error() {
 #[test]
 fn a_silent_server_times_out() {
     let (addr, server) = raw_server(|mut raw| {
-        raw.send(&[WELCOME]);
+        raw.welcome();
         raw.drain();
     });
     let local = tempfile::tempdir().unwrap();
@@ -315,8 +307,9 @@ fn a_silent_server_times_out() {
 #[test]
 fn a_wrong_digest_on_stdout_fails_the_command() {
     let (addr, server) = raw_server(|mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::GET));
-        raw.send(&[WELCOME, offer(id, "a.txt", Some(5))]);
+        raw.send(&[offer(id, "a.txt", Some(5))]);
         raw.expect(kind::ACCEPT);
         raw.send(&[Frame::Begin { id, from: 0 }]);
         raw.send_data(b"hello");
@@ -353,6 +346,7 @@ fn get_from_trickler(
     let done = Arc::new(AtomicBool::new(false));
     let client_done = done.clone();
     let (addr, server) = raw_server(move |mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::GET));
         prelude(&mut raw, id);
         for b in trickle(id).into_iter().take(20) {
@@ -396,10 +390,8 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 #[test]
 fn a_trickling_server_cannot_stretch_the_timeout() {
     // The replies themselves, one byte every 2 s.
-    let (code, took, tmp) = get_from_trickler(
-        |_, _| {},
-        |id| encode(&[WELCOME, offer(id, "a.txt", Some(5))]),
-    );
+    let (code, took, tmp) =
+        get_from_trickler(|_, _| {}, |id| encode(&[offer(id, "a.txt", Some(5))]));
     assert_eq!(code, Some(4), "a timeout is a network failure");
     assert!(took < Duration::from_secs(15), "ran {took:?}");
     assert!(common::tree(tmp.path()).is_empty(), "nothing left behind");
@@ -407,7 +399,7 @@ fn a_trickling_server_cannot_stretch_the_timeout() {
     // A body: one-byte DATA frames, one every 2 s.
     let (code, took, _tmp) = get_from_trickler(
         |raw, id| {
-            raw.send(&[WELCOME, offer(id, "a.txt", Some(1000))]);
+            raw.send(&[offer(id, "a.txt", Some(1000))]);
             raw.expect(kind::ACCEPT);
             raw.send(&[Frame::Begin { id, from: 0 }]);
         },

@@ -382,18 +382,15 @@ fn refusals_and_untrusted_servers_are_not_retried() {
 
 #[test]
 fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
-    let welcome = Frame::Welcome { version: VERSION };
     // The raw server takes one connection: a retry would find nothing listening.
     let (addr, server) = raw_server(move |mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[
-            welcome,
-            Frame::Accept {
-                id,
-                offset: 0,
-                prefix: Digest::of_empty(),
-            },
-        ]);
+        raw.send(&[Frame::Accept {
+            id,
+            offset: 0,
+            prefix: Digest::of_empty(),
+        }]);
         raw.expect(kind::END);
         raw.send(&[Frame::Result {
             id,
@@ -411,15 +408,13 @@ fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
     assert_eq!(outcome.retries, 0);
 
     let (addr, server) = raw_server(|mut raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[
-            Frame::Welcome { version: VERSION },
-            Frame::Accept {
-                id,
-                offset: 1000,
-                prefix: Digest::of_empty(),
-            },
-        ]);
+        raw.send(&[Frame::Accept {
+            id,
+            offset: 1000,
+            prefix: Digest::of_empty(),
+        }]);
         raw.drain();
     });
     let outcome = upload_to_script(addr, server, &file);
@@ -478,15 +473,13 @@ fn a_busy_answer_is_waited_out_and_retried() {
         raw.drain();
     };
     let file_busy = |mut raw: common::Raw| {
+        raw.welcome();
         let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[
-            Frame::Welcome { version: VERSION },
-            Frame::Refuse {
-                id,
-                code: Code::Busy,
-                reason: "movie.bin is being uploaded by another connection; try again later".into(),
-            },
-        ]);
+        raw.send(&[Frame::Refuse {
+            id,
+            code: Code::Busy,
+            reason: "movie.bin is being uploaded by another connection; try again later".into(),
+        }]);
         raw.drain();
     };
     /// What the server does with the first connection.

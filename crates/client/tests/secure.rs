@@ -298,10 +298,11 @@ fn trust_on_first_use_records_then_refuses_a_changed_certificate() {
     ]);
     assert_eq!(
         second.status.code(),
-        Some(3),
-        "exists now: {}",
+        Some(0),
+        "unchanged now: {}",
         stderr(&second)
     );
+    assert!(String::from_utf8_lossy(&second.stdout).contains(r#""status":"unchanged""#));
     assert!(
         !stderr(&second).contains("first use"),
         "{}",

@@ -48,7 +48,15 @@ fn folder_tree_keeps_relative_paths_over_one_pipelined_connection() {
     let outcome = send(&server.target(), &[&root, &solo]);
 
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
-    assert_eq!(outcome.files.len(), 152);
+    // 152 files, and the folders photos, photos/d0 .. photos/d3 after their contents.
+    assert_eq!(outcome.files.len(), 157);
+    let folders: Vec<&str> = outcome
+        .files
+        .iter()
+        .filter(|f| f.kind == ferry_proto::EntryKind::Folder)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(folders.len(), 5, "{folders:?}");
     assert!(outcome.files.iter().all(|f| f.status.is_success()));
     for i in 0..150u32 {
         let name = format!("photos/d{}/f{i}.txt", i % 4);

@@ -97,7 +97,7 @@ pub fn write(path: &Path, content: &[u8]) {
 
 pub fn sources(paths: &[&Path]) -> Vec<Source> {
     let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
-    walk::collect(&paths, None).expect("collect")
+    walk::collect(&paths, None, None).expect("collect").sources
 }
 
 /// Sends `paths` with the library.
@@ -105,12 +105,11 @@ pub fn send(target: &Target, paths: &[&Path]) -> Outcome {
     ferry_client::upload::send(target, sources(paths), &opts(), &mut ())
 }
 
-/// The server's private state folder at the top of its storage folder (partials, temp files,
-/// its digest cache): not something any client sent.
+/// The server's own state folder (its digest cache), which `tree` leaves out.
 pub const SERVER_STATE: &str = ".ferry-state";
 
-/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included, the
-/// server's state folder left out).
+/// Every file in `dir`, recursively, as sorted relative `/`-paths (hidden ones included, but
+/// not a server's [`SERVER_STATE`] folder).
 pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in fs::read_dir(dir).expect("read_dir") {
@@ -404,12 +403,14 @@ pub struct Raw {
 }
 
 /// Listens for one connection; the script gets a [`Raw`] peer that already read the magic.
-pub fn raw_server(script: impl FnOnce(Raw) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+pub fn raw_server<T: Send + 'static>(
+    script: impl FnOnce(Raw) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
-        script(Raw::opened(stream));
+        script(Raw::opened(stream))
     });
     (addr, handle)
 }
@@ -424,6 +425,18 @@ impl Raw {
         stream.read_exact(&mut magic).expect("magic");
         assert_eq!(magic, MAGIC);
         Raw { stream }
+    }
+
+    /// Reads the client's HELLO and answers WELCOME for version `version`: a client sends
+    /// nothing else before it is welcomed.
+    pub fn welcome_as(&mut self, version: u16) {
+        self.expect(wire::kind::HELLO);
+        self.send(&[Frame::Welcome { version }]);
+    }
+
+    /// [`Raw::welcome_as`] version 1: files only, no listing first.
+    pub fn welcome(&mut self) {
+        self.welcome_as(1);
     }
 
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.

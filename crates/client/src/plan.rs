@@ -1,0 +1,356 @@
+//! What `ferry get` fetches, decided before the first GET: on a protocol-2 server each name is
+//! listed (recursively), so that a folder expands into its files and folders, each file's size
+//! and mtime are known (a local copy that matches is reported unchanged and not fetched), and
+//! `-o` can behave as `cp` does. On a protocol-1 server the names are fetched as given.
+//!
+//! The listing is read on the connection the files are then fetched on; it is held as one
+//! small record per entry while they are fetched (the answers to GETs come after the listing
+//! on one connection, PROTOCOL.md §7.1).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{Code, Entry, EntryKind, Name, NameError, Timestamp};
+
+use crate::error::ClientError;
+use crate::landing::local_path;
+use crate::list;
+use crate::net::Options;
+use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
+use crate::session::Session;
+use crate::target::Target;
+use crate::walk;
+
+/// Most bytes of listing `get` holds while it fetches (names plus [`ENTRY_COST`] each): a
+/// folder with more is refused here (`too_large`), so that no server can make the client
+/// hold an unbounded listing.
+pub const MAX_PLANNED_BYTES: usize = 256 << 20;
+
+/// What one held entry costs besides its name.
+const ENTRY_COST: usize = 64;
+
+/// Where downloaded files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// Into this folder (created if missing), under each file's relative name.
+    Dir(PathBuf),
+    /// As `cp` takes its last argument: an existing folder receives (as [`Dest::Dir`]);
+    /// otherwise the path names the file when exactly one file is fetched, and is the folder
+    /// created to receive them when more are (or a folder is).
+    Path(PathBuf),
+    /// To standard output, one after the other, as the bytes arrive.
+    Stdout,
+}
+
+/// A file to fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct Want {
+    pub(crate) name: Name,
+    /// Where it lands (`None`: standard output).
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// What planning decided, and the connection it was decided on.
+pub(crate) struct Plan<'a> {
+    /// The connection the listing came over, to fetch the files on (`None` for `-o -`).
+    pub(crate) session: Option<Session<'a>>,
+    /// The files to fetch.
+    pub(crate) wants: Vec<Want>,
+    /// Folders listed: created already, given their mode and mtime once the files are in.
+    pub(crate) folders: Vec<(PathBuf, Entry)>,
+    /// Reports made while planning (names not found, folders, files already here, retries).
+    pub(crate) outcome: Outcome,
+}
+
+/// Plans the download of `names` into `dest`, retrying the connection as [`Options::retries`]
+/// allows; the `Err` outcome ends the run.
+pub(crate) fn plan<'a>(
+    target: &'a Target,
+    names: &[Name],
+    dest: &Dest,
+    opts: &'a Options,
+    obs: &mut dyn Observer,
+) -> Result<Plan<'a>, Box<Outcome>> {
+    let mut proven = false;
+    let mut retries = 0;
+    loop {
+        let mut welcomed = false;
+        match try_plan(target, names, dest, opts, obs, &mut welcomed) {
+            Ok(mut p) => {
+                p.outcome.retries = retries;
+                return Ok(p);
+            }
+            Err(e) => {
+                proven |= welcomed;
+                if retries >= opts.retries || !e.is_retriable(proven) {
+                    return Err(Box::new(Outcome {
+                        retries,
+                        ..Outcome::failed(e)
+                    }));
+                }
+                retries += 1;
+                let delay = opts.backoff.delay(retries);
+                obs.retrying(&Retry {
+                    retry: retries,
+                    of: opts.retries,
+                    delay,
+                    reason: e.to_string(),
+                    files_left: names.len(),
+                });
+                (opts.backoff.sleep)(delay);
+            }
+        }
+    }
+}
+
+fn try_plan<'a>(
+    target: &'a Target,
+    names: &[Name],
+    dest: &Dest,
+    opts: &'a Options,
+    obs: &mut dyn Observer,
+    welcomed: &mut bool,
+) -> Result<Plan<'a>, ClientError> {
+    let mut plan = Plan {
+        session: None,
+        wants: Vec::new(),
+        folders: Vec::new(),
+        outcome: Outcome::default(),
+    };
+    let (out, single) = match dest {
+        Dest::Stdout => {
+            plan.wants = names
+                .iter()
+                .map(|n| Want {
+                    name: n.clone(),
+                    path: None,
+                })
+                .collect();
+            return Ok(plan);
+        }
+        Dest::Dir(d) => (d, false),
+        Dest::Path(p) => (p, true),
+    };
+    let mut session = Session::open(target, opts, obs)?;
+    let version = session.welcome()?;
+    *welcomed = true;
+    // Each name with what the listing says of it (nothing on a protocol-1 server).
+    let mut listed: Vec<(Name, Option<Vec<Entry>>)> = Vec::new();
+    // Bytes of listing held, against MAX_PLANNED_BYTES.
+    let mut held = 0usize;
+    for name in names {
+        if version < 2 {
+            listed.push((name.clone(), None));
+            continue;
+        }
+        let mut entries = Vec::new();
+        let mut over = false;
+        let answer = list::run(&mut session, Some(name.clone()), true, &mut |e| {
+            let cost = e.name.as_str().len() + ENTRY_COST;
+            if !over && held + cost <= MAX_PLANNED_BYTES {
+                held += cost;
+                entries.push(e);
+            } else {
+                over = true;
+            }
+        })?;
+        let (code, reason, refused) = match answer {
+            Ok(_) if !over => {
+                listed.push((name.clone(), Some(entries)));
+                continue;
+            }
+            Ok(_) => (
+                Code::TooLarge,
+                format!(
+                    "its listing is over {} MiB, more than is held at once: fetch its \
+                     folders one by one",
+                    MAX_PLANNED_BYTES >> 20
+                ),
+                false,
+            ),
+            Err((code, reason)) => (code, ferry_proto::name::escape(&reason), true),
+        };
+        held -= entries
+            .iter()
+            .map(|e| e.name.as_str().len() + ENTRY_COST)
+            .sum::<usize>();
+        let mut r = FileReport::new(name.clone(), None, None, Status::Code(code));
+        r.refused = refused;
+        r.detail = reason;
+        obs.finished(&r);
+        plan.outcome.files.push(r);
+    }
+    let one_file = names.len() == 1
+        && listed.len() == 1
+        && listed[0]
+            .1
+            .as_ref()
+            .is_none_or(|e| e.len() == 1 && e[0].kind == EntryKind::File);
+    let file_at = single && one_file && !out.is_dir();
+    if !file_at {
+        if out.exists() && !out.is_dir() {
+            return Err(ClientError::Destination {
+                path: out.clone(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
+            });
+        }
+        fs::create_dir_all(out).map_err(|source| ClientError::Destination {
+            path: out.clone(),
+            source,
+        })?;
+    }
+    let force = opts.force;
+    for (name, entries) in listed {
+        let place = |n: &Name| {
+            if file_at {
+                out.clone()
+            } else {
+                local_path(out, n)
+            }
+        };
+        let Some(entries) = entries else {
+            plan.want(name.clone(), place(&name), None, force, obs);
+            continue;
+        };
+        for e in entries {
+            let path = place(&e.name);
+            if let Err(why) = storable(&e.name, cfg!(windows)) {
+                let s = Skipped {
+                    path,
+                    name: e.name.to_string(),
+                    kind: e.kind,
+                    reason: format!("this system cannot store that name: {why}"),
+                };
+                obs.skipped(&s);
+                plan.outcome.skipped.push(s);
+            } else if e.kind == EntryKind::Folder {
+                plan.folder(path, e, obs);
+            } else {
+                plan.want(e.name.clone(), path, Some(&e), force, obs);
+            }
+        }
+    }
+    plan.session = Some(session);
+    Ok(plan)
+}
+
+/// Whether a name can be stored here: on Windows (`portable`) the rules of PROTOCOL.md §5.2
+/// apply too; elsewhere every valid name can.
+pub(crate) fn storable(name: &Name, portable: bool) -> Result<(), NameError> {
+    if portable {
+        name.portable()
+    } else {
+        Ok(())
+    }
+}
+
+impl Plan<'_> {
+    fn report(&mut self, r: FileReport, obs: &mut dyn Observer) {
+        obs.finished(&r);
+        self.outcome.files.push(r);
+    }
+
+    /// A listed folder: made now (with what it holds, an empty one is kept too).
+    fn folder(&mut self, path: PathBuf, e: Entry, obs: &mut dyn Observer) {
+        let (status, detail) = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => (Status::Code(Code::Unchanged), String::new()),
+            Ok(_) => (
+                Status::Code(Code::Exists),
+                format!("{} exists here and is not a folder", path.display()),
+            ),
+            Err(_) => match fs::create_dir_all(&path) {
+                Ok(()) => (Status::Code(Code::Stored), String::new()),
+                Err(err) => (
+                    Status::Code(Code::Io),
+                    format!("cannot make {}: {err}", path.display()),
+                ),
+            },
+        };
+        let ok = status.is_success();
+        let mut r = FileReport::folder(e.name.clone(), Some(path.clone()), status);
+        r.detail = detail;
+        self.report(r, obs);
+        if ok {
+            self.folders.push((path, e));
+        }
+    }
+
+    /// A file: fetched unless a local file is in its place (unchanged when it has the listed
+    /// size and mtime, rsync's quick check; otherwise kept unless `force`).
+    fn want(
+        &mut self,
+        name: Name,
+        path: PathBuf,
+        entry: Option<&Entry>,
+        force: bool,
+        obs: &mut dyn Observer,
+    ) {
+        let held = fs::symlink_metadata(&path).ok();
+        if let (Some(meta), Some(e)) = (&held, entry) {
+            let same = meta.is_file() && meta.len() == e.size && walk::mtime(meta) == Some(e.mtime);
+            if same {
+                let mut r = FileReport::new(
+                    name,
+                    Some(path),
+                    Some(e.size),
+                    Status::Code(Code::Unchanged),
+                );
+                r.detail = "already here with the same size and modification time".into();
+                return self.report(r, obs);
+            }
+        }
+        if held.is_some() && !force {
+            let mut r = FileReport::new(name, Some(path.clone()), None, Status::Code(Code::Exists));
+            r.detail = format!("{} exists here; use --force to replace it", path.display());
+            return self.report(r, obs);
+        }
+        self.wants.push(Want {
+            name,
+            path: Some(path),
+        });
+    }
+}
+
+/// Gives the listed folders their mode (less what the umask took when they were made) and
+/// mtime, deepest first, once everything under them is written. Best effort, as for files.
+pub(crate) fn finish_folders(mut folders: Vec<(PathBuf, Entry)>) {
+    folders.sort_by_key(|(_, e)| std::cmp::Reverse(e.name.depth()));
+    for (path, e) in folders {
+        if let Err(err) = apply(&path, e.mode, e.mtime) {
+            log::warn!("cannot set the mode or time of {}: {err}", path.display());
+        }
+    }
+}
+
+fn apply(path: &Path, mode: u32, mtime: Timestamp) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = fs::File::open(path)?;
+    if let Some(t) = crate::landing::to_system_time(mtime) {
+        dir.set_modified(t)?;
+    }
+    let made = dir.metadata()?.permissions().mode() & 0o777;
+    let wanted = made & mode & 0o777;
+    if wanted != made {
+        dir.set_permissions(fs::Permissions::from_mode(wanted))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 6: on Windows a name `Name::portable` rejects is refused; elsewhere
+    /// every valid name lands as it is.
+    #[test]
+    fn windows_refuses_what_it_cannot_store_and_posix_stores_everything() {
+        for raw in ["aux.c", "x:y", "what?", "a/trailing.", "nul.tar.gz"] {
+            let name = Name::parse(raw).unwrap();
+            assert!(storable(&name, false).is_ok(), "{raw}");
+            assert!(storable(&name, true).is_err(), "{raw}");
+        }
+        let plain = Name::parse("photos/Screenshot 2024-01-01.png").unwrap();
+        assert!(storable(&plain, true).is_ok());
+    }
+}
