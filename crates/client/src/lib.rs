@@ -27,6 +27,7 @@ mod progress;
 mod report;
 mod retry;
 mod session;
+mod sniff;
 mod target;
 mod timed;
 pub mod upload;

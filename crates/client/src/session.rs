@@ -11,6 +11,7 @@ use ferry_secure::{Stream, Token};
 use crate::error::ClientError;
 use crate::net::{self, Options};
 use crate::report::Observer;
+use crate::sniff;
 use crate::target::Target;
 use crate::timed::Timed;
 
@@ -70,8 +71,9 @@ impl<'a> Session<'a> {
                 .driver
                 .next_step()
                 .map_err(|e| match self.drive_err(e) {
-                    ClientError::Lost { .. } if !self.welcomed => {
-                        ClientError::NoWelcome(self.target.clone())
+                    e if !self.welcomed => {
+                        let first = self.driver.stream().get_ref().first_bytes().get();
+                        e.unwelcomed(self.target, &sniff::identify(&first))
                     }
                     e => e,
                 })?;
