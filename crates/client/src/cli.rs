@@ -234,6 +234,9 @@ pub fn run(cli: &Cli) -> u8 {
             name,
             legacy,
         } => {
+            if let Err(e) = crate::precheck::named_files_readable(paths) {
+                return fail(cli, &e);
+            }
             let sources = match walk::collect(paths, name.as_deref()) {
                 Ok(s) if s.is_empty() => {
                     let e = ClientError::Usage("nothing to send: the folders hold no files".into());
@@ -243,7 +246,8 @@ pub fn run(cli: &Cli) -> u8 {
                 Err(e) => return fail(cli, &e),
             };
             let verb = if *legacy { Verb::Legacy } else { Verb::Send };
-            let bytes = Some(sources.iter().filter_map(|s| s.size).sum());
+            // Unknown (`None`) when standard input is among them.
+            let bytes = sources.iter().map(|s| s.size).sum();
             let mut console = Console::new(
                 verb,
                 cli.common.json,

@@ -23,6 +23,7 @@ mod landing;
 pub mod legacy;
 mod net;
 mod output;
+mod precheck;
 mod progress;
 mod report;
 mod retry;

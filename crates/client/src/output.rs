@@ -64,7 +64,11 @@ impl Console {
         }
         if let Some(e) = &outcome.error {
             eprintln!("ferry: {e}");
-            let cut = outcome.files.iter().any(|f| f.status == Status::Incomplete);
+            // Standard input and output cannot be taken up again: no hint for them alone.
+            let cut = outcome
+                .files
+                .iter()
+                .any(|f| f.status == Status::Incomplete && f.path.is_some());
             if cut && self.verb != Verb::Legacy && e.exit_code() == exit::NETWORK {
                 eprintln!("ferry: run the same command again to resume");
             }
@@ -110,6 +114,9 @@ impl Console {
             }
             (Status::Sent, _) => {
                 format!("sent {} ({took}; the seed server confirms nothing)", r.name)
+            }
+            (_, Verb::Send | Verb::Legacy) if r.local => {
+                format!("could not send {}: {why}", r.name)
             }
             (_, _) if r.refused => format!("server refused {}: {why}", r.name),
             (Status::Incomplete, _) => format!("incomplete {}: {why}", r.name),

@@ -53,6 +53,9 @@ pub struct FileReport {
     pub status: Status,
     /// The server refused it outright (REFUSE), as opposed to failing later.
     pub refused: bool,
+    /// It failed on this side (the local file could not be read, or shrank while it was sent),
+    /// not on the server's.
+    pub local: bool,
     /// On success, the name the server stored it under (uploads); otherwise why it failed,
     /// escaped for printing.
     pub detail: String,
@@ -76,6 +79,7 @@ impl FileReport {
             size,
             status,
             refused: false,
+            local: false,
             detail: String::new(),
             digest: None,
             bytes: 0,

@@ -72,8 +72,14 @@ impl<'a> Session<'a> {
                 .next_step()
                 .map_err(|e| match self.drive_err(e) {
                     e if !self.welcomed => {
-                        let first = self.driver.stream().get_ref().first_bytes().get();
-                        e.unwelcomed(self.target, &sniff::identify(&first))
+                        // Raw bytes tell something only without TLS (with it, they are records).
+                        let stream = self.driver.stream();
+                        let peer = if stream.is_tls() {
+                            sniff::Peer::Unknown
+                        } else {
+                            sniff::identify(&stream.get_ref().first_bytes().get())
+                        };
+                        e.unwelcomed(self.target, &peer)
                     }
                     e => e,
                 })?;

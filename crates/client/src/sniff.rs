@@ -2,6 +2,7 @@
 //! server said WELCOME: an HTTP or SSH server, a TLS server spoken to in plain, or a ferry
 //! server's refusal that arrived where a TLS handshake was expected.
 
+use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN};
@@ -9,6 +10,9 @@ use ferry_proto::Code;
 
 /// How many of the first bytes received on a connection are kept for [`identify`].
 pub(crate) const SNIFF_BYTES: usize = 512;
+
+/// Most bytes read for a server's last words after a failed write.
+const LAST_WORDS_BYTES: usize = 64 * 1024;
 
 /// Longest excerpt of a foreign server's first line shown in messages.
 const SHOWN_CHARS: usize = 60;
@@ -76,6 +80,31 @@ pub(crate) fn identify(first: &[u8]) -> Peer {
     } else {
         Peer::Unknown
     }
+}
+
+/// After a write to the server failed (it stopped reading and closed): reads what it still
+/// had to say, bounded by `input`'s own deadline and [`LAST_WORDS_BYTES`], and returns the
+/// ERROR frame among it, if any (replies about earlier files may come first).
+pub(crate) fn last_words(input: &mut impl Read) -> Option<(Code, String)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < LAST_WORDS_BYTES {
+        match input.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut rest = got.as_slice();
+    while !rest.is_empty() {
+        if let Some(Peer::FerryError { code, reason }) = ferry_error(rest) {
+            return Some((code, reason));
+        }
+        let header: [u8; FRAME_HEADER_LEN] = rest.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+        let (_, len) = wire::parse_header(header).ok()?;
+        let next = FRAME_HEADER_LEN.checked_add(usize::try_from(len).ok()?)?;
+        rest = rest.get(next..)?;
+    }
+    None
 }
 
 /// A whole ERROR frame at the start of `first`.
@@ -155,5 +184,22 @@ mod tests {
         );
         // Cut short, it is not read as a refusal.
         assert_eq!(identify(&bytes[..bytes.len() - 1]), Peer::Unknown);
+    }
+
+    #[test]
+    fn last_words_skip_replies_to_find_the_error() {
+        let mut bytes = Vec::new();
+        Frame::Welcome { version: 2 }.encode(&mut bytes);
+        Frame::Error {
+            code: Code::TooLarge,
+            reason: "over 3 MiB".into(),
+        }
+        .encode(&mut bytes);
+        assert_eq!(
+            last_words(&mut bytes.as_slice()),
+            Some((Code::TooLarge, "over 3 MiB".into()))
+        );
+        assert_eq!(last_words(&mut &bytes[..7]), None);
+        assert_eq!(last_words(&mut &b"HTTP/1.1 400"[..]), None);
     }
 }
