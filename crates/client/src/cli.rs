@@ -210,6 +210,18 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a shell completion script (see the README for where to put it).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (ferry.1, ferry-send.1, ...) into a folder.
+    #[command(hide = true)]
+    Man {
+        /// The folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -220,6 +232,9 @@ fn parse_target(s: &str) -> Result<Target, String> {
 /// Runs a parsed command line; returns the process exit code.
 #[must_use]
 pub fn run(cli: &Cli) -> u8 {
+    if let Some(code) = crate::completions::answer(&cli.command) {
+        return code;
+    }
     let started = Instant::now();
     let opts = match options(cli) {
         Ok(o) => o,
@@ -295,6 +310,8 @@ pub fn run(cli: &Cli) -> u8 {
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)
         }
+        // Answered above, before any setting was loaded.
+        Command::Completions { .. } | Command::Man { .. } => return exit::OK,
     };
     console.finish(&outcome, started.elapsed().as_secs_f64());
     outcome.exit_code()

@@ -16,6 +16,7 @@
 
 mod body;
 pub mod cli;
+mod completions;
 pub mod download;
 mod error;
 mod flights;
