@@ -406,7 +406,7 @@ mod tests {
                 assert_eq!(target.to_string(), "[::1]:9000");
                 assert_eq!(paths.len(), 2);
             }
-            Command::Get { .. } => panic!("parsed as get"),
+            other => panic!("parsed as {other:?}"),
         }
         assert!(cli.common.json);
         let cli = Cli::try_parse_from(["ferry", "get", "box", "x", "-o", "-"]).unwrap();
