@@ -261,6 +261,7 @@ pub fn run(cli: &Cli) -> u8 {
                 Err(e) => return fail(cli, &e),
             };
             let verb = if *legacy { Verb::Legacy } else { Verb::Send };
+            let resumable = !*legacy && sources.iter().all(|s| s.path().is_some());
             // Unknown (`None`) when standard input is among them.
             let bytes = sources.iter().map(|s| s.size).sum();
             let mut console = Console::new(
@@ -271,7 +272,8 @@ pub fn run(cli: &Cli) -> u8 {
                 sources.len(),
                 bytes,
             )
-            .with_known_hosts(known_hosts);
+            .with_known_hosts(known_hosts)
+            .interruptible(resumable);
             let outcome = if *legacy {
                 crate::legacy::send(target, sources, &opts, &mut console)
             } else {
@@ -306,7 +308,8 @@ pub fn run(cli: &Cli) -> u8 {
                 names.len(),
                 None,
             )
-            .with_known_hosts(known_hosts);
+            .with_known_hosts(known_hosts)
+            .interruptible(matches!(dest, Dest::Dir(_)));
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)
         }

@@ -31,6 +31,9 @@ pub mod exit {
     /// TLS: the server's certificate is not trusted (not the pinned one, changed since it was
     /// first trusted, or not vouched for by a trusted CA); nothing was sent to it.
     pub const UNTRUSTED: u8 = 6;
+    /// Interrupted (Ctrl-C, SIGINT) after saying which files were confirmed: 128 + 2, as
+    /// shells report it.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// An error that ends a whole run (per-file failures are [`crate::FileReport`]s instead).

@@ -20,6 +20,7 @@ mod completions;
 pub mod download;
 mod error;
 mod flights;
+mod interrupt;
 mod landing;
 pub mod legacy;
 mod net;

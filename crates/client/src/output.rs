@@ -10,6 +10,7 @@ use ferry_proto::{Code, Name};
 use ferry_secure::Fingerprint;
 
 use crate::error::exit;
+use crate::interrupt::Interrupt;
 use crate::progress::Progress;
 use crate::report::{FileReport, Observer, Outcome, Retry, Status};
 use crate::target::Target;
@@ -30,6 +31,10 @@ pub(crate) struct Console {
     progress: Progress,
     /// Where trust on first use records certificates, for the message.
     known_hosts: Option<PathBuf>,
+    /// Files in the run.
+    count: usize,
+    /// What Ctrl-C reports, once [`Console::interruptible`].
+    interrupt: Option<Interrupt>,
 }
 
 impl Console {
@@ -47,12 +52,30 @@ impl Console {
             quiet,
             progress: Progress::new(bars && !quiet, count, bytes),
             known_hosts: None,
+            count,
+            interrupt: None,
         }
     }
 
     /// Names the known-hosts file in the message about a server trusted on first use.
     pub(crate) fn with_known_hosts(mut self, path: Option<PathBuf>) -> Self {
         self.known_hosts = path;
+        self
+    }
+
+    /// On Ctrl-C, says which files were confirmed and, if `resumable`, that running the same
+    /// command again resumes, then exits ([`exit::INTERRUPTED`]).
+    pub(crate) fn interruptible(mut self, resumable: bool) -> Self {
+        let word = match self.verb {
+            Verb::Send => "stored",
+            Verb::Get => "saved",
+            Verb::Legacy => "sent",
+        };
+        let interrupt = Interrupt::new(word, self.count, resumable, self.progress.bars());
+        match interrupt.watch() {
+            Ok(()) => self.interrupt = Some(interrupt),
+            Err(e) => log::debug!("cannot watch for Ctrl-C: {e}"),
+        }
         self
     }
 
@@ -136,11 +159,22 @@ impl Observer for Console {
         self.progress.start_file(name, size, from);
     }
 
+    fn verifying(&mut self, name: &Name, bytes: u64) {
+        self.progress.verifying(name, bytes);
+    }
+
     fn advanced(&mut self, bytes: u64) {
         self.progress.advance(bytes);
     }
 
     fn finished(&mut self, report: &FileReport) {
+        if let Some(i) = self
+            .interrupt
+            .as_ref()
+            .filter(|_| report.status.is_success())
+        {
+            i.confirmed(&report.name);
+        }
         if self.json {
             print_json(&report.to_json());
         }

@@ -128,6 +128,11 @@ pub trait Observer {
     fn started(&mut self, name: &Name, size: Option<u64>, from: u64) {
         let _ = (name, size, from);
     }
+    /// A resumed upload checks its first `bytes`, which the server holds, by hashing them
+    /// here (before [`Observer::started`]); this can take a while for a large prefix.
+    fn verifying(&mut self, name: &Name, bytes: u64) {
+        let _ = (name, bytes);
+    }
     /// More body bytes moved.
     fn advanced(&mut self, bytes: u64) {
         let _ = bytes;

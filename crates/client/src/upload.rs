@@ -346,6 +346,9 @@ impl Upload<'_> {
         offset: u64,
     ) -> Result<Option<(File, u64)>, ClientError> {
         let prefix = if offset > 0 {
+            if let Some(f) = self.flights.get_mut(id) {
+                self.obs.verifying(&f.report.name, offset);
+            }
             // A prefix we cannot read is one we cannot vouch for: start over.
             body::hash_all(&mut (&mut file).take(offset), &mut self.buf).unwrap_or_default()
         } else {
