@@ -21,6 +21,8 @@ const AFTER_HELP: &str = "\
 Examples:
   ferry send box.example photos/                      plain TCP, port 8386
   ferry send --pin SHA256:3f9a... box.example a.iso   TLS, only the certificate the server printed
+                                                      (ferry-server fingerprint; openssl's
+                                                      AB:CD:... form works too)
   ferry send --tofu box.example a.iso                 TLS, trust on first use (like ssh)
   ferry send --tls box.example a.iso                  TLS, certificate signed by a public CA
   ferry get --ca my-ca.pem box.example a.iso -o dl/   TLS, certificate signed by your own CA
@@ -30,17 +32,22 @@ Examples:
 
 Exit codes:
   0  every file was transferred
-  1  some files failed (refused, digest mismatch, local error such as no room for a
-     download); the others went through
+  1  some files failed (refused, digest mismatch, local error such as a file that could not
+     be read while it was sent, or no room for a download); the others went through
   2  usage: bad arguments, or a local file (to send, --ca, --token-file, known hosts) is
-     missing or unusable (nothing was sent)
-  3  the server refused the connection (busy, wrong or missing token) or every file
+     missing, unusable or not readable by you (nothing was sent)
+  3  the server refused the connection (busy, wrong or missing token, blocked after failed
+     logins: it says for how long) or every file (a stream over its size limit, say)
   4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
      --retries; run again to resume)
-  5  the server broke the protocol (an offer without a size, say), is not a ferry server, or
-     does not speak TLS 1.3
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server (it
+     says what answered: an HTTP or SSH server, ...), or does not speak TLS (not retried)
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
+  130  interrupted (Ctrl-C): what was confirmed is printed; run the same command again to
+     resume
+
+Shell completions and manual pages: ferry completions bash|zsh|fish, ferry man --out DIR.
 
 Set RUST_LOG=debug for a detailed log on stderr.";
 

@@ -297,3 +297,49 @@ fn pin_takes_the_fingerprint_as_openssl_prints_it() {
     }
     assert_eq!(tree(server.dir.path()), ["f0.txt", "f1.txt"]);
 }
+
+#[test]
+fn the_exit_code_tables_say_what_these_tests_assert() {
+    let help = String::from_utf8(ferry(&["--help"]).stdout).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let top = fs::read_to_string(format!("{root}/../../README.md")).unwrap();
+    // (code, words its entry must hold) for each code the tests above assert.
+    let table = [
+        ("2", vec!["read"]),
+        ("3", vec!["blocked after failed logins"]),
+        ("5", vec!["not a ferry server", "does not speak TLS"]),
+        ("130", vec!["interrupted", "again to resume"]),
+    ];
+    for (code, words) in &table {
+        // The entry's first line, and the lines indented under it.
+        let mut lines = help
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("  {code}  ")));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("--help has no exit code {code}"));
+        let rest = lines.take_while(|l| l.starts_with("     "));
+        let entry = std::iter::once(first)
+            .chain(rest)
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for doc in [&readme, &top] {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| {code} |")))
+                .unwrap_or_else(|| panic!("a README has no exit code {code}"));
+            for word in words {
+                assert!(
+                    entry.contains(word),
+                    "--help, exit {code}: {word} not in {entry:?}"
+                );
+                assert!(
+                    row.contains(word),
+                    "README, exit {code}: {word} not in {row:?}"
+                );
+            }
+        }
+    }
+}
