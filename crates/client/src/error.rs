@@ -309,18 +309,26 @@ impl ClientError {
         peer: &Peer,
     ) -> Self {
         use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-        let closed = matches!(&e, SecureError::HandshakeIo { source, .. }
-            if matches!(source.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe));
-        match (&e, peer) {
-            (SecureError::Handshake { .. } | SecureError::HandshakeIo { .. }, _) => match peer {
-                Peer::FerryError { code, reason } => Self::from_peer(target, false, *code, reason),
-                Peer::Foreign(answer) => ClientError::NotFerry {
-                    target: target.clone(),
-                    answer: answer.clone(),
-                },
-                Peer::Silent if closed => ClientError::NoTls(target.clone()),
-                _ => Self::from_secure(target, timeout, e),
+        let (failed, closed) = match &e {
+            SecureError::Handshake { .. } => (true, false),
+            SecureError::HandshakeIo { source, .. } => (
+                true,
+                matches!(
+                    source.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                ),
+            ),
+            _ => (false, false),
+        };
+        match peer {
+            Peer::FerryError { code, reason } if failed => {
+                Self::from_peer(target, false, *code, reason)
+            }
+            Peer::Foreign(answer) if failed => ClientError::NotFerry {
+                target: target.clone(),
+                answer: answer.clone(),
             },
+            Peer::Silent if closed => ClientError::NoTls(target.clone()),
             _ => Self::from_secure(target, timeout, e),
         }
     }

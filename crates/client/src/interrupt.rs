@@ -100,7 +100,8 @@ impl Tally {
             (true, _) => "",
             (false, true) => "; run the same command again to resume the rest",
             (false, false) => {
-                "; standard input and output cannot be resumed: the rest must start over"
+                "; the rest cannot be resumed (standard input or output, or --legacy): \
+                 running the command again starts it over"
             }
         };
         format!(

@@ -133,7 +133,7 @@ fn progress_lines_fit_the_terminal_and_show_the_end_of_long_names() {
     let local = tempfile::tempdir().unwrap();
     let top = local.path().join("a_rather_long_folder_name_for_photos");
     write(&top.join("2024/summer/the-file-name.bin"), &data(2130, 1));
-    write(&top.join("big.bin"), &data(24 << 20, 2));
+    write(&top.join("big.bin"), &data(8 << 20, 2));
     let command = format!("exec {FERRY} send {} '{}'", server.addr(), top.display());
     let Some(pty) = Pty::run(60, &command) else {
         return;
@@ -182,7 +182,7 @@ fn ctrl_c_says_what_was_confirmed_and_a_rerun_verifies_then_resumes() {
     let server = TestServer::start(Overwrite::Refuse);
     let local = tempfile::tempdir().unwrap();
     let file = local.path().join("b.bin");
-    let body = data(24 << 20, 3);
+    let body = data(16 << 20, 3);
     write(&file, &body);
 
     let proxy = slow::SlowProxy::start(server.addr());

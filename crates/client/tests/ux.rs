@@ -90,7 +90,7 @@ fn a_file_that_shrinks_while_it_is_sent_is_a_local_failure() {
     let proxy = slow::SlowProxy::start(server.addr());
     let local = tempfile::tempdir().unwrap();
     let file = local.path().join("growing.log");
-    write(&file, &data(64 << 20, 1));
+    write(&file, &data(32 << 20, 1));
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
             "--timeout",
