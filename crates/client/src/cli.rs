@@ -27,6 +27,8 @@ Examples:
   ferry ls -r box.example backups                     what the server holds
   ferry get box.example backups/2026/photos -o out/   a whole folder, into out/backups/...
   ferry send --pin SHA256:3f9a... box.example a.iso   TLS, only the certificate the server printed
+                                                      (ferry-server fingerprint; openssl's
+                                                      AB:CD:... form works too)
   ferry send --tofu box.example a.iso                 TLS, trust on first use (like ssh)
   ferry send --tls box.example a.iso                  TLS, certificate signed by a public CA
   ferry get --ca my-ca.pem box.example a.iso -o dl/   TLS, certificate signed by your own CA
@@ -39,20 +41,27 @@ modification time (or the same digest, with --checksum) are reported unchanged.
 
 Exit codes:
   0  every file was transferred or already there (unchanged)
-  1  some files failed (refused, digest mismatch, local error such as no room for a
-     download) or were skipped (special files, dangling links, unreadable entries,
-     names that cannot travel: one \"ferry: skipped PATH: why\" line each); the others
-     went through
+  1  some files failed (refused, digest mismatch, local error such as a file that could not
+     be read while it was sent, or no room for a download) or were skipped (special files,
+     dangling links, unreadable entries, names that cannot travel: one \"ferry: skipped
+     PATH: why\" line each); the others went through
   2  usage: bad arguments, or a path named on the command line (to send, --ca,
-     --token-file, known hosts) is missing or unusable (nothing was sent)
-  3  the server refused the connection (busy, wrong or missing token), every file, or
-     the listing (no such name)
+     --token-file, known hosts) is missing, unusable or not readable by you (nothing was
+     sent)
+  3  the server refused the connection (busy, wrong or missing token, blocked after failed
+     logins: it says for how long), every file (a stream over its size limit, say), or the
+     listing (no such name)
   4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
      --retries; run again to resume)
-  5  the server broke the protocol (an offer without a size, say), is not a ferry server,
-     does not speak TLS 1.3, or (ls) speaks only protocol 1
+  5  the server broke the protocol (an offer without a size, say), is not a ferry server (it
+     says what answered: an HTTP or SSH server, ...), does not speak TLS (not retried), or
+     (ls) speaks only protocol 1
   6  TLS: the server's certificate is not trusted (not the pinned one, changed since first
      use, or not signed by a trusted CA); nothing was sent to it
+  130  interrupted (Ctrl-C): what was confirmed is printed; run the same command again to
+     resume
+
+Shell completions and manual pages: ferry completions bash|zsh|fish, ferry man --out DIR.
 
 Set RUST_LOG=debug for a detailed log on stderr.";
 
@@ -246,6 +255,18 @@ pub enum Command {
         #[arg(short, long)]
         recursive: bool,
     },
+    /// Print a shell completion script (see the README for where to put it).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (ferry.1, ferry-send.1, ...) into a folder.
+    #[command(hide = true)]
+    Man {
+        /// The folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -256,6 +277,9 @@ fn parse_target(s: &str) -> Result<Target, String> {
 /// Runs a parsed command line; returns the process exit code.
 #[must_use]
 pub fn run(cli: &Cli) -> u8 {
+    if let Some(code) = crate::completions::answer(&cli.command) {
+        return code;
+    }
     let started = Instant::now();
     let opts = match options(cli) {
         Ok(o) => o,
@@ -272,6 +296,9 @@ pub fn run(cli: &Cli) -> u8 {
             legacy,
             ..
         } => {
+            if let Err(e) = crate::precheck::named_files_readable(paths) {
+                return fail(cli, &e);
+            }
             let to = match to.as_deref().map(parse_name).transpose() {
                 Ok(t) => t,
                 Err(e) => return fail(cli, &e),
@@ -282,8 +309,10 @@ pub fn run(cli: &Cli) -> u8 {
                     Err(e) => return fail(cli, &e),
                 };
             let verb = if *legacy { Verb::Legacy } else { Verb::Send };
+            let resumable = !*legacy && sources.iter().all(|s| s.path().is_some());
             let files = sources.iter().filter(|s| s.kind() == EntryKind::File);
-            let bytes = Some(files.clone().filter_map(|s| s.size).sum());
+            // Unknown (`None`) when standard input is among them.
+            let bytes = files.clone().map(|s| s.size).sum();
             let mut console = Console::new(
                 verb,
                 cli.common.json,
@@ -292,7 +321,8 @@ pub fn run(cli: &Cli) -> u8 {
                 files.count(),
                 bytes,
             )
-            .with_known_hosts(known_hosts);
+            .with_known_hosts(known_hosts)
+            .interruptible(resumable);
             for s in &skipped {
                 console.skipped(s);
             }
@@ -346,10 +376,13 @@ pub fn run(cli: &Cli) -> u8 {
                 names.len(),
                 None,
             )
-            .with_known_hosts(known_hosts);
+            .with_known_hosts(known_hosts)
+            .interruptible(matches!(dest, Dest::Dir(_)));
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)
         }
+        // Answered above, before any setting was loaded.
+        Command::Completions { .. } | Command::Man { .. } => return exit::OK,
     };
     console.finish(&outcome, started.elapsed().as_secs_f64());
     outcome.exit_code()

@@ -7,7 +7,12 @@ use std::time::Duration;
 use ferry_proto::{Code, DriveError, NameError, ProtocolError, UsageError};
 use ferry_secure::SecureError;
 
+use crate::sniff::Peer;
 use crate::target::{Target, TargetError};
+
+/// What a plain client is told about a server that answered in TLS.
+const TLS_ANSWER: &str = "in TLS (if it is a ferry server that requires TLS, connect with \
+                          --pin, --tofu, --ca or --tls)";
 
 /// Exit codes of the `ferry` command, also listed in `ferry --help`.
 pub mod exit {
@@ -26,6 +31,9 @@ pub mod exit {
     /// TLS: the server's certificate is not trusted (not the pinned one, changed since it was
     /// first trusted, or not vouched for by a trusted CA); nothing was sent to it.
     pub const UNTRUSTED: u8 = 6;
+    /// Interrupted (Ctrl-C, SIGINT) after saying which files were confirmed: 128 + 2, as
+    /// shells report it.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// An error that ends a whole run (per-file failures are [`crate::FileReport`]s instead).
@@ -44,7 +52,7 @@ pub enum ClientError {
         source: TargetError,
     },
     /// A local file or folder to send cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {}", path.display(), describe(source))]
     LocalRead {
         /// The path.
         path: PathBuf,
@@ -143,9 +151,32 @@ pub enum ClientError {
         /// The server's words (escaped).
         reason: String,
     },
-    /// The server turned the connection away because the token is missing or wrong.
-    #[error("{0} refused the connection: authentication failed: check FERRY_TOKEN / --token-file")]
-    Denied(Target),
+    /// The server turned the connection away because the token is missing or wrong, or because
+    /// this address failed too often lately (the reason says for how long).
+    #[error("{target} refused the connection: {reason}: check FERRY_TOKEN / --token-file")]
+    Denied {
+        /// Where.
+        target: Target,
+        /// The server's words (escaped).
+        reason: String,
+    },
+    /// The peer answered, but not in ferry: an HTTP or SSH server, say.
+    #[error("{target} is not a ferry server: it answered {answer}")]
+    NotFerry {
+        /// Where.
+        target: Target,
+        /// How it answered ("like an HTTP server (HTTP/1.1 400 Bad Request)").
+        answer: String,
+    },
+    /// TLS was asked for, and the peer closed the connection during the handshake without
+    /// sending a byte: a ferry server without TLS does just that.
+    #[error(
+        "{0} closed the connection at the start of the TLS handshake without a word: it does \
+         not speak TLS (a ferry-server started without --tls-self-signed or --tls-cert does \
+         this); connect without --pin/--tofu/--known-hosts/--ca/--tls, or start the server \
+         with TLS"
+    )]
+    NoTls(Target),
     /// TLS: the server's certificate is not trusted. The handshake stopped there, so nothing
     /// (no HELLO, no token, no file) was sent.
     #[error("{source}; nothing was sent to {target}")]
@@ -215,7 +246,7 @@ impl ClientError {
             | ClientError::Lost { .. }
             | ClientError::TlsNetwork(_) => exit::NETWORK,
             ClientError::ServerRefused { .. }
-            | ClientError::Denied(_)
+            | ClientError::Denied { .. }
             | ClientError::ListRefused { .. } => exit::REFUSED,
             ClientError::Untrusted { .. } => exit::UNTRUSTED,
             ClientError::TlsFailed(_) => exit::PROTOCOL,
@@ -227,7 +258,9 @@ impl ClientError {
             },
             ClientError::Protocol { .. }
             | ClientError::NoWelcome(_)
-            | ClientError::NoListing(_) => exit::PROTOCOL,
+            | ClientError::NoListing(_)
+            | ClientError::NotFerry { .. }
+            | ClientError::NoTls(_) => exit::PROTOCOL,
             ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
         }
     }
@@ -253,7 +286,7 @@ impl ClientError {
             ClientError::ServerRefused {
                 code: Code::Busy, ..
             } => true,
-            ClientError::NoWelcome(_) => proven,
+            ClientError::NoWelcome(_) | ClientError::NoTls(_) => proven,
             _ => false,
         }
     }
@@ -281,6 +314,59 @@ impl ClientError {
             SecureError::Handshake { .. } => ClientError::TlsFailed(Box::new(e)),
             // Files (known hosts), names: local matters.
             e => ClientError::secure(e),
+        }
+    }
+
+    /// Maps a failure of the TLS handshake with `target`, knowing what `peer` sent: a ferry
+    /// refusal in plain (a source blocked after failed logins), a foreign server, or nothing
+    /// before it closed (no TLS there).
+    pub(crate) fn from_handshake(
+        target: &Target,
+        timeout: Duration,
+        e: SecureError,
+        peer: &Peer,
+    ) -> Self {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let (failed, closed) = match &e {
+            SecureError::Handshake { .. } => (true, false),
+            SecureError::HandshakeIo { source, .. } => (
+                true,
+                matches!(
+                    source.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                ),
+            ),
+            _ => (false, false),
+        };
+        match peer {
+            Peer::FerryError { code, reason } if failed => {
+                Self::from_peer(target, false, *code, reason)
+            }
+            Peer::Foreign(answer) if failed => ClientError::NotFerry {
+                target: target.clone(),
+                answer: answer.clone(),
+            },
+            Peer::Silent if closed => ClientError::NoTls(target.clone()),
+            _ => Self::from_secure(target, timeout, e),
+        }
+    }
+
+    /// This error ended a plain conversation before WELCOME, and `peer` is what the server had
+    /// sent: a foreign server is named; a hang-up is [`ClientError::NoWelcome`].
+    pub(crate) fn unwelcomed(self, target: &Target, peer: &Peer) -> Self {
+        let answer = match peer {
+            Peer::Foreign(answer) => answer.clone(),
+            Peer::Tls => TLS_ANSWER.to_owned(),
+            _ => {
+                return match self {
+                    ClientError::Lost { .. } => ClientError::NoWelcome(target.clone()),
+                    e => e,
+                }
+            }
+        };
+        ClientError::NotFerry {
+            target: target.clone(),
+            answer,
         }
     }
 
@@ -336,7 +422,7 @@ impl ClientError {
         };
         let target = target.clone();
         if code == Code::Denied {
-            ClientError::Denied(target)
+            ClientError::Denied { target, reason }
         } else if welcomed {
             ClientError::ServerError {
                 target,
@@ -358,6 +444,23 @@ impl ClientError {
             target: target.clone(),
             reason: format!("unexpected {what}"),
         }
+    }
+}
+
+/// An I/O error in words: the system's message without its "(os error N)" and lower-cased
+/// ("permission denied"), to follow a colon.
+pub(crate) fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match (text.rfind(" (os error "), text.ends_with(')')) {
+        (Some(at), true) => &text[..at],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) if chars.clone().next().is_some_and(char::is_lowercase) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => text.to_owned(),
     }
 }
 

@@ -123,7 +123,7 @@ impl<T> Flights<T> {
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
         let why = match e {
-            ClientError::ServerRefused { .. } | ClientError::Denied(_) => {
+            ClientError::ServerRefused { .. } | ClientError::Denied { .. } => {
                 "not sent: the server refused the connection"
             }
             _ => "the connection ended first",

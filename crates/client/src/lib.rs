@@ -16,19 +16,23 @@
 
 mod body;
 pub mod cli;
+mod completions;
 pub mod download;
 mod error;
 mod flights;
+mod interrupt;
 mod landing;
 pub mod legacy;
 pub mod list;
 mod net;
 mod output;
 mod plan;
+mod precheck;
 mod progress;
 mod report;
 mod retry;
 mod session;
+mod sniff;
 mod target;
 mod timed;
 pub mod upload;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ferry_secure::{ClientTls, Stream, Token};
 
 use crate::error::ClientError;
+use crate::sniff;
 use crate::target::Target;
 use crate::timed::Timed;
 
@@ -110,10 +111,12 @@ impl Backoff {
 /// only once the server is trusted, so nothing (no HELLO, no token) is ever sent to another.
 pub(crate) fn open(target: &Target, opts: &Options) -> Result<Stream<Timed>, ClientError> {
     let tcp = connect(target, opts)?;
+    let first = tcp.first_bytes();
     match &opts.tls {
         None => Ok(Stream::plain(tcp)),
-        Some(tls) => ferry_secure::connect(tls, target.host(), tcp)
-            .map_err(|e| ClientError::from_secure(target, opts.timeout, e)),
+        Some(tls) => ferry_secure::connect(tls, target.host(), tcp).map_err(|e| {
+            ClientError::from_handshake(target, opts.timeout, e, &sniff::identify(&first.get()))
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ use ferry_proto::{Code, Entry, EntryKind, Name};
 use ferry_secure::Fingerprint;
 
 use crate::error::exit;
+use crate::interrupt::Interrupt;
 use crate::progress::Progress;
 use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
 use crate::target::Target;
@@ -30,6 +31,10 @@ pub(crate) struct Console {
     progress: Progress,
     /// Where trust on first use records certificates, for the message.
     known_hosts: Option<PathBuf>,
+    /// Files in the run.
+    count: usize,
+    /// What Ctrl-C reports, once [`Console::interruptible`].
+    interrupt: Option<Interrupt>,
 }
 
 impl Console {
@@ -47,12 +52,30 @@ impl Console {
             quiet,
             progress: Progress::new(bars && !quiet, count, bytes),
             known_hosts: None,
+            count,
+            interrupt: None,
         }
     }
 
     /// Names the known-hosts file in the message about a server trusted on first use.
     pub(crate) fn with_known_hosts(mut self, path: Option<PathBuf>) -> Self {
         self.known_hosts = path;
+        self
+    }
+
+    /// On Ctrl-C, says which files were confirmed and, if `resumable`, that running the same
+    /// command again resumes, then exits ([`exit::INTERRUPTED`]).
+    pub(crate) fn interruptible(mut self, resumable: bool) -> Self {
+        let word = match self.verb {
+            Verb::Send => "stored",
+            Verb::Get => "saved",
+            Verb::Legacy => "sent",
+        };
+        let interrupt = Interrupt::new(word, self.count, resumable, self.progress.bars());
+        match interrupt.watch() {
+            Ok(()) => self.interrupt = Some(interrupt),
+            Err(e) => log::debug!("cannot watch for Ctrl-C: {e}"),
+        }
         self
     }
 
@@ -64,7 +87,11 @@ impl Console {
         }
         if let Some(e) = &outcome.error {
             eprintln!("ferry: {e}");
-            let cut = outcome.files.iter().any(|f| f.status == Status::Incomplete);
+            // Standard input and output cannot be taken up again: no hint for them alone.
+            let cut = outcome
+                .files
+                .iter()
+                .any(|f| f.status == Status::Incomplete && f.path.is_some());
             if cut && self.verb != Verb::Legacy && e.exit_code() == exit::NETWORK {
                 eprintln!("ferry: run the same command again to resume");
             }
@@ -134,6 +161,9 @@ impl Console {
             (Status::Sent, _) => {
                 format!("sent {} ({took}; the seed server confirms nothing)", r.name)
             }
+            (_, Verb::Send | Verb::Legacy) if r.local => {
+                format!("could not send {}: {why}", r.name)
+            }
             (_, _) if r.refused => format!("server refused {what}{}: {why}", r.name),
             (Status::Incomplete, _) => format!("incomplete {}: {why}", r.name),
             (Status::Code(code), Verb::Get) if code == Code::Exists || code == Code::Io => {
@@ -152,11 +182,22 @@ impl Observer for Console {
         self.progress.start_file(name, size, from);
     }
 
+    fn verifying(&mut self, name: &Name, bytes: u64) {
+        self.progress.verifying(name, bytes);
+    }
+
     fn advanced(&mut self, bytes: u64) {
         self.progress.advance(bytes);
     }
 
     fn finished(&mut self, report: &FileReport) {
+        if let Some(i) = self
+            .interrupt
+            .as_ref()
+            .filter(|_| report.status.is_success())
+        {
+            i.confirmed(&report.name);
+        }
         if self.json {
             print_json(&report.to_json());
         }

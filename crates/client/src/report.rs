@@ -62,6 +62,9 @@ pub struct FileReport {
     pub status: Status,
     /// The server refused it outright (REFUSE), as opposed to failing later.
     pub refused: bool,
+    /// It failed on this side (the local file could not be read, or shrank while it was sent),
+    /// not on the server's.
+    pub local: bool,
     /// On success, the name the server stored it under (uploads); otherwise why it failed,
     /// escaped for printing.
     pub detail: String,
@@ -86,6 +89,7 @@ impl FileReport {
             size,
             status,
             refused: false,
+            local: false,
             detail: String::new(),
             digest: None,
             bytes: 0,
@@ -194,6 +198,11 @@ pub trait Observer {
     /// A body starts moving: `from` is above 0 when it resumes.
     fn started(&mut self, name: &Name, size: Option<u64>, from: u64) {
         let _ = (name, size, from);
+    }
+    /// A resumed upload checks its first `bytes`, which the server holds, by hashing them
+    /// here (before [`Observer::started`]); this can take a while for a large prefix.
+    fn verifying(&mut self, name: &Name, bytes: u64) {
+        let _ = (name, bytes);
     }
     /// More body bytes moved.
     fn advanced(&mut self, bytes: u64) {

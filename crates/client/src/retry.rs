@@ -145,6 +145,10 @@ impl Observer for Holding<'_> {
         self.inner.started(name, size, from);
     }
 
+    fn verifying(&mut self, name: &Name, bytes: u64) {
+        self.inner.verifying(name, bytes);
+    }
+
     fn advanced(&mut self, bytes: u64) {
         self.inner.advanced(bytes);
     }

@@ -11,6 +11,7 @@ use ferry_secure::{Stream, Token};
 use crate::error::ClientError;
 use crate::net::{self, Options};
 use crate::report::Observer;
+use crate::sniff;
 use crate::target::Target;
 use crate::timed::Timed;
 
@@ -95,8 +96,15 @@ impl<'a> Session<'a> {
             .driver
             .next_step()
             .map_err(|e| match self.drive_err(e) {
-                ClientError::Lost { .. } if !self.welcomed => {
-                    ClientError::NoWelcome(self.target.clone())
+                e if !self.welcomed => {
+                    // Raw bytes tell something only without TLS (with it, they are records).
+                    let stream = self.driver.stream();
+                    let peer = if stream.is_tls() {
+                        sniff::Peer::Unknown
+                    } else {
+                        sniff::identify(&stream.get_ref().first_bytes().get())
+                    };
+                    e.unwelcomed(self.target, &peer)
                 }
                 e => e,
             })?;

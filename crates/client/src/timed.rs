@@ -8,6 +8,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::sniff::FirstBytes;
+
 /// Bytes moved either way that count as progress on a body and renew the budget: a body must
 /// move this much within each timeout (1 KiB/s at the default 60 s).
 pub(crate) const PROGRESS_BYTES: u64 = 64 * 1024;
@@ -21,6 +23,8 @@ pub(crate) struct Timed {
     left: Duration,
     /// Bytes moved since the budget was last renewed.
     moved: u64,
+    /// The first bytes received, to tell what the server is when it is not ferry.
+    first: FirstBytes,
 }
 
 impl Timed {
@@ -32,7 +36,13 @@ impl Timed {
             timeout,
             left: timeout,
             moved: 0,
+            first: FirstBytes::default(),
         }
+    }
+
+    /// The first bytes received on this socket (kept as they arrive).
+    pub(crate) fn first_bytes(&self) -> FirstBytes {
+        self.first.clone()
     }
 
     /// The socket, to inspect its options.
@@ -93,6 +103,7 @@ impl Read for Timed {
             s.set_read_timeout(Some(left))?;
             s.read(buf)
         })?;
+        self.first.record(&buf[..n]);
         self.progress(n);
         Ok(n)
     }

@@ -5,18 +5,26 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use ferry_proto::{BodyCheck, Code, EntryKind, Event, FileId, Hasher, OfferOptions, Step};
+use std::time::Duration;
+
+use ferry_proto::{
+    BodyCheck, Code, DriveError, EntryKind, Event, FileId, Hasher, OfferOptions, Step,
+};
 
 use crate::body::{self, PumpError};
-use crate::error::ClientError;
+use crate::error::{describe, ClientError};
 use crate::flights::Flights;
 use crate::net::Options;
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
+use crate::sniff;
 use crate::target::Target;
 use crate::walk::{open_regular, Origin, Source};
 use crate::CHUNK;
+
+/// Longest wait for a server's last words after a write to it failed.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(2);
 
 /// Uploads `sources` to the ferry server at `target` over one connection; with
 /// [`Options::retries`], over new ones while the network fails, each resuming where the server's
@@ -99,6 +107,7 @@ fn send_once(
         flights: Flights::new(so_far(None)),
         obs,
         buf: vec![0; CHUNK],
+        over: false,
     };
     let result = up.run();
     let welcomed = welcomed || up.session.welcomed();
@@ -222,6 +231,8 @@ struct Upload<'a> {
     flights: Flights<()>,
     obs: &'a mut dyn Observer,
     buf: Vec<u8>,
+    /// The server ended the conversation (after saying why): nothing more can be said.
+    over: bool,
 }
 
 impl Upload<'_> {
@@ -257,6 +268,9 @@ impl Upload<'_> {
                 other => return Err(self.session.unexpected(&other)),
             }
             self.refill()?;
+        }
+        if self.over {
+            return Ok(());
         }
         self.session.close()
     }
@@ -362,7 +376,7 @@ impl Upload<'_> {
         match pumped {
             Ok(()) => {}
             Err(PumpError::Local(e)) => return self.give_up(id, &e),
-            Err(PumpError::Drive(e)) => return Err(self.session.drive_err(e)),
+            Err(PumpError::Drive(e)) => return self.cut_while_sending(id, e),
         }
         let digest = self.session.driver.conn_mut().end()?;
         if let Some(f) = self.flights.get_mut(id) {
@@ -370,6 +384,28 @@ impl Upload<'_> {
             f.report.size = Some(from + sent);
         }
         Ok(())
+    }
+
+    /// The connection failed while the body of `id` went out. A server that stops reading a
+    /// file (a stream over its size limit, no room left) says why before it closes: that is
+    /// the file's fate, refused, and if nothing else is left the run ends there, cleanly.
+    fn cut_while_sending(&mut self, id: FileId, e: DriveError) -> Result<(), ClientError> {
+        let cut = self.session.drive_err(e);
+        let stream = self.session.driver.stream_mut();
+        stream.get_mut().restart_within(LAST_WORDS_WAIT);
+        match sniff::last_words(stream) {
+            Some((code, reason)) if matches!(code, Code::TooLarge | Code::NoSpace | Code::Io) => {
+                let detail = format!("{code}: {reason}");
+                self.flights
+                    .land(id, Status::Code(code), &detail, true, self.obs);
+                if self.flights.is_empty() && self.next >= self.sources.len() {
+                    self.over = true;
+                    return Ok(());
+                }
+                Err(cut)
+            }
+            _ => Err(cut),
+        }
     }
 
     /// Hashes the first `offset` bytes of `file` (the prefix the server holds), begins the
@@ -382,6 +418,9 @@ impl Upload<'_> {
         offset: u64,
     ) -> Result<Option<(File, u64)>, ClientError> {
         let prefix = if offset > 0 {
+            if let Some(f) = self.flights.get_mut(id) {
+                self.obs.verifying(&f.report.name, offset);
+            }
             // A prefix we cannot read is one we cannot vouch for: start over.
             body::hash_all(&mut (&mut file).take(offset), &mut self.buf).unwrap_or_default()
         } else {
@@ -415,9 +454,12 @@ impl Upload<'_> {
             .get_mut(id)
             .and_then(|f| f.report.path.as_ref())
             .map_or_else(|| "standard input".into(), |p| p.display().to_string());
-        let reason = format!("cannot read {what}: {e}");
+        let reason = format!("cannot read {what}: {}", describe(e));
         log::debug!("cancelling file #{id}: {reason}");
         self.session.driver.conn_mut().cancel(id, &reason)?;
+        if let Some(f) = self.flights.get_mut(id) {
+            f.report.local = true;
+        }
         self.flights
             .land(id, Status::Code(Code::Io), &reason, false, self.obs);
         Ok(())

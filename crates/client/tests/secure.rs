@@ -155,7 +155,7 @@ fn a_wrong_or_missing_token_is_denied_with_exit_3_and_nothing_stored() {
     let o = pinned(s.fingerprint, Some("a wrong token"));
     let outcome = upload::send(&s.server.target(), sources(&[&file]), &o, &mut ());
     assert!(
-        matches!(outcome.error, Some(ClientError::Denied(_))),
+        matches!(outcome.error, Some(ClientError::Denied { .. })),
         "{:?}",
         outcome.error
     );

@@ -1,7 +1,11 @@
 //! SHA-256 certificate fingerprints: `SHA256:` followed by 64 lowercase hex digits.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use crate::SecureError;
 
@@ -20,6 +24,24 @@ impl Fingerprint {
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
         Fingerprint(out)
+    }
+
+    /// The fingerprint of the first (leaf) certificate in a PEM file, as a server using that
+    /// file presents it (`ferry-server fingerprint`).
+    pub fn of_pem_file(path: &Path) -> Result<Self, SecureError> {
+        let pem = std::fs::read(path).map_err(|e| SecureError::file("read", path, e))?;
+        let first = CertificateDer::pem_slice_iter(&pem).next();
+        match first {
+            Some(Ok(der)) => Ok(Self::of_der(&der)),
+            Some(Err(e)) => Err(SecureError::Pem {
+                path: path.to_path_buf(),
+                detail: format!("malformed PEM certificate: {e}"),
+            }),
+            None => Err(SecureError::Pem {
+                path: path.to_path_buf(),
+                detail: "no certificate in it".into(),
+            }),
+        }
     }
 
     /// The fingerprint from its 32 raw bytes.
@@ -52,15 +74,22 @@ impl fmt::Debug for Fingerprint {
 impl FromStr for Fingerprint {
     type Err = SecureError;
 
-    /// Parses `SHA256:` (any case) then 64 hex digits of either case, colons ignored.
+    /// Parses `SHA256:` (any case) then 64 hex digits of either case, colons ignored; or what
+    /// `openssl x509 -noout -fingerprint -sha256` prints: `SHA256 Fingerprint=AB:CD:...`, or
+    /// just the 32 colon-separated pairs `AB:CD:...`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || SecureError::BadFingerprint {
             input: s.to_string(),
         };
         let trimmed = s.trim();
-        let rest = match trimmed.get(..7) {
-            Some(p) if p.eq_ignore_ascii_case("sha256:") => &trimmed[7..],
-            _ => return Err(bad()),
+        let rest = if let Some(rest) = strip_prefix_ignore_case(trimmed, "sha256:") {
+            rest
+        } else if let Some(rest) = strip_prefix_ignore_case(trimmed, "sha256 fingerprint=") {
+            rest
+        } else if is_openssl_pairs(trimmed) {
+            trimmed
+        } else {
+            return Err(bad());
         };
         let mut out = [0u8; 32];
         let mut n = 0usize;
@@ -88,6 +117,23 @@ impl FromStr for Fingerprint {
     }
 }
 
+/// `s` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Whether `s` is 32 pairs of hex digits joined by colons, openssl's form without its label
+/// (a bare 64-digit string stays refused: it could be any digest).
+fn is_openssl_pairs(s: &str) -> bool {
+    let pairs: Vec<&str> = s.split(':').collect();
+    pairs.len() == 32
+        && pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +155,10 @@ mod tests {
             format!("sha256:{openssl}").parse::<Fingerprint>().unwrap(),
             fp
         );
+        // What `openssl x509 -noout -fingerprint -sha256` prints, whole or just the pairs.
+        for form in [format!("SHA256 Fingerprint={openssl}\n"), openssl.clone()] {
+            assert_eq!(form.parse::<Fingerprint>().unwrap(), fp, "{form}");
+        }
     }
 
     #[test]
@@ -122,6 +172,9 @@ mod tests {
             &format!("SHA256:{}", "0".repeat(63)),
             &format!("SHA256:{}", "0".repeat(66)),
             &"0".repeat(64),
+            &vec!["00"; 31].join(":"),
+            &vec!["0g"; 32].join(":"),
+            "SHA256 Fingerprint=00",
         ] {
             assert!(
                 matches!(

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use ferry_secure::{ServerTls, Token};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use ferry_secure::{Fingerprint, ServerTls, Token};
 use ferry_server::logging::{Background, Flusher};
 use ferry_server::units::{parse_duration, parse_size};
 use ferry_server::{Config, Overwrite, Server, ShutdownHandle};
@@ -58,14 +58,25 @@ A token is never taken on the command line. After --max-auth-failures failed att
 --auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
 for that long.
 
+Other commands:
+  ferry-server fingerprint [--state-dir DIR | --tls-cert FILE]
+      print the certificate's fingerprint, for clients' --pin (self-signed by default)
+  ferry-server completions bash|zsh|fish|elvish|powershell
+      print a shell completion script (see the README for where to put it)
+  ferry-server man --out DIR
+      write the manual page ferry-server.1 into DIR
+
 Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
-3 could not start (address in use, storage folder unusable, bad setting, unusable certificate,
-key or token file).";
+3 could not start (address in use, storage folder unusable or not a folder, bad setting,
+unusable certificate, key or token file; for `fingerprint`: no certificate there).";
 
 /// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = AFTER_HELP)]
+#[command(version, about, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Something other than serving
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// Address and port to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8386")]
     listen: SocketAddr,
@@ -161,6 +172,92 @@ struct Args {
     /// How long transfers in flight may go on after SIGINT/SIGTERM
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
+}
+
+/// The commands besides serving.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Print the SHA256 fingerprint of the server's certificate, for clients' --pin
+    Fingerprint {
+        /// Folder of the self-signed certificate [default: $XDG_STATE_HOME/ferry/tls, else
+        /// ~/.local/state/ferry/tls]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// A PEM certificate chain (leaf first), as given to --tls-cert
+        #[arg(long, value_name = "FILE", conflicts_with = "state_dir")]
+        tls_cert: Option<PathBuf>,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual page (ferry-server.1) into a folder
+    #[command(hide = true)]
+    Man {
+        /// The folder (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+impl Tool {
+    /// Runs the command; the exit status.
+    fn run(self) -> ExitCode {
+        let done = match self {
+            Tool::Fingerprint {
+                state_dir,
+                tls_cert,
+            } => fingerprint(state_dir, tls_cert).map(|fp| println!("{fp}")),
+            Tool::Completions { shell } => {
+                let mut cmd = Args::command();
+                clap_complete::generate(shell, &mut cmd, "ferry-server", &mut std::io::stdout());
+                Ok(())
+            }
+            Tool::Man { out } => write_man(&out)
+                .map_err(|e| format!("cannot write the manual page into {}: {e}", out.display())),
+        };
+        match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ferry-server: {e}");
+                ExitCode::from(EXIT_START)
+            }
+        }
+    }
+}
+
+/// The fingerprint of the certificate in `tls_cert`, else of the self-signed one in
+/// `state_dir` (or the default state folder); nothing is generated.
+fn fingerprint(
+    state_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+) -> Result<Fingerprint, String> {
+    let cert = match tls_cert {
+        Some(cert) => cert,
+        None => state_dir
+            .or_else(ferry_secure::default_state_dir)
+            .ok_or(
+                "neither XDG_STATE_HOME nor HOME is set; pass --state-dir DIR or --tls-cert FILE",
+            )?
+            .join(ferry_secure::CERT_FILE),
+    };
+    if !cert.exists() {
+        return Err(format!(
+            "there is no certificate at {}: start the server once with --tls-self-signed \
+             (and the same --state-dir) to generate it, or pass --tls-cert FILE",
+            cert.display()
+        ));
+    }
+    Fingerprint::of_pem_file(&cert).map_err(|e| e.to_string())
+}
+
+/// Writes `ferry-server.1` into `dir`.
+fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command()).render(&mut page)?;
+    std::fs::write(dir.join("ferry-server.1"), page)
 }
 
 /// `--keep-partials`: a duration, or `never` to keep partials until they are resumed.
@@ -299,6 +396,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(tool) = args.tool {
+        return tool.run();
+    }
     let log = match init_logging() {
         Ok(log) => log,
         Err(e) => {

@@ -64,7 +64,7 @@ impl Server {
         check(&config)?;
         let store = Store::open(&config).map_err(|source| ServerError::Dir {
             path: config.dir.clone(),
-            source,
+            source: explain_dir_error(&config.dir, source),
         })?;
         let bind_err = |source| ServerError::Bind {
             addr: config.listen,
@@ -174,6 +174,23 @@ impl ServerHandle {
         self.thread
             .join()
             .map_err(|_| ServerError::Thread("the accept thread panicked".into()))?
+    }
+}
+
+/// Puts a storage path that is not a folder in words a user can act on, rather than the
+/// system's "File exists" or "Not a directory"; other errors pass unchanged.
+fn explain_dir_error(dir: &Path, e: std::io::Error) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Error::new(
+            ErrorKind::NotADirectory,
+            "it is a file, not a folder: give --dir a folder (it is created if missing)",
+        ),
+        _ if e.kind() == ErrorKind::NotADirectory => Error::new(
+            ErrorKind::NotADirectory,
+            "part of that path is a file, not a folder",
+        ),
+        _ => e,
     }
 }
 
@@ -321,23 +338,27 @@ fn admit(
     }
     let c = &shared.config;
     if c.token.is_some() && !shared.limiter.check(peer.ip(), Instant::now()) {
-        let left = shared.limiter.retry_after(peer.ip(), Instant::now());
+        let left = shared
+            .limiter
+            .retry_after(peer.ip(), Instant::now())
+            .unwrap_or_default();
         log::warn!(
             "{peer}: refused before the handshake: too many failed authentications from this \
-             source (for {:.0?} more)",
-            left.unwrap_or_default()
+             source (for {left:.0?} more)"
         );
+        // Said in plain, before any TLS: a blocked source costs no handshake. A ferry client
+        // reads it as the server's answer whether it speaks TLS or not.
+        let why = format!(
+            "blocked after too many failed logins from your address; try again in {} s",
+            left.as_secs().saturating_add(1)
+        );
+        refuse(stream, peer, shared, admission, Code::Denied, why, false);
         return;
     }
     if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
         log::warn!("{peer}: refused, the server is at its connection limit");
-        refuse_busy(
-            stream,
-            peer,
-            shared,
-            admission,
-            busy_reason(c.max_connections),
-        );
+        let why = busy_reason(c.max_connections);
+        refuse(stream, peer, shared, admission, Code::Busy, why, true);
         return;
     }
     let Some(ticket) = admission.sources.try_open(peer.ip()) else {
@@ -347,7 +368,7 @@ fn admit(
             "your address has {max} connections open, the most this server allows per \
              address; close some or try again later"
         );
-        refuse_busy(stream, peer, shared, admission, why);
+        refuse(stream, peer, shared, admission, Code::Busy, why, true);
         return;
     };
     log::debug!("{peer}: connected");
@@ -364,16 +385,18 @@ fn admit(
     }
 }
 
-/// Tells a client over a limit that the server is busy and `why`, on a short-lived thread that
-/// lets it read the refusal before the socket closes. Refusals are bounded too, in number and
-/// in time: with TLS, the handshake comes first (a plain error would be garbage to a TLS
-/// client), and all of it must fit in [`REFUSAL_LINGER`].
-fn refuse_busy(
+/// Tells a client over a limit `code` and `why`, on a short-lived thread that lets it read the
+/// refusal before the socket closes. Refusals are bounded too, in number and in time: with TLS
+/// and `handshake`, the handshake comes first (the client then reads the refusal as it reads
+/// any answer); all of it must fit in [`REFUSAL_LINGER`].
+fn refuse(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     admission: &Admission,
+    code: Code,
     why: String,
+    handshake: bool,
 ) {
     let max = shared.config.max_connections;
     let refusing = &admission.refusing;
@@ -390,13 +413,13 @@ fn refuse_busy(
             io.set_wait(Wait::Until(Instant::now() + REFUSAL_LINGER), false);
             io.close_within(REFUSAL_LINGER);
             let opened = match &shared.config.tls {
+                Some(tls) if handshake => gate::open(io, peer, Some(tls)),
                 // Plain: the refusal goes out before anything is read, as it always has.
-                None => Some(Stream::plain(io)),
-                Some(tls) => gate::open(io, peer, Some(tls)),
+                _ => Some(Stream::plain(io)),
             };
             if let Some(stream) = opened {
                 let mut d = Driver::new(stream, Connection::server());
-                d.conn_mut().close_with_error(Code::Busy, &why);
+                d.conn_mut().close_with_error(code, &why);
                 let flushed = d.flush().is_ok();
                 let (mut stream, _) = d.into_parts();
                 gate::shutdown(&mut stream);

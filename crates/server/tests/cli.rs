@@ -486,3 +486,113 @@ fn a_stuck_stderr_stalls_neither_transfers_nor_sigterm() {
     assert_eq!(std::fs::read(store.join("after.bin")).unwrap(), body);
     drop(stuck);
 }
+
+#[test]
+fn a_file_given_as_dir_is_not_a_folder_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    std::fs::write(&file, b"root:x:0:0\n").unwrap();
+    for path in [file.clone(), file.join("inbox")] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--dir"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("not a folder"), "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"root:x:0:0\n");
+}
+
+#[test]
+fn fingerprint_prints_the_certificate_fingerprint_at_any_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = |args: &[&std::ffi::OsStr]| Command::new(BIN).args(args).output().unwrap();
+    // Nothing generated yet: say so, generate nothing.
+    let out = run(&[
+        "fingerprint".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no certificate"));
+    assert!(!state.exists());
+
+    let tls = ferry_secure::ServerTls::self_signed(&state).unwrap();
+    let want = format!("{}\n", tls.fingerprint());
+    let out = run(&[
+        "fingerprint".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let cert = state.join(ferry_secure::CERT_FILE);
+    let out = run(&[
+        "fingerprint".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    // Serving options do not mix with it.
+    let out = run(&["--no-seed".as_ref(), "fingerprint".as_ref()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "ferry-server",
+        "fingerprint",
+        "--max-file-size",
+        "--tls-self-signed",
+    ] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("max-file-size"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let out = Command::new(BIN)
+        .args(["man", "--out"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(man.join("ferry-server.1")).unwrap();
+    for section in [
+        ".TH ferry-server 1",
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        "\\-\\-max\\-file\\-size",
+    ] {
+        assert!(
+            page.contains(section),
+            "{section} missing from the man page"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Every message and exit code of `ferry` tells the truth about whose fault a failure is:
+//! local files, a server's size limit on standard input, TLS against a plain server, a source
+//! blocked after failed logins, servers that are not ferry servers, and pins in openssl's form.
+
+mod common;
+mod slow;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use common::{data, ferry, stderr, token_file, tree, write, TestServer};
+use ferry_secure::{Fingerprint, ServerTls, Token};
+use ferry_server::Overwrite;
+
+fn arg(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `ferry` with `stdin` fed from a thread (the client may stop reading it early).
+fn ferry_fed(args: &[&str], stdin: Vec<u8>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("FERRY_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let feeder = thread::spawn(move || {
+        let _ = pipe.write_all(&stdin);
+    });
+    let out = child.wait_with_output().expect("ferry output");
+    feeder.join().unwrap();
+    out
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn a_named_file_the_user_cannot_read_is_a_local_error_before_connecting() {
+    if !is_root() {
+        println!("SKIPPED: needs root (to run the client as nobody)");
+        return;
+    }
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path, m| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(local.path(), 0o755);
+    let secret = local.path().join("secret.txt");
+    write(&secret, b"root's only");
+    mode(&secret, 0o600);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "--timeout",
+            "20",
+            "send",
+            &server.addr().to_string(),
+            arg(&secret),
+        ])
+        .env_remove("RUST_LOG")
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("ferry: cannot read {}: permission denied", secret.display())
+    );
+    assert!(tree(server.dir.path()).is_empty());
+}
+
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_is_a_local_failure() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let proxy = slow::SlowProxy::start(server.addr());
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("growing.log");
+    write(&file, &data(32 << 20, 1));
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "--timeout",
+            "20",
+            "send",
+            &proxy.addr.to_string(),
+            arg(&file),
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    proxy.wait_for(256 << 10);
+    // Cut it to 1 MiB: the client, a few MiB in at most, finds its end early.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not send growing.log: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("shrank"), "{err}");
+    assert!(!err.contains("server could not store"), "{err}");
+}
+
+#[test]
+fn stdin_over_the_size_limit_gets_the_servers_reason_and_no_resume_hint() {
+    let server = TestServer::with(|c| c.max_file_size = Some(3 << 20));
+    let out = ferry_fed(
+        &[
+            "--timeout",
+            "20",
+            "send",
+            &server.addr().to_string(),
+            "-",
+            "--name",
+            "big.bin",
+        ],
+        data(4 << 20, 2),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("server refused big.bin: too large"), "{err}");
+    assert!(!err.contains("resume"), "{err}");
+    assert!(!err.contains("lost"), "{err}");
+    assert!(tree(server.dir.path()).is_empty());
+}
+
+#[test]
+fn tls_to_a_plain_server_says_it_does_not_speak_tls_and_is_not_retried() {
+    let plain = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"x");
+    let pin = format!("SHA256:{}", "ab".repeat(32));
+    let out = ferry(&[
+        "--retries",
+        "3",
+        "--timeout",
+        "20",
+        "send",
+        &plain.addr().to_string(),
+        arg(&file),
+        "--pin",
+        &pin,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("does not speak TLS"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(tree(plain.dir.path()).is_empty());
+}
+
+#[test]
+fn a_client_blocked_after_failed_logins_is_told_so_and_for_how_long() {
+    let state = tempfile::tempdir().unwrap();
+    let tls = ServerTls::self_signed(state.path()).unwrap();
+    let pin = tls.fingerprint().to_string();
+    let server = TestServer::with(|c| {
+        c.tls = Some(tls);
+        c.token = Some(Token::new(b"right".to_vec()).unwrap());
+        c.max_auth_failures = 1;
+        c.auth_window = Duration::from_secs(600);
+    });
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"x");
+    let wrong = token_file(local.path(), "wrong");
+    let run = || {
+        ferry(&[
+            "--retries",
+            "2",
+            "--timeout",
+            "20",
+            "send",
+            &server.addr().to_string(),
+            arg(&file),
+            "--pin",
+            &pin,
+            "--token-file",
+            arg(&wrong),
+        ])
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("authentication failed"),
+        "{}",
+        stderr(&first)
+    );
+    let blocked = run();
+    let err = stderr(&blocked);
+    assert_eq!(blocked.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("blocked after too many failed logins"),
+        "{err}"
+    );
+    assert!(
+        err.contains("try again in 600 s") || err.contains("try again in 599 s"),
+        "{err}"
+    );
+    assert!(!err.contains("TLS handshake"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+}
+
+/// A listener that answers its one connection as `reply` says, then closes.
+fn scripted(reply: &'static [u8], read_first: bool) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let t = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        if read_first {
+            let _ = s.read(&mut buf);
+        }
+        let _ = s.write_all(reply);
+        if !read_first {
+            let _ = s.read(&mut buf);
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn http_and_ssh_servers_are_named_as_not_ferry_servers() {
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"x");
+    let cases: [(&[u8], bool, &str); 2] = [
+        (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            true,
+            "is not a ferry server: it answered like an HTTP server (HTTP/1.1 400 Bad Request)",
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            false,
+            "is not a ferry server: it answered like an SSH server (SSH-2.0-OpenSSH_9.2)",
+        ),
+    ];
+    for (reply, read_first, says) in cases {
+        for tls in [false, true] {
+            let (addr, t) = scripted(reply, read_first);
+            let mut args = vec!["--timeout", "20", "send", &addr, arg(&file)];
+            let pin = format!("SHA256:{}", "ab".repeat(32));
+            if tls {
+                args.extend(["--pin", &pin]);
+            }
+            let out = ferry(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(5), "{err}");
+            assert!(err.contains(says), "{err}");
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn pin_takes_the_fingerprint_as_openssl_prints_it() {
+    let state = tempfile::tempdir().unwrap();
+    let tls = ServerTls::self_signed(state.path()).unwrap();
+    let fp: Fingerprint = tls.fingerprint();
+    let server = TestServer::with(|c| c.tls = Some(tls));
+    let pairs: Vec<String> = fp.as_bytes().iter().map(|b| format!("{b:02X}")).collect();
+    let colons = pairs.join(":");
+    let local = tempfile::tempdir().unwrap();
+    for (i, pin) in [format!("SHA256 Fingerprint={colons}"), colons]
+        .iter()
+        .enumerate()
+    {
+        let file = local.path().join(format!("f{i}.txt"));
+        write(&file, b"pinned");
+        let out = ferry(&["send", &server.addr().to_string(), arg(&file), "--pin", pin]);
+        assert_eq!(out.status.code(), Some(0), "{pin}: {}", stderr(&out));
+    }
+    assert_eq!(tree(server.dir.path()), ["f0.txt", "f1.txt"]);
+}
+
+#[test]
+fn the_exit_code_tables_say_what_these_tests_assert() {
+    let help = String::from_utf8(ferry(&["--help"]).stdout).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let top = fs::read_to_string(format!("{root}/../../README.md")).unwrap();
+    // (code, words its entry must hold) for each code the tests above assert.
+    let table = [
+        ("2", vec!["read"]),
+        ("3", vec!["blocked after failed logins"]),
+        ("5", vec!["not a ferry server", "does not speak TLS"]),
+        ("130", vec!["interrupted", "again to resume"]),
+    ];
+    for (code, words) in &table {
+        // The entry's first line, and the lines indented under it.
+        let mut lines = help
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("  {code}  ")));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("--help has no exit code {code}"));
+        let rest = lines.take_while(|l| l.starts_with("     "));
+        let entry = std::iter::once(first)
+            .chain(rest)
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for doc in [&readme, &top] {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| {code} |")))
+                .unwrap_or_else(|| panic!("a README has no exit code {code}"));
+            for word in words {
+                assert!(
+                    entry.contains(word),
+                    "--help, exit {code}: {word} not in {entry:?}"
+                );
+                assert!(
+                    row.contains(word),
+                    "README, exit {code}: {word} not in {row:?}"
+                );
+            }
+        }
+    }
+}
