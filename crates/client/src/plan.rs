@@ -22,7 +22,7 @@ use crate::session::Session;
 use crate::target::Target;
 use crate::walk;
 
-/// Most bytes of listing `get` holds while it fetches (names plus [`ENTRY_COST`] each): a
+/// Most bytes of listing `get` holds while it fetches (names plus `ENTRY_COST` each): a
 /// folder with more is refused here (`too_large`), so that no server can make the client
 /// hold an unbounded listing.
 pub const MAX_PLANNED_BYTES: usize = 256 << 20;
