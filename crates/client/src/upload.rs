@@ -108,6 +108,7 @@ fn send_once(
         obs,
         buf: vec![0; CHUNK],
         over: false,
+        last_body: None,
     };
     let result = up.run();
     let welcomed = welcomed || up.session.welcomed();
@@ -233,6 +234,9 @@ struct Upload<'a> {
     buf: Vec<u8>,
     /// The server ended the conversation (after saying why): nothing more can be said.
     over: bool,
+    /// The file whose body went out last, until its RESULT: the one a server's last words
+    /// about a body (too large, no space) are about.
+    last_body: Option<FileId>,
 }
 
 impl Upload<'_> {
@@ -246,7 +250,26 @@ impl Upload<'_> {
         }
         self.refill()?;
         while !self.flights.is_empty() {
-            match self.session.next()? {
+            let step = match (self.session.next(), self.last_body) {
+                (Ok(step), _) => step,
+                (
+                    Err(ClientError::ServerError {
+                        code,
+                        reason,
+                        target,
+                    }),
+                    Some(id),
+                ) if is_about_a_body(code) => {
+                    let cut = ClientError::ServerError {
+                        code,
+                        reason: reason.clone(),
+                        target,
+                    };
+                    return self.body_refused(id, code, &reason, Err(cut));
+                }
+                (Err(e), _) => return Err(e),
+            };
+            match step {
                 Step::Event(Event::Accepted { id, offset, .. }) => self.send_body(id, offset)?,
                 // Already there (PROTOCOL.md §4.8): not a refusal, not a failure.
                 Step::Event(Event::Refused {
@@ -262,6 +285,9 @@ impl Upload<'_> {
                         .land(id, Status::Code(code), &reason, true, self.obs);
                 }
                 Step::Event(Event::Result { id, code, detail }) => {
+                    if self.last_body == Some(id) {
+                        self.last_body = None;
+                    }
                     self.flights
                         .land(id, Status::Code(code), &detail, false, self.obs);
                 }
@@ -379,6 +405,7 @@ impl Upload<'_> {
             Err(PumpError::Drive(e)) => return self.cut_while_sending(id, e),
         }
         let digest = self.session.driver.conn_mut().end()?;
+        self.last_body = Some(id);
         if let Some(f) = self.flights.get_mut(id) {
             f.report.digest = Some(digest);
             f.report.size = Some(from + sent);
@@ -394,18 +421,31 @@ impl Upload<'_> {
         let stream = self.session.driver.stream_mut();
         stream.get_mut().restart_within(LAST_WORDS_WAIT);
         match sniff::last_words(stream) {
-            Some((code, reason)) if matches!(code, Code::TooLarge | Code::NoSpace | Code::Io) => {
-                let detail = format!("{code}: {reason}");
-                self.flights
-                    .land(id, Status::Code(code), &detail, true, self.obs);
-                if self.flights.is_empty() && self.next >= self.sources.len() {
-                    self.over = true;
-                    return Ok(());
-                }
-                Err(cut)
+            Some((code, reason)) if is_about_a_body(code) => {
+                self.body_refused(id, code, &reason, Err(cut))
             }
             _ => Err(cut),
         }
+    }
+
+    /// The server ended the connection over the body of `id` (too large, no space): that is
+    /// the file's fate, refused, and if nothing else is left the run ends there, cleanly;
+    /// else `otherwise`.
+    fn body_refused(
+        &mut self,
+        id: FileId,
+        code: Code,
+        reason: &str,
+        otherwise: Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let detail = format!("{code}: {reason}");
+        self.flights
+            .land(id, Status::Code(code), &detail, true, self.obs);
+        if self.flights.is_empty() && self.next >= self.sources.len() {
+            self.over = true;
+            return Ok(());
+        }
+        otherwise
     }
 
     /// Hashes the first `offset` bytes of `file` (the prefix the server holds), begins the
@@ -464,4 +504,10 @@ impl Upload<'_> {
             .land(id, Status::Code(Code::Io), &reason, false, self.obs);
         Ok(())
     }
+}
+
+/// Whether a server's ERROR with `code`, after a body went out, is about that body (the server
+/// stopped reading it) rather than about the connection.
+fn is_about_a_body(code: Code) -> bool {
+    matches!(code, Code::TooLarge | Code::NoSpace | Code::Io)
 }
