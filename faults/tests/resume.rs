@@ -200,7 +200,9 @@ fn a_download_resumes_or_restarts_when_the_servers_file_changed() {
     for changed in [false, true] {
         let tmp = tempfile::tempdir().expect("temp dir");
         let store = tmp.path().join("store");
+        // An existing folder receives (`-o` works as `cp` does).
         let out = tmp.path().join("out");
+        fs::create_dir_all(&out).expect("mkdir out");
         let content = data(SIZE as usize, 0xD1);
         write(&store.join(NAME), &content);
         let server = ServerProc::start(&store, &[]);
