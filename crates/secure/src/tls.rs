@@ -260,8 +260,6 @@ pub(crate) struct Tls<T> {
     sent_close: bool,
     /// The connection failed for good (a bad record, an alert): every later call says why.
     broken: Option<RecordError>,
-    /// Records under one key before a key update (a constant but for tests).
-    key_update_after: u64,
 }
 
 impl<T: fmt::Debug> fmt::Debug for Tls<T> {
@@ -303,7 +301,6 @@ impl<T: Transport> Tls<T> {
             early,
             sent_close: false,
             broken: None,
-            key_update_after: KEY_UPDATE_AFTER,
         })
     }
 
@@ -452,7 +449,7 @@ impl<T: Transport> Tls<T> {
     /// is due.
     fn seal(&mut self, kind: u8, content: &[u8]) -> Result<(), RecordError> {
         let keys = &mut self.keys;
-        if keys.owe_key_update || keys.tx.seq() >= self.key_update_after {
+        if keys.owe_key_update || keys.tx.seq() >= KEY_UPDATE_AFTER {
             let n = keys.tx.seal(HANDSHAKE, &KEY_UPDATE, self.outbox.space())?;
             self.outbox.commit(n);
             keys.tx = keys.kernel.next_tx()?;
