@@ -103,6 +103,13 @@ impl std::fmt::Debug for Protection {
     }
 }
 
+impl Drop for Protection {
+    fn drop(&mut self) {
+        // ring does not expose its expanded key to clear; the IV at least goes.
+        zeroize::Zeroize::zeroize(&mut self.iv);
+    }
+}
+
 impl Protection {
     /// Keys from rustls (after the handshake or a key update), starting at `seq`.
     pub(crate) fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<Self, RecordError> {
