@@ -45,8 +45,8 @@ impl Transport for TcpStream {
 /// With TLS, `flush` really writes (to the transport) and can fail or time out.
 ///
 /// TLS moves records with few copies and big transport calls (see the `tls` module): a read
-/// into a buffer of 32 KiB or more decrypts in place in it; a write seals up to 16 records at a
-/// time and sends them in one call.
+/// into a buffer of 33 KiB (two records) or more decrypts in place in it; a write seals up to
+/// 16 records at a time and sends them in one call.
 pub struct Stream<T: Transport = TcpStream> {
     inner: Inner<T>,
     peer_fingerprint: Option<Fingerprint>,
