@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon and the
-# seed Python code, all over 127.0.0.1 on this machine.
+# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon, the
+# seed Python code and (encrypted) scp, all over 127.0.0.1 on this machine.
 #
-#   bench/run.sh [big|tree|many|latency|all]      (default: all)
+#   bench/run.sh [big|tree|many|latency|tls|all]  (default: all)
 #
 # Progress goes to stderr; a markdown report goes to stdout, so
 #   bench/run.sh > report.md
@@ -32,8 +32,8 @@ SOCAT_BUF=1048576
 NC=nc.openbsd                        # the OpenBSD flavour, whatever nc points at
 
 case $CASE_FILTER in
-  big|tree|many|latency|all) ;;
-  *) echo "usage: $0 [big|tree|many|latency|all]" >&2; exit 2 ;;
+  big|tree|many|latency|tls|all) ;;
+  *) echo "usage: $0 [big|tree|many|latency|tls|all]" >&2; exit 2 ;;
 esac
 
 # fd 3 is the report (stdout); everything else goes to stderr.
@@ -157,11 +157,15 @@ ensure_peers() {
   command -v rsync >/dev/null || missing+=(rsync)
   command -v hyperfine >/dev/null || missing+=(hyperfine)
   [[ -x /usr/bin/time ]] || missing+=(time)
+  if want tls; then
+    command -v scp >/dev/null || missing+=(openssh-client)
+    [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+  fi
   if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      socat netcat-openbsd rsync hyperfine time >/dev/null
+      socat netcat-openbsd rsync hyperfine time "${missing[@]}" >/dev/null
   fi
 }
 
@@ -254,11 +258,24 @@ EOF
   echo "$conf"
 }
 
+# Per-process CPU (the tls case): with PROC_CPU=1 every receiver and sender
+# runs under /usr/bin/time, read back by proc_cpu after each transfer.
+PROC_CPU=0
+
+# rx_spawn OUT ERR CMD...: spawn, under /usr/bin/time when PROC_CPU=1.
+rx_spawn() {
+  if ((PROC_CPU)); then spawn_rss "$RUN/rx.time" "$@"; else spawn "$@"; fi
+}
+
 # rx_start TOOL DEST PORT NAME
 rx_start() {
   local tool=$1 dest=$2 port=$3 name=$4 logf=$RUN/$1-rx.log
   case $tool in
-    ferry) spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}" ;;
+    ferry) rx_spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}" ;;
+    ferry-tls) rx_spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" \
+             --tls-self-signed --state-dir "$RUN/tls-state" "${SERVER_FLAGS[@]}" ;;
+    # sshd -d serves one connection without forking a listener, then exits.
+    scp-*) rx_spawn /dev/null "$logf" /usr/sbin/sshd -d -e -f "$(sshd_conf "$port")" ;;
     socat) spawn /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
              "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
     nc)    spawn "$dest/$name" "$logf" "$NC" -d -l 127.0.0.1 "$port" ;;
@@ -271,11 +288,20 @@ rx_start() {
 }
 
 # tx TOOL SRC PORT: the sender, in the foreground, bounded by timeout(1).
+# scp writes into $TX_DEST (set by transfer_once).
 tx() {
   local tool=$1 src=$2 port=$3 logf=$RUN/$1-tx.log
   local -a t=(timeout -k 5 "$RUN_TIMEOUT")
+  ((PROC_CPU)) && t=(/usr/bin/time -f '%U %S' -o "$RUN/tx.time" "${t[@]}")
   case $tool in
     ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    ferry-tls) "${t[@]}" "$FERRY" send --known-hosts "$RUN/known_hosts" "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    scp-aes|scp-chacha)
+           local cipher=aes128-gcm@openssh.com
+           [[ $tool == scp-chacha ]] && cipher=chacha20-poly1305@openssh.com
+           "${t[@]}" scp -q -P "$port" -c "$cipher" -i "$SSH_DIR/user_key" -o BatchMode=yes \
+             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+             "$src" "$(id -un)@127.0.0.1:$TX_DEST/" </dev/null ;;
     socat) "${t[@]}" socat -u -b "$SOCAT_BUF" "OPEN:$src" "TCP:127.0.0.1:$port" </dev/null ;;
     nc)    "${t[@]}" "$NC" -N 127.0.0.1 "$port" <"$src" ;;
     seed)  printf '127.0.0.1\n%s\n' "$src" | SEED_PORT=$port "${t[@]}" python3 "$ROOT/seed/client.py" ;;
@@ -287,7 +313,7 @@ tx() {
 # Receivers that exit by themselves after one connection; the transfer is
 # complete when they have exited. The others (ferry, rsync) are complete
 # when the sender exits, which the untimed check right after verifies.
-oneshot() { [[ $1 == socat || $1 == nc || $1 == seed ]]; }
+oneshot() { [[ $1 == socat || $1 == nc || $1 == seed || $1 == scp-* ]]; }
 
 # cpu_ticks: CPU time the whole machine has spent busy (user, nice, system,
 # irq, softirq over all cores), in clock ticks, from /proc/stat.
@@ -303,7 +329,8 @@ send_timed() {
   t0=$EPOCHREALTIME
   tx "$tool" "$src" "$port" || ok=0
   if ((ok)) && oneshot "$tool"; then
-    reap_rx || ok=0
+    # sshd -d exits with 255 after its one connection; the output is checked.
+    reap_rx || [[ $tool == scp-* ]] || ok=0
   fi
   t1=$EPOCHREALTIME
   c1=$(cpu_ticks)
@@ -319,6 +346,7 @@ transfer_once() {
   rm -rf "$dest"
   mkdir -p "$dest"
   port=$(free_port)
+  TX_DEST=$dest
   rx_start "$tool" "$dest" "$port" "$(basename "$src")"
   if ! wait_listen "$port"; then
     log "$tool: receiver did not start listening (see $tool-rx log)"
@@ -330,7 +358,15 @@ transfer_once() {
     tail -n 5 "$RUN/$tool-tx.log" "$RUN/$tool-rx.log" || true
   fi
   stop_rx
+  ((PROC_CPU)) && proc_cpu
   ((ok))
+}
+
+# proc_cpu: TX_CPU and RX_CPU, the CPU seconds (user + system, children
+# included) of the last sender and receiver, from their /usr/bin/time reports.
+proc_cpu() {
+  TX_CPU=$(awk '{ printf "%.2f", $1 + $2 }' "$RUN/tx.time" 2>/dev/null)
+  RX_CPU=$(awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f", t }' "$RUN/rx.time" 2>/dev/null)
 }
 
 # ------------------------------------------------------------ verification
@@ -363,7 +399,10 @@ declare -A TIMES=() FAILED=()
 record() {
   TIMES[$1]="${TIMES[$1]:-} $ELAPSED"
   [[ -z ${CPU_USED:-} ]] || TIMES[$1/cpu]="${TIMES[$1/cpu]:-} $CPU_USED"
-  CPU_USED=''
+  [[ -z ${TX_CPU:-} ]] || TIMES[$1/txcpu]="${TIMES[$1/txcpu]:-} $TX_CPU"
+  [[ -z ${RX_CPU:-} ]] || TIMES[$1/rxcpu]="${TIMES[$1/rxcpu]:-} $RX_CPU"
+  [[ -z ${TX_CPU:-} || -z ${RX_CPU:-} ]] || TIMES[$1/bothcpu]="${TIMES[$1/bothcpu]:-} $(calc "$TX_CPU + $RX_CPU")"
+  CPU_USED='' TX_CPU='' RX_CPU=''
 }
 
 # stat_of P KEY: the P-th percentile of KEY's samples.
@@ -375,7 +414,7 @@ stat_of() {
 
 # result KEY: the median of KEY's samples, "FAILED" or "not available".
 result() {
-  if [[ ${1#*/} == ferry && $FERRY_OK != 1 ]]; then echo 'not available'
+  if [[ ${1#*/} == ferry* && $FERRY_OK != 1 ]]; then echo 'not available'
   elif [[ -n ${FAILED[$1]:-} ]]; then echo FAILED
   elif [[ -z ${TIMES[$1]:-} ]]; then echo '—'
   else stat_of 50 "$1"
@@ -428,11 +467,11 @@ run_rounds() {
   for ((r = 0; r < ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
       tool=${tools[(i + r) % n]}
-      [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
+      [[ $tool == ferry* && $FERRY_OK != 1 ]] && continue
       [[ -n ${FAILED[$case/$tool]:-} ]] && continue
       local dest=$RUN/out-$tool check=''
       [[ ${KEEP_OUTPUTS:-0} == 1 ]] && dest=$RUN/out-$case-$tool-$r
-      [[ $tool == ferry && $r == 0 ]] && check='cmp'
+      [[ $tool == ferry* && $r == 0 ]] && check='cmp'
       if transfer_once "$tool" "$src" "$dest" && verify "$src" "$dest" $check; then
         record "$case/$tool"
         log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
@@ -638,6 +677,113 @@ case_latency() {
   done
 }
 
+# ------------------------------------------------------------ the tls case
+
+# setup_sshd: a throwaway host key, user key and sshd configuration under
+# $SSH_DIR, for a one-shot sshd per scp run (see rx_start). Root only: sshd
+# needs its privilege separation folder.
+setup_sshd() {
+  SSH_DIR=$RUN/ssh
+  mkdir -p "$SSH_DIR" /run/sshd
+  chmod 700 "$SSH_DIR"
+  ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$SSH_DIR/host_key" &&
+    ssh-keygen -q -t ed25519 -N '' -C bench-user -f "$SSH_DIR/user_key" &&
+    cp "$SSH_DIR/user_key.pub" "$SSH_DIR/authorized_keys"
+}
+
+# sshd_conf PORT: the configuration file of an sshd on 127.0.0.1:PORT.
+sshd_conf() {
+  local conf=$SSH_DIR/sshd_config.$1
+  cat >"$conf" <<EOF
+Port $1
+ListenAddress 127.0.0.1
+HostKey $SSH_DIR/host_key
+AuthorizedKeysFile $SSH_DIR/authorized_keys
+PidFile none
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Ciphers aes128-gcm@openssh.com,chacha20-poly1305@openssh.com
+Subsystem sftp internal-sftp
+EOF
+  echo "$conf"
+}
+
+# aead_cost: AEAD_SEAL and AEAD_OPEN, the CPU seconds ring's AES-256-GCM
+# takes to seal and to open BIG_MB MiB on one core (crates/secure/examples).
+aead_cost() {
+  local out
+  AEAD_SEAL='' AEAD_OPEN=''
+  if (cd "$ROOT" && cargo build --release -q -p ferry-secure --example aead_speed) >>"$BENCH_DIR/build.log" 2>&1 &&
+    out=$("${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/aead_speed" "$BIG_MB"); then
+    log "$out"
+    AEAD_SEAL=$(awk '{ for (i = 1; i < NF; i++) if ($i == "seal") print $(i + 1) }' <<<"$out")
+    AEAD_OPEN=$(awk '{ for (i = 1; i < NF; i++) if ($i == "open") print $(i + 1) }' <<<"$out")
+  fi
+}
+
+# yes_no EXPR: "yes" if the awk expression holds, else "no".
+yes_no() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
+
+# tls_verdict: the targets of issue 18, from the medians of the tls case.
+tls_verdict() {
+  local t p s r
+  t=$(result tls/ferry-tls) p=$(result tls/ferry) s=$(result tls/scp-aes)
+  md '' '| target | measured | met |' '| --- | ---: | :---: |'
+  if is_number "$t" && is_number "$p"; then
+    r=$(calc "$t / $p")
+    md "| TLS time ≤ 1.25 × plain | ${r}× | $(yes_no "$r <= 1.25") |"
+  fi
+  if is_number "$t" && is_number "$s"; then
+    r=$(calc "$s / $t")
+    md "| TLS ≥ 3 × faster than scp (AES-GCM) | ${r}× | $(yes_no "$r >= 3") |"
+  fi
+  if [[ -n ${TIMES[tls/ferry-tls/bothcpu]:-} && -n ${TIMES[tls/ferry/bothcpu]:-} && -n $AEAD_SEAL ]]; then
+    local extra budget
+    extra=$(calc "$(stat_of 50 tls/ferry-tls/bothcpu) - $(stat_of 50 tls/ferry/bothcpu)")
+    budget=$(calc "$AEAD_SEAL + $AEAD_OPEN")
+    md "| TLS CPU − plain CPU (both processes) ≤ AES-GCM alone, seal $AEAD_SEAL s + open $AEAD_OPEN s | $extra s vs $budget s | $(yes_no "$extra <= $budget") |"
+  fi
+}
+
+case_tls() {
+  make_file "big-$BIG_MB" "$BIG_MB"
+  local tools=(ferry-tls ferry)
+  if [[ $(id -u) == 0 ]] && setup_sshd; then
+    tools+=(scp-aes scp-chacha)
+  else
+    log "tls: scp needs root (for sshd) and ssh-keygen; measuring ferry only"
+  fi
+  aead_cost
+  log "case tls: one $BIG_MB MiB file, $ROUNDS rounds"
+  PROC_CPU=1 run_rounds tls "$SRC" "${tools[@]}"
+  md '' "## One ${BIG_MB} MiB file encrypted: ferry TLS, ferry plain, scp (warm cache)"
+  md '' "ferry TLS: \`--tls-self-signed\` and \`--known-hosts\` (TLS 1.3, AES-256-GCM);" \
+        "scp: to a one-shot \`sshd -d\`, \`-c aes128-gcm@openssh.com\` (scp-aes) or" \
+        "\`-c chacha20-poly1305@openssh.com\` (scp-chacha). Wall clock as in the big" \
+        "case; CPU seconds (user + system) of the sending and the receiving process" \
+        "trees from \`/usr/bin/time\`; medians over $ROUNDS round(s), tools alternating."
+  md '' '| tool | median s | MiB/s | time vs ferry TLS | sender CPU s | receiver CPU s | both CPU s |' \
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'
+  local tool med t
+  t=$(result tls/ferry-tls)
+  for tool in "${tools[@]}"; do
+    med=$(result "tls/$tool")
+    local rate='—' vs='—' tx='—' rx='—' both='—'
+    if is_number "$med"; then
+      rate=$(calc "$BIG_MB / $med")
+      is_number "$t" && vs="$(calc "$med / $t")×"
+      tx=$(stat_of 50 "tls/$tool/txcpu") rx=$(stat_of 50 "tls/$tool/rxcpu")
+      both=$(stat_of 50 "tls/$tool/bothcpu")
+    fi
+    md "| $tool | $med | $rate | $vs | $tx | $rx | $both |"
+    log "tls: $tool: median $med s, CPU sender $tx s, receiver $rx s"
+  done
+  tls_verdict
+}
+
 # ------------------------------------------------------------------- main
 
 main() {
@@ -671,6 +817,7 @@ main() {
   want big && case_big
   want many && case_many
   want latency && case_latency
+  want tls && case_tls
   [[ $FERRY_OK == 1 ]] || md '' 'ferry: not available'
   cat "$REPORT" >&3
   log "done"

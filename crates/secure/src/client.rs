@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::UnbufferedClientConnection;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore};
 
+use crate::handshake::handshake;
 use crate::server::peer_name;
-use crate::stream::handshake;
 use crate::{provider, Fingerprint, SecureError, Stream, Transport};
 
 /// How the client decides to trust a server's certificate.
@@ -63,11 +64,13 @@ impl ClientTls {
 }
 
 fn verified_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, SecureError> {
-    let config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(SecureError::TlsConfig)?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // The record layer after the handshake is this crate's (see `tls`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -259,12 +262,13 @@ fn fingerprint_config(
         seen: seen.clone(),
         algorithms: provider.signature_verification_algorithms,
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(SecureError::TlsConfig)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
+    config.enable_secret_extraction = true;
     Ok((Arc::new(config), seen))
 }
 
@@ -299,38 +303,36 @@ pub fn connect<T: Transport>(tls: &ClientTls, host: &str, io: T) -> Result<Strea
             (config, recorded.map(|r| r.0), Some(seen))
         }
     };
-    let mut conn =
-        ClientConnection::new(config, name).map_err(|source| SecureError::Handshake {
+    let conn =
+        UnbufferedClientConnection::new(config, name).map_err(|source| SecureError::Handshake {
             peer: peer.clone(),
             source,
             hint: "",
         })?;
-    let mut io = io;
-    let outcome = handshake(&mut conn, &mut io);
+    let outcome = handshake(conn, io);
     let got = seen.and_then(|s| *s.lock().unwrap_or_else(|p| p.into_inner()));
-    if let Err(failure) = outcome {
-        // A certificate that is not the expected one is the typed, loud refusal.
-        if let (Some(expected), Some(got)) = (expected, got) {
-            if expected != got {
-                return Err(match known {
-                    Some((list, key, Some((_, line)))) => SecureError::CertificateChanged {
-                        host_port: key,
-                        expected,
-                        got,
-                        path: list.path,
-                        line,
-                    },
-                    _ => SecureError::PinMismatch { expected, got },
-                });
+    let (tls, leaf) = match outcome {
+        Ok(established) => established,
+        Err(failure) => {
+            // A certificate that is not the expected one is the typed, loud refusal.
+            if let (Some(expected), Some(got)) = (expected, got) {
+                if expected != got {
+                    return Err(match known {
+                        Some((list, key, Some((_, line)))) => SecureError::CertificateChanged {
+                            host_port: key,
+                            expected,
+                            got,
+                            path: list.path,
+                            line,
+                        },
+                        _ => SecureError::PinMismatch { expected, got },
+                    });
+                }
             }
+            return Err(failure.into_error(peer, true));
         }
-        return Err(failure.into_error(peer, true));
-    }
-    let peer_fp = got.or_else(|| {
-        conn.peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| Fingerprint::of_der(c))
-    });
+    };
+    let peer_fp = got.or(leaf);
     let mut newly_trusted = false;
     if let (Some((mut list, key, None)), Some(fp)) = (known, peer_fp) {
         list.record(&key, fp)?;
@@ -341,11 +343,7 @@ pub fn connect<T: Transport>(tls: &ClientTls, host: &str, io: T) -> Result<Strea
         );
         newly_trusted = true;
     }
-    Ok(Stream::client(
-        StreamOwned::new(conn, io),
-        peer_fp,
-        newly_trusted,
-    ))
+    Ok(Stream::tls(tls, peer_fp, newly_trusted))
 }
 
 #[cfg(test)]

@@ -73,9 +73,12 @@
 mod client;
 mod error;
 mod fingerprint;
+mod handshake;
 mod limiter;
+mod record;
 mod server;
 mod stream;
+mod tls;
 mod token;
 
 use std::path::{Path, PathBuf};

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::server::UnbufferedServerConnection;
+use rustls::ServerConfig;
 
-use crate::stream::handshake;
+use crate::handshake::handshake;
 use crate::{check_private_file, provider, Fingerprint, SecureError, Stream, Transport};
 
 /// File name of the self-signed certificate inside the state folder.
@@ -90,10 +91,13 @@ impl ServerTls {
         generated: bool,
     ) -> Result<Self, rustls::Error> {
         let fingerprint = Fingerprint::of_der(&chain[0]);
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+        // The record layer after the handshake is this crate's (see `tls`): rustls hands it
+        // the keys.
+        config.enable_secret_extraction = true;
         Ok(ServerTls {
             config: Arc::new(config),
             fingerprint,
@@ -245,15 +249,15 @@ pub fn peek_first_byte(tcp: &TcpStream) -> io::Result<Option<u8>> {
 /// with deadlines) so a silent or trickling client cannot hold the thread.
 pub fn accept<T: Transport>(tls: &ServerTls, io: T) -> Result<Stream<T>, SecureError> {
     let peer = peer_name(&io);
-    let mut conn =
-        ServerConnection::new(tls.config.clone()).map_err(|source| SecureError::Handshake {
+    let conn = UnbufferedServerConnection::new(tls.config.clone()).map_err(|source| {
+        SecureError::Handshake {
             peer: peer.clone(),
             source,
             hint: "",
-        })?;
-    let mut io = io;
-    handshake(&mut conn, &mut io).map_err(|f| f.into_error(peer, false))?;
-    Ok(Stream::server(StreamOwned::new(conn, io)))
+        }
+    })?;
+    let (tls, _) = handshake(conn, io).map_err(|f| f.into_error(peer, false))?;
+    Ok(Stream::tls(tls, None, false))
 }
 
 /// What a new connection's first byte says it is; see [`detect`].

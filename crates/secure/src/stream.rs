@@ -1,18 +1,19 @@
 //! [`Stream`]: a connection, plain or wrapped in TLS, as one `Read + Write`.
 
+use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use rustls::{ClientConnection, ConnectionCommon, ServerConnection, StreamOwned};
-
-use crate::{Fingerprint, SecureError};
+use crate::tls::Tls;
+use crate::Fingerprint;
 
 /// The byte transport under TLS: a `TcpStream`, or the adapter's own wrapper around one
 /// (deadlines, stop flags). Implement it for such a wrapper to run the handshake through it.
 ///
 /// Reads and writes may fail with `WouldBlock`/`TimedOut` (socket timeouts) and be retried:
-/// rustls keeps its state across such errors.
+/// [`Stream`] keeps its state across such errors. During the handshake such an error ends it
+/// (a wrapper retries inside its own deadline, as the server's and client's do).
 pub trait Transport: Read + Write {
     /// The peer's address (the client uses its port for the known-hosts key).
     fn peer_addr(&self) -> io::Result<SocketAddr>;
@@ -42,18 +43,32 @@ impl Transport for TcpStream {
 /// close without it reads as an `UnexpectedEof` error, so a truncated transfer cannot pass for a
 /// complete one. Call [`Stream::shutdown_write`] when done sending so the peer sees a clean end.
 /// With TLS, `flush` really writes (to the transport) and can fail or time out.
-#[derive(Debug)]
+///
+/// TLS moves records with few copies and big transport calls (see the `tls` module): a read
+/// into a buffer of 33 KiB (two records) or more decrypts in place in it; a write seals up to
+/// 16 records at a time and sends them in one call.
 pub struct Stream<T: Transport = TcpStream> {
     inner: Inner<T>,
     peer_fingerprint: Option<Fingerprint>,
     newly_trusted: bool,
 }
 
-#[derive(Debug)]
 enum Inner<T: Transport> {
     Plain(T),
-    Server(Box<StreamOwned<ServerConnection, T>>),
-    Client(Box<StreamOwned<ClientConnection, T>>),
+    Tls(Box<Tls<T>>),
+}
+
+impl<T: Transport + fmt::Debug> fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Stream");
+        match &self.inner {
+            Inner::Plain(io) => s.field("plain", io),
+            Inner::Tls(tls) => s.field("tls", tls),
+        };
+        s.field("peer_fingerprint", &self.peer_fingerprint)
+            .field("newly_trusted", &self.newly_trusted)
+            .finish()
+    }
 }
 
 impl<T: Transport> Stream<T> {
@@ -66,21 +81,14 @@ impl<T: Transport> Stream<T> {
         }
     }
 
-    pub(crate) fn server(tls: StreamOwned<ServerConnection, T>) -> Self {
-        Stream {
-            inner: Inner::Server(Box::new(tls)),
-            peer_fingerprint: None,
-            newly_trusted: false,
-        }
-    }
-
-    pub(crate) fn client(
-        tls: StreamOwned<ClientConnection, T>,
+    /// An established TLS connection; the fingerprint and first-use flag are the client's.
+    pub(crate) fn tls(
+        tls: Tls<T>,
         peer_fingerprint: Option<Fingerprint>,
         newly_trusted: bool,
     ) -> Self {
         Stream {
-            inner: Inner::Client(Box::new(tls)),
+            inner: Inner::Tls(Box::new(tls)),
             peer_fingerprint,
             newly_trusted,
         }
@@ -96,8 +104,7 @@ impl<T: Transport> Stream<T> {
     pub fn get_ref(&self) -> &T {
         match &self.inner {
             Inner::Plain(s) => s,
-            Inner::Server(s) => s.get_ref(),
-            Inner::Client(s) => s.get_ref(),
+            Inner::Tls(s) => s.io(),
         }
     }
 
@@ -105,8 +112,7 @@ impl<T: Transport> Stream<T> {
     pub fn get_mut(&mut self) -> &mut T {
         match &mut self.inner {
             Inner::Plain(s) => s,
-            Inner::Server(s) => s.get_mut(),
-            Inner::Client(s) => s.get_mut(),
+            Inner::Tls(s) => s.io_mut(),
         }
     }
 
@@ -131,8 +137,7 @@ impl<T: Transport> Stream<T> {
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.inner {
             Inner::Plain(s) => s.shutdown_write(),
-            Inner::Server(s) => close(&mut s.conn, &mut s.sock),
-            Inner::Client(s) => close(&mut s.conn, &mut s.sock),
+            Inner::Tls(s) => s.shutdown_write(),
         }
     }
 }
@@ -154,26 +159,11 @@ impl Stream<TcpStream> {
     }
 }
 
-fn close<D, T: Transport>(conn: &mut ConnectionCommon<D>, sock: &mut T) -> io::Result<()> {
-    conn.send_close_notify();
-    while conn.wants_write() {
-        match conn.write_tls(sock) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    sock.flush()?;
-    sock.shutdown_write()
-}
-
 impl<T: Transport> Read for Stream<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inner {
             Inner::Plain(s) => s.read(buf),
-            Inner::Server(s) => s.read(buf),
-            Inner::Client(s) => s.read(buf),
+            Inner::Tls(s) => s.read(buf),
         }
     }
 }
@@ -182,134 +172,21 @@ impl<T: Transport> Write for Stream<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
             Inner::Plain(s) => s.write(buf),
-            Inner::Server(s) => s.write(buf),
-            Inner::Client(s) => s.write(buf),
+            Inner::Tls(s) => s.write_vectored(&[IoSlice::new(buf)]),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match &mut self.inner {
             Inner::Plain(s) => s.write_vectored(bufs),
-            Inner::Server(s) => rustls::Stream::new(&mut s.conn, &mut s.sock).write_vectored(bufs),
-            Inner::Client(s) => rustls::Stream::new(&mut s.conn, &mut s.sock).write_vectored(bufs),
+            Inner::Tls(s) => s.write_vectored(bufs),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
             Inner::Plain(s) => s.flush(),
-            Inner::Server(s) => s.flush(),
-            Inner::Client(s) => s.flush(),
+            Inner::Tls(s) => s.flush(),
         }
-    }
-}
-
-/// Drives a handshake to completion over a blocking socket.
-pub(crate) fn handshake<D, T: Transport>(
-    conn: &mut ConnectionCommon<D>,
-    sock: &mut T,
-) -> Result<(), HandshakeFailure> {
-    while conn.is_handshaking() {
-        match conn.complete_io(sock) {
-            Ok((0, 0)) if conn.is_handshaking() => {
-                return Err(HandshakeFailure::Io(io::ErrorKind::UnexpectedEof.into()))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(HandshakeFailure::from_io(e)),
-        }
-    }
-    // Push out anything queued at the end (the server's session tickets), so the peer is not
-    // left waiting on it.
-    while conn.wants_write() {
-        match conn.write_tls(sock) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => return Err(HandshakeFailure::Io(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Why a handshake failed: the TLS layer or the socket.
-#[derive(Debug)]
-pub(crate) enum HandshakeFailure {
-    Tls(rustls::Error),
-    Io(io::Error),
-}
-
-impl HandshakeFailure {
-    fn from_io(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::InvalidData
-            && e.get_ref().is_some_and(|i| i.is::<rustls::Error>())
-        {
-            let inner = e.into_inner().expect("checked above");
-            match inner.downcast::<rustls::Error>() {
-                Ok(tls) => HandshakeFailure::Tls(*tls),
-                Err(other) => {
-                    HandshakeFailure::Io(io::Error::new(io::ErrorKind::InvalidData, other))
-                }
-            }
-        } else {
-            HandshakeFailure::Io(e)
-        }
-    }
-
-    /// The error for the user, with a hint for the side that saw it.
-    pub(crate) fn into_error(self, peer: String, client_side: bool) -> SecureError {
-        match self {
-            HandshakeFailure::Tls(source) => {
-                let hint = tls_hint(&source, client_side);
-                SecureError::Handshake { peer, source, hint }
-            }
-            HandshakeFailure::Io(source) => {
-                let hint = match source.kind() {
-                    io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                        if client_side =>
-                    {
-                        "; the server closed the connection: it may not run TLS (or not TLS 1.3), or it may be refusing this client"
-                    }
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        "; the peer did not complete the handshake in time"
-                    }
-                    _ => "",
-                };
-                SecureError::HandshakeIo { peer, source, hint }
-            }
-        }
-    }
-}
-
-fn tls_hint(e: &rustls::Error, client_side: bool) -> &'static str {
-    use rustls::{CertificateError as C, Error as E};
-    match e {
-        E::InvalidCertificate(C::UnknownIssuer) => {
-            "; the server's certificate is not signed by a CA this client trusts: pass --ca FILE, or --pin SHA256:... with the fingerprint the server prints, or --known-hosts FILE"
-        }
-        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            "; the certificate does not name this host: connect with a name it lists, or use --pin"
-        }
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-            "; the server's certificate has expired"
-        }
-        E::InvalidMessage(_) if client_side => {
-            "; the server did not answer in TLS: is it running with TLS?"
-        }
-        E::InvalidMessage(_) => "; the client did not speak TLS",
-        E::PeerIncompatible(_) => "; the peer does not support TLS 1.3 with a common cipher suite",
-        E::AlertReceived(rustls::AlertDescription::BadCertificate | rustls::AlertDescription::UnknownCA)
-            if !client_side =>
-        {
-            "; the client refused this server's certificate (it may trust another CA or pin another fingerprint)"
-        }
-        _ => "",
     }
 }
