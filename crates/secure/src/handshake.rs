@@ -147,7 +147,7 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
                 }
             }
             Next::Fail(failure) => {
-                send_alert(&mut conn, &mut inbox, &mut outbox, &mut io);
+                send_alert(&failure, &mut conn, &mut inbox, &mut outbox, &mut io);
                 return Err(failure);
             }
         }
@@ -175,15 +175,28 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
     Ok((tls, peer))
 }
 
-/// Best effort: sends the alert rustls queued when the handshake failed, so the peer learns
-/// why (a refused certificate, say). rustls hands out queued messages before it looks at the
-/// input again (which must still be passed: it may refer to it).
+/// Best effort: sends the alert rustls queued when the handshake failed on a verdict about the
+/// peer (its certificate refused, no common parameters), so the peer learns why. rustls hands
+/// out queued messages before it looks at the input again (which must still be passed: it
+/// refers to it). After input rustls could not parse (the peer does not speak TLS, or broke
+/// it), no alert is sent: rustls would parse that input again and fail a second time.
 fn send_alert<C: Unbuffered, T: Transport>(
+    failure: &HandshakeFailure,
     conn: &mut C,
     inbox: &mut Inbox,
     outbox: &mut Outbox,
     io: &mut T,
 ) {
+    use rustls::Error as E;
+    let verdict = matches!(
+        failure,
+        HandshakeFailure::Tls(
+            E::InvalidCertificate(_) | E::NoCertificatesPresented | E::PeerIncompatible(_)
+        )
+    );
+    if !verdict {
+        return;
+    }
     for _ in 0..ALERT_STEPS {
         let UnbufferedStatus { discard, state } = conn.process(inbox.pending());
         let go_on = match state {

@@ -585,3 +585,46 @@ fn pinned_certificate_without_its_key_is_refused() {
         "the forger never completes"
     );
 }
+
+/// A peer that answers a ClientHello with something other than TLS (an HTTP error page, an SSH
+/// banner, garbage) or a TLS client that sends plain text: the handshake fails with a typed
+/// error on either side, never a panic, whatever the bytes.
+#[test]
+fn a_peer_that_does_not_speak_tls_is_an_error_not_a_panic() {
+    let answers: [&[u8]; 4] = [
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        &[0x16, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+        &[0xff; 64],
+    ];
+    let client = ClientTls::new(Trust::Pin(Fingerprint::from_bytes([7; 32]))).unwrap();
+    for answer in answers {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(answer);
+        });
+        let got = connect(&client, "localhost", tcp_to(port));
+        assert!(got.is_err(), "{answer:?}: the handshake cannot succeed");
+        peer.join().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = self_signed(dir.path());
+    for sent in answers {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = thread::spawn(move || {
+            let mut s = tcp_to(port);
+            let _ = s.write_all(sent);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.read(&mut [0u8; 4096]);
+        });
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        assert!(ferry_secure::accept(&tls, s).is_err(), "{sent:?}");
+        peer.join().unwrap();
+    }
+}
