@@ -54,9 +54,19 @@ a newcomer that makes progress takes the slot of the connection longest without 
 --evict-after). Log lines about refusals are capped per connection (--max-refusal-logs) and,
 when stderr cannot keep up, dropped and counted rather than waited for.
 
+Fixed limits per connection: 8 partial uploads held open (more offers are taken as plain
+uploads), 1,024 downloads offered and not yet answered, 1,024 frames in flight each way; a
+takeover waits 2 s for the stale connection; closing after an error (last message, TLS close,
+linger) takes at most 1 s; log queue 4,096 lines, names in logs cut to 200 characters; TCP
+keepalive after 30 s idle, every 10 s, 3 probes. The descriptor limit is raised to its hard
+limit at start. Server state lives in DIR/.ferry-state (mode 0700; names starting with
+.ferry- are refused in every path component).
+
 A token is never taken on the command line. After --max-auth-failures failed attempts within
 --auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
-for that long.
+for that long, and told so; an IPv6 /48 may fail 16 times as often. When more than 4,096
+sources are counting at once, the others share 64 overflow counters (16 times the limit each)
+that are never forgotten early, so guesses stay bounded however many addresses send them.
 
 Other commands:
   ferry-server fingerprint [--state-dir DIR | --tls-cert FILE]
