@@ -12,6 +12,7 @@ use ferry_proto::{Code, Connection, Driver};
 use ferry_secure::{FailureLimiter, SharedFailureLimiter, Stream};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
@@ -74,18 +75,30 @@ impl Server {
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         announce(&config, local_addr, store.root());
-        let shared = Shared {
+        let access = Arc::new(Access::new(&config));
+        let mut shared = Shared {
             slots: Slots::new(config.max_connections, config.evict_after),
             limiter: SharedFailureLimiter::new(FailureLimiter::new(
                 config.max_auth_failures,
                 config.auth_window,
                 LIMITER_CAPACITY,
             )),
-            config,
+            access: Arc::clone(&access),
+            spaces: Vec::new(),
             store,
             locks: Arc::new(NameLocks::default()),
             stop: Arc::new(StopFlags::default()),
+            config,
         };
+        for folder in access.folders() {
+            let sub = shared.store.sub_store(folder, &shared.config);
+            let sub = sub.map_err(|source| ServerError::Dir {
+                path: shared.config.dir.join(folder.as_str()),
+                source,
+            })?;
+            let space = shared.space(sub);
+            shared.spaces.push(space);
+        }
         Ok(Server {
             listener,
             local_addr,
@@ -229,7 +242,19 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
             tls.fingerprint()
         );
     }
-    if config.token.is_some() {
+    log::info!(
+        "clients without a token may: {} (set with --anonymous)",
+        config.anonymous_permissions()
+    );
+    for c in config.all_credentials() {
+        let folder = c
+            .folder
+            .as_ref()
+            .map(|f| format!(", in {root}/{f}"))
+            .unwrap_or_default();
+        log::info!("token {:?}: {}{folder}", c.name, c.permissions);
+    }
+    if config.has_tokens() {
         log::info!(
             "token required; at most {} failed attempts per source every {:?}",
             config.max_auth_failures,
@@ -248,18 +273,19 @@ fn exposure_warning(config: &Config, addr: SocketAddr, root: &Path) -> Option<St
         return None;
     }
     let root = root.display();
-    match (&config.token, &config.tls) {
-        (None, _) => Some(format!(
+    let anonymous = config.anonymous_permissions();
+    match (config.has_tokens(), &config.tls) {
+        (false, _) | (true, _) if !anonymous.is_none() => Some(format!(
             "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
-             anyone who can connect can upload files into {root} and download every file in it \
-             (set --token-file)"
+             anyone who can connect may {anonymous} in {root} (set --token-file, tokens in \
+             --config, or --anonymous none)"
         )),
-        (Some(_), None) => Some(format!(
+        (true, None) => Some(format!(
             "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT TLS: the token and \
              every file cross the network in clear (set --tls-cert/--tls-key or \
              --tls-self-signed)"
         )),
-        (Some(_), Some(_)) => None,
+        _ => None,
     }
 }
 
@@ -337,7 +363,7 @@ fn admit(
         return;
     }
     let c = &shared.config;
-    if c.token.is_some() && !shared.limiter.check(peer.ip(), Instant::now()) {
+    if c.has_tokens() && !shared.limiter.check(peer.ip(), Instant::now()) {
         let left = shared
             .limiter
             .retry_after(peer.ip(), Instant::now())

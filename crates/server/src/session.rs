@@ -19,6 +19,7 @@ use ferry_proto::{
 };
 use ferry_secure::SharedFailureLimiter;
 
+use crate::access::{self, Action, Permissions, Verdict};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::listing::Lister;
@@ -50,6 +51,27 @@ pub(crate) struct Shared {
     pub slots: Arc<Slots>,
     /// Failed authentications per source.
     pub limiter: SharedFailureLimiter,
+    /// Credentials and what clients without a token may do.
+    pub access: Arc<access::Access>,
+    /// The same, confined to each credential folder (see [`access::Access::folders`]).
+    pub spaces: Vec<Shared>,
+}
+
+impl Shared {
+    /// This view of the server with `store` (a credential's folder) in place of its own; the
+    /// limits are shared, the name locks are the folder's own.
+    pub(crate) fn space(&self, store: Store) -> Shared {
+        Shared {
+            config: self.config.clone(),
+            store,
+            locks: Arc::new(NameLocks::default()),
+            stop: Arc::clone(&self.stop),
+            slots: Arc::clone(&self.slots),
+            limiter: self.limiter.clone(),
+            access: Arc::clone(&self.access),
+            spaces: Vec::new(),
+        }
+    }
 }
 
 /// An accepted upload waiting for its BEGIN.
@@ -129,6 +151,10 @@ struct Session<'a> {
     activity: Arc<Activity>,
     /// Lines about refusals this connection may still cause.
     log: LogBudget,
+    /// The credential's name; `None` when anonymous.
+    user: Option<String>,
+    /// What this client may do.
+    permissions: Permissions,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
@@ -158,6 +184,8 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         linger: false,
         activity: Activity::new(),
         log: LogBudget::new(c.max_refusal_logs),
+        user: None,
+        permissions: shared.access.anonymous(),
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -375,29 +403,49 @@ impl<'a> Session<'a> {
         Ok(true)
     }
 
-    /// Checks the token of a HELLO (when one is required), counting failures per source;
+    /// Checks the token of a HELLO against the credentials, counting failures per source;
     /// `false`: denied, the error is queued and the connection ends before anything else.
+    /// A credential with a folder confines the rest of the connection to it.
     fn authenticate(&mut self, offered: Option<&[u8]>) -> bool {
-        let Some(token) = &self.shared.config.token else {
-            return true;
-        };
-        let (ip, limiter) = (self.peer.ip(), &self.shared.limiter);
-        // Checked again here: connections opened before this source reached its limit.
-        let verdict = if !limiter.check(ip, Instant::now()) {
-            Err("too many failed attempts from this address")
-        } else if token.verify(offered) {
-            Ok(())
-        } else {
-            limiter.record_failure(ip, Instant::now());
-            Err(if offered.is_some() {
-                "wrong token"
-            } else {
-                "no token"
-            })
+        let root: &'a Shared = self.shared;
+        let (ip, limiter) = (self.peer.ip(), &root.limiter);
+        let verdict = match root.access.check(offered) {
+            Verdict::Anonymous(p) => Ok((None, p, root)),
+            // Checked again here: connections opened before this source reached its limit.
+            _ if !limiter.check(ip, Instant::now()) => {
+                Err("too many failed attempts from this address")
+            }
+            Verdict::User(c, folder) => {
+                let space = folder.and_then(|i| root.spaces.get(i)).unwrap_or(root);
+                Ok((Some(c.name.clone()), c.permissions, space))
+            }
+            v => {
+                limiter.record_failure(ip, Instant::now());
+                Err(if matches!(v, Verdict::Missing) {
+                    "no token"
+                } else {
+                    "wrong token"
+                })
+            }
         };
         match verdict {
-            Ok(()) => {
-                limiter.record_success(ip);
+            Ok((user, permissions, space)) => {
+                if user.is_some() {
+                    limiter.record_success(ip);
+                    log::info!(
+                        "{}: authenticated as {:?} ({permissions}{})",
+                        self.peer,
+                        user.as_deref().unwrap_or_default(),
+                        if std::ptr::eq(space, root) {
+                            String::new()
+                        } else {
+                            format!(", in {}", space.store.root().display())
+                        }
+                    );
+                }
+                self.user = user;
+                self.permissions = permissions;
+                self.shared = space;
                 true
             }
             Err(why) => {
@@ -420,7 +468,7 @@ impl<'a> Session<'a> {
         if seed && !c.seed_allowed() {
             let why = if !c.accept_seed {
                 "seed framing is disabled (--no-seed)"
-            } else if c.token.is_some() {
+            } else if c.has_tokens() {
                 "seed framing refused: it carries no token and this server requires one"
             } else {
                 "seed framing refused: this server requires TLS"
@@ -502,6 +550,7 @@ impl<'a> Session<'a> {
                 "the server is shutting down",
             ));
         }
+        self.allow(Action::Upload)?;
         let name = name
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
@@ -514,6 +563,15 @@ impl<'a> Session<'a> {
             })?;
         }
         Ok(name)
+    }
+
+    /// Refuses `action` unless this client's credential (or anonymity) allows it.
+    fn allow(&self, action: Action) -> Result<(), Refusal> {
+        if self.permissions.allows(action) {
+            Ok(())
+        } else {
+            Err(access::denied(action, self.user.as_deref()))
+        }
     }
 
     /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
@@ -774,7 +832,8 @@ impl<'a> Session<'a> {
                 ),
             ))
         } else {
-            name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+            self.allow(Action::Download)
+                .and_then(|()| name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string())))
                 .and_then(|n| self.shared.store.offer_download(n))
         };
         match opened {
@@ -815,7 +874,8 @@ impl<'a> Session<'a> {
                 "the server is shutting down",
             ))
         } else {
-            path.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+            self.allow(Action::List)
+                .and_then(|()| path.map_err(|bad| Refusal::new(Code::BadName, bad.to_string())))
                 .and_then(|p| self.shared.store.list(p, recursive))
         };
         let mut lister = match opened {
