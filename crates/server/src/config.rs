@@ -97,10 +97,10 @@ pub struct Config {
     /// What clients without a token may do; `None`: [`Permissions::default_anonymous`].
     pub anonymous: Option<Permissions>,
     /// A program run for each stored file (`--on-stored`), with no shell; see
-    /// `None`: no hook.
+    /// [`crate::hooks`]. `None`: no hook.
     pub on_stored: Option<PathBuf>,
     /// Most hook programs running at once; further stored files wait in a queue of
-    /// a bounded queue (beyond it they are skipped, with a log line). Default 4.
+    /// [`crate::hooks::QUEUE`] (beyond it they are skipped, with a log line). Default 4.
     pub hook_concurrency: usize,
     /// How long a hook program may run before it is killed. Default 60 s.
     pub hook_timeout: Duration,

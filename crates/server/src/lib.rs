@@ -61,6 +61,7 @@ pub mod config_file;
 mod digests;
 mod error;
 mod gate;
+pub mod hooks;
 mod listing;
 mod locks;
 pub mod logging;

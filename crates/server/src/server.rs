@@ -16,6 +16,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
+use crate::hooks::Hooks;
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
@@ -85,6 +86,19 @@ impl Server {
             )),
             access: Arc::clone(&access),
             spaces: Vec::new(),
+            hooks: match &config.on_stored {
+                Some(program) => Some(Arc::new(
+                    Hooks::start(
+                        program.clone(),
+                        config.hook_concurrency,
+                        config.hook_timeout,
+                    )
+                    .map_err(|e| {
+                        ServerError::Thread(format!("cannot start the hook workers: {e}"))
+                    })?,
+                )),
+                None => None,
+            },
             store,
             locks: Arc::new(NameLocks::default()),
             stop: Arc::new(StopFlags::default()),

@@ -22,6 +22,7 @@ use ferry_secure::SharedFailureLimiter;
 use crate::access::{self, Action, Permissions, Verdict};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
+use crate::hooks::{self, Hooks};
 use crate::listing::Lister;
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub access: Arc<access::Access>,
     /// The same, confined to each credential folder (see [`access::Access::folders`]).
     pub spaces: Vec<Shared>,
+    /// The `--on-stored` program's workers.
+    pub hooks: Option<Arc<Hooks>>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             limiter: self.limiter.clone(),
             access: Arc::clone(&self.access),
             spaces: Vec::new(),
+            hooks: self.hooks.clone(),
         }
     }
 }
@@ -769,6 +773,7 @@ impl<'a> Session<'a> {
         };
         match result {
             Ok(stored) => {
+                self.after_store(&stored, size, check);
                 self.tally.stored += 1;
                 let shown = ferry_proto::name::escape(&stored);
                 log::info!(
@@ -790,6 +795,26 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the `--on-stored` hook (queued; it never delays or changes the reply) for the
+    /// file just stored as `stored`.
+    fn after_store(&self, stored: &str, size: u64, check: BodyCheck) {
+        let Some(h) = &self.shared.hooks else {
+            return;
+        };
+        let digest = match check {
+            BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
+            BodyCheck::Mismatch { .. } => None,
+        };
+        h.stored(hooks::Stored {
+            path: self.shared.store.root().join(stored),
+            name: stored.to_owned(),
+            size,
+            digest,
+            client: self.peer,
+            user: self.user.clone(),
+        });
     }
 
     fn on_cancel(&mut self, id: FileId, reason: &str) {

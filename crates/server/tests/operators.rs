@@ -151,3 +151,48 @@ fn a_clear_token_in_a_readable_configuration_file_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--max-files"), "{err}");
 }
+
+#[test]
+fn the_hook_gets_the_stored_file_in_its_environment_and_cannot_change_the_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hook.out");
+    let script = format!(
+        "#!/bin/sh\nenv | grep '^FERRY_' | sort > '{}.tmp'\nmv '{0}.tmp' '{0}'\nexit 7\n",
+        out.display()
+    );
+    let hook = file(tmp.path(), "hook.sh", &script, 0o755);
+    let dir = tmp.path().join("store");
+    let mut srv = Bin::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--on-stored",
+        hook.to_str().unwrap(),
+        "--hook-timeout",
+        "5s",
+    ]);
+    // A name that a shell would run if it were ever interpolated.
+    let name = "a b;$(touch pwned).txt";
+    let mut c = client(srv.addr, None);
+    assert_eq!(upload(&mut c, name, b"hello").code, Code::Stored);
+    wait_for("the hook to run", || out.exists());
+    let env = std::fs::read_to_string(&out).unwrap();
+    let root = dir.canonicalize().unwrap();
+    let mut h = ferry_proto::Hasher::new();
+    h.update(b"hello");
+    let digest = h.finalize().to_hex();
+    for line in [
+        format!("FERRY_PATH={}/{name}", root.display()),
+        format!("FERRY_NAME={name}"),
+        "FERRY_SIZE=5".to_owned(),
+        format!("FERRY_DIGEST={digest}"),
+        "FERRY_USER=".to_owned(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line:?} in {env}");
+    }
+    assert!(env.contains("FERRY_CLIENT=127.0.0.1:"), "{env}");
+    // Its failure is logged; the file stays stored.
+    srv.wait_line("failed (exit status: 7)");
+    assert_eq!(std::fs::read(root.join(name)).unwrap(), b"hello");
+    assert!(!Path::new("pwned").exists() && !root.join("pwned").exists());
+    srv.stop();
+}
