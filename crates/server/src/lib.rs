@@ -65,6 +65,7 @@ pub mod hooks;
 mod listing;
 mod locks;
 pub mod logging;
+mod metrics;
 mod paths;
 mod probe;
 pub mod proxy;

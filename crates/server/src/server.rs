@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
 use crate::hooks::Hooks;
+
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
@@ -86,6 +87,7 @@ impl Server {
             )),
             access: Arc::clone(&access),
             spaces: Vec::new(),
+            metrics: Arc::default(),
             hooks: match &config.on_stored {
                 Some(program) => Some(Arc::new(
                     Hooks::start(
@@ -104,6 +106,13 @@ impl Server {
             stop: Arc::new(StopFlags::default()),
             config,
         };
+        if let Some(addr) = shared.config.metrics_listen {
+            let bound = shared
+                .metrics
+                .serve(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            log::info!("metrics at http://{bound}/metrics");
+        }
         for folder in access.folders() {
             let sub = shared.store.sub_store(folder, &shared.config);
             let sub = sub.map_err(|source| ServerError::Dir {

@@ -26,6 +26,7 @@ use crate::hooks::{self, Hooks};
 use crate::listing::Lister;
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
+use crate::metrics::Metrics;
 use crate::paths::Refusal;
 use crate::server::busy_reason;
 use crate::slots::{Activity, Evict, Slot, Slots, Take};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub spaces: Vec<Shared>,
     /// The `--on-stored` program's workers.
     pub hooks: Option<Arc<Hooks>>,
+    /// Counters for `--metrics-listen`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             access: Arc::clone(&self.access),
             spaces: Vec::new(),
             hooks: self.hooks.clone(),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -159,11 +163,14 @@ struct Session<'a> {
     user: Option<String>,
     /// What this client may do.
     permissions: Permissions,
+    /// When the last progress line about the body in flight was logged.
+    progress_logged: Instant,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
 pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let started = Instant::now();
+    let _counted = shared.metrics.connection();
     let c = &shared.config;
     let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
     // The TLS handshake counts against the time to open the conversation.
@@ -190,6 +197,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         log: LogBudget::new(c.max_refusal_logs),
         user: None,
         permissions: shared.access.anonymous(),
+        progress_logged: started,
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -453,6 +461,7 @@ impl<'a> Session<'a> {
                 true
             }
             Err(why) => {
+                root.metrics.auth_failure();
                 log::warn!(
                     "{}: authentication failed ({why}); closing before anything is stored",
                     self.peer
@@ -536,6 +545,7 @@ impl<'a> Session<'a> {
             format_args!("refused {shown}: {}: {reason}", r.code),
         );
         self.tally.failed += 1;
+        self.shared.metrics.refused(r.code);
         self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
         Ok(())
     }
@@ -711,9 +721,25 @@ impl<'a> Session<'a> {
         self.io().set_wait(Wait::Idle(idle), false);
         let n = self.d.read_body(&mut self.buf)?;
         self.tally.received += n as u64;
+        self.shared.metrics.received(n);
         let Some(r) = self.body.as_mut() else {
             return Ok(true);
         };
+        let since = self.progress_logged.max(r.started);
+        if since.elapsed() >= self.shared.config.progress_interval {
+            self.progress_logged = Instant::now();
+            let got = r.work.as_ref().map_or(0, Working::len);
+            let rate = Rate {
+                bytes: got.saturating_sub(r.from),
+                elapsed: r.started.elapsed(),
+            };
+            log::info!(
+                "{}: {}: {} so far, {rate}",
+                self.peer,
+                r.upload.name,
+                Bytes(got)
+            );
+        }
         if let Some(w) = r.work.as_mut() {
             let too_large = self
                 .shared
@@ -774,6 +800,7 @@ impl<'a> Session<'a> {
         match result {
             Ok(stored) => {
                 self.after_store(&stored, size, check);
+                self.shared.metrics.stored(r.started.elapsed());
                 self.tally.stored += 1;
                 let shown = ferry_proto::name::escape(&stored);
                 log::info!(
@@ -1001,6 +1028,7 @@ impl<'a> Session<'a> {
             };
             self.d.send_body(&self.buf[..n])?;
             self.tally.sent += n as u64;
+            self.shared.metrics.sent(n);
             left -= n as u64;
         }
         self.d.conn_mut().end()?;

@@ -196,3 +196,88 @@ fn the_hook_gets_the_stored_file_in_its_environment_and_cannot_change_the_result
     assert!(!Path::new("pwned").exists() && !root.join("pwned").exists());
     srv.stop();
 }
+
+/// `GET /metrics` over a plain socket: the body.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
+    use ferry_proto::{Event, Hasher, Step};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let mut srv = Bin::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--progress-interval",
+        "200ms",
+        "--token-file",
+        file(tmp.path(), "t", "admin-token-0123456789\n", 0o600)
+            .to_str()
+            .unwrap(),
+    ]);
+    let line = srv.wait_line("metrics at http://");
+    let metrics: std::net::SocketAddr = line
+        .split_once("http://")
+        .unwrap()
+        .1
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    // A slow upload: three pieces 300 ms apart.
+    let mut c = client(srv.addr, Some(ADMIN));
+    let id = c.conn_mut().offer(info("slow.bin", 3000)).unwrap();
+    match c.next_step().unwrap() {
+        Step::Event(Event::Accepted { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    c.conn_mut().begin(id, Hasher::new()).unwrap();
+    for _ in 0..3 {
+        c.send_body(&[7; 1000]).unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    c.conn_mut().end().unwrap();
+    c.flush().unwrap();
+    match c.next_step().unwrap() {
+        Step::Event(Event::Result { code, .. }) => assert_eq!(code, Code::Stored),
+        other => panic!("{other:?}"),
+    }
+    let progress = srv.wait_line("slow.bin: ");
+    assert!(progress.contains("so far"), "{progress}");
+    assert_eq!(upload(&mut c, "slow.bin", b"x").code, Code::Exists);
+    // A wrong token.
+    let s = std::net::TcpStream::connect(srv.addr).unwrap();
+    let mut bad =
+        ferry_proto::Driver::new(s, ferry_proto::Connection::client(Some(b"nope")).unwrap());
+    bad.flush().unwrap();
+    let _ = bad.next_step();
+    srv.wait_line("authentication failed");
+
+    let text = scrape(metrics);
+    assert!(text.contains("\nferry_connections_open "), "{text}");
+    for want in [
+        "ferry_connections_total 2",
+        "ferry_received_bytes_total 3000",
+        "ferry_files_stored_total 1",
+        "ferry_auth_failures_total 1",
+        "ferry_files_refused_total{reason=\"Exists\"} 1",
+        "ferry_upload_duration_seconds_count 1",
+        "# TYPE ferry_upload_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want:?} in {text}");
+    }
+    drop(c);
+    srv.stop();
+}
