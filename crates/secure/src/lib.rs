@@ -96,7 +96,9 @@ pub use server::{
     KEY_FILE, TLS_HANDSHAKE_BYTE,
 };
 pub use stream::{Stream, Transport};
-pub use token::{Token, MAX_TOKEN_LEN, TOKEN_ENV};
+pub use token::{
+    check_private_secret_file, Token, TokenDigest, MAX_TOKEN_LEN, TOKEN_DIGEST_PREFIX, TOKEN_ENV,
+};
 
 /// Re-exported so callers can name rustls types without a version mismatch.
 pub use rustls;

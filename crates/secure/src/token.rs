@@ -8,7 +8,7 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::{check_private_metadata, SecureError};
+use crate::{check_private_file, check_private_metadata, SecureError};
 
 /// The longest token, in bytes (the limit of the HELLO frame).
 pub const MAX_TOKEN_LEN: usize = 1024;
@@ -111,9 +111,101 @@ impl Token {
     /// Both sides are hashed with SHA-256 and the digests compared with `subtle`, so neither the
     /// content nor the length of the token leaks through timing. `None` is never accepted.
     pub fn verify(&self, offered: Option<&[u8]>) -> bool {
-        let mine = ring::digest::digest(&ring::digest::SHA256, &self.0);
-        let theirs = ring::digest::digest(&ring::digest::SHA256, offered.unwrap_or_default());
-        let equal: bool = mine.as_ref().ct_eq(theirs.as_ref()).into();
+        TokenDigest::of(self).verify(offered)
+    }
+}
+
+/// The SHA-256 digest of a token: what a server needs to check one, so that a configuration
+/// file can name a token without holding it (`sha256:<64 hex digits>`, as printed by
+/// `printf %s TOKEN | sha256sum`). `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest(***)")
+    }
+}
+
+/// The prefix of a token digest in a configuration file.
+pub const TOKEN_DIGEST_PREFIX: &str = "sha256:";
+
+impl TokenDigest {
+    /// The digest of `token`.
+    pub fn of(token: &Token) -> Self {
+        Self::of_bytes(token.as_bytes())
+    }
+
+    fn of_bytes(bytes: &[u8]) -> Self {
+        let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let mut out = [0; 32];
+        out.copy_from_slice(d.as_ref());
+        Self(out)
+    }
+
+    /// Parses `sha256:` (any case) then 64 hex digits (either case); `origin` names where the
+    /// text came from, for the error.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SecureError> {
+        let bad = || SecureError::BadToken {
+            origin: origin.to_string(),
+            reason: format!(
+                "is not `{TOKEN_DIGEST_PREFIX}` then 64 hex digits (make one with \
+                 `printf %s \"$TOKEN\" | sha256sum`)"
+            ),
+        };
+        let hex = text
+            .get(..TOKEN_DIGEST_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(TOKEN_DIGEST_PREFIX))
+            .map(|_| &text[TOKEN_DIGEST_PREFIX.len()..])
+            .ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `offered` (from `Event::Hello { token }`) is the token of this digest, in
+    /// constant time (the offered token is hashed, and the digests compared with `subtle`).
+    /// `None` is never accepted.
+    pub fn verify(&self, offered: Option<&[u8]>) -> bool {
+        let theirs = Self::of_bytes(offered.unwrap_or_default());
+        let equal: bool = self.0.ct_eq(&theirs.0).into();
         equal && offered.is_some()
+    }
+}
+
+/// Refuses a file holding secrets (a configuration file with a token in it, say) that group
+/// or others can access (Unix; elsewhere always fine), as token files are refused.
+pub fn check_private_secret_file(path: &Path) -> Result<(), SecureError> {
+    check_private_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_checks_the_token_it_was_made_from() {
+        let token = Token::new(b"s3cret".to_vec()).unwrap();
+        // printf %s s3cret | sha256sum
+        let text = "SHA256:1EC1C26B50D5D3C58D9583181AF8076655FE00756BF7285940BA3670F99FCBA0";
+        let digest = TokenDigest::parse(text, "t").unwrap();
+        assert_eq!(digest, TokenDigest::of(&token));
+        assert!(digest.verify(Some(b"s3cret")));
+        assert!(!digest.verify(Some(b"s3cret ")));
+        assert!(!digest.verify(None));
+        for bad in [
+            "",
+            "sha256:",
+            "md5:00",
+            "sha256:zz",
+            &format!("sha256:{}", "é".repeat(32)),
+        ] {
+            assert!(TokenDigest::parse(bad, "t").is_err(), "{bad}");
+        }
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use ferry_secure::{ServerTls, Token};
 
+use crate::access::{Credential, Permissions};
+use crate::proxy::Trusted;
+
 /// The seed server's port, kept so that the lab report's client works unchanged.
 pub const DEFAULT_PORT: u16 = 8386;
 
@@ -86,8 +89,29 @@ pub struct Config {
     /// required: plain connections (ferry or seed framing) are refused with a log line.
     pub tls: Option<ServerTls>,
     /// The shared secret every client must present in its HELLO (`--token-file`); checked in
-    /// constant time before anything reaches the disk. `None`: no authentication.
+    /// constant time before anything reaches the disk. It may do everything, in the whole
+    /// folder (see [`Credential::full`]). `None`: no such token.
     pub token: Option<Token>,
+    /// Named tokens with their own permissions and folders (`[[token]]` in `--config`).
+    pub credentials: Vec<Credential>,
+    /// What clients without a token may do; `None`: [`Permissions::default_anonymous`].
+    pub anonymous: Option<Permissions>,
+    /// A program run for each stored file (`--on-stored`), with no shell; see
+    /// [`crate::hooks`]. `None`: no hook.
+    pub on_stored: Option<PathBuf>,
+    /// Most hook programs running at once; further stored files wait in a queue of
+    /// [`crate::hooks::QUEUE`] (beyond it they are skipped, with a log line). Default 4.
+    pub hook_concurrency: usize,
+    /// How long a hook program may run before it is killed. Default 60 s.
+    pub hook_timeout: Duration,
+    /// Interval of the log line about a transfer in flight (name, bytes so far, rate).
+    /// Default 5 s.
+    pub progress_interval: Duration,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Read a PROXY protocol v2 header from connections coming from these addresses (a load
+    /// balancer), and take the client's address from it. Empty: no PROXY header is read.
+    pub trusted_proxies: Vec<Trusted>,
     /// Refuse, with [`ferry_proto::Code::BadName`], uploaded names that Windows cannot store
     /// (`aux.c`, `x:y`, `what?`, `trailing.`: PROTOCOL.md §5.2, [`ferry_proto::Name::portable`]),
     /// so that the folder can be copied to Windows as it is. Off by default: the server then
@@ -122,6 +146,14 @@ impl Default for Config {
             partial_ttl: Some(Duration::from_secs(7 * 86_400)),
             tls: None,
             token: None,
+            credentials: Vec::new(),
+            anonymous: None,
+            on_stored: None,
+            hook_concurrency: 4,
+            hook_timeout: Duration::from_secs(60),
+            progress_interval: Duration::from_secs(5),
+            metrics_listen: None,
+            trusted_proxies: Vec::new(),
             portable_names: false,
             max_auth_failures: 5,
             auth_window: Duration::from_secs(60),
@@ -132,6 +164,26 @@ impl Default for Config {
 impl Config {
     /// Whether the seed framing is accepted: asked for, and neither TLS nor a token required.
     pub fn seed_allowed(&self) -> bool {
-        self.accept_seed && self.tls.is_none() && self.token.is_none()
+        self.accept_seed && self.tls.is_none() && !self.has_tokens()
+    }
+
+    /// Whether any token is configured (`--token-file` or credentials).
+    pub fn has_tokens(&self) -> bool {
+        self.token.is_some() || !self.credentials.is_empty()
+    }
+
+    /// Every credential: that of [`Config::token`] first, then [`Config::credentials`].
+    pub fn all_credentials(&self) -> Vec<Credential> {
+        let full = self.token.as_ref().map(Credential::full);
+        full.into_iter()
+            .chain(self.credentials.iter().cloned())
+            .collect()
+    }
+
+    /// What clients without a token may do: [`Config::anonymous`], else the default for
+    /// this configuration and listening address.
+    pub fn anonymous_permissions(&self) -> Permissions {
+        self.anonymous
+            .unwrap_or_else(|| Permissions::default_anonymous(self.has_tokens(), self.listen.ip()))
     }
 }

@@ -55,15 +55,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 mod config;
+pub mod config_file;
 mod digests;
 mod error;
 mod gate;
+pub mod hooks;
 mod listing;
 mod locks;
 pub mod logging;
+mod metrics;
 mod paths;
 mod probe;
+pub mod proxy;
 mod root;
 mod server;
 mod session;
@@ -74,6 +79,7 @@ mod store;
 mod stream;
 pub mod units;
 
+pub use access::{Credential, Permissions};
 pub use config::{Config, Overwrite, DEFAULT_PORT};
 pub use error::ServerError;
 pub use server::{Server, ServerHandle, ShutdownHandle};

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ferry_secure::{Fingerprint, ServerTls, Token};
 use ferry_server::logging::{Background, Flusher};
+use ferry_server::proxy::Trusted;
 use ferry_server::units::{parse_duration, parse_size};
-use ferry_server::{Config, Overwrite, Server, ShutdownHandle};
+use ferry_server::{Config, Credential, Overwrite, Permissions, Server, ShutdownHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -62,6 +63,12 @@ keepalive after 30 s idle, every 10 s, 3 probes. The descriptor limit is raised 
 limit at start. Server state lives in DIR/.ferry-state (mode 0700; names starting with
 .ferry- are refused in every path component).
 
+Permissions: each token (--token-file, or [[token]] tables in --config with a name, its
+permissions and maybe its own folder) may upload, download and/or list. Clients without a token
+may do what --anonymous says; by default nothing when tokens are set, else everything on a
+loopback address and upload only when other machines can connect (an inbox: senders cannot
+fetch or see each other's files). The server logs these at start.
+
 A token is never taken on the command line. After --max-auth-failures failed attempts within
 --auth-window, a source (an IPv4 address or an IPv6 /64) is refused before the TLS handshake
 for that long, and told so; an IPv6 /48 may fail 16 times as often. When more than 4,096
@@ -82,8 +89,18 @@ unusable certificate, key or token file; for `fingerprint`: no certificate there
 
 /// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Args {
+    /// Read options from a TOML file (keys are these options' names; `[[token]]` tables add
+    /// named tokens); options on the command line win
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Something other than serving
     #[command(subcommand)]
     tool: Option<Tool>,
@@ -160,6 +177,35 @@ struct Args {
     /// readable by group or others)
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// What clients without a token may do: upload, download, list (comma separated), all or
+    /// none [default: none when tokens are set; else all when listening on loopback, upload
+    /// only when other machines can connect]
+    #[arg(long, value_name = "PERMS")]
+    anonymous: Option<Permissions>,
+    /// Run PROGRAM (no shell, no arguments) for each stored file, with FERRY_PATH, FERRY_NAME,
+    /// FERRY_SIZE, FERRY_DIGEST, FERRY_CLIENT and FERRY_USER in its environment
+    #[arg(long, value_name = "PROGRAM")]
+    on_stored: Option<PathBuf>,
+    /// Most --on-stored programs running at once
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    hook_concurrency: u64,
+    /// An --on-stored program still running after this long is killed
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    hook_timeout: Duration,
+    /// Log a line with the bytes so far and the rate this often during each long transfer
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    progress_interval: Duration,
+    /// Serve Prometheus metrics over HTTP at ADDR (GET /metrics); off when absent
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Expect a PROXY protocol v2 header from the --trusted-proxy addresses (a load balancer)
+    /// and take the client's address from it
+    #[arg(long, requires = "trusted_proxy")]
+    proxy_protocol: bool,
+    /// An address or network (ADDR or ADDR/PREFIX) allowed to send PROXY headers; repeatable
+    #[arg(long, value_name = "ADDR|CIDR", requires = "proxy_protocol")]
+    trusted_proxy: Vec<Trusted>,
     /// Failed authentications a source may make within --auth-window before it is refused
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -303,8 +349,9 @@ impl From<OverwriteArg> for Overwrite {
 }
 
 impl Args {
-    /// The server's settings; loading the certificate, key and token can fail.
-    fn into_config(self) -> Result<Config, String> {
+    /// The server's settings, with `credentials` from the configuration file; loading the
+    /// certificate, key and token can fail.
+    fn into_config(self, credentials: Vec<Credential>) -> Result<Config, String> {
         let tls = if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let tls = ServerTls::from_pem_files(cert, key).map_err(|e| e.to_string())?;
             log::info!("TLS certificate from {}", cert.display());
@@ -351,6 +398,18 @@ impl Args {
             portable_names: self.portable_names,
             max_auth_failures: self.max_auth_failures,
             auth_window: self.auth_window,
+            credentials,
+            anonymous: self.anonymous,
+            on_stored: self.on_stored,
+            hook_concurrency: usize::try_from(self.hook_concurrency).unwrap_or(usize::MAX),
+            hook_timeout: self.hook_timeout,
+            progress_interval: self.progress_interval,
+            metrics_listen: self.metrics_listen,
+            trusted_proxies: if self.proxy_protocol {
+                self.trusted_proxy
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -394,17 +453,45 @@ fn init_logging() -> std::io::Result<Flusher> {
     Ok(flusher)
 }
 
+/// Prints a command-line error (or --help); the exit status.
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The arguments, with the options of `--config FILE` placed before the command line's (which
+/// win), and the file's credentials.
+fn parse_args() -> Result<(Args, Vec<Credential>), ExitCode> {
+    let args = Args::try_parse().map_err(|e| usage(&e))?;
+    let Some(path) = args.config.clone().filter(|_| args.tool.is_none()) else {
+        return Ok((args, Vec::new()));
+    };
+    let file = ferry_server::config_file::load(&path).map_err(|e| {
+        eprintln!("ferry-server: --config {e}");
+        ExitCode::from(EXIT_START)
+    })?;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let tail = argv.split_off(1.min(argv.len()));
+    argv.extend(file.args);
+    argv.extend(tail);
+    let args = Args::try_parse_from(argv).map_err(|e| {
+        eprintln!(
+            "ferry-server: in {} or on the command line:",
+            path.display()
+        );
+        usage(&e)
+    })?;
+    Ok((args, file.credentials))
+}
+
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let (args, credentials) = match parse_args() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     if let Some(tool) = args.tool {
         return tool.run();
@@ -417,7 +504,7 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
-    let code = serve(args, log.clone());
+    let code = serve(args, credentials, log.clone());
     log.flush(LOG_FLUSH);
     code
 }
@@ -446,7 +533,7 @@ fn raise_fd_limit() {
 }
 
 /// Runs the server until it is stopped; the exit status.
-fn serve(args: Args, log: Flusher) -> ExitCode {
+fn serve(args: Args, credentials: Vec<Credential>, log: Flusher) -> ExitCode {
     let signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -454,7 +541,7 @@ fn serve(args: Args, log: Flusher) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let config = match args.into_config() {
+    let config = match args.into_config(credentials) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");

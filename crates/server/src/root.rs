@@ -59,6 +59,15 @@ impl Root {
         })
     }
 
+    /// The folder `path` under this root (made if missing, following no link) as a root of
+    /// its own: a credential's folder.
+    pub(crate) fn sub_root(&self, path: &str) -> io::Result<Self> {
+        Ok(Self {
+            fd: self.make_folders(path)?.fd,
+            openat2: AtomicBool::new(self.openat2.load(Ordering::Relaxed)),
+        })
+    }
+
     /// The descriptor of the storage folder.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

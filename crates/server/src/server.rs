@@ -12,9 +12,12 @@ use ferry_proto::{Code, Connection, Driver};
 use ferry_secure::{FailureLimiter, SharedFailureLimiter, Stream};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
+use crate::hooks::Hooks;
+
 use crate::locks::NameLocks;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
@@ -74,18 +77,51 @@ impl Server {
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         announce(&config, local_addr, store.root());
-        let shared = Shared {
+        let access = Arc::new(Access::new(&config));
+        let mut shared = Shared {
             slots: Slots::new(config.max_connections, config.evict_after),
             limiter: SharedFailureLimiter::new(FailureLimiter::new(
                 config.max_auth_failures,
                 config.auth_window,
                 LIMITER_CAPACITY,
             )),
-            config,
+            access: Arc::clone(&access),
+            spaces: Vec::new(),
+            metrics: Arc::default(),
+            hooks: match &config.on_stored {
+                Some(program) => Some(Arc::new(
+                    Hooks::start(
+                        program.clone(),
+                        config.hook_concurrency,
+                        config.hook_timeout,
+                    )
+                    .map_err(|e| {
+                        ServerError::Thread(format!("cannot start the hook workers: {e}"))
+                    })?,
+                )),
+                None => None,
+            },
             store,
             locks: Arc::new(NameLocks::default()),
             stop: Arc::new(StopFlags::default()),
+            config,
         };
+        if let Some(addr) = shared.config.metrics_listen {
+            let bound = shared
+                .metrics
+                .serve(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            log::info!("metrics at http://{bound}/metrics");
+        }
+        for folder in access.folders() {
+            let sub = shared.store.sub_store(folder, &shared.config);
+            let sub = sub.map_err(|source| ServerError::Dir {
+                path: shared.config.dir.join(folder.as_str()),
+                source,
+            })?;
+            let space = shared.space(sub);
+            shared.spaces.push(space);
+        }
         Ok(Server {
             listener,
             local_addr,
@@ -209,6 +245,10 @@ fn check(config: &Config) -> Result<(), ServerError> {
     if timeouts.iter().any(Duration::is_zero) {
         return bad("timeouts must be longer than zero");
     }
+    if !config.trusted_proxies.is_empty() {
+        // Parsed and checked already; reading the header is not built yet (issue 16, item 5).
+        return bad("--proxy-protocol is not supported yet: run without it");
+    }
     if config.max_auth_failures == 0 || config.auth_window.is_zero() {
         return bad("the failed-authentication limit and its window must be above zero");
     }
@@ -229,7 +269,19 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
             tls.fingerprint()
         );
     }
-    if config.token.is_some() {
+    log::info!(
+        "clients without a token may: {} (set with --anonymous)",
+        config.anonymous_permissions()
+    );
+    for c in config.all_credentials() {
+        let folder = c
+            .folder
+            .as_ref()
+            .map(|f| format!(", in {root}/{f}"))
+            .unwrap_or_default();
+        log::info!("token {:?}: {}{folder}", c.name, c.permissions);
+    }
+    if config.has_tokens() {
         log::info!(
             "token required; at most {} failed attempts per source every {:?}",
             config.max_auth_failures,
@@ -248,18 +300,19 @@ fn exposure_warning(config: &Config, addr: SocketAddr, root: &Path) -> Option<St
         return None;
     }
     let root = root.display();
-    match (&config.token, &config.tls) {
-        (None, _) => Some(format!(
+    let anonymous = config.anonymous_permissions();
+    match (config.has_tokens(), &config.tls) {
+        (false, _) | (true, _) if !anonymous.is_none() => Some(format!(
             "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT AUTHENTICATION: \
-             anyone who can connect can upload files into {root} and download every file in it \
-             (set --token-file)"
+             anyone who can connect may {anonymous} in {root} (set --token-file, tokens in \
+             --config, or --anonymous none)"
         )),
-        (Some(_), None) => Some(format!(
+        (true, None) => Some(format!(
             "LISTENING ON {addr}, WHICH OTHER MACHINES CAN REACH, WITHOUT TLS: the token and \
              every file cross the network in clear (set --tls-cert/--tls-key or \
              --tls-self-signed)"
         )),
-        (Some(_), Some(_)) => None,
+        _ => None,
     }
 }
 
@@ -337,7 +390,7 @@ fn admit(
         return;
     }
     let c = &shared.config;
-    if c.token.is_some() && !shared.limiter.check(peer.ip(), Instant::now()) {
+    if c.has_tokens() && !shared.limiter.check(peer.ip(), Instant::now()) {
         let left = shared
             .limiter
             .retry_after(peer.ip(), Instant::now())

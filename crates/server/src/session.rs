@@ -19,11 +19,14 @@ use ferry_proto::{
 };
 use ferry_secure::SharedFailureLimiter;
 
+use crate::access::{self, Action, Permissions, Verdict};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
+use crate::hooks::{self, Hooks};
 use crate::listing::Lister;
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
+use crate::metrics::Metrics;
 use crate::paths::Refusal;
 use crate::server::busy_reason;
 use crate::slots::{Activity, Evict, Slot, Slots, Take};
@@ -50,6 +53,33 @@ pub(crate) struct Shared {
     pub slots: Arc<Slots>,
     /// Failed authentications per source.
     pub limiter: SharedFailureLimiter,
+    /// Credentials and what clients without a token may do.
+    pub access: Arc<access::Access>,
+    /// The same, confined to each credential folder (see [`access::Access::folders`]).
+    pub spaces: Vec<Shared>,
+    /// The `--on-stored` program's workers.
+    pub hooks: Option<Arc<Hooks>>,
+    /// Counters for `--metrics-listen`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// This view of the server with `store` (a credential's folder) in place of its own; the
+    /// limits are shared, the name locks are the folder's own.
+    pub(crate) fn space(&self, store: Store) -> Shared {
+        Shared {
+            config: self.config.clone(),
+            store,
+            locks: Arc::new(NameLocks::default()),
+            stop: Arc::clone(&self.stop),
+            slots: Arc::clone(&self.slots),
+            limiter: self.limiter.clone(),
+            access: Arc::clone(&self.access),
+            spaces: Vec::new(),
+            hooks: self.hooks.clone(),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
 }
 
 /// An accepted upload waiting for its BEGIN.
@@ -129,11 +159,18 @@ struct Session<'a> {
     activity: Arc<Activity>,
     /// Lines about refusals this connection may still cause.
     log: LogBudget,
+    /// The credential's name; `None` when anonymous.
+    user: Option<String>,
+    /// What this client may do.
+    permissions: Permissions,
+    /// When the last progress line about the body in flight was logged.
+    progress_logged: Instant,
 }
 
 /// Serves one accepted connection to its end, logging one line for it and one per file.
 pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let started = Instant::now();
+    let _counted = shared.metrics.connection();
     let c = &shared.config;
     let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
     // The TLS handshake counts against the time to open the conversation.
@@ -158,6 +195,9 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         linger: false,
         activity: Activity::new(),
         log: LogBudget::new(c.max_refusal_logs),
+        user: None,
+        permissions: shared.access.anonymous(),
+        progress_logged: started,
     };
     let outcome = s.run();
     s.interrupt_body();
@@ -375,32 +415,53 @@ impl<'a> Session<'a> {
         Ok(true)
     }
 
-    /// Checks the token of a HELLO (when one is required), counting failures per source;
+    /// Checks the token of a HELLO against the credentials, counting failures per source;
     /// `false`: denied, the error is queued and the connection ends before anything else.
+    /// A credential with a folder confines the rest of the connection to it.
     fn authenticate(&mut self, offered: Option<&[u8]>) -> bool {
-        let Some(token) = &self.shared.config.token else {
-            return true;
-        };
-        let (ip, limiter) = (self.peer.ip(), &self.shared.limiter);
-        // Checked again here: connections opened before this source reached its limit.
-        let verdict = if !limiter.check(ip, Instant::now()) {
-            Err("too many failed attempts from this address")
-        } else if token.verify(offered) {
-            Ok(())
-        } else {
-            limiter.record_failure(ip, Instant::now());
-            Err(if offered.is_some() {
-                "wrong token"
-            } else {
-                "no token"
-            })
+        let root: &'a Shared = self.shared;
+        let (ip, limiter) = (self.peer.ip(), &root.limiter);
+        let verdict = match root.access.check(offered) {
+            Verdict::Anonymous(p) => Ok((None, p, root)),
+            // Checked again here: connections opened before this source reached its limit.
+            _ if !limiter.check(ip, Instant::now()) => {
+                Err("too many failed attempts from this address")
+            }
+            Verdict::User(c, folder) => {
+                let space = folder.and_then(|i| root.spaces.get(i)).unwrap_or(root);
+                Ok((Some(c.name.clone()), c.permissions, space))
+            }
+            v => {
+                limiter.record_failure(ip, Instant::now());
+                Err(if matches!(v, Verdict::Missing) {
+                    "no token"
+                } else {
+                    "wrong token"
+                })
+            }
         };
         match verdict {
-            Ok(()) => {
-                limiter.record_success(ip);
+            Ok((user, permissions, space)) => {
+                if user.is_some() {
+                    limiter.record_success(ip);
+                    log::info!(
+                        "{}: authenticated as {:?} ({permissions}{})",
+                        self.peer,
+                        user.as_deref().unwrap_or_default(),
+                        if std::ptr::eq(space, root) {
+                            String::new()
+                        } else {
+                            format!(", in {}", space.store.root().display())
+                        }
+                    );
+                }
+                self.user = user;
+                self.permissions = permissions;
+                self.shared = space;
                 true
             }
             Err(why) => {
+                root.metrics.auth_failure();
                 log::warn!(
                     "{}: authentication failed ({why}); closing before anything is stored",
                     self.peer
@@ -420,7 +481,7 @@ impl<'a> Session<'a> {
         if seed && !c.seed_allowed() {
             let why = if !c.accept_seed {
                 "seed framing is disabled (--no-seed)"
-            } else if c.token.is_some() {
+            } else if c.has_tokens() {
                 "seed framing refused: it carries no token and this server requires one"
             } else {
                 "seed framing refused: this server requires TLS"
@@ -484,6 +545,7 @@ impl<'a> Session<'a> {
             format_args!("refused {shown}: {}: {reason}", r.code),
         );
         self.tally.failed += 1;
+        self.shared.metrics.refused(r.code);
         self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
         Ok(())
     }
@@ -502,6 +564,7 @@ impl<'a> Session<'a> {
                 "the server is shutting down",
             ));
         }
+        self.allow(Action::Upload)?;
         let name = name
             .clone()
             .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
@@ -514,6 +577,15 @@ impl<'a> Session<'a> {
             })?;
         }
         Ok(name)
+    }
+
+    /// Refuses `action` unless this client's credential (or anonymity) allows it.
+    fn allow(&self, action: Action) -> Result<(), Refusal> {
+        if self.permissions.allows(action) {
+            Ok(())
+        } else {
+            Err(access::denied(action, self.user.as_deref()))
+        }
     }
 
     /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
@@ -649,9 +721,25 @@ impl<'a> Session<'a> {
         self.io().set_wait(Wait::Idle(idle), false);
         let n = self.d.read_body(&mut self.buf)?;
         self.tally.received += n as u64;
+        self.shared.metrics.received(n);
         let Some(r) = self.body.as_mut() else {
             return Ok(true);
         };
+        let since = self.progress_logged.max(r.started);
+        if since.elapsed() >= self.shared.config.progress_interval {
+            self.progress_logged = Instant::now();
+            let got = r.work.as_ref().map_or(0, Working::len);
+            let rate = Rate {
+                bytes: got.saturating_sub(r.from),
+                elapsed: r.started.elapsed(),
+            };
+            log::info!(
+                "{}: {}: {} so far, {rate}",
+                self.peer,
+                r.upload.name,
+                Bytes(got)
+            );
+        }
         if let Some(w) = r.work.as_mut() {
             let too_large = self
                 .shared
@@ -711,6 +799,8 @@ impl<'a> Session<'a> {
         };
         match result {
             Ok(stored) => {
+                self.after_store(&stored, size, check);
+                self.shared.metrics.stored(r.started.elapsed());
                 self.tally.stored += 1;
                 let shown = ferry_proto::name::escape(&stored);
                 log::info!(
@@ -732,6 +822,26 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the `--on-stored` hook (queued; it never delays or changes the reply) for the
+    /// file just stored as `stored`.
+    fn after_store(&self, stored: &str, size: u64, check: BodyCheck) {
+        let Some(h) = &self.shared.hooks else {
+            return;
+        };
+        let digest = match check {
+            BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
+            BodyCheck::Mismatch { .. } => None,
+        };
+        h.stored(hooks::Stored {
+            path: self.shared.store.root().join(stored),
+            name: stored.to_owned(),
+            size,
+            digest,
+            client: self.peer,
+            user: self.user.clone(),
+        });
     }
 
     fn on_cancel(&mut self, id: FileId, reason: &str) {
@@ -774,7 +884,8 @@ impl<'a> Session<'a> {
                 ),
             ))
         } else {
-            name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+            self.allow(Action::Download)
+                .and_then(|()| name.map_err(|bad| Refusal::new(Code::BadName, bad.to_string())))
                 .and_then(|n| self.shared.store.offer_download(n))
         };
         match opened {
@@ -815,7 +926,8 @@ impl<'a> Session<'a> {
                 "the server is shutting down",
             ))
         } else {
-            path.map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))
+            self.allow(Action::List)
+                .and_then(|()| path.map_err(|bad| Refusal::new(Code::BadName, bad.to_string())))
                 .and_then(|p| self.shared.store.list(p, recursive))
         };
         let mut lister = match opened {
@@ -916,6 +1028,7 @@ impl<'a> Session<'a> {
             };
             self.d.send_body(&self.buf[..n])?;
             self.tally.sent += n as u64;
+            self.shared.metrics.sent(n);
             left -= n as u64;
         }
         self.d.conn_mut().end()?;

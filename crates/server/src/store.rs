@@ -127,6 +127,21 @@ impl Store {
         })
     }
 
+    /// The same store confined to the folder `folder` within it (made if missing, resolved
+    /// under the root's descriptor), with a state folder of its own: a credential's folder.
+    pub(crate) fn sub_store(&self, folder: &Name, config: &Config) -> io::Result<Self> {
+        let root = self.root.sub_root(folder.as_str())?;
+        let state = State::open(&root, config.partial_ttl)?;
+        Ok(Self {
+            root,
+            state,
+            path: self.path.join(folder.as_str()),
+            overwrite: self.overwrite,
+            max_file_size: self.max_file_size,
+            fsync: self.fsync,
+        })
+    }
+
     /// The storage folder, canonical.
     pub(crate) fn root(&self) -> &Path {
         &self.path
