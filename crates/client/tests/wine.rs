@@ -361,6 +361,7 @@ fn names_windows_cannot_store_are_refused_by_name() {
             line.contains("this system cannot store that name") && line.contains(why),
             "{line}"
         );
+        assert!(!line.contains("\\\\"), "the path's separators shown as such: {line}");
     }
     assert_eq!(tree(out.path()), ["odd/fine.txt"]);
     assert!(tree(cwd.path()).is_empty(), "nothing written beside");
