@@ -2,11 +2,8 @@
 //! running the same command again takes up the rest (the server keeps what it verified).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 
 use indicatif::MultiProgress;
-use signal_hook::consts::SIGINT;
-use signal_hook::iterator::Signals;
 
 use ferry_proto::Name;
 
@@ -56,22 +53,38 @@ impl Interrupt {
 
     /// Waits for SIGINT on a thread of its own; then says what was done and exits with
     /// [`exit::INTERRUPTED`].
+    #[cfg(unix)]
     pub(crate) fn watch(&self) -> std::io::Result<()> {
+        use signal_hook::consts::SIGINT;
+        use signal_hook::iterator::Signals;
         let mut signals = Signals::new([SIGINT])?;
         let me = self.clone();
-        thread::Builder::new()
+        std::thread::Builder::new()
             .name("ferry-interrupt".into())
             .spawn(move || {
                 if signals.forever().next().is_some() {
-                    let tally = me.lock();
-                    if let Some(bars) = &tally.bars {
-                        let _ = bars.clear();
-                    }
-                    eprintln!("{}", tally.message());
-                    std::process::exit(i32::from(exit::INTERRUPTED));
+                    me.stop();
                 }
             })?;
         Ok(())
+    }
+
+    /// Waits for Ctrl-C (or Ctrl-Break) in the console; the handler runs on a thread of its
+    /// own, then says what was done and exits with [`exit::INTERRUPTED`].
+    #[cfg(windows)]
+    pub(crate) fn watch(&self) -> std::io::Result<()> {
+        let me = self.clone();
+        ctrlc::set_handler(move || me.stop()).map_err(std::io::Error::other)
+    }
+
+    /// Clears the bars, says what was confirmed and exits.
+    fn stop(&self) -> ! {
+        let tally = self.lock();
+        if let Some(bars) = &tally.bars {
+            let _ = bars.clear();
+        }
+        eprintln!("{}", tally.message());
+        std::process::exit(i32::from(exit::INTERRUPTED));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {

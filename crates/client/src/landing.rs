@@ -2,17 +2,15 @@
 //! partial file beside it that holds the bytes while they arrive (and between runs, for
 //! resume), and the atomic publish once the digest verified.
 
-use std::fs::{self, File, Permissions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::{Code, Hasher, Name, Timestamp};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
-
 use crate::body;
+use crate::platform::open_own;
+pub(crate) use crate::platform::room;
+use ferry_proto::{Code, Hasher, Name, Timestamp};
 
 /// Where `name` lands under `dir`: its components joined one by one. A [`Name`] has no root,
 /// no `..` and no separator but `/`, so the result is always inside `dir`.
@@ -36,9 +34,10 @@ pub(crate) fn exists(p: &Path) -> bool {
 /// file of `size` bytes; otherwise empties it.
 ///
 /// The name is opened without following links and without blocking (a FIFO planted there
-/// cannot hang the client), and what it names must be a regular file with one link. Anything
-/// else (a symbolic or hard link to a file elsewhere, a FIFO, a device) is never read or
-/// written: the name is unlinked and a fresh file created in its place (`O_EXCL`).
+/// cannot hang the client), and what it names must be a regular file with one link (on
+/// Windows: a regular file, not a reparse point; see [`crate::platform`]). Anything else (a
+/// symbolic or hard link to a file elsewhere, a FIFO, a device) is never read or written: the
+/// name is unlinked and a fresh file created in its place (`O_EXCL`, `CREATE_NEW`).
 pub(crate) fn open_partial(
     partial: &Path,
     size: u64,
@@ -47,7 +46,7 @@ pub(crate) fn open_partial(
     if let Some(dir) = partial.parent() {
         fs::create_dir_all(dir)?;
     }
-    let mut file = match open_own(partial, OFlags::empty())? {
+    let mut file = match open_own(partial, false)? {
         Some(file) => file,
         None => {
             log::warn!(
@@ -55,7 +54,7 @@ pub(crate) fn open_partial(
                 partial.display()
             );
             fs::remove_file(partial)?;
-            open_own(partial, OFlags::EXCL)?.ok_or_else(|| {
+            open_own(partial, true)?.ok_or_else(|| {
                 io::Error::other(format!("{} keeps being replaced", partial.display()))
             })?
         }
@@ -68,33 +67,6 @@ pub(crate) fn open_partial(
         Hasher::new()
     };
     Ok((file, prefix))
-}
-
-/// Opens or creates (with `extra` flags) `path` for reading and writing, without following a
-/// link or blocking; `None` if it is a link or not a regular file with a single link.
-fn open_own(path: &Path, extra: OFlags) -> io::Result<Option<File>> {
-    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-    // All bits less the umask: publishing narrows them to the offered mode (see `publish`).
-    match rustix::fs::open(
-        path,
-        flags | OFlags::CLOEXEC | extra,
-        Mode::from_raw_mode(0o777),
-    ) {
-        Ok(fd) => {
-            let file = File::from(fd);
-            let meta = file.metadata()?;
-            Ok((meta.file_type().is_file() && meta.nlink() == 1).then_some(file))
-        }
-        // The last component is a symbolic link.
-        Err(Errno::LOOP) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Bytes the file system holding `file` still has room for (for an unprivileged user).
-pub(crate) fn room(file: &File) -> io::Result<u64> {
-    let st = rustix::fs::fstatvfs(file)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Drops the partial file of `path` (its bytes failed verification or could not be written).
@@ -111,11 +83,7 @@ pub(crate) fn discard(path: &Path) {
 /// name is taken).
 fn publish(file: File, path: &Path, meta: &Offered, force: bool) -> io::Result<()> {
     // The partial was made with 0777 less the umask; keep what the offer allows of that.
-    let made = file.metadata()?.permissions().mode() & 0o777;
-    let wanted = made & meta.mode.unwrap_or(0o666);
-    if wanted != made {
-        file.set_permissions(Permissions::from_mode(wanted))?;
-    }
+    crate::platform::narrow_mode(&file, meta.mode.unwrap_or(0o666))?;
     if let Some(t) = meta.mtime.and_then(to_system_time) {
         // Best effort: the data is what matters.
         let _ = file.set_modified(t);
@@ -199,7 +167,10 @@ mod tests {
     /// (its bytes would be offered as our prefix) nor written, and the partial is a fresh
     /// file of its own.
     #[test]
+    #[cfg(unix)]
     fn a_planted_link_or_fifo_is_replaced_not_followed() {
+        use rustix::fs::Mode;
+        use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
         let elsewhere = tmp.path().join("elsewhere");
         let p = tmp.path().join(".x.ferry-partial");

@@ -27,6 +27,7 @@ pub mod list;
 mod net;
 mod output;
 mod plan;
+mod platform;
 mod precheck;
 mod progress;
 mod report;

@@ -154,14 +154,21 @@ pub(crate) fn connect(target: &Target, opts: &Options) -> Result<Timed, ClientEr
 }
 
 /// Turns TCP keepalive on with [`KEEPALIVE_IDLE`], [`KEEPALIVE_INTERVAL`] and
-/// [`KEEPALIVE_PROBES`].
+/// [`KEEPALIVE_PROBES`]. Keepalive itself is required; the three settings are not on every
+/// system (Windows before 10 version 1703, Wine), where the system's own values are kept.
 fn keepalive(s: &TcpStream) -> io::Result<()> {
     use rustix::net::sockopt;
     sockopt::set_socket_keepalive(s, true)?;
-    sockopt::set_tcp_keepidle(s, KEEPALIVE_IDLE)?;
-    sockopt::set_tcp_keepintvl(s, KEEPALIVE_INTERVAL)?;
-    sockopt::set_tcp_keepcnt(s, KEEPALIVE_PROBES)?;
-    Ok(())
+    let tuned = sockopt::set_tcp_keepidle(s, KEEPALIVE_IDLE)
+        .and_then(|()| sockopt::set_tcp_keepintvl(s, KEEPALIVE_INTERVAL))
+        .and_then(|()| sockopt::set_tcp_keepcnt(s, KEEPALIVE_PROBES));
+    match tuned {
+        Err(rustix::io::Errno::NOPROTOOPT) => {
+            log::debug!("TCP keepalive timings are not on this system: keeping its own");
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! file for people (on stderr) or one JSON object per file (on stdout).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 
 use indicatif::HumanBytes;
 
+use ferry_proto::name::escape;
 use ferry_proto::{Code, Entry, EntryKind, Name};
 use ferry_secure::Fingerprint;
 
@@ -219,7 +220,17 @@ impl Observer for Console {
             print_json(&s.to_json());
         }
         if !self.quiet {
-            let path = ferry_proto::name::escape(&s.path.to_string_lossy());
+            // Component by component: a Windows separator is shown as itself, not escaped.
+            let path = s
+                .path
+                .components()
+                .map(|c| match c {
+                    Component::Normal(n) => escape(&n.to_string_lossy()).into(),
+                    other => other.as_os_str().to_owned(),
+                })
+                .collect::<PathBuf>()
+                .display()
+                .to_string();
             self.progress
                 .println(&format!("ferry: skipped {path}: {}", s.reason));
         }

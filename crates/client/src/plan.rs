@@ -210,20 +210,16 @@ fn try_plan<'a>(
             }
         };
         let Some(entries) = entries else {
-            plan.want(name.clone(), place(&name), None, force, obs);
+            // A protocol-1 server lists nothing: the name asked for is where it lands.
+            if file_at || plan.storable_here(&name, EntryKind::File, &place(&name), obs) {
+                plan.want(name.clone(), place(&name), None, force, obs);
+            }
             continue;
         };
         for e in entries {
             let path = place(&e.name);
-            if let Err(why) = storable(&e.name, cfg!(windows)) {
-                let s = Skipped {
-                    path,
-                    name: e.name.to_string(),
-                    kind: e.kind,
-                    reason: format!("this system cannot store that name: {why}"),
-                };
-                obs.skipped(&s);
-                plan.outcome.skipped.push(s);
+            if !plan.storable_here(&e.name, e.kind, &path, obs) {
+                // Skipped, with the reason.
             } else if e.kind == EntryKind::Folder {
                 plan.folder(path, e, obs);
             } else {
@@ -246,6 +242,29 @@ pub(crate) fn storable(name: &Name, portable: bool) -> Result<(), NameError> {
 }
 
 impl Plan<'_> {
+    /// Whether `name` can be stored on this system (see [`storable`]); if not, it is skipped
+    /// with the reason, and nothing is written for it anywhere.
+    fn storable_here(
+        &mut self,
+        name: &Name,
+        kind: EntryKind,
+        path: &Path,
+        obs: &mut dyn Observer,
+    ) -> bool {
+        let Err(why) = storable(name, cfg!(windows)) else {
+            return true;
+        };
+        let s = Skipped {
+            path: path.to_owned(),
+            name: name.to_string(),
+            kind,
+            reason: format!("this system cannot store that name: {why}"),
+        };
+        obs.skipped(&s);
+        self.outcome.skipped.push(s);
+        false
+    }
+
     fn report(&mut self, r: FileReport, obs: &mut dyn Observer) {
         obs.finished(&r);
         self.outcome.files.push(r);
@@ -324,17 +343,11 @@ pub(crate) fn finish_folders(mut folders: Vec<(PathBuf, Entry)>) {
 }
 
 fn apply(path: &Path, mode: u32, mtime: Timestamp) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = fs::File::open(path)?;
+    let dir = crate::platform::open_folder(path)?;
     if let Some(t) = crate::landing::to_system_time(mtime) {
         dir.set_modified(t)?;
     }
-    let made = dir.metadata()?.permissions().mode() & 0o777;
-    let wanted = made & mode & 0o777;
-    if wanted != made {
-        dir.set_permissions(fs::Permissions::from_mode(wanted))?;
-    }
-    Ok(())
+    crate::platform::narrow_mode(&dir, mode)
 }
 
 #[cfg(test)]

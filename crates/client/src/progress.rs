@@ -314,10 +314,21 @@ impl Progress {
 }
 
 /// The terminal's width in columns (stderr's), or [`DEFAULT_WIDTH`] if it does not say.
+#[cfg(unix)]
 fn terminal_width() -> usize {
     rustix::termios::tcgetwinsize(std::io::stderr())
         .ok()
         .map(|w| usize::from(w.ws_col))
+        .filter(|&c| c > 0)
+        .unwrap_or(DEFAULT_WIDTH)
+}
+
+/// The console's width in columns (stderr's), or [`DEFAULT_WIDTH`] if it does not say.
+#[cfg(windows)]
+fn terminal_width() -> usize {
+    console::Term::stderr()
+        .size_checked()
+        .map(|(_, cols)| usize::from(cols))
         .filter(|&c| c > 0)
         .unwrap_or(DEFAULT_WIDTH)
 }

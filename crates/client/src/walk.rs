@@ -7,12 +7,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use ferry_proto::{EntryKind, FileInfo, Name, Timestamp};
-use rustix::fs::{Mode, OFlags};
 
 use crate::error::ClientError;
 use crate::report::Skipped;
@@ -147,8 +145,7 @@ pub fn collect(
 /// Opens `path` for reading only if it is a regular file: without blocking (a FIFO swapped in
 /// is never waited on) and checked after opening, so a FIFO's writer never loses data to us.
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = File::from(rustix::fs::open(path, flags, Mode::empty())?);
+    let file = crate::platform::open_read(path)?;
     if file.metadata()?.is_file() {
         Ok(file)
     } else {
@@ -259,7 +256,7 @@ impl Walk<'_> {
             name,
             size: Some(meta.len()),
             mtime: mtime(&meta),
-            mode: Some(mode(&meta)),
+            mode: crate::platform::mode(&meta),
         });
     }
 
@@ -286,7 +283,7 @@ impl Walk<'_> {
             name,
             size: None,
             mtime: mtime(meta),
-            mode: Some(mode(meta)),
+            mode: crate::platform::mode(meta),
         });
     }
 }
@@ -296,14 +293,8 @@ fn special(meta: &Metadata) -> Option<&'static str> {
     let t = meta.file_type();
     if t.is_file() || t.is_dir() {
         None
-    } else if t.is_fifo() {
-        Some("a FIFO (named pipe; never opened, so its writer loses nothing)")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else if t.is_block_device() || t.is_char_device() {
-        Some("a device")
     } else {
-        Some("a special file")
+        Some(crate::platform::special_kind(t).unwrap_or("a special file"))
     }
 }
 
@@ -314,11 +305,6 @@ pub(crate) fn mtime(meta: &Metadata) -> Option<Timestamp> {
         secs: i64::try_from(d.as_secs()).ok()?,
         nanos: d.subsec_nanos(),
     })
-}
-
-fn mode(meta: &Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o777
 }
 
 fn check_unique(sources: &[Source]) -> Result<(), ClientError> {
@@ -454,7 +440,7 @@ mod tests {
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
             root.join("fifo"),
-            Mode::from_raw_mode(0o600),
+            rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();

@@ -1,0 +1,161 @@
+//! What differs between Unix and Windows on the local disk, in one place: opening without
+//! following links, free space, permission bits and special files. Everything else in the
+//! client is the same code on every system.
+//!
+//! On Windows: a reparse point (symbolic link, junction) at a partial's name is opened as
+//! itself (`FILE_FLAG_OPEN_REPARSE_POINT`), seen for what it is and replaced, never followed;
+//! the link count is not checked (std has no stable way to read it); free space is not checked
+//! before a download (a full disk fails the write instead); Unix permission bits are neither
+//! sent (the offer carries none) nor restored. There are no FIFOs, sockets or devices among
+//! the files of a folder there, so nothing can block an open.
+
+use std::fs::{File, FileType, Metadata};
+use std::io;
+use std::path::Path;
+
+/// Opens or creates `path` for reading and writing (only creating it if `exclusive`), without
+/// following a link or blocking; `None` if it is a link or not a regular file of its own (on
+/// Unix: with a single link).
+#[cfg(unix)]
+pub(crate) fn open_own(path: &Path, exclusive: bool) -> io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::MetadataExt;
+    let mut flags =
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if exclusive {
+        flags |= OFlags::EXCL;
+    }
+    // All bits less the umask: publishing narrows them to the offered mode (see `narrow_mode`).
+    match rustix::fs::open(path, flags, Mode::from_raw_mode(0o777)) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let meta = file.metadata()?;
+            Ok((meta.file_type().is_file() && meta.nlink() == 1).then_some(file))
+        }
+        // The last component is a symbolic link.
+        Err(rustix::io::Errno::LOOP) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens or creates `path` for reading and writing (only creating it if `exclusive`); a
+/// reparse point there is opened as itself, not followed; `None` unless it is a regular file.
+#[cfg(windows)]
+pub(crate) fn open_own(path: &Path, exclusive: bool) -> io::Result<Option<File>> {
+    use std::os::windows::fs::OpenOptionsExt;
+    /// `FILE_FLAG_OPEN_REPARSE_POINT` (winbase.h).
+    const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .custom_flags(OPEN_REPARSE_POINT);
+    if exclusive {
+        options.create_new(true);
+    } else {
+        options.create(true);
+    }
+    let file = options.open(path)?;
+    // Metadata of the handle: a reparse point opened as itself reports as a link.
+    let t = file.metadata()?.file_type();
+    Ok((t.is_file() && !t.is_symlink()).then_some(file))
+}
+
+/// Opens `path` for reading without blocking on a FIFO (Unix); the caller checks what it is.
+#[cfg(unix)]
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::open(path, flags, Mode::empty())?))
+}
+
+/// Opens `path` for reading; the caller checks what it is.
+#[cfg(windows)]
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// Bytes the file system holding `file` still has room for (for an unprivileged user).
+#[cfg(unix)]
+pub(crate) fn room(file: &File) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(file)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Not checked on Windows: as much as asked for (a full disk fails the write instead).
+#[cfg(windows)]
+pub(crate) fn room(_file: &File) -> io::Result<u64> {
+    Ok(u64::MAX)
+}
+
+/// A special file's kind in words (FIFO, socket, device); `None` when the system has no word.
+#[cfg(unix)]
+pub(crate) fn special_kind(t: FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        Some("a FIFO (named pipe; never opened, so its writer loses nothing)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        None
+    }
+}
+
+/// Windows file systems hold no FIFOs, sockets or devices: no word.
+#[cfg(windows)]
+pub(crate) fn special_kind(_t: FileType) -> Option<&'static str> {
+    None
+}
+
+/// The permission bits to offer (`None` on Windows, which has none).
+#[cfg(unix)]
+pub(crate) fn mode(meta: &Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(meta.permissions().mode() & 0o777)
+}
+
+/// The permission bits to offer (`None` on Windows, which has none).
+#[cfg(windows)]
+pub(crate) fn mode(_meta: &Metadata) -> Option<u32> {
+    None
+}
+
+/// Narrows the permission bits of `file` (made with all bits less the umask) to `offered`, as
+/// `cp` or `scp` without `-p`. Set-id and sticky bits are never restored.
+#[cfg(unix)]
+pub(crate) fn narrow_mode(file: &File, offered: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let made = file.metadata()?.permissions().mode() & 0o777;
+    let wanted = made & offered & 0o777;
+    if wanted != made {
+        file.set_permissions(std::fs::Permissions::from_mode(wanted))?;
+    }
+    Ok(())
+}
+
+/// Nothing to do on Windows: files keep the folder's inherited access rules.
+#[cfg(windows)]
+pub(crate) fn narrow_mode(_file: &File, _offered: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// Opens the folder `path` to set its times and permission bits.
+#[cfg(unix)]
+pub(crate) fn open_folder(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// Opens the folder `path` to set its times (`FILE_FLAG_BACKUP_SEMANTICS` opens a folder,
+/// `FILE_WRITE_ATTRIBUTES` allows setting its times).
+#[cfg(windows)]
+pub(crate) fn open_folder(path: &Path) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    const WRITE_ATTRIBUTES: u32 = 0x0100;
+    std::fs::OpenOptions::new()
+        .access_mode(WRITE_ATTRIBUTES)
+        .custom_flags(BACKUP_SEMANTICS)
+        .open(path)
+}
