@@ -101,9 +101,9 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     s
 }
 
-/// A ferry client from `from` to `to`: welcomed, or refused with a code.
-fn ferry_from(from: [u8; 4], to: SocketAddr) -> Result<Client, Code> {
-    let mut d = Driver::new(connect_from(from, to), Connection::client(None).unwrap());
+/// A ferry client from `from` to `to` presenting `token`: welcomed, or refused with a code.
+fn ferry_from(from: [u8; 4], to: SocketAddr, token: Option<&[u8]>) -> Result<Client, Code> {
+    let mut d = Driver::new(connect_from(from, to), Connection::client(token).unwrap());
     d.flush().unwrap();
     match d.next_step().unwrap() {
         Step::Event(Event::Welcome { .. }) => Ok(d),
@@ -132,19 +132,19 @@ fn through_haproxy_the_real_client_is_logged_and_limited() {
     let Some(haproxy) = HaProxy::start(bin.addr) else {
         return;
     };
-    let mut a = ferry_from([127, 0, 0, 2], haproxy.front).expect("welcomed");
+    let mut a = ferry_from([127, 0, 0, 2], haproxy.front, None).expect("welcomed");
     assert_eq!(upload(&mut a, "through.txt", b"hello").code, Code::Stored);
     assert_eq!(
         std::fs::read(tmp.path().join("through.txt")).unwrap(),
         b"hello"
     );
     // Every connection reaches the server from HAProxy's address; the cap counts the clients.
-    let b = ferry_from([127, 0, 0, 3], haproxy.front);
+    let b = ferry_from([127, 0, 0, 3], haproxy.front, None);
     assert!(
         b.is_ok(),
         "another client through the same proxy is not capped"
     );
-    let again = ferry_from([127, 0, 0, 2], haproxy.front);
+    let again = ferry_from([127, 0, 0, 2], haproxy.front, None);
     assert_eq!(again.err(), Some(Code::Busy), "the same client is capped");
     bin.wait_line("127.0.0.2:");
     bin.wait_line("its address has 1 connections open already");
@@ -238,6 +238,46 @@ fn a_proxy_header_counts_only_from_a_trusted_proxy() {
             .iter()
             .any(|l| l.contains("127.0.0.3:") && l.contains("connection closed")),
         "{lines:?}"
+    );
+    bin.stop();
+}
+
+#[test]
+fn through_haproxy_failed_logins_block_the_real_client_only() {
+    const TOKEN: &[u8] = b"proxy-token-0123456789";
+    let tmp = tempfile::tempdir().unwrap();
+    let token = file(tmp.path(), "token", "proxy-token-0123456789\n", 0o600);
+    let store = tmp.path().join("store");
+    let mut bin = server(
+        &store,
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--max-auth-failures",
+            "2",
+        ],
+    );
+    let Some(haproxy) = HaProxy::start(bin.addr) else {
+        return;
+    };
+    let front = haproxy.front;
+    for _ in 0..2 {
+        let wrong = ferry_from([127, 0, 0, 2], front, Some(b"wrong-token-0123456789"));
+        assert_eq!(wrong.err(), Some(Code::Denied));
+    }
+    let blocked = ferry_from([127, 0, 0, 2], front, Some(TOKEN));
+    assert_eq!(
+        blocked.err(),
+        Some(Code::Denied),
+        "the real client is blocked"
+    );
+    let line = bin.wait_line("too many failed authentications");
+    assert!(line.contains("127.0.0.2:"), "{line}");
+    // Every connection comes from HAProxy's address, which is not blocked with the client.
+    let other = ferry_from([127, 0, 0, 3], front, Some(TOKEN));
+    assert!(
+        other.is_ok(),
+        "another client through the same proxy gets in"
     );
     bin.stop();
 }
