@@ -284,6 +284,17 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
             config.auth_window
         );
     }
+    if !config.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        log::info!(
+            "a PROXY protocol v2 header is required from {}; other addresses connect directly",
+            proxies.join(", ")
+        );
+    }
     if config.accept_seed && !config.seed_allowed() {
         log::info!("the seed framing is refused: it has no token and no encryption");
     }
