@@ -128,16 +128,31 @@ fn server(dir: &Path, extra: &[&str]) -> Bin {
 #[test]
 fn through_haproxy_the_real_client_is_logged_and_limited() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut bin = server(tmp.path(), &["--max-per-source", "1"]);
+    let out = tmp.path().join("client.out");
+    let script = format!(
+        "#!/bin/sh\necho \"$FERRY_CLIENT\" > '{}.tmp'\nmv '{0}.tmp' '{0}'\n",
+        out.display()
+    );
+    let hook = file(tmp.path(), "hook.sh", &script, 0o755);
+    let store = tmp.path().join("store");
+    let mut bin = server(
+        &store,
+        &[
+            "--max-per-source",
+            "1",
+            "--on-stored",
+            hook.to_str().unwrap(),
+        ],
+    );
     let Some(haproxy) = HaProxy::start(bin.addr) else {
         return;
     };
     let mut a = ferry_from([127, 0, 0, 2], haproxy.front, None).expect("welcomed");
     assert_eq!(upload(&mut a, "through.txt", b"hello").code, Code::Stored);
-    assert_eq!(
-        std::fs::read(tmp.path().join("through.txt")).unwrap(),
-        b"hello"
-    );
+    assert_eq!(std::fs::read(store.join("through.txt")).unwrap(), b"hello");
+    wait_for("the hook to run", || out.exists());
+    let client = std::fs::read_to_string(&out).unwrap();
+    assert!(client.starts_with("127.0.0.2:"), "FERRY_CLIENT={client}");
     // Every connection reaches the server from HAProxy's address; the cap counts the clients.
     let b = ferry_from([127, 0, 0, 3], haproxy.front, None);
     assert!(
