@@ -455,10 +455,13 @@ fn unwrap_proxied(
     shared: &Shared,
     sources: &Arc<Sources>,
 ) -> Result<(SocketAddr, SourceTicket), Option<(SocketAddr, Refusal)>> {
-    let client = proxy::read_header(io, proxy).map_err(|e| {
-        log::warn!("{proxy}: closing: {e}");
-    });
-    let client = client.map_err(|()| None)?;
+    let client = match proxy::read_header(io, proxy) {
+        Ok(client) => client,
+        Err(e) => {
+            log::warn!("{proxy}: closing: {e}");
+            return Err(None);
+        }
+    };
     log::debug!("{client}: connected through {proxy}");
     if let Some(no) = blocked(client, shared) {
         return Err(Some((client, no)));
