@@ -110,7 +110,8 @@ pub struct Config {
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Read a PROXY protocol v2 header from connections coming from these addresses (a load
-    /// balancer), and take the client's address from it. Empty: no PROXY header is read.
+    /// balancer), and take the client's address from it; other addresses connect directly.
+    /// Empty: no PROXY header is read.
     pub trusted_proxies: Vec<Trusted>,
     /// Refuse, with [`ferry_proto::Code::BadName`], uploaded names that Windows cannot store
     /// (`aux.c`, `x:y`, `what?`, `trailing.`: PROTOCOL.md §5.2, [`ferry_proto::Name::portable`]),

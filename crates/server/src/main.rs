@@ -200,7 +200,8 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Expect a PROXY protocol v2 header from the --trusted-proxy addresses (a load balancer)
-    /// and take the client's address from it
+    /// and take the client's address from it (logs, limits, hook); connections from other
+    /// addresses are served as direct ones, and a PROXY header from them is a protocol error
     #[arg(long, requires = "trusted_proxy")]
     proxy_protocol: bool,
     /// An address or network (ADDR or ADDR/PREFIX) allowed to send PROXY headers; repeatable

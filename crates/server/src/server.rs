@@ -17,11 +17,11 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
 use crate::hooks::Hooks;
-
 use crate::locks::NameLocks;
+use crate::proxy;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
-use crate::sources::Sources;
+use crate::sources::{SourceTicket, Sources};
 use crate::store::Store;
 use crate::stream::{Guarded, StopFlags, Wait};
 
@@ -245,10 +245,6 @@ fn check(config: &Config) -> Result<(), ServerError> {
     if timeouts.iter().any(Duration::is_zero) {
         return bad("timeouts must be longer than zero");
     }
-    if !config.trusted_proxies.is_empty() {
-        // Parsed and checked already; reading the header is not built yet (issue 16, item 5).
-        return bad("--proxy-protocol is not supported yet: run without it");
-    }
     if config.max_auth_failures == 0 || config.auth_window.is_zero() {
         return bad("the failed-authentication limit and its window must be above zero");
     }
@@ -286,6 +282,17 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
             "token required; at most {} failed attempts per source every {:?}",
             config.max_auth_failures,
             config.auth_window
+        );
+    }
+    if !config.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        log::info!(
+            "a PROXY protocol v2 header is required from {}; other addresses connect directly",
+            proxies.join(", ")
         );
     }
     if config.accept_seed && !config.seed_allowed() {
@@ -390,47 +397,48 @@ fn admit(
         return;
     }
     let c = &shared.config;
-    if c.has_tokens() && !shared.limiter.check(peer.ip(), Instant::now()) {
-        let left = shared
-            .limiter
-            .retry_after(peer.ip(), Instant::now())
-            .unwrap_or_default();
-        log::warn!(
-            "{peer}: refused before the handshake: too many failed authentications from this \
-             source (for {left:.0?} more)"
-        );
-        // Said in plain, before any TLS: a blocked source costs no handshake. A ferry client
-        // reads it as the server's answer whether it speaks TLS or not.
-        let why = format!(
-            "blocked after too many failed logins from your address; try again in {} s",
-            left.as_secs().saturating_add(1)
-        );
-        refuse(stream, peer, shared, admission, Code::Denied, why, false);
-        return;
+    // A trusted proxy's connections are screened on their own thread, once its PROXY header
+    // has named the client: the proxy's address is neither blocked nor capped as one source.
+    let proxied = proxy::is_trusted(&c.trusted_proxies, peer.ip());
+    if !proxied {
+        if let Some(no) = blocked(peer, shared) {
+            return refuse(stream, peer, shared, admission, no);
+        }
     }
     if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
         log::warn!("{peer}: refused, the server is at its connection limit");
         let why = busy_reason(c.max_connections);
-        refuse(stream, peer, shared, admission, Code::Busy, why, true);
-        return;
+        let no = Refusal::busy(why);
+        return refuse(stream, peer, shared, admission, no);
     }
-    let Some(ticket) = admission.sources.try_open(peer.ip()) else {
-        let max = admission.sources.max();
-        log::warn!("{peer}: refused, its address has {max} connections open already");
-        let why = format!(
-            "your address has {max} connections open, the most this server allows per \
-             address; close some or try again later"
-        );
-        refuse(stream, peer, shared, admission, Code::Busy, why, true);
-        return;
+    let ticket = if proxied {
+        None
+    } else {
+        match per_source(peer, &admission.sources) {
+            Ok(ticket) => Some(ticket),
+            Err(no) => return refuse(stream, peer, shared, admission, no),
+        }
     };
     log::debug!("{peer}: connected");
     let shared = Arc::clone(shared);
+    let sources = Arc::clone(&admission.sources);
     let spawned = thread::Builder::new()
         .name(format!("ferry-conn-{peer}"))
         .spawn(move || {
-            serve_connection(stream, peer, &shared);
-            drop(ticket);
+            let started = Instant::now();
+            let c = &shared.config;
+            let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
+            // The PROXY header and the TLS handshake count against the time to open.
+            io.set_wait(Wait::Until(started + c.header_timeout), true);
+            let (peer, _ticket) = match ticket {
+                Some(ticket) => (peer, ticket),
+                None => match unwrap_proxied(&mut io, peer, &shared, &sources) {
+                    Ok(admitted) => admitted,
+                    Err(Some((client, no))) => return tell(io, client, &shared, no),
+                    Err(None) => return,
+                },
+            };
+            serve_connection(io, peer, started, &shared);
         });
     match spawned {
         Ok(handle) => workers.push(handle),
@@ -438,18 +446,96 @@ fn admit(
     }
 }
 
-/// Tells a client over a limit `code` and `why`, on a short-lived thread that lets it read the
-/// refusal before the socket closes. Refusals are bounded too, in number and in time: with TLS
-/// and `handshake`, the handshake comes first (the client then reads the refusal as it reads
-/// any answer); all of it must fit in [`REFUSAL_LINGER`].
+/// Reads the PROXY header of a connection from the trusted proxy `proxy`, then screens the
+/// client it names as a direct one is screened at accept. The client and its source ticket;
+/// or the client and why it is refused; or `None` when the header was bad (logged).
+fn unwrap_proxied(
+    io: &mut Guarded<'_>,
+    proxy: SocketAddr,
+    shared: &Shared,
+    sources: &Arc<Sources>,
+) -> Result<(SocketAddr, SourceTicket), Option<(SocketAddr, Refusal)>> {
+    let client = match proxy::read_header(io, proxy) {
+        Ok(client) => client,
+        Err(e) => {
+            log::warn!("{proxy}: closing: {e}");
+            return Err(None);
+        }
+    };
+    log::debug!("{client}: connected through {proxy}");
+    if let Some(no) = blocked(client, shared) {
+        return Err(Some((client, no)));
+    }
+    match per_source(client, sources) {
+        Ok(ticket) => Ok((client, ticket)),
+        Err(no) => Err(Some((client, no))),
+    }
+}
+
+/// Why a connection is refused before it is served: a code, words for the client, and
+/// whether (with TLS) the TLS handshake comes first.
+struct Refusal {
+    code: Code,
+    why: String,
+    handshake: bool,
+}
+
+impl Refusal {
+    /// Over a connection limit: told after the TLS handshake, as any answer.
+    fn busy(why: String) -> Self {
+        Self {
+            code: Code::Busy,
+            why,
+            handshake: true,
+        }
+    }
+}
+
+/// The refusal (logged) for a source that failed to authenticate too often, if it did.
+fn blocked(peer: SocketAddr, shared: &Shared) -> Option<Refusal> {
+    if !shared.config.has_tokens() || shared.limiter.check(peer.ip(), Instant::now()) {
+        return None;
+    }
+    let left = shared
+        .limiter
+        .retry_after(peer.ip(), Instant::now())
+        .unwrap_or_default();
+    log::warn!(
+        "{peer}: refused before the handshake: too many failed authentications from this \
+         source (for {left:.0?} more)"
+    );
+    // Said in plain, before any TLS: a blocked source costs no handshake. A ferry client
+    // reads it as the server's answer whether it speaks TLS or not.
+    Some(Refusal {
+        code: Code::Denied,
+        why: format!(
+            "blocked after too many failed logins from your address; try again in {} s",
+            left.as_secs().saturating_add(1)
+        ),
+        handshake: false,
+    })
+}
+
+/// Counts a connection from `peer`'s source, or the refusal (logged) when it has too many.
+fn per_source(peer: SocketAddr, sources: &Arc<Sources>) -> Result<SourceTicket, Refusal> {
+    sources.try_open(peer.ip()).ok_or_else(|| {
+        let max = sources.max();
+        log::warn!("{peer}: refused, its address has {max} connections open already");
+        Refusal::busy(format!(
+            "your address has {max} connections open, the most this server allows per \
+             address; close some or try again later"
+        ))
+    })
+}
+
+/// Tells a client over a limit why, on a short-lived thread that lets it read the refusal
+/// before the socket closes. Refusals are bounded too, in number and in time (see [`tell`]).
 fn refuse(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     admission: &Admission,
-    code: Code,
-    why: String,
-    handshake: bool,
+    no: Refusal,
 ) {
     let max = shared.config.max_connections;
     let refusing = &admission.refusing;
@@ -462,29 +548,35 @@ fn refuse(
     let spawned = thread::Builder::new()
         .name("ferry-busy".into())
         .spawn(move || {
-            let mut io = Guarded::new(stream, &shared.stop, REFUSAL_LINGER);
-            io.set_wait(Wait::Until(Instant::now() + REFUSAL_LINGER), false);
-            io.close_within(REFUSAL_LINGER);
-            let opened = match &shared.config.tls {
-                Some(tls) if handshake => gate::open(io, peer, Some(tls)),
-                // Plain: the refusal goes out before anything is read, as it always has.
-                _ => Some(Stream::plain(io)),
-            };
-            if let Some(stream) = opened {
-                let mut d = Driver::new(stream, Connection::server());
-                d.conn_mut().close_with_error(code, &why);
-                let flushed = d.flush().is_ok();
-                let (mut stream, _) = d.into_parts();
-                gate::shutdown(&mut stream);
-                if flushed {
-                    gate::linger(&mut stream);
-                }
-            }
+            let io = Guarded::new(stream, &shared.stop, REFUSAL_LINGER);
+            tell(io, peer, &shared, no);
             refusing.fetch_sub(1, Ordering::Relaxed);
         });
     if spawned.is_err() {
         // The closure (and its decrement) never ran.
         log::error!("{peer}: cannot start a thread to refuse the connection");
+    }
+}
+
+/// Sends `no` and closes: with TLS and `no.handshake`, the handshake comes first (the client
+/// then reads the refusal as it reads any answer); all of it must fit in [`REFUSAL_LINGER`].
+fn tell(mut io: Guarded<'_>, peer: SocketAddr, shared: &Shared, no: Refusal) {
+    io.set_wait(Wait::Until(Instant::now() + REFUSAL_LINGER), false);
+    io.close_within(REFUSAL_LINGER);
+    let opened = match &shared.config.tls {
+        Some(tls) if no.handshake => gate::open(io, peer, Some(tls)),
+        // Plain: the refusal goes out before anything is read, as it always has.
+        _ => Some(Stream::plain(io)),
+    };
+    if let Some(stream) = opened {
+        let mut d = Driver::new(stream, Connection::server());
+        d.conn_mut().close_with_error(no.code, &no.why);
+        let flushed = d.flush().is_ok();
+        let (mut stream, _) = d.into_parts();
+        gate::shutdown(&mut stream);
+        if flushed {
+            gate::linger(&mut stream);
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,14 +167,17 @@ struct Session<'a> {
     progress_logged: Instant,
 }
 
-/// Serves one accepted connection to its end, logging one line for it and one per file.
-pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let started = Instant::now();
+/// Serves one accepted connection (`io`, set to open by the header deadline counted from
+/// `started`; `peer` is the client, as a PROXY header named it) to its end, logging one line
+/// for it and one per file.
+pub(crate) fn serve_connection(
+    io: Guarded<'_>,
+    peer: SocketAddr,
+    started: Instant,
+    shared: &Shared,
+) {
     let _counted = shared.metrics.connection();
     let c = &shared.config;
-    let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
-    // The TLS handshake counts against the time to open the conversation.
-    io.set_wait(Wait::Until(started + c.header_timeout), true);
     let Some(stream) = gate::open(io, peer, c.tls.as_ref()) else {
         return;
     };
