@@ -467,9 +467,15 @@ fn usage(e: &clap::Error) -> ExitCode {
 /// The arguments, with the options of `--config FILE` placed before the command line's (which
 /// win), and the file's credentials.
 fn parse_args() -> Result<(Args, Vec<Credential>), ExitCode> {
-    let args = Args::try_parse().map_err(|e| usage(&e))?;
-    let Some(path) = args.config.clone().filter(|_| args.tool.is_none()) else {
-        return Ok((args, Vec::new()));
+    // A first, lenient look for --config only: the command line alone may be incomplete (a
+    // --state-dir whose --tls-self-signed is in the file).
+    let early = Args::command().ignore_errors(true).try_get_matches().ok();
+    let config = early
+        .as_ref()
+        .filter(|m| m.subcommand_name().is_none())
+        .and_then(|m| m.get_one::<PathBuf>("config").cloned());
+    let Some(path) = config else {
+        return Ok((Args::try_parse().map_err(|e| usage(&e))?, Vec::new()));
     };
     let file = ferry_server::config_file::load(&path).map_err(|e| {
         eprintln!("ferry-server: --config {e}");

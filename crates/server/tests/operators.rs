@@ -281,3 +281,42 @@ fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
     drop(c);
     srv.stop();
 }
+
+/// examples/ferry-server.toml is a working configuration: with its paths pointed at a temp
+/// folder (and the listening address overridden on the command line, which wins), the server
+/// starts with TLS and the example's two credentials, with their permissions and folder.
+#[test]
+fn the_example_configuration_starts_a_server_with_its_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ferry-server.toml"),
+    )
+    .unwrap();
+    let token = file(
+        tmp.path(),
+        "teacher.token",
+        "teacher-token-0123456789\n",
+        0o600,
+    );
+    let text = example.replace("/etc/ferry/teacher.token", token.to_str().unwrap());
+    assert_ne!(text, example, "the example names the teacher's token file");
+    let conf = file(tmp.path(), "ferry-server.toml", &text, 0o600);
+    let (dir, tls) = (tmp.path().join("inbox"), tmp.path().join("tls"));
+    let mut srv = Bin::start(&[
+        std::ffi::OsStr::new("--config"),
+        conf.as_os_str(),
+        std::ffi::OsStr::new("--dir"),
+        dir.as_os_str(),
+        std::ffi::OsStr::new("--state-dir"),
+        tls.as_os_str(),
+    ]);
+    srv.wait_line("TLS 1.3 required");
+    let teacher = srv.wait_line("token \"teacher\"");
+    assert!(
+        teacher.contains("upload") && teacher.contains("list"),
+        "{teacher}"
+    );
+    let students = srv.wait_line("token \"students\"");
+    assert!(students.contains("lab1"), "{students}");
+    srv.stop();
+}
