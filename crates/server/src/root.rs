@@ -183,15 +183,6 @@ impl Folders {
         Ok(fresh)
     }
 
-    /// Flushes the entries of the folders this call created to disk (the receiving folder's
-    /// own entries are flushed by the caller after the file lands in it).
-    pub(crate) fn sync_created(&self) -> io::Result<()> {
-        for (parent, _) in &self.created {
-            rfs::fsync(parent)?;
-        }
-        Ok(())
-    }
-
     /// Removes the folders made so far and passes `e` on.
     fn undo(&mut self, e: io::Error) -> io::Error {
         self.remove_created();

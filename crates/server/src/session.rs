@@ -2,6 +2,9 @@
 //! [`ferry_proto::Driver`] over it, checks the token on HELLO and acts on the events with the
 //! [`Store`]. Never parses bytes itself.
 //!
+//! RESULTs of stored files wait in a [`Batch`] until one flush has made the batch durable
+//! (group commit, see [`crate::commit`]).
+//!
 //! With a version-2 client it also answers unchanged files (REFUSE `Unchanged`), stores folder
 //! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
 
@@ -19,6 +22,7 @@ use ferry_proto::{
 };
 use ferry_secure::SharedFailureLimiter;
 
+use crate::commit::{Batch, Reply};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::listing::Lister;
@@ -116,6 +120,8 @@ struct Session<'a> {
     serving: VecDeque<Serving>,
     sent: VecDeque<Sent>,
     tally: Tally,
+    /// RESULTs waiting for the flush that makes their files durable.
+    batch: Batch,
     buf: Vec<u8>,
     /// When the connection was accepted.
     connected: Instant,
@@ -151,6 +157,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         serving: VecDeque::new(),
         sent: VecDeque::new(),
         tally: Tally::default(),
+        batch: Batch::new(shared.store.durable()),
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
@@ -160,6 +167,9 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
         log: LogBudget::new(c.max_refusal_logs),
     };
     let outcome = s.run();
+    // Files published before the connection failed are made durable; their RESULTs go out
+    // if the client can still read them.
+    let _ = s.commit(false);
     s.interrupt_body();
     // Names are free for others (a takeover waits for this) before the goodbye.
     s.pending.clear();
@@ -196,8 +206,10 @@ impl<'a> Session<'a> {
         loop {
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
-            // is at hand: the replies to a burst of small files then share one write.
+            // is at hand: the replies to a burst of small files then share one write, and
+            // their files one flush.
             if !self.d.input_pending() {
+                self.commit(false)?;
                 self.d.flush()?;
             }
             let idle = self.d.conn().is_idle()
@@ -232,7 +244,11 @@ impl<'a> Session<'a> {
             if completed {
                 self.activity.progress();
             }
+            if self.batch.is_full() {
+                self.commit(false)?;
+            }
             if !go_on {
+                self.commit(false)?;
                 self.d.flush()?;
                 return Ok(());
             }
@@ -525,6 +541,15 @@ impl<'a> Session<'a> {
         });
         match made {
             Ok((name, code)) => {
+                if code == Code::Stored && !self.commit(true)? {
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{name} was made, but the server could not flush it to disk; it may not \
+                         survive a power cut"
+                    );
+                    self.d.conn_mut().finish(o.id, Code::Io, &why)?;
+                    return Ok(());
+                }
                 // A folder completed, as a file stored is.
                 self.activity.progress();
                 if code == Code::Stored {
@@ -719,7 +744,7 @@ impl<'a> Session<'a> {
                     Bytes(size),
                     resumed(r.from)
                 );
-                self.d.conn_mut().finish(id, Code::Stored, &stored)?;
+                self.batch.stored(id, stored, moved);
             }
             Err(f) => {
                 self.tally.failed += 1;
@@ -728,10 +753,49 @@ impl<'a> Session<'a> {
                     log::Level::Warn,
                     format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
                 );
-                self.d.conn_mut().finish(id, f.code, &f.reason)?;
+                self.batch.push(Reply {
+                    id,
+                    code: f.code,
+                    detail: f.reason,
+                });
             }
         }
         Ok(())
+    }
+
+    /// Closes the batch: flushes the storage when it holds stored files (or when `force`d,
+    /// for a folder made now), then queues its RESULTs. A file whose flush failed is reported
+    /// as not durable, though it was published under its name. `false`: the flush failed.
+    fn commit(&mut self, force: bool) -> Result<bool, DriveError> {
+        let (replies, needs_flush) = self.batch.close();
+        let flushed = if needs_flush || (force && self.shared.store.durable()) {
+            self.shared.store.flush()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &flushed {
+            log::error!(
+                "{}: cannot flush {} stored file(s) to disk: {e}; reported as not durable",
+                self.peer,
+                replies.iter().filter(|r| r.code == Code::Stored).count()
+            );
+        }
+        for r in replies {
+            match &flushed {
+                Err(e) if r.code == Code::Stored => {
+                    self.tally.stored = self.tally.stored.saturating_sub(1);
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{} was stored, but the server could not flush it to disk ({e}); it may \
+                         not survive a power cut: send it again",
+                        r.detail
+                    );
+                    self.d.conn_mut().finish(r.id, Code::Io, &why)?;
+                }
+                _ => self.d.conn_mut().finish(r.id, r.code, &r.detail)?,
+            }
+        }
+        Ok(flushed.is_ok())
     }
 
     fn on_cancel(&mut self, id: FileId, reason: &str) {
