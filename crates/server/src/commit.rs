@@ -3,24 +3,31 @@
 //!
 //! A connection publishes each file when its END arrives (renamed to its name, not yet
 //! flushed) and keeps its RESULT in the batch. The batch closes when the connection has no more
-//! input at hand, or when it holds [`MAX_BATCH_FILES`] files, [`MAX_BATCH_BYTES`] bytes of
-//! bodies or [`MAX_BATCH_TEXT`] bytes of replies; then the storage is flushed once
-//! ([`Durability::flush`]) and only then are the RESULTs queued. So RESULT `Stored` still means
-//! that the file and its name survive a power cut, at the cost of one flush per batch instead
-//! of one per file and one per folder.
+//! input at hand (none arrives within what the last flush took, at most [`MAX_LINGER`]: a
+//! client streaming small files sends more within microseconds), or when it holds
+//! [`MAX_BATCH_FILES`] files, [`MAX_BATCH_BYTES`] bytes of bodies or [`MAX_BATCH_TEXT`] bytes
+//! of replies; then the batch is flushed ([`Durability::flush`]) and only then are the RESULTs
+//! queued. So RESULT `Stored` still means that the file and its name survive a power cut.
 //!
-//! The flush is `syncfs` on the storage's file system ([`SyncFs`]): measured on ext4 here, one
-//! `syncfs` after 5,000 files of 4 KiB costs 0.08 s where an `fdatasync` of each and an `fsync`
-//! of each folder cost 4 s, and for one 1 GiB file both wait for the disk alike. Concurrent
-//! connections share flushes: a flush that starts after a connection's request covers it.
+//! How a batch is flushed ([`Flusher`]) depends on its size, measured on ext4 here: each
+//! `fsync` costs a cache flush of the disk (5,000 files of 4 KiB: 4 s of `fsync`s of each file
+//! and folder), where one `syncfs` of the whole file system costs 0.05-0.08 s after 5,000
+//! files, but waits for every dirty byte on that file system, other programs' too (seconds
+//! while a build writes to it). So a batch of at most [`MAX_TRACKED`] files and folders is
+//! flushed item by item (`fsync` of each file, then of each folder whose entries changed: the
+//! one it landed in and those made for it), immune to other writers, and a larger batch by
+//! one `syncfs`, shared by concurrent connections (a `syncfs` that starts after a connection's
+//! request covers it, see [`Coalesced`]). For one 1 GiB file both wait for the disk alike.
 //! `syncfs` reports write-back errors of the whole file system (Linux 5.8 and later), so a
 //! failure anywhere on it fails the batch: RESULTs then say the file may not be durable.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ferry_proto::{Code, FileId};
 use rustix::fs as rfs;
@@ -32,33 +39,90 @@ pub(crate) const MAX_BATCH_FILES: usize = 1024;
 pub(crate) const MAX_BATCH_BYTES: u64 = 256 << 20;
 /// Most bytes of reply text (stored names, reasons) one batch holds in memory.
 pub(crate) const MAX_BATCH_TEXT: usize = 256 << 10;
+/// Longest a batch with stored files waits for more input before it is flushed.
+pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
+/// Most descriptors (files and folders) a batch holds to flush them one by one; a batch that
+/// touches more is flushed by one `syncfs`.
+pub(crate) const MAX_TRACKED: usize = 32;
+
+/// What one stored file or made folder needs flushed: the file (if any) and the folders
+/// whose entries it changed.
+#[derive(Debug)]
+pub(crate) struct Touched {
+    pub file: Option<File>,
+    pub folders: Vec<OwnedFd>,
+}
+
+/// What a flush must cover.
+#[derive(Debug)]
+pub(crate) enum Flush {
+    /// These files and folders.
+    Items(Vec<Touched>),
+    /// Every file and folder published before it (too many to track one by one).
+    All,
+}
 
 /// What makes published files durable.
 pub(crate) trait Durability: fmt::Debug + Send + Sync {
-    /// Makes every file and folder published before this call survive a power cut.
-    fn flush(&self) -> io::Result<()>;
+    /// Makes `what` survive a power cut.
+    fn flush(&self, what: &Flush) -> io::Result<()>;
+
+    /// How long the last flush took (zero before the first).
+    fn cost(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
-/// `syncfs` of the storage's file system, shared by every connection (see [`Coalesced`]).
-pub(crate) struct SyncFs(Coalesced<Box<dyn Fn() -> io::Result<()> + Send + Sync>>);
+/// The server's flushes: item by item for a small batch, else `syncfs` of the storage's file
+/// system, shared by every connection (see [`Coalesced`]).
+pub(crate) struct Flusher {
+    syncfs: Coalesced<Box<dyn Fn() -> io::Result<()> + Send + Sync>>,
+    /// Nanoseconds the last flush took.
+    last: AtomicU64,
+}
 
-impl SyncFs {
+impl Flusher {
     /// Flushes the file system that holds `fd` (the storage folder's descriptor).
     pub(crate) fn new(fd: OwnedFd) -> Self {
-        Self(Coalesced::new(Box::new(move || Ok(rfs::syncfs(&fd)?))))
+        Self {
+            syncfs: Coalesced::new(Box::new(move || Ok(rfs::syncfs(&fd)?))),
+            last: AtomicU64::new(0),
+        }
     }
 }
 
-impl fmt::Debug for SyncFs {
+impl fmt::Debug for Flusher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SyncFs")
+        f.write_str("Flusher")
     }
 }
 
-impl Durability for SyncFs {
-    fn flush(&self) -> io::Result<()> {
-        self.0.flush()
+impl Durability for Flusher {
+    fn flush(&self, what: &Flush) -> io::Result<()> {
+        let started = Instant::now();
+        let result = match what {
+            Flush::Items(items) => flush_each(items),
+            Flush::All => self.syncfs.flush(),
+        };
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(took, Ordering::Relaxed);
+        result
     }
+
+    fn cost(&self) -> Duration {
+        Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// `fsync` of each file (its data, size and times), then of each folder (its entries).
+fn flush_each(items: &[Touched]) -> io::Result<()> {
+    for file in items.iter().filter_map(|t| t.file.as_ref()) {
+        rfs::fsync(file)?;
+    }
+    for folder in items.iter().flat_map(|t| &t.folders) {
+        rfs::fsync(folder)?;
+    }
+    Ok(())
 }
 
 /// A flush operation shared by concurrent callers: each call takes a ticket, and returns once
@@ -128,6 +192,10 @@ pub(crate) struct Reply {
 #[derive(Debug)]
 pub(crate) struct Batch {
     replies: Vec<Reply>,
+    /// What to flush, item by item; `None` once more than [`MAX_TRACKED`] descriptors.
+    touched: Option<Vec<Touched>>,
+    /// Descriptors in `touched`.
+    tracked: usize,
     /// Files published since the last flush (their RESULT says `Stored`).
     stored: usize,
     bytes: u64,
@@ -147,6 +215,8 @@ impl Batch {
     fn with_caps(durable: bool, caps: (usize, u64, usize)) -> Self {
         Self {
             replies: Vec::new(),
+            touched: Some(Vec::new()),
+            tracked: 0,
             stored: 0,
             bytes: 0,
             text: 0,
@@ -155,8 +225,16 @@ impl Batch {
         }
     }
 
-    /// Adds the reply to a file of `bytes` bytes that was published (and needs the flush).
-    pub(crate) fn stored(&mut self, id: FileId, stored_as: String, bytes: u64) {
+    /// Adds the reply to a file of `bytes` bytes that was published (and needs the flush of
+    /// what it `touched`; `None`: untracked, the flush covers everything).
+    pub(crate) fn stored(
+        &mut self,
+        id: FileId,
+        stored_as: String,
+        bytes: u64,
+        touched: Option<Touched>,
+    ) {
+        self.touch(touched);
         self.stored += 1;
         self.bytes = self.bytes.saturating_add(bytes);
         self.push(Reply {
@@ -166,10 +244,36 @@ impl Batch {
         });
     }
 
+    /// Adds what a folder made now (or a file) needs flushed at the next flush (`None`:
+    /// untracked, the flush covers everything). Whether the batch is durable (it waits for a
+    /// flush at all).
+    pub(crate) fn touch(&mut self, touched: Option<Touched>) -> bool {
+        if !self.durable {
+            return false;
+        }
+        let Some(t) = touched else {
+            self.touched = None;
+            return true;
+        };
+        self.tracked += usize::from(t.file.is_some()) + t.folders.len();
+        if self.tracked > MAX_TRACKED {
+            // Closes the descriptors: the flush is a syncfs.
+            self.touched = None;
+        } else if let Some(items) = &mut self.touched {
+            items.push(t);
+        }
+        true
+    }
+
     /// Adds a reply that needs no flush (a failure), to keep the order of RESULTs.
     pub(crate) fn push(&mut self, reply: Reply) {
         self.text = self.text.saturating_add(reply.detail.len());
         self.replies.push(reply);
+    }
+
+    /// Whether the batch holds files (or folders) that wait for a flush.
+    pub(crate) fn waits_for_flush(&self) -> bool {
+        self.durable && (self.stored > 0 || self.tracked > 0 || self.touched.is_none())
     }
 
     /// Whether the batch must close now, more input or not: it reached a cap, or replies do
@@ -180,13 +284,17 @@ impl Batch {
             && (!self.durable || self.stored >= files || self.bytes >= bytes || self.text >= text)
     }
 
-    /// Closes the batch: its replies, and whether they need a flush before they are sent.
-    pub(crate) fn close(&mut self) -> (Vec<Reply>, bool) {
-        let needs_flush = self.durable && self.stored > 0;
+    /// Closes the batch: its replies, and the flush they wait for (`None`: none).
+    pub(crate) fn close(&mut self) -> (Vec<Reply>, Option<Flush>) {
+        let flush = self
+            .waits_for_flush()
+            .then(|| self.touched.take().map_or(Flush::All, Flush::Items));
+        self.touched = Some(Vec::new());
+        self.tracked = 0;
         self.stored = 0;
         self.bytes = 0;
         self.text = 0;
-        (std::mem::take(&mut self.replies), needs_flush)
+        (std::mem::take(&mut self.replies), flush)
     }
 }
 

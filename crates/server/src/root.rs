@@ -183,6 +183,14 @@ impl Folders {
         Ok(fresh)
     }
 
+    /// The folders whose entries changed once a file or folder lands here: this one and
+    /// the parents of those this call made (outermost first).
+    pub(crate) fn into_changed(self) -> Vec<OwnedFd> {
+        let mut changed: Vec<OwnedFd> = self.created.into_iter().map(|(p, _)| p).collect();
+        changed.push(self.fd);
+        changed
+    }
+
     /// Removes the folders made so far and passes `e` on.
     fn undo(&mut self, e: io::Error) -> io::Error {
         self.remove_created();

@@ -21,6 +21,7 @@ use ferry_proto::{
     FileId, Framing, Hasher, Name, Offer, OfferOptions, Step,
 };
 use ferry_secure::SharedFailureLimiter;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::commit::{Batch, Reply};
 use crate::config::Config;
@@ -169,7 +170,7 @@ pub(crate) fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Sha
     let outcome = s.run();
     // Files published before the connection failed are made durable; their RESULTs go out
     // if the client can still read them.
-    let _ = s.commit(false);
+    let _ = s.commit();
     s.interrupt_body();
     // Names are free for others (a takeover waits for this) before the goodbye.
     s.pending.clear();
@@ -208,8 +209,8 @@ impl<'a> Session<'a> {
             // counts as idle, and a drain request can close it), but not while more input
             // is at hand: the replies to a burst of small files then share one write, and
             // their files one flush.
-            if !self.d.input_pending() {
-                self.commit(false)?;
+            if !self.d.input_pending() && !self.input_soon() {
+                self.commit()?;
                 self.d.flush()?;
             }
             let idle = self.d.conn().is_idle()
@@ -245,14 +246,28 @@ impl<'a> Session<'a> {
                 self.activity.progress();
             }
             if self.batch.is_full() {
-                self.commit(false)?;
+                self.commit()?;
             }
             if !go_on {
-                self.commit(false)?;
+                self.commit()?;
                 self.d.flush()?;
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the batch holds files waiting for a flush and more input arrives within
+    /// [`Store::linger`]: then the batch stays open, and shares its flush with the files that
+    /// input brings.
+    fn input_soon(&self) -> bool {
+        let linger = self.shared.store.linger();
+        if !self.batch.waits_for_flush() || linger.is_zero() {
+            return false;
+        }
+        let tcp = self.d.stream().get_ref().tcp();
+        let mut fds = [PollFd::new(tcp, PollFlags::IN)];
+        let timeout = Timespec::try_from(linger).unwrap_or_default();
+        poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
     }
 
     /// The guarded socket under the (maybe TLS) stream.
@@ -536,12 +551,14 @@ impl<'a> Session<'a> {
     /// a failure in RESULT, or REFUSE for a name the server does not take.
     fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
         let made = self.admit_name(&o.name).and_then(|name| {
-            let code = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
-            Ok((name, code))
+            let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
+            Ok((name, made))
         });
         match made {
-            Ok((name, code)) => {
-                if code == Code::Stored && !self.commit(true)? {
+            Ok((name, (code, touched))) => {
+                // A folder made now is flushed before its RESULT, with the batch's files.
+                let flush_first = code == Code::Stored && self.batch.touch(touched);
+                if flush_first && !self.commit()? {
                     self.tally.failed += 1;
                     let why = format!(
                         "{name} was made, but the server could not flush it to disk; it may not \
@@ -735,7 +752,7 @@ impl<'a> Session<'a> {
             elapsed: r.started.elapsed(),
         };
         match result {
-            Ok(stored) => {
+            Ok((stored, touched)) => {
                 self.tally.stored += 1;
                 let shown = ferry_proto::name::escape(&stored);
                 log::info!(
@@ -744,7 +761,7 @@ impl<'a> Session<'a> {
                     Bytes(size),
                     resumed(r.from)
                 );
-                self.batch.stored(id, stored, moved);
+                self.batch.stored(id, stored, moved, touched);
             }
             Err(f) => {
                 self.tally.failed += 1;
@@ -763,16 +780,12 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Closes the batch: flushes the storage when it holds stored files (or when `force`d,
-    /// for a folder made now), then queues its RESULTs. A file whose flush failed is reported
-    /// as not durable, though it was published under its name. `false`: the flush failed.
-    fn commit(&mut self, force: bool) -> Result<bool, DriveError> {
-        let (replies, needs_flush) = self.batch.close();
-        let flushed = if needs_flush || (force && self.shared.store.durable()) {
-            self.shared.store.flush()
-        } else {
-            Ok(())
-        };
+    /// Closes the batch: flushes what its files and folders touched, then queues its
+    /// RESULTs. A file whose flush failed is reported as not durable, though it was published
+    /// under its name. `false`: the flush failed.
+    fn commit(&mut self) -> Result<bool, DriveError> {
+        let (replies, flush) = self.batch.close();
+        let flushed = flush.map_or(Ok(()), |f| self.shared.store.flush(&f));
         if let Err(e) = &flushed {
             log::error!(
                 "{}: cannot flush {} stored file(s) to disk: {e}; reported as not durable",

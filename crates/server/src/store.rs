@@ -21,7 +21,7 @@ use ferry_proto::{Code, Digest, EntryKind, FileInfo, Hasher, Name, Offer, Timest
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::commit::{Durability, SyncFs};
+use crate::commit::{Durability, Flush, Flusher, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
 use crate::digests::FileKey;
 use crate::listing::{self, Lister};
@@ -126,7 +126,7 @@ impl Store {
         let root = Root::open(&path)?;
         let state = State::open(&root, config.partial_ttl)?;
         let durability: Option<Arc<dyn Durability>> = if config.fsync {
-            Some(Arc::new(SyncFs::new(root.fd().try_clone_to_owned()?)))
+            Some(Arc::new(Flusher::new(root.fd().try_clone_to_owned()?)))
         } else {
             None
         };
@@ -145,9 +145,17 @@ impl Store {
         self.durability.is_some()
     }
 
-    /// Makes every file and folder published so far durable (see [`crate::commit`]).
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.durability.as_ref().map_or(Ok(()), |d| d.flush())
+    /// Makes `what` durable (see [`crate::commit`]).
+    pub(crate) fn flush(&self, what: &Flush) -> io::Result<()> {
+        self.durability.as_ref().map_or(Ok(()), |d| d.flush(what))
+    }
+
+    /// How long a batch with stored files waits for more input before its flush: what the
+    /// last flush took, at most [`MAX_LINGER`] (zero without durability).
+    pub(crate) fn linger(&self) -> Duration {
+        self.durability
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.cost().min(MAX_LINGER))
     }
 
     /// Replaces how published files are made durable (tests count and hold the flushes).
@@ -362,13 +370,14 @@ impl Store {
     /// differs from the offered one under [`Overwrite::Rename`]). Folders on its path are made
     /// now, and removed again if the file cannot be published. The `digest` of its bytes goes
     /// into the digest cache, so that a later `--checksum` check reads nothing. Nothing is
-    /// flushed here: the connection's batch is, by [`Self::flush`], before its RESULT.
+    /// flushed here: the connection's batch is, by [`Self::flush`], before its RESULT; with
+    /// the name, returns what that flush must cover (`None`: untracked, or not durable).
     pub(crate) fn publish(
         &self,
         mut w: Working,
         up: &Upload,
         digest: Digest,
-    ) -> Result<String, Refusal> {
+    ) -> Result<(String, Option<Touched>), Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
         let file = w.held.file();
         if w.resumable && file_mode(up.mode) & OWNER_RW != OWNER_RW {
@@ -396,11 +405,18 @@ impl Store {
         if let Ok(st) = rfs::fstat(w.held.file()) {
             self.state.digests.put(&FileKey::of(&st), &digest);
         }
-        Ok(if parents.is_empty() {
+        let touched = self.durable().then(|| {
+            w.held.file().try_clone().ok().map(|file| Touched {
+                file: Some(file),
+                folders: folders.into_changed(),
+            })
+        });
+        let name = if parents.is_empty() {
             stored
         } else {
             format!("{parents}/{stored}")
-        })
+        };
+        Ok((name, touched.flatten()))
     }
 
     /// The unchanged-file check of PROTOCOL.md §4.8 for the file offer `offer` under `name`:
@@ -457,14 +473,14 @@ impl Store {
     /// parents, following no link, and gives it `mode` (less the umask; never set-id or
     /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
     /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
-    /// made now, [`Code::Unchanged`] when it was there; a file or a link at the name is
-    /// [`Code::Exists`].
+    /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
+    /// it was there; a file or a link at the name is [`Code::Exists`].
     pub(crate) fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
-    ) -> Result<Code, Refusal> {
+    ) -> Result<(Code, Option<Touched>), Refusal> {
         check_reserved(name)?;
         let (parents, last) = root::split(name.as_str());
         let mut folders = self
@@ -508,7 +524,14 @@ impl Store {
                 &e.into(),
             ));
         }
-        Ok(if fresh { Code::Stored } else { Code::Unchanged })
+        if !fresh {
+            return Ok((Code::Unchanged, None));
+        }
+        let touched = Touched {
+            file: None,
+            folders: folders.into_changed(),
+        };
+        Ok((Code::Stored, Some(touched)))
     }
 
     /// Starts a listing of `path` (`None`: the root), which must be a folder or a regular

@@ -15,6 +15,8 @@ use crate::{Config, Server};
 #[derive(Default, Debug)]
 struct Gate {
     runs: AtomicUsize,
+    /// Files and folders handed to flushes item by item.
+    items: AtomicUsize,
     state: Mutex<(usize, bool)>,
     changed: Condvar,
 }
@@ -52,7 +54,11 @@ impl Gate {
 }
 
 impl Durability for Gate {
-    fn flush(&self) -> io::Result<()> {
+    fn flush(&self, what: &Flush) -> io::Result<()> {
+        if let Flush::Items(items) = what {
+            // What the server's own flusher would have flushed one by one.
+            self.items.fetch_add(items.len(), Ordering::SeqCst);
+        }
         self.run()
     }
 }
@@ -137,6 +143,11 @@ fn results_leave_only_after_the_flush_of_their_batch() {
     }
     let flushes = gate.runs.load(Ordering::SeqCst);
     assert!((1..=FILES).contains(&flushes), "{flushes} flushes");
+    assert_eq!(
+        gate.items.load(Ordering::SeqCst),
+        FILES,
+        "each file tracked once"
+    );
     for i in 0..FILES {
         assert_eq!(std::fs::read(root.join(format!("d/f{i}"))).unwrap(), body);
     }
@@ -203,7 +214,7 @@ fn a_failed_flush_fails_every_request_it_covered() {
 fn a_batch_closes_at_its_caps_or_at_once_without_durability() {
     let mut b = Batch::with_caps(true, (2, 100, 1000));
     assert!(!b.is_full());
-    b.stored(1, "a".into(), 10);
+    b.stored(1, "a".into(), 10, None);
     assert!(!b.is_full());
     b.push(Reply {
         id: 2,
@@ -211,25 +222,49 @@ fn a_batch_closes_at_its_caps_or_at_once_without_durability() {
         detail: "b".into(),
     });
     assert!(!b.is_full(), "a failure does not count as a file to flush");
-    b.stored(3, "c".into(), 10);
+    b.stored(3, "c".into(), 10, None);
     assert!(b.is_full(), "two files");
     let (replies, flush) = b.close();
     assert_eq!(replies.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(flush);
+    assert!(
+        matches!(flush, Some(Flush::All)),
+        "untracked files: {flush:?}"
+    );
     assert!(!b.is_full());
-    b.stored(4, "d".into(), 100);
+    b.stored(4, "d".into(), 100, Some(touched(1)));
     assert!(b.is_full(), "100 bytes");
-    b.close();
+    assert!(matches!(b.close().1, Some(Flush::Items(i)) if i.len() == 1));
     b.push(Reply {
         id: 5,
         code: Code::Io,
         detail: "x".repeat(1000),
     });
     assert!(b.is_full(), "1000 bytes of text");
-    assert!(!b.close().1, "nothing stored, nothing to flush");
+    assert!(b.close().1.is_none(), "nothing stored, nothing to flush");
+
+    // A folder made now waits for a flush of its own.
+    assert!(b.touch(Some(touched(0))));
+    assert!(b.waits_for_flush());
+    assert!(matches!(b.close().1, Some(Flush::Items(i)) if i.len() == 1));
+
+    // Past MAX_TRACKED descriptors, the batch lets them go and flushes everything.
+    for id in 0..MAX_TRACKED as u64 {
+        b.stored(id, "f".into(), 1, Some(touched(1)));
+    }
+    assert!(matches!(b.close().1, Some(Flush::All)));
 
     let mut plain = Batch::new(false);
-    plain.stored(1, "a".into(), 1);
+    plain.stored(1, "a".into(), 1, Some(touched(1)));
     assert!(plain.is_full());
-    assert!(!plain.close().1);
+    assert!(plain.close().1.is_none());
+}
+
+/// Something touching `extra + 1` folders (descriptors of the current folder: never flushed
+/// here, only counted).
+fn touched(extra: usize) -> Touched {
+    let dir = || rustix::fs::open(".", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty());
+    Touched {
+        file: None,
+        folders: (0..=extra).map(|_| dir().unwrap()).collect(),
+    }
 }
