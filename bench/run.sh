@@ -33,6 +33,7 @@ NC=nc.openbsd                        # the OpenBSD flavour, whatever nc points a
 
 case $CASE_FILTER in
   big|tree|many|latency|all) ;;
+  durable|wan) ;;   # issue 14: durable peers and CPU per process; a 20 ms link
   *) echo "usage: $0 [big|tree|many|latency|all]" >&2; exit 2 ;;
 esac
 
@@ -638,6 +639,291 @@ case_latency() {
   done
 }
 
+# ------------------------------------- durable peers, CPU per process (14)
+# The default ferry-server flushes every file before it acknowledges it; so do
+# these peers: rsync with --fsync, socat followed by an fsync of the received
+# file (`sync FILE`, timed). The same rounds also run the plain variants
+# (ferry-server --no-fsync, rsync, socat). Each end runs under
+# /usr/bin/time -v, so the CPU seconds are each process's own, not the
+# machine's.
+
+DURABLE_VARIANTS=(durable plain)
+
+# cpu_of TIMEFILE: user + system CPU seconds from a /usr/bin/time -v report.
+cpu_of() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { printf "%.2f", u + s }' "$1"; }
+
+# rx_cpu VARIANT TOOL DEST PORT NAME: the receiver, its report in $RUN/rx.time.
+rx_cpu() {
+  local variant=$1 tool=$2 dest=$3 port=$4 name=$5 logf=$RUN/$2-rx.log t=$RUN/rx.time
+  local -a flags=()
+  [[ $variant == plain ]] && flags=(--no-fsync)
+  case $tool in
+    ferry) spawn_rss "$t" /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${flags[@]}" ;;
+    socat) spawn_rss "$t" /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
+             "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
+    rsync) rm -f "$RUN/rsyncd.pid"
+           spawn_rss "$t" /dev/null "$logf" rsync --daemon --no-detach --address 127.0.0.1 \
+             --port "$port" --config "$(rsync_conf "$dest")" ;;
+  esac
+}
+
+# tx_cpu VARIANT TOOL SRC PORT: the sender in the foreground, its report in
+# $RUN/tx.time.
+tx_cpu() {
+  local variant=$1 tool=$2 src=$3 port=$4 logf=$RUN/$2-tx.log
+  local -a t=(/usr/bin/time -v -o "$RUN/tx.time" timeout -k 5 "$RUN_TIMEOUT")
+  case $tool in
+    ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    socat) "${t[@]}" socat -u -b "$SOCAT_BUF" "OPEN:$src" "TCP:127.0.0.1:$port" </dev/null ;;
+    rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r); [[ $variant == durable ]] && r+=(--fsync)
+           "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$port/mod/" </dev/null ;;
+  esac >"$logf" 2>&1
+}
+
+# settle PID: wait (at most 5 s) until the receiver under the timeout process
+# PID has reaped its own children (the rsync daemon's process for the
+# connection), so that their CPU seconds count in its report.
+settle() {
+  local rx i
+  rx=$(pgrep -P "$1" | head -n 1)
+  for ((i = 0; i < 500; i++)); do
+    [[ -n $rx ]] && pgrep -P "$rx" >/dev/null || return 0
+    sleep 0.01
+  done
+}
+
+# transfer_cpu VARIANT TOOL SRC DEST: like transfer_once; also sets TX_CPU and
+# RX_CPU, the CPU seconds of the sender and of the receiver.
+transfer_cpu() {
+  local variant=$1 tool=$2 src=$3 dest=$4 port ok=0 t0 t1
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  port=$(free_port)
+  rx_cpu "$variant" "$tool" "$dest" "$port" "$(basename "$src")"
+  if wait_listen "$port"; then
+    t0=$EPOCHREALTIME
+    if tx_cpu "$variant" "$tool" "$src" "$port"; then
+      ok=1
+      if oneshot "$tool"; then reap_rx || ok=0; fi
+      if ((ok)) && [[ $tool == socat && $variant == durable ]]; then
+        sync "$dest/$(basename "$src")" || ok=0
+      fi
+    fi
+    t1=$EPOCHREALTIME
+    ELAPSED=$(elapsed "$t0" "$t1")
+  fi
+  oneshot "$tool" || settle "$RX_PID"
+  stop_rx
+  if ((ok)); then
+    TX_CPU=$(cpu_of "$RUN/tx.time") RX_CPU=$(cpu_of "$RUN/rx.time")
+  else
+    log "$variant $tool: transfer failed"
+    tail -n 5 "$RUN/$tool-tx.log" "$RUN/$tool-rx.log" || true
+  fi
+  ((ok))
+}
+
+# cpu_rounds CASE SRC TOOLS...: ROUNDS rounds; each runs every tool in both
+# variants, in an order rotated by one per round, each into a folder of its
+# own (see run_rounds), all removed after the last round. Samples go to
+# VARIANT-CASE/TOOL, with /tx and /rx for the CPU seconds.
+cpu_rounds() {
+  local case=$1 src=$2 r i v t; shift 2
+  local -a runs=()
+  for v in "${DURABLE_VARIANTS[@]}"; do
+    for t in "$@"; do runs+=("$v $t"); done
+  done
+  local n=${#runs[@]}
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      read -r v t <<<"${runs[(i + r) % n]}"
+      local key=$v-$case/$t dest=$RUN/out-$case-$v-$t-$r
+      [[ $t == ferry && $FERRY_OK != 1 ]] && continue
+      [[ -n ${FAILED[$key]:-} ]] && continue
+      if transfer_cpu "$v" "$t" "$src" "$dest" && verify "$src" "$dest"; then
+        record "$key"
+        TIMES[$key/tx]="${TIMES[$key/tx]:-} $TX_CPU"
+        TIMES[$key/rx]="${TIMES[$key/rx]:-} $RX_CPU"
+        log "$key round $((r + 1))/$ROUNDS: $ELAPSED s, CPU sender $TX_CPU s, receiver $RX_CPU s"
+      else
+        FAILED[$key]=1
+        log "$key round $((r + 1))/$ROUNDS: FAILED"
+      fi
+      sync
+    done
+  done
+  rm -rf "$RUN/out-$case-"*
+}
+
+# cpu_table CASE MIB TOOLS...: medians, MiB/s, ratios, and the median CPU
+# seconds of each end.
+cpu_table() {
+  local case=$1 mib=$2 tool med; shift 2
+  md '' '| tool | median s | MiB/s | time vs ferry | sender CPU s | receiver CPU s | both CPU s |' \
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'
+  for tool in "$@"; do
+    med=$(result "$case/$tool")
+    local rate='—' tx='—' rx='—' both='—'
+    if is_number "$med"; then
+      rate=$(calc "$mib / $med")
+      tx=$(stat_of 50 "$case/$tool/tx") rx=$(stat_of 50 "$case/$tool/rx")
+      both=$(calc "$tx + $rx")
+    fi
+    md "| $tool | $med | $rate | $(ratio_vs_ferry "$case" "$tool") | $tx | $rx | $both |"
+    log "$case: $tool: median $med s, time vs ferry $(ratio_vs_ferry "$case" "$tool"), CPU $tx + $rx s"
+  done
+}
+
+case_durable() {
+  make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
+  log "case durable: the tree, $ROUNDS rounds"
+  cpu_rounds tree "$SRC" ferry rsync
+  make_file "big-$BIG_MB" "$BIG_MB"
+  log "case durable: one $BIG_MB MiB file, $ROUNDS rounds"
+  cpu_rounds big "$SRC" ferry socat rsync
+  local v label
+  for v in "${DURABLE_VARIANTS[@]}"; do
+    label='the default `ferry-server`, `rsync --fsync`, socat then `sync FILE` (fsync)'
+    [[ $v == plain ]] && label='`ferry-server --no-fsync`, rsync, socat'
+    md '' "## $v: $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders" '' "$label;" \
+          "median over $ROUNDS round(s); CPU seconds of each process (\`/usr/bin/time -v\`)."
+    cpu_table "$v-tree" "$(calc "$TREE_FILES * $TREE_KB / 1024")" ferry rsync
+    md '' "## $v: one $BIG_MB MiB file" '' "$label; median over $ROUNDS round(s)."
+    cpu_table "$v-big" "$BIG_MB" ferry socat rsync
+  done
+}
+
+# ----------------------------------------------- wide area: a 20 ms link (14)
+# A userspace proxy (bench/delay_proxy.py) between sender and receiver delays
+# each direction by WAN_DELAY_MS and paces it at WAN_MBIT; ferry, the rsync
+# daemon and scp (to a Debian sshd the bench starts, key-only, on 127.0.0.1)
+# send the tree and the big file through it. scp is slow on trees (a round
+# trip or more per file), so it runs WAN_SCP_ROUNDS rounds.
+
+WAN_DELAY_MS=${WAN_DELAY_MS:-10}     # one way: 20 ms round trip
+WAN_MBIT=${WAN_MBIT:-1000}
+WAN_SCP_ROUNDS=${WAN_SCP_ROUNDS:-1}
+WAN_SCP_TIMEOUT=${WAN_SCP_TIMEOUT:-1200}  # seconds scp may take (about 0.1 s per file)
+
+# sshd_start PORT: a throw-away sshd for scp, keys in $RUN/ssh.
+sshd_start() {
+  local port=$1 d=$RUN/ssh
+  if [[ ! -x /usr/sbin/sshd ]]; then
+    log "installing: openssh-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
+  fi
+  mkdir -p "$d" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host" </dev/null
+  ssh-keygen -q -t ed25519 -N '' -f "$d/client" </dev/null
+  cp "$d/client.pub" "$d/authorized_keys"
+  printf '%s\n' "Port $port" "ListenAddress 127.0.0.1" "HostKey $d/host" \
+    "AuthorizedKeysFile $d/authorized_keys" "PidFile $d/sshd.pid" \
+    "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" \
+    "Subsystem sftp internal-sftp" >"$d/sshd_config"
+  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/sshd.log" /usr/sbin/sshd -D -e -f "$d/sshd_config"
+  SSHD_PID=$RX_PID SSHD_WAIT=$RX_WAIT
+  wait_listen "$port"
+}
+
+# proxy_start PORT TARGET: the delay proxy from PORT to TARGET.
+proxy_start() {
+  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/proxy.log" \
+    python3 "$ROOT/bench/delay_proxy.py" "$1" "$2" "$WAN_DELAY_MS" "$WAN_MBIT"
+  PROXY_PID=$RX_PID PROXY_WAIT=$RX_WAIT
+  wait_listen "$1"
+}
+
+# wan_once TOOL SRC DEST: one transfer through a fresh proxy; sets ELAPSED.
+wan_once() {
+  local tool=$1 src=$2 dest=$3 port pport ok=0 t0 rx='' rx_wait=''
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  pport=$(free_port)
+  if [[ $tool == scp ]]; then
+    port=$SSH_PORT
+  else
+    port=$(free_port)
+    rx_start "$tool" "$dest" "$port" "$(basename "$src")"
+    rx=$RX_PID rx_wait=$RX_WAIT
+    wait_listen "$port" || { log "$tool: receiver did not start"; stop_rx; return 1; }
+  fi
+  if ! proxy_start "$pport" "$port"; then
+    log "the delay proxy did not start (see $RUN/proxy.log)"
+    stop_rx
+    [[ -z $rx ]] || RX_PID=$rx RX_WAIT=$rx_wait stop_rx
+    return 1
+  fi
+  local -a t=(timeout -k 5 "$RUN_TIMEOUT")
+  [[ $tool == scp ]] && t=(timeout -k 5 "$WAN_SCP_TIMEOUT")
+  CPU_USED=''   # the machine's CPU would count the proxy's too
+  t0=$EPOCHREALTIME
+  case $tool in
+    ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$pport" "$src" --quiet </dev/null ;;
+    rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r)
+           "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$pport/mod/" </dev/null ;;
+    scp)   "${t[@]}" scp -q -r -P "$pport" -i "$RUN/ssh/client" -o BatchMode=yes \
+             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             "$src" "$(id -un)@127.0.0.1:$dest/" </dev/null ;;
+  esac >"$RUN/$tool-tx.log" 2>&1 && ok=1
+  ELAPSED=$(elapsed "$t0" "$EPOCHREALTIME")
+  stop_rx
+  [[ -z $rx ]] || RX_PID=$rx RX_WAIT=$rx_wait stop_rx
+  ((ok)) || { log "$tool: transfer through the proxy failed"; tail -n 5 "$RUN/$tool-tx.log" || true; }
+  ((ok))
+}
+
+# wan_rounds CASE SRC TOOLS...: like run_rounds, through the proxy.
+wan_rounds() {
+  local case=$1 src=$2 r i tool; shift 2
+  local -a tools=("$@")
+  local n=${#tools[@]}
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      tool=${tools[(i + r) % n]}
+      [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
+      [[ $tool == scp && $r -ge $WAN_SCP_ROUNDS ]] && continue
+      [[ -n ${FAILED[$case/$tool]:-} ]] && continue
+      local dest=$RUN/out-$case-$tool-$r
+      if wan_once "$tool" "$src" "$dest" && verify "$src" "$dest"; then
+        record "$case/$tool"
+        log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
+      else
+        FAILED[$case/$tool]=1
+        log "$case round $((r + 1))/$ROUNDS $tool: FAILED"
+      fi
+      sync
+    done
+  done
+  rm -rf "$RUN/out-$case-"*
+}
+
+case_wan() {
+  SSH_PORT=$(free_port)
+  if ! sshd_start "$SSH_PORT"; then
+    log "sshd did not start (see $RUN/sshd.log); scp is skipped"
+    FAILED[wan-tree/scp]=1 FAILED[wan-big/scp]=1
+  fi
+  local link="$WAN_MBIT Mbit/s, $((2 * WAN_DELAY_MS)) ms round trip"
+  make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
+  log "case wan: the tree through $link, $ROUNDS rounds"
+  wan_rounds wan-tree "$SRC" ferry rsync scp
+  make_file "big-$BIG_MB" "$BIG_MB"
+  log "case wan: one $BIG_MB MiB file through $link, $ROUNDS rounds"
+  wan_rounds wan-big "$SRC" ferry rsync scp
+  RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
+  md '' "## Wide area: $link (bench/delay_proxy.py)" '' \
+        "Sender to receiver through a userspace proxy that delays each direction" \
+        "and paces it; \`ferry-server ${SERVER_FLAGS[*]}\`, the rsync daemon, scp (SFTP)" \
+        "to a Debian sshd; median over $ROUNDS round(s), scp over $WAN_SCP_ROUNDS." \
+        "The link carries at most $(calc "$WAN_MBIT * 1000000 / 8 / 1048576") MiB/s."
+  md '' "### $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders"
+  rounds_table wan-tree "$(calc "$TREE_FILES * $TREE_KB / 1024")" ferry rsync scp
+  md '' "### One $BIG_MB MiB file"
+  rounds_table wan-big "$BIG_MB" ferry rsync scp
+}
+
 # ------------------------------------------------------------------- main
 
 main() {
@@ -670,6 +956,8 @@ main() {
   want tree && case_tree
   want big && case_big
   want many && case_many
+  want durable && case_durable
+  want wan && case_wan
   want latency && case_latency
   [[ $FERRY_OK == 1 ]] || md '' 'ferry: not available'
   cat "$REPORT" >&3
