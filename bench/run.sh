@@ -724,8 +724,8 @@ transfer_cpu() {
 }
 
 # cpu_rounds CASE SRC TOOLS...: ROUNDS rounds; each runs every tool in both
-# variants, in an order rotated by one per round, each into a folder of its
-# own (see run_rounds), all removed after the last round. Samples go to
+# variants, in an order rotated by one per round; a tree goes into a folder of
+# its own each time (see run_rounds), all removed after the last round. Samples go to
 # VARIANT-CASE/TOOL, with /tx and /rx for the CPU seconds.
 cpu_rounds() {
   local case=$1 src=$2 r i v t; shift 2
@@ -749,6 +749,7 @@ cpu_rounds() {
         FAILED[$key]=1
         log "$key round $((r + 1))/$ROUNDS: FAILED"
       fi
+      [[ -d $src ]] || rm -rf "$dest"   # only trees keep their folders (see run_rounds)
       sync
     done
   done
@@ -893,6 +894,7 @@ wan_rounds() {
         FAILED[$case/$tool]=1
         log "$case round $((r + 1))/$ROUNDS $tool: FAILED"
       fi
+      [[ -d $src ]] || rm -rf "$dest"
       sync
     done
   done
