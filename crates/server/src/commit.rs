@@ -114,13 +114,18 @@ impl Durability for Flusher {
     }
 }
 
-/// `fsync` of each file (its data, size and times), then of each folder (its entries).
+/// `fsync` of each file (its data, size and times), then of each folder (its entries) once.
 fn flush_each(items: &[Touched]) -> io::Result<()> {
     for file in items.iter().filter_map(|t| t.file.as_ref()) {
         rfs::fsync(file)?;
     }
+    let mut done = Vec::new();
     for folder in items.iter().flat_map(|t| &t.folders) {
-        rfs::fsync(folder)?;
+        let st = rfs::fstat(folder)?;
+        if !done.contains(&(st.st_dev, st.st_ino)) {
+            rfs::fsync(folder)?;
+            done.push((st.st_dev, st.st_ino));
+        }
     }
     Ok(())
 }

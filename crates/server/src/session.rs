@@ -249,7 +249,9 @@ impl<'a> Session<'a> {
                 self.commit()?;
             }
             if !go_on {
-                self.commit()?;
+                // The last RESULTs, if the conversation still takes them (not after the
+                // client's ERROR, say).
+                let _ = self.commit();
                 self.d.flush()?;
                 return Ok(());
             }
