@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon, the
-# seed Python code and (encrypted) scp, all over 127.0.0.1 on this machine.
+# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon and the
+# seed Python code, all over 127.0.0.1 on this machine.
 #
-#   bench/run.sh [big|tree|many|latency|tls|all]  (default: all)
+#   bench/run.sh [big|tree|many|latency|all]      (default: all)
 #
 # Progress goes to stderr; a markdown report goes to stdout, so
 #   bench/run.sh > report.md
@@ -32,8 +32,9 @@ SOCAT_BUF=1048576
 NC=nc.openbsd                        # the OpenBSD flavour, whatever nc points at
 
 case $CASE_FILTER in
-  big|tree|many|latency|tls|all) ;;
-  *) echo "usage: $0 [big|tree|many|latency|tls|all]" >&2; exit 2 ;;
+  big|tree|many|latency|all) ;;
+  durable|wan) ;;   # issue 14: durable peers and CPU per process; a 20 ms link
+  *) echo "usage: $0 [big|tree|many|latency|all]" >&2; exit 2 ;;
 esac
 
 # fd 3 is the report (stdout); everything else goes to stderr.
@@ -157,15 +158,11 @@ ensure_peers() {
   command -v rsync >/dev/null || missing+=(rsync)
   command -v hyperfine >/dev/null || missing+=(hyperfine)
   [[ -x /usr/bin/time ]] || missing+=(time)
-  if want tls; then
-    command -v scp >/dev/null || missing+=(openssh-client)
-    [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
-  fi
   if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      socat netcat-openbsd rsync hyperfine time "${missing[@]}" >/dev/null
+      socat netcat-openbsd rsync hyperfine time >/dev/null
   fi
 }
 
@@ -258,24 +255,11 @@ EOF
   echo "$conf"
 }
 
-# Per-process CPU (the tls case): with PROC_CPU=1 every receiver and sender
-# runs under /usr/bin/time, read back by proc_cpu after each transfer.
-PROC_CPU=0
-
-# rx_spawn OUT ERR CMD...: spawn, under /usr/bin/time when PROC_CPU=1.
-rx_spawn() {
-  if ((PROC_CPU)); then spawn_rss "$RUN/rx.time" "$@"; else spawn "$@"; fi
-}
-
 # rx_start TOOL DEST PORT NAME
 rx_start() {
   local tool=$1 dest=$2 port=$3 name=$4 logf=$RUN/$1-rx.log
   case $tool in
-    ferry) rx_spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}" ;;
-    ferry-tls) rx_spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" \
-             --tls-self-signed --state-dir "$RUN/tls-state" "${SERVER_FLAGS[@]}" ;;
-    # sshd -d serves one connection without forking a listener, then exits.
-    scp-*) rx_spawn /dev/null "$logf" /usr/sbin/sshd -d -e -f "$(sshd_conf "$port")" ;;
+    ferry) spawn /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${SERVER_FLAGS[@]}" ;;
     socat) spawn /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
              "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
     nc)    spawn "$dest/$name" "$logf" "$NC" -d -l 127.0.0.1 "$port" ;;
@@ -288,20 +272,11 @@ rx_start() {
 }
 
 # tx TOOL SRC PORT: the sender, in the foreground, bounded by timeout(1).
-# scp writes into $TX_DEST (set by transfer_once).
 tx() {
   local tool=$1 src=$2 port=$3 logf=$RUN/$1-tx.log
   local -a t=(timeout -k 5 "$RUN_TIMEOUT")
-  ((PROC_CPU)) && t=(/usr/bin/time -f '%U %S' -o "$RUN/tx.time" "${t[@]}")
   case $tool in
     ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$port" "$src" --quiet </dev/null ;;
-    ferry-tls) "${t[@]}" "$FERRY" send --known-hosts "$RUN/known_hosts" "127.0.0.1:$port" "$src" --quiet </dev/null ;;
-    scp-aes|scp-chacha)
-           local cipher=aes128-gcm@openssh.com
-           [[ $tool == scp-chacha ]] && cipher=chacha20-poly1305@openssh.com
-           "${t[@]}" scp -q -P "$port" -c "$cipher" -i "$SSH_DIR/user_key" -o BatchMode=yes \
-             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-             "$src" "$(id -un)@127.0.0.1:$TX_DEST/" </dev/null ;;
     socat) "${t[@]}" socat -u -b "$SOCAT_BUF" "OPEN:$src" "TCP:127.0.0.1:$port" </dev/null ;;
     nc)    "${t[@]}" "$NC" -N 127.0.0.1 "$port" <"$src" ;;
     seed)  printf '127.0.0.1\n%s\n' "$src" | SEED_PORT=$port "${t[@]}" python3 "$ROOT/seed/client.py" ;;
@@ -313,7 +288,7 @@ tx() {
 # Receivers that exit by themselves after one connection; the transfer is
 # complete when they have exited. The others (ferry, rsync) are complete
 # when the sender exits, which the untimed check right after verifies.
-oneshot() { [[ $1 == socat || $1 == nc || $1 == seed || $1 == scp-* ]]; }
+oneshot() { [[ $1 == socat || $1 == nc || $1 == seed ]]; }
 
 # cpu_ticks: CPU time the whole machine has spent busy (user, nice, system,
 # irq, softirq over all cores), in clock ticks, from /proc/stat.
@@ -329,8 +304,7 @@ send_timed() {
   t0=$EPOCHREALTIME
   tx "$tool" "$src" "$port" || ok=0
   if ((ok)) && oneshot "$tool"; then
-    # sshd -d exits with 255 after its one connection; the output is checked.
-    reap_rx || [[ $tool == scp-* ]] || ok=0
+    reap_rx || ok=0
   fi
   t1=$EPOCHREALTIME
   c1=$(cpu_ticks)
@@ -346,7 +320,6 @@ transfer_once() {
   rm -rf "$dest"
   mkdir -p "$dest"
   port=$(free_port)
-  TX_DEST=$dest
   rx_start "$tool" "$dest" "$port" "$(basename "$src")"
   if ! wait_listen "$port"; then
     log "$tool: receiver did not start listening (see $tool-rx log)"
@@ -358,15 +331,7 @@ transfer_once() {
     tail -n 5 "$RUN/$tool-tx.log" "$RUN/$tool-rx.log" || true
   fi
   stop_rx
-  ((PROC_CPU)) && proc_cpu
   ((ok))
-}
-
-# proc_cpu: TX_CPU and RX_CPU, the CPU seconds (user + system, children
-# included) of the last sender and receiver, from their /usr/bin/time reports.
-proc_cpu() {
-  TX_CPU=$(awk '{ printf "%.2f", $1 + $2 }' "$RUN/tx.time" 2>/dev/null)
-  RX_CPU=$(awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f", t }' "$RUN/rx.time" 2>/dev/null)
 }
 
 # ------------------------------------------------------------ verification
@@ -399,10 +364,7 @@ declare -A TIMES=() FAILED=()
 record() {
   TIMES[$1]="${TIMES[$1]:-} $ELAPSED"
   [[ -z ${CPU_USED:-} ]] || TIMES[$1/cpu]="${TIMES[$1/cpu]:-} $CPU_USED"
-  [[ -z ${TX_CPU:-} ]] || TIMES[$1/txcpu]="${TIMES[$1/txcpu]:-} $TX_CPU"
-  [[ -z ${RX_CPU:-} ]] || TIMES[$1/rxcpu]="${TIMES[$1/rxcpu]:-} $RX_CPU"
-  [[ -z ${TX_CPU:-} || -z ${RX_CPU:-} ]] || TIMES[$1/bothcpu]="${TIMES[$1/bothcpu]:-} $(calc "$TX_CPU + $RX_CPU")"
-  CPU_USED='' TX_CPU='' RX_CPU=''
+  CPU_USED=''
 }
 
 # stat_of P KEY: the P-th percentile of KEY's samples.
@@ -414,7 +376,7 @@ stat_of() {
 
 # result KEY: the median of KEY's samples, "FAILED" or "not available".
 result() {
-  if [[ ${1#*/} == ferry* && $FERRY_OK != 1 ]]; then echo 'not available'
+  if [[ ${1#*/} == ferry && $FERRY_OK != 1 ]]; then echo 'not available'
   elif [[ -n ${FAILED[$1]:-} ]]; then echo FAILED
   elif [[ -z ${TIMES[$1]:-} ]]; then echo '—'
   else stat_of 50 "$1"
@@ -467,11 +429,11 @@ run_rounds() {
   for ((r = 0; r < ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
       tool=${tools[(i + r) % n]}
-      [[ $tool == ferry* && $FERRY_OK != 1 ]] && continue
+      [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
       [[ -n ${FAILED[$case/$tool]:-} ]] && continue
       local dest=$RUN/out-$tool check=''
       [[ ${KEEP_OUTPUTS:-0} == 1 ]] && dest=$RUN/out-$case-$tool-$r
-      [[ $tool == ferry* && $r == 0 ]] && check='cmp'
+      [[ $tool == ferry && $r == 0 ]] && check='cmp'
       if transfer_once "$tool" "$src" "$dest" && verify "$src" "$dest" $check; then
         record "$case/$tool"
         log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
@@ -677,111 +639,291 @@ case_latency() {
   done
 }
 
-# ------------------------------------------------------------ the tls case
+# ------------------------------------- durable peers, CPU per process (14)
+# The default ferry-server flushes every file before it acknowledges it; so do
+# these peers: rsync with --fsync, socat followed by an fsync of the received
+# file (`sync FILE`, timed). The same rounds also run the plain variants
+# (ferry-server --no-fsync, rsync, socat). Each end runs under
+# /usr/bin/time -v, so the CPU seconds are each process's own, not the
+# machine's.
 
-# setup_sshd: a throwaway host key, user key and sshd configuration under
-# $SSH_DIR, for a one-shot sshd per scp run (see rx_start). Root only: sshd
-# needs its privilege separation folder.
-setup_sshd() {
-  SSH_DIR=$RUN/ssh
-  mkdir -p "$SSH_DIR" /run/sshd
-  chmod 700 "$SSH_DIR"
-  ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$SSH_DIR/host_key" &&
-    ssh-keygen -q -t ed25519 -N '' -C bench-user -f "$SSH_DIR/user_key" &&
-    cp "$SSH_DIR/user_key.pub" "$SSH_DIR/authorized_keys"
+DURABLE_VARIANTS=(durable plain)
+
+# cpu_of TIMEFILE: user + system CPU seconds from a /usr/bin/time -v report.
+cpu_of() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { printf "%.2f", u + s }' "$1"; }
+
+# rx_cpu VARIANT TOOL DEST PORT NAME: the receiver, its report in $RUN/rx.time.
+rx_cpu() {
+  local variant=$1 tool=$2 dest=$3 port=$4 name=$5 logf=$RUN/$2-rx.log t=$RUN/rx.time
+  local -a flags=()
+  [[ $variant == plain ]] && flags=(--no-fsync)
+  case $tool in
+    ferry) spawn_rss "$t" /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${flags[@]}" ;;
+    socat) spawn_rss "$t" /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
+             "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
+    rsync) rm -f "$RUN/rsyncd.pid"
+           spawn_rss "$t" /dev/null "$logf" rsync --daemon --no-detach --address 127.0.0.1 \
+             --port "$port" --config "$(rsync_conf "$dest")" ;;
+  esac
 }
 
-# sshd_conf PORT: the configuration file of an sshd on 127.0.0.1:PORT.
-sshd_conf() {
-  local conf=$SSH_DIR/sshd_config.$1
-  cat >"$conf" <<EOF
-Port $1
-ListenAddress 127.0.0.1
-HostKey $SSH_DIR/host_key
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-PidFile none
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-Ciphers aes128-gcm@openssh.com,chacha20-poly1305@openssh.com
-Subsystem sftp internal-sftp
-EOF
-  echo "$conf"
+# tx_cpu VARIANT TOOL SRC PORT: the sender in the foreground, its report in
+# $RUN/tx.time.
+tx_cpu() {
+  local variant=$1 tool=$2 src=$3 port=$4 logf=$RUN/$2-tx.log
+  local -a t=(/usr/bin/time -v -o "$RUN/tx.time" timeout -k 5 "$RUN_TIMEOUT")
+  case $tool in
+    ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    socat) "${t[@]}" socat -u -b "$SOCAT_BUF" "OPEN:$src" "TCP:127.0.0.1:$port" </dev/null ;;
+    rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r); [[ $variant == durable ]] && r+=(--fsync)
+           "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$port/mod/" </dev/null ;;
+  esac >"$logf" 2>&1
 }
 
-# aead_cost: AEAD_SEAL and AEAD_OPEN, the CPU seconds ring's AES-256-GCM
-# takes to seal and to open BIG_MB MiB on one core (crates/secure/examples).
-aead_cost() {
-  local out
-  AEAD_SEAL='' AEAD_OPEN=''
-  if (cd "$ROOT" && cargo build --release -q -p ferry-secure --example aead_speed) >>"$BENCH_DIR/build.log" 2>&1 &&
-    out=$("${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/aead_speed" "$BIG_MB"); then
-    log "$out"
-    AEAD_SEAL=$(awk '{ for (i = 1; i < NF; i++) if ($i == "seal") print $(i + 1) }' <<<"$out")
-    AEAD_OPEN=$(awk '{ for (i = 1; i < NF; i++) if ($i == "open") print $(i + 1) }' <<<"$out")
-  fi
-}
-
-# yes_no EXPR: "yes" if the awk expression holds, else "no".
-yes_no() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
-
-# tls_verdict: the targets of issue 18, from the medians of the tls case.
-tls_verdict() {
-  local t p s r
-  t=$(result tls/ferry-tls) p=$(result tls/ferry) s=$(result tls/scp-aes)
-  md '' '| target | measured | met |' '| --- | ---: | :---: |'
-  if is_number "$t" && is_number "$p"; then
-    r=$(calc "$t / $p")
-    md "| TLS time ≤ 1.25 × plain | ${r}× | $(yes_no "$r <= 1.25") |"
-  fi
-  if is_number "$t" && is_number "$s"; then
-    r=$(calc "$s / $t")
-    md "| TLS ≥ 3 × faster than scp (AES-GCM) | ${r}× | $(yes_no "$r >= 3") |"
-  fi
-  if [[ -n ${TIMES[tls/ferry-tls/bothcpu]:-} && -n ${TIMES[tls/ferry/bothcpu]:-} && -n $AEAD_SEAL ]]; then
-    local extra budget
-    extra=$(calc "$(stat_of 50 tls/ferry-tls/bothcpu) - $(stat_of 50 tls/ferry/bothcpu)")
-    budget=$(calc "$AEAD_SEAL + $AEAD_OPEN")
-    md "| TLS CPU − plain CPU (both processes) ≤ AES-GCM alone, seal $AEAD_SEAL s + open $AEAD_OPEN s | $extra s vs $budget s | $(yes_no "$extra <= $budget") |"
-  fi
-}
-
-case_tls() {
-  make_file "big-$BIG_MB" "$BIG_MB"
-  local tools=(ferry-tls ferry)
-  if [[ $(id -u) == 0 ]] && setup_sshd; then
-    tools+=(scp-aes scp-chacha)
-  else
-    log "tls: scp needs root (for sshd) and ssh-keygen; measuring ferry only"
-  fi
-  aead_cost
-  log "case tls: one $BIG_MB MiB file, $ROUNDS rounds"
-  PROC_CPU=1 run_rounds tls "$SRC" "${tools[@]}"
-  md '' "## One ${BIG_MB} MiB file encrypted: ferry TLS, ferry plain, scp (warm cache)"
-  md '' "ferry TLS: \`--tls-self-signed\` and \`--known-hosts\` (TLS 1.3, AES-256-GCM);" \
-        "scp: to a one-shot \`sshd -d\`, \`-c aes128-gcm@openssh.com\` (scp-aes) or" \
-        "\`-c chacha20-poly1305@openssh.com\` (scp-chacha). Wall clock as in the big" \
-        "case; CPU seconds (user + system) of the sending and the receiving process" \
-        "trees from \`/usr/bin/time\`; medians over $ROUNDS round(s), tools alternating."
-  md '' '| tool | median s | MiB/s | time vs ferry TLS | sender CPU s | receiver CPU s | both CPU s |' \
-        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'
-  local tool med t
-  t=$(result tls/ferry-tls)
-  for tool in "${tools[@]}"; do
-    med=$(result "tls/$tool")
-    local rate='—' vs='—' tx='—' rx='—' both='—'
-    if is_number "$med"; then
-      rate=$(calc "$BIG_MB / $med")
-      is_number "$t" && vs="$(calc "$med / $t")×"
-      tx=$(stat_of 50 "tls/$tool/txcpu") rx=$(stat_of 50 "tls/$tool/rxcpu")
-      both=$(stat_of 50 "tls/$tool/bothcpu")
-    fi
-    md "| $tool | $med | $rate | $vs | $tx | $rx | $both |"
-    log "tls: $tool: median $med s, CPU sender $tx s, receiver $rx s"
+# settle PID: wait (at most 5 s) until the receiver under the timeout process
+# PID has reaped its own children (the rsync daemon's process for the
+# connection), so that their CPU seconds count in its report.
+settle() {
+  local rx i
+  rx=$(pgrep -P "$1" | head -n 1)
+  for ((i = 0; i < 500; i++)); do
+    [[ -n $rx ]] && pgrep -P "$rx" >/dev/null || return 0
+    sleep 0.01
   done
-  tls_verdict
+}
+
+# transfer_cpu VARIANT TOOL SRC DEST: like transfer_once; also sets TX_CPU and
+# RX_CPU, the CPU seconds of the sender and of the receiver.
+transfer_cpu() {
+  local variant=$1 tool=$2 src=$3 dest=$4 port ok=0 t0 t1
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  port=$(free_port)
+  rx_cpu "$variant" "$tool" "$dest" "$port" "$(basename "$src")"
+  if wait_listen "$port"; then
+    t0=$EPOCHREALTIME
+    if tx_cpu "$variant" "$tool" "$src" "$port"; then
+      ok=1
+      if oneshot "$tool"; then reap_rx || ok=0; fi
+      if ((ok)) && [[ $tool == socat && $variant == durable ]]; then
+        sync "$dest/$(basename "$src")" || ok=0
+      fi
+    fi
+    t1=$EPOCHREALTIME
+    ELAPSED=$(elapsed "$t0" "$t1")
+  fi
+  oneshot "$tool" || settle "$RX_PID"
+  stop_rx
+  if ((ok)); then
+    TX_CPU=$(cpu_of "$RUN/tx.time") RX_CPU=$(cpu_of "$RUN/rx.time")
+  else
+    log "$variant $tool: transfer failed"
+    tail -n 5 "$RUN/$tool-tx.log" "$RUN/$tool-rx.log" || true
+  fi
+  ((ok))
+}
+
+# cpu_rounds CASE SRC TOOLS...: ROUNDS rounds; each runs every tool in both
+# variants, in an order rotated by one per round; a tree goes into a folder of
+# its own each time (see run_rounds), all removed after the last round. Samples go to
+# VARIANT-CASE/TOOL, with /tx and /rx for the CPU seconds.
+cpu_rounds() {
+  local case=$1 src=$2 r i v t; shift 2
+  local -a runs=()
+  for v in "${DURABLE_VARIANTS[@]}"; do
+    for t in "$@"; do runs+=("$v $t"); done
+  done
+  local n=${#runs[@]}
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      read -r v t <<<"${runs[(i + r) % n]}"
+      local key=$v-$case/$t dest=$RUN/out-$case-$v-$t-$r
+      [[ $t == ferry && $FERRY_OK != 1 ]] && continue
+      [[ -n ${FAILED[$key]:-} ]] && continue
+      if transfer_cpu "$v" "$t" "$src" "$dest" && verify "$src" "$dest"; then
+        record "$key"
+        TIMES[$key/tx]="${TIMES[$key/tx]:-} $TX_CPU"
+        TIMES[$key/rx]="${TIMES[$key/rx]:-} $RX_CPU"
+        log "$key round $((r + 1))/$ROUNDS: $ELAPSED s, CPU sender $TX_CPU s, receiver $RX_CPU s"
+      else
+        FAILED[$key]=1
+        log "$key round $((r + 1))/$ROUNDS: FAILED"
+      fi
+      [[ -d $src ]] || rm -rf "$dest"   # only trees keep their folders (see run_rounds)
+      sync
+    done
+  done
+  rm -rf "$RUN/out-$case-"*
+}
+
+# cpu_table CASE MIB TOOLS...: medians, MiB/s, ratios, and the median CPU
+# seconds of each end.
+cpu_table() {
+  local case=$1 mib=$2 tool med; shift 2
+  md '' '| tool | median s | MiB/s | time vs ferry | sender CPU s | receiver CPU s | both CPU s |' \
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'
+  for tool in "$@"; do
+    med=$(result "$case/$tool")
+    local rate='—' tx='—' rx='—' both='—'
+    if is_number "$med"; then
+      rate=$(calc "$mib / $med")
+      tx=$(stat_of 50 "$case/$tool/tx") rx=$(stat_of 50 "$case/$tool/rx")
+      both=$(calc "$tx + $rx")
+    fi
+    md "| $tool | $med | $rate | $(ratio_vs_ferry "$case" "$tool") | $tx | $rx | $both |"
+    log "$case: $tool: median $med s, time vs ferry $(ratio_vs_ferry "$case" "$tool"), CPU $tx + $rx s"
+  done
+}
+
+case_durable() {
+  make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
+  log "case durable: the tree, $ROUNDS rounds"
+  cpu_rounds tree "$SRC" ferry rsync
+  make_file "big-$BIG_MB" "$BIG_MB"
+  log "case durable: one $BIG_MB MiB file, $ROUNDS rounds"
+  cpu_rounds big "$SRC" ferry socat rsync
+  local v label
+  for v in "${DURABLE_VARIANTS[@]}"; do
+    label='the default `ferry-server`, `rsync --fsync`, socat then `sync FILE` (fsync)'
+    [[ $v == plain ]] && label='`ferry-server --no-fsync`, rsync, socat'
+    md '' "## $v: $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders" '' "$label;" \
+          "median over $ROUNDS round(s); CPU seconds of each process (\`/usr/bin/time -v\`)."
+    cpu_table "$v-tree" "$(calc "$TREE_FILES * $TREE_KB / 1024")" ferry rsync
+    md '' "## $v: one $BIG_MB MiB file" '' "$label; median over $ROUNDS round(s)."
+    cpu_table "$v-big" "$BIG_MB" ferry socat rsync
+  done
+}
+
+# ----------------------------------------------- wide area: a 20 ms link (14)
+# A userspace proxy (bench/delay_proxy.py) between sender and receiver delays
+# each direction by WAN_DELAY_MS and paces it at WAN_MBIT; ferry, the rsync
+# daemon and scp (to a Debian sshd the bench starts, key-only, on 127.0.0.1)
+# send the tree and the big file through it. scp is slow on trees (a round
+# trip or more per file), so it runs WAN_SCP_ROUNDS rounds.
+
+WAN_DELAY_MS=${WAN_DELAY_MS:-10}     # one way: 20 ms round trip
+WAN_MBIT=${WAN_MBIT:-1000}
+WAN_SCP_ROUNDS=${WAN_SCP_ROUNDS:-1}
+WAN_SCP_TIMEOUT=${WAN_SCP_TIMEOUT:-1200}  # seconds scp may take (about 0.1 s per file)
+
+# sshd_start PORT: a throw-away sshd for scp, keys in $RUN/ssh.
+sshd_start() {
+  local port=$1 d=$RUN/ssh
+  if [[ ! -x /usr/sbin/sshd ]]; then
+    log "installing: openssh-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
+  fi
+  mkdir -p "$d" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host" </dev/null
+  ssh-keygen -q -t ed25519 -N '' -f "$d/client" </dev/null
+  cp "$d/client.pub" "$d/authorized_keys"
+  printf '%s\n' "Port $port" "ListenAddress 127.0.0.1" "HostKey $d/host" \
+    "AuthorizedKeysFile $d/authorized_keys" "PidFile $d/sshd.pid" \
+    "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" \
+    "Subsystem sftp internal-sftp" >"$d/sshd_config"
+  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/sshd.log" /usr/sbin/sshd -D -e -f "$d/sshd_config"
+  SSHD_PID=$RX_PID SSHD_WAIT=$RX_WAIT
+  wait_listen "$port"
+}
+
+# proxy_start PORT TARGET: the delay proxy from PORT to TARGET.
+proxy_start() {
+  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/proxy.log" \
+    python3 "$ROOT/bench/delay_proxy.py" "$1" "$2" "$WAN_DELAY_MS" "$WAN_MBIT"
+  PROXY_PID=$RX_PID PROXY_WAIT=$RX_WAIT
+  wait_listen "$1"
+}
+
+# wan_once TOOL SRC DEST: one transfer through a fresh proxy; sets ELAPSED.
+wan_once() {
+  local tool=$1 src=$2 dest=$3 port pport ok=0 t0 rx='' rx_wait=''
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  pport=$(free_port)
+  if [[ $tool == scp ]]; then
+    port=$SSH_PORT
+  else
+    port=$(free_port)
+    rx_start "$tool" "$dest" "$port" "$(basename "$src")"
+    rx=$RX_PID rx_wait=$RX_WAIT
+    wait_listen "$port" || { log "$tool: receiver did not start"; stop_rx; return 1; }
+  fi
+  if ! proxy_start "$pport" "$port"; then
+    log "the delay proxy did not start (see $RUN/proxy.log)"
+    stop_rx
+    [[ -z $rx ]] || RX_PID=$rx RX_WAIT=$rx_wait stop_rx
+    return 1
+  fi
+  local -a t=(timeout -k 5 "$RUN_TIMEOUT")
+  [[ $tool == scp ]] && t=(timeout -k 5 "$WAN_SCP_TIMEOUT")
+  CPU_USED=''   # the machine's CPU would count the proxy's too
+  t0=$EPOCHREALTIME
+  case $tool in
+    ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$pport" "$src" --quiet </dev/null ;;
+    rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r)
+           "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$pport/mod/" </dev/null ;;
+    scp)   "${t[@]}" scp -q -r -P "$pport" -i "$RUN/ssh/client" -o BatchMode=yes \
+             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             "$src" "$(id -un)@127.0.0.1:$dest/" </dev/null ;;
+  esac >"$RUN/$tool-tx.log" 2>&1 && ok=1
+  ELAPSED=$(elapsed "$t0" "$EPOCHREALTIME")
+  stop_rx
+  [[ -z $rx ]] || RX_PID=$rx RX_WAIT=$rx_wait stop_rx
+  ((ok)) || { log "$tool: transfer through the proxy failed"; tail -n 5 "$RUN/$tool-tx.log" || true; }
+  ((ok))
+}
+
+# wan_rounds CASE SRC TOOLS...: like run_rounds, through the proxy.
+wan_rounds() {
+  local case=$1 src=$2 r i tool; shift 2
+  local -a tools=("$@")
+  local n=${#tools[@]}
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < n; i++)); do
+      tool=${tools[(i + r) % n]}
+      [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
+      [[ $tool == scp && $r -ge $WAN_SCP_ROUNDS ]] && continue
+      [[ -n ${FAILED[$case/$tool]:-} ]] && continue
+      local dest=$RUN/out-$case-$tool-$r
+      if wan_once "$tool" "$src" "$dest" && verify "$src" "$dest"; then
+        record "$case/$tool"
+        log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
+      else
+        FAILED[$case/$tool]=1
+        log "$case round $((r + 1))/$ROUNDS $tool: FAILED"
+      fi
+      [[ -d $src ]] || rm -rf "$dest"
+      sync
+    done
+  done
+  rm -rf "$RUN/out-$case-"*
+}
+
+case_wan() {
+  SSH_PORT=$(free_port)
+  if ! sshd_start "$SSH_PORT"; then
+    log "sshd did not start (see $RUN/sshd.log); scp is skipped"
+    FAILED[wan-tree/scp]=1 FAILED[wan-big/scp]=1
+  fi
+  local link="$WAN_MBIT Mbit/s, $((2 * WAN_DELAY_MS)) ms round trip"
+  make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
+  log "case wan: the tree through $link, $ROUNDS rounds"
+  wan_rounds wan-tree "$SRC" ferry rsync scp
+  make_file "big-$BIG_MB" "$BIG_MB"
+  log "case wan: one $BIG_MB MiB file through $link, $ROUNDS rounds"
+  wan_rounds wan-big "$SRC" ferry rsync scp
+  RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
+  md '' "## Wide area: $link (bench/delay_proxy.py)" '' \
+        "Sender to receiver through a userspace proxy that delays each direction" \
+        "and paces it; \`ferry-server ${SERVER_FLAGS[*]}\`, the rsync daemon, scp (SFTP)" \
+        "to a Debian sshd; median over $ROUNDS round(s), scp over $WAN_SCP_ROUNDS." \
+        "The link carries at most $(calc "$WAN_MBIT * 1000000 / 8 / 1048576") MiB/s."
+  md '' "### $TREE_FILES files of $TREE_KB KiB in $TREE_DIRS folders"
+  rounds_table wan-tree "$(calc "$TREE_FILES * $TREE_KB / 1024")" ferry rsync scp
+  md '' "### One $BIG_MB MiB file"
+  rounds_table wan-big "$BIG_MB" ferry rsync scp
 }
 
 # ------------------------------------------------------------------- main
@@ -816,8 +958,9 @@ main() {
   want tree && case_tree
   want big && case_big
   want many && case_many
+  want durable && case_durable
+  want wan && case_wan
   want latency && case_latency
-  want tls && case_tls
   [[ $FERRY_OK == 1 ]] || md '' 'ferry: not available'
   cat "$REPORT" >&3
   log "done"

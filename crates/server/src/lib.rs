@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod commit;
 mod config;
 pub mod config_file;
 mod digests;

@@ -192,13 +192,12 @@ impl Folders {
         Ok(fresh)
     }
 
-    /// Flushes the entries of the folders this call created to disk (the receiving folder's
-    /// own entries are flushed by the caller after the file lands in it).
-    pub(crate) fn sync_created(&self) -> io::Result<()> {
-        for (parent, _) in &self.created {
-            rfs::fsync(parent)?;
-        }
-        Ok(())
+    /// The folders whose entries changed once a file or folder lands here: this one and
+    /// the parents of those this call made (outermost first).
+    pub(crate) fn into_changed(self) -> Vec<OwnedFd> {
+        let mut changed: Vec<OwnedFd> = self.created.into_iter().map(|(p, _)| p).collect();
+        changed.push(self.fd);
+        changed
     }
 
     /// Removes the folders made so far and passes `e` on.

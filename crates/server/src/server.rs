@@ -617,6 +617,16 @@ fn drain(shared: &Shared, mut workers: Vec<JoinHandle<()>>) {
 }
 
 #[cfg(test)]
+impl Server {
+    /// The store, before the server runs (tests replace how it makes files durable).
+    pub(crate) fn store_mut(&mut self) -> &mut crate::store::Store {
+        &mut Arc::get_mut(&mut self.shared)
+            .expect("not shared before it runs")
+            .store
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use ferry_secure::{ServerTls, Token};

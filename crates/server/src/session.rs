@@ -2,6 +2,9 @@
 //! [`ferry_proto::Driver`] over it, checks the token on HELLO and acts on the events with the
 //! [`Store`]. Never parses bytes itself.
 //!
+//! RESULTs of stored files wait in a [`Batch`] until one flush has made the batch durable
+//! (group commit, see [`crate::commit`]).
+//!
 //! With a version-2 client it also answers unchanged files (REFUSE `Unchanged`), stores folder
 //! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
 
@@ -18,8 +21,10 @@ use ferry_proto::{
     FileId, Framing, Hasher, Name, Offer, OfferOptions, Step,
 };
 use ferry_secure::SharedFailureLimiter;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::access::{self, Action, Permissions, Verdict};
+use crate::commit::{Batch, Reply};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::hooks::{self, Hooks};
@@ -146,6 +151,8 @@ struct Session<'a> {
     serving: VecDeque<Serving>,
     sent: VecDeque<Sent>,
     tally: Tally,
+    /// RESULTs waiting for the flush that makes their files durable.
+    batch: Batch,
     buf: Vec<u8>,
     /// When the connection was accepted.
     connected: Instant,
@@ -191,6 +198,7 @@ pub(crate) fn serve_connection(
         serving: VecDeque::new(),
         sent: VecDeque::new(),
         tally: Tally::default(),
+        batch: Batch::new(shared.store.durable()),
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
@@ -203,6 +211,9 @@ pub(crate) fn serve_connection(
         progress_logged: started,
     };
     let outcome = s.run();
+    // Files published before the connection failed are made durable; their RESULTs go out
+    // if the client can still read them.
+    let _ = s.commit();
     s.interrupt_body();
     // Names are free for others (a takeover waits for this) before the goodbye.
     s.pending.clear();
@@ -239,8 +250,10 @@ impl<'a> Session<'a> {
         loop {
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
-            // is at hand: the replies to a burst of small files then share one write.
-            if !self.d.input_pending() {
+            // is at hand: the replies to a burst of small files then share one write, and
+            // their files one flush.
+            if !self.d.input_pending() && !self.input_soon() {
+                self.commit()?;
                 self.d.flush()?;
             }
             let idle = self.d.conn().is_idle()
@@ -275,11 +288,31 @@ impl<'a> Session<'a> {
             if completed {
                 self.activity.progress();
             }
+            if self.batch.is_full() {
+                self.commit()?;
+            }
             if !go_on {
+                // The last RESULTs, if the conversation still takes them (not after the
+                // client's ERROR, say).
+                let _ = self.commit();
                 self.d.flush()?;
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the batch holds files waiting for a flush and more input arrives within
+    /// [`Store::linger`]: then the batch stays open, and shares its flush with the files that
+    /// input brings.
+    fn input_soon(&self) -> bool {
+        let linger = self.shared.store.linger();
+        if !self.batch.waits_for_flush() || linger.is_zero() {
+            return false;
+        }
+        let tcp = self.d.stream().get_ref().tcp();
+        let mut fds = [PollFd::new(tcp, PollFlags::IN)];
+        let timeout = Timespec::try_from(linger).unwrap_or_default();
+        poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
     }
 
     /// The guarded socket under the (maybe TLS) stream.
@@ -595,11 +628,22 @@ impl<'a> Session<'a> {
     /// a failure in RESULT, or REFUSE for a name the server does not take.
     fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
         let made = self.admit_name(&o.name).and_then(|name| {
-            let code = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
-            Ok((name, code))
+            let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
+            Ok((name, made))
         });
         match made {
-            Ok((name, code)) => {
+            Ok((name, (code, touched))) => {
+                // A folder made now is flushed before its RESULT, with the batch's files.
+                let flush_first = code == Code::Stored && self.batch.touch(touched);
+                if flush_first && !self.commit()? {
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{name} was made, but the server could not flush it to disk; it may not \
+                         survive a power cut"
+                    );
+                    self.d.conn_mut().finish(o.id, Code::Io, &why)?;
+                    return Ok(());
+                }
                 // A folder completed, as a file stored is.
                 self.activity.progress();
                 if code == Code::Stored {
@@ -801,7 +845,7 @@ impl<'a> Session<'a> {
             elapsed: r.started.elapsed(),
         };
         match result {
-            Ok(stored) => {
+            Ok((stored, touched)) => {
                 self.after_store(&stored, size, check);
                 self.shared.metrics.stored(r.started.elapsed());
                 self.tally.stored += 1;
@@ -812,7 +856,7 @@ impl<'a> Session<'a> {
                     Bytes(size),
                     resumed(r.from)
                 );
-                self.d.conn_mut().finish(id, Code::Stored, &stored)?;
+                self.batch.stored(id, stored, moved, touched);
             }
             Err(f) => {
                 self.tally.failed += 1;
@@ -821,7 +865,11 @@ impl<'a> Session<'a> {
                     log::Level::Warn,
                     format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
                 );
-                self.d.conn_mut().finish(id, f.code, &f.reason)?;
+                self.batch.push(Reply {
+                    id,
+                    code: f.code,
+                    detail: f.reason,
+                });
             }
         }
         Ok(())
@@ -845,6 +893,37 @@ impl<'a> Session<'a> {
             client: self.peer,
             user: self.user.clone(),
         });
+    }
+
+    /// Closes the batch: flushes what its files and folders touched, then queues its
+    /// RESULTs. A file whose flush failed is reported as not durable, though it was published
+    /// under its name. `false`: the flush failed.
+    fn commit(&mut self) -> Result<bool, DriveError> {
+        let (replies, flush) = self.batch.close();
+        let flushed = flush.map_or(Ok(()), |f| self.shared.store.flush(&f));
+        if let Err(e) = &flushed {
+            log::error!(
+                "{}: cannot flush {} stored file(s) to disk: {e}; reported as not durable",
+                self.peer,
+                replies.iter().filter(|r| r.code == Code::Stored).count()
+            );
+        }
+        for r in replies {
+            match &flushed {
+                Err(e) if r.code == Code::Stored => {
+                    self.tally.stored = self.tally.stored.saturating_sub(1);
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{} was stored, but the server could not flush it to disk ({e}); it may \
+                         not survive a power cut: send it again",
+                        r.detail
+                    );
+                    self.d.conn_mut().finish(r.id, Code::Io, &why)?;
+                }
+                _ => self.d.conn_mut().finish(r.id, r.code, &r.detail)?,
+            }
+        }
+        Ok(flushed.is_ok())
     }
 
     fn on_cancel(&mut self, id: FileId, reason: &str) {

@@ -14,12 +14,14 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Code, Digest, EntryKind, FileInfo, Hasher, Name, Offer, Timestamp};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use crate::commit::{Durability, Flush, Flusher, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
 use crate::digests::FileKey;
 use crate::listing::{self, Lister};
@@ -51,6 +53,9 @@ const MODE_MASK: u32 = 0o777;
 const DEFAULT_MODE: u32 = 0o644;
 /// Owner read and write: what a kept partial needs to be resumed.
 const OWNER_RW: u32 = 0o600;
+/// Body bytes written between two starts of write-back (write-behind) while a durable server
+/// receives a file, so that the flush at its end finds little left to write.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 /// The storage folder and its policies.
 #[derive(Debug)]
@@ -61,7 +66,8 @@ pub(crate) struct Store {
     path: PathBuf,
     overwrite: Overwrite,
     max_file_size: Option<u64>,
-    fsync: bool,
+    /// How published files are made durable; `None` with `--no-fsync`.
+    durability: Option<Arc<dyn Durability>>,
 }
 
 /// An upload that was accepted and waits for its body.
@@ -82,6 +88,8 @@ pub(crate) struct Working {
     held: Held,
     resumable: bool,
     len: u64,
+    /// Where the bytes not yet sent to write-back start; `None`: no write-behind.
+    behind: Option<u64>,
 }
 
 /// A file offered for download: what the OFFER said, and which file it was.
@@ -117,13 +125,18 @@ impl Store {
         let path = config.dir.canonicalize()?;
         let root = Root::open(&path)?;
         let state = State::open(&root, config.partial_ttl)?;
+        let durability: Option<Arc<dyn Durability>> = if config.fsync {
+            Some(Arc::new(Flusher::new(root.fd().try_clone_to_owned()?)))
+        } else {
+            None
+        };
         Ok(Self {
             root,
             state,
             path,
             overwrite: config.overwrite,
             max_file_size: config.max_file_size,
-            fsync: config.fsync,
+            durability,
         })
     }
 
@@ -138,8 +151,32 @@ impl Store {
             path: self.path.join(folder.as_str()),
             overwrite: self.overwrite,
             max_file_size: self.max_file_size,
-            fsync: self.fsync,
+            durability: self.durability.clone(),
         })
+    }
+
+    /// Whether stored files are flushed to disk before they are acknowledged.
+    pub(crate) fn durable(&self) -> bool {
+        self.durability.is_some()
+    }
+
+    /// Makes `what` durable (see [`crate::commit`]).
+    pub(crate) fn flush(&self, what: &Flush) -> io::Result<()> {
+        self.durability.as_ref().map_or(Ok(()), |d| d.flush(what))
+    }
+
+    /// How long a batch with stored files waits for more input before its flush: what the
+    /// last flush took, at most [`MAX_LINGER`] (zero without durability).
+    pub(crate) fn linger(&self) -> Duration {
+        self.durability
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.cost().min(MAX_LINGER))
+    }
+
+    /// Replaces how published files are made durable (tests count and hold the flushes).
+    #[cfg(test)]
+    pub(crate) fn set_durability(&mut self, d: Arc<dyn Durability>) {
+        self.durability = Some(d);
     }
 
     /// The storage folder, canonical.
@@ -255,6 +292,7 @@ impl Store {
                 held,
                 resumable: false,
                 len: 0,
+                behind: self.durable().then_some(0),
             });
         };
         if from == 0 {
@@ -274,6 +312,7 @@ impl Store {
             held,
             resumable: true,
             len: from,
+            behind: self.durable().then_some(from),
         })
     }
 
@@ -345,18 +384,17 @@ impl Store {
     /// Publishes a received file under the overwrite policy; returns the stored name (which
     /// differs from the offered one under [`Overwrite::Rename`]). Folders on its path are made
     /// now, and removed again if the file cannot be published. The `digest` of its bytes goes
-    /// into the digest cache, so that a later `--checksum` check reads nothing.
+    /// into the digest cache, so that a later `--checksum` check reads nothing. Nothing is
+    /// flushed here: the connection's batch is, by [`Self::flush`], before its RESULT; with
+    /// the name, returns what that flush must cover (`None`: untracked, or not durable).
     pub(crate) fn publish(
         &self,
         mut w: Working,
         up: &Upload,
         digest: Digest,
-    ) -> Result<String, Refusal> {
+    ) -> Result<(String, Option<Touched>), Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
         let file = w.held.file();
-        if self.fsync {
-            file.sync_all().map_err(|e| fail(&e))?;
-        }
         if w.resumable && file_mode(up.mode) & OWNER_RW != OWNER_RW {
             // Drop the owner bits the partial only had for resuming (the umask stays applied).
             let created = file.metadata().map_err(|e| fail(&e))?.mode() & MODE_MASK;
@@ -378,20 +416,22 @@ impl Store {
                 return Err(r);
             }
         };
-        if self.fsync {
-            // Makes the new names durable; failure only weakens crash safety.
-            let _ = rfs::fsync(&folders.fd);
-            let _ = folders.sync_created();
-        }
         // After the rename, which moves the ctime the cache is keyed by.
         if let Ok(st) = rfs::fstat(w.held.file()) {
             self.state.digests.put(&FileKey::of(&st), &digest);
         }
-        Ok(if parents.is_empty() {
+        let touched = self.durable().then(|| {
+            w.held.file().try_clone().ok().map(|file| Touched {
+                file: Some(file),
+                folders: folders.into_changed(),
+            })
+        });
+        let name = if parents.is_empty() {
             stored
         } else {
             format!("{parents}/{stored}")
-        })
+        };
+        Ok((name, touched.flatten()))
     }
 
     /// The unchanged-file check of PROTOCOL.md §4.8 for the file offer `offer` under `name`:
@@ -448,14 +488,14 @@ impl Store {
     /// parents, following no link, and gives it `mode` (less the umask; never set-id or
     /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
     /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
-    /// made now, [`Code::Unchanged`] when it was there; a file or a link at the name is
-    /// [`Code::Exists`].
+    /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
+    /// it was there; a file or a link at the name is [`Code::Exists`].
     pub(crate) fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
-    ) -> Result<Code, Refusal> {
+    ) -> Result<(Code, Option<Touched>), Refusal> {
         check_reserved(name)?;
         let (parents, last) = root::split(name.as_str());
         let mut folders = self
@@ -499,11 +539,14 @@ impl Store {
                 &e.into(),
             ));
         }
-        if self.fsync {
-            // Makes the new names durable; failure only weakens crash safety.
-            let _ = folders.sync_created();
+        if !fresh {
+            return Ok((Code::Unchanged, None));
         }
-        Ok(if fresh { Code::Stored } else { Code::Unchanged })
+        let touched = Touched {
+            file: None,
+            folders: folders.into_changed(),
+        };
+        Ok((Code::Stored, Some(touched)))
     }
 
     /// Starts a listing of `path` (`None`: the root), which must be a folder or a regular
@@ -589,10 +632,20 @@ impl Store {
 }
 
 impl Working {
-    /// Appends body bytes.
+    /// Appends body bytes. Every [`WRITE_BEHIND`] bytes on a durable server, starts the
+    /// write-back of the bytes written since the last start (`POSIX_FADV_DONTNEED`, which on
+    /// Linux starts write-back of the range without waiting and drops only its pages already
+    /// clean, so the fresh ones stay cached): dirty data stays bounded and the flush at the end
+    /// of the file finds little left to write.
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.held.file_mut().write_all(data)?;
         self.len += data.len() as u64;
+        if let Some(from) = self.behind.filter(|from| self.len - from >= WRITE_BEHIND) {
+            let len = std::num::NonZeroU64::new(self.len - from);
+            // Only a hint: the final flush writes whatever it did not.
+            let _ = rfs::fadvise(self.held.file(), from, len, rfs::Advice::DontNeed);
+            self.behind = Some(self.len);
+        }
         Ok(())
     }
 
