@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon and the
-# seed Python code, all over 127.0.0.1 on this machine.
+# bench/run.sh — time ferry against socat, OpenBSD nc, an rsync daemon, the
+# seed Python code and (encrypted) scp, all over 127.0.0.1 on this machine.
 #
-#   bench/run.sh [big|tree|many|latency|all]      (default: all)
+#   bench/run.sh [big|tree|many|latency|durable|wan|tls|all]  (default: all)
 #
 # Progress goes to stderr; a markdown report goes to stdout, so
 #   bench/run.sh > report.md
@@ -34,7 +34,8 @@ NC=nc.openbsd                        # the OpenBSD flavour, whatever nc points a
 case $CASE_FILTER in
   big|tree|many|latency|all) ;;
   durable|wan) ;;   # issue 14: durable peers and CPU per process; a 20 ms link
-  *) echo "usage: $0 [big|tree|many|latency|all]" >&2; exit 2 ;;
+  tls) ;;           # issue 18: ferry TLS against ferry plain and scp
+  *) echo "usage: $0 [big|tree|many|latency|durable|wan|tls|all]" >&2; exit 2 ;;
 esac
 
 # fd 3 is the report (stdout); everything else goes to stderr.
@@ -376,7 +377,7 @@ stat_of() {
 
 # result KEY: the median of KEY's samples, "FAILED" or "not available".
 result() {
-  if [[ ${1#*/} == ferry && $FERRY_OK != 1 ]]; then echo 'not available'
+  if [[ ${1#*/} == ferry* && $FERRY_OK != 1 ]]; then echo 'not available'
   elif [[ -n ${FAILED[$1]:-} ]]; then echo FAILED
   elif [[ -z ${TIMES[$1]:-} ]]; then echo '—'
   else stat_of 50 "$1"
@@ -645,20 +646,26 @@ case_latency() {
 # file (`sync FILE`, timed). The same rounds also run the plain variants
 # (ferry-server --no-fsync, rsync, socat). Each end runs under
 # /usr/bin/time -v, so the CPU seconds are each process's own, not the
-# machine's.
+# machine's. The tls case (18) measures through the same functions.
 
 DURABLE_VARIANTS=(durable plain)
+CPU_VARIANTS=("${DURABLE_VARIANTS[@]}")   # the variants cpu_rounds runs
 
 # cpu_of TIMEFILE: user + system CPU seconds from a /usr/bin/time -v report.
 cpu_of() { awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 } END { printf "%.2f", u + s }' "$1"; }
 
 # rx_cpu VARIANT TOOL DEST PORT NAME: the receiver, its report in $RUN/rx.time.
+# ferry-tls: a self-signed certificate kept in the run folder; scp-*: a
+# one-shot `sshd -d` (one connection, no listener fork, then it exits).
 rx_cpu() {
   local variant=$1 tool=$2 dest=$3 port=$4 name=$5 logf=$RUN/$2-rx.log t=$RUN/rx.time
   local -a flags=()
   [[ $variant == plain ]] && flags=(--no-fsync)
   case $tool in
     ferry) spawn_rss "$t" /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" "${flags[@]}" ;;
+    ferry-tls) spawn_rss "$t" /dev/null "$logf" "$FERRY_SERVER" --listen "127.0.0.1:$port" --dir "$dest" \
+             --tls-self-signed --state-dir "$RUN/tls-state" "${flags[@]}" ;;
+    scp-*) spawn_rss "$t" /dev/null "$logf" /usr/sbin/sshd -d -e -f "$RUN/ssh/sshd_config" -p "$port" ;;
     socat) spawn_rss "$t" /dev/null "$logf" socat -u -b "$SOCAT_BUF" \
              "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" "OPEN:$dest/$name,creat,trunc" ;;
     rsync) rm -f "$RUN/rsyncd.pid"
@@ -667,13 +674,18 @@ rx_cpu() {
   esac
 }
 
-# tx_cpu VARIANT TOOL SRC PORT: the sender in the foreground, its report in
-# $RUN/tx.time.
+# tx_cpu VARIANT TOOL SRC PORT DEST: the sender in the foreground, its report
+# in $RUN/tx.time (DEST is for scp, which names its destination).
 tx_cpu() {
-  local variant=$1 tool=$2 src=$3 port=$4 logf=$RUN/$2-tx.log
+  local variant=$1 tool=$2 src=$3 port=$4 dest=$5 logf=$RUN/$2-tx.log
   local -a t=(/usr/bin/time -v -o "$RUN/tx.time" timeout -k 5 "$RUN_TIMEOUT")
   case $tool in
     ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    ferry-tls) "${t[@]}" "$FERRY" send --known-hosts "$RUN/known_hosts" "127.0.0.1:$port" "$src" --quiet </dev/null ;;
+    scp-aes) scp_cmd "$port" "$src" "$dest" -c aes128-gcm@openssh.com
+           "${t[@]}" "${SCP_CMD[@]}" </dev/null ;;
+    scp-chacha) scp_cmd "$port" "$src" "$dest" -c chacha20-poly1305@openssh.com
+           "${t[@]}" "${SCP_CMD[@]}" </dev/null ;;
     socat) "${t[@]}" socat -u -b "$SOCAT_BUF" "OPEN:$src" "TCP:127.0.0.1:$port" </dev/null ;;
     rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r); [[ $variant == durable ]] && r+=(--fsync)
            "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$port/mod/" </dev/null ;;
@@ -702,9 +714,10 @@ transfer_cpu() {
   rx_cpu "$variant" "$tool" "$dest" "$port" "$(basename "$src")"
   if wait_listen "$port"; then
     t0=$EPOCHREALTIME
-    if tx_cpu "$variant" "$tool" "$src" "$port"; then
+    if tx_cpu "$variant" "$tool" "$src" "$port" "$dest"; then
       ok=1
-      if oneshot "$tool"; then reap_rx || ok=0; fi
+      # sshd -d exits with 255 after its one connection; verify checks the output.
+      if oneshot "$tool"; then reap_rx || [[ $tool == scp-* ]] || ok=0; fi
       if ((ok)) && [[ $tool == socat && $variant == durable ]]; then
         sync "$dest/$(basename "$src")" || ok=0
       fi
@@ -723,14 +736,14 @@ transfer_cpu() {
   ((ok))
 }
 
-# cpu_rounds CASE SRC TOOLS...: ROUNDS rounds; each runs every tool in both
-# variants, in an order rotated by one per round; a tree goes into a folder of
+# cpu_rounds CASE SRC TOOLS...: ROUNDS rounds; each runs every tool in each of
+# CPU_VARIANTS (durable and plain), in an order rotated by one per round; a tree goes into a folder of
 # its own each time (see run_rounds), all removed after the last round. Samples go to
 # VARIANT-CASE/TOOL, with /tx and /rx for the CPU seconds.
 cpu_rounds() {
   local case=$1 src=$2 r i v t; shift 2
   local -a runs=()
-  for v in "${DURABLE_VARIANTS[@]}"; do
+  for v in "${CPU_VARIANTS[@]}"; do
     for t in "$@"; do runs+=("$v $t"); done
   done
   local n=${#runs[@]}
@@ -738,7 +751,7 @@ cpu_rounds() {
     for ((i = 0; i < n; i++)); do
       read -r v t <<<"${runs[(i + r) % n]}"
       local key=$v-$case/$t dest=$RUN/out-$case-$v-$t-$r
-      [[ $t == ferry && $FERRY_OK != 1 ]] && continue
+      [[ $t == ferry* && $FERRY_OK != 1 ]] && continue
       [[ -n ${FAILED[$key]:-} ]] && continue
       if transfer_cpu "$v" "$t" "$src" "$dest" && verify "$src" "$dest"; then
         record "$key"
@@ -756,6 +769,9 @@ cpu_rounds() {
   rm -rf "$RUN/out-$case-"*
 }
 
+# both_cpu KEY: the median CPU seconds of KEY's sender plus its receiver's.
+both_cpu() { calc "$(stat_of 50 "$1/tx") + $(stat_of 50 "$1/rx")"; }
+
 # cpu_table CASE MIB TOOLS...: medians, MiB/s, ratios, and the median CPU
 # seconds of each end.
 cpu_table() {
@@ -768,7 +784,7 @@ cpu_table() {
     if is_number "$med"; then
       rate=$(calc "$mib / $med")
       tx=$(stat_of 50 "$case/$tool/tx") rx=$(stat_of 50 "$case/$tool/rx")
-      both=$(calc "$tx + $rx")
+      both=$(both_cpu "$case/$tool")
     fi
     md "| $tool | $med | $rate | $(ratio_vs_ferry "$case" "$tool") | $tx | $rx | $both |"
     log "$case: $tool: median $med s, time vs ferry $(ratio_vs_ferry "$case" "$tool"), CPU $tx + $rx s"
@@ -806,26 +822,46 @@ WAN_MBIT=${WAN_MBIT:-1000}
 WAN_SCP_ROUNDS=${WAN_SCP_ROUNDS:-1}
 WAN_SCP_TIMEOUT=${WAN_SCP_TIMEOUT:-1200}  # seconds scp may take (about 0.1 s per file)
 
-# sshd_start PORT: a throw-away sshd for scp, keys in $RUN/ssh.
-sshd_start() {
-  local port=$1 d=$RUN/ssh
-  if [[ ! -x /usr/sbin/sshd ]]; then
-    log "installing: openssh-server"
+# sshd_setup: once per run, a throw-away host key, client key and sshd
+# configuration in $RUN/ssh (key login only, 127.0.0.1, the port given with
+# -p); installs openssh if missing. Needs root (sshd's privilege separation).
+sshd_setup() {
+  local d=$RUN/ssh
+  [[ -f $d/sshd_config ]] && return 0
+  [[ $(id -u) == 0 ]] || { log "sshd needs root"; return 1; }
+  if [[ ! -x /usr/sbin/sshd ]] || ! command -v scp >/dev/null; then
+    log "installing: openssh-server openssh-client"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null
   fi
   mkdir -p "$d" /run/sshd
-  ssh-keygen -q -t ed25519 -N '' -f "$d/host" </dev/null
-  ssh-keygen -q -t ed25519 -N '' -f "$d/client" </dev/null
+  chmod 700 "$d"
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host" </dev/null || return 1
+  ssh-keygen -q -t ed25519 -N '' -f "$d/client" </dev/null || return 1
   cp "$d/client.pub" "$d/authorized_keys"
-  printf '%s\n' "Port $port" "ListenAddress 127.0.0.1" "HostKey $d/host" \
+  printf '%s\n' "ListenAddress 127.0.0.1" "HostKey $d/host" \
     "AuthorizedKeysFile $d/authorized_keys" "PidFile $d/sshd.pid" \
     "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
     "KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" \
     "Subsystem sftp internal-sftp" >"$d/sshd_config"
-  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/sshd.log" /usr/sbin/sshd -D -e -f "$d/sshd_config"
+}
+
+# scp_cmd PORT SRC DEST [SCP OPTION...]: sets SCP_CMD, scp (SFTP) of SRC into
+# DEST/ on the sshd of sshd_setup at 127.0.0.1:PORT, with the client key.
+scp_cmd() {
+  local port=$1 src=$2 dest=$3; shift 3
+  SCP_CMD=(scp -q -r -P "$port" -i "$RUN/ssh/client" -o BatchMode=yes
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+    "$@" "$src" "$(id -un)@127.0.0.1:$dest/")
+}
+
+# sshd_start PORT: a long-lived sshd on PORT for the wan case's scp.
+sshd_start() {
+  SSHD_PID='' SSHD_WAIT=''
+  sshd_setup || return 1
+  SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/sshd.log" /usr/sbin/sshd -D -e -f "$RUN/ssh/sshd_config" -p "$1"
   SSHD_PID=$RX_PID SSHD_WAIT=$RX_WAIT
-  wait_listen "$port"
+  wait_listen "$1"
 }
 
 # proxy_start PORT TARGET: the delay proxy from PORT to TARGET.
@@ -864,9 +900,8 @@ wan_once() {
     ferry) "${t[@]}" "$FERRY" send "127.0.0.1:$pport" "$src" --quiet </dev/null ;;
     rsync) local -a r=(-W); [[ -d $src ]] && r+=(-r)
            "${t[@]}" rsync "${r[@]}" "$src" "rsync://127.0.0.1:$pport/mod/" </dev/null ;;
-    scp)   "${t[@]}" scp -q -r -P "$pport" -i "$RUN/ssh/client" -o BatchMode=yes \
-             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-             "$src" "$(id -un)@127.0.0.1:$dest/" </dev/null ;;
+    scp)   scp_cmd "$pport" "$src" "$dest"
+           "${t[@]}" "${SCP_CMD[@]}" </dev/null ;;
   esac >"$RUN/$tool-tx.log" 2>&1 && ok=1
   ELAPSED=$(elapsed "$t0" "$EPOCHREALTIME")
   stop_rx
@@ -914,7 +949,7 @@ case_wan() {
   make_file "big-$BIG_MB" "$BIG_MB"
   log "case wan: one $BIG_MB MiB file through $link, $ROUNDS rounds"
   wan_rounds wan-big "$SRC" ferry rsync scp
-  RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
+  [[ -z $SSHD_WAIT ]] || RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
   md '' "## Wide area: $link (bench/delay_proxy.py)" '' \
         "Sender to receiver through a userspace proxy that delays each direction" \
         "and paces it; \`ferry-server ${SERVER_FLAGS[*]}\`, the rsync daemon, scp (SFTP)" \
@@ -924,6 +959,74 @@ case_wan() {
   rounds_table wan-tree "$(calc "$TREE_FILES * $TREE_KB / 1024")" ferry rsync scp
   md '' "### One $BIG_MB MiB file"
   rounds_table wan-big "$BIG_MB" ferry rsync scp
+}
+
+# ------------------------------------------- encrypted: ferry TLS and scp (18)
+# One BIG_MB file with ferry TLS (`--tls-self-signed`, `--known-hosts`), ferry
+# plain and scp (AES-GCM, ChaCha20) to a one-shot `sshd -d` (sshd_setup's keys
+# and configuration), all without fsync (the plain variant), alternating; CPU
+# seconds per process as in the durable case (cpu_rounds), and the targets of
+# issue 18.
+
+TLS_TOOLS=(ferry-tls ferry scp-aes scp-chacha)
+
+# aead_cost: AEAD_SEAL and AEAD_OPEN, the CPU seconds ring's AES-256-GCM
+# takes to seal and to open BIG_MB MiB on one core (crates/secure/examples).
+aead_cost() {
+  local out
+  AEAD_SEAL='' AEAD_OPEN=''
+  if (cd "$ROOT" && cargo build --release -q -p ferry-secure --example aead_speed) >>"$BENCH_DIR/build.log" 2>&1 &&
+    out=$("${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/aead_speed" "$BIG_MB"); then
+    log "$out"
+    AEAD_SEAL=$(awk '{ for (i = 1; i < NF; i++) if ($i == "seal") print $(i + 1) }' <<<"$out")
+    AEAD_OPEN=$(awk '{ for (i = 1; i < NF; i++) if ($i == "open") print $(i + 1) }' <<<"$out")
+  fi
+}
+
+# yes_no EXPR: "yes" if the awk expression holds, else "no".
+yes_no() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
+
+# tls_verdict: the targets of issue 18, from the medians of the tls case.
+tls_verdict() {
+  local t p s r
+  t=$(result plain-tls/ferry-tls) p=$(result plain-tls/ferry) s=$(result plain-tls/scp-aes)
+  md '' '| target | measured | met |' '| --- | ---: | :---: |'
+  if is_number "$t" && is_number "$p"; then
+    r=$(calc "$t / $p")
+    md "| TLS time ≤ 1.25 × plain | ${r}× | $(yes_no "$r <= 1.25") |"
+  fi
+  if is_number "$t" && is_number "$s"; then
+    r=$(calc "$s / $t")
+    md "| TLS ≥ 3 × faster than scp (AES-GCM) | ${r}× | $(yes_no "$r >= 3") |"
+  fi
+  if is_number "$t" && is_number "$p" && [[ -n $AEAD_SEAL ]]; then
+    local extra budget
+    extra=$(calc "$(both_cpu plain-tls/ferry-tls) - $(both_cpu plain-tls/ferry)")
+    budget=$(calc "$AEAD_SEAL + $AEAD_OPEN")
+    md "| TLS CPU − plain CPU (both processes) ≤ AES-GCM alone, seal $AEAD_SEAL s + open $AEAD_OPEN s | $extra s vs $budget s | $(yes_no "$extra <= $budget") |"
+  fi
+}
+
+case_tls() {
+  make_file "big-$BIG_MB" "$BIG_MB"
+  local tools=("${TLS_TOOLS[@]}")
+  if ! sshd_setup; then
+    log "tls: no sshd for scp (see above); measuring ferry only"
+    tools=(ferry-tls ferry)
+  fi
+  aead_cost
+  log "case tls: one $BIG_MB MiB file, $ROUNDS rounds"
+  local -a CPU_VARIANTS=(plain)   # seen by cpu_rounds (dynamic scope)
+  cpu_rounds tls "$SRC" "${tools[@]}"
+  md '' "## One ${BIG_MB} MiB file encrypted: ferry TLS, ferry plain, scp (warm cache)"
+  md '' "ferry TLS: \`--tls-self-signed\` and \`--known-hosts\` (TLS 1.3, AES-256-GCM);" \
+        "ferry: plain TCP; both \`--no-fsync\`. scp: to a one-shot \`sshd -d\`," \
+        "\`-c aes128-gcm@openssh.com\` (scp-aes) or \`-c chacha20-poly1305@openssh.com\`" \
+        "(scp-chacha). Wall clock as in the big case; CPU seconds (user + system) of the" \
+        "sending and the receiving process trees from \`/usr/bin/time -v\`; medians over" \
+        "$ROUNDS round(s), tools alternating."
+  cpu_table plain-tls "$BIG_MB" "${tools[@]}"
+  tls_verdict
 }
 
 # ------------------------------------------------------------------- main
@@ -960,6 +1063,7 @@ main() {
   want many && case_many
   want durable && case_durable
   want wan && case_wan
+  want tls && case_tls
   want latency && case_latency
   [[ $FERRY_OK == 1 ]] || md '' 'ferry: not available'
   cat "$REPORT" >&3
