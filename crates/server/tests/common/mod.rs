@@ -387,6 +387,11 @@ pub struct Raw {
 impl Raw {
     /// Connects, says HELLO and expects WELCOME.
     pub fn connect(addr: SocketAddr) -> Raw {
+        Raw::connect_with_token(addr, &[])
+    }
+
+    /// Connects, says HELLO with `token` and expects WELCOME.
+    pub fn connect_with_token(addr: SocketAddr, token: &[u8]) -> Raw {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut r = Raw { s };
@@ -394,7 +399,7 @@ impl Raw {
         Frame::Hello {
             min: VERSION,
             max: VERSION,
-            token: Vec::new(),
+            token: token.to_vec(),
         }
         .encode(&mut hello);
         r.bytes(&hello);

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_proto::wire::{Frame, MAGIC, VERSION};
+use ferry_proto::wire::Frame;
 use ferry_proto::{Code, Connection, Driver};
 
 use crate::common::{Raw, PATIENCE};
@@ -140,19 +140,7 @@ pub fn client(addr: SocketAddr, token: Option<&[u8]>) -> Driver<TcpStream> {
 
 /// A raw-frame client presenting `token`, after WELCOME.
 pub fn raw(addr: SocketAddr, token: &[u8]) -> Raw {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut r = Raw { s };
-    let mut hello = MAGIC.to_vec();
-    Frame::Hello {
-        min: VERSION,
-        max: VERSION,
-        token: token.to_vec(),
-    }
-    .encode(&mut hello);
-    r.bytes(&hello);
-    assert_eq!(r.recv(), Some(Frame::Welcome { version: VERSION }));
-    r
+    Raw::connect_with_token(addr, token)
 }
 
 /// Lists the top folder: the names, or the code of the refusal.
