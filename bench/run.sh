@@ -422,7 +422,9 @@ rounds_table() {
 # after the last round: ext4 without a journal skips inodes freed in the last
 # 60-360 s when it allocates (recently_deleted), so removing 5,000 files
 # between rounds makes every later create scan past them and times the file
-# system, not the tools.
+# system, not the tools. TRANSFER names the function that moves one copy
+# (transfer_once by default; wan_once through the delay proxy); scp runs only
+# its first SCP_ROUNDS rounds (all by default).
 run_rounds() {
   local case=$1 src=$2 r i tool; shift 2
   local -a tools=("$@")
@@ -431,11 +433,12 @@ run_rounds() {
     for ((i = 0; i < n; i++)); do
       tool=${tools[(i + r) % n]}
       [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
+      [[ $tool == scp && $r -ge ${SCP_ROUNDS:-$ROUNDS} ]] && continue
       [[ -n ${FAILED[$case/$tool]:-} ]] && continue
       local dest=$RUN/out-$tool check=''
       [[ ${KEEP_OUTPUTS:-0} == 1 ]] && dest=$RUN/out-$case-$tool-$r
       [[ $tool == ferry && $r == 0 ]] && check='cmp'
-      if transfer_once "$tool" "$src" "$dest" && verify "$src" "$dest" $check; then
+      if "${TRANSFER:-transfer_once}" "$tool" "$src" "$dest" && verify "$src" "$dest" $check; then
         record "$case/$tool"
         log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
       else
@@ -910,32 +913,6 @@ wan_once() {
   ((ok))
 }
 
-# wan_rounds CASE SRC TOOLS...: like run_rounds, through the proxy.
-wan_rounds() {
-  local case=$1 src=$2 r i tool; shift 2
-  local -a tools=("$@")
-  local n=${#tools[@]}
-  for ((r = 0; r < ROUNDS; r++)); do
-    for ((i = 0; i < n; i++)); do
-      tool=${tools[(i + r) % n]}
-      [[ $tool == ferry && $FERRY_OK != 1 ]] && continue
-      [[ $tool == scp && $r -ge $WAN_SCP_ROUNDS ]] && continue
-      [[ -n ${FAILED[$case/$tool]:-} ]] && continue
-      local dest=$RUN/out-$case-$tool-$r
-      if wan_once "$tool" "$src" "$dest" && verify "$src" "$dest"; then
-        record "$case/$tool"
-        log "$case round $((r + 1))/$ROUNDS $tool: $ELAPSED s"
-      else
-        FAILED[$case/$tool]=1
-        log "$case round $((r + 1))/$ROUNDS $tool: FAILED"
-      fi
-      [[ -d $src ]] || rm -rf "$dest"
-      sync
-    done
-  done
-  rm -rf "$RUN/out-$case-"*
-}
-
 case_wan() {
   SSH_PORT=$(free_port)
   if ! sshd_start "$SSH_PORT"; then
@@ -945,10 +922,11 @@ case_wan() {
   local link="$WAN_MBIT Mbit/s, $((2 * WAN_DELAY_MS)) ms round trip"
   make_tree "tree-$TREE_FILES" "$TREE_FILES" "$TREE_DIRS" "$TREE_KB"
   log "case wan: the tree through $link, $ROUNDS rounds"
-  wan_rounds wan-tree "$SRC" ferry rsync scp
+  TRANSFER=wan_once SCP_ROUNDS=$WAN_SCP_ROUNDS KEEP_OUTPUTS=1 \
+    run_rounds wan-tree "$SRC" ferry rsync scp
   make_file "big-$BIG_MB" "$BIG_MB"
   log "case wan: one $BIG_MB MiB file through $link, $ROUNDS rounds"
-  wan_rounds wan-big "$SRC" ferry rsync scp
+  TRANSFER=wan_once SCP_ROUNDS=$WAN_SCP_ROUNDS run_rounds wan-big "$SRC" ferry rsync scp
   [[ -z $SSHD_WAIT ]] || RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
   md '' "## Wide area: $link (bench/delay_proxy.py)" '' \
         "Sender to receiver through a userspace proxy that delays each direction" \
