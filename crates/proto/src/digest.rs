@@ -64,8 +64,8 @@ pub struct Hasher {
 enum Inner {
     /// Every byte went through one BLAKE3 hasher.
     Whole(blake3::Hasher),
-    /// Rebuilt from part digests: goes on part by part (boxed: the common case stays small).
-    Parts(Box<PartStack>),
+    /// Rebuilt from part digests: goes on part by part.
+    Parts(PartStack),
 }
 
 impl Default for Hasher {
@@ -94,7 +94,7 @@ impl Hasher {
         let stack = PartStack::rebuild(part_len, parts)?;
         let len = part_len.checked_mul(u64::try_from(parts.len()).ok()?)?;
         Some(Self {
-            inner: Inner::Parts(Box::new(stack)),
+            inner: Inner::Parts(stack),
             len,
         })
     }
