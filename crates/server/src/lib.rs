@@ -59,32 +59,23 @@ pub mod access;
 mod commit;
 mod config;
 pub mod config_file;
-mod digests;
 mod error;
 mod gate;
 pub mod hooks;
-mod listing;
 mod locks;
 pub mod logging;
 mod metrics;
 mod paths;
-mod probe;
 pub mod proxy;
-mod root;
 mod server;
 mod session;
 mod slots;
 mod sources;
-mod state;
-mod store;
-// Until the storage seam lands: the S3 backend's layers that do not need it.
-#[path = "storage/s3/mod.rs"]
-#[allow(dead_code)]
-mod s3;
+mod storage;
 mod stream;
 pub mod units;
 
 pub use access::{Credential, Permissions};
-pub use config::{Config, Overwrite, DEFAULT_PORT};
+pub use config::{Config, ObjectStore, Overwrite, DEFAULT_PORT};
 pub use error::ServerError;
 pub use server::{Server, ServerHandle, ShutdownHandle};

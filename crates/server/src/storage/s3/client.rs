@@ -183,11 +183,6 @@ impl Client {
         &self.endpoint
     }
 
-    /// The bucket's name.
-    pub(crate) fn bucket(&self) -> &str {
-        self.bucket.name()
-    }
-
     fn creds(&self) -> Option<&Credentials> {
         Some(&self.credentials)
     }

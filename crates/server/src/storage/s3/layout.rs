@@ -350,15 +350,6 @@ pub(crate) fn parse_digest(text: &str) -> Option<Digest> {
     unhex32(text).map(Digest)
 }
 
-/// The timestamp of a store's time.
-pub(crate) fn timestamp_of(t: SystemTime) -> Option<Timestamp> {
-    let d = t.duration_since(UNIX_EPOCH).ok()?;
-    Some(Timestamp {
-        secs: i64::try_from(d.as_secs()).ok()?,
-        nanos: d.subsec_nanos(),
-    })
-}
-
 /// Whether something stored at `when` (the store's clock) is older than `ttl` now.
 pub(crate) fn older_than(when: Option<SystemTime>, ttl: Duration) -> bool {
     when.and_then(|w| SystemTime::now().duration_since(w).ok())
