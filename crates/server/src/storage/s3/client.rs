@@ -335,7 +335,9 @@ impl Client {
         request = match cond {
             Cond::None => request,
             Cond::Absent => request.header("if-none-match", "*"),
-            Cond::Matches(etag) => request.header("if-match", quoted(etag)),
+            // Unquoted: Ceph RGW compares a PutObject's If-Match with the bare ETag (its GET
+            // takes either form).
+            Cond::Matches(etag) => request.header("if-match", unquoted(etag)),
         };
         let reply = request.send(body).map_err(|e| self.transport(e))?;
         match self.check(reply) {
