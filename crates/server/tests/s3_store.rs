@@ -9,8 +9,12 @@ use std::net::Shutdown;
 use std::sync::{Arc, Barrier, Once};
 use std::thread;
 
-use common::{connect, data, info, start, upload, upload_once, wait_for, TestServer};
-use ferry_proto::{Code, Event, Hasher, Step};
+use common::{
+    connect, data, info, offer_folder, start, upload, upload_once, upload_with, wait_for, Raw,
+    TestServer,
+};
+use ferry_proto::wire::Frame;
+use ferry_proto::{Code, Digest, Event, Hasher, OfferOptions, Step};
 use ferry_server::{Config, ObjectStore, Overwrite};
 use rgw::Rgw;
 
@@ -305,4 +309,70 @@ fn s3_a_live_lease_is_respected_and_a_lapsed_one_taken_over() {
             Some(&bytes)
         );
     }
+}
+
+/// The names a LIST of `path` gives, or the refusal.
+fn list(srv: &TestServer, path: &str, recursive: bool) -> Result<Vec<String>, Code> {
+    let mut raw = Raw::connect(srv.addr());
+    raw.send(&[Frame::List {
+        id: 1,
+        recursive,
+        path: path.to_owned(),
+    }]);
+    let mut names = Vec::new();
+    loop {
+        match raw.recv() {
+            Some(Frame::Entries { entries, .. }) => {
+                names.extend(entries.into_iter().map(|e| e.name.as_str().to_owned()));
+            }
+            Some(Frame::Listed { count, .. }) => {
+                assert_eq!(count, names.len() as u64);
+                names.sort();
+                return Ok(names);
+            }
+            Some(Frame::Refuse { code, .. }) => return Err(code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn s3_listings_folders_and_unchanged_files() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("listing");
+    let srv = server(rgw, &bucket, Overwrite::Refuse);
+    let small = data(5000, 11);
+    let big = data(PART + 5, 12);
+    let mut d = connect(srv.addr());
+    for (name, bytes) in [("a.txt", &small), ("d/b.txt", &small), ("d/e/big", &big)] {
+        assert_eq!(upload(&mut d, name, bytes).code, Code::Stored, "{name}");
+    }
+    assert_eq!(
+        offer_folder(&mut d, "empty", Some(0o750), None).code,
+        Code::Stored
+    );
+    assert_eq!(
+        offer_folder(&mut d, "empty", Some(0o750), None).code,
+        Code::Unchanged
+    );
+    assert_eq!(offer_folder(&mut d, "a.txt", None, None).code, Code::Exists);
+    assert_eq!(list(&srv, "", false).unwrap(), ["a.txt", "d", "empty"]);
+    assert_eq!(
+        list(&srv, "", true).unwrap(),
+        ["a.txt", "d/b.txt", "d/e/big", "empty"]
+    );
+    assert_eq!(list(&srv, "d", false).unwrap(), ["d", "d/b.txt", "d/e"]);
+    assert_eq!(list(&srv, "d/b.txt", false).unwrap(), ["d/b.txt"]);
+    assert_eq!(list(&srv, "missing", false).unwrap_err(), Code::NotFound);
+    // The same contents offered with their digest are unchanged: one in its metadata, the
+    // multipart one in its digest record.
+    for (name, bytes) in [("a.txt", &small), ("d/e/big", &big)] {
+        let opts = OfferOptions::with_digest(Digest::of(bytes));
+        let o = upload_with(&mut d, info(name, bytes.len() as u64), opts, bytes);
+        assert_eq!(o.code, Code::Unchanged, "{name}: {}", o.detail);
+    }
+    let other = data(5000, 13);
+    let opts = OfferOptions::with_digest(Digest::of(&other));
+    let o = upload_with(&mut d, info("a.txt", 5000), opts, &other);
+    assert_eq!(o.code, Code::Exists, "{}", o.detail);
 }

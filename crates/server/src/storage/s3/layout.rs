@@ -9,9 +9,13 @@
 //! - `u/<H>-<SIZE>/lease`: which connection is writing that upload now;
 //! - `u/<H>-<SIZE>/p/<U>/<N>.<SIZE>.<ETAG>.<CV>.<ROOT>`: one empty object per stored part
 //!   of multipart upload `U`, the record in its key (so one listing reads them all);
-//! - `c/<H>`: the claim on a final name while an upload publishes it;
-//! - `d/<H>`: the BLAKE3 digest of a multipart object (its metadata was fixed before the
-//!   digest was known).
+//! - `c/<K>`: the claim on the object key `K` (hashed) while an upload publishes it;
+//! - `d/<K>`: the BLAKE3 digest of the multipart object `K` (its metadata was fixed before
+//!   the digest was known).
+//!
+//! Claims and digests live in the state folder of the `--store` prefix itself, also for a
+//! credential's folder (which has its own upload state under `PREFIX/FOLDER/.ferry-state/`),
+//! since they are about object keys, which a folder's store and the whole store share.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,6 +50,8 @@ pub(crate) struct Location {
     pub bucket: String,
     /// The prefix, without leading or trailing slashes; empty for the whole bucket.
     pub prefix: String,
+    /// The `--store` prefix this one is in (itself, but for a credential's folder).
+    pub root: String,
 }
 
 impl Location {
@@ -78,6 +84,7 @@ impl Location {
         Ok(Self {
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
+            root: prefix.to_owned(),
         })
     }
 
@@ -86,16 +93,13 @@ impl Location {
         Self {
             bucket: self.bucket.clone(),
             prefix: self.join(folder.as_str()),
+            root: self.root.clone(),
         }
     }
 
     /// `PREFIX/rel`, or `rel` without a prefix.
     fn join(&self, rel: &str) -> String {
-        if self.prefix.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{}/{rel}", self.prefix)
-        }
+        join(&self.prefix, rel)
     }
 
     /// The key of the object stored as `name`; `None` when too long for the store.
@@ -132,14 +136,28 @@ impl Location {
         format!("{dir}p/{}/", tag(upload))
     }
 
-    /// The claim on the final name `name`.
-    pub(crate) fn claim(&self, name: &str) -> String {
-        self.state(&format!("c/{}", tag(name)))
+    /// The claim on the object key `key`.
+    pub(crate) fn claim(&self, key: &str) -> String {
+        self.root_state(&format!("c/{}", tag(key)))
     }
 
-    /// The digest record of the multipart object `name`.
-    pub(crate) fn digest(&self, name: &str) -> String {
-        self.state(&format!("d/{}", tag(name)))
+    /// The digest record of the multipart object at `key`.
+    pub(crate) fn digest(&self, key: &str) -> String {
+        self.root_state(&format!("d/{}", tag(key)))
+    }
+
+    /// `ROOT/.ferry-state/rel`, in the `--store` prefix.
+    pub(crate) fn root_state(&self, rel: &str) -> String {
+        join(&self.root, &format!("{STATE_DIR}/{rel}"))
+    }
+}
+
+/// `prefix/rel`, or `rel` without a prefix.
+fn join(prefix: &str, rel: &str) -> String {
+    if prefix.is_empty() {
+        rel.to_owned()
+    } else {
+        format!("{prefix}/{rel}")
     }
 }
 
@@ -374,7 +392,10 @@ mod tests {
         assert_eq!(whole.list_prefix(), "");
         let sub = whole.sub(&Name::parse("team").unwrap());
         assert_eq!(sub.object("f").as_deref(), Some("team/f"));
-        assert!(sub.claim("f").starts_with("team/.ferry-state/c/"));
+        assert_eq!(sub.state("x"), "team/.ferry-state/x");
+        // Claims are about keys, which the folder's store and the whole one share.
+        assert_eq!(sub.claim("team/f"), whole.claim("team/f"));
+        assert!(sub.claim("team/f").starts_with(".ferry-state/c/"));
         for bad in [
             "http://b/x",
             "s3://",

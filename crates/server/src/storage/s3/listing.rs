@@ -73,6 +73,7 @@ impl Lister {
             loc: Location {
                 bucket: String::new(),
                 prefix: String::new(),
+                root: String::new(),
             },
             recursive: false,
             base: String::new(),

@@ -145,7 +145,7 @@ impl S3Store {
         {
             return Some(d);
         }
-        let key = self.loc.digest(name.as_str());
+        let key = self.loc.digest(&self.key(name).ok()?);
         let (bytes, _) = self.shared.client.get_small(&key, MAX_RECORD).ok()??;
         let record: DigestRecord = layout::decode(&bytes)?;
         (record.etag == head.etag && record.size == head.size)

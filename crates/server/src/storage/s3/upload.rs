@@ -460,7 +460,7 @@ impl Body {
             size: self.len,
             blake3: digest.to_hex(),
         };
-        let key = self.loc.digest(&name);
+        let key = self.loc.digest(&mp.key);
         if let Err(e) = client.put(&key, &layout::encode(&record), Cond::None, &[]) {
             log::warn!("{name}: its digest is not recorded (downloads go without it): {e}");
         }
@@ -498,7 +498,7 @@ impl Body {
 
     /// Runs `write`, which stores the object `key` of `name` (`None`: its condition did not
     /// hold), under the overwrite policy: as it is under replace; else holding the claim on
-    /// `name`, once no object is stored there.
+    /// `key`, once no object is stored there.
     fn exclusively<T>(
         &self,
         name: &str,
@@ -512,7 +512,7 @@ impl Body {
                 .ok_or_else(|| taken_meanwhile(name));
         }
         let owner = self.shared.holder();
-        let claim = match holds::take(self.client(), &self.loc.claim(name), &owner, CLAIM_TTL) {
+        let claim = match holds::take(self.client(), &self.loc.claim(key), &owner, CLAIM_TTL) {
             Ok(Taken::Held(c)) => c,
             Ok(Taken::Busy) => return Err(taken_meanwhile(name)),
             Err(e) => return Err(fail(&e)),
