@@ -376,3 +376,35 @@ fn s3_listings_folders_and_unchanged_files() {
     let o = upload_with(&mut d, info("a.txt", 5000), opts, &other);
     assert_eq!(o.code, Code::Exists, "{}", o.detail);
 }
+
+#[test]
+fn s3_store_flags_are_checked_before_serving() {
+    let bin = env!("CARGO_BIN_EXE_ferry-server");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--store", "s3://bucket"]);
+    assert!(err.contains("--s3-endpoint"), "{err}");
+    let err = run(&["--store", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]);
+    assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
+    // Nothing listens on port 1: the store is unreachable, and said so by name.
+    let err = run(&[
+        "--store",
+        "s3://bucket/p",
+        "--s3-endpoint",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(
+        err.contains("cannot use the object store s3://bucket/p")
+            && err.contains("the object store (http://127.0.0.1:1) could not be reached"),
+        "{err}"
+    );
+}
