@@ -408,3 +408,30 @@ fn s3_store_flags_are_checked_before_serving() {
         "{err}"
     );
 }
+
+#[test]
+fn s3_the_janitor_removes_an_upload_left_for_the_partial_ttl() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("janitor");
+    let srv = start(Config {
+        partial_ttl: Some(std::time::Duration::from_secs(2)),
+        object_store: Some(ObjectStore {
+            url: format!("s3://{bucket}/{PREFIX}"),
+            endpoint: rgw.endpoint().to_owned(),
+        }),
+        ..common::config()
+    });
+    let bytes = data(PART + 10, 14);
+    upload_and_cut(&srv, "left.bin", &bytes, PART + 1);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !state(rgw, &bucket, "u/").is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the upload is still kept"
+        );
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Nothing is left to resume: the upload starts over, and is stored.
+    let o = upload_once(srv.addr(), "left.bin", &bytes);
+    assert_eq!((o.code, o.from), (Code::Stored, Some(0)), "{}", o.detail);
+}
