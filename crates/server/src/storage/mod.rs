@@ -271,3 +271,6 @@ pub(crate) fn hash_at(
     }
     Ok(h)
 }
+
+#[cfg(test)]
+mod tests;
