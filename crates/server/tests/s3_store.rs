@@ -93,10 +93,12 @@ fn s3_small_and_multipart_files_round_trip() {
     let mut d = connect(srv.addr());
     assert_eq!(upload(&mut d, "small.bin", &small).code, Code::Stored);
     assert_eq!(upload(&mut d, "dir/big.bin", &big).code, Code::Stored);
+    assert_eq!(upload(&mut d, "empty", &[]).code, Code::Stored);
     assert_eq!(
         visible(rgw, &bucket),
         vec![
             (format!("{PREFIX}/dir/big.bin"), big.len() as u64),
+            (format!("{PREFIX}/empty"), 0),
             (format!("{PREFIX}/small.bin"), small.len() as u64),
         ]
     );
@@ -107,7 +109,11 @@ fn s3_small_and_multipart_files_round_trip() {
     // No upload state is left behind once published, nor a claim.
     assert_eq!(state(rgw, &bucket, "u/"), Vec::<String>::new());
     assert_eq!(state(rgw, &bucket, "c/"), Vec::<String>::new());
-    for (name, bytes) in [("small.bin", &small), ("dir/big.bin", &big)] {
+    for (name, bytes) in [
+        ("small.bin", &small),
+        ("dir/big.bin", &big),
+        ("empty", &vec![]),
+    ] {
         let (got, offered) = common::download(&mut d, name).unwrap();
         assert_eq!(&got, bytes, "{name}");
         assert_eq!(offered.size, Some(bytes.len() as u64));
