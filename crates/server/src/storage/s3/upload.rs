@@ -18,7 +18,8 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{hash_part, Code, Digest, Hasher, Name, PartDigest};
 
@@ -38,6 +39,10 @@ pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
 /// How long a claim on a final name lasts: a publish takes far less; a claim left by a
 /// server that died while publishing is taken over after it.
 pub(crate) const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a publish waits for the claim another upload holds on its name.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// First pause between two tries of a claim (doubled up to eight times that).
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// Times a free `name (n)` is looked for again when a concurrent upload takes the one found.
 const MAX_RENAME_RACES: usize = 8;
 /// Most keys read from one upload's folder (its part records, record and lease).
@@ -511,12 +516,7 @@ impl Body {
                 .map_err(|e| fail(&e))?
                 .ok_or_else(|| taken_meanwhile(name));
         }
-        let owner = self.shared.holder();
-        let claim = match holds::take(self.client(), &self.loc.claim(key), &owner, CLAIM_TTL) {
-            Ok(Taken::Held(c)) => c,
-            Ok(Taken::Busy) => return Err(taken_meanwhile(name)),
-            Err(e) => return Err(fail(&e)),
-        };
+        let claim = self.wait_for_claim(name, key)?;
         let written = match self.client().head(key) {
             Ok(Some(_)) => Ok(None),
             Ok(None) => write(),
@@ -526,6 +526,35 @@ impl Body {
         written
             .map_err(|e| fail(&e))?
             .ok_or_else(|| taken_meanwhile(name))
+    }
+
+    /// Takes the claim on `key`. Under refuse, waits up to [`CLAIM_WAIT`] while another
+    /// upload holds it (it is publishing: when it is done, the object shows and this one is
+    /// refused; when it fails, this one may publish); under rename, the name is taken and the
+    /// next is tried at once.
+    fn wait_for_claim(&self, name: &str, key: &str) -> Result<Hold, Refusal> {
+        let owner = self.shared.holder();
+        let claim_key = self.loc.claim(key);
+        let wait = self.shared.overwrite == Overwrite::Refuse;
+        let until = Instant::now() + CLAIM_WAIT;
+        let mut pause = CLAIM_POLL;
+        loop {
+            match holds::take(self.client(), &claim_key, &owner, CLAIM_TTL) {
+                Ok(Taken::Held(c)) => return Ok(c),
+                Ok(Taken::Busy) if !wait => return Err(taken_meanwhile(name)),
+                Ok(Taken::Busy) if Instant::now() + pause < until => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(CLAIM_POLL * 8);
+                }
+                Ok(Taken::Busy) => {
+                    return Err(Refusal::new(
+                        Code::Busy,
+                        format!("{name} is being stored by another upload; try again later"),
+                    ))
+                }
+                Err(e) => return Err(self.shared.refusal(&e)),
+            }
+        }
     }
 
     /// Gives up what this body holds in the store: the multipart upload, and the upload
