@@ -401,18 +401,25 @@ fn s3_store_flags_are_checked_before_serving() {
     assert!(err.contains("--s3-endpoint"), "{err}");
     let err = run(&["--store", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]);
     assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
-    // Nothing listens on port 1: the store is unreachable, and said so by name.
+    // Nothing listens on port 1: the store is unreachable, and said so by name; the same from
+    // the configuration file.
+    let unreachable = |err: &str| {
+        err.contains("cannot use the object store s3://bucket/p")
+            && err.contains("the object store (http://127.0.0.1:1) could not be reached")
+    };
     let err = run(&[
         "--store",
         "s3://bucket/p",
         "--s3-endpoint",
         "http://127.0.0.1:1",
     ]);
-    assert!(
-        err.contains("cannot use the object store s3://bucket/p")
-            && err.contains("the object store (http://127.0.0.1:1) could not be reached"),
-        "{err}"
-    );
+    assert!(unreachable(&err), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferry.toml");
+    let toml = "store = \"s3://bucket/p\"\ns3-endpoint = \"http://127.0.0.1:1\"\n";
+    std::fs::write(&file, toml).unwrap();
+    let err = run(&["--config", file.to_str().unwrap()]);
+    assert!(unreachable(&err), "{err}");
 }
 
 #[test]
