@@ -40,7 +40,9 @@ pub(crate) enum S3Error {
         source: Box<ureq::Error>,
     },
     /// The store answered with an error status.
-    #[error("the object store ({endpoint}) said {status} {code}: {message}")]
+    #[error("the object store ({endpoint}) said HTTP {status}{}{}",
+        if code.is_empty() { String::new() } else { format!(" {code}") },
+        if message.is_empty() { String::new() } else { format!(": {message}") })]
     Status {
         /// The store's endpoint URL.
         endpoint: String,
@@ -218,7 +220,7 @@ impl Client {
     /// Turns a reply into an error unless its status is a success.
     fn check(&self, mut reply: Response<Body>) -> Result<Response<Body>, S3Error> {
         let status = reply.status();
-        if status.is_success() || status == StatusCode::PARTIAL_CONTENT {
+        if status.is_success() {
             return Ok(reply);
         }
         let body = reply
@@ -324,6 +326,9 @@ impl Client {
             .call()
             .map_err(|e| self.transport(e))?;
         let reply = self.check(reply)?;
+        if from > 0 && reply.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(self.malformed(format!("{key} from {from}: the range was not honoured")));
+        }
         Ok(reply.into_body().into_reader())
     }
 
@@ -727,6 +732,25 @@ mod tests {
         assert_eq!(sections.len(), 3);
         assert_eq!(xml_field(sections[0], "Key").as_deref(), Some("a&b"));
         assert_eq!(xml_sections("<Upload>unclosed", "Upload").count(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_store() {
+        let e = |code: &str, message: &str| S3Error::Status {
+            endpoint: "http://s3:7480".into(),
+            status: 403,
+            code: code.into(),
+            message: message.into(),
+        };
+        assert_eq!(
+            e("AccessDenied", "no").to_string(),
+            "the object store (http://s3:7480) said HTTP 403 AccessDenied: no"
+        );
+        assert_eq!(
+            e("", "").to_string(),
+            "the object store (http://s3:7480) said HTTP 403"
+        );
+        assert!(e("", "").status() == Some(403) && !e("", "").is_not_found());
     }
 
     #[test]
