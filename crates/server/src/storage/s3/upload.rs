@@ -458,14 +458,6 @@ impl Body {
         else {
             return Err(io::Error::other("the upload has more parts than S3 allows"));
         };
-        if let Some((_, lease)) = &mut mp.recorded {
-            if !lease.renew_if_due(&shared.client).map_err(failed)? {
-                self.lost = true;
-                return Err(io::Error::other(
-                    "the upload was taken over by another connection",
-                ));
-            }
-        }
         let job = PartJob {
             shared,
             key: mp.key.clone(),
@@ -483,6 +475,24 @@ impl Body {
             .spawn(move || job.run(part))?;
         self.in_flight = Some(thread);
         Ok(())
+    }
+
+    /// Renews the lease of a resumable upload when it is due (however slowly the body
+    /// comes); an error once another connection took the upload over.
+    fn keep_lease(&mut self) -> io::Result<()> {
+        let Some((_, lease)) = self.multipart.as_mut().and_then(|m| m.recorded.as_mut()) else {
+            return Ok(());
+        };
+        match lease.renew_if_due(&self.shared.client) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.lost = true;
+                Err(io::Error::other(
+                    "the upload was taken over by another connection",
+                ))
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
     }
 
     /// Waits for the part in flight, if any: its ETag joins the parts stored, its buffer is
@@ -654,6 +664,7 @@ impl Body {
 
 impl Incoming for Body {
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.keep_lease()?;
         while !data.is_empty() {
             let room = usize::try_from(self.part_len)
                 .unwrap_or(usize::MAX)
