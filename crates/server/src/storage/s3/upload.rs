@@ -33,7 +33,7 @@ use crate::paths::Refusal;
 use crate::storage::fs::{first_free, numbered};
 use crate::storage::{FileMeta, Incoming, Reservation, Upload};
 
-/// How long a lease on an upload lasts unless renewed (renewed as parts are stored): how
+/// How long a lease on an upload lasts unless renewed (renewed as the body comes): how
 /// long a connection cut off without the server noticing keeps its upload from being resumed
 /// elsewhere.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
