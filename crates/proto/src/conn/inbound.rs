@@ -126,7 +126,7 @@ impl Connection {
     }
 
     /// Checks the connection-level order of §4.1: HELLO first, WELCOME (or ERROR) first, and
-    /// no version-2 item under version 1.
+    /// no item of a version later than the one negotiated.
     fn check_connection_state(
         &self,
         frame: &Frame,
@@ -150,9 +150,9 @@ impl Connection {
                 why: "WELCOME must come first",
             });
         }
-        if let Some(feature) = frame.version_2_feature() {
+        if let Some((feature, needs)) = frame.needs_version() {
             let version = self.version.unwrap_or(MIN_VERSION);
-            if version < 2 {
+            if version < needs {
                 return Err(ProtocolError::NotInVersion { feature, version });
             }
         }
