@@ -146,6 +146,20 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether an early offer of a file of `size` bytes may be made now (PROTOCOL.md §4.14):
+    /// a client past a WELCOME of version 3, with room in the pipeline and in
+    /// [`early_room`](Self::early_room), no body open, and no file offered before awaiting its
+    /// ACCEPT or BEGIN. When not, a plain offer still may be made, or the caller waits for
+    /// answers.
+    #[must_use]
+    pub fn can_offer_early(&self, size: u64) -> bool {
+        self.ready_to_queue().is_ok()
+            && self.side == Side::Client
+            && self.version.is_some_and(|v| v >= 3)
+            && self.pipeline_room() > 0
+            && self.may_send_early(size).is_ok()
+    }
+
     /// Checks the rules of an early offer of `size` bytes (PROTOCOL.md §4.14): within
     /// [`EARLY_MAX`](crate::wire::EARLY_MAX) and [`early_room`](Self::early_room), no body
     /// open, no file offered before it awaiting its ACCEPT or BEGIN.
