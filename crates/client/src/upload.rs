@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_proto::wire::EARLY_MAX;
 use ferry_proto::{
-    BodyCheck, Code, Digest, DriveError, EntryKind, Event, FileId, Hasher, OfferOptions, Step,
+    BodyCheck, Code, Digest, DriveError, EntryKind, Event, FileId, Hasher, Name, OfferOptions, Step,
 };
 
 use crate::body::{self, PumpError};
@@ -105,6 +105,7 @@ fn send_once(
         sources,
         version: 1,
         next: 0,
+        folders: Vec::new(),
         flights: Flights::new(so_far(None)),
         obs,
         buf: vec![0; CHUNK],
@@ -118,7 +119,12 @@ fn send_once(
     let outcome = match result {
         Ok(()) => up.flights.outcome,
         Err(e) => {
-            let unsent = up.sources[up.next..].iter().map(report_for);
+            let unsent = up
+                .folders
+                .iter()
+                .map(|&i| &up.sources[i])
+                .chain(&up.sources[up.next..])
+                .map(report_for);
             up.flights.abandon(e, unsent, up.obs)
         }
     };
@@ -232,6 +238,9 @@ struct Upload<'a> {
     version: u16,
     /// The next source to offer.
     next: usize,
+    /// Folders whose contents were not finished when their turn came, in source order: each
+    /// is offered once everything under it has landed.
+    folders: Vec<usize>,
     /// The files in flight; `true` for an early one, whose body went out with its offer.
     flights: Flights<bool>,
     obs: &'a mut dyn Observer,
@@ -317,6 +326,7 @@ impl Upload<'_> {
 
     /// Offers more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
+        self.offer_folders()?;
         let window = self.session.opts.window;
         while self.next < self.sources.len()
             && self
@@ -336,8 +346,13 @@ impl Upload<'_> {
                     continue;
                 }
                 // Its files are stored first: storing one changes the folder's mtime, which
-                // the server sets when the folder is offered.
-                EntryKind::Folder if self.flights.any_under(&src.name) => break,
+                // the server sets when the folder is offered. It waits aside, and what follows
+                // it goes on (one round trip per folder would pace a tree of small files).
+                EntryKind::Folder if self.holds_unfinished(&src.name) => {
+                    self.folders.push(self.next);
+                    self.next += 1;
+                    continue;
+                }
                 EntryKind::Folder => OfferOptions::folder(),
                 _ => match self.read_early(self.next) {
                     Early::Ready => {
@@ -357,6 +372,47 @@ impl Upload<'_> {
                 .offer_with(src.info(), opts)?;
             self.flights.insert(id, self.next, report_for(src), false);
             self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether something under the folder `name` is in flight or set aside, not finished.
+    fn holds_unfinished(&self, name: &Name) -> bool {
+        self.flights.any_under(name)
+            || self
+                .folders
+                .iter()
+                .any(|&i| self.sources[i].name.is_under(name))
+    }
+
+    /// Offers the folders set aside whose contents have all landed, in their order (a folder's
+    /// subfolders come before it), while the window has room.
+    fn offer_folders(&mut self) -> Result<(), ClientError> {
+        let window = self.session.opts.window;
+        let mut at = 0;
+        while let Some(&i) = self.folders.get(at) {
+            let name = &self.sources[i].name;
+            let waits = self.flights.any_under(name)
+                || self.folders[..at]
+                    .iter()
+                    .any(|&j| self.sources[j].name.is_under(name));
+            if waits {
+                at += 1;
+                continue;
+            }
+            if !self.flights.has_room(window, name.as_str().len())
+                || self.session.driver.conn().pipeline_room() == 0
+            {
+                break;
+            }
+            self.folders.remove(at);
+            let src = &self.sources[i];
+            let id = self
+                .session
+                .driver
+                .conn_mut()
+                .offer_with(src.info(), OfferOptions::folder())?;
+            self.flights.insert(id, i, report_for(src), false);
         }
         Ok(())
     }
