@@ -7,8 +7,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use std::time::Duration;
 
+use ferry_proto::wire::EARLY_MAX;
 use ferry_proto::{
-    BodyCheck, Code, DriveError, EntryKind, Event, FileId, Hasher, OfferOptions, Step,
+    BodyCheck, Code, Digest, DriveError, EntryKind, Event, FileId, Hasher, Name, OfferOptions, Step,
 };
 
 use crate::body::{self, PumpError};
@@ -104,9 +105,12 @@ fn send_once(
         sources,
         version: 1,
         next: 0,
+        folders: Vec::new(),
         flights: Flights::new(so_far(None)),
         obs,
         buf: vec![0; CHUNK],
+        early: Vec::new(),
+        answers: Answers::default(),
         over: false,
         last_body: None,
     };
@@ -115,7 +119,12 @@ fn send_once(
     let outcome = match result {
         Ok(()) => up.flights.outcome,
         Err(e) => {
-            let unsent = up.sources[up.next..].iter().map(report_for);
+            let unsent = up
+                .folders
+                .iter()
+                .map(|&i| &up.sources[i])
+                .chain(&up.sources[up.next..])
+                .map(report_for);
             up.flights.abandon(e, unsent, up.obs)
         }
     };
@@ -229,9 +238,18 @@ struct Upload<'a> {
     version: u16,
     /// The next source to offer.
     next: usize,
-    flights: Flights<()>,
+    /// Folders whose contents were not finished when their turn came, in source order: each
+    /// is offered once everything under it has landed.
+    folders: Vec<usize>,
+    /// The files in flight; `true` for an early one, whose body went out with its offer.
+    flights: Flights<bool>,
     obs: &'a mut dyn Observer,
     buf: Vec<u8>,
+    /// The whole body of the early file being sent (at most [`EARLY_MAX`] bytes).
+    early: Vec<u8>,
+    /// Files the server accepted and refused (Unchanged included) on this connection: small
+    /// files go early only while it accepts more than it refuses (see [`Upload::read_early`]).
+    answers: Answers,
     /// The server ended the conversation (after saying why): nothing more can be said.
     over: bool,
     /// The file whose body went out last, until its RESULT: the one a server's last words
@@ -270,17 +288,22 @@ impl Upload<'_> {
                 (Err(e), _) => return Err(e),
             };
             match step {
-                Step::Event(Event::Accepted { id, offset, .. }) => self.send_body(id, offset)?,
+                Step::Event(Event::Accepted { id, offset, .. }) => {
+                    self.answers.accepted += 1;
+                    self.accepted(id, offset)?;
+                }
                 // Already there (PROTOCOL.md §4.8): not a refusal, not a failure.
                 Step::Event(Event::Refused {
                     id,
                     code: Code::Unchanged,
                     reason,
                 }) => {
+                    self.answers.refused += 1;
                     self.flights
                         .land(id, Status::Code(Code::Unchanged), &reason, false, self.obs);
                 }
                 Step::Event(Event::Refused { id, code, reason }) => {
+                    self.answers.refused += 1;
                     self.flights
                         .land(id, Status::Code(code), &reason, true, self.obs);
                 }
@@ -303,6 +326,7 @@ impl Upload<'_> {
 
     /// Offers more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
+        self.offer_folders()?;
         let window = self.session.opts.window;
         while self.next < self.sources.len()
             && self
@@ -322,10 +346,23 @@ impl Upload<'_> {
                     continue;
                 }
                 // Its files are stored first: storing one changes the folder's mtime, which
-                // the server sets when the folder is offered.
-                EntryKind::Folder if self.flights.any_under(&src.name) => break,
+                // the server sets when the folder is offered. It waits aside, and what follows
+                // it goes on (one round trip per folder would pace a tree of small files).
+                EntryKind::Folder if self.holds_unfinished(&src.name) => {
+                    self.folders.push(self.next);
+                    self.next += 1;
+                    continue;
+                }
                 EntryKind::Folder => OfferOptions::folder(),
-                _ => self.digest_of(self.next),
+                _ => match self.read_early(self.next) {
+                    Early::Ready => {
+                        self.send_early(self.next)?;
+                        self.next += 1;
+                        continue;
+                    }
+                    Early::Wait => break,
+                    Early::No => self.digest_of(self.next),
+                },
             };
             let src = &self.sources[self.next];
             let id = self
@@ -333,10 +370,131 @@ impl Upload<'_> {
                 .driver
                 .conn_mut()
                 .offer_with(src.info(), opts)?;
-            self.flights.insert(id, self.next, report_for(src), ());
+            self.flights.insert(id, self.next, report_for(src), false);
             self.next += 1;
         }
         Ok(())
+    }
+
+    /// Whether something under the folder `name` is in flight or set aside, not finished.
+    fn holds_unfinished(&self, name: &Name) -> bool {
+        self.flights.any_under(name)
+            || self
+                .folders
+                .iter()
+                .any(|&i| self.sources[i].name.is_under(name))
+    }
+
+    /// Offers the folders set aside whose contents have all landed, in their order (a folder's
+    /// subfolders come before it), while the window has room.
+    fn offer_folders(&mut self) -> Result<(), ClientError> {
+        let window = self.session.opts.window;
+        let mut at = 0;
+        while let Some(&i) = self.folders.get(at) {
+            let name = &self.sources[i].name;
+            let waits = self.flights.any_under(name)
+                || self.folders[..at]
+                    .iter()
+                    .any(|&j| self.sources[j].name.is_under(name));
+            if waits {
+                at += 1;
+                continue;
+            }
+            if !self.flights.has_room(window, name.as_str().len())
+                || self.session.driver.conn().pipeline_room() == 0
+            {
+                break;
+            }
+            self.folders.remove(at);
+            let src = &self.sources[i];
+            let id = self
+                .session
+                .driver
+                .conn_mut()
+                .offer_with(src.info(), OfferOptions::folder())?;
+            self.flights.insert(id, i, report_for(src), false);
+        }
+        Ok(())
+    }
+
+    /// Whether source `i` goes early (PROTOCOL.md §4.14): a file of at most [`EARLY_MAX`]
+    /// bytes to a version-3 server that has accepted more of this connection's files than it
+    /// refused. The first file goes the usual way, as a probe, and the small files after it
+    /// wait for its answer: a re-run over a tree the server holds sends no body (every offer
+    /// refused Unchanged), and a refused early body is never more than the bytes accepted.
+    ///
+    /// [`Early::Ready`]: its bytes are in `self.early`, as many as walked. [`Early::Wait`]:
+    /// ask again once answers come (the probe's; early bytes in flight; a file offered before
+    /// it awaiting its ACCEPT or BEGIN). A file that changed since the walk or cannot be read
+    /// goes the usual way, which reports it.
+    fn read_early(&mut self, i: usize) -> Early {
+        let src = &self.sources[i];
+        let (Origin::File(path), Some(size)) = (&src.origin, src.size) else {
+            return Early::No;
+        };
+        if self.version < 3 || size > EARLY_MAX {
+            return Early::No;
+        }
+        let Answers { accepted, refused } = self.answers;
+        if accepted <= refused {
+            let probing = accepted + refused == 0 && !self.flights.is_empty();
+            return if probing { Early::Wait } else { Early::No };
+        }
+        if !self.session.driver.conn().can_offer_early(size) {
+            // With nothing in flight no answer will make room: the usual way says why.
+            return if self.flights.is_empty() {
+                Early::No
+            } else {
+                Early::Wait
+            };
+        }
+        self.early.clear();
+        // One byte more than walked tells a file that grew.
+        let read = open_regular(path).and_then(|f| f.take(size + 1).read_to_end(&mut self.early));
+        match read {
+            Ok(n) if n as u64 == size => Early::Ready,
+            _ => Early::No,
+        }
+    }
+
+    /// Offers source `i` early and sends its whole body (in `self.early`) and END at once,
+    /// without waiting for the server's answer.
+    fn send_early(&mut self, i: usize) -> Result<(), ClientError> {
+        let src = &self.sources[i];
+        let opts = if self.session.opts.checksum {
+            OfferOptions::with_digest(Digest::of(&self.early))
+        } else {
+            OfferOptions::default()
+        };
+        let id = self
+            .session
+            .driver
+            .conn_mut()
+            .offer_with(src.info(), opts.early())?;
+        self.flights.insert(id, i, report_for(src), true);
+        self.flights.start(id, 0);
+        self.obs.started(&src.name, src.size, 0);
+        if let Err(e) = self.session.driver.send_body(&self.early) {
+            return self.cut_while_sending(id, e);
+        }
+        let len = self.early.len() as u64;
+        self.obs.advanced(len);
+        let digest = self.session.driver.conn_mut().end()?;
+        self.last_body = Some(id);
+        if let Some(f) = self.flights.get_mut(id) {
+            f.report.bytes = len;
+            f.report.digest = Some(digest);
+            f.report.size = Some(len);
+        }
+        Ok(())
+    }
+
+    /// The server accepted file `id`: its body goes now, unless it went early.
+    fn accepted(&mut self, id: FileId, offset: u64) -> Result<(), ClientError> {
+        match self.flights.get_mut(id) {
+            Some(f) if f.extra => Ok(()),
+            _ => self.send_body(id, offset),
+        }
     }
 
     /// With `--checksum` on a version-2 server, the offer of source `i` carries the whole
@@ -504,6 +662,23 @@ impl Upload<'_> {
             .land(id, Status::Code(Code::Io), &reason, false, self.obs);
         Ok(())
     }
+}
+
+/// The server's answers to this connection's file offers so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Answers {
+    accepted: u64,
+    refused: u64,
+}
+
+/// Whether a file goes early (see [`Upload::read_early`]).
+enum Early {
+    /// Its whole body is read: offer it early now.
+    Ready,
+    /// Not now: wait for answers, then ask again.
+    Wait,
+    /// Offer it the usual way.
+    No,
 }
 
 /// Whether a server's ERROR with `code`, after a body went out, is about that body (the server

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{data, raw_server, write};
 use ferry_client::{upload, Target};
-use ferry_proto::wire::{kind, Frame, VERSION};
+use ferry_proto::wire::{kind, Frame};
 
 /// Small files with short names: the reply budget (64 KiB) holds about 800 of them.
 const FILES: usize = 900;
@@ -28,7 +28,8 @@ fn hundreds_of_small_files_are_offered_before_the_first_reply() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         raw.expect(kind::HELLO);
-        raw.send(&[Frame::Welcome { version: VERSION }]);
+        // Version 2: every file waits for its ACCEPT (early offers, version 3: early.rs).
+        raw.send(&[Frame::Welcome { version: 2 }]);
         let mut offers = 0;
         while offers < IN_FLIGHT {
             match raw.read_frame() {

@@ -110,6 +110,14 @@ pub enum ProtocolError {
     /// Bytes arrived after the peer said it was done or failed.
     #[error("data after the end of the conversation")]
     TrailingData,
+    /// An early OFFER announced a file larger than early bodies may be (PROTOCOL.md §4.14).
+    #[error("an early OFFER announces {size} bytes; an early body is at most {max}")]
+    EarlyTooLarge {
+        /// The size announced.
+        size: u64,
+        /// [`EARLY_MAX`](crate::wire::EARLY_MAX).
+        max: u64,
+    },
     /// The peer used a feature of a later version than the one negotiated (PROTOCOL.md §4.1).
     #[error("{feature} is not part of protocol version {version}")]
     NotInVersion {

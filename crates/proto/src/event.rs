@@ -34,6 +34,10 @@ pub struct OfferOptions {
     /// The whole file's BLAKE3, so that the receiver compares contents rather than size and
     /// mtime (`--checksum`; PROTOCOL.md §4.8). Needs a known size.
     pub digest: Option<Digest>,
+    /// Version 3: an early offer (PROTOCOL.md §4.14), whose body follows at once without
+    /// waiting for ACCEPT. A file of a known size of at most
+    /// [`EARLY_MAX`](crate::wire::EARLY_MAX) bytes.
+    pub early: bool,
 }
 
 impl OfferOptions {
@@ -43,6 +47,7 @@ impl OfferOptions {
         Self {
             kind: EntryKind::Folder,
             digest: None,
+            early: false,
         }
     }
 
@@ -52,6 +57,19 @@ impl OfferOptions {
         Self {
             kind: EntryKind::File,
             digest: Some(digest),
+            early: false,
+        }
+    }
+
+    /// The same file offer, early (version 3, PROTOCOL.md §4.14):
+    /// [`Connection::offer_with`](crate::Connection::offer_with) queues the OFFER and BEGIN
+    /// (from 0) at once, and the caller sends the whole body and END without waiting for
+    /// [`Event::Accepted`], for which it then does nothing.
+    #[must_use]
+    pub fn early(self) -> Self {
+        Self {
+            early: true,
+            ..self
         }
     }
 }
@@ -85,6 +103,10 @@ pub struct Offer {
     pub kind: EntryKind,
     /// The sender's whole-file digest, if it sent one (version 2, `--checksum`).
     pub digest: Option<Digest>,
+    /// An early offer (version 3, PROTOCOL.md §4.14): its body follows at once. The machine
+    /// reads no further until it is answered; on a refusal it drops the body itself, and an
+    /// acceptance always starts at 0 (a resume prefix is ignored).
+    pub early: bool,
 }
 
 impl Offer {
@@ -151,7 +173,8 @@ pub enum Event {
         /// The validated name, or why it is not acceptable.
         name: Result<Name, BadName>,
     },
-    /// The peer accepted our offer: call [`Connection::begin`](crate::Connection::begin) with the hashed local prefix.
+    /// The peer accepted our offer: call [`Connection::begin`](crate::Connection::begin) with the hashed local prefix
+    /// (an early offer: nothing to do, its body went out already, offset 0).
     Accepted {
         /// File id.
         id: FileId,

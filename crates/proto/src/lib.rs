@@ -19,10 +19,11 @@
 //!
 //! [`Driver`] runs a connection over any `Read + Write` in one call per step.
 //!
-//! Two protocol versions are spoken (PROTOCOL.md §4.1): version 1, and version 2, which adds
-//! the unchanged-file check (§4.8), folders as entries (§4.9) and LIST (§4.10). Both ends
-//! negotiate the highest common version ([`Connection::version`]); a version-2 feature is
-//! never sent to, nor accepted from, a peer that negotiated version 1.
+//! Three protocol versions are spoken (PROTOCOL.md §4.1): version 1; version 2, which adds
+//! the unchanged-file check (§4.8), folders as entries (§4.9) and LIST (§4.10); and version 3,
+//! which adds early offers, small bodies that follow their OFFER without waiting for ACCEPT
+//! (§4.14). Both ends negotiate the highest common version ([`Connection::version`]); a
+//! feature is never sent to, nor accepted from, a peer that negotiated an earlier version.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -41,7 +42,8 @@ pub mod wire;
 
 pub use code::Code;
 pub use conn::{
-    BodyQueued, Connection, Framing, Side, WriteParts, FLUSH_AT, INLINE_BODY_MAX, MAX_PIPELINE,
+    BodyQueued, Connection, Framing, Side, WriteParts, EARLY_IN_FLIGHT_MAX, FLUSH_AT,
+    INLINE_BODY_MAX, MAX_PIPELINE,
 };
 pub use digest::{Digest, Hasher, DIGEST_LEN};
 pub use driver::{DriveError, Driver, Step, READ_BUF_LEN};

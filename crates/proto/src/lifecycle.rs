@@ -4,6 +4,11 @@
 //! row is a [`ProtocolError`](crate::ProtocolError). The tests check that this table is the
 //! document's, row for row, and walk every row (and every frame that fits none) through the
 //! machines.
+//!
+//! The rows of an early file offer (§4.14) are in the order the receiver reads the frames:
+//! it answers the OFFER before it reads on, so its BEGIN always finds the offer answered. The
+//! sender sends the BEGIN, DATA and END before the answer reaches it, and takes the answer in
+//! whichever of its states the id is.
 
 use crate::wire::kind;
 
@@ -12,6 +17,8 @@ use crate::wire::kind;
 pub enum Subject {
     /// A file OFFER (an upload, or a download answering a GET, roles swapped).
     FileOffer,
+    /// An early file OFFER (version 3, an upload): its body follows at once.
+    EarlyFileOffer,
     /// A folder OFFER (version 2).
     FolderOffer,
     /// A GET.
@@ -25,8 +32,12 @@ pub enum Subject {
 pub enum State {
     /// Offered, awaiting its answer.
     Announced,
-    /// Accepted, awaiting BEGIN or CANCEL.
+    /// Accepted, awaiting BEGIN or CANCEL (an early offer: BEGIN, next).
     Accepted,
+    /// An early offer refused: its BEGIN comes next, and its body is dropped.
+    Refused,
+    /// The body of a refused early offer is being dropped.
+    Discarding,
     /// Its body is being sent.
     Body,
     /// Its body ended, awaiting RESULT.
@@ -77,8 +88,8 @@ const fn row(subject: Subject, from: State, frame: u8, by: By, to: State) -> Tra
 }
 
 use By::{Receiver, Sender, Server};
-use State::{Accepted, Announced, Asked, Body, Done, Ended, Listing};
-use Subject::{FileOffer, FolderOffer, Get, List};
+use State::{Accepted, Announced, Asked, Body, Discarding, Done, Ended, Listing, Refused};
+use Subject::{EarlyFileOffer, FileOffer, FolderOffer, Get, List};
 
 /// Every legal move, in the order of PROTOCOL.md §4.13.
 pub const TRANSITIONS: &[Transition] = &[
@@ -90,6 +101,17 @@ pub const TRANSITIONS: &[Transition] = &[
     row(FileOffer, Body, kind::CANCEL, Sender, Done),
     row(FileOffer, Body, kind::END, Sender, Ended),
     row(FileOffer, Ended, kind::RESULT, Receiver, Done),
+    row(EarlyFileOffer, Announced, kind::ACCEPT, Receiver, Accepted),
+    row(EarlyFileOffer, Announced, kind::REFUSE, Receiver, Refused),
+    row(EarlyFileOffer, Accepted, kind::BEGIN, Sender, Body),
+    row(EarlyFileOffer, Refused, kind::BEGIN, Sender, Discarding),
+    row(EarlyFileOffer, Body, kind::DATA, Sender, Body),
+    row(EarlyFileOffer, Body, kind::CANCEL, Sender, Done),
+    row(EarlyFileOffer, Body, kind::END, Sender, Ended),
+    row(EarlyFileOffer, Ended, kind::RESULT, Receiver, Done),
+    row(EarlyFileOffer, Discarding, kind::DATA, Sender, Discarding),
+    row(EarlyFileOffer, Discarding, kind::CANCEL, Sender, Done),
+    row(EarlyFileOffer, Discarding, kind::END, Sender, Done),
     row(FolderOffer, Announced, kind::RESULT, Receiver, Done),
     row(FolderOffer, Announced, kind::REFUSE, Receiver, Done),
     row(Get, Asked, kind::OFFER, Server, Done),
@@ -118,6 +140,7 @@ impl Subject {
     pub fn name(self) -> &'static str {
         match self {
             FileOffer => "file offer",
+            EarlyFileOffer => "early file offer",
             FolderOffer => "folder offer",
             Get => "GET",
             List => "LIST",
@@ -132,6 +155,8 @@ impl State {
         match self {
             Announced => "announced",
             Accepted => "accepted",
+            Refused => "refused",
+            Discarding => "discarding",
             Body => "body",
             Ended => "ended",
             Asked => "asked",

@@ -10,7 +10,7 @@ use crate::name::{Name, MAX_NAME_LEN};
 /// seed-framing name, which is how a server tells the framings apart (PROTOCOL.md §2).
 pub const MAGIC: [u8; 8] = *b"\0ferry\r\n";
 /// The highest protocol version this crate speaks (PROTOCOL.md §4.1).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The lowest protocol version this crate speaks.
 pub const MIN_VERSION: u16 = 1;
 /// Bytes in a frame header: kind (1) and payload length (4, big-endian).
@@ -23,6 +23,9 @@ pub const MAX_REASON_LEN: usize = 1024;
 pub const MAX_TOKEN_LEN: usize = 1024;
 /// Largest payload of one DATA frame.
 pub const MAX_DATA_PAYLOAD: u32 = u32::MAX;
+/// Largest file an early OFFER may announce: its body follows the OFFER without waiting for
+/// ACCEPT (version 3, PROTOCOL.md §4.14).
+pub const EARLY_MAX: u64 = 64 * 1024;
 /// Bytes of an ENTRIES payload before its entries: the LIST's id.
 pub(crate) const ENTRIES_HEADER_LEN: usize = 8;
 
@@ -95,8 +98,10 @@ pub mod offer_flag {
     pub const FOLDER: u8 = 1 << 3;
     /// A whole-file digest follows the name (version 2).
     pub const DIGEST: u8 = 1 << 4;
+    /// The body follows at once, without waiting for ACCEPT (version 3, PROTOCOL.md §4.14).
+    pub const EARLY: u8 = 1 << 5;
     /// Every bit defined so far.
-    pub const ALL: u8 = SIZE | MTIME | MODE | FOLDER | DIGEST;
+    pub const ALL: u8 = SIZE | MTIME | MODE | FOLDER | DIGEST | EARLY;
 }
 
 /// Bits of a LIST's `flags` byte (PROTOCOL.md §4.10).
@@ -147,6 +152,22 @@ pub enum Frame {
         /// Raw name (validated by the caller of the decoder).
         name: String,
         /// BLAKE3 of the whole file, for the receiver's content check (version 2).
+        digest: Option<Digest>,
+    },
+    /// OFFER with the early flag (version 3, PROTOCOL.md §4.14): a file of a known size of at
+    /// most [`EARLY_MAX`] bytes, whose BEGIN (from 0), DATA and END follow at once.
+    EarlyOffer {
+        /// File id.
+        id: u64,
+        /// Size in bytes.
+        size: u64,
+        /// Modification time.
+        mtime: Option<Timestamp>,
+        /// Unix permission bits.
+        mode: Option<u32>,
+        /// Raw name (validated by the caller of the decoder).
+        name: String,
+        /// BLAKE3 of the whole file, for the receiver's content check.
         digest: Option<Digest>,
     },
     /// ACCEPT.
@@ -252,7 +273,7 @@ impl Frame {
         match self {
             Frame::Hello { .. } => kind::HELLO,
             Frame::Welcome { .. } => kind::WELCOME,
-            Frame::Offer { .. } => kind::OFFER,
+            Frame::Offer { .. } | Frame::EarlyOffer { .. } => kind::OFFER,
             Frame::Accept { .. } => kind::ACCEPT,
             Frame::Refuse { .. } => kind::REFUSE,
             Frame::Begin { .. } => kind::BEGIN,
@@ -291,6 +312,17 @@ impl Frame {
         }
     }
 
+    /// The feature of a later version this frame uses, if any, named for messages, and the
+    /// version it needs: such a frame is valid only once that version is negotiated
+    /// (PROTOCOL.md §4.1). `None` for a frame every version defines.
+    #[must_use]
+    pub fn needs_version(&self) -> Option<(&'static str, u16)> {
+        match self {
+            Frame::EarlyOffer { .. } => Some(("an early OFFER", 3)),
+            _ => self.version_2_feature().map(|f| (f, 2)),
+        }
+    }
+
     /// Appends the encoded frame (header and payload; for DATA the header only) to `out`.
     ///
     /// Text fields must already respect their caps; the [`Connection`](crate::Connection)
@@ -319,24 +351,37 @@ impl Frame {
                 mode,
                 name,
                 digest,
-            } => {
-                put_u64(out, *id);
-                let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-                out.push(
-                    flag(size.is_some(), offer_flag::SIZE)
-                        | flag(mtime.is_some(), offer_flag::MTIME)
-                        | flag(mode.is_some(), offer_flag::MODE)
-                        | flag(*kind == EntryKind::Folder, offer_flag::FOLDER)
-                        | flag(digest.is_some(), offer_flag::DIGEST),
-                );
-                put_u64(out, size.unwrap_or(0));
-                put_timestamp(out, mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 }));
-                put_u32(out, mode.unwrap_or(0));
-                put_bytes16(out, name.as_bytes());
-                if let Some(d) = digest {
-                    out.extend_from_slice(&d.0);
-                }
-            }
+            } => put_offer(
+                out,
+                OfferFields {
+                    id: *id,
+                    flags: flag(*kind == EntryKind::Folder, offer_flag::FOLDER),
+                    size: *size,
+                    mtime: *mtime,
+                    mode: *mode,
+                    name,
+                    digest: *digest,
+                },
+            ),
+            Frame::EarlyOffer {
+                id,
+                size,
+                mtime,
+                mode,
+                name,
+                digest,
+            } => put_offer(
+                out,
+                OfferFields {
+                    id: *id,
+                    flags: offer_flag::EARLY,
+                    size: Some(*size),
+                    mtime: *mtime,
+                    mode: *mode,
+                    name,
+                    digest: *digest,
+                },
+            ),
             Frame::Accept { id, offset, prefix } => {
                 put_u64(out, *id);
                 put_u64(out, *offset);
@@ -427,18 +472,38 @@ impl Frame {
                 } else {
                     None
                 };
-                Frame::Offer {
-                    id,
-                    kind: if on(offer_flag::FOLDER) {
-                        EntryKind::Folder
-                    } else {
-                        EntryKind::File
-                    },
-                    size: on(offer_flag::SIZE).then_some(size),
-                    mtime: on(offer_flag::MTIME).then_some(mtime),
-                    mode: on(offer_flag::MODE).then_some(mode),
-                    name,
-                    digest,
+                if on(offer_flag::EARLY) {
+                    if on(offer_flag::FOLDER) || !on(offer_flag::SIZE) {
+                        return Err(r.malformed("an early offer is a file of a known size"));
+                    }
+                    if size > EARLY_MAX {
+                        return Err(ProtocolError::EarlyTooLarge {
+                            size,
+                            max: EARLY_MAX,
+                        });
+                    }
+                    Frame::EarlyOffer {
+                        id,
+                        size,
+                        mtime: on(offer_flag::MTIME).then_some(mtime),
+                        mode: on(offer_flag::MODE).then_some(mode),
+                        name,
+                        digest,
+                    }
+                } else {
+                    Frame::Offer {
+                        id,
+                        kind: if on(offer_flag::FOLDER) {
+                            EntryKind::Folder
+                        } else {
+                            EntryKind::File
+                        },
+                        size: on(offer_flag::SIZE).then_some(size),
+                        mtime: on(offer_flag::MTIME).then_some(mtime),
+                        mode: on(offer_flag::MODE).then_some(mode),
+                        name,
+                        digest,
+                    }
                 }
             }
             kind::ACCEPT => Frame::Accept {
@@ -571,6 +636,45 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
+/// The fields of an OFFER, early or not, as encoded; `flags` holds the bits the other fields
+/// do not imply (folder, early).
+struct OfferFields<'a> {
+    id: u64,
+    flags: u8,
+    size: Option<u64>,
+    mtime: Option<Timestamp>,
+    mode: Option<u32>,
+    name: &'a str,
+    digest: Option<Digest>,
+}
+
+/// `bit` when `on`, else no bit.
+fn flag(on: bool, bit: u8) -> u8 {
+    if on {
+        bit
+    } else {
+        0
+    }
+}
+
+fn put_offer(out: &mut Vec<u8>, o: OfferFields<'_>) {
+    put_u64(out, o.id);
+    out.push(
+        o.flags
+            | flag(o.size.is_some(), offer_flag::SIZE)
+            | flag(o.mtime.is_some(), offer_flag::MTIME)
+            | flag(o.mode.is_some(), offer_flag::MODE)
+            | flag(o.digest.is_some(), offer_flag::DIGEST),
+    );
+    put_u64(out, o.size.unwrap_or(0));
+    put_timestamp(out, o.mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 }));
+    put_u32(out, o.mode.unwrap_or(0));
+    put_bytes16(out, o.name.as_bytes());
+    if let Some(d) = o.digest {
+        out.extend_from_slice(&d.0);
+    }
+}
+
 fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
     // Callers cap every text field far below u16::MAX; saturate rather than wrap regardless.
     let len = b.len().min(usize::from(u16::MAX));

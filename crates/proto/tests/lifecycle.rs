@@ -1,11 +1,12 @@
 //! The lifecycle table (PROTOCOL.md §4.13, `ferry_proto::lifecycle`): the document's table is
 //! the code's, row for row; the machines take every row's frame in its state, and refuse
-//! every other frame naming the id there with a protocol error.
+//! every other frame naming the id there with a protocol error. Early file offers (§4.14)
+//! included: their receiver reads nothing after the OFFER until it has answered.
 
 use std::collections::BTreeSet;
 
 use ferry_proto::lifecycle::{next, By, State, Subject, TRANSITIONS};
-use ferry_proto::wire::{self, kind, Frame, Timestamp};
+use ferry_proto::wire::{self, kind, Frame, Timestamp, VERSION};
 use ferry_proto::{
     Code, Connection, Digest, Entry, EntryKind, Error, Event, FileId, FileInfo, Hasher, Incoming,
     Name, OfferOptions,
@@ -57,13 +58,14 @@ fn the_document_table_is_the_code_table() {
     assert_eq!(document_rows(), code);
 }
 
-/// A client and a server past HELLO/WELCOME (version 2), with every byte delivered.
+/// A client and a server past HELLO/WELCOME (the latest version), with every byte delivered.
 struct Pair {
     client: Connection,
     server: Connection,
 }
 
-/// Delivers what `from` queued to `to`, body bytes included; panics on any error.
+/// Delivers what `from` queued to `to`, body bytes included, until `to` pauses for an answer
+/// to an early offer; panics on any error.
 fn pump(from: &mut Connection, to: &mut Connection) {
     while !from.poll_transmit().is_empty() {
         let bytes = from.poll_transmit();
@@ -76,6 +78,9 @@ fn pump(from: &mut Connection, to: &mut Connection) {
             _ => to.handle_input(bytes).unwrap(),
         };
         from.advance(n);
+        if n == 0 && to.is_paused() {
+            return;
+        }
         assert!(n > 0, "stalled");
     }
 }
@@ -89,13 +94,16 @@ impl Pair {
         p.c2s();
         assert!(matches!(
             p.server.poll_event(),
-            Some(Event::Hello { version: 2, .. })
+            Some(Event::Hello {
+                version: VERSION,
+                ..
+            })
         ));
         p.server.welcome().unwrap();
         p.s2c();
         assert!(matches!(
             p.client.poll_event(),
-            Some(Event::Welcome { version: 2 })
+            Some(Event::Welcome { version: VERSION })
         ));
         p
     }
@@ -124,6 +132,13 @@ impl Pair {
         };
         let id = match subject {
             Subject::FileOffer => p.client.offer(info(Some(BODY.len() as u64))).unwrap(),
+            Subject::EarlyFileOffer => p
+                .client
+                .offer_with(
+                    info(Some(BODY.len() as u64)),
+                    OfferOptions::default().early(),
+                )
+                .unwrap(),
             Subject::FolderOffer => p
                 .client
                 .offer_with(info(None), OfferOptions::folder())
@@ -136,7 +151,9 @@ impl Pair {
         let steps: &[State] = match from {
             State::Announced | State::Asked => &[],
             State::Accepted => &[State::Accepted],
+            State::Refused => &[State::Refused],
             State::Body => &[State::Accepted, State::Body],
+            State::Discarding => &[State::Refused, State::Body],
             State::Ended => &[State::Accepted, State::Body, State::Ended],
             State::Listing => &[State::Listing],
             State::Done => unreachable!("no row starts at done"),
@@ -147,8 +164,15 @@ impl Pair {
                     p.server.accept(id, Hasher::new()).unwrap();
                     p.s2c();
                 }
+                State::Refused => {
+                    p.server.refuse(id, Code::Exists, "no").unwrap();
+                    p.s2c();
+                }
                 State::Body => {
-                    p.client.begin(id, Hasher::new()).unwrap();
+                    // An early offer's BEGIN went out with it.
+                    if subject == Subject::FileOffer {
+                        p.client.begin(id, Hasher::new()).unwrap();
+                    }
                     p.client.send_data(BODY).unwrap();
                     p.c2s();
                 }
@@ -261,7 +285,10 @@ fn the_machines_take_every_row() {
         let bytes = frame_bytes(t.frame, id, t.from);
         let to = receiver_of(&mut p, t.frame);
         assert_eq!(to.handle_input(&bytes), Ok(bytes.len()), "{t:?}");
-        assert_eq!(to.poll_event().is_some(), t.frame != kind::DATA, "{t:?}");
+        // A refused early body is dropped without an event (§4.14).
+        let dropped = matches!(t.from, State::Refused | State::Discarding);
+        let event = t.frame != kind::DATA && !dropped;
+        assert_eq!(to.poll_event().is_some(), event, "{t:?}");
         assert!(
             matches!(t.by, By::Sender)
                 == (t.frame == kind::BEGIN
@@ -308,6 +335,11 @@ fn the_machines_refuse_every_frame_outside_the_table() {
             }
             let to = receiver_of(&mut p, frame);
             let got = to.handle_input(&bytes);
+            if subject == Subject::EarlyFileOffer && from == State::Announced && to.is_paused() {
+                // The receiver reads nothing until it has answered the early offer (§4.14).
+                assert_eq!(got, Ok(0), "{from:?} {}", wire::frame_name(frame).unwrap());
+                continue;
+            }
             assert!(
                 matches!(got, Err(Error::Protocol(_))),
                 "{subject:?} {from:?} took {}: {got:?}",

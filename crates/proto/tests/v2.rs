@@ -528,7 +528,7 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 
 /// A client and a server past HELLO/WELCOME of version 2, with nothing queued.
 fn v2_pair() -> (Connection, Connection) {
-    let mut client = Connection::client(None).unwrap();
+    let mut client = Connection::client_with_max_version(None, 2).unwrap();
     let mut server = Connection::server();
     server.handle_input(client.poll_transmit()).unwrap();
     client.transmitted(client.poll_transmit().len());

@@ -1,9 +1,9 @@
-//! Version negotiation between version-1 and version-2 machines (PROTOCOL.md §4.1, §12).
+//! Version negotiation between machines of versions 1 to 3 (PROTOCOL.md §4.1, §12).
 
 mod common;
 
 use common::{run_versions, Plan, Store};
-use ferry_proto::wire::{Frame, MAGIC};
+use ferry_proto::wire::{Frame, MAGIC, VERSION};
 use ferry_proto::{
     Code, Connection, Digest, Entry, EntryKind, Error, Event, FileInfo, Hasher, Name, OfferOptions,
     ProtocolError, UsageError,
@@ -39,7 +39,17 @@ fn store() -> Store {
 /// frame, in both directions).
 #[test]
 fn every_pairing_negotiates_the_highest_common_version() {
-    for (client, server) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+    for (client, server) in [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+        (1, 3),
+        (3, 1),
+        (2, 3),
+        (3, 2),
+        (3, 3),
+    ] {
         let out = run_versions(&plan(), store(), 7, None, (client, server));
         let v = client.min(server);
         assert_eq!(out.versions, (Some(v), Some(v)), "{client} x {server}");
@@ -68,14 +78,14 @@ fn every_pairing_negotiates_the_highest_common_version() {
     }
 }
 
-/// §4.1: the bytes a version-1 peer sees. A new client's HELLO offers 1..=2, which a
+/// §4.1: the bytes a version-1 peer sees. A new client's HELLO offers 1..=3, which a
 /// version-1 server accepts (it only checks that 1 lies in the range); a version-1 client's
 /// HELLO (1..=1) gets WELCOME 1 from a new server, byte for byte what a version-1 server sent.
 #[test]
 fn the_bytes_a_version_1_peer_sees_are_version_1_bytes() {
     let hello = Connection::client(None).unwrap().poll_transmit().to_vec();
     let mut want = MAGIC.to_vec();
-    want.extend_from_slice(&[0x01, 0, 0, 0, 6, 0, 1, 0, 2, 0, 0]);
+    want.extend_from_slice(&[0x01, 0, 0, 0, 6, 0, 1, 0, 3, 0, 0]);
     assert_eq!(hello, want);
 
     let v1_hello = Connection::client_with_max_version(None, 1)
@@ -359,7 +369,7 @@ fn no_common_version_is_refused() {
     assert_eq!(
         server.poll_event(),
         Some(Event::Hello {
-            version: 2,
+            version: VERSION,
             token: None
         })
     );
@@ -378,6 +388,6 @@ fn no_common_version_is_refused() {
         ),
         "{err}"
     );
-    assert!(Connection::client_with_max_version(None, 3).is_err());
+    assert!(Connection::client_with_max_version(None, VERSION + 1).is_err());
     assert!(Connection::server_with_max_version(0).is_err());
 }

@@ -16,6 +16,9 @@ pub(super) struct Body {
     hasher: Hasher,
     /// Raw bytes still due in the open DATA frame.
     frame_left: u64,
+    /// The body of a refused early offer (§4.14): a receiver drops it without an event; a
+    /// sender expects no RESULT for it.
+    pub(super) discard: bool,
 }
 
 impl Body {
@@ -26,6 +29,7 @@ impl Body {
             size,
             hasher,
             frame_left: 0,
+            discard: false,
         }
     }
 

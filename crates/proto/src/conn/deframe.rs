@@ -25,6 +25,8 @@ pub(super) enum Rx {
     Payload { kind: u8, len: u32 },
     /// Inside a DATA payload: raw body bytes that the caller moves.
     Body,
+    /// Inside a DATA payload of a refused early body: raw bytes the machine drops (§4.14).
+    Discard,
     /// Nothing more is read: the peer ended or failed, or this end closed.
     Done,
 }
@@ -69,7 +71,7 @@ impl Deframer {
             Rx::Magic(got) => got > 0,
             Rx::SeedName | Rx::Header => !self.buf.is_empty(),
             Rx::Payload { .. } => true,
-            Rx::Detect | Rx::SeedBody | Rx::Body | Rx::Done => false,
+            Rx::Detect | Rx::SeedBody | Rx::Body | Rx::Discard | Rx::Done => false,
         }
     }
 
@@ -131,7 +133,7 @@ impl Deframer {
                 self.rx = Rx::Header;
                 Ok((n, Some(Unit::Frame(frame?))))
             }
-            Rx::SeedBody | Rx::Body | Rx::Done => Ok((0, None)),
+            Rx::SeedBody | Rx::Body | Rx::Discard | Rx::Done => Ok((0, None)),
         }
     }
 

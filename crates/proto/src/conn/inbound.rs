@@ -14,6 +14,9 @@ use crate::event::{BadName, BodyCheck, Event, FileId, Offer};
 use crate::name::{escape, Name};
 use crate::wire::{self, Frame, MIN_VERSION};
 
+/// Why a frame other than its BEGIN cannot follow an answered early offer.
+const EARLY_BEGIN_FIRST: &str = "an early OFFER is followed at once by its BEGIN";
+
 impl Connection {
     /// Gives a completed unit its meaning.
     pub(super) fn on_unit(&mut self, unit: Unit) -> Result<(), ProtocolError> {
@@ -26,9 +29,56 @@ impl Connection {
                 self.seed_name_arrived(raw);
                 Ok(())
             }
-            Unit::Frame(frame) => self.dispatch(frame),
-            Unit::Data(len) => self.data_arrived(len),
+            Unit::Frame(frame) => {
+                self.early_begin_due(&frame)?;
+                self.dispatch(frame)
+            }
+            Unit::Data(len) => {
+                if self.inbound.early.is_some() {
+                    return Err(ProtocolError::Unexpected {
+                        frame: "DATA",
+                        why: EARLY_BEGIN_FIRST,
+                    });
+                }
+                self.data_arrived(len)
+            }
         }
+    }
+
+    /// After an early offer's answer, its BEGIN is the next frame (§4.14).
+    fn early_begin_due(&self, frame: &Frame) -> Result<(), ProtocolError> {
+        match (self.inbound.early, frame) {
+            (None, _) => Ok(()),
+            (Some(e), Frame::Begin { id, .. }) if *id == e.id => Ok(()),
+            (Some(_), f) => Err(ProtocolError::Unexpected {
+                frame: wire::frame_name(f.kind()).unwrap_or("?"),
+                why: EARLY_BEGIN_FIRST,
+            }),
+        }
+    }
+
+    /// Drops raw bytes of a refused early body (§4.14); returns how many were taken.
+    pub(super) fn discard(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        let Some(body) = self.inbound.body.as_mut() else {
+            return Err(ProtocolError::Unexpected {
+                frame: "DATA",
+                why: "no body was begun",
+            });
+        };
+        let n = usize::try_from(body.frame_left())
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        // Within the frame by construction; the usage error cannot arise.
+        let left = body
+            .take(&data[..n])
+            .map_err(|_| ProtocolError::Malformed {
+                frame: "DATA",
+                what: "more bytes than announced",
+            })?;
+        if left == 0 {
+            self.de.rx = Rx::Header;
+        }
+        Ok(n)
     }
 
     /// A DATA header: body *body* → *body* (§4.13), checked against the announced size.
@@ -43,7 +93,7 @@ impl Connection {
             })?;
         body.frame_arrived(len)?;
         if len > 0 {
-            self.de.rx = Rx::Body;
+            self.de.rx = if body.discard { Rx::Discard } else { Rx::Body };
         }
         Ok(())
     }
@@ -76,7 +126,7 @@ impl Connection {
     }
 
     /// Checks the connection-level order of §4.1: HELLO first, WELCOME (or ERROR) first, and
-    /// no version-2 item under version 1.
+    /// no item of a version later than the one negotiated.
     fn check_connection_state(
         &self,
         frame: &Frame,
@@ -100,9 +150,9 @@ impl Connection {
                 why: "WELCOME must come first",
             });
         }
-        if let Some(feature) = frame.version_2_feature() {
+        if let Some((feature, needs)) = frame.needs_version() {
             let version = self.version.unwrap_or(MIN_VERSION);
-            if version < 2 {
+            if version < needs {
                 return Err(ProtocolError::NotInVersion { feature, version });
             }
         }
@@ -172,6 +222,7 @@ impl Connection {
                     size,
                     mtime.is_some(),
                     digest,
+                    false,
                 ));
                 Event::Offer(Offer {
                     id,
@@ -181,6 +232,48 @@ impl Connection {
                     mode,
                     kind,
                     digest,
+                    early: false,
+                })
+            }
+            Frame::EarlyOffer {
+                id,
+                size,
+                mtime,
+                mode,
+                name: raw,
+                digest,
+            } => {
+                // An early file offer: a new id, *announced*; its BEGIN follows the answer.
+                self.expect_side(name, Side::Server)?;
+                if self.inbound.body.is_some() || self.inbound.body_awaited() {
+                    return Err(ProtocolError::Unexpected {
+                        frame: name,
+                        why: "an early OFFER may not overtake a body in progress or awaited",
+                    });
+                }
+                self.new_peer_id(name, id)?;
+                let parsed = Name::parse(&raw).map_err(|error| BadName {
+                    raw: escape(&raw),
+                    error,
+                });
+                let (kind, size) = (EntryKind::File, Some(size));
+                self.inbound.unanswered.push_back(Pending::new(
+                    id,
+                    kind,
+                    size,
+                    mtime.is_some(),
+                    digest,
+                    true,
+                ));
+                Event::Offer(Offer {
+                    id,
+                    name: parsed,
+                    size,
+                    mtime,
+                    mode,
+                    kind,
+                    digest,
+                    early: true,
                 })
             }
             Frame::Get { id, name: raw } => {
@@ -257,6 +350,18 @@ impl Connection {
                         what: "offset beyond the file",
                     });
                 }
+                if p.early {
+                    // Early: its body went out at once, from 0 (§4.14); nothing more to send.
+                    if offset != 0 {
+                        return Err(ProtocolError::Malformed {
+                            frame: name,
+                            what: "an early offer is accepted at offset 0",
+                        });
+                    }
+                    self.events
+                        .push_back(Event::Accepted { id, offset, prefix });
+                    return Ok(());
+                }
                 self.outbound.accepted.push_back(Accepted {
                     id,
                     size: p.size,
@@ -271,6 +376,9 @@ impl Connection {
                 if let Some(p) = self.outbound.unanswered.front().filter(|p| p.id == id) {
                     if let Some(why) = p.refusal_error(code) {
                         return Err(ProtocolError::Unexpected { frame: name, why });
+                    }
+                    if p.early {
+                        self.early_refused(id);
                     }
                     self.outbound.unanswered.pop_front();
                 } else if self.side == Side::Client
@@ -299,6 +407,23 @@ impl Connection {
                         frame: name,
                         why: "a body is in progress",
                     });
+                }
+                if let Some(e) = self.inbound.early.take() {
+                    // Early file offer *accepted* → *body*, *refused* → *discarding*.
+                    if from != 0 {
+                        return Err(ProtocolError::Malformed {
+                            frame: name,
+                            what: "an early body starts at 0",
+                        });
+                    }
+                    let mut body = Body::new(id, Some(e.size), Hasher::new());
+                    body.discard = e.discard;
+                    self.inbound.body = Some(body);
+                    if e.discard {
+                        return Ok(());
+                    }
+                    self.events.push_back(Event::Begin { id, from });
+                    return Ok(());
                 }
                 let a =
                     pop_front_if(&mut self.inbound.accepted, |a| a.id == id).ok_or_else(|| {
@@ -335,6 +460,10 @@ impl Connection {
                     }
                 };
                 let actual = body.ended(size)?;
+                if body.discard {
+                    // Early file offer *discarding* → *done*, without an event.
+                    return Ok(());
+                }
                 let check = if actual == digest {
                     BodyCheck::Verified(actual)
                 } else {
@@ -348,8 +477,11 @@ impl Connection {
             }
             Frame::Cancel { id, reason } => {
                 // File offer *body* or *accepted* → *done*.
-                if self.inbound.body.as_ref().is_some_and(|b| b.id == id) {
-                    self.inbound.body = None;
+                if let Some(b) = self.inbound.body.take_if(|b| b.id == id) {
+                    if b.discard {
+                        // Early file offer *discarding* → *done*, without an event.
+                        return Ok(());
+                    }
                 } else if pop_front_if(&mut self.inbound.accepted, |a| a.id == id).is_none() {
                     return Err(wrong_id(
                         name,
@@ -380,6 +512,16 @@ impl Connection {
         };
         self.events.push_back(event);
         Ok(())
+    }
+
+    /// Sender: the early offer `id` was refused. Its body, still open or ended, is owed no
+    /// RESULT: an open one is marked so that END adds none, an ended one is taken off the
+    /// files awaiting theirs (§4.14).
+    fn early_refused(&mut self, id: FileId) {
+        match self.outbound.body.as_mut().filter(|b| b.id == id) {
+            Some(b) => b.discard = true,
+            None => self.outbound.unfinished.retain(|f| *f != id),
+        }
     }
 
     /// Client: checks a download OFFER answers the GET next in line, and returns its name.
@@ -461,7 +603,14 @@ impl Connection {
             (!self.outbound.unanswered.is_empty(), "ACCEPT or REFUSE"),
             (!self.outbound.unfinished.is_empty(), "RESULT"),
             (!request.is_empty(), request),
-            (!self.inbound.accepted.is_empty(), "BEGIN"),
+            (
+                !self.inbound.accepted.is_empty() || self.inbound.early.is_some(),
+                "BEGIN",
+            ),
+            (
+                self.inbound.unanswered.back().is_some_and(|p| p.early),
+                "the body of an early OFFER",
+            ),
             (self.side == Side::Client && !self.welcomed, "WELCOME"),
         ];
         owed.iter().find(|(owed, _)| *owed).map(|(_, what)| *what)

@@ -39,6 +39,12 @@ const UNCHANGED_REQUEST: &str = "Unchanged answers an offer, never a GET or a LI
 /// Most files one side may announce (OFFER, GET or LIST) and not yet start (PROTOCOL.md §7).
 pub const MAX_PIPELINE: usize = 1024;
 
+/// Most bytes of early bodies a sender has in flight: sent after early OFFERs not answered
+/// yet (PROTOCOL.md §4.14, §10). The bytes a refused window wastes: at 1 Gbit/s about 34 ms,
+/// and above the bandwidth-delay product of 1 Gbit/s over 20 ms (2.5 MB), so that small
+/// files stream at such a link's speed.
+pub const EARLY_IN_FLIGHT_MAX: u64 = 4 * 1024 * 1024;
+
 /// Which end of the connection this machine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -220,6 +226,12 @@ impl Connection {
 
     /// Consumes a prefix of `data`; 0 means "stop here".
     fn consume(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        if self.is_paused() {
+            return Ok(0);
+        }
+        if self.de.rx == Rx::Discard {
+            return self.discard(data);
+        }
         if self.de.rx == Rx::Done {
             // After our own close the rest is ignored; after the peer's end it is an error.
             return if self.closed_locally {
@@ -362,11 +374,14 @@ impl Connection {
     }
 
     /// True when [`handle_input`](Self::handle_input) takes no more bytes until the caller
-    /// acts on an event: the seed upload's offer awaits `accept` or `refuse` (PROTOCOL.md
-    /// §2.1). Raw body bytes due ([`incoming`](Self::incoming)) are not a pause.
+    /// acts on an event: the seed upload's offer (PROTOCOL.md §2.1) or an early offer (§4.14)
+    /// awaits `accept` or `refuse`. Raw body bytes due ([`incoming`](Self::incoming)) are not
+    /// a pause.
     #[must_use]
     pub fn is_paused(&self) -> bool {
-        self.error.is_none() && self.de.rx == Rx::SeedBody && self.inbound.body.is_none()
+        let seed = self.de.rx == Rx::SeedBody && self.inbound.body.is_none();
+        let early = self.inbound.unanswered.back().is_some_and(|p| p.early);
+        self.error.is_none() && (seed || early)
     }
 
     /// How many more files this side may offer or request (GET, LIST) before it must wait
@@ -374,6 +389,17 @@ impl Connection {
     #[must_use]
     pub fn pipeline_room(&self) -> usize {
         MAX_PIPELINE.saturating_sub(self.outbound.announced() + self.requests.len())
+    }
+
+    /// How many more bytes of early bodies this side may send now (PROTOCOL.md §4.14):
+    /// [`EARLY_IN_FLIGHT_MAX`] less the sizes of its early offers not answered yet; 0 before
+    /// version 3 is negotiated, and on a server (downloads are never early).
+    #[must_use]
+    pub fn early_room(&self) -> u64 {
+        if self.side != Side::Client || self.version.is_none_or(|v| v < 3) {
+            return 0;
+        }
+        EARLY_IN_FLIGHT_MAX.saturating_sub(self.outbound.early_unanswered())
     }
 
     /// How many sent files still await their RESULT.
@@ -470,14 +496,17 @@ impl Connection {
         Ok(())
     }
 
-    /// Refuses to send a version-2 frame before version 2 is negotiated (PROTOCOL.md §4.1).
+    /// Refuses to send a frame of a later version before that version is negotiated
+    /// (PROTOCOL.md §4.1).
     fn may_send(&self, frame: &Frame) -> Result<(), UsageError> {
-        match frame.version_2_feature() {
-            Some(feature) if self.version.is_none_or(|v| v < 2) => Err(UsageError::NeedsVersion {
-                feature,
-                needs: 2,
-                version: self.version,
-            }),
+        match frame.needs_version() {
+            Some((feature, needs)) if self.version.is_none_or(|v| v < needs) => {
+                Err(UsageError::NeedsVersion {
+                    feature,
+                    needs,
+                    version: self.version,
+                })
+            }
             _ => Ok(()),
         }
     }

@@ -18,6 +18,8 @@ pub(super) struct Pending {
     pub(super) id: FileId,
     pub(super) size: Option<u64>,
     pub(super) kind: EntryKind,
+    /// An early offer (§4.14): its body follows it without waiting for the answer.
+    pub(super) early: bool,
     /// The offer can be answered Unchanged: a file with size and mtime, or a digest (§4.8).
     comparable: bool,
 }
@@ -29,6 +31,7 @@ impl Pending {
         size: Option<u64>,
         has_mtime: bool,
         digest: Option<Digest>,
+        early: bool,
     ) -> Self {
         let comparable =
             kind == EntryKind::File && size.is_some() && (has_mtime || digest.is_some());
@@ -36,8 +39,15 @@ impl Pending {
             id,
             size,
             kind,
+            early,
             comparable,
         }
+    }
+
+    /// An offer of a file whose body the receiver awaits in accept order: a file offer that
+    /// is not early. No early offer may overtake one (§4.14).
+    pub(super) fn awaits_body_in_order(&self) -> bool {
+        self.kind == EntryKind::File && !self.early
     }
 
     /// Why `code` cannot answer this offer in a REFUSE, if it cannot.
@@ -58,6 +68,16 @@ pub(super) struct Accepted<P> {
     pub(super) prefix: P,
 }
 
+/// An answered early offer whose BEGIN comes next (§4.14): lifecycle state *accepted* or
+/// *refused* of an early file offer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EarlyBegin {
+    pub(super) id: FileId,
+    pub(super) size: u64,
+    /// Refused: the body is read and dropped by the machine, without an event.
+    pub(super) discard: bool,
+}
+
 /// The files going one way, each in the queue of its lifecycle state.
 #[derive(Debug)]
 pub(super) struct Flow<P> {
@@ -65,6 +85,8 @@ pub(super) struct Flow<P> {
     pub(super) unanswered: VecDeque<Pending>,
     /// *accepted*: awaiting BEGIN or CANCEL.
     pub(super) accepted: VecDeque<Accepted<P>>,
+    /// Receiving: the early offer answered last, whose BEGIN must be the next frame.
+    pub(super) early: Option<EarlyBegin>,
     /// *body*: the one body in progress.
     pub(super) body: Option<Body>,
     /// *ended*: awaiting RESULT.
@@ -76,6 +98,7 @@ impl<P> Default for Flow<P> {
         Self {
             unanswered: VecDeque::new(),
             accepted: VecDeque::new(),
+            early: None,
             body: None,
             unfinished: VecDeque::new(),
         }
@@ -87,6 +110,7 @@ impl<P> Flow<P> {
     pub(super) fn is_idle(&self) -> bool {
         self.unanswered.is_empty()
             && self.accepted.is_empty()
+            && self.early.is_none()
             && self.body.is_none()
             && self.unfinished.is_empty()
     }
@@ -94,6 +118,21 @@ impl<P> Flow<P> {
     /// Files announced and not yet begun, counted against [`MAX_PIPELINE`](super::MAX_PIPELINE).
     pub(super) fn announced(&self) -> usize {
         self.unanswered.len() + self.accepted.len()
+    }
+
+    /// Bytes of the early offers not answered yet: sending, the early bodies in flight.
+    pub(super) fn early_unanswered(&self) -> u64 {
+        self.unanswered
+            .iter()
+            .filter(|p| p.early)
+            .map(|p| p.size.unwrap_or(0))
+            .sum()
+    }
+
+    /// Whether a file offer here waits for its body in accept order (not answered yet, or
+    /// accepted and not begun): no early offer may overtake it (§4.14).
+    pub(super) fn body_awaited(&self) -> bool {
+        !self.accepted.is_empty() || self.unanswered.iter().any(Pending::awaits_body_in_order)
     }
 }
 

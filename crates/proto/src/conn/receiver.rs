@@ -1,7 +1,7 @@
 //! The receiver's commands and the client's requests (PROTOCOL.md §4.3, §4.5-§4.6, §4.9-§4.11):
 //! get, accept, refuse, finish, list, and the server's listing pages.
 
-use super::queues::{front_listing, Accepted, Request};
+use super::queues::{front_listing, Accepted, EarlyBegin, Request};
 use super::{truncate, Connection, Side, UNCHANGED_REQUEST};
 use crate::code::Code;
 use crate::digest::Hasher;
@@ -29,11 +29,12 @@ impl Connection {
     }
 
     /// Accepts the next offer. `prefix` is a hasher over the bytes already held for this file
-    /// (empty for none); its length is the resume offset (PROTOCOL.md §7).
+    /// (empty for none); its length is the resume offset (PROTOCOL.md §7). An early offer
+    /// cannot resume: it is accepted at offset 0 whatever `prefix` holds (§4.14).
     pub fn accept(&mut self, id: FileId, prefix: Hasher) -> Result<(), UsageError> {
         self.ready_to_queue()?;
-        let size = match self.inbound.unanswered.front() {
-            Some(p) if p.id == id && p.kind == EntryKind::File => p.size,
+        let (size, early) = match self.inbound.unanswered.front() {
+            Some(p) if p.id == id && p.kind == EntryKind::File => (p.size, p.early),
             Some(p) if p.id == id => {
                 return Err(UsageError::Invalid(
                     "a folder offer is answered with finish or refuse",
@@ -48,6 +49,7 @@ impl Connection {
                 });
             }
         };
+        let prefix = if early { Hasher::new() } else { prefix };
         let offset = prefix.len();
         if offset > 0 && size.is_none_or(|s| offset > s) {
             return Err(UsageError::BadOffset { offset });
@@ -62,6 +64,10 @@ impl Connection {
             offset,
             prefix: prefix.finalize(),
         });
+        if early {
+            self.early_answered(id, size, false);
+            return Ok(());
+        }
         self.inbound.accepted.push_back(Accepted {
             id,
             size,
@@ -86,7 +92,11 @@ impl Connection {
             if let Some(why) = p.refusal_error(code) {
                 return Err(UsageError::Invalid(why));
             }
+            let (early, size) = (p.early, p.size);
             self.inbound.unanswered.pop_front();
+            if early {
+                self.early_answered(id, size, true);
+            }
         } else if self.side == Side::Server && self.requests.front().is_some_and(|r| r.id() == id) {
             if code == Code::Unchanged {
                 return Err(UsageError::Invalid(UNCHANGED_REQUEST));
@@ -201,6 +211,16 @@ impl Connection {
         self.requests.pop_front();
         self.emit(&Frame::Listed { id, count, skipped });
         Ok(())
+    }
+
+    /// The early offer `id` of `size` bytes is answered: its BEGIN comes next, and with
+    /// `discard` (refused) the machine drops its body without an event (§4.14).
+    fn early_answered(&mut self, id: FileId, size: Option<u64>, discard: bool) {
+        self.inbound.early = Some(EarlyBegin {
+            id,
+            size: size.unwrap_or(0),
+            discard,
+        });
     }
 
     /// Server: the listing the front request holds, when it is the LIST `id`.

@@ -54,6 +54,7 @@ impl Connection {
             None,
             false,
             None,
+            false,
         ));
         self.events.push_back(Event::Offer(Offer {
             id: SEED_ID,
@@ -63,6 +64,7 @@ impl Connection {
             mode: None,
             kind: EntryKind::File,
             digest: None,
+            early: false,
         }));
     }
 

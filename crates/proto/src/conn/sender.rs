@@ -22,6 +22,12 @@ impl Connection {
     /// (PROTOCOL.md §4.2, §4.8-§4.9); returns its id. A folder is answered with
     /// [`Event::Result`](crate::Event::Result) (or [`Event::Refused`](crate::Event::Refused))
     /// and has no body.
+    ///
+    /// Version 3, [`OfferOptions::early`] (§4.14): a file of a known size of at most
+    /// [`EARLY_MAX`](crate::wire::EARLY_MAX) bytes, within [`early_room`](Self::early_room),
+    /// offered while no body is open and no file offered before awaits its ACCEPT or BEGIN.
+    /// The OFFER and its BEGIN (from 0) are queued together: send the whole body and
+    /// [`end`](Self::end) it at once, without waiting for the answer.
     pub fn offer_with(&mut self, info: FileInfo, opts: OfferOptions) -> Result<FileId, UsageError> {
         self.ready_to_queue()?;
         if self.side != Side::Client {
@@ -61,6 +67,9 @@ impl Connection {
         if opts.kind != EntryKind::File {
             return Err(UsageError::Invalid("a download is always a file"));
         }
+        if opts.early {
+            return Err(UsageError::Invalid("a download is never early"));
+        }
         match self.requests.front() {
             Some(Request::Get {
                 id: front,
@@ -92,16 +101,35 @@ impl Connection {
         if opts.digest.is_some() && info.size.is_none() {
             return Err(UsageError::Invalid("a digest needs a size"));
         }
-        let frame = Frame::Offer {
-            id,
-            kind: opts.kind,
-            size: info.size,
-            mtime: info.mtime,
-            mode: info.mode,
-            name: info.name.as_str().to_owned(),
-            digest: opts.digest,
+        let name = info.name.as_str().to_owned();
+        let frame = match (opts.early, info.size) {
+            (false, size) => Frame::Offer {
+                id,
+                kind: opts.kind,
+                size,
+                mtime: info.mtime,
+                mode: info.mode,
+                name,
+                digest: opts.digest,
+            },
+            (true, Some(size)) if opts.kind == EntryKind::File => Frame::EarlyOffer {
+                id,
+                size,
+                mtime: info.mtime,
+                mode: info.mode,
+                name,
+                digest: opts.digest,
+            },
+            (true, _) => {
+                return Err(UsageError::Invalid(
+                    "an early offer is a file of a known size",
+                ))
+            }
         };
         self.may_send(&frame)?;
+        if opts.early {
+            self.may_send_early(info.size.unwrap_or(0))?;
+        }
         self.emit(&frame);
         self.outbound.unanswered.push_back(Pending::new(
             id,
@@ -109,7 +137,48 @@ impl Connection {
             info.size,
             info.mtime.is_some(),
             opts.digest,
+            opts.early,
         ));
+        if opts.early {
+            self.emit(&Frame::Begin { id, from: 0 });
+            self.outbound.body = Some(Body::new(id, info.size, Hasher::new()));
+        }
+        Ok(())
+    }
+
+    /// Whether an early offer of a file of `size` bytes may be made now (PROTOCOL.md §4.14):
+    /// a client past a WELCOME of version 3, with room in the pipeline and in
+    /// [`early_room`](Self::early_room), no body open, and no file offered before awaiting its
+    /// ACCEPT or BEGIN. When not, a plain offer still may be made, or the caller waits for
+    /// answers.
+    #[must_use]
+    pub fn can_offer_early(&self, size: u64) -> bool {
+        self.ready_to_queue().is_ok()
+            && self.side == Side::Client
+            && self.version.is_some_and(|v| v >= 3)
+            && self.pipeline_room() > 0
+            && self.may_send_early(size).is_ok()
+    }
+
+    /// Checks the rules of an early offer of `size` bytes (PROTOCOL.md §4.14): within
+    /// [`EARLY_MAX`](crate::wire::EARLY_MAX) and [`early_room`](Self::early_room), no body
+    /// open, no file offered before it awaiting its ACCEPT or BEGIN.
+    fn may_send_early(&self, size: u64) -> Result<(), UsageError> {
+        if size > wire::EARLY_MAX {
+            return Err(UsageError::Invalid(
+                "an early offer is of at most EARLY_MAX bytes",
+            ));
+        }
+        if size > self.early_room() {
+            return Err(UsageError::Invalid(
+                "early bodies in flight would pass EARLY_IN_FLIGHT_MAX: wait for answers",
+            ));
+        }
+        if self.outbound.body.is_some() || self.outbound.body_awaited() {
+            return Err(UsageError::Invalid(
+                "an early offer may not overtake a body in progress or awaited",
+            ));
+        }
         Ok(())
     }
 
@@ -249,9 +318,10 @@ impl Connection {
         self.ready_to_queue()?;
         let body = self.outbound.body.as_ref().ok_or(UsageError::NoBody)?;
         let digest = body.finish()?;
-        let (id, size) = (body.id, body.len());
+        let (id, size, refused) = (body.id, body.len(), body.discard);
         self.outbound.body = None;
-        if self.emit(&Frame::End { id, size, digest }) {
+        // A refused early body is owed no RESULT (§4.14).
+        if self.emit(&Frame::End { id, size, digest }) && !refused {
             self.outbound.unfinished.push_back(id);
         }
         Ok(digest)
