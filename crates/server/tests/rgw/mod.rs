@@ -153,11 +153,7 @@ impl Rgw {
             let (status, body) = self.send(self.agent.get(url.as_str()).call());
             assert_eq!(status, 200, "ListObjectsV2: {body}");
             let page = ListObjectsV2::parse_response(&body).expect("a ListObjectsV2 answer");
-            out.extend(
-                page.contents
-                    .into_iter()
-                    .map(|c| (c.key, c.size.unwrap_or(0))),
-            );
+            out.extend(page.contents.into_iter().map(|c| (c.key, c.size)));
             assert!(out.len() <= MAX_KEYS, "more than {MAX_KEYS} keys");
             match page.next_continuation_token {
                 Some(t) => token = Some(t),
