@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::parts::{PartDigest, PartStack};
+
 /// Length in bytes of a [`Digest`].
 pub const DIGEST_LEN: usize = 32;
 
@@ -49,10 +51,30 @@ impl fmt::Debug for Digest {
 /// An incremental BLAKE3 hasher that also counts the bytes it has seen.
 ///
 /// Resume uses the count: a hasher fed the first `n` bytes of a file stands for that prefix.
-#[derive(Clone, Default)]
+/// A hasher can also be rebuilt from the digests of a file's first parts, without their bytes
+/// ([`Hasher::from_parts`]).
+#[derive(Clone)]
 pub struct Hasher {
-    inner: blake3::Hasher,
+    inner: Inner,
     len: u64,
+}
+
+/// How a [`Hasher`] holds what it has seen.
+#[derive(Clone)]
+enum Inner {
+    /// Every byte went through one BLAKE3 hasher.
+    Whole(blake3::Hasher),
+    /// Rebuilt from part digests: goes on part by part.
+    Parts(PartStack),
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self {
+            inner: Inner::Whole(blake3::Hasher::new()),
+            len: 0,
+        }
+    }
 }
 
 impl Hasher {
@@ -62,10 +84,30 @@ impl Hasher {
         Self::default()
     }
 
+    /// The hasher of a file's first `parts.len()` parts of `part_len` bytes each, rebuilt from
+    /// their digests ([`hash_part`](crate::hash_part)) without the bytes: it goes on hashing
+    /// what follows and finalizes to the BLAKE3 digest of the whole file. `None` when
+    /// `part_len` is not a power of two of at least 1 KiB, the total length overflows, or a
+    /// single part comes without its root digest.
+    #[must_use]
+    pub fn from_parts(part_len: u64, parts: &[PartDigest]) -> Option<Self> {
+        let stack = PartStack::rebuild(part_len, parts)?;
+        let len = part_len.checked_mul(u64::try_from(parts.len()).ok()?)?;
+        Some(Self {
+            inner: Inner::Parts(stack),
+            len,
+        })
+    }
+
     /// Feeds more bytes.
     pub fn update(&mut self, data: &[u8]) {
-        // blake3 picks its SIMD kernel at run time; large slices go through its wide path.
-        self.inner.update(data);
+        match &mut self.inner {
+            // blake3 picks its SIMD kernel at run time; large slices go through its wide path.
+            Inner::Whole(h) => {
+                h.update(data);
+            }
+            Inner::Parts(p) => p.update(data),
+        }
         self.len = self.len.saturating_add(data.len() as u64);
     }
 
@@ -84,7 +126,10 @@ impl Hasher {
     /// The digest of everything fed so far (the hasher stays usable).
     #[must_use]
     pub fn finalize(&self) -> Digest {
-        Digest(*self.inner.finalize().as_bytes())
+        match &self.inner {
+            Inner::Whole(h) => Digest(*h.finalize().as_bytes()),
+            Inner::Parts(p) => p.finalize(),
+        }
     }
 }
 

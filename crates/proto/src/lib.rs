@@ -36,6 +36,7 @@ mod event;
 mod input;
 pub mod lifecycle;
 pub mod name;
+mod parts;
 pub mod wire;
 
 pub use code::Code;
@@ -51,6 +52,7 @@ pub use event::{
 };
 pub use input::{BodyRead, Input};
 pub use name::{Name, NameError};
+pub use parts::{hash_part, PartDigest};
 pub use wire::Timestamp;
 
 /// The README's examples, compiled and run as doctests.

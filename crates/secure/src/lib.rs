@@ -127,9 +127,16 @@ fn base_dir(xdg_var: &str, home_rel: &str) -> Option<PathBuf> {
     })
 }
 
-/// The crypto provider used everywhere: rustls's `ring` provider.
+/// The crypto provider used everywhere: rustls's `ring` provider, preferring AES-128-GCM.
+///
+/// ring's default order puts AES-256-GCM first; AES-128-GCM (ten rounds instead of fourteen)
+/// seals and opens bulk data about a quarter faster with AES-NI and is what OpenSSH and Go
+/// prefer too. The other suites stay, in their order, for peers that want them.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    let aes128 = rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+    provider.cipher_suites.sort_by_key(|s| s.suite() != aes128);
+    Arc::new(provider)
 }
 
 /// Refuses a secret file that group or others can access (Unix permission bits). On Windows
@@ -156,4 +163,27 @@ fn check_private_metadata(path: &Path, meta: &std::fs::Metadata) -> Result<(), S
     #[cfg(not(unix))]
     let _ = (path, meta);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite as S;
+
+    /// Both sides offer AES-128-GCM first (a rustls server follows the client's order); every
+    /// TLS 1.3 suite of the provider stays on offer.
+    #[test]
+    fn aes_128_gcm_is_preferred_and_nothing_is_dropped() {
+        let suites: Vec<S> = super::provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(suites[0], S::TLS13_AES_128_GCM_SHA256);
+        for s in [
+            S::TLS13_AES_256_GCM_SHA384,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            assert!(suites.contains(&s), "{s:?} is still offered");
+        }
+    }
 }

@@ -35,7 +35,7 @@ use rustix::fs as rfs;
 /// Most files one batch holds before it is flushed, even while more input is at hand.
 pub(crate) const MAX_BATCH_FILES: usize = 1024;
 /// Most body bytes one batch holds before it is flushed (write-behind has sent most of them
-/// to the disk already; see [`crate::store`]).
+/// to the disk already; see [`crate::storage::fs`]).
 pub(crate) const MAX_BATCH_BYTES: u64 = 256 << 20;
 /// Most bytes of reply text (stored names, reasons) one batch holds in memory.
 pub(crate) const MAX_BATCH_TEXT: usize = 256 << 10;

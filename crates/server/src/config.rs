@@ -24,6 +24,19 @@ pub enum Overwrite {
     Replace,
 }
 
+/// An S3-compatible object store to store into instead of [`Config::dir`] (`--store
+/// s3://BUCKET[/PREFIX] --s3-endpoint URL`). Credentials come from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), the region from `AWS_REGION` (default
+/// `us-east-1`), as every S3 tool reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStore {
+    /// `s3://BUCKET[/PREFIX]`: files are stored as `PREFIX/NAME`, the server's own state under
+    /// `PREFIX/.ferry-state/`.
+    pub url: String,
+    /// The store's endpoint, `http://host:port` or `https://host` (path-style requests).
+    pub endpoint: String,
+}
+
 /// Server settings. [`Config::default`] is what `ferry-server` runs with no flags: no TLS, no
 /// token (bind to loopback only, or set both).
 #[derive(Debug, Clone)]
@@ -113,6 +126,8 @@ pub struct Config {
     /// balancer), and take the client's address from it; other addresses connect directly.
     /// Empty: no PROXY header is read.
     pub trusted_proxies: Vec<Trusted>,
+    /// Store into this object store instead of [`Config::dir`]; `None`: the folder.
+    pub object_store: Option<ObjectStore>,
     /// Refuse, with [`ferry_proto::Code::BadName`], uploaded names that Windows cannot store
     /// (`aux.c`, `x:y`, `what?`, `trailing.`: PROTOCOL.md §5.2, [`ferry_proto::Name::portable`]),
     /// so that the folder can be copied to Windows as it is. Off by default: the server then
@@ -155,6 +170,7 @@ impl Default for Config {
             progress_interval: Duration::from_secs(5),
             metrics_listen: None,
             trusted_proxies: Vec::new(),
+            object_store: None,
             portable_names: false,
             max_auth_failures: 5,
             auth_window: Duration::from_secs(60),

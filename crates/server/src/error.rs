@@ -24,6 +24,14 @@ pub enum ServerError {
         /// What the system said.
         source: io::Error,
     },
+    /// The object store could not be used (unreachable, no such bucket, bad credentials).
+    #[error("cannot use the object store {url}: {message}")]
+    ObjectStore {
+        /// Its `s3://` URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The configuration makes no sense.
     #[error("invalid configuration: {0}")]
     Config(String),

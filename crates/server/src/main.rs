@@ -11,7 +11,9 @@ use ferry_secure::{Fingerprint, ServerTls, Token};
 use ferry_server::logging::{Background, Flusher};
 use ferry_server::proxy::Trusted;
 use ferry_server::units::{parse_duration, parse_size};
-use ferry_server::{Config, Credential, Overwrite, Permissions, Server, ShutdownHandle};
+use ferry_server::{
+    Config, Credential, ObjectStore, Overwrite, Permissions, Server, ShutdownHandle,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -110,6 +112,14 @@ struct Args {
     /// Folder to store uploads in and serve downloads from (created if missing)
     #[arg(long, value_name = "DIR", default_value = "uploaded_files")]
     dir: PathBuf,
+    /// Store in an S3-compatible object store instead of --dir: s3://BUCKET[/PREFIX], with
+    /// credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, region from AWS_REGION
+    /// (default us-east-1); several servers may share one
+    #[arg(long, value_name = "URL", requires = "s3_endpoint")]
+    store: Option<String>,
+    /// The object store's endpoint for --store (path-style), e.g. http://127.0.0.1:7480
+    #[arg(long, value_name = "URL", requires = "store")]
+    s3_endpoint: Option<String>,
     /// What to do when an uploaded name already exists
     #[arg(long, value_enum, default_value_t = OverwriteArg::Refuse)]
     overwrite: OverwriteArg,
@@ -411,6 +421,10 @@ impl Args {
             } else {
                 Vec::new()
             },
+            object_store: self
+                .store
+                .zip(self.s3_endpoint)
+                .map(|(url, endpoint)| ObjectStore { url, endpoint }),
         })
     }
 }

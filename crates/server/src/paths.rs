@@ -1,6 +1,6 @@
 //! What a client's name may be and what the client is told when it cannot be used: the
 //! server's reserved prefix (refused in every component), and the meaning of a failed
-//! resolution under the root (see [`crate::root`]) in words for the client.
+//! resolution under the root (see [`crate::storage::fs`]) in words for the client.
 
 use std::io;
 

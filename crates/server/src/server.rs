@@ -22,7 +22,7 @@ use crate::proxy;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
 use crate::sources::{SourceTicket, Sources};
-use crate::store::Store;
+use crate::storage::{self, Storage};
 use crate::stream::{Guarded, StopFlags, Wait};
 
 /// How often the accept loop and the drain wait look at the stop flags.
@@ -65,10 +65,24 @@ impl Server {
     /// behind) and binds the listening socket (port 0 picks a free port).
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         check(&config)?;
-        let store = Store::open(&config).map_err(|source| ServerError::Dir {
-            path: config.dir.clone(),
-            source: explain_dir_error(&config.dir, source),
+        let store = storage::open(&config).map_err(|source| match &config.object_store {
+            Some(store) => ServerError::ObjectStore {
+                url: store.url.clone(),
+                message: source.to_string(),
+            },
+            None => ServerError::Dir {
+                path: config.dir.clone(),
+                source: explain_dir_error(&config.dir, source),
+            },
         })?;
+        Self::with_storage(config, store)
+    }
+
+    /// Binds a server that stores into `store` (opened from `config` by [`Server::bind`]).
+    pub(crate) fn with_storage(
+        config: Config,
+        store: Arc<dyn Storage>,
+    ) -> Result<Server, ServerError> {
         let bind_err = |source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -76,7 +90,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        announce(&config, local_addr, store.root());
+        announce(&config, local_addr, &store.describe());
         let access = Arc::new(Access::new(&config));
         let mut shared = Shared {
             slots: Slots::new(config.max_connections, config.evict_after),
@@ -114,7 +128,7 @@ impl Server {
             log::info!("metrics at http://{bound}/metrics");
         }
         for folder in access.folders() {
-            let sub = shared.store.sub_store(folder, &shared.config);
+            let sub = shared.store.sub_storage(folder, &shared.config);
             let sub = sub.map_err(|source| ServerError::Dir {
                 path: shared.config.dir.join(folder.as_str()),
                 source,
@@ -134,9 +148,11 @@ impl Server {
         self.local_addr
     }
 
-    /// The storage folder, canonical.
+    /// The storage folder, canonical ([`Config::dir`] as given for a storage that is not a
+    /// local folder).
     pub fn dir(&self) -> &Path {
-        self.shared.store.root()
+        let s = &self.shared;
+        s.store.local_folder().unwrap_or(&s.config.dir)
     }
 
     /// A handle that asks this server to stop.
@@ -253,11 +269,10 @@ fn check(config: &Config) -> Result<(), ServerError> {
 
 /// Logs where the server listens and how it is protected, warning when other machines can
 /// reach it without a token or without TLS.
-fn announce(config: &Config, addr: SocketAddr, root: &Path) {
+fn announce(config: &Config, addr: SocketAddr, root: &str) {
     if let Some(warning) = exposure_warning(config, addr, root) {
         log::warn!("{warning}");
     }
-    let root = root.display();
     log::info!("listening on {addr}, storing into {root}");
     if let Some(tls) = &config.tls {
         log::info!(
@@ -302,11 +317,10 @@ fn announce(config: &Config, addr: SocketAddr, root: &Path) {
 
 /// The warning for a server that other machines can reach without a token, or with a token
 /// but without TLS (the token then crosses the network in clear).
-fn exposure_warning(config: &Config, addr: SocketAddr, root: &Path) -> Option<String> {
+fn exposure_warning(config: &Config, addr: SocketAddr, root: &str) -> Option<String> {
     if addr.ip().is_loopback() {
         return None;
     }
-    let root = root.display();
     let anonymous = config.anonymous_permissions();
     match (config.has_tokens(), &config.tls) {
         (false, _) | (true, _) if !anonymous.is_none() => Some(format!(
@@ -617,16 +631,6 @@ fn drain(shared: &Shared, mut workers: Vec<JoinHandle<()>>) {
 }
 
 #[cfg(test)]
-impl Server {
-    /// The store, before the server runs (tests replace how it makes files durable).
-    pub(crate) fn store_mut(&mut self) -> &mut crate::store::Store {
-        &mut Arc::get_mut(&mut self.shared)
-            .expect("not shared before it runs")
-            .store
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use ferry_secure::{ServerTls, Token};
@@ -636,7 +640,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let tls = ServerTls::self_signed(state.path()).unwrap();
         let token = Token::new(b"t".to_vec()).unwrap();
-        let root = Path::new("/srv/inbox");
+        let root = "/srv/inbox";
         let public: SocketAddr = "192.0.2.7:8386".parse().unwrap();
         let loopback: SocketAddr = "[::1]:8386".parse().unwrap();
         let warn = |tls: Option<&ServerTls>, token: Option<&Token>, addr| {

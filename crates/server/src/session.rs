@@ -1,6 +1,6 @@
 //! One connection: opens it (plain or TLS, see [`crate::gate`]), drives a
 //! [`ferry_proto::Driver`] over it, checks the token on HELLO and acts on the events with the
-//! [`Store`]. Never parses bytes itself.
+//! [`Storage`]. Never parses bytes itself.
 //!
 //! RESULTs of stored files wait in a [`Batch`] until one flush has made the batch durable
 //! (group commit, see [`crate::commit`]).
@@ -9,8 +9,7 @@
 //! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,15 +27,14 @@ use crate::commit::{Batch, Reply};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::hooks::{self, Hooks};
-use crate::listing::Lister;
 use crate::locks::{NameLock, NameLocks};
 use crate::logging::{clip, LogBudget};
 use crate::metrics::Metrics;
 use crate::paths::Refusal;
 use crate::server::busy_reason;
 use crate::slots::{Activity, Evict, Slot, Slots, Take};
-use crate::store::{
-    hash_reader, Download, Offered, Store, Upload, Working, BUF_LEN, MAX_HELD_PARTIALS,
+use crate::storage::{
+    FileMeta, Incoming, Listing, Offered, Storage, Upload, BUF_LEN, MAX_RESERVATIONS,
 };
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
 use crate::units::{Bytes, Rate};
@@ -51,7 +49,7 @@ const TAKEOVER_TICK: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     pub locks: Arc<NameLocks>,
     pub stop: Arc<StopFlags>,
     /// Connections past their opening message.
@@ -71,7 +69,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// This view of the server with `store` (a credential's folder) in place of its own; the
     /// limits are shared, the name locks are the folder's own.
-    pub(crate) fn space(&self, store: Store) -> Shared {
+    pub(crate) fn space(&self, store: Arc<dyn Storage>) -> Shared {
         Shared {
             config: self.config.clone(),
             store,
@@ -100,7 +98,7 @@ struct Receiving {
     upload: Upload,
     _lock: NameLock,
     /// `None` once writing failed; the rest of the body is read and dropped.
-    work: Option<Working>,
+    work: Option<Box<dyn Incoming>>,
     failure: Option<Refusal>,
     from: u64,
     started: Instant,
@@ -302,7 +300,7 @@ impl<'a> Session<'a> {
     }
 
     /// Whether the batch holds files waiting for a flush and more input arrives within
-    /// [`Store::linger`]: then the batch stays open, and shares its flush with the files that
+    /// [`Storage::linger`]: then the batch stays open, and shares its flush with the files that
     /// input brings.
     fn input_soon(&self) -> bool {
         let linger = self.shared.store.linger();
@@ -487,7 +485,7 @@ impl<'a> Session<'a> {
                         if std::ptr::eq(space, root) {
                             String::new()
                         } else {
-                            format!(", in {}", space.store.root().display())
+                            format!(", in {}", space.store.describe())
                         }
                     );
                 }
@@ -688,10 +686,15 @@ impl<'a> Session<'a> {
         }
         let lock = self.lock_name(&name)?;
         // Past the cap on held partials, a resumable offer is taken as a plain upload.
-        let held = self.pending.iter().filter(|p| p.upload.holds_partial());
+        let held = self.pending.iter().filter(|p| p.upload.holds_reservation());
         let resumable =
-            self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_HELD_PARTIALS;
-        let (upload, prefix) = store.prepare_upload(name, (o.size, o.mtime, o.mode), resumable)?;
+            self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_RESERVATIONS;
+        let meta = FileMeta {
+            size: o.size,
+            mtime: o.mtime,
+            mode: o.mode,
+        };
+        let (upload, prefix) = store.prepare_upload(name, meta, resumable)?;
         Ok(Some((upload, lock, prefix)))
     }
 
@@ -775,7 +778,7 @@ impl<'a> Session<'a> {
         let since = self.progress_logged.max(r.started);
         if since.elapsed() >= self.shared.config.progress_interval {
             self.progress_logged = Instant::now();
-            let got = r.work.as_ref().map_or(0, Working::len);
+            let got = r.work.as_ref().map_or(0, |w| w.len());
             let rate = Rate {
                 bytes: got.saturating_sub(r.from),
                 elapsed: r.started.elapsed(),
@@ -835,7 +838,7 @@ impl<'a> Session<'a> {
                 format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
             )),
             (None, Some(work), BodyCheck::Verified(d) | BodyCheck::Unverified(d)) => {
-                self.shared.store.publish(work, &r.upload, d)
+                work.publish(&r.upload, d)
             }
             (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
         };
@@ -881,12 +884,16 @@ impl<'a> Session<'a> {
         let Some(h) = &self.shared.hooks else {
             return;
         };
+        // Only a storage in a local folder runs the hook; the others have no path to give.
+        let Some(folder) = self.shared.store.local_folder() else {
+            return;
+        };
         let digest = match check {
             BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
             BodyCheck::Mismatch { .. } => None,
         };
         h.stored(hooks::Stored {
-            path: self.shared.store.root().join(stored),
+            path: folder.join(stored),
             name: stored.to_owned(),
             size,
             digest,
@@ -994,8 +1001,8 @@ impl<'a> Session<'a> {
     }
 
     /// Answers a LIST (version 2): its pages go out one at a time, each written before the
-    /// next is read from the folders, so that a listing is never held whole (see
-    /// [`crate::listing`]); the bytes of the pages count as progress.
+    /// next is read from the storage, so that a listing is never held whole (see
+    /// [`Listing`]); the bytes of the pages count as progress.
     fn on_list(
         &mut self,
         id: FileId,
@@ -1025,7 +1032,7 @@ impl<'a> Session<'a> {
             }
         };
         self.io().set_body(true);
-        let count = self.send_pages(id, &mut lister)?;
+        let count = self.send_pages(id, lister.as_mut())?;
         let skipped = lister.skipped();
         self.d.conn_mut().listed(id, skipped)?;
         log::info!(
@@ -1037,7 +1044,7 @@ impl<'a> Session<'a> {
 
     /// Sends the entries of `lister` as ENTRIES pages of the listing `id`, each written out
     /// before the next is gathered; returns how many were sent.
-    fn send_pages(&mut self, id: FileId, lister: &mut Lister) -> Result<u64, DriveError> {
+    fn send_pages(&mut self, id: FileId, lister: &mut dyn Listing) -> Result<u64, DriveError> {
         let cost = |e: &Entry| ENTRY_FIXED + e.name.as_str().len();
         let mut page: Vec<Entry> = Vec::new();
         let mut sent = 0u64;
@@ -1068,7 +1075,7 @@ impl<'a> Session<'a> {
             );
             return Ok(());
         };
-        let Download { mut file, info } = match self.shared.store.open_download(offered) {
+        let mut file = match self.shared.store.open_download(offered) {
             Ok(d) => d,
             Err(why) => {
                 log::warn!("{}: download #{id} cancelled: {why}", self.peer);
@@ -1076,23 +1083,19 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         };
-        let size = info.size.unwrap_or(0);
+        let name = file.info().name.clone();
+        let size = file.info().size.unwrap_or(0);
         let started = Instant::now();
-        let prefix = hash_prefix(&mut file, offset, &mut self.buf);
+        let prefix = file.prefix(offset, &mut self.buf);
         let from = self.d.conn_mut().begin(id, prefix)?;
-        let mut left = size - from;
-        file.seek(SeekFrom::Start(from))?;
-        while left > 0 {
-            let want = usize::try_from(left)
+        let mut at = from;
+        while at < size {
+            let want = usize::try_from(size - at)
                 .unwrap_or(usize::MAX)
                 .min(self.buf.len());
-            let n = match file.read(&mut self.buf[..want]) {
+            let n = match file.read_at(at, &mut self.buf[..want]) {
                 Ok(0) => {
-                    log::warn!(
-                        "{}: {} shrank while being sent; cancelled",
-                        self.peer,
-                        info.name
-                    );
+                    log::warn!("{}: {name} shrank while being sent; cancelled", self.peer);
                     self.d
                         .conn_mut()
                         .cancel(id, "the file changed on the server while being sent")?;
@@ -1101,7 +1104,7 @@ impl<'a> Session<'a> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("{}: reading {} failed: {e}", self.peer, info.name);
+                    log::warn!("{}: reading {name} failed: {e}", self.peer);
                     self.d
                         .conn_mut()
                         .cancel(id, &format!("the server cannot read the file: {e}"))?;
@@ -1111,13 +1114,13 @@ impl<'a> Session<'a> {
             self.d.send_body(&self.buf[..n])?;
             self.tally.sent += n as u64;
             self.shared.metrics.sent(n);
-            left -= n as u64;
+            at += n as u64;
         }
         self.d.conn_mut().end()?;
         self.sent.push_back(Sent {
             id,
-            name: info.name,
-            bytes: size - from,
+            name,
+            bytes: size.saturating_sub(from),
             started,
         });
         Ok(())
@@ -1157,8 +1160,8 @@ impl<'a> Session<'a> {
             return;
         };
         self.tally.failed += 1;
-        let got = r.work.as_ref().map_or(0, Working::len);
-        let kept = r.work.is_some_and(Working::interrupt);
+        let got = r.work.as_ref().map_or(0, |w| w.len());
+        let kept = r.work.is_some_and(|w| w.interrupt());
         let fate = if kept { "kept for resume" } else { "discarded" };
         log::warn!(
             "{}: {} interrupted after {} of {}; {fate}",
@@ -1209,16 +1212,5 @@ fn resumed(from: u64) -> String {
         String::new()
     } else {
         format!(", resumed at {}", Bytes(from))
-    }
-}
-
-/// A hasher over the first `offset` bytes of `file`, or an empty one if it is shorter.
-fn hash_prefix(file: &mut File, offset: u64, buf: &mut [u8]) -> Hasher {
-    if offset == 0 || file.seek(SeekFrom::Start(0)).is_err() {
-        return Hasher::new();
-    }
-    match hash_reader(file, offset, buf) {
-        Ok(h) if h.len() == offset => h,
-        _ => Hasher::new(),
     }
 }

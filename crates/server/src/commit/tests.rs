@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ferry_proto::{Connection, Driver, Event, FileInfo, Hasher, Name, Step};
 
+use crate::storage::fs::Store;
 use crate::{Config, Server};
 
 /// An operation (and a [`Durability`]) that counts its runs and blocks each until the test
@@ -82,10 +83,9 @@ fn results_leave_only_after_the_flush_of_their_batch() {
         ..Config::default()
     };
     let gate = Arc::new(Gate::default());
-    let mut server = Server::bind(config).unwrap();
-    server
-        .store_mut()
-        .set_durability(Arc::clone(&gate) as Arc<dyn Durability>);
+    let mut store = Store::open(&config).unwrap();
+    store.set_durability(Arc::clone(&gate) as Arc<dyn Durability>);
+    let server = Server::with_storage(config, Arc::new(store)).unwrap();
     let server = server.spawn().unwrap();
     let root = server.dir().to_path_buf();
 

@@ -2,8 +2,8 @@
 //! effective uid): `tmp/` holds uploads being received that cannot be resumed (emptied at
 //! start), `partials/` those that can (named by a hash of the full relative name and the size,
 //! so one flat folder serves the whole tree; expired after `partial_ttl` at start), and
-//! `digests` is the digest cache (see [`crate::digests`]). At start, a folder made and removed
-//! in `tmp/` tells the umask and the precision of modification times (see [`crate::probe`]).
+//! `digests` is the digest cache (see [`super::digests`]). At start, a folder made and removed
+//! in `tmp/` tells the umask and the precision of modification times (see [`super::probe`]).
 //!
 //! Clients cannot name it (every component starting with
 //! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX) is refused) and other local users cannot
@@ -28,9 +28,9 @@ use ferry_proto::{Digest, Name};
 use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use crate::digests::DigestCache;
-use crate::probe::Probed;
-use crate::root::Root;
+use super::digests::DigestCache;
+use super::probe::Probed;
+use super::root::Root;
 
 /// The server's private folder under the root.
 pub(crate) const STATE_DIR: &str = ".ferry-state";
@@ -327,7 +327,7 @@ fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
         };
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
-                // A probe folder (see crate::probe) left by a crash; only an empty one goes.
+                // A probe folder (see super::probe) left by a crash; only an empty one goes.
                 let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
                 continue;
             }

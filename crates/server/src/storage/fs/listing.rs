@@ -20,8 +20,9 @@ use ferry_proto::{Entry, EntryKind, Name, Timestamp};
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Stat};
 use rustix::io::Errno;
 
+use super::root;
 use crate::paths::RESERVED_PREFIX;
-use crate::root;
+use crate::storage::Listing;
 
 /// Permission bits listed (no set-id or sticky bits).
 const MODE_MASK: u32 = 0o777;
@@ -78,19 +79,20 @@ impl Lister {
         }
     }
 
-    /// Entries left out so far (see the module docs).
-    pub(crate) fn skipped(&self) -> u64 {
-        self.skipped
-    }
-
     /// Folders open right now.
     #[cfg(test)]
     fn depth(&self) -> usize {
         self.stack.len()
     }
+}
 
-    /// The next entry, or `None` when the listing is complete.
-    pub(crate) fn next_entry(&mut self) -> Option<Entry> {
+impl Listing for Lister {
+    /// Entries left out so far (see the module docs).
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn next_entry(&mut self) -> Option<Entry> {
         if let Some(e) = self.first.take() {
             return Some(e);
         }

@@ -1,18 +1,18 @@
-//! Storage policies: how an offer is checked (whether the file held is unchanged, size, free
-//! space, the overwrite policy, a kept partial to resume), where its body is written (a locked
-//! file in the server's private state folder, see [`crate::state`]), how it is published under
-//! the overwrite policy, how a folder offer is stored, and which files and folders may be
-//! served for download and listed.
+//! The file-system backend: the storage folder of `--dir`, and its policies: how an offer is
+//! checked (whether the file held is unchanged, size, free space, the overwrite policy, a kept
+//! partial to resume), where its body is written (a locked file in the server's private state
+//! folder, see [`state`]), how it is published under the overwrite policy, how a folder offer
+//! is stored, and which files and folders may be served for download and listed.
 //!
 //! Every name is resolved relative to the root's descriptor, following no link (see
-//! [`crate::root`]), and every file is opened through a descriptor and checked on it. A file
-//! offer creates nothing in the client tree: folders are made when a file is published there,
-//! and removed again if it then cannot be; a folder offer makes its folder.
+//! [`root`]), and every file is opened through a descriptor and checked on it. A file offer
+//! creates nothing in the client tree: folders are made when a file is published there, and
+//! removed again if it then cannot be; a folder offer makes its folder.
 
 use std::fs::{self, File, Metadata, Permissions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,21 +21,24 @@ use ferry_proto::{Code, Digest, EntryKind, FileInfo, Hasher, Name, Offer, Timest
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use self::digests::FileKey;
+use self::listing::Lister;
+use self::root::{Root, FOLDER_MODE};
+use self::state::{Fate, Held, State};
 use crate::commit::{Durability, Flush, Flusher, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
-use crate::digests::FileKey;
-use crate::listing::{self, Lister};
 use crate::paths::{check_reserved, unresolved, Refusal};
-use crate::root::{self, Root, FOLDER_MODE};
-use crate::state::{Fate, Held, State};
+use crate::storage::{
+    hash_at, FileMeta, Incoming, Listing, Offered, Outgoing, Reservation, Storage, Upload, BUF_LEN,
+};
 use crate::units::Bytes;
 
-/// Size of the buffers that move file bytes.
-pub(crate) const BUF_LEN: usize = 1 << 20;
-/// Most kept partials one connection holds open (and locked) for accepted uploads still
-/// waiting for their body; an offer beyond it is accepted as a plain upload (from 0, into a
-/// temp file), so that a client cannot make the server hold one descriptor per offer.
-pub(crate) const MAX_HELD_PARTIALS: usize = 8;
+mod digests;
+mod listing;
+mod probe;
+mod root;
+mod state;
+
 /// Smallest upload kept as a partial for resume; below it, sending again costs less than the
 /// extra file-system calls a resumable upload makes on every file.
 const RESUME_MIN: u64 = 1 << 20;
@@ -57,9 +60,16 @@ const OWNER_RW: u32 = 0o600;
 /// receives a file, so that the flush at its end finds little left to write.
 const WRITE_BEHIND: u64 = 8 << 20;
 
-/// The storage folder and its policies.
+/// The storage folder, a [`Storage`] backend; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Store {
+    space: Arc<Space>,
+}
+
+/// The storage folder's descriptors and policies, shared with the uploads in flight (which
+/// publish into it).
+#[derive(Debug)]
+struct Space {
     root: Root,
     state: State,
     /// The storage folder, canonical (for messages).
@@ -70,21 +80,18 @@ pub(crate) struct Store {
     durability: Option<Arc<dyn Durability>>,
 }
 
-/// An upload that was accepted and waits for its body.
+/// The kept partial an accepted upload's body goes into, held and locked since the offer
+/// (ferry framing, known size).
 #[derive(Debug)]
-pub(crate) struct Upload {
-    pub name: Name,
-    pub size: Option<u64>,
-    pub mtime: Option<Timestamp>,
-    pub mode: Option<u32>,
-    /// The kept partial the body goes into, held and locked since the offer (ferry framing,
-    /// known size); `None`: a fresh temp file at BEGIN.
-    partial: Option<Held>,
+struct Partial {
+    space: Arc<Space>,
+    held: Held,
 }
 
 /// A file being received.
 #[derive(Debug)]
-pub(crate) struct Working {
+struct Working {
+    space: Arc<Space>,
     held: Held,
     resumable: bool,
     len: u64,
@@ -92,35 +99,118 @@ pub(crate) struct Working {
     behind: Option<u64>,
 }
 
-/// A file offered for download: what the OFFER said, and which file it was.
-#[derive(Debug)]
-pub(crate) struct Offered {
-    pub info: FileInfo,
-    /// The file's digest, when the digest cache knows it (sent to version-2 clients).
-    pub digest: Option<Digest>,
-    identity: Identity,
-}
-
-/// What tells one version of a file from another: device, inode, size and mtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-}
-
-/// A file being served.
-#[derive(Debug)]
-pub(crate) struct Download {
-    pub file: File,
-    pub info: FileInfo,
+/// A file being served, open since it was accepted.
+struct Download {
+    file: File,
+    info: FileInfo,
 }
 
 impl Store {
     /// Creates the storage folder if needed, opens it, and opens (and cleans) the server's
     /// state folder in it.
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        Ok(Self {
+            space: Arc::new(Space::open(config)?),
+        })
+    }
+
+    /// Replaces how published files are made durable (tests count and hold the flushes);
+    /// before the store is shared.
+    #[cfg(test)]
+    pub(crate) fn set_durability(&mut self, d: Arc<dyn Durability>) {
+        Arc::get_mut(&mut self.space)
+            .expect("not shared yet")
+            .durability = Some(d);
+    }
+}
+
+impl Storage for Store {
+    fn describe(&self) -> String {
+        self.space.path.display().to_string()
+    }
+
+    fn local_folder(&self) -> Option<&Path> {
+        Some(&self.space.path)
+    }
+
+    fn sub_storage(&self, folder: &Name, config: &Config) -> io::Result<Arc<dyn Storage>> {
+        let space = Arc::new(self.space.sub_space(folder, config)?);
+        Ok(Arc::new(Store { space }))
+    }
+
+    fn durable(&self) -> bool {
+        self.space.durable()
+    }
+
+    fn linger(&self) -> Duration {
+        self.space
+            .durability
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.cost().min(MAX_LINGER))
+    }
+
+    fn flush(&self, what: &Flush) -> io::Result<()> {
+        self.space
+            .durability
+            .as_ref()
+            .map_or(Ok(()), |d| d.flush(what))
+    }
+
+    fn unchanged(&self, name: &Name, offer: &Offer, buf: &mut [u8]) -> Result<bool, Refusal> {
+        self.space.unchanged(name, offer, buf)
+    }
+
+    fn make_folder(
+        &self,
+        name: &Name,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+    ) -> Result<(Code, Option<Touched>), Refusal> {
+        self.space.make_folder(name, mode, mtime)
+    }
+
+    fn prepare_upload(
+        &self,
+        name: Name,
+        meta: FileMeta,
+        resumable: bool,
+    ) -> Result<(Upload, Hasher), Refusal> {
+        self.space.prepare_upload(name, meta, resumable)
+    }
+
+    /// The held partial (see [`Partial`]) or a fresh temp file. A new file gets the offered
+    /// mode less the umask (as with `cp` or `rsync` without `-p`); a partial also gets owner
+    /// read and write, so that it can be resumed, until it is published.
+    fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Box<dyn Incoming>> {
+        if let Some(reserved) = up.take_reservation() {
+            return reserved.start(from);
+        }
+        let held = self.space.state.temp_file(file_mode(up.mode))?;
+        Ok(Box::new(Working {
+            space: Arc::clone(&self.space),
+            held,
+            resumable: false,
+            len: 0,
+            behind: self.durable().then_some(0),
+        }))
+    }
+
+    fn offer_download(&self, name: Name) -> Result<Offered, Refusal> {
+        self.space.offer_download(name)
+    }
+
+    fn open_download(&self, offered: Offered) -> Result<Box<dyn Outgoing>, String> {
+        Ok(Box::new(self.space.open_download(offered)?))
+    }
+
+    fn list(&self, path: Option<Name>, recursive: bool) -> Result<Box<dyn Listing>, Refusal> {
+        Ok(Box::new(self.space.list(path, recursive)?))
+    }
+}
+
+impl Space {
+    /// See [`Store::open`].
+    fn open(config: &Config) -> io::Result<Self> {
         fs::create_dir_all(&config.dir)?;
         let path = config.dir.canonicalize()?;
         let root = Root::open(&path)?;
@@ -140,9 +230,9 @@ impl Store {
         })
     }
 
-    /// The same store confined to the folder `folder` within it (made if missing, resolved
+    /// The same space confined to the folder `folder` within it (made if missing, resolved
     /// under the root's descriptor), with a state folder of its own: a credential's folder.
-    pub(crate) fn sub_store(&self, folder: &Name, config: &Config) -> io::Result<Self> {
+    fn sub_space(&self, folder: &Name, config: &Config) -> io::Result<Self> {
         let root = self.root.sub_root(folder.as_str())?;
         let state = State::open(&root, config.partial_ttl)?;
         Ok(Self {
@@ -156,32 +246,8 @@ impl Store {
     }
 
     /// Whether stored files are flushed to disk before they are acknowledged.
-    pub(crate) fn durable(&self) -> bool {
+    fn durable(&self) -> bool {
         self.durability.is_some()
-    }
-
-    /// Makes `what` durable (see [`crate::commit`]).
-    pub(crate) fn flush(&self, what: &Flush) -> io::Result<()> {
-        self.durability.as_ref().map_or(Ok(()), |d| d.flush(what))
-    }
-
-    /// How long a batch with stored files waits for more input before its flush: what the
-    /// last flush took, at most [`MAX_LINGER`] (zero without durability).
-    pub(crate) fn linger(&self) -> Duration {
-        self.durability
-            .as_ref()
-            .map_or(Duration::ZERO, |d| d.cost().min(MAX_LINGER))
-    }
-
-    /// Replaces how published files are made durable (tests count and hold the flushes).
-    #[cfg(test)]
-    pub(crate) fn set_durability(&mut self, d: Arc<dyn Durability>) {
-        self.durability = Some(d);
-    }
-
-    /// The storage folder, canonical.
-    pub(crate) fn root(&self) -> &Path {
-        &self.path
     }
 
     /// Refuses an announced size over the per-file limit.
@@ -202,17 +268,17 @@ impl Store {
     /// Checks an offer against the policies and, when `resumable`, takes (opens and locks)
     /// its kept partial. Returns the upload and a hasher over the bytes already held (its
     /// length is the resume offset), hashed through the descriptor the body will extend.
-    pub(crate) fn prepare_upload(
-        &self,
+    fn prepare_upload(
+        self: &Arc<Self>,
         name: Name,
-        info: (Option<u64>, Option<Timestamp>, Option<u32>),
+        meta: FileMeta,
         resumable: bool,
     ) -> Result<(Upload, Hasher), Refusal> {
-        let (size, mtime, mode) = info;
+        let (size, mode) = (meta.size, meta.mode);
         check_reserved(&name)?;
         self.check_size(&name, size)?;
         self.check_destination(&name)?;
-        let mut partial = match (resumable, size) {
+        let partial = match (resumable, size) {
             (true, Some(size)) if size >= RESUME_MIN => {
                 let mode = file_mode(mode) | OWNER_RW;
                 match self.state.partial(&name, size, mode) {
@@ -223,7 +289,7 @@ impl Store {
             }
             _ => None,
         };
-        let prefix = match (&mut partial, size) {
+        let prefix = match (&partial, size) {
             (Some(held), Some(size)) => hash_held(held, size),
             _ => Hasher::new(),
         };
@@ -242,14 +308,11 @@ impl Store {
                 }
             }
         }
-        let upload = Upload {
-            name,
-            size,
-            mtime,
-            mode,
-            partial,
-        };
-        Ok((upload, prefix))
+        let reserved = partial.map(|held| {
+            let space = Arc::clone(self);
+            Box::new(Partial { space, held }) as Box<dyn Reservation>
+        });
+        Ok((Upload::new(name, meta, reserved), prefix))
     }
 
     /// Refuses an upload whose destination is a link, a folder, or (under
@@ -281,45 +344,10 @@ impl Store {
         }
     }
 
-    /// Readies the file the body goes into: the held partial (truncated when `from` is 0,
-    /// appended to otherwise) or a fresh temp file. A new file gets the offered mode less the
-    /// umask (as with `cp` or `rsync` without `-p`); a partial also gets owner read and write,
-    /// so that it can be resumed, until it is published (see [`Self::publish`]).
-    pub(crate) fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Working> {
-        let Some(mut held) = up.partial.take() else {
-            let held = self.state.temp_file(file_mode(up.mode))?;
-            return Ok(Working {
-                held,
-                resumable: false,
-                len: 0,
-                behind: self.durable().then_some(0),
-            });
-        };
-        if from == 0 {
-            held.file().set_len(0)?;
-        } else {
-            let len = held.file().metadata()?.len();
-            if len != from {
-                return Err(io::Error::other(format!(
-                    "the kept partial changed size ({len} bytes, expected {from})"
-                )));
-            }
-        }
-        held.file_mut().seek(SeekFrom::Start(from))?;
-        // From here a failed body is not kept (see Working::interrupt).
-        held.set_fate(Fate::Delete);
-        Ok(Working {
-            held,
-            resumable: true,
-            len: from,
-            behind: self.durable().then_some(from),
-        })
-    }
-
     /// Describes `name` for a download's OFFER: a regular file under the root, reached
     /// without links and without a reserved component. The file is closed again; see
     /// [`Self::open_download`].
-    pub(crate) fn offer_download(&self, name: Name) -> Result<Offered, Refusal> {
+    fn offer_download(&self, name: Name) -> Result<Offered, Refusal> {
         let file = self.open_served(&name)?;
         let meta = file
             .metadata()
@@ -334,22 +362,18 @@ impl Store {
             mtime,
             mode: Some(meta.mode() & MODE_MASK),
         };
-        Ok(Offered {
-            info,
-            digest,
-            identity: Identity::of(&meta),
-        })
+        Ok(Offered::new(info, digest, version(&meta)))
     }
 
     /// Opens the file of an accepted download again, the same safe way; the reason for the
     /// client if it is gone or no longer the file that was offered.
-    pub(crate) fn open_download(&self, offered: Offered) -> Result<Download, String> {
+    fn open_download(&self, offered: Offered) -> Result<Download, String> {
         let name = &offered.info.name;
         let file = self.open_served(name).map_err(|r| r.reason)?;
         let meta = file
             .metadata()
             .map_err(|e| format!("the server cannot read {name}: {e}"))?;
-        if Identity::of(&meta) != offered.identity {
+        if version(&meta) != offered.version() {
             return Err(format!(
                 "{name} changed on the server since it was offered; ask for it again"
             ));
@@ -381,21 +405,23 @@ impl Store {
         }
     }
 
-    /// Publishes a received file under the overwrite policy; returns the stored name (which
-    /// differs from the offered one under [`Overwrite::Rename`]). Folders on its path are made
-    /// now, and removed again if the file cannot be published. The `digest` of its bytes goes
-    /// into the digest cache, so that a later `--checksum` check reads nothing. Nothing is
-    /// flushed here: the connection's batch is, by [`Self::flush`], before its RESULT; with
-    /// the name, returns what that flush must cover (`None`: untracked, or not durable).
-    pub(crate) fn publish(
+    /// Publishes the received file `held` (a partial when `resumable`) under the overwrite
+    /// policy; returns the stored name (which differs from the offered one under
+    /// [`Overwrite::Rename`]). Folders on its path are made now, and removed again if the file
+    /// cannot be published. The `digest` of its bytes goes into the digest cache, so that a
+    /// later `--checksum` check reads nothing. Nothing is flushed here: the connection's batch
+    /// is, by [`Storage::flush`], before its RESULT; with the name, returns what that flush
+    /// must cover (`None`: untracked, or not durable).
+    fn publish(
         &self,
-        mut w: Working,
+        held: &mut Held,
+        resumable: bool,
         up: &Upload,
         digest: Digest,
     ) -> Result<(String, Option<Touched>), Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
-        let file = w.held.file();
-        if w.resumable && file_mode(up.mode) & OWNER_RW != OWNER_RW {
+        let file = held.file();
+        if resumable && file_mode(up.mode) & OWNER_RW != OWNER_RW {
             // Drop the owner bits the partial only had for resuming (the umask stays applied).
             let created = file.metadata().map_err(|e| fail(&e))?.mode() & MODE_MASK;
             file.set_permissions(Permissions::from_mode(created & file_mode(up.mode)))
@@ -409,7 +435,7 @@ impl Store {
             .root
             .make_folders(parents)
             .map_err(|e| unresolved(&up.name, &e, true))?;
-        let stored = match self.place(&mut w.held, &folders.fd, file_name, &up.name) {
+        let stored = match self.place(held, &folders.fd, file_name, &up.name) {
             Ok(stored) => stored,
             Err(r) => {
                 folders.remove_created();
@@ -417,11 +443,11 @@ impl Store {
             }
         };
         // After the rename, which moves the ctime the cache is keyed by.
-        if let Ok(st) = rfs::fstat(w.held.file()) {
+        if let Ok(st) = rfs::fstat(held.file()) {
             self.state.digests.put(&FileKey::of(&st), &digest);
         }
         let touched = self.durable().then(|| {
-            w.held.file().try_clone().ok().map(|file| Touched {
+            held.file().try_clone().ok().map(|file| Touched {
                 file: Some(file),
                 folders: folders.into_changed(),
             })
@@ -436,17 +462,12 @@ impl Store {
 
     /// The unchanged-file check of PROTOCOL.md §4.8 for the file offer `offer` under `name`:
     /// whether a regular file there has the offered size and mtime (compared at the precision
-    /// the file system keeps, see [`crate::probe`]) or, when the offer carries a digest, that
+    /// the file system keeps, see [`probe`]) or, when the offer carries a digest, that
     /// digest (from the digest cache, else hashed through `buf` and recorded). Anything else
     /// at the name (nothing, a link, a folder, a special file) is not unchanged: the policies
     /// answer it. The name is resolved without following links, and opened without side
     /// effects (`O_PATH`) until it is known to be a regular file of the offered size.
-    pub(crate) fn unchanged(
-        &self,
-        name: &Name,
-        offer: &Offer,
-        buf: &mut [u8],
-    ) -> Result<bool, Refusal> {
+    fn unchanged(&self, name: &Name, offer: &Offer, buf: &mut [u8]) -> Result<bool, Refusal> {
         check_reserved(name)?;
         let Ok(fd) = self.root.open_path(name.as_str()) else {
             return Ok(false);
@@ -474,7 +495,7 @@ impl Store {
         let file = self.open_served(name)?;
         let before = rfs::fstat(&file).map_err(|e| fail(&e.into()))?;
         let size = u64::try_from(before.st_size).unwrap_or(0);
-        let hashed = hash_reader(&file, size, buf).map_err(|e| fail(&e))?;
+        let hashed = hash_file(&file, size, buf).map_err(|e| fail(&e))?;
         let after = rfs::fstat(&file).map_err(|e| fail(&e.into()))?;
         let digest = hashed.finalize();
         let key = FileKey::of(&after);
@@ -490,7 +511,7 @@ impl Store {
     /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
     /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
     /// it was there; a file or a link at the name is [`Code::Exists`].
-    pub(crate) fn make_folder(
+    fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
@@ -551,7 +572,7 @@ impl Store {
 
     /// Starts a listing of `path` (`None`: the root), which must be a folder or a regular
     /// file under the root, reached without links and without a reserved component.
-    pub(crate) fn list(&self, path: Option<Name>, recursive: bool) -> Result<Lister, Refusal> {
+    fn list(&self, path: Option<Name>, recursive: bool) -> Result<Lister, Refusal> {
         let Some(name) = path else {
             let dir = listing::read_dir(self.root.fd())
                 .map_err(|e| Refusal::io("cannot read the storage folder", &e))?;
@@ -631,13 +652,41 @@ impl Store {
     }
 }
 
-impl Working {
+impl Reservation for Partial {
+    /// Truncates the partial when `from` is 0, appends to it otherwise.
+    fn start(self: Box<Self>, from: u64) -> io::Result<Box<dyn Incoming>> {
+        let Partial { space, mut held } = *self;
+        if from == 0 {
+            held.file().set_len(0)?;
+        } else {
+            let len = held.file().metadata()?.len();
+            if len != from {
+                return Err(io::Error::other(format!(
+                    "the kept partial changed size ({len} bytes, expected {from})"
+                )));
+            }
+        }
+        held.file_mut().seek(SeekFrom::Start(from))?;
+        // From here a failed body is not kept (see Working::interrupt).
+        held.set_fate(Fate::Delete);
+        let behind = space.durable().then_some(from);
+        Ok(Box::new(Working {
+            space,
+            held,
+            resumable: true,
+            len: from,
+            behind,
+        }))
+    }
+}
+
+impl Incoming for Working {
     /// Appends body bytes. Every [`WRITE_BEHIND`] bytes on a durable server, starts the
     /// write-back of the bytes written since the last start (`POSIX_FADV_DONTNEED`, which on
     /// Linux starts write-back of the range without waiting and drops only its pages already
     /// clean, so the fresh ones stay cached): dirty data stays bounded and the flush at the end
     /// of the file finds little left to write.
-    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.held.file_mut().write_all(data)?;
         self.len += data.len() as u64;
         if let Some(from) = self.behind.filter(|from| self.len - from >= WRITE_BEHIND) {
@@ -650,37 +699,50 @@ impl Working {
     }
 
     /// Bytes in the file, including a resumed prefix.
-    pub(crate) fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         self.len
     }
 
     /// The transfer stopped before its end: keep the bytes for resume when possible, delete
     /// them otherwise.
-    pub(crate) fn interrupt(mut self) -> bool {
+    fn interrupt(mut self: Box<Self>) -> bool {
         if !self.resumable || self.len == 0 {
             return false;
         }
         self.held.set_fate(Fate::KeepUnlessEmpty);
         true
     }
-}
 
-impl Upload {
-    /// Whether this upload holds a kept partial open (see [`MAX_HELD_PARTIALS`]).
-    pub(crate) fn holds_partial(&self) -> bool {
-        self.partial.is_some()
+    fn publish(
+        self: Box<Self>,
+        up: &Upload,
+        digest: Digest,
+    ) -> Result<(String, Option<Touched>), Refusal> {
+        let Working {
+            space,
+            mut held,
+            resumable,
+            ..
+        } = *self;
+        space.publish(&mut held, resumable, up, digest)
     }
 }
 
-impl Identity {
-    fn of(meta: &Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-        }
+impl Outgoing for Download {
+    fn info(&self) -> &FileInfo {
+        &self.info
     }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
+/// What tells one version of a file from another: device, inode, size and mtime.
+fn version(meta: &Metadata) -> String {
+    let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
+    let (secs, nanos) = (meta.mtime(), meta.mtime_nsec());
+    format!("{dev}:{ino}:{size}:{secs}.{nanos:09}")
 }
 
 /// The permission bits a stored file is created with, before the umask.
@@ -690,11 +752,8 @@ fn file_mode(offered: Option<u32>) -> u32 {
 
 /// A hasher over the held partial (at most `size` bytes), or an empty one if it cannot be
 /// read (it is emptied then).
-fn hash_held(held: &mut Held, size: u64) -> Hasher {
-    let hashed = held
-        .file_mut()
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| hash_reader(held.file(), size, &mut vec![0u8; BUF_LEN]));
+fn hash_held(held: &Held, size: u64) -> Hasher {
+    let hashed = hash_file(held.file(), size, &mut vec![0u8; BUF_LEN]);
     hashed.unwrap_or_else(|e| {
         log::warn!("discarding an unreadable partial upload: {e}");
         let _ = held.file().set_len(0);
@@ -706,7 +765,7 @@ fn hash_held(held: &mut Held, size: u64) -> Hasher {
 /// taken from 1 upwards: gallops (`lo+1`, `lo+2`, `lo+4`, ...) to a free one, then
 /// binary-searches the boundary, so finding `name (n)` costs O(log n) probes. `None` when
 /// every number up to [`MAX_RENAME`] is taken.
-fn first_free(lo: u32, mut taken: impl FnMut(u32) -> bool) -> Option<u32> {
+pub(crate) fn first_free(lo: u32, mut taken: impl FnMut(u32) -> bool) -> Option<u32> {
     let (mut lo, mut step) = (lo, 1u32);
     let mut hi = loop {
         if lo >= MAX_RENAME {
@@ -730,26 +789,14 @@ fn first_free(lo: u32, mut taken: impl FnMut(u32) -> bool) -> Option<u32> {
     Some(hi)
 }
 
-/// Hashes at most `limit` bytes of `r` (fewer if it ends first), reading through `buf`.
-pub(crate) fn hash_reader(mut r: impl Read, limit: u64, buf: &mut [u8]) -> io::Result<Hasher> {
-    let mut h = Hasher::new();
-    while h.len() < limit {
-        let want = usize::try_from(limit - h.len())
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match r.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(h)
+/// Hashes the first `limit` bytes of `file` (fewer if it ends first), reading through `buf`.
+fn hash_file(file: &File, limit: u64, buf: &mut [u8]) -> io::Result<Hasher> {
+    hash_at(|at, b| file.read_at(b, at), limit, buf)
 }
 
 /// `name (n).ext` for n > 0 (the extension starts at the first dot after the first byte);
 /// `None` when that no longer fits in a component.
-fn numbered(file_name: &str, n: u32) -> Option<String> {
+pub(crate) fn numbered(file_name: &str, n: u32) -> Option<String> {
     if n == 0 {
         return Some(file_name.to_owned());
     }
@@ -766,7 +813,8 @@ fn numbered(file_name: &str, n: u32) -> Option<String> {
     (out.len() <= ferry_proto::name::MAX_COMPONENT_LEN).then_some(out)
 }
 
-fn to_timestamp(t: SystemTime) -> Option<Timestamp> {
+/// A `SystemTime` as a protocol timestamp (`None` when out of range).
+pub(crate) fn to_timestamp(t: SystemTime) -> Option<Timestamp> {
     let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()),
         Err(e) => {

@@ -1,0 +1,410 @@
+//! The S3 backend (`--store s3://…`) against a real object store: a single-node Ceph RGW
+//! (tests/rgw, scripts/rgw.sh; SKIPPED when Ceph is not installed). Servers sharing one
+//! bucket stand for instances behind a balancer.
+
+mod common;
+mod rgw;
+
+use std::net::Shutdown;
+use std::sync::{Arc, Barrier, Once};
+use std::thread;
+
+use common::{
+    connect, data, info, offer_folder, start, upload, upload_once, upload_with, wait_for, Raw,
+    TestServer,
+};
+use ferry_proto::wire::Frame;
+use ferry_proto::{Code, Digest, Event, Hasher, OfferOptions, Step};
+use ferry_server::{Config, ObjectStore, Overwrite};
+use rgw::Rgw;
+
+/// The part size of the backend (8 MiB).
+const PART: usize = 8 << 20;
+/// The key prefix the tests store under.
+const PREFIX: &str = "pre";
+
+/// The RGW, with its credentials in this process's environment (where the backend reads
+/// them); `None` (after a SKIPPED line) without Ceph.
+fn rgw() -> Option<&'static Rgw> {
+    static ENV: Once = Once::new();
+    let rgw = Rgw::get()?;
+    ENV.call_once(|| {
+        for (k, v) in rgw.env() {
+            std::env::set_var(k, v);
+        }
+    });
+    Some(rgw)
+}
+
+/// A server on `bucket` (under [`PREFIX`]) with `overwrite`.
+fn server(rgw: &Rgw, bucket: &str, overwrite: Overwrite) -> TestServer {
+    start(Config {
+        overwrite,
+        object_store: Some(ObjectStore {
+            url: format!("s3://{bucket}/{PREFIX}"),
+            endpoint: rgw.endpoint().to_owned(),
+        }),
+        ..common::config()
+    })
+}
+
+/// The keys clients can see in `bucket`: under the prefix, the server's state left out.
+fn visible(rgw: &Rgw, bucket: &str) -> Vec<(String, u64)> {
+    rgw.keys(bucket, &format!("{PREFIX}/"))
+        .into_iter()
+        .filter(|(k, _)| !k.contains("/.ferry-state/"))
+        .collect()
+}
+
+/// The server's state keys in `bucket` under `kind` (`u/`: uploads, `c/`: claims).
+fn state(rgw: &Rgw, bucket: &str, kind: &str) -> Vec<String> {
+    rgw.keys(bucket, &format!("{PREFIX}/.ferry-state/{kind}"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Offers `bytes` as `name`, sends the first `cut` bytes of the body and closes the
+/// connection.
+fn upload_and_cut(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
+    let mut d = connect(srv.addr());
+    let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
+    match d.next_step().unwrap() {
+        Step::Event(Event::Accepted { offset: 0, .. }) => {}
+        other => panic!("expected ACCEPT at 0, got {other:?}"),
+    }
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    for chunk in bytes[..cut].chunks(1 << 20) {
+        d.send_body(chunk).unwrap();
+    }
+    d.flush().unwrap();
+    let s = d.stream_mut();
+    s.shutdown(Shutdown::Write).unwrap();
+    let _ = std::io::copy(s, &mut std::io::sink());
+}
+
+#[test]
+fn s3_small_and_multipart_files_round_trip() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("round-trip");
+    let srv = server(rgw, &bucket, Overwrite::Refuse);
+    let small = data(100_000, 1);
+    let big = data(2 * PART + 12_345, 2);
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "small.bin", &small).code, Code::Stored);
+    assert_eq!(upload(&mut d, "dir/big.bin", &big).code, Code::Stored);
+    assert_eq!(
+        visible(rgw, &bucket),
+        vec![
+            (format!("{PREFIX}/dir/big.bin"), big.len() as u64),
+            (format!("{PREFIX}/small.bin"), small.len() as u64),
+        ]
+    );
+    assert_eq!(
+        rgw.get_object(&bucket, &format!("{PREFIX}/dir/big.bin")),
+        Some(big.clone())
+    );
+    // No upload state is left behind once published, nor a claim.
+    assert_eq!(state(rgw, &bucket, "u/"), Vec::<String>::new());
+    assert_eq!(state(rgw, &bucket, "c/"), Vec::<String>::new());
+    for (name, bytes) in [("small.bin", &small), ("dir/big.bin", &big)] {
+        let (got, offered) = common::download(&mut d, name).unwrap();
+        assert_eq!(&got, bytes, "{name}");
+        assert_eq!(offered.size, Some(bytes.len() as u64));
+    }
+    assert_eq!(
+        common::download(&mut d, "missing").unwrap_err(),
+        Code::NotFound
+    );
+    // Refuse-overwrite: a second upload of a stored name is refused.
+    assert_eq!(upload(&mut d, "small.bin", &big).code, Code::Exists);
+    assert_eq!(
+        rgw.get_object(&bucket, &format!("{PREFIX}/small.bin")),
+        Some(small)
+    );
+}
+
+#[test]
+fn s3_an_upload_cut_off_resumes_through_another_instance() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("resume");
+    let a = server(rgw, &bucket, Overwrite::Refuse);
+    let b = server(rgw, &bucket, Overwrite::Refuse);
+    let bytes = data(3 * PART + 4321, 3);
+    // Two and a half parts reach instance A: two are stored, the half is lost.
+    upload_and_cut(&a, "movie.mkv", &bytes, 2 * PART + PART / 2);
+    wait_for("A to give its lease up", || {
+        let keys = state(rgw, &bucket, "u/");
+        !keys.iter().any(|k| k.ends_with("/lease"))
+            && keys.iter().filter(|k| k.contains("/p/")).count() == 2
+    });
+    assert_eq!(
+        visible(rgw, &bucket),
+        vec![],
+        "nothing shows before the end"
+    );
+    // The client resumes through instance B, at the end of the parts A stored.
+    let outcome = upload_once(b.addr(), "movie.mkv", &bytes);
+    assert_eq!(outcome.code, Code::Stored, "{}", outcome.detail);
+    assert_eq!(outcome.from, Some(2 * PART as u64));
+    assert_eq!(
+        rgw.get_object(&bucket, &format!("{PREFIX}/movie.mkv")),
+        Some(bytes)
+    );
+    assert_eq!(state(rgw, &bucket, "u/"), Vec::<String>::new());
+}
+
+#[test]
+fn s3_concurrent_uploads_of_one_name_through_two_instances_store_exactly_one() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("concurrent");
+    let servers = [
+        server(rgw, &bucket, Overwrite::Refuse),
+        server(rgw, &bucket, Overwrite::Refuse),
+    ];
+    // Small files (one conditional PutObject each) and multipart ones (completed under the
+    // claim), each round with 8 different contents of one size.
+    for (round, len) in [(0u8, 64 << 10), (1, PART + 999)] {
+        let name = format!("same-{round}.bin");
+        let start = Arc::new(Barrier::new(8));
+        let uploads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let addr = servers[usize::from(i % 2)].addr();
+                let (name, start) = (name.clone(), Arc::clone(&start));
+                let bytes = data(len, 10 * round + i);
+                thread::spawn(move || {
+                    start.wait();
+                    (upload_once(addr, &name, &bytes), bytes)
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = uploads.into_iter().map(|t| t.join().unwrap()).collect();
+        let stored: Vec<_> = outcomes
+            .iter()
+            .filter(|(o, _)| o.code == Code::Stored)
+            .collect();
+        assert_eq!(
+            stored.len(),
+            1,
+            "{:?}",
+            outcomes.iter().map(|(o, _)| o).collect::<Vec<_>>()
+        );
+        for (o, _) in &outcomes {
+            assert!(
+                matches!(o.code, Code::Stored | Code::Exists | Code::Busy),
+                "{o:?}"
+            );
+        }
+        assert_eq!(
+            rgw.get_object(&bucket, &format!("{PREFIX}/{name}"))
+                .as_ref(),
+            Some(&stored[0].1),
+            "the object is the upload told it was stored"
+        );
+    }
+    assert_eq!(visible(rgw, &bucket).len(), 2);
+    assert_eq!(state(rgw, &bucket, "c/"), Vec::<String>::new());
+}
+
+#[test]
+fn s3_an_upload_cut_by_its_server_stopping_leaves_nothing_visible() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("cut");
+    let mut a = server(rgw, &bucket, Overwrite::Refuse);
+    let b = server(rgw, &bucket, Overwrite::Refuse);
+    let bytes = data(2 * PART + 10, 5);
+    let addr = a.addr();
+    let mut d = connect(addr);
+    let id = d
+        .conn_mut()
+        .offer(info("cut.bin", bytes.len() as u64))
+        .unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        Step::Event(Event::Accepted { offset: 0, .. })
+    ));
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    for chunk in bytes[..PART + 5].chunks(1 << 20) {
+        d.send_body(chunk).unwrap();
+    }
+    d.flush().unwrap();
+    // The server stops with the body half sent (after its grace period).
+    a.stop();
+    drop(d);
+    assert_eq!(visible(rgw, &bucket), vec![]);
+    let mut other = connect(b.addr());
+    assert_eq!(
+        common::download(&mut other, "cut.bin").unwrap_err(),
+        Code::NotFound
+    );
+}
+
+#[test]
+fn s3_rename_stores_each_upload_under_a_free_name() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("rename");
+    let a = server(rgw, &bucket, Overwrite::Rename);
+    let b = server(rgw, &bucket, Overwrite::Rename);
+    let one = data(1000, 6);
+    let two = data(PART + 1, 7);
+    let three = data(2000, 8);
+    assert_eq!(upload_once(a.addr(), "r.txt", &one).code, Code::Stored);
+    let second = upload_once(b.addr(), "r.txt", &two);
+    assert_eq!(second.code, Code::Stored, "{}", second.detail);
+    assert_eq!(upload_once(a.addr(), "r.txt", &three).code, Code::Stored);
+    let get = |name: &str| rgw.get_object(&bucket, &format!("{PREFIX}/{name}"));
+    assert_eq!(get("r.txt"), Some(one));
+    assert_eq!(get("r (1).txt"), Some(two));
+    assert_eq!(get("r (2).txt"), Some(three));
+}
+
+/// The key of the lease on the upload of (`name`, `size`) (see the backend's layout).
+fn lease_key(name: &str, size: usize) -> String {
+    let tag: String = ferry_proto::Digest::of(name.as_bytes()).0[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{PREFIX}/.ferry-state/u/{tag}-{size}/lease")
+}
+
+#[test]
+fn s3_a_live_lease_is_respected_and_a_lapsed_one_taken_over() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("lease");
+    let a = server(rgw, &bucket, Overwrite::Refuse);
+    let b = server(rgw, &bucket, Overwrite::Refuse);
+    let bytes = data(2 * PART + 77, 9);
+    let cut_and_hold = |name: &str, until_ms: u64| {
+        upload_and_cut(&a, name, &bytes, PART + 1);
+        let lease = lease_key(name, bytes.len());
+        wait_for("A to give its lease up", || {
+            !state(rgw, &bucket, "u/").contains(&lease)
+        });
+        // Another instance holds the upload now (until `until_ms`).
+        let body = format!("owner = \"elsewhere\"\nuntil_ms = {until_ms}\n");
+        assert_eq!(rgw.put_if_absent(&bucket, &lease, body.as_bytes()), 200);
+    };
+    // A live lease: the upload goes on from 0 as a fresh one, and is stored.
+    cut_and_hold("live.bin", u64::MAX / 2);
+    let live = upload_once(b.addr(), "live.bin", &bytes);
+    assert_eq!(
+        (live.code, live.from),
+        (Code::Stored, Some(0)),
+        "{}",
+        live.detail
+    );
+    // A lapsed lease (its holder died): taken over, the upload resumes.
+    cut_and_hold("lapsed.bin", 1);
+    let lapsed = upload_once(b.addr(), "lapsed.bin", &bytes);
+    assert_eq!(
+        (lapsed.code, lapsed.from),
+        (Code::Stored, Some(PART as u64)),
+        "{}",
+        lapsed.detail
+    );
+    for name in ["live.bin", "lapsed.bin"] {
+        assert_eq!(
+            rgw.get_object(&bucket, &format!("{PREFIX}/{name}"))
+                .as_ref(),
+            Some(&bytes)
+        );
+    }
+}
+
+/// The names a LIST of `path` gives, or the refusal.
+fn list(srv: &TestServer, path: &str, recursive: bool) -> Result<Vec<String>, Code> {
+    let mut raw = Raw::connect(srv.addr());
+    raw.send(&[Frame::List {
+        id: 1,
+        recursive,
+        path: path.to_owned(),
+    }]);
+    let mut names = Vec::new();
+    loop {
+        match raw.recv() {
+            Some(Frame::Entries { entries, .. }) => {
+                names.extend(entries.into_iter().map(|e| e.name.as_str().to_owned()));
+            }
+            Some(Frame::Listed { count, .. }) => {
+                assert_eq!(count, names.len() as u64);
+                names.sort();
+                return Ok(names);
+            }
+            Some(Frame::Refuse { code, .. }) => return Err(code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn s3_listings_folders_and_unchanged_files() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("listing");
+    let srv = server(rgw, &bucket, Overwrite::Refuse);
+    let small = data(5000, 11);
+    let big = data(PART + 5, 12);
+    let mut d = connect(srv.addr());
+    for (name, bytes) in [("a.txt", &small), ("d/b.txt", &small), ("d/e/big", &big)] {
+        assert_eq!(upload(&mut d, name, bytes).code, Code::Stored, "{name}");
+    }
+    assert_eq!(
+        offer_folder(&mut d, "empty", Some(0o750), None).code,
+        Code::Stored
+    );
+    assert_eq!(
+        offer_folder(&mut d, "empty", Some(0o750), None).code,
+        Code::Unchanged
+    );
+    assert_eq!(offer_folder(&mut d, "a.txt", None, None).code, Code::Exists);
+    assert_eq!(list(&srv, "", false).unwrap(), ["a.txt", "d", "empty"]);
+    assert_eq!(
+        list(&srv, "", true).unwrap(),
+        ["a.txt", "d/b.txt", "d/e/big", "empty"]
+    );
+    assert_eq!(list(&srv, "d", false).unwrap(), ["d", "d/b.txt", "d/e"]);
+    assert_eq!(list(&srv, "d/b.txt", false).unwrap(), ["d/b.txt"]);
+    assert_eq!(list(&srv, "missing", false).unwrap_err(), Code::NotFound);
+    // The same contents offered with their digest are unchanged: one in its metadata, the
+    // multipart one in its digest record.
+    for (name, bytes) in [("a.txt", &small), ("d/e/big", &big)] {
+        let opts = OfferOptions::with_digest(Digest::of(bytes));
+        let o = upload_with(&mut d, info(name, bytes.len() as u64), opts, bytes);
+        assert_eq!(o.code, Code::Unchanged, "{name}: {}", o.detail);
+    }
+    let other = data(5000, 13);
+    let opts = OfferOptions::with_digest(Digest::of(&other));
+    let o = upload_with(&mut d, info("a.txt", 5000), opts, &other);
+    assert_eq!(o.code, Code::Exists, "{}", o.detail);
+}
+
+#[test]
+fn s3_store_flags_are_checked_before_serving() {
+    let bin = env!("CARGO_BIN_EXE_ferry-server");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--store", "s3://bucket"]);
+    assert!(err.contains("--s3-endpoint"), "{err}");
+    let err = run(&["--store", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]);
+    assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
+    // Nothing listens on port 1: the store is unreachable, and said so by name.
+    let err = run(&[
+        "--store",
+        "s3://bucket/p",
+        "--s3-endpoint",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(
+        err.contains("cannot use the object store s3://bucket/p")
+            && err.contains("the object store (http://127.0.0.1:1) could not be reached"),
+        "{err}"
+    );
+}
