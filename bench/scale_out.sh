@@ -108,7 +108,7 @@ free_port() {
 ports=()
 for i in 1 2; do
   port=$(free_port)
-  RUST_LOG=warn timeout "$LIFETIME" "$FERRY_SERVER" --listen "127.0.0.1:$port" \
+  RUST_LOG=info timeout "$LIFETIME" "$FERRY_SERVER" --listen "127.0.0.1:$port" \
     --store "s3://$bucket" --s3-endpoint "$ENDPOINT" --proxy-protocol --trusted-proxy 127.0.0.1 \
     2>>"$BENCH_DIR/run/server$i.log" &
   pids+=($!)
@@ -198,5 +198,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
   for c in "${cases[@]}"; do
     # shellcheck disable=SC2086
     echo "| $c | $(median ${results[$c]}) | ${results[$c]}|"
+  done
+  echo
+  # The ferry x1 case goes to the first server only, x2 to one of each.
+  for i in 1 2; do
+    echo "ferry-server $i stored $(grep -c ': 1 stored' "$BENCH_DIR/run/server$i.log") uploads (warm-up included)."
   done
 } >&3
