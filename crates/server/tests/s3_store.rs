@@ -93,10 +93,12 @@ fn s3_small_and_multipart_files_round_trip() {
     let mut d = connect(srv.addr());
     assert_eq!(upload(&mut d, "small.bin", &small).code, Code::Stored);
     assert_eq!(upload(&mut d, "dir/big.bin", &big).code, Code::Stored);
+    assert_eq!(upload(&mut d, "empty", &[]).code, Code::Stored);
     assert_eq!(
         visible(rgw, &bucket),
         vec![
             (format!("{PREFIX}/dir/big.bin"), big.len() as u64),
+            (format!("{PREFIX}/empty"), 0),
             (format!("{PREFIX}/small.bin"), small.len() as u64),
         ]
     );
@@ -107,7 +109,11 @@ fn s3_small_and_multipart_files_round_trip() {
     // No upload state is left behind once published, nor a claim.
     assert_eq!(state(rgw, &bucket, "u/"), Vec::<String>::new());
     assert_eq!(state(rgw, &bucket, "c/"), Vec::<String>::new());
-    for (name, bytes) in [("small.bin", &small), ("dir/big.bin", &big)] {
+    for (name, bytes) in [
+        ("small.bin", &small),
+        ("dir/big.bin", &big),
+        ("empty", &vec![]),
+    ] {
         let (got, offered) = common::download(&mut d, name).unwrap();
         assert_eq!(&got, bytes, "{name}");
         assert_eq!(offered.size, Some(bytes.len() as u64));
@@ -395,16 +401,115 @@ fn s3_store_flags_are_checked_before_serving() {
     assert!(err.contains("--s3-endpoint"), "{err}");
     let err = run(&["--store", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]);
     assert!(err.contains("s3://BUCKET[/PREFIX]"), "{err}");
-    // Nothing listens on port 1: the store is unreachable, and said so by name.
+    // Nothing listens on port 1: the store is unreachable, and said so by name; the same from
+    // the configuration file.
+    let unreachable = |err: &str| {
+        err.contains("cannot use the object store s3://bucket/p")
+            && err.contains("the object store (http://127.0.0.1:1) could not be reached")
+    };
     let err = run(&[
         "--store",
         "s3://bucket/p",
         "--s3-endpoint",
         "http://127.0.0.1:1",
     ]);
-    assert!(
-        err.contains("cannot use the object store s3://bucket/p")
-            && err.contains("the object store (http://127.0.0.1:1) could not be reached"),
-        "{err}"
+    assert!(unreachable(&err), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferry.toml");
+    let toml = "store = \"s3://bucket/p\"\ns3-endpoint = \"http://127.0.0.1:1\"\n";
+    std::fs::write(&file, toml).unwrap();
+    let err = run(&["--config", file.to_str().unwrap()]);
+    assert!(unreachable(&err), "{err}");
+}
+
+#[test]
+fn s3_the_janitor_removes_an_upload_left_for_the_partial_ttl() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("janitor");
+    let srv = start(Config {
+        partial_ttl: Some(std::time::Duration::from_secs(2)),
+        object_store: Some(ObjectStore {
+            url: format!("s3://{bucket}/{PREFIX}"),
+            endpoint: rgw.endpoint().to_owned(),
+        }),
+        ..common::config()
+    });
+    let bytes = data(PART + 10, 14);
+    upload_and_cut(&srv, "left.bin", &bytes, PART + 1);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !state(rgw, &bucket, "u/").is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the upload is still kept"
+        );
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Nothing is left to resume: the upload starts over, and is stored.
+    let o = upload_once(srv.addr(), "left.bin", &bytes);
+    assert_eq!((o.code, o.from), (Code::Stored, Some(0)), "{}", o.detail);
+}
+
+/// Downloads `name` holding its first `have` bytes already: where the body starts, and the
+/// whole file as received (what was held, then the body).
+fn download_resumed(srv: &TestServer, name: &str, have: &[u8]) -> (u64, Vec<u8>) {
+    let mut d = connect(srv.addr());
+    let want = d
+        .conn_mut()
+        .get(ferry_proto::Name::parse(name).unwrap())
+        .unwrap();
+    let mut got = have.to_vec();
+    let mut from = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match d.next_step().unwrap() {
+            Step::Event(Event::Offer(o)) => {
+                assert_eq!(o.id, want);
+                let mut prefix = Hasher::new();
+                prefix.update(have);
+                d.conn_mut().accept(o.id, prefix).unwrap();
+            }
+            Step::Event(Event::Begin { from: f, .. }) => {
+                got.truncate(usize::try_from(f).unwrap());
+                from = Some(f);
+            }
+            Step::Body(_) => {
+                let n = d.read_body(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            Step::Event(Event::End { id, check, .. }) => {
+                assert!(
+                    matches!(check, ferry_proto::BodyCheck::Verified(_)),
+                    "{check:?}"
+                );
+                d.conn_mut().finish(id, Code::Stored, "").unwrap();
+                d.flush().unwrap();
+                return (from.unwrap(), got);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn s3_downloads_resume_by_range_and_replace_replaces() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("replace");
+    let srv = server(rgw, &bucket, Overwrite::Replace);
+    let first = data(PART + 3, 15);
+    let second = data(PART + 3, 16);
+    assert_eq!(upload_once(srv.addr(), "f.bin", &first).code, Code::Stored);
+    assert_eq!(upload_once(srv.addr(), "f.bin", &second).code, Code::Stored);
+    assert_eq!(
+        rgw.get_object(&bucket, &format!("{PREFIX}/f.bin")).as_ref(),
+        Some(&second)
     );
+    // A download resumed from a held prefix gets the rest by a ranged GET.
+    let held = 5 << 20;
+    let (from, got) = download_resumed(&srv, "f.bin", &second[..held]);
+    assert_eq!(from, held as u64);
+    assert!(got == second, "the resumed download differs");
+    // A held prefix that is not the file's: the download starts over.
+    let (from, got) = download_resumed(&srv, "f.bin", &first[..held]);
+    assert_eq!(from, 0);
+    assert!(got == second, "the restarted download differs");
 }

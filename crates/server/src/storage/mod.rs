@@ -276,3 +276,6 @@ pub(crate) fn hash_at(
     }
     Ok(h)
 }
+
+#[cfg(test)]
+mod tests;

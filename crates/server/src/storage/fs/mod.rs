@@ -22,10 +22,11 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, T
 use rustix::io::Errno;
 
 use self::digests::FileKey;
+use self::flush::{Durability, Flusher};
 use self::listing::Lister;
 use self::root::{Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
-use crate::commit::{Durability, Flush, Flusher, Touched, MAX_LINGER};
+use crate::commit::{Flush, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
 use crate::paths::{check_reserved, unresolved, Refusal};
 use crate::storage::{
@@ -34,6 +35,7 @@ use crate::storage::{
 use crate::units::Bytes;
 
 mod digests;
+mod flush;
 mod listing;
 mod probe;
 mod root;

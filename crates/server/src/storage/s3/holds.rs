@@ -91,9 +91,15 @@ impl Hold {
         }
     }
 
-    /// Gives the hold up (best effort: a hold left behind lapses by itself).
+    /// Gives the hold up if it is still the version this holder wrote (one taken over after
+    /// it lapsed is the taker's now); best effort: a hold left behind lapses by itself.
     pub(crate) fn release(self, client: &Client) {
-        if let Err(e) = client.delete(&self.key) {
+        let released = match client.get_small(&self.key, MAX_RECORD) {
+            Ok(Some((_, etag))) if etag == self.etag => client.delete(&self.key),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
             log::warn!("cannot release {}: {e}", self.key);
         }
     }

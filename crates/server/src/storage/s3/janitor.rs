@@ -1,9 +1,12 @@
 //! The janitor: a thread per store (the bucket's prefix, and each credential's folder in it)
-//! that, once a minute, removes uploads nobody resumed for the partial TTL (aborting their
-//! multipart upload, removing record, lease and part records) and claims left behind by a
-//! server that died while publishing. Each round reads one page of each kind of state and
-//! removes at most [`MAX_REMOVALS`] things; the next round goes on from where it stopped.
-//! Every server on the bucket runs one: removing twice is harmless.
+//! that, once a minute (a quarter of the partial TTL when that is shorter), removes uploads
+//! nobody wrote to for the partial TTL (aborting their multipart upload, removing record,
+//! lease and part records), claims left behind by a server that died while publishing, and
+//! (the prefix's janitor) multipart uploads started more than twice the partial TTL ago that
+//! no record names any more (a server died before recording it, or it was not resumable).
+//! Each round reads one page of each kind and removes at most [`MAX_REMOVALS`] things; the
+//! next round goes on from where it stopped. Every server on the bucket runs one: removing
+//! twice is harmless.
 
 use std::sync::{Arc, Weak};
 use std::thread;
@@ -14,8 +17,10 @@ use super::layout::{self, Location, UploadRecord, MAX_RECORD};
 use super::upload::{remove_upload, CLAIM_TTL};
 use super::Shared;
 
-/// Time between two rounds.
+/// Most time between two rounds.
 const ROUND_EVERY: Duration = Duration::from_secs(60);
+/// Least time between two rounds.
+const MIN_ROUND: Duration = Duration::from_secs(1);
 /// How often the thread checks whether its server is gone.
 const TICK: Duration = Duration::from_secs(1);
 /// Keys read per kind of state per round.
@@ -41,20 +46,29 @@ pub(crate) fn start(shared: &Arc<Shared>, loc: Location) {
 struct Resume {
     uploads: Option<String>,
     claims: Option<String>,
+    multipart: Option<(String, String)>,
+}
+
+/// Time between two rounds for the partial TTL `ttl`.
+fn round_every(ttl: Option<Duration>) -> Duration {
+    ttl.map_or(ROUND_EVERY, |t| (t / 4).clamp(MIN_ROUND, ROUND_EVERY))
 }
 
 fn run(weak: &Weak<Shared>, loc: &Location) {
     let mut resume = Resume::default();
-    let mut next = Instant::now() + ROUND_EVERY;
+    let every = weak
+        .upgrade()
+        .map_or(ROUND_EVERY, |s| round_every(s.partial_ttl));
+    let mut next = Instant::now() + every;
     loop {
-        thread::sleep(TICK);
+        thread::sleep(TICK.min(every));
         let Some(shared) = weak.upgrade() else {
             return;
         };
         if Instant::now() < next {
             continue;
         }
-        next = Instant::now() + ROUND_EVERY;
+        next = Instant::now() + every;
         if let Err(e) = round(&shared, loc, &mut resume) {
             log::warn!("the janitor of {} stopped this round: {e}", loc.state(""));
         }
@@ -93,6 +107,20 @@ fn round(shared: &Shared, loc: &Location, resume: &mut Resume) -> Result<(), S3E
             removals += 1;
         }
     }
+    if let Some(ttl) = shared.partial_ttl.filter(|_| loc.prefix == loc.root) {
+        let (uploads, next) = client.list_uploads(&loc.list_prefix(), resume.multipart.as_ref())?;
+        resume.multipart = next;
+        for u in uploads {
+            if removals >= MAX_REMOVALS {
+                break;
+            }
+            if layout::older_than(u.initiated, ttl.saturating_mul(2)) {
+                log::info!("janitor: aborting an upload to {} left for {ttl:?}", u.key);
+                client.abort(&u.key, &u.upload_id)?;
+                removals += 1;
+            }
+        }
+    }
     let page = client.list(&loc.state("c/"), false, resume.claims.as_deref(), PAGE)?;
     resume.claims = page.next;
     for (key, _, when) in page.objects {
@@ -118,6 +146,20 @@ fn upload_dir_of<'k>(base: &str, key: &'k str) -> Option<&'k str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_follow_short_ttls_within_bounds() {
+        assert_eq!(round_every(None), ROUND_EVERY);
+        assert_eq!(
+            round_every(Some(Duration::from_secs(7 * 86_400))),
+            ROUND_EVERY
+        );
+        assert_eq!(
+            round_every(Some(Duration::from_secs(8))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(round_every(Some(Duration::ZERO)), MIN_ROUND);
+    }
 
     #[test]
     fn state_keys_map_to_their_upload_folder() {

@@ -1,6 +1,7 @@
 //! Uploads into the bucket. A body is cut into parts of one power-of-two length; a file
 //! shorter than a part is stored with one PutObject once its digest is checked, a longer one
-//! goes through a multipart upload that shows nothing under its key until it is completed.
+//! goes through a multipart upload that shows nothing under its key until it is completed;
+//! one part is sent on a thread of its own while the next arrives.
 //!
 //! A resumable upload (ferry framing, known size of at least a part) has an *upload record*
 //! keyed by (name, size), created with `If-None-Match: *` and naming its multipart upload, a
@@ -18,7 +19,8 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use ferry_proto::{hash_part, Code, Digest, Hasher, Name, PartDigest};
 
@@ -31,13 +33,17 @@ use crate::paths::Refusal;
 use crate::storage::fs::{first_free, numbered};
 use crate::storage::{FileMeta, Incoming, Reservation, Upload};
 
-/// How long a lease on an upload lasts unless renewed (renewed as parts are stored): how
+/// How long a lease on an upload lasts unless renewed (renewed as the body comes): how
 /// long a connection cut off without the server noticing keeps its upload from being resumed
 /// elsewhere.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
 /// How long a claim on a final name lasts: a publish takes far less; a claim left by a
 /// server that died while publishing is taken over after it.
 pub(crate) const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a publish waits for the claim another upload holds on its name.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// First pause between two tries of a claim (doubled up to eight times that).
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// Times a free `name (n)` is looked for again when a concurrent upload takes the one found.
 const MAX_RENAME_RACES: usize = 8;
 /// Most keys read from one upload's folder (its part records, record and lease).
@@ -92,6 +98,10 @@ pub(crate) struct Body {
     part_len: u64,
     /// The part being filled.
     buf: Vec<u8>,
+    /// The part before it, on its way to the store (see [`Body::store_part`]).
+    in_flight: Option<JoinHandle<io::Result<StoredPart>>>,
+    /// The buffer of the last part stored, for the part after this one.
+    spare: Vec<u8>,
     /// Bytes held, the resumed prefix included.
     len: u64,
     multipart: Option<Multipart>,
@@ -328,6 +338,8 @@ impl Reservation for Reserved {
             key: rec.key.clone(),
             part_len: rec.part_len,
             buf: Vec::new(),
+            in_flight: None,
+            spare: Vec::new(),
             len: from,
             multipart: Some(Multipart {
                 key: rec.key.clone(),
@@ -350,6 +362,47 @@ impl Drop for Reserved {
     }
 }
 
+/// A part the store holds: its ETag, and the buffer it was sent from (for reuse).
+type StoredPart = (String, Vec<u8>);
+
+/// One part on its way to the store.
+struct PartJob {
+    shared: Arc<Shared>,
+    key: String,
+    upload_id: String,
+    number: u16,
+    /// Where the part starts in the file.
+    offset: u64,
+    /// Where its part record goes (resumable uploads).
+    records: Option<String>,
+}
+
+impl PartJob {
+    /// Uploads `part` (and writes its record); its ETag, and the buffer back.
+    fn run(self, part: Vec<u8>) -> io::Result<StoredPart> {
+        let failed = |e: S3Error| io::Error::other(e.to_string());
+        let client = &self.shared.client;
+        let etag = client
+            .upload_part(&self.key, &self.upload_id, self.number, &part)
+            .map_err(failed)?;
+        if let Some(dir) = &self.records {
+            let record = hash_part(self.offset, &part).map(|d| PartRecord {
+                number: self.number,
+                size: part.len() as u64,
+                etag: etag.clone(),
+                chaining_value: d.chaining_value,
+                root: d.root.map(|r| r.0),
+            });
+            if let Some(name) = record.as_ref().and_then(PartRecord::key_name) {
+                client
+                    .put(&format!("{dir}{name}"), &[], Cond::None, &[])
+                    .map_err(failed)?;
+            }
+        }
+        Ok((etag, part))
+    }
+}
+
 impl Body {
     /// A body with nothing held: stored with one PutObject if it stays under a part, else
     /// through a multipart upload started when the first part is full.
@@ -360,6 +413,8 @@ impl Body {
             key,
             part_len: part_len(up.size),
             buf: Vec::new(),
+            in_flight: None,
+            spare: Vec::new(),
             len: 0,
             multipart: None,
             meta: layout::file_meta(up.mtime, up.mode, None),
@@ -372,8 +427,10 @@ impl Body {
         &self.shared.client
     }
 
-    /// Stores the full part in the buffer (starting the multipart upload on the first), with
-    /// its part record when the upload is resumable.
+    /// Sends the full part in the buffer to the store (starting the multipart upload on the
+    /// first) on a thread of its own, with its part record when the upload is resumable,
+    /// while the next part fills: one part in flight at a time, after the previous one is
+    /// settled (see [`Body::settle`]).
     fn store_part(&mut self) -> io::Result<()> {
         let failed = |e: S3Error| io::Error::other(e.to_string());
         if self.multipart.is_none() {
@@ -391,43 +448,67 @@ impl Body {
                 recorded: None,
             });
         }
+        self.settle()?;
         let shared = Arc::clone(&self.shared);
-        let client = &shared.client;
         let mp = self.multipart.as_mut().expect("made above");
         let number = mp.etags.len() + 1;
-        let Some(number16) = u16::try_from(number)
+        let Some(number) = u16::try_from(number)
             .ok()
             .filter(|n| u64::from(*n) <= layout::MAX_PARTS)
         else {
             return Err(io::Error::other("the upload has more parts than S3 allows"));
         };
-        if let Some((_, lease)) = &mut mp.recorded {
-            if !lease.renew_if_due(client).map_err(failed)? {
+        let job = PartJob {
+            shared,
+            key: mp.key.clone(),
+            upload_id: mp.upload_id.clone(),
+            number,
+            offset: (u64::from(number) - 1) * self.part_len,
+            records: mp
+                .recorded
+                .as_ref()
+                .map(|(dir, _)| Location::parts_dir(dir, &mp.upload_id)),
+        };
+        let part = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let thread = thread::Builder::new()
+            .name("ferry-s3-part".into())
+            .spawn(move || job.run(part))?;
+        self.in_flight = Some(thread);
+        Ok(())
+    }
+
+    /// Renews the lease of a resumable upload when it is due (however slowly the body
+    /// comes); an error once another connection took the upload over.
+    fn keep_lease(&mut self) -> io::Result<()> {
+        let Some((_, lease)) = self.multipart.as_mut().and_then(|m| m.recorded.as_mut()) else {
+            return Ok(());
+        };
+        match lease.renew_if_due(&self.shared.client) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 self.lost = true;
-                return Err(io::Error::other(
+                Err(io::Error::other(
                     "the upload was taken over by another connection",
-                ));
+                ))
             }
+            Err(e) => Err(io::Error::other(e.to_string())),
         }
-        let etag = client
-            .upload_part(&mp.key, &mp.upload_id, number16, &self.buf)
-            .map_err(failed)?;
-        if let Some((dir, _)) = &mp.recorded {
-            let offset = (number as u64 - 1) * self.part_len;
-            let record = hash_part(offset, &self.buf).map(|d| PartRecord {
-                number: number16,
-                size: self.buf.len() as u64,
-                etag: etag.clone(),
-                chaining_value: d.chaining_value,
-                root: d.root.map(|r| r.0),
-            });
-            if let Some(name) = record.as_ref().and_then(PartRecord::key_name) {
-                let key = format!("{}{name}", Location::parts_dir(dir, &mp.upload_id));
-                client.put(&key, &[], Cond::None, &[]).map_err(failed)?;
-            }
+    }
+
+    /// Waits for the part in flight, if any: its ETag joins the parts stored, its buffer is
+    /// kept for the part after next.
+    fn settle(&mut self) -> io::Result<()> {
+        let Some(thread) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (etag, mut buf) = thread
+            .join()
+            .map_err(|_| io::Error::other("a part upload failed unexpectedly"))??;
+        buf.clear();
+        self.spare = buf;
+        if let Some(mp) = &mut self.multipart {
+            mp.etags.push(etag);
         }
-        mp.etags.push(etag);
-        self.buf.clear();
         Ok(())
     }
 
@@ -437,6 +518,8 @@ impl Body {
         if self.multipart.is_none() {
             return self.put_small(digest);
         }
+        self.settle()
+            .map_err(|e| Refusal::io("cannot store the file", &e))?;
         let fail = |e: S3Error| self.shared.refusal(&e);
         if !self.buf.is_empty() {
             let mp = self.multipart.as_mut().expect("checked above");
@@ -511,12 +594,7 @@ impl Body {
                 .map_err(|e| fail(&e))?
                 .ok_or_else(|| taken_meanwhile(name));
         }
-        let owner = self.shared.holder();
-        let claim = match holds::take(self.client(), &self.loc.claim(key), &owner, CLAIM_TTL) {
-            Ok(Taken::Held(c)) => c,
-            Ok(Taken::Busy) => return Err(taken_meanwhile(name)),
-            Err(e) => return Err(fail(&e)),
-        };
+        let claim = self.wait_for_claim(name, key)?;
         let written = match self.client().head(key) {
             Ok(Some(_)) => Ok(None),
             Ok(None) => write(),
@@ -528,9 +606,41 @@ impl Body {
             .ok_or_else(|| taken_meanwhile(name))
     }
 
+    /// Takes the claim on `key`. Under refuse, waits up to [`CLAIM_WAIT`] while another
+    /// upload holds it (it is publishing: when it is done, the object shows and this one is
+    /// refused; when it fails, this one may publish); under rename, the name is taken and the
+    /// next is tried at once.
+    fn wait_for_claim(&self, name: &str, key: &str) -> Result<Hold, Refusal> {
+        let owner = self.shared.holder();
+        let claim_key = self.loc.claim(key);
+        let wait = self.shared.overwrite == Overwrite::Refuse;
+        let until = Instant::now() + CLAIM_WAIT;
+        let mut pause = CLAIM_POLL;
+        loop {
+            match holds::take(self.client(), &claim_key, &owner, CLAIM_TTL) {
+                Ok(Taken::Held(c)) => return Ok(c),
+                Ok(Taken::Busy) if !wait => return Err(taken_meanwhile(name)),
+                Ok(Taken::Busy) if Instant::now() + pause < until => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(CLAIM_POLL * 8);
+                }
+                Ok(Taken::Busy) => {
+                    return Err(Refusal::new(
+                        Code::Busy,
+                        format!("{name} is being stored by another upload; try again later"),
+                    ))
+                }
+                Err(e) => return Err(self.shared.refusal(&e)),
+            }
+        }
+    }
+
     /// Gives up what this body holds in the store: the multipart upload, and the upload
     /// record when it is still this connection's.
     fn discard(&mut self) {
+        if let Err(e) = self.settle() {
+            log::debug!("a part upload failed before the upload was dropped: {e}");
+        }
         let Some(mp) = self.multipart.take() else {
             return;
         };
@@ -554,6 +664,7 @@ impl Body {
 
 impl Incoming for Body {
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.keep_lease()?;
         while !data.is_empty() {
             let room = usize::try_from(self.part_len)
                 .unwrap_or(usize::MAX)
@@ -576,6 +687,10 @@ impl Incoming for Body {
     /// A resumable upload keeps its stored parts (the part being filled is lost) and gives
     /// its lease up, so that a resume through any instance may start at once.
     fn interrupt(mut self: Box<Self>) -> bool {
+        // The part in flight counts if it gets there.
+        if let Err(e) = self.settle() {
+            log::debug!("a part upload failed as the body was cut off: {e}");
+        }
         let kept = match &mut self.multipart {
             Some(Multipart {
                 recorded: Some(_),

@@ -1,0 +1,505 @@
+//! What a file or folder offer, a body, an END and a cancel mean: which names are taken,
+//! whether the file held is unchanged, the name locks between connections (and the takeover
+//! of a stale holder), what is kept for resume, and the batch of RESULTs that waits for one
+//! flush (group commit).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::{
+    BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Hasher, Name, Offer,
+};
+
+use super::Session;
+use crate::access::Action;
+use crate::commit::Reply;
+use crate::hooks;
+use crate::locks::NameLock;
+use crate::logging::clip;
+use crate::paths::Refusal;
+use crate::slots::Evict;
+use crate::storage::{FileMeta, Incoming, Upload, MAX_RESERVATIONS};
+use crate::stream::Wait;
+use crate::units::{Bytes, Rate};
+
+/// How long an upload taking over a stale connection's name waits for that connection to let
+/// go of it (it notices within a tenth of a second, then keeps its partial for resume).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// How often that wait looks at the lock.
+const TAKEOVER_TICK: Duration = Duration::from_millis(20);
+
+/// An accepted upload waiting for its BEGIN.
+pub(super) struct Pending {
+    id: FileId,
+    upload: Upload,
+    _lock: NameLock,
+}
+
+/// The upload whose body is arriving.
+pub(super) struct Receiving {
+    id: FileId,
+    upload: Upload,
+    _lock: NameLock,
+    /// `None` once writing failed; the rest of the body is read and dropped.
+    work: Option<Box<dyn Incoming>>,
+    failure: Option<Refusal>,
+    from: u64,
+    started: Instant,
+}
+
+fn resumed(from: u64) -> String {
+    if from == 0 {
+        String::new()
+    } else {
+        format!(", resumed at {}", Bytes(from))
+    }
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn on_offer(&mut self, o: Offer) -> Result<bool, DriveError> {
+        let seed = self.d.conn().framing() == Some(Framing::Seed);
+        let c = &self.shared.config;
+        if seed && !c.seed_allowed() {
+            let why = if !c.accept_seed {
+                "seed framing is disabled (--no-seed)"
+            } else if c.has_tokens() {
+                "seed framing refused: it carries no token and this server requires one"
+            } else {
+                "seed framing refused: this server requires TLS"
+            };
+            log::warn!("{}: {why}; closing", self.peer);
+            self.d
+                .conn_mut()
+                .close_with_error(Code::Unsupported, "seed framing is disabled");
+            return Ok(false);
+        }
+        if o.kind == EntryKind::Folder {
+            self.on_folder(&o)?;
+            return Ok(true);
+        }
+        let decision = self.decide_offer(&o);
+        match decision {
+            Ok(None) => {
+                // A file completed, as if sent: a re-run of a large tree is not a stall.
+                self.activity.progress();
+                self.tally.unchanged += 1;
+                let name = o.name.as_ref().map(Name::as_str).unwrap_or_default();
+                log::debug!("{}: {} unchanged", self.peer, clip(name));
+                self.d.conn_mut().refuse(o.id, Code::Unchanged, name)?;
+                Ok(true)
+            }
+            Ok(Some((upload, lock, prefix))) => {
+                let offset = prefix.len();
+                self.d.conn_mut().accept(o.id, prefix)?;
+                if offset > 0 {
+                    log::info!(
+                        "{}: {} resumes at {}",
+                        self.peer,
+                        upload.name,
+                        Bytes(offset)
+                    );
+                }
+                self.pending.push_back(Pending {
+                    id: o.id,
+                    upload,
+                    _lock: lock,
+                });
+                Ok(true)
+            }
+            Err(r) => {
+                self.refuse_offer(&o, &r)?;
+                // The seed framing has no reply: a refusal ends the connection.
+                Ok(!seed)
+            }
+        }
+    }
+
+    /// Refuses the offer `o` for the reason `r`, logging it within the budget.
+    fn refuse_offer(&mut self, o: &Offer, r: &Refusal) -> Result<(), DriveError> {
+        let shown = match &o.name {
+            Ok(n) => n.to_string(),
+            Err(bad) => bad.raw.clone(),
+        };
+        let (shown, reason) = (clip(&shown), clip(&r.reason));
+        self.note(
+            log::Level::Warn,
+            format_args!("refused {shown}: {}: {reason}", r.code),
+        );
+        self.tally.failed += 1;
+        self.shared.metrics.refused(r.code);
+        self.d.conn_mut().refuse(o.id, r.code, &r.reason)?;
+        Ok(())
+    }
+
+    /// The offered name, if the server takes it: valid, not shutting down, and (with
+    /// [`Config::portable_names`](crate::Config::portable_names)) storable on Windows.
+    fn admit_name(&self, name: &Result<Name, BadName>) -> Result<Name, Refusal> {
+        if self.shared.stop.draining.load(Ordering::Relaxed) {
+            return Err(Refusal::new(
+                Code::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        self.allow(Action::Upload)?;
+        let name = name
+            .clone()
+            .map_err(|bad| Refusal::new(Code::BadName, bad.to_string()))?;
+        if self.shared.config.portable_names {
+            name.portable().map_err(|e| {
+                Refusal::new(
+                    Code::BadName,
+                    format!("{name}: {e}; this server keeps names portable (--portable-names)"),
+                )
+            })?;
+        }
+        Ok(name)
+    }
+
+    /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
+    /// a failure in RESULT, or REFUSE for a name the server does not take.
+    fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
+        let made = self.admit_name(&o.name).and_then(|name| {
+            let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
+            Ok((name, made))
+        });
+        match made {
+            Ok((name, (code, touched))) => {
+                // A folder made now is flushed before its RESULT, with the batch's files.
+                let flush_first = code == Code::Stored && self.batch.touch(touched);
+                if flush_first && !self.commit()? {
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{name} was made, but the server could not flush it to disk; it may not \
+                         survive a power cut"
+                    );
+                    self.d.conn_mut().finish(o.id, Code::Io, &why)?;
+                    return Ok(());
+                }
+                // A folder completed, as a file stored is.
+                self.activity.progress();
+                if code == Code::Stored {
+                    self.tally.stored += 1;
+                    log::info!("{}: made the folder {name}", self.peer);
+                } else {
+                    self.tally.unchanged += 1;
+                }
+                self.d.conn_mut().finish(o.id, code, name.as_str())?;
+            }
+            Err(r) if matches!(r.code, Code::BadName | Code::Denied | Code::ShuttingDown) => {
+                self.refuse_offer(o, &r)?;
+            }
+            Err(r) => {
+                let shown = o.name.as_ref().map(Name::to_string).unwrap_or_default();
+                let (shown, reason) = (clip(&shown), clip(&r.reason));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("folder {shown} not stored: {}: {reason}", r.code),
+                );
+                self.tally.failed += 1;
+                self.d.conn_mut().finish(o.id, r.code, &r.reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides on a file offer: `None` when the file held is unchanged (version 2), else the
+    /// accepted upload, its name lock and the hasher over the bytes held for resume.
+    fn decide_offer(&mut self, o: &Offer) -> Result<Option<(Upload, NameLock, Hasher)>, Refusal> {
+        let name = self.admit_name(&o.name)?;
+        let store = &self.shared.store;
+        if self.v2() {
+            let unchanged = store.unchanged(&name, o, &mut self.buf)?;
+            if o.digest.is_some() {
+                // Hashing a large file is work done, not a stall.
+                self.activity.progress();
+            }
+            if unchanged {
+                return Ok(None);
+            }
+        }
+        let lock = self.lock_name(&name)?;
+        // Past the cap on held partials, a resumable offer is taken as a plain upload.
+        let held = self.pending.iter().filter(|p| p.upload.holds_reservation());
+        let resumable =
+            self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_RESERVATIONS;
+        let meta = FileMeta {
+            size: o.size,
+            mtime: o.mtime,
+            mode: o.mode,
+        };
+        let (upload, prefix) = store.prepare_upload(name, meta, resumable)?;
+        Ok(Some((upload, lock, prefix)))
+    }
+
+    /// Takes the lock on `name` for this connection. If another connection holds it and has
+    /// made no progress for [`Config::takeover_after`](crate::Config::takeover_after) (cut
+    /// off by the network, say), that one is asked to close and the lock is awaited for up to
+    /// [`TAKEOVER_WAIT`].
+    fn lock_name(&self, name: &Name) -> Result<NameLock, Refusal> {
+        let locks = &self.shared.locks;
+        let holder = match locks.try_lock(name.as_str(), &self.activity) {
+            Ok(lock) => return Ok(lock),
+            Err(holder) => holder,
+        };
+        let stale = holder.idle_for(Instant::now());
+        if Arc::ptr_eq(&holder, &self.activity) || stale < self.shared.config.takeover_after {
+            return Err(Refusal::busy(name));
+        }
+        holder.evict(Evict::Takeover);
+        drop(holder);
+        let until = Instant::now() + TAKEOVER_WAIT;
+        while Instant::now() < until {
+            std::thread::sleep(TAKEOVER_TICK);
+            if let Ok(lock) = locks.try_lock(name.as_str(), &self.activity) {
+                log::info!(
+                    "{}: {name} taken over from a connection without progress for {stale:.1?}",
+                    self.peer
+                );
+                return Ok(lock);
+            }
+        }
+        Err(Refusal::busy(name))
+    }
+
+    pub(super) fn on_begin(&mut self, id: FileId, from: u64) {
+        let Some(mut p) = self.pending.pop_front().filter(|p| p.id == id) else {
+            // The machine checks BEGIN against the accepted order; this cannot happen.
+            log::error!(
+                "{}: BEGIN for #{id} does not match the accepted uploads",
+                self.peer
+            );
+            return;
+        };
+        let (work, failure) = match self.shared.store.start_body(&mut p.upload, from) {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(Refusal::io("cannot create the file", &e))),
+        };
+        self.body = Some(Receiving {
+            id,
+            upload: p.upload,
+            _lock: p._lock,
+            work,
+            failure,
+            from,
+            started: Instant::now(),
+        });
+    }
+
+    /// Moves the next body bytes into the file; `false` ends the connection.
+    pub(super) fn receive_body(&mut self) -> Result<bool, DriveError> {
+        let idle = self.shared.config.idle_timeout;
+        self.io().set_wait(Wait::Idle(idle), false);
+        let n = self.d.read_body(&mut self.buf)?;
+        self.tally.received += n as u64;
+        self.shared.metrics.received(n);
+        let Some(r) = self.body.as_mut() else {
+            return Ok(true);
+        };
+        let since = self.progress_logged.max(r.started);
+        if since.elapsed() >= self.shared.config.progress_interval {
+            self.progress_logged = Instant::now();
+            let got = r.work.as_ref().map_or(0, |w| w.len());
+            let rate = Rate {
+                bytes: got.saturating_sub(r.from),
+                elapsed: r.started.elapsed(),
+            };
+            log::info!(
+                "{}: {}: {} so far, {rate}",
+                self.peer,
+                r.upload.name,
+                Bytes(got)
+            );
+        }
+        if let Some(w) = r.work.as_mut() {
+            let too_large = self
+                .shared
+                .config
+                .max_file_size
+                .filter(|max| w.len() + n as u64 > *max);
+            let failed = match too_large {
+                Some(max) => Some(Refusal::new(
+                    Code::TooLarge,
+                    format!("{} is over {} per file", r.upload.name, Bytes(max)),
+                )),
+                None => w
+                    .write(&self.buf[..n])
+                    .err()
+                    .map(|e| Refusal::io("cannot write the file", &e)),
+            };
+            if let Some(f) = failed {
+                let fatal =
+                    f.code == Code::TooLarge || self.d.conn().framing() == Some(Framing::Seed);
+                log::warn!("{}: {}: {}: {}", self.peer, r.upload.name, f.code, f.reason);
+                r.work = None;
+                if fatal {
+                    // A stream with no end in sight (or a seed upload, which has no reply):
+                    // stop reading it.
+                    self.d.conn_mut().close_with_error(f.code, &f.reason);
+                    self.tally.failed += 1;
+                    self.body = None;
+                    return Ok(false);
+                }
+                r.failure = Some(f);
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) fn on_end(
+        &mut self,
+        id: FileId,
+        size: u64,
+        check: BodyCheck,
+    ) -> Result<(), DriveError> {
+        let Some(r) = self.body.take().filter(|r| r.id == id) else {
+            log::error!("{}: END for #{id} without a body", self.peer);
+            return Ok(());
+        };
+        let name = &r.upload.name;
+        let result = match (r.failure, r.work, check) {
+            (Some(f), _, _) => Err(f),
+            (None, _, BodyCheck::Mismatch { .. }) => Err(Refusal::new(
+                Code::DigestMismatch,
+                format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
+            )),
+            (None, Some(work), BodyCheck::Verified(d) | BodyCheck::Unverified(d)) => {
+                work.publish(&r.upload, d)
+            }
+            (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
+        };
+        let moved = size.saturating_sub(r.from);
+        let rate = Rate {
+            bytes: moved,
+            elapsed: r.started.elapsed(),
+        };
+        match result {
+            Ok((stored, touched)) => {
+                self.after_store(&stored, size, check);
+                self.shared.metrics.stored(r.started.elapsed());
+                self.tally.stored += 1;
+                let shown = ferry_proto::name::escape(&stored);
+                log::info!(
+                    "{}: stored {name} as {shown} ({}, {rate}{})",
+                    self.peer,
+                    Bytes(size),
+                    resumed(r.from)
+                );
+                self.batch.stored(id, stored, moved, touched);
+            }
+            Err(f) => {
+                self.tally.failed += 1;
+                let (shown, reason) = (clip(&name.to_string()), clip(&f.reason));
+                self.note(
+                    log::Level::Warn,
+                    format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
+                );
+                self.batch.push(Reply {
+                    id,
+                    code: f.code,
+                    detail: f.reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the `--on-stored` hook (queued; it never delays or changes the reply) for the
+    /// file just stored as `stored`.
+    fn after_store(&self, stored: &str, size: u64, check: BodyCheck) {
+        let Some(h) = &self.shared.hooks else {
+            return;
+        };
+        // Only a storage in a local folder runs the hook; the others have no path to give.
+        let Some(folder) = self.shared.store.local_folder() else {
+            return;
+        };
+        let digest = match check {
+            BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
+            BodyCheck::Mismatch { .. } => None,
+        };
+        h.stored(hooks::Stored {
+            path: folder.join(stored),
+            name: stored.to_owned(),
+            size,
+            digest,
+            client: self.peer,
+            user: self.user.clone(),
+        });
+    }
+
+    /// Closes the batch: flushes what its files and folders touched, then queues its
+    /// RESULTs. A file whose flush failed is reported as not durable, though it was published
+    /// under its name. `false`: the flush failed.
+    pub(super) fn commit(&mut self) -> Result<bool, DriveError> {
+        let (replies, flush) = self.batch.close();
+        let flushed = flush.map_or(Ok(()), |f| self.shared.store.flush(&f));
+        if let Err(e) = &flushed {
+            log::error!(
+                "{}: cannot flush {} stored file(s) to disk: {e}; reported as not durable",
+                self.peer,
+                replies.iter().filter(|r| r.code == Code::Stored).count()
+            );
+        }
+        for r in replies {
+            match &flushed {
+                Err(e) if r.code == Code::Stored => {
+                    self.tally.stored = self.tally.stored.saturating_sub(1);
+                    self.tally.failed += 1;
+                    let why = format!(
+                        "{} was stored, but the server could not flush it to disk ({e}); it may \
+                         not survive a power cut: send it again",
+                        r.detail
+                    );
+                    self.d.conn_mut().finish(r.id, Code::Io, &why)?;
+                }
+                _ => self.d.conn_mut().finish(r.id, r.code, &r.detail)?,
+            }
+        }
+        Ok(flushed.is_ok())
+    }
+
+    pub(super) fn on_cancel(&mut self, id: FileId, reason: &str) {
+        let name = if self.body.as_ref().is_some_and(|r| r.id == id) {
+            self.body.take().map(|r| r.upload.name)
+        } else {
+            let at = self.pending.iter().position(|p| p.id == id);
+            at.and_then(|i| self.pending.remove(i))
+                .map(|p| p.upload.name)
+        };
+        if let Some(name) = name {
+            self.tally.failed += 1;
+            let (shown, reason) = (
+                clip(&name.to_string()),
+                clip(&ferry_proto::name::escape(reason)),
+            );
+            self.note(
+                log::Level::Info,
+                format_args!("{shown} cancelled by the client: {reason}"),
+            );
+        }
+    }
+
+    /// Keeps (or drops) the file whose body was cut off; accepted uploads that never began
+    /// let go of their partials (an empty one is removed) before the connection is logged
+    /// as closed.
+    pub(super) fn interrupt_body(&mut self) {
+        self.pending.clear();
+        let Some(r) = self.body.take() else {
+            return;
+        };
+        self.tally.failed += 1;
+        let got = r.work.as_ref().map_or(0, |w| w.len());
+        let kept = r.work.is_some_and(|w| w.interrupt());
+        let fate = if kept { "kept for resume" } else { "discarded" };
+        log::warn!(
+            "{}: {} interrupted after {} of {}; {fate}",
+            self.peer,
+            r.upload.name,
+            Bytes(got),
+            r.upload
+                .size
+                .map_or("an unknown size".to_owned(), |s| Bytes(s).to_string()),
+        );
+    }
+}
