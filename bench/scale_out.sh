@@ -189,6 +189,43 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
+# CPU seconds (user + system) process $1 has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# The PID of the process `timeout` (PID $1) runs.
+child_of() { pgrep -P "$1" 2>/dev/null || awk '{ print $1 }' "/proc/$1/task/$1/children"; }
+# Where the time goes: CPU seconds of each process over one upload (x1 cases, alternating).
+server1=$(child_of "${pids[0]}")
+haproxy_pid=$(child_of "${pids[2]}")
+osd=$(<"$DIR/run/osd.pid")
+radosgw=$(<"$DIR/run/rgw.pid")
+procs=("$server1" "$haproxy_pid" "$osd" "$radosgw")
+cpu_rows=()
+for ((round = 1; round <= 2; round++)); do
+  for c in "ferry x1" "s3 x1"; do
+    mapfile -t before < <(for p in "${procs[@]}"; do cpu_of "$p"; echo; done)
+    t0=$EPOCHREALTIME
+    # `times` in the subshell itself (not in a pipe): its children's user and system time,
+    # the client's.
+    client=$(
+      if [[ $c == ferry* ]]; then
+        "$FERRY" send "127.0.0.1:$front1" "$file" --to "cpu$round" >/dev/null
+      else
+        s3 put "$file" "cpu$round/s3" >/dev/null
+      fi
+      times > >(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+    )
+    t1=$EPOCHREALTIME
+    row="| $c | $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') | $client |"
+    i=0
+    for p in "${procs[@]}"; do
+      row+=" $(awk -v a="${before[$i]}" -v b="$(cpu_of "$p")" 'BEGIN { printf "%.2f", b - a }') |"
+      i=$((i + 1))
+    done
+    cpu_rows+=("$row")
+    s3 rm "cpu$round/"
+  done
+done
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 {
   echo "Uploads of a $SIZE_MB MiB file into Ceph RGW $(ceph --version | awk '{print $3}') (single node, BlueStore on a sparse file), $ROUNDS rounds, cases alternating; $(nproc) cores, $(uname -r)."
@@ -204,4 +241,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
   for i in 1 2; do
     echo "ferry-server $i stored $(grep -c ': 1 stored' "$BENCH_DIR/run/server$i.log") uploads (warm-up included)."
   done
+  echo
+  echo "CPU seconds of each process over one upload (ferry-server, HAProxy: for the ferry case only; boto3's wall time and CPU include Python's start-up):"
+  echo
+  echo "| case | wall s | client | ferry-server | haproxy | ceph-osd | radosgw |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  printf '%s\n' "${cpu_rows[@]}"
 } >&3
