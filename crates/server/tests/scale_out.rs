@@ -1,8 +1,9 @@
 //! Scale-out on a real object store: two `ferry-server` binaries on one bucket of a
 //! single-node Ceph RGW (tests/rgw, scripts/rgw.sh), a real HAProxy in TCP mode in front of
-//! them (round robin, PROXY v2). Uploads land exactly once, a cut upload resumes through the
-//! other instance, concurrent uploads of one name store one, a killed server leaves nothing
-//! visible, downloads (whole and resumed) are intact. The clients are the proto `Driver` clients of tests/common.
+//! them (round robin, PROXY v2). Uploads land exactly once, an upload cut by its client or by
+//! the balancer resumes through the other instance, concurrent uploads of one name store one,
+//! a killed server leaves nothing visible, downloads (whole and resumed) are intact. The
+//! clients are the proto `Driver` clients of tests/common.
 
 mod common;
 mod haproxy;
@@ -136,9 +137,9 @@ fn uploads_through_the_balancer_land_exactly_once() {
     }
 }
 
-/// Offers `bytes` as `name` through the balancer, sends the first `cut` bytes of the body and
-/// goes away (the client was killed): the instance it reached sees the end of the stream.
-fn cut_upload(bed: &Bed, name: &str, bytes: &[u8], cut: usize) {
+/// Offers `bytes` as `name` through the balancer and sends the first `sent` bytes of the
+/// body; returns the client, its upload unfinished.
+fn start_upload(bed: &Bed, name: &str, bytes: &[u8], sent: usize) -> Client {
     let mut d = bed.client();
     let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
     match d.next_step().unwrap() {
@@ -146,11 +147,26 @@ fn cut_upload(bed: &Bed, name: &str, bytes: &[u8], cut: usize) {
         other => panic!("expected ACCEPT at 0, got {other:?}"),
     }
     d.conn_mut().begin(id, Hasher::new()).unwrap();
-    d.send_body(&bytes[..cut]).unwrap();
+    d.send_body(&bytes[..sent]).unwrap();
     d.flush().unwrap();
+    d
+}
+
+/// Offers `bytes` as `name` through the balancer, sends the first `cut` bytes of the body and
+/// goes away (the client was killed): the instance it reached sees the end of the stream.
+fn cut_upload(bed: &Bed, name: &str, bytes: &[u8], cut: usize) {
+    let mut d = start_upload(bed, name, bytes, cut);
     let s = d.stream_mut();
     s.shutdown(Shutdown::Write).unwrap();
     let _ = std::io::copy(s, &mut std::io::sink());
+}
+
+/// Waits until some part of an upload is stored (its record is a key with a `/p/`).
+fn wait_for_a_stored_part(bed: &Bed) {
+    wait_for("a stored part", || {
+        let state = bed.rgw.keys(&bed.bucket, STATE);
+        state.iter().any(|(k, _)| k.contains("/p/"))
+    });
 }
 
 #[test]
@@ -176,6 +192,34 @@ fn an_upload_cut_mid_body_resumes_through_the_other_instance() {
         bed.visible(),
         vec![(name.to_owned(), (3 * PART + 4321) as u64)]
     );
+}
+
+#[test]
+fn an_upload_cut_by_the_balancer_resumes_through_the_other_instance() {
+    let Some(mut bed) = Bed::start("proxy-cut") else {
+        return;
+    };
+    let name = "proxy-cut.bin";
+    let bytes = data(3 * PART + 777, 8);
+    let mut d = start_upload(&bed, name, &bytes, 2 * PART + 1000);
+    wait_for_a_stored_part(&bed);
+    // The balancer dies (SIGKILL) under the upload; a new one sends the next connection to
+    // the other instance first.
+    let other_first = [bed.servers[1].addr, bed.servers[0].addr];
+    bed.proxy = HaProxy::start(&other_first).unwrap();
+    let _ = std::io::copy(d.stream_mut(), &mut std::io::sink());
+    drop(d);
+    bed.servers[0].wait_line("connection closed");
+    assert!(bed.object(name).is_none(), "visible before it is complete");
+    let resumed = upload(&mut bed.client(), name, &bytes);
+    assert_eq!(resumed.code, Code::Stored, "{resumed:?}");
+    let from = resumed.from.expect("accepted");
+    assert!(
+        from >= PART as u64 && from % PART as u64 == 0,
+        "resumed from {from}"
+    );
+    bed.servers[1].wait_line(": 1 stored");
+    assert!(bed.object(name) == Some(bytes), "not byte-identical");
 }
 
 #[test]
@@ -226,21 +270,9 @@ fn a_server_killed_mid_upload_leaves_nothing_visible() {
     };
     let name = "killed.bin";
     let bytes = data(3 * PART, 9);
-    let mut d = bed.client();
-    let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
-    match d.next_step().unwrap() {
-        Step::Event(Event::Accepted { offset: 0, .. }) => {}
-        other => panic!("expected ACCEPT at 0, got {other:?}"),
-    }
-    d.conn_mut().begin(id, Hasher::new()).unwrap();
-    d.send_body(&bytes[..2 * PART + 1000]).unwrap();
-    d.flush().unwrap();
-    // Killed with its first parts stored (their records are keys with a `/p/`) and more in
-    // flight.
-    wait_for("a stored part", || {
-        let state = bed.rgw.keys(&bed.bucket, STATE);
-        state.iter().any(|(k, _)| k.contains("/p/"))
-    });
+    let d = start_upload(&bed, name, &bytes, 2 * PART + 1000);
+    // Killed with its first parts stored and more in flight.
+    wait_for_a_stored_part(&bed);
     bed.servers[0].child.kill().unwrap();
     bed.servers[0].child.wait().unwrap();
     drop(d);
