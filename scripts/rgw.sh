@@ -4,7 +4,7 @@
 #   scripts/rgw.sh            start it; prints KEY=VALUE lines, then READY
 #   scripts/rgw.sh --check    whether the Debian packages it needs are installed (exit 0/1)
 #
-# One ceph-mon, one ceph-osd (BlueStore on a sparse file) and one radosgw (beast frontend), all
+# One ceph-mon, one ceph-osd (BlueStore on a sparse file, or memstore) and one radosgw (beast frontend), all
 # on 127.0.0.1 with ports the OS picked, in a fresh temp folder with their own ceph.conf,
 # keyring and fsid: nothing in /etc/ceph or /var/lib/ceph is read or written, no systemd. No
 # ceph-mgr: pools, objects and the gateway work without one (the health says HEALTH_WARN).
@@ -26,6 +26,10 @@
 set -euo pipefail
 
 lifetime=${RGW_LIFETIME:-1800}
+# The OSD's store: bluestore (on a sparse file in the folder) or memstore (in memory, up to
+# 8 GiB). When bluestore cannot be made (a folder on tmpfs without O_DIRECT, say), memstore
+# is used instead.
+objectstore=${RGW_OBJECTSTORE:-bluestore}
 # The S3 user every client of this cluster uses; fixed region name (RGW accepts any in the
 # signature's scope, tools want one).
 region=us-east-1
@@ -149,7 +153,8 @@ mon cluster log file = $dir/log/cluster.log
 
 [osd]
 osd data = $dir/osd/\$cluster-\$id
-osd objectstore = bluestore
+osd objectstore = $objectstore
+memstore device bytes = 8589934592
 bluestore block create = true
 bluestore block size = 21474836480
 bluestore fsck on mount = false
@@ -184,8 +189,16 @@ wait_until 60 timeout 20 "${ceph[@]}" mon stat || die "the monitor does not answ
 osd_uuid=$(python3 -c "import uuid; print(uuid.uuid4())")
 osd_id=$(timeout 60 "${ceph[@]}" osd new "$osd_uuid")
 [[ $osd_id == 0 ]] || die "expected OSD id 0, got $osd_id"
-timeout 120 ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" 2>>"$dir/log/mkfs.log" >/dev/null ||
-  die "ceph-osd --mkfs failed"
+osd_mkfs() {
+  timeout 120 ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" 2>>"$dir/log/mkfs.log" >/dev/null
+}
+if ! osd_mkfs; then
+  [[ $objectstore == bluestore ]] || die "ceph-osd --mkfs failed"
+  say "bluestore cannot be made in $dir (see $dir/log/mkfs.log); the OSD keeps its data in memory"
+  sed -i 's/^osd objectstore = bluestore$/osd objectstore = memstore/' "$conf"
+  rm -rf "$dir/osd/ceph-0" && mkdir "$dir/osd/ceph-0"
+  osd_mkfs || die "ceph-osd --mkfs failed"
+fi
 daemon osd ceph-osd -c "$conf" -f -i 0
 osd_up() { timeout 20 "${ceph[@]}" osd dump | grep -q '^osd.0 up '; }
 wait_until 60 osd_up || die "the OSD does not come up"

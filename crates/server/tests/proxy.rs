@@ -3,92 +3,18 @@
 //! an untrusted address is not believed, and a trusted proxy that sends none is cut.
 
 mod common;
+mod haproxy;
 mod ops;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_proto::wire::{Frame, MAGIC, VERSION};
 use ferry_proto::{Code, Connection, Driver, Event, Step};
+use haproxy::HaProxy;
 use ops::*;
-
-/// A running `haproxy -db`, killed on drop.
-struct HaProxy {
-    child: Child,
-    front: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl HaProxy {
-    /// Starts HAProxy in TCP mode in front of `backend`, sending PROXY v2 headers, and waits
-    /// until it listens; `None` (after a loud line) when haproxy is not installed.
-    fn start(backend: SocketAddr) -> Option<HaProxy> {
-        if Command::new("haproxy").arg("-v").output().is_err() {
-            eprintln!("SKIPPED: haproxy not installed (apt-get install haproxy)");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  \
-                 timeout server 30s\n\
-                 frontend front\n  bind 127.0.0.1:{port}\n  default_backend ferry\n\
-                 backend ferry\n  server s1 {backend} send-proxy-v2\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("haproxy")
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut proxy = HaProxy {
-            child,
-            front: SocketAddr::from(([127, 0, 0, 1], port)),
-            _dir: dir,
-        };
-        let until = Instant::now() + PATIENCE;
-        while !listening(port) {
-            if let Some(status) = proxy.child.try_wait().unwrap() {
-                panic!("haproxy exited ({status}) before listening on {port}");
-            }
-            assert!(Instant::now() < until, "haproxy does not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(proxy)
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether something listens on 127.0.0.1:`port` (read from /proc, without connecting: a
-/// probe through HAProxy would reach the server too).
-fn listening(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
-    })
-}
 
 /// A TCP connection to `to` from the local address `from` (any of 127.0.0.0/8 is this host).
 fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
@@ -144,7 +70,7 @@ fn through_haproxy_the_real_client_is_logged_and_limited() {
             hook.to_str().unwrap(),
         ],
     );
-    let Some(haproxy) = HaProxy::start(bin.addr) else {
+    let Some(haproxy) = HaProxy::start(&[bin.addr]) else {
         return;
     };
     let mut a = ferry_from([127, 0, 0, 2], haproxy.front, None).expect("welcomed");
@@ -272,7 +198,7 @@ fn through_haproxy_failed_logins_block_the_real_client_only() {
             "2",
         ],
     );
-    let Some(haproxy) = HaProxy::start(bin.addr) else {
+    let Some(haproxy) = HaProxy::start(&[bin.addr]) else {
         return;
     };
     let front = haproxy.front;

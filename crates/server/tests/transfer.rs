@@ -221,41 +221,6 @@ fn a_stream_of_unknown_size_is_stored_or_cut_at_the_size_limit() {
     assert_eq!(srv.listing(), vec!["ok.bin"]);
 }
 
-/// Downloads `name` holding `local` as the bytes already there; returns where the body
-/// started and the whole file as received.
-fn download_resuming(d: &mut Client, name: &str, local: &[u8]) -> (u64, Vec<u8>) {
-    d.conn_mut().get(Name::parse(name).unwrap()).unwrap();
-    let mut got = local.to_vec();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut from = None;
-    loop {
-        match d.next_step().unwrap() {
-            ferry_proto::Step::Event(ferry_proto::Event::Offer(o)) => {
-                let mut prefix = ferry_proto::Hasher::new();
-                prefix.update(local);
-                d.conn_mut().accept(o.id, prefix).unwrap();
-            }
-            ferry_proto::Step::Event(ferry_proto::Event::Begin { from: f, .. }) => {
-                got.truncate(f as usize);
-                from = Some(f);
-            }
-            ferry_proto::Step::Body(_) => {
-                let n = d.read_body(&mut buf).unwrap();
-                got.extend_from_slice(&buf[..n]);
-            }
-            ferry_proto::Step::Event(ferry_proto::Event::End { id, check, .. }) => {
-                assert!(
-                    matches!(check, ferry_proto::BodyCheck::Verified(_)),
-                    "{check:?}"
-                );
-                d.conn_mut().finish(id, Code::Stored, "").unwrap();
-                return (from.unwrap(), got);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 #[test]
 fn a_download_resumes_from_a_matching_local_prefix_and_restarts_otherwise() {
     let mut srv = start(config());

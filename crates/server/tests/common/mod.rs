@@ -373,6 +373,38 @@ pub fn download<S: Read + Write>(
     }
 }
 
+/// Downloads `name` holding `local` as the bytes already there; returns where the body
+/// started and the whole file as received.
+pub fn download_resuming(d: &mut Client, name: &str, local: &[u8]) -> (u64, Vec<u8>) {
+    d.conn_mut().get(Name::parse(name).unwrap()).unwrap();
+    let mut got = local.to_vec();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut from = None;
+    loop {
+        match d.next_step().unwrap() {
+            Step::Event(Event::Offer(o)) => {
+                let mut prefix = Hasher::new();
+                prefix.update(local);
+                d.conn_mut().accept(o.id, prefix).unwrap();
+            }
+            Step::Event(Event::Begin { from: f, .. }) => {
+                got.truncate(f as usize);
+                from = Some(f);
+            }
+            Step::Body(_) => {
+                let n = d.read_body(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            Step::Event(Event::End { id, check, .. }) => {
+                assert!(matches!(check, BodyCheck::Verified(_)), "{check:?}");
+                d.conn_mut().finish(id, Code::Stored, "").unwrap();
+                return (from.unwrap(), got);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 pub fn timestamp(secs: i64) -> Timestamp {
     Timestamp { secs, nanos: 0 }
 }

@@ -28,10 +28,16 @@ impl Bin {
     /// Starts the binary with `args` (and `--listen 127.0.0.1:0` first) and waits until it
     /// listens.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Bin {
+        Bin::start_with_env(args, &[])
+    }
+
+    /// [`Bin::start`] with `env` added to the server's environment.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Bin {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--no-fsync"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
