@@ -449,6 +449,29 @@ impl Raw {
         Some(Frame::decode(kind, &payload).unwrap())
     }
 
+    /// Sends `body[from..]` of upload `id` (BEGIN, one DATA), then [`Raw::end`]s it.
+    pub fn send_body(&mut self, id: u64, body: &[u8], from: usize) -> Code {
+        self.send(&[Frame::Begin {
+            id,
+            from: from as u64,
+        }]);
+        self.data(&body[from..]);
+        self.end(id, body)
+    }
+
+    /// Sends the END of upload `id`, whose whole content is `body`; the code of its RESULT.
+    pub fn end(&mut self, id: u64, body: &[u8]) -> Code {
+        self.send(&[Frame::End {
+            id,
+            size: body.len() as u64,
+            digest: Digest::of(body),
+        }]);
+        match self.recv() {
+            Some(Frame::Result { code, .. }) => code,
+            other => panic!("expected RESULT, got {other:?}"),
+        }
+    }
+
     /// Offers `name` (raw, unvalidated) with `size` bytes.
     pub fn offer(&mut self, id: u64, name: &str, size: u64) {
         self.send(&[Frame::Offer {
