@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ferry_client::walk::{self, Source};
 use ferry_client::{Options, Outcome, Target};
-use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC};
+use ferry_proto::wire::{self, kind, Frame, FRAME_HEADER_LEN, MAGIC};
+use ferry_proto::Digest;
 use ferry_server::{Config, Overwrite, Server, ServerHandle};
 
 /// A running in-process server and the folder it stores into.
@@ -437,6 +438,15 @@ impl Raw {
     /// [`Raw::welcome_as`] version 1: files only, no listing first.
     pub fn welcome(&mut self) {
         self.welcome_as(1);
+    }
+
+    /// Welcomes, waits for the OFFER and accepts it at `offset`, with `prefix` as the digest of
+    /// the bytes before it; the file's id.
+    pub fn accept_offer(&mut self, offset: u64, prefix: Digest) -> u64 {
+        self.welcome();
+        let id = id_of(&self.expect(kind::OFFER));
+        self.send(&[Frame::Accept { id, offset, prefix }]);
+        id
     }
 
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.
