@@ -379,6 +379,20 @@ pub fn timestamp(secs: i64) -> Timestamp {
 
 // ----- raw frames, for what a well-behaved client cannot send ---------------------------------
 
+/// An OFFER of a file of `size` bytes called `name` (raw, unvalidated), without digest, time
+/// or mode.
+pub fn file_offer(id: u64, name: impl Into<String>, size: u64) -> Frame {
+    Frame::Offer {
+        id,
+        kind: ferry_proto::EntryKind::File,
+        digest: None,
+        size: Some(size),
+        mtime: None,
+        mode: None,
+        name: name.into(),
+    }
+}
+
 /// A client that writes frames by hand and reads the server's frames one by one.
 pub struct Raw {
     pub s: TcpStream,
@@ -474,15 +488,7 @@ impl Raw {
 
     /// Offers `name` (raw, unvalidated) with `size` bytes.
     pub fn offer(&mut self, id: u64, name: &str, size: u64) {
-        self.send(&[Frame::Offer {
-            id,
-            kind: ferry_proto::EntryKind::File,
-            digest: None,
-            size: Some(size),
-            mtime: None,
-            mode: None,
-            name: name.to_owned(),
-        }]);
+        self.send(&[file_offer(id, name, size)]);
     }
 }
 
