@@ -153,30 +153,21 @@ impl Progress {
     /// Bars for `count` files of `bytes` bytes in all (`None`: not known up front); hidden
     /// unless `enabled`.
     pub(crate) fn new(enabled: bool, count: usize, bytes: Option<u64>) -> Self {
-        let unknown_total = bytes.is_none();
-        if !enabled {
-            return Self {
-                multi: None,
-                total: ProgressBar::hidden(),
-                file: ProgressBar::hidden(),
-                done: 0,
-                count,
-                unknown_total,
-                current: 0,
-            };
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        // Set up hidden, then shown: no frame is drawn half set up. The file's bar joins
-        // when the first file starts.
         let mut p = Self {
             multi: None,
             total: ProgressBar::hidden(),
             file: ProgressBar::hidden(),
             done: 0,
             count,
-            unknown_total,
+            unknown_total: bytes.is_none(),
             current: 0,
         };
+        if !enabled {
+            return p;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        // Set up hidden, then shown: no frame is drawn half set up. The file's bar joins
+        // when the first file starts.
         if let Some(b) = bytes {
             p.total.set_length(b);
         }
