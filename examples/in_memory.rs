@@ -91,12 +91,3 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(stored, data);
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    /// The example runs to the end; its own assertions check the transfer.
-    #[test]
-    fn runs() {
-        super::main().expect("the example succeeds");
-    }
-}

@@ -100,12 +100,3 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })
 }
-
-#[cfg(test)]
-mod tests {
-    /// The example runs to the end; its own assertions check the transfer.
-    #[test]
-    fn runs() {
-        super::main().expect("the example succeeds");
-    }
-}

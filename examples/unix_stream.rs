@@ -127,12 +127,3 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("downloaded {} bytes back, identical", got.len());
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    /// The example runs to the end; its own assertions check the transfer.
-    #[test]
-    fn runs() {
-        super::main().expect("the example succeeds");
-    }
-}

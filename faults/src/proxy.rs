@@ -20,6 +20,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -293,29 +294,20 @@ fn pause_main(listener: &TcpListener, upstream: SocketAddr, sh: &Arc<PauseShared
 }
 
 /// The body direction, held at the pause point.
-fn pump_counted(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    sh: &PauseShared,
-    mut counter: FrameCounter,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+fn pump_counted(from: TcpStream, to: TcpStream, sh: &PauseShared, mut counter: FrameCounter) {
+    let mut writer = &to;
+    pump(&from, &to, |chunk| {
         let mut off = 0;
-        while off < n {
+        while off < chunk.len() {
             let stop_at = sh.state.lock().expect("state").stop_at;
-            let allowed = counter.allow(&buf[off..n], stop_at);
-            if allowed > 0 && to.write_all(&buf[off..off + allowed]).is_err() {
-                return;
+            let allowed = counter.allow(&chunk[off..], stop_at);
+            if allowed > 0 && writer.write_all(&chunk[off..off + allowed]).is_err() {
+                return ControlFlow::Break(());
             }
             off += allowed;
             let mut st = sh.state.lock().expect("state");
             st.body = counter.body();
-            if off < n {
+            if off < chunk.len() {
                 st.paused = true;
                 sh.cv.notify_all();
                 let deadline = Instant::now() + PATIENCE * 4;
@@ -327,29 +319,47 @@ fn pump_counted(
                         .0;
                 }
                 if st.cut || st.stop_at.is_some() {
-                    return;
+                    return ControlFlow::Break(());
                 }
             }
         }
-    }
-    // The sender finished: pass its end on.
-    let _ = to.shutdown(Shutdown::Write);
+        ControlFlow::Continue(())
+    });
 }
 
 /// Copies until either side ends, then passes the end on.
-fn copy_plain(mut from: TcpStream, mut to: TcpStream) {
+fn copy_plain(from: TcpStream, to: TcpStream) {
+    let mut writer = &to;
+    let failed = pump(&from, &to, |chunk| match writer.write_all(chunk) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(_) => ControlFlow::Break(()),
+    });
+    if failed.is_some() {
+        let _ = to.shutdown(Shutdown::Write);
+    }
+}
+
+/// Copies what `from` sends to `to`, a read at a time: `forward` writes what it lets through
+/// of each read to `to`, and may end the copy (`Break`, with its outcome). When the sender
+/// ends (or reading it fails) instead, its end is passed on to `to`, and `None` returned.
+fn pump<B>(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut forward: impl FnMut(&[u8]) -> ControlFlow<B>,
+) -> Option<B> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut reader = from;
     loop {
-        match from.read(&mut buf) {
+        let n = match reader.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
+            Ok(n) => n,
+        };
+        if let ControlFlow::Break(outcome) = forward(&buf[..n]) {
+            return Some(outcome);
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+    None
 }
 
 /// Accepts one connection, polling so that `stop` can end the wait; bounded by [`PATIENCE`].
@@ -560,21 +570,18 @@ fn flaky_conn(
 /// then, after the first piece that follows once it has (forwarding goes on meanwhile, so
 /// that the peers can get there).
 fn flaky_copy(
-    mut from: TcpStream,
-    mut to: TcpStream,
+    from: TcpStream,
+    to: TcpStream,
     how: &Flakiness,
     mut rng: Rng,
     cut_at: Option<u64>,
     moved: &AtomicU64,
     gate: Option<(&AtomicU64, u64)>,
 ) -> bool {
-    let mut buf = vec![0u8; 64 * 1024];
     let mut count = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+    let mut writer = &to;
+    let cut = pump(&from, &to, |chunk| {
+        let n = chunk.len();
         let mut off = 0;
         while off < n {
             let piece = rng.range(1, how.max_piece as u64 + 1) as usize;
@@ -585,8 +592,8 @@ fn flaky_copy(
             if rng.chance(how.delay_percent) {
                 thread::sleep(Duration::from_millis(rng.range(0, how.max_delay_ms + 1)));
             }
-            if end > off && to.write_all(&buf[off..end]).is_err() {
-                return false;
+            if end > off && writer.write_all(&chunk[off..end]).is_err() {
+                return ControlFlow::Break(false);
             }
             count += (end - off) as u64;
             moved.store(count, Ordering::Relaxed);
@@ -595,12 +602,12 @@ fn flaky_copy(
             if cut_at.is_some_and(|c| count >= c) && open {
                 let _ = from.shutdown(Shutdown::Both);
                 let _ = to.shutdown(Shutdown::Both);
-                return true;
+                return ControlFlow::Break(true);
             }
         }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-    false
+        ControlFlow::Continue(())
+    });
+    cut.unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -255,18 +255,9 @@ pub enum Command {
         #[arg(short, long)]
         recursive: bool,
     },
-    /// Print a shell completion script (see the README for where to put it).
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Write the manual pages (ferry.1, ferry-send.1, ...) into a folder.
-    #[command(hide = true)]
-    Man {
-        /// The folder (created if missing).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    /// `completions SHELL`; `man --out DIR` writes ferry.1, ferry-send.1, ...
+    #[command(flatten)]
+    Docs(ferry_cli_docs::Docs),
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -382,7 +373,7 @@ pub fn run(cli: &Cli) -> u8 {
             (outcome, console)
         }
         // Answered above, before any setting was loaded.
-        Command::Completions { .. } | Command::Man { .. } => return exit::OK,
+        Command::Docs(_) => return exit::OK,
     };
     console.finish(&outcome, started.elapsed().as_secs_f64());
     outcome.exit_code()

@@ -54,12 +54,17 @@ enum Figures {
 }
 
 impl Figures {
-    fn width(self) -> usize {
+    /// This level's entry of `[full, short, compact]`.
+    fn pick<T>(self, [full, short, compact]: [T; 3]) -> T {
         match self {
-            Figures::Full => FIGURES,
-            Figures::Short => SHORT_FIGURES,
-            Figures::Compact => COMPACT_FIGURES,
+            Figures::Full => full,
+            Figures::Short => short,
+            Figures::Compact => compact,
         }
+    }
+
+    fn width(self) -> usize {
+        self.pick([FIGURES, SHORT_FIGURES, COMPACT_FIGURES])
     }
 }
 
@@ -107,33 +112,35 @@ impl Layout {
             0 => String::new(),
             n => format!(" {{bar:{n}.{colour}/blue}}"),
         };
-        let figures = match self.figures {
-            Figures::Full => " {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} ETA {eta}",
-            Figures::Short => " {bytes:>10}/{total_bytes:<10}",
-            Figures::Compact => " {percent:>3}%",
-        };
-        style(&format!("{{msg:{}}}{bar}{figures}", self.label))
+        let figures = self.figures.pick([
+            " {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} ETA {eta}",
+            " {bytes:>10}/{total_bytes:<10}",
+            " {percent:>3}%",
+        ]);
+        self.style(&format!("{bar}{figures}"))
     }
 
     /// No known length: label, spinner, bytes so far, rate.
     fn open_ended(&self) -> ProgressStyle {
-        let figures = match self.figures {
-            Figures::Full => " {spinner} {bytes:>10} {bytes_per_sec:>12}",
-            Figures::Short => " {spinner} {bytes:>10}",
-            Figures::Compact => " {bytes:>10}",
-        };
-        style(&format!("{{msg:{}}}{figures}", self.label))
+        self.style(self.figures.pick([
+            " {spinner} {bytes:>10} {bytes_per_sec:>12}",
+            " {spinner} {bytes:>10}",
+            " {bytes:>10}",
+        ]))
     }
 
     /// A resumed file whose prefix, the bar's length, is being hashed.
     fn verifying(&self) -> ProgressStyle {
-        if self.figures != Figures::Full {
-            return style(&format!("{{msg:{}}} verifying", self.label));
-        }
-        style(&format!(
-            "{{msg:{}}} {{spinner}} verifying the {{total_bytes}} already on the server",
-            self.label
-        ))
+        self.style(self.figures.pick([
+            " {spinner} verifying the {total_bytes} already on the server",
+            " verifying",
+            " verifying",
+        ]))
+    }
+
+    /// The label, then `rest` (a template).
+    fn style(&self, rest: &str) -> ProgressStyle {
+        style(&format!("{{msg:{}}}{rest}", self.label))
     }
 
     /// `text` cut to the label's width, keeping its end (a path's file name).
@@ -146,30 +153,21 @@ impl Progress {
     /// Bars for `count` files of `bytes` bytes in all (`None`: not known up front); hidden
     /// unless `enabled`.
     pub(crate) fn new(enabled: bool, count: usize, bytes: Option<u64>) -> Self {
-        let unknown_total = bytes.is_none();
-        if !enabled {
-            return Self {
-                multi: None,
-                total: ProgressBar::hidden(),
-                file: ProgressBar::hidden(),
-                done: 0,
-                count,
-                unknown_total,
-                current: 0,
-            };
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        // Set up hidden, then shown: no frame is drawn half set up. The file's bar joins
-        // when the first file starts.
         let mut p = Self {
             multi: None,
             total: ProgressBar::hidden(),
             file: ProgressBar::hidden(),
             done: 0,
             count,
-            unknown_total,
+            unknown_total: bytes.is_none(),
             current: 0,
         };
+        if !enabled {
+            return p;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        // Set up hidden, then shown: no frame is drawn half set up. The file's bar joins
+        // when the first file starts.
         if let Some(b) = bytes {
             p.total.set_length(b);
         }

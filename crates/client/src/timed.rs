@@ -5,8 +5,11 @@
 //! server's delay. TLS ([`ferry_secure::Transport`]) and the protocol driver run on top of it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ferry_secure::timed::{self, Budget};
+use ferry_secure::Transport;
 
 use crate::sniff::FirstBytes;
 
@@ -19,12 +22,31 @@ pub(crate) const PROGRESS_BYTES: u64 = 64 * 1024;
 pub(crate) struct Timed {
     tcp: TcpStream,
     timeout: Duration,
-    /// Time the socket calls may still wait before the current wait fails.
-    left: Duration,
+    left: Left,
     /// Bytes moved since the budget was last renewed.
     moved: u64,
     /// The first bytes received, to tell what the server is when it is not ferry.
     first: FirstBytes,
+}
+
+/// Time the socket calls may still wait before the current wait fails.
+#[derive(Debug)]
+struct Left(Duration);
+
+impl Budget for Left {
+    fn next_wait(&mut self) -> io::Result<Duration> {
+        if self.0.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the server did not complete a message in time",
+            ));
+        }
+        Ok(self.0)
+    }
+
+    fn waited(&mut self, took: Duration) {
+        self.0 = self.0.saturating_sub(took);
+    }
 }
 
 impl Timed {
@@ -34,7 +56,7 @@ impl Timed {
         Self {
             tcp,
             timeout,
-            left: timeout,
+            left: Left(timeout),
             moved: 0,
             first: FirstBytes::default(),
         }
@@ -58,7 +80,7 @@ impl Timed {
 
     /// Like [`Timed::restart`], but only `limit` if that is shorter than the timeout.
     pub(crate) fn restart_within(&mut self, limit: Duration) {
-        self.left = limit.min(self.timeout);
+        self.left = Left(limit.min(self.timeout));
         self.moved = 0;
     }
 
@@ -68,41 +90,11 @@ impl Timed {
             self.restart();
         }
     }
-
-    /// Runs one blocking socket call, given the time left, until it returns something other
-    /// than a timeout or the budget is spent.
-    fn bounded<T>(
-        &mut self,
-        mut call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
-    ) -> io::Result<T> {
-        loop {
-            if self.left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the server did not complete a message in time",
-                ));
-            }
-            let since = Instant::now();
-            let result = call(&mut self.tcp, self.left);
-            self.left = self.left.saturating_sub(since.elapsed());
-            match result {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                other => return other,
-            }
-        }
-    }
 }
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.bounded(|s, left| {
-            s.set_read_timeout(Some(left))?;
-            s.read(buf)
-        })?;
+        let n = timed::read(&self.tcp, &mut self.left, buf)?;
         self.first.record(&buf[..n]);
         self.progress(n);
         Ok(n)
@@ -111,19 +103,13 @@ impl Read for Timed {
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.bounded(|s, left| {
-            s.set_write_timeout(Some(left))?;
-            s.write(buf)
-        })?;
+        let n = timed::write(&self.tcp, &mut self.left, buf)?;
         self.progress(n);
         Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.bounded(|s, left| {
-            s.set_write_timeout(Some(left))?;
-            s.write_vectored(bufs)
-        })?;
+        let n = timed::write_vectored(&self.tcp, &mut self.left, bufs)?;
         self.progress(n);
         Ok(n)
     }
@@ -133,17 +119,14 @@ impl Write for Timed {
     }
 }
 
-impl ferry_secure::Transport for Timed {
+impl Transport for Timed {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.peer_addr()
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
-        match self.tcp.shutdown(Shutdown::Write) {
-            // A server that is gone already is not an error here.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            other => other,
-        }
+        // A server that is gone already is not an error here.
+        self.tcp.shutdown_write()
     }
 }
 
@@ -152,6 +135,7 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::thread;
+    use std::time::Instant;
 
     /// A peer that sends one byte every 50 ms, forever (until the reader hangs up).
     fn trickler() -> (TcpStream, thread::JoinHandle<()>) {

@@ -5,18 +5,9 @@ mod common;
 use std::fs;
 use std::net::TcpListener;
 
-use common::{data, ferry, ferry_with_stdin, stderr, write, TestServer};
+use common::{data, ferry, ferry_with_stdin, json_lines, stderr, write, TestServer};
 use ferry_proto::Digest;
 use ferry_server::Overwrite;
-use serde_json::Value;
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8(stdout.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 #[test]
 fn help_documents_the_exit_codes() {

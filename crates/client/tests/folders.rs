@@ -13,18 +13,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::{data, ferry, raw_server, stderr, write, TestServer};
+use common::{data, ferry, json_lines, raw_server, stderr, write, TestServer};
 use ferry_server::Overwrite;
 use rustix::fs::{FileType, Mode};
 use serde_json::Value;
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8(stdout.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 fn arg(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -207,13 +207,7 @@ fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
     let content = b"the whole file".to_vec();
     let expected = content.clone();
     let (addr, server) = raw_server(move |mut raw| {
-        raw.welcome();
-        let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[Frame::Accept {
-            id,
-            offset: 3,
-            prefix: Digest::of(b"xyz"),
-        }]);
+        let id = raw.accept_offer(3, Digest::of(b"xyz"));
         assert_eq!(raw.expect(kind::BEGIN), Frame::Begin { id, from: 0 });
         match raw.expect(kind::END) {
             Frame::End { size, digest, .. } => {
@@ -237,13 +231,7 @@ fn a_resume_offset_with_a_foreign_prefix_restarts_at_zero() {
 #[test]
 fn an_offset_beyond_the_file_is_a_protocol_error() {
     let (addr, server) = raw_server(|mut raw| {
-        raw.welcome();
-        let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[Frame::Accept {
-            id,
-            offset: 1000,
-            prefix: Digest::of_empty(),
-        }]);
+        raw.accept_offer(1000, Digest::of_empty());
         raw.drain();
     });
     let outcome = run_upload(addr, server, b"tiny", &opts());

@@ -8,9 +8,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{data, opts, sources, write};
+use common::{data, opts, sources, wait_child, write};
 use ferry_client::{legacy, Status, Target};
 use ferry_proto::Digest;
 
@@ -178,17 +178,9 @@ impl SeedPy {
 
     /// Waits for the server to exit after its one connection; returns what it printed.
     fn wait(mut self) -> (String, tempfile::TempDir) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                panic!("server.py did not finish");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(&mut self.child, Duration::from_secs(30), || {
+            "server.py did not finish".to_owned()
+        });
         let log = self.log.join().unwrap();
         assert!(status.success(), "{log}");
         (log, self.store)

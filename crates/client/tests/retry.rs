@@ -384,13 +384,7 @@ fn refusals_and_untrusted_servers_are_not_retried() {
 fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
     // The raw server takes one connection: a retry would find nothing listening.
     let (addr, server) = raw_server(move |mut raw| {
-        raw.welcome();
-        let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[Frame::Accept {
-            id,
-            offset: 0,
-            prefix: Digest::of_empty(),
-        }]);
+        let id = raw.accept_offer(0, Digest::of_empty());
         raw.expect(kind::END);
         raw.send(&[Frame::Result {
             id,
@@ -408,13 +402,7 @@ fn a_digest_mismatch_or_protocol_error_from_the_peer_is_not_retried() {
     assert_eq!(outcome.retries, 0);
 
     let (addr, server) = raw_server(|mut raw| {
-        raw.welcome();
-        let id = id_of(&raw.expect(kind::OFFER));
-        raw.send(&[Frame::Accept {
-            id,
-            offset: 1000,
-            prefix: Digest::of_empty(),
-        }]);
+        raw.accept_offer(1000, Digest::of_empty());
         raw.drain();
     });
     let outcome = upload_to_script(addr, server, &file);

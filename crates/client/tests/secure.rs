@@ -16,6 +16,7 @@ use ferry_client::download::{self, Dest};
 use ferry_client::{exit, upload, ClientError, Options, Status};
 use ferry_proto::{Code, Connection, Driver, Event, Name, Step};
 use ferry_secure::{accept, ClientTls, Fingerprint, SecureError, ServerTls, Token, Trust};
+use ferry_test_ca::ca_and_leaf;
 
 const TOKEN: &str = "correct horse battery staple";
 
@@ -454,29 +455,6 @@ fn many_tls_sessions_in_a_row() {
         assert_eq!(outcome.exit_code(), exit::OK, "{:?}", outcome.error);
     }
     assert_eq!(common::tree(s.server.dir.path()).len(), 5);
-}
-
-/// A CA called `ca_name`, and a leaf for `names` signed by it: (CA PEM, chain PEM, key PEM).
-fn ca_and_leaf(ca_name: &str, names: &[&str]) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let leaf = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    (
-        ca.pem(),
-        format!("{}{}", leaf.pem(), ca.pem()),
-        leaf_key.serialize_pem(),
-    )
 }
 
 #[test]

@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{data, write, TestServer};
+use common::{data, wait_child, write, TestServer};
 use ferry_server::Overwrite;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
@@ -65,20 +65,10 @@ impl Pty {
 
     /// Waits for the end (at most 30 s); the exit code and the output as text.
     fn finish(mut self) -> (Option<i32>, String) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                panic!(
-                    "the command did not end: {}",
-                    text(&self.out.lock().unwrap())
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(&mut self.child, Duration::from_secs(30), || {
+            let out = text(&self.out.lock().unwrap());
+            format!("the command did not end: {out}")
+        });
         // The reader gets the rest once the terminal closes.
         thread::sleep(Duration::from_millis(200));
         let out = text(&self.out.lock().unwrap());

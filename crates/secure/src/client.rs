@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore};
 
-use crate::handshake::handshake;
+use crate::handshake::{handshake, CLIENT};
 use crate::server::peer_name;
 use crate::{provider, Fingerprint, SecureError, Stream, Transport};
 
@@ -309,7 +309,7 @@ pub fn connect<T: Transport>(tls: &ClientTls, host: &str, io: T) -> Result<Strea
             source,
             hint: "",
         })?;
-    let outcome = handshake(conn, io);
+    let outcome = handshake(&CLIENT, conn, io);
     let got = seen.and_then(|s| *s.lock().unwrap_or_else(|p| p.into_inner()));
     let (tls, leaf) = match outcome {
         Ok(established) => established,

@@ -3,8 +3,10 @@
 //! for the user.
 
 use std::io;
+use std::ops::DerefMut;
 
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, UnbufferedConnectionCommon, UnbufferedStatus};
 use rustls::ExtractedSecrets;
@@ -16,52 +18,36 @@ use crate::{Fingerprint, SecureError, Transport};
 /// Alerts and the like still owed to the peer are flushed in at most this many steps.
 const ALERT_STEPS: usize = 8;
 
-/// The two sides of rustls' unbuffered connection, for [`handshake`].
-pub(crate) trait Unbuffered:
-    std::ops::DerefMut<Target = UnbufferedConnectionCommon<Self::Data>>
-{
-    /// `ServerConnectionData` or `ClientConnectionData`.
-    type Data;
+/// One side of rustls' unbuffered connection, `C` (whose records carry `D`), for
+/// [`handshake`]: both sides have these methods, under the same names but in no common trait.
+pub(crate) struct Side<C, D> {
     /// `process_tls_records`.
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    process: for<'c, 'i> fn(
+        &'c mut UnbufferedConnectionCommon<D>,
+        &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, D>,
     /// `dangerous_into_kernel_connection`: the keys, and rustls' key schedule.
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error>;
+    into_kernel: fn(C) -> Result<Keys<D>, rustls::Error>,
+    /// The key schedule as this side's [`Kernel`].
+    kernel: fn(KernelConnection<D>) -> Kernel,
 }
 
-impl Unbuffered for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
+/// The keys, and rustls' key schedule, after the handshake.
+type Keys<D> = (ExtractedSecrets, KernelConnection<D>);
 
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
+/// The server's side, for [`crate::accept`].
+pub(crate) const SERVER: Side<UnbufferedServerConnection, ServerConnectionData> = Side {
+    process: UnbufferedConnectionCommon::<ServerConnectionData>::process_tls_records,
+    into_kernel: UnbufferedServerConnection::dangerous_into_kernel_connection,
+    kernel: Kernel::Server,
+};
 
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Server(kernel)))
-    }
-}
-
-impl Unbuffered for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-
-    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        Ok((secrets, Kernel::Client(kernel)))
-    }
-}
+/// The client's side, for [`crate::connect`].
+pub(crate) const CLIENT: Side<UnbufferedClientConnection, ClientConnectionData> = Side {
+    process: UnbufferedConnectionCommon::<ClientConnectionData>::process_tls_records,
+    into_kernel: UnbufferedClientConnection::dangerous_into_kernel_connection,
+    kernel: Kernel::Client,
+};
 
 /// What one step of the handshake asks for.
 enum Next {
@@ -80,10 +66,15 @@ enum Next {
 /// Runs the handshake over `io` to completion (a `WouldBlock`/`TimedOut` from `io` ends it: the
 /// transport bounds it), then hands the keys over. Returns the connection and the peer's leaf
 /// certificate's fingerprint.
-pub(crate) fn handshake<C: Unbuffered, T: Transport>(
+pub(crate) fn handshake<C, D, T>(
+    side: &Side<C, D>,
     mut conn: C,
     mut io: T,
-) -> Result<(Tls<T>, Option<Fingerprint>), HandshakeFailure> {
+) -> Result<(Tls<T>, Option<Fingerprint>), HandshakeFailure>
+where
+    C: DerefMut<Target = UnbufferedConnectionCommon<D>>,
+    T: Transport,
+{
     let mut inbox = Inbox::new();
     let mut outbox = Outbox::new();
     let mut early = Vec::new();
@@ -99,7 +90,7 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
         } else {
             &mut done[..]
         };
-        let UnbufferedStatus { discard, state } = conn.process(incoming);
+        let UnbufferedStatus { discard, state } = (side.process)(&mut conn, incoming);
         let next = match state {
             Err(e) => Next::Fail(HandshakeFailure::Tls(e)),
             Ok(ConnectionState::EncodeTlsData(mut data)) => match data.encode(outbox.space()) {
@@ -147,7 +138,7 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
                 }
             }
             Next::Fail(failure) => {
-                send_alert(&failure, &mut conn, &mut inbox, &mut outbox, &mut io);
+                send_alert(&failure, side, &mut conn, &mut inbox, &mut outbox, &mut io);
                 return Err(failure);
             }
         }
@@ -169,7 +160,8 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| Fingerprint::of_der(c));
-    let kernel = conn.into_kernel().map_err(HandshakeFailure::Tls)?;
+    let (secrets, kernel) = (side.into_kernel)(conn).map_err(HandshakeFailure::Tls)?;
+    let kernel = (secrets, (side.kernel)(kernel));
     let tls = Tls::new(io, kernel, inbox, outbox, early)
         .map_err(|e| HandshakeFailure::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     Ok((tls, peer))
@@ -180,9 +172,10 @@ pub(crate) fn handshake<C: Unbuffered, T: Transport>(
 /// out queued messages before it looks at the input again (which must still be passed: it
 /// refers to it). After input rustls could not parse (the peer does not speak TLS, or broke
 /// it), no alert is sent: rustls would parse that input again and fail a second time.
-fn send_alert<C: Unbuffered, T: Transport>(
+fn send_alert<C, D, T: Transport>(
     failure: &HandshakeFailure,
-    conn: &mut C,
+    side: &Side<C, D>,
+    conn: &mut UnbufferedConnectionCommon<D>,
     inbox: &mut Inbox,
     outbox: &mut Outbox,
     io: &mut T,
@@ -198,7 +191,7 @@ fn send_alert<C: Unbuffered, T: Transport>(
         return;
     }
     for _ in 0..ALERT_STEPS {
-        let UnbufferedStatus { discard, state } = conn.process(inbox.pending());
+        let UnbufferedStatus { discard, state } = (side.process)(conn, inbox.pending());
         let go_on = match state {
             Ok(ConnectionState::EncodeTlsData(mut data)) => data
                 .encode(outbox.space())

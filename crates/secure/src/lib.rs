@@ -21,6 +21,9 @@
 //! - **Tokens** ([`Token`]): from a file no one else can read, or `FERRY_TOKEN`; compared in
 //!   constant time; never printed.
 //! - **Failed attempts** are limited per source ([`FailureLimiter`]), with time passed in.
+//! - **Bounded waits** for an adapter's own [`Transport`] around a `TcpStream`: [`timed`] runs
+//!   each socket call within a [`timed::Budget`] (the client's per-wait budget, the server's
+//!   deadlines and stop checks).
 //!
 //! ## Server recipe
 //!
@@ -81,6 +84,7 @@ mod limiter;
 mod record;
 mod server;
 mod stream;
+pub mod timed;
 mod tls;
 mod token;
 

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::UnbufferedServerConnection;
 use rustls::ServerConfig;
 
-use crate::handshake::handshake;
+use crate::handshake::{handshake, SERVER};
 use crate::{check_private_file, provider, Fingerprint, SecureError, Stream, Transport};
 
 /// File name of the self-signed certificate inside the state folder.
@@ -256,7 +256,7 @@ pub fn accept<T: Transport>(tls: &ServerTls, io: T) -> Result<Stream<T>, SecureE
             hint: "",
         }
     })?;
-    let (tls, _) = handshake(conn, io).map_err(|f| f.into_error(peer, false))?;
+    let (tls, _) = handshake(&SERVER, conn, io).map_err(|f| f.into_error(peer, false))?;
     Ok(Stream::tls(tls, None, false))
 }
 

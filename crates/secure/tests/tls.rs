@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry_secure::{
     accept_any, connect, host_key, ClientTls, Fingerprint, SecureError, ServerTls, Stream, Trust,
 };
+use ferry_test_ca::ca_and_leaf;
 
 /// A safety net so a broken test fails instead of hanging; no test asserts on time.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,27 +85,6 @@ fn echo(
 
 fn self_signed(dir: &Path) -> ServerTls {
     ServerTls::self_signed(dir).unwrap()
-}
-
-/// A CA called `ca_name`, and a leaf for `names` signed by it; returns (ca.pem, cert chain pem, key pem).
-fn ca_and_leaf(ca_name: &str, names: &[&str]) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    (
-        ca.pem(),
-        format!("{}{}", leaf.pem(), ca.pem()),
-        leaf_key.serialize_pem(),
-    )
 }
 
 #[test]

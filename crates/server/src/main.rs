@@ -254,18 +254,9 @@ enum Tool {
         #[arg(long, value_name = "FILE", conflicts_with = "state_dir")]
         tls_cert: Option<PathBuf>,
     },
-    /// Print a shell completion script
-    Completions {
-        /// The shell
-        shell: clap_complete::Shell,
-    },
-    /// Write the manual page (ferry-server.1) into a folder
-    #[command(hide = true)]
-    Man {
-        /// The folder (created if missing)
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    /// `completions SHELL`; `man --out DIR` writes ferry-server.1
+    #[command(flatten)]
+    Docs(ferry_cli_docs::Docs),
 }
 
 impl Tool {
@@ -276,13 +267,10 @@ impl Tool {
                 state_dir,
                 tls_cert,
             } => fingerprint(state_dir, tls_cert).map(|fp| println!("{fp}")),
-            Tool::Completions { shell } => {
-                let mut cmd = Args::command();
-                clap_complete::generate(shell, &mut cmd, "ferry-server", &mut std::io::stdout());
-                Ok(())
-            }
-            Tool::Man { out } => write_man(&out)
-                .map_err(|e| format!("cannot write the manual page into {}: {e}", out.display())),
+            Tool::Docs(docs) => docs.run(Args::command(), false).map_err(|e| {
+                let dir = e.dir.display();
+                format!("cannot write the manual page into {dir}: {}", e.source)
+            }),
         };
         match done {
             Ok(()) => ExitCode::SUCCESS,
@@ -317,14 +305,6 @@ fn fingerprint(
         ));
     }
     Fingerprint::of_pem_file(&cert).map_err(|e| e.to_string())
-}
-
-/// Writes `ferry-server.1` into `dir`.
-fn write_man(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Args::command()).render(&mut page)?;
-    std::fs::write(dir.join("ferry-server.1"), page)
 }
 
 /// `--keep-partials`: a duration, or `never` to keep partials until they are resumed.

@@ -7,10 +7,13 @@
 //! [`Driver`](ferry_proto::Driver) run on top of it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ferry_secure::timed::{self, Budget};
+use ferry_secure::Transport;
 
 use crate::slots::{Activity, Evict};
 
@@ -143,13 +146,13 @@ impl<'a> Guarded<'a> {
     /// wait a full timeout again on the next.
     fn bounded_write<T>(
         &mut self,
-        call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
+        call: impl FnOnce(&TcpStream, &mut Slices<'_, 'a>) -> io::Result<T>,
     ) -> io::Result<T> {
         if self.write_timed_out {
             return Err(Cut::Timeout.into_io());
         }
         let deadline = Instant::now() + self.idle;
-        let result = self.bounded(deadline, false, call);
+        let result = call(&self.stream, &mut self.slices(deadline, false));
         if let Err(e) = &result {
             self.write_timed_out = Cut::of(e) == Some(Cut::Timeout);
         }
@@ -180,10 +183,11 @@ impl<'a> Guarded<'a> {
         let interruptible = self.interruptible;
         let mut b = [0u8; 1];
         loop {
-            let peeked = self.bounded(deadline, interruptible, |s, t| {
-                s.set_read_timeout(Some(t))?;
-                s.peek(&mut b)
-            });
+            let peeked = timed::peek(
+                &self.stream,
+                &mut self.slices(deadline, interruptible),
+                &mut b,
+            );
             match peeked {
                 Ok(0) => return Ok(None),
                 Ok(_) => return Ok(Some(b[0])),
@@ -226,31 +230,34 @@ impl<'a> Guarded<'a> {
         cut.map_or(Ok(()), |c| Err(c.into_io()))
     }
 
-    /// Runs one blocking socket call in slices of at most [`SLICE`] until it makes progress,
-    /// the deadline (or the closing deadline) passes, or a stop, an eviction or a stall cuts
-    /// it.
-    fn bounded<T>(
-        &mut self,
-        deadline: Instant,
-        interruptible: bool,
-        mut call: impl FnMut(&mut TcpStream, Duration) -> io::Result<T>,
-    ) -> io::Result<T> {
-        let deadline = self.closing_by.map_or(deadline, |c| c.min(deadline));
-        loop {
-            self.check_stop(interruptible)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Cut::Timeout.into_io());
-            }
-            match call(&mut self.stream, left.min(SLICE)) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                other => return other,
-            }
+    /// The budget of one wait until `deadline` (or the closing deadline); see [`Slices`].
+    fn slices(&self, deadline: Instant, interruptible: bool) -> Slices<'_, 'a> {
+        Slices {
+            guarded: self,
+            deadline: self.closing_by.map_or(deadline, |c| c.min(deadline)),
+            interruptible,
         }
+    }
+}
+
+/// The budget of one wait on a [`Guarded`] socket: blocking calls of at most [`SLICE`] until
+/// one makes progress, the deadline passes, or a stop, an eviction or a stall cuts it.
+#[derive(Debug)]
+struct Slices<'g, 'a> {
+    guarded: &'g Guarded<'a>,
+    deadline: Instant,
+    /// Whether a drain request may cut this wait.
+    interruptible: bool,
+}
+
+impl Budget for Slices<'_, '_> {
+    fn next_wait(&mut self) -> io::Result<Duration> {
+        self.guarded.check_stop(self.interruptible)?;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Cut::Timeout.into_io());
+        }
+        Ok(left.min(SLICE))
     }
 }
 
@@ -259,10 +266,7 @@ impl Read for Guarded<'_> {
         let deadline = self.read_deadline();
         // Once a message has begun, a drain request waits for it.
         let interruptible = self.interruptible && self.message_by.is_none();
-        let n = self.bounded(deadline, interruptible, |s, t| {
-            s.set_read_timeout(Some(t))?;
-            s.read(buf)
-        })?;
+        let n = timed::read(&self.stream, &mut self.slices(deadline, interruptible), buf)?;
         self.moved(n);
         if n > 0 {
             let now = Instant::now();
@@ -277,19 +281,13 @@ impl Read for Guarded<'_> {
 
 impl Write for Guarded<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.bounded_write(|s, t| {
-            s.set_write_timeout(Some(t))?;
-            s.write(buf)
-        })?;
+        let n = self.bounded_write(|tcp, slices| timed::write(tcp, slices, buf))?;
         self.moved(n);
         Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.bounded_write(|s, t| {
-            s.set_write_timeout(Some(t))?;
-            s.write_vectored(bufs)
-        })?;
+        let n = self.bounded_write(|tcp, slices| timed::write_vectored(tcp, slices, bufs))?;
         self.moved(n);
         Ok(n)
     }
@@ -297,20 +295,22 @@ impl Write for Guarded<'_> {
     fn flush(&mut self) -> io::Result<()> {
         // A no-op on a `TcpStream` today; bounded anyway, like every wait on the peer. (Over
         // TLS, `Stream::flush` writes its records through `write` above, also bounded.)
-        self.bounded_write(|s, _| s.flush())
+        self.bounded_write(|tcp, slices| {
+            timed::bounded(slices, |_| {
+                let mut tcp = tcp;
+                tcp.flush()
+            })
+        })
     }
 }
 
-impl ferry_secure::Transport for Guarded<'_> {
+impl Transport for Guarded<'_> {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
-        match self.stream.shutdown(Shutdown::Write) {
-            // A peer that is gone already is not an error here.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            other => other,
-        }
+        // A peer that is gone already is not an error here.
+        self.stream.shutdown_write()
     }
 }

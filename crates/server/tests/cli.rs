@@ -345,16 +345,7 @@ fn hello_and_bad_offers(offers: u64) -> Vec<u8> {
     }
     .encode(&mut out);
     for id in 1..=offers {
-        Frame::Offer {
-            id,
-            kind: ferry_proto::EntryKind::File,
-            digest: None,
-            size: Some(1),
-            mtime: None,
-            mode: None,
-            name: format!("{id}{}", "\u{1}\u{1b}[2J".repeat(40)),
-        }
-        .encode(&mut out);
+        common::file_offer(id, format!("{id}{}", "\u{1}\u{1b}[2J".repeat(40)), 1).encode(&mut out);
     }
     out
 }

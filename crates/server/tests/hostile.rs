@@ -475,15 +475,7 @@ fn offers_without_a_body_leave_no_folder() {
         .collect::<Vec<_>>();
     let mut raw = Raw::connect(arena.srv.addr());
     let offers: Vec<Frame> = (1..=OFFERS)
-        .map(|id| Frame::Offer {
-            id,
-            kind: ferry_proto::EntryKind::File,
-            digest: None,
-            size: Some(3),
-            mtime: None,
-            mode: None,
-            name: format!("n{id}/{}/file.bin", deep.join("/")),
-        })
+        .map(|id| file_offer(id, format!("n{id}/{}/file.bin", deep.join("/")), 3))
         .collect();
     raw.send(&offers);
     for id in 1..=OFFERS {

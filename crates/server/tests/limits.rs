@@ -92,16 +92,7 @@ fn a_message_trickled_after_hello_is_cut_but_a_pause_between_messages_is_fine() 
     // An OFFER dribbled in one byte every 50 ms is not.
     let mut raw = Raw::connect(srv.addr());
     let mut offer = Vec::new();
-    ferry_proto::wire::Frame::Offer {
-        id: 1,
-        kind: ferry_proto::EntryKind::File,
-        digest: None,
-        size: Some(1),
-        mtime: None,
-        mode: None,
-        name: "slow-loris-name.txt".into(),
-    }
-    .encode(&mut offer);
+    file_offer(1, "slow-loris-name.txt", 1).encode(&mut offer);
     let mut cut = false;
     for b in &offer {
         if raw.s.write_all(&[*b]).is_err() {

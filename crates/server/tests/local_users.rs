@@ -213,20 +213,7 @@ fn a_hard_link_at_a_partial_s_place_is_not_disclosed_or_changed() {
         }
         other => panic!("expected ACCEPT, got {other:?}"),
     }
-    raw.send(&[Frame::Begin { id: 1, from: 0 }]);
-    raw.data(&body);
-    raw.send(&[Frame::End {
-        id: 1,
-        size: body.len() as u64,
-        digest: Digest::of(&body),
-    }]);
-    assert!(matches!(
-        raw.recv(),
-        Some(Frame::Result {
-            code: Code::Stored,
-            ..
-        })
-    ));
+    assert_eq!(raw.send_body(1, &body, 0), Code::Stored);
     assert!(srv.read("big.bin") == Some(body));
     stop_within_bound(srv);
     outside.check();
@@ -289,20 +276,7 @@ fn fifos_never_block_a_connection_or_a_shutdown() {
         matches!(raw.recv(), Some(Frame::Accept { offset: 0, .. })),
         "a FIFO is not a partial"
     );
-    raw.send(&[Frame::Begin { id: 2, from: 0 }]);
-    raw.data(&body);
-    raw.send(&[Frame::End {
-        id: 2,
-        size: body.len() as u64,
-        digest: Digest::of(&body),
-    }]);
-    assert!(matches!(
-        raw.recv(),
-        Some(Frame::Result {
-            code: Code::Stored,
-            ..
-        })
-    ));
+    assert_eq!(raw.send_body(2, &body, 0), Code::Stored);
     drop(raw);
 
     // A FIFO in the temp folder at start-up, and one where the next partial goes.
@@ -357,23 +331,7 @@ fn another_user_cannot_touch_a_partial_between_accept_and_begin() {
     assert!(!entered, "another user entered the state folder");
     assert!(!flipped, "another user changed the partial");
 
-    raw.send(&[Frame::Begin {
-        id: 1,
-        from: cut as u64,
-    }]);
-    raw.data(&body[cut..]);
-    raw.send(&[Frame::End {
-        id: 1,
-        size: body.len() as u64,
-        digest: Digest::of(&body),
-    }]);
-    assert!(matches!(
-        raw.recv(),
-        Some(Frame::Result {
-            code: Code::Stored,
-            ..
-        })
-    ));
+    assert_eq!(raw.send_body(1, &body, cut), Code::Stored);
     assert!(
         srv.read("shared.bin") == Some(body),
         "the published file differs"
@@ -400,17 +358,6 @@ fn two_servers_on_one_folder_never_publish_a_mix() {
     upload_and_drop(&srv, "movie.bin", &one, cut);
     let partial = srv.dir.join(&srv.partials()[0]);
 
-    let end = |raw: &mut Raw, body: &[u8]| {
-        raw.send(&[Frame::End {
-            id: 1,
-            size: len as u64,
-            digest: Digest::of(body),
-        }]);
-        match raw.recv() {
-            Some(Frame::Result { code, .. }) => code,
-            other => panic!("expected RESULT, got {other:?}"),
-        }
-    };
     let mut a = Raw::connect(srv.addr());
     a.offer(1, "movie.bin", len as u64);
     assert!(matches!(a.recv(), Some(Frame::Accept { offset, .. }) if offset == cut as u64));
@@ -420,12 +367,7 @@ fn two_servers_on_one_folder_never_publish_a_mix() {
         Some(Frame::Refuse {
             code: Code::Busy, ..
         }) => {
-            a.send(&[Frame::Begin {
-                id: 1,
-                from: cut as u64,
-            }]);
-            a.data(&one[cut..]);
-            assert_eq!(end(&mut a, &one), Code::Stored);
+            assert_eq!(a.send_body(1, &one, cut), Code::Stored);
         }
         Some(Frame::Accept { .. }) => {
             // Both open the one partial; A writes half, B all of it, then A the rest.
@@ -441,9 +383,9 @@ fn two_servers_on_one_folder_never_publish_a_mix() {
                 std::fs::metadata(&partial).is_ok_and(|m| m.len() >= mid as u64)
             });
             b.data(&two[cut..]);
-            let _ = end(&mut b, &two);
+            let _ = b.end(1, &two);
             a.data(&one[mid..]);
-            let _ = end(&mut a, &one);
+            let _ = a.end(1, &one);
         }
         other => panic!("expected ACCEPT or REFUSE busy, got {other:?}"),
     }

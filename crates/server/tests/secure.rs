@@ -200,16 +200,7 @@ fn the_right_token_stores_a_wrong_or_missing_one_is_denied_before_the_disk() {
         token: b"guess".to_vec(),
     }
     .encode(&mut out);
-    Frame::Offer {
-        id: 1,
-        kind: ferry_proto::EntryKind::File,
-        digest: None,
-        size: Some(4),
-        mtime: None,
-        mode: None,
-        name: "sneaky.txt".into(),
-    }
-    .encode(&mut out);
+    file_offer(1, "sneaky.txt", 4).encode(&mut out);
     raw.bytes(&out);
     match raw.recv() {
         Some(Frame::Error { code, .. }) => assert_eq!(code, Code::Denied),
@@ -380,16 +371,7 @@ fn a_message_begun_with_the_previous_one_must_end_within_the_header_timeout() {
     let mut raw = Raw::connect(srv.addr());
     let offer = |id, name: &str| {
         let mut out = Vec::new();
-        Frame::Offer {
-            id,
-            kind: ferry_proto::EntryKind::File,
-            digest: None,
-            size: Some(1),
-            mtime: None,
-            mode: None,
-            name: name.into(),
-        }
-        .encode(&mut out);
+        file_offer(id, name, 1).encode(&mut out);
         out
     };
     // One whole OFFER and the first byte of the next, in one write; the rest comes after the

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use ferry_client::walk::{self, Source};
 use ferry_client::{Options, Outcome, Target};
-use ferry_proto::wire::{self, Frame, FRAME_HEADER_LEN, MAGIC};
+use ferry_proto::wire::{self, kind, Frame, FRAME_HEADER_LEN, MAGIC};
+use ferry_proto::Digest;
 use ferry_server::{Config, Overwrite, Server, ServerHandle};
 
 /// A running in-process server and the folder it stores into.
@@ -181,6 +182,35 @@ fn ferry_full(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Outp
         pipe.write_all(input).expect("feed stdin");
     }
     child.wait_with_output().expect("ferry output")
+}
+
+/// Each line of `stdout` (a `--json` run's) as a JSON value.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits for `child` to exit; past `limit`, kills it and panics with `what_hung()`.
+pub fn wait_child(
+    child: &mut Child,
+    limit: Duration,
+    what_hung: impl FnOnce() -> String,
+) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{}", what_hung());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -437,6 +467,15 @@ impl Raw {
     /// [`Raw::welcome_as`] version 1: files only, no listing first.
     pub fn welcome(&mut self) {
         self.welcome_as(1);
+    }
+
+    /// Welcomes, waits for the OFFER and accepts it at `offset`, with `prefix` as the digest of
+    /// the bytes before it; the file's id.
+    pub fn accept_offer(&mut self, offset: u64, prefix: Digest) -> u64 {
+        self.welcome();
+        let id = id_of(&self.expect(kind::OFFER));
+        self.send(&[Frame::Accept { id, offset, prefix }]);
+        id
     }
 
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.

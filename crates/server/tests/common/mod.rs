@@ -411,6 +411,20 @@ pub fn timestamp(secs: i64) -> Timestamp {
 
 // ----- raw frames, for what a well-behaved client cannot send ---------------------------------
 
+/// An OFFER of a file of `size` bytes called `name` (raw, unvalidated), without digest, time
+/// or mode.
+pub fn file_offer(id: u64, name: impl Into<String>, size: u64) -> Frame {
+    Frame::Offer {
+        id,
+        kind: ferry_proto::EntryKind::File,
+        digest: None,
+        size: Some(size),
+        mtime: None,
+        mode: None,
+        name: name.into(),
+    }
+}
+
 /// A client that writes frames by hand and reads the server's frames one by one.
 pub struct Raw {
     pub s: TcpStream,
@@ -481,17 +495,32 @@ impl Raw {
         Some(Frame::decode(kind, &payload).unwrap())
     }
 
+    /// Sends `body[from..]` of upload `id` (BEGIN, one DATA), then [`Raw::end`]s it.
+    pub fn send_body(&mut self, id: u64, body: &[u8], from: usize) -> Code {
+        self.send(&[Frame::Begin {
+            id,
+            from: from as u64,
+        }]);
+        self.data(&body[from..]);
+        self.end(id, body)
+    }
+
+    /// Sends the END of upload `id`, whose whole content is `body`; the code of its RESULT.
+    pub fn end(&mut self, id: u64, body: &[u8]) -> Code {
+        self.send(&[Frame::End {
+            id,
+            size: body.len() as u64,
+            digest: Digest::of(body),
+        }]);
+        match self.recv() {
+            Some(Frame::Result { code, .. }) => code,
+            other => panic!("expected RESULT, got {other:?}"),
+        }
+    }
+
     /// Offers `name` (raw, unvalidated) with `size` bytes.
     pub fn offer(&mut self, id: u64, name: &str, size: u64) {
-        self.send(&[Frame::Offer {
-            id,
-            kind: ferry_proto::EntryKind::File,
-            digest: None,
-            size: Some(size),
-            mtime: None,
-            mode: None,
-            name: name.to_owned(),
-        }]);
+        self.send(&[file_offer(id, name, size)]);
     }
 }
 

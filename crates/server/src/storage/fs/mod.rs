@@ -162,13 +162,70 @@ impl Storage for Store {
         self.space.unchanged(name, offer, buf)
     }
 
+    /// Stores a folder offer (PROTOCOL.md §4.9): makes the folder `name` and its missing
+    /// parents, following no link, and gives it `mode` (less the umask; never set-id or
+    /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
+    /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
+    /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
+    /// it was there; a file or a link at the name is [`Code::Exists`].
     fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
     ) -> Result<(Code, Option<Touched>), Refusal> {
-        self.space.make_folder(name, mode, mtime)
+        let space = &self.space;
+        check_reserved(name)?;
+        let (parents, last) = root::split(name.as_str());
+        let mut folders = space
+            .root
+            .make_folders(parents)
+            .map_err(|e| unresolved(name, &e, true))?;
+        let mode = mode.map(|m| m & MODE_MASK);
+        let fresh = folders
+            .descend(last, mode.unwrap_or(FOLDER_MODE))
+            .map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::LOOP) => Refusal::link(name, Code::Exists),
+                Some(Errno::NOTDIR) => {
+                    Refusal::new(Code::Exists, format!("{name} is a file on the server"))
+                }
+                _ => Refusal::io("cannot make the folder", &e),
+            })?;
+        let umask = space.state.probed.umask;
+        let apply = || -> rustix::io::Result<()> {
+            if let (false, Some(m)) = (fresh, mode) {
+                rfs::fchmod(&folders.fd, Mode::from_raw_mode(m & !umask))?;
+            }
+            if let Some(t) = mtime {
+                let times = Timestamps {
+                    last_access: Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rfs::UTIME_OMIT,
+                    },
+                    last_modification: Timespec {
+                        tv_sec: t.secs,
+                        tv_nsec: t.nanos.into(),
+                    },
+                };
+                rfs::futimens(&folders.fd, &times)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = apply() {
+            folders.remove_created();
+            return Err(Refusal::io(
+                "cannot set the folder's mode and time",
+                &e.into(),
+            ));
+        }
+        if !fresh {
+            return Ok((Code::Unchanged, None));
+        }
+        let touched = Touched {
+            file: None,
+            folders: folders.into_changed(),
+        };
+        Ok((Code::Stored, Some(touched)))
     }
 
     fn prepare_upload(
@@ -505,71 +562,6 @@ impl Space {
             self.state.digests.put(&key, &digest);
         }
         Ok(digest)
-    }
-
-    /// Stores a folder offer (PROTOCOL.md §4.9): makes the folder `name` and its missing
-    /// parents, following no link, and gives it `mode` (less the umask; never set-id or
-    /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
-    /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
-    /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
-    /// it was there; a file or a link at the name is [`Code::Exists`].
-    fn make_folder(
-        &self,
-        name: &Name,
-        mode: Option<u32>,
-        mtime: Option<Timestamp>,
-    ) -> Result<(Code, Option<Touched>), Refusal> {
-        check_reserved(name)?;
-        let (parents, last) = root::split(name.as_str());
-        let mut folders = self
-            .root
-            .make_folders(parents)
-            .map_err(|e| unresolved(name, &e, true))?;
-        let mode = mode.map(|m| m & MODE_MASK);
-        let fresh = folders
-            .descend(last, mode.unwrap_or(FOLDER_MODE))
-            .map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::LOOP) => Refusal::link(name, Code::Exists),
-                Some(Errno::NOTDIR) => {
-                    Refusal::new(Code::Exists, format!("{name} is a file on the server"))
-                }
-                _ => Refusal::io("cannot make the folder", &e),
-            })?;
-        let umask = self.state.probed.umask;
-        let apply = || -> rustix::io::Result<()> {
-            if let (false, Some(m)) = (fresh, mode) {
-                rfs::fchmod(&folders.fd, Mode::from_raw_mode(m & !umask))?;
-            }
-            if let Some(t) = mtime {
-                let times = Timestamps {
-                    last_access: Timespec {
-                        tv_sec: 0,
-                        tv_nsec: rfs::UTIME_OMIT,
-                    },
-                    last_modification: Timespec {
-                        tv_sec: t.secs,
-                        tv_nsec: t.nanos.into(),
-                    },
-                };
-                rfs::futimens(&folders.fd, &times)?;
-            }
-            Ok(())
-        };
-        if let Err(e) = apply() {
-            folders.remove_created();
-            return Err(Refusal::io(
-                "cannot set the folder's mode and time",
-                &e.into(),
-            ));
-        }
-        if !fresh {
-            return Ok((Code::Unchanged, None));
-        }
-        let touched = Touched {
-            file: None,
-            folders: folders.into_changed(),
-        };
-        Ok((Code::Stored, Some(touched)))
     }
 
     /// Starts a listing of `path` (`None`: the root), which must be a folder or a regular
