@@ -377,18 +377,16 @@ impl Space {
     /// Refuses an upload whose destination is a link, a folder, or (under
     /// [`Overwrite::Refuse`]) an existing file; a missing folder is fine and is not made.
     fn check_destination(&self, name: &Name) -> Result<(), Refusal> {
-        let (parents, file_name) = root::split(name.as_str());
-        let folder = match self.root.open_folder(parents) {
+        // One lookup of the whole path (a link at its end is opened as the link): missing,
+        // it is one failed system call per new file.
+        let held = match self.root.open_path(name.as_str()) {
             Ok(fd) => fd,
-            // The folder does not exist, so neither does the file.
+            // The file, or a folder on its way, does not exist.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(unresolved(name, &e, true)),
         };
-        let st = match rfs::statat(&folder, file_name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(Refusal::io("cannot check the destination", &e.into())),
-        };
+        let st = rfs::fstat(&held)
+            .map_err(|e| Refusal::io("cannot check the destination", &e.into()))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink => Err(Refusal::link(name, Code::BadName)),
             FileType::Directory => Err(Refusal::new(

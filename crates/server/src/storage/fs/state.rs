@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Digest, Name};
@@ -383,7 +383,10 @@ fn temp_name() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{TEMP_PREFIX}{:x}.{n:x}.{nanos:x}", std::process::id())
+    // Asked once: `getpid` is a system call per file otherwise (glibc does not cache it).
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = PID.get_or_init(std::process::id);
+    format!("{TEMP_PREFIX}{pid:x}.{n:x}.{nanos:x}")
 }
 
 #[cfg(test)]
