@@ -1,7 +1,8 @@
 //! Uploads into the bucket. A body is cut into parts of one power-of-two length; a file
 //! shorter than a part is stored with one PutObject once its digest is checked, a longer one
 //! goes through a multipart upload that shows nothing under its key until it is completed;
-//! one part is sent on a thread of its own while the next arrives.
+//! parts go to the store on threads of their own while the next arrive, up to
+//! [`MAX_IN_FLIGHT_BYTES`] of them at a time.
 //!
 //! A resumable upload (ferry framing, known size of at least a part) has an *upload record*
 //! keyed by (name, size), created with `If-None-Match: *` and naming its multipart upload, a
@@ -16,6 +17,7 @@
 //! conditional on the stores this runs on, the claim is what lets exactly one of concurrent
 //! uploads of a name publish it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -46,6 +48,10 @@ const CLAIM_WAIT: Duration = Duration::from_secs(10);
 const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// Times a free `name (n)` is looked for again when a concurrent upload takes the one found.
 const MAX_RENAME_RACES: usize = 8;
+/// Most bytes of parts one upload has on their way to the store at a time (at least one part):
+/// four 8 MiB parts, so that an upload does not wait on each part's round trip to the store;
+/// with the part being filled, at most 40 MiB of memory per upload.
+const MAX_IN_FLIGHT_BYTES: u64 = 32 << 20;
 /// Most keys read from one upload's folder (its part records, record and lease).
 const MAX_STATE_KEYS: usize = layout::MAX_PARTS as usize + 16;
 
@@ -98,10 +104,11 @@ pub(crate) struct Body {
     part_len: u64,
     /// The part being filled.
     buf: Vec<u8>,
-    /// The part before it, on its way to the store (see [`Body::store_part`]).
-    in_flight: Option<JoinHandle<io::Result<StoredPart>>>,
-    /// The buffer of the last part stored, for the part after this one.
-    spare: Vec<u8>,
+    /// The parts before it on their way to the store, oldest first (see
+    /// [`Body::store_part`]).
+    in_flight: VecDeque<JoinHandle<io::Result<StoredPart>>>,
+    /// Buffers of parts stored, for the parts to come.
+    spare: Vec<Vec<u8>>,
     /// Bytes held, the resumed prefix included.
     len: u64,
     multipart: Option<Multipart>,
@@ -338,7 +345,7 @@ impl Reservation for Reserved {
             key: rec.key.clone(),
             part_len: rec.part_len,
             buf: Vec::new(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             spare: Vec::new(),
             len: from,
             multipart: Some(Multipart {
@@ -413,7 +420,7 @@ impl Body {
             key,
             part_len: part_len(up.size),
             buf: Vec::new(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             spare: Vec::new(),
             len: 0,
             multipart: None,
@@ -429,8 +436,8 @@ impl Body {
 
     /// Sends the full part in the buffer to the store (starting the multipart upload on the
     /// first) on a thread of its own, with its part record when the upload is resumable,
-    /// while the next part fills: one part in flight at a time, after the previous one is
-    /// settled (see [`Body::settle`]).
+    /// while the next part fills: up to [`MAX_IN_FLIGHT_BYTES`] of parts in flight, the
+    /// oldest settled first when there is no room (see [`Body::settle`]).
     fn store_part(&mut self) -> io::Result<()> {
         let failed = |e: S3Error| io::Error::other(e.to_string());
         if self.multipart.is_none() {
@@ -448,10 +455,16 @@ impl Body {
                 recorded: None,
             });
         }
-        self.settle()?;
+        let room = usize::try_from(MAX_IN_FLIGHT_BYTES / self.part_len)
+            .unwrap_or(1)
+            .max(1);
+        while self.in_flight.len() >= room {
+            self.settle_oldest()?;
+        }
         let shared = Arc::clone(&self.shared);
+        let in_flight = self.in_flight.len();
         let mp = self.multipart.as_mut().expect("made above");
-        let number = mp.etags.len() + 1;
+        let number = mp.etags.len() + in_flight + 1;
         let Some(number) = u16::try_from(number)
             .ok()
             .filter(|n| u64::from(*n) <= layout::MAX_PARTS)
@@ -469,11 +482,11 @@ impl Body {
                 .as_ref()
                 .map(|(dir, _)| Location::parts_dir(dir, &mp.upload_id)),
         };
-        let part = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let part = std::mem::replace(&mut self.buf, self.spare.pop().unwrap_or_default());
         let thread = thread::Builder::new()
             .name("ferry-s3-part".into())
             .spawn(move || job.run(part))?;
-        self.in_flight = Some(thread);
+        self.in_flight.push_back(thread);
         Ok(())
     }
 
@@ -495,17 +508,33 @@ impl Body {
         }
     }
 
-    /// Waits for the part in flight, if any: its ETag joins the parts stored, its buffer is
-    /// kept for the part after next.
+    /// Waits for every part in flight, in order: their ETags join the parts stored. After a
+    /// part that failed, the later ones are waited for but not counted (the parts stored
+    /// stay a contiguous run); the first failure is returned.
     fn settle(&mut self) -> io::Result<()> {
-        let Some(thread) = self.in_flight.take() else {
+        let mut result = Ok(());
+        while !self.in_flight.is_empty() {
+            if result.is_ok() {
+                result = self.settle_oldest();
+            } else if let Some(thread) = self.in_flight.pop_front() {
+                // Its part may land, but after a gap it does not count.
+                let _ = thread.join();
+            }
+        }
+        result
+    }
+
+    /// Waits for the oldest part in flight: its ETag joins the parts stored, its buffer is
+    /// kept for a part to come.
+    fn settle_oldest(&mut self) -> io::Result<()> {
+        let Some(thread) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let (etag, mut buf) = thread
             .join()
             .map_err(|_| io::Error::other("a part upload failed unexpectedly"))??;
         buf.clear();
-        self.spare = buf;
+        self.spare.push(buf);
         if let Some(mp) = &mut self.multipart {
             mp.etags.push(etag);
         }
