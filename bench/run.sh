@@ -948,7 +948,7 @@ case_wan() {
 
 TLS_TOOLS=(ferry-tls ferry scp-aes scp-chacha)
 
-# aead_cost: AEAD_SEAL and AEAD_OPEN, the CPU seconds ring's AES-256-GCM
+# aead_cost: AEAD_SEAL and AEAD_OPEN, the CPU seconds ring's AES-128-GCM
 # takes to seal and to open BIG_MB MiB on one core (crates/secure/examples).
 aead_cost() {
   local out
@@ -997,7 +997,7 @@ case_tls() {
   local -a CPU_VARIANTS=(plain)   # seen by cpu_rounds (dynamic scope)
   cpu_rounds tls "$SRC" "${tools[@]}"
   md '' "## One ${BIG_MB} MiB file encrypted: ferry TLS, ferry plain, scp (warm cache)"
-  md '' "ferry TLS: \`--tls-self-signed\` and \`--known-hosts\` (TLS 1.3, AES-256-GCM);" \
+  md '' "ferry TLS: \`--tls-self-signed\` and \`--known-hosts\` (TLS 1.3, AES-128-GCM);" \
         "ferry: plain TCP; both \`--no-fsync\`. scp: to a one-shot \`sshd -d\`," \
         "\`-c aes128-gcm@openssh.com\` (scp-aes) or \`-c chacha20-poly1305@openssh.com\`" \
         "(scp-chacha). Wall clock as in the big case; CPU seconds (user + system) of the" \

@@ -1,13 +1,13 @@
 //! The cost of TLS' cryptography alone, for bench/run.sh: seals and opens MIB MiB (default
-//! 1024) in 16 KiB records, in place, with ring's AES-256-GCM (the suite ferry's TLS
-//! negotiates) on one core, and prints the CPU seconds of each (from `/proc/self/stat`, so
+//! 1024) in 16 KiB records, in place, with ring's AES-128-GCM (the suite ferry's TLS
+//! prefers) on one core, and prints the CPU seconds of each (from `/proc/self/stat`, so
 //! other load on the machine does not count).
 //!
 //! ```text
 //! cargo run --release -p ferry-secure --example aead_speed -- 1024
 //! ```
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 /// Plaintext bytes per record, as in TLS.
 const RECORD: usize = 16 * 1024;
@@ -23,14 +23,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).expect("a 32-byte key"));
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).expect("a 16-byte key"));
     let mut buf = vec![0x5a_u8; 1 << 20];
     let records = mib * (buf.len() / RECORD);
     // Sealing alone, then sealing and opening each record: the difference is the opening.
     let seal = cpu_seconds_of(|| run(&key, &mut buf, records, false));
     let both = cpu_seconds_of(|| run(&key, &mut buf, records, true));
     let open = (both - seal).max(0.0);
-    println!("{mib} MiB AES-256-GCM, one core: seal {seal:.2} s, open {open:.2} s (CPU)");
+    println!("{mib} MiB AES-128-GCM, one core: seal {seal:.2} s, open {open:.2} s (CPU)");
 }
 
 /// Seals `records` records in place (and opens each again if `open`).
