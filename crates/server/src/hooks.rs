@@ -1,6 +1,8 @@
 //! `--on-stored PROGRAM`: runs a program for each stored file, with no shell, the file's
 //! details in its environment only (`FERRY_PATH`, `FERRY_NAME`, `FERRY_SIZE`, `FERRY_DIGEST`,
 //! `FERRY_CLIENT`, `FERRY_USER`), so that no name is ever interpolated into a command line.
+//! `FERRY_PATH` is the stored file's path, or its object's URL (`s3://BUCKET/KEY`) on an
+//! object store.
 //! A fixed number of worker threads run them, each killed past the timeout; a bounded queue
 //! waits for a worker, and files beyond it are skipped with a log line. Failures are logged
 //! and never change the transfer's result (the client was told before the hook runs).

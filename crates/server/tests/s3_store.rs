@@ -513,3 +513,45 @@ fn s3_downloads_resume_by_range_and_replace_replaces() {
     assert_eq!(from, 0);
     assert!(got == second, "the restarted download differs");
 }
+
+/// `--on-stored` runs for a file stored on the object store too, with its object's URL as
+/// `FERRY_PATH` (there is no local path to give).
+#[test]
+fn s3_the_hook_gets_the_stored_object_s_url() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("hook");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hook.out");
+    let hook = tmp.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nenv | grep '^FERRY_' | sort > '{0}.tmp'\nmv '{0}.tmp' '{0}'\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let srv = start(Config {
+        on_stored: Some(hook),
+        object_store: Some(ObjectStore {
+            url: format!("s3://{bucket}/{PREFIX}"),
+            endpoint: rgw.endpoint().to_owned(),
+        }),
+        ..common::config()
+    });
+    let mut d = connect(srv.addr());
+    assert_eq!(upload(&mut d, "in/hooked.txt", b"hello").code, Code::Stored);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !out.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let env = std::fs::read_to_string(&out).expect("the hook ran");
+    let url = format!("FERRY_PATH=s3://{bucket}/{PREFIX}/in/hooked.txt");
+    assert!(env.lines().any(|l| l == url), "{url} in {env}");
+    assert!(
+        env.lines().any(|l| l == "FERRY_NAME=in/hooked.txt"),
+        "{env}"
+    );
+}

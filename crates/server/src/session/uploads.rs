@@ -410,16 +410,12 @@ impl<'a> Session<'a> {
         let Some(h) = &self.shared.hooks else {
             return;
         };
-        // Only a storage in a local folder runs the hook; the others have no path to give.
-        let Some(folder) = self.shared.store.local_folder() else {
-            return;
-        };
         let digest = match check {
             BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
             BodyCheck::Mismatch { .. } => None,
         };
         h.stored(hooks::Stored {
-            path: folder.join(stored),
+            path: self.shared.store.locate(stored),
             name: stored.to_owned(),
             size,
             digest,

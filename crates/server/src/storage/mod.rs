@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// The local folder files are stored in, when they are stored in one (what the
     /// `--on-stored` hook is given a path under); `None` for a remote store.
     fn local_folder(&self) -> Option<&Path>;
+
+    /// Where the file stored as `stored` is, for the `--on-stored` hook (`FERRY_PATH`): its
+    /// path, or its object's URL (`s3://BUCKET/KEY`).
+    fn locate(&self, stored: &str) -> PathBuf;
 
     /// The same storage confined to `folder` within it (made if missing): a credential's
     /// folder, with policies and state of its own.

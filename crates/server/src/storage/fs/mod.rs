@@ -135,6 +135,10 @@ impl Storage for Store {
         Some(&self.space.path)
     }
 
+    fn locate(&self, stored: &str) -> PathBuf {
+        self.space.path.join(stored)
+    }
+
     fn sub_storage(&self, folder: &Name, config: &Config) -> io::Result<Arc<dyn Storage>> {
         let space = Arc::new(self.space.sub_space(folder, config)?);
         Ok(Arc::new(Store { space }))

@@ -18,7 +18,7 @@ mod listing;
 mod upload;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -198,6 +198,11 @@ impl Storage for S3Store {
 
     fn local_folder(&self) -> Option<&Path> {
         None
+    }
+
+    fn locate(&self, stored: &str) -> PathBuf {
+        let key = self.loc.object(stored).unwrap_or_else(|| stored.to_owned());
+        PathBuf::from(format!("s3://{}/{key}", self.loc.bucket))
     }
 
     fn sub_storage(&self, folder: &Name, _config: &Config) -> io::Result<Arc<dyn Storage>> {
