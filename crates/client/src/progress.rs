@@ -193,6 +193,11 @@ impl Progress {
 
     /// A file's body starts, `from` bytes in.
     pub(crate) fn start_file(&mut self, name: &Name, size: Option<u64>, from: u64) {
+        // Hidden bars (`-q`, `--json`, no terminal): no layout to ask the terminal for and no
+        // style to parse, per file.
+        if self.multi.is_none() {
+            return;
+        }
         let layout = Layout::now();
         let bar = ProgressBar::hidden().with_message(layout.label(name.as_str()));
         match size {
