@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::time::{Duration, SystemTime};
 
+use instant_xml::FromXml;
 use rusty_s3::actions::{
     CompleteMultipartUpload, CreateMultipartUpload, ListObjectsV2, ListParts, S3Action,
 };
@@ -498,8 +499,8 @@ impl Client {
                 message,
             });
         }
-        Ok(xml_field(&text, "ETag")
-            .map(|e| unquoted(&e).to_owned())
+        Ok(instant_xml::from_str::<Completed>(&text)
+            .map(|c| unquoted(&c.etag).to_owned())
             .unwrap_or_default())
     }
 
@@ -589,36 +590,23 @@ impl Client {
             .call()
             .map_err(|e| self.transport(e))?;
         let text = self.text(self.check(reply)?)?;
-        let uploads = xml_sections(&text, "Upload")
-            .filter_map(|u| {
-                Some(ListedUpload {
-                    key: xml_field(u, "Key")?,
-                    upload_id: xml_field(u, "UploadId")?,
-                    initiated: xml_field(u, "Initiated").and_then(|t| iso8601(&t)),
-                })
+        let page = instant_xml::from_str::<UploadsListed>(&text)
+            .map_err(|e| self.malformed(format!("ListMultipartUploads reply: {e}")))?;
+        let uploads = page
+            .uploads
+            .into_iter()
+            .map(|u| ListedUpload {
+                key: u.key,
+                upload_id: u.upload_id,
+                initiated: u.initiated.as_deref().and_then(iso8601),
             })
             .collect();
-        let next = match xml_field(&text, "IsTruncated").as_deref() {
-            Some("true") => {
-                xml_field(&text, "NextKeyMarker").zip(xml_field(&text, "NextUploadIdMarker"))
-            }
+        let next = match page.truncated {
+            Some(true) => page.next_key.zip(page.next_upload),
             _ => None,
         };
         Ok((uploads, next))
     }
-}
-
-/// The insides of each `<tag>…</tag>` in `xml`, in order.
-fn xml_sections<'x>(xml: &'x str, tag: &str) -> impl Iterator<Item = &'x str> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut rest = xml;
-    std::iter::from_fn(move || {
-        let start = rest.find(&open)? + open.len();
-        let len = rest[start..].find(&close)?;
-        let section = &rest[start..start + len];
-        rest = &rest[start + len + close.len()..];
-        Some(section)
-    })
 }
 
 /// A header's value as text.
@@ -641,24 +629,58 @@ fn quoted(etag: &str) -> String {
     format!("\"{}\"", unquoted(etag))
 }
 
-/// The text of the first `<field>…</field>` in an XML reply (S3 replies are flat enough).
-fn xml_field(xml: &str, field: &str) -> Option<String> {
-    let open = format!("<{field}>");
-    let start = xml.find(&open)? + open.len();
-    let len = xml[start..].find(&format!("</{field}>"))?;
-    Some(
-        xml[start..start + len]
-            .replace("&quot;", "\"")
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">"),
-    )
+/// S3's XML namespace, on every reply but errors.
+const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// The reply to CompleteMultipartUpload (the fields ferry reads).
+#[derive(Debug, FromXml)]
+#[xml(rename = "CompleteMultipartUploadResult", ns(S3_NS))]
+struct Completed {
+    #[xml(rename = "ETag")]
+    etag: String,
+}
+
+/// A page of ListMultipartUploads.
+#[derive(Debug, FromXml)]
+#[xml(rename = "ListMultipartUploadsResult", ns(S3_NS))]
+struct UploadsListed {
+    uploads: Vec<UploadListed>,
+    #[xml(rename = "IsTruncated")]
+    truncated: Option<bool>,
+    #[xml(rename = "NextKeyMarker")]
+    next_key: Option<String>,
+    #[xml(rename = "NextUploadIdMarker")]
+    next_upload: Option<String>,
+}
+
+/// One multipart upload in [`UploadsListed`].
+#[derive(Debug, FromXml)]
+#[xml(rename = "Upload", ns(S3_NS))]
+struct UploadListed {
+    #[xml(rename = "Key")]
+    key: String,
+    #[xml(rename = "UploadId")]
+    upload_id: String,
+    #[xml(rename = "Initiated")]
+    initiated: Option<String>,
+}
+
+/// An S3 error reply (no namespace).
+#[derive(Debug, FromXml)]
+#[xml(rename = "Error")]
+struct ErrorReply {
+    #[xml(rename = "Code")]
+    code: Option<String>,
+    #[xml(rename = "Message")]
+    message: Option<String>,
 }
 
 /// The `Code` and `Message` of an S3 error reply, the message shortened.
 fn error_fields(body: &str) -> (String, String) {
-    let code = xml_field(body, "Code").unwrap_or_default();
-    let mut message = xml_field(body, "Message").unwrap_or_default();
+    let reply = instant_xml::from_str::<ErrorReply>(body).ok();
+    let (code, mut message) = reply.map_or_else(Default::default, |r| {
+        (r.code.unwrap_or_default(), r.message.unwrap_or_default())
+    });
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !message.is_char_boundary(cut) {
@@ -672,32 +694,10 @@ fn error_fields(body: &str) -> (String, String) {
 
 /// An ISO 8601 UTC time as ListObjectsV2 gives it (`2026-11-29T16:20:23.000Z`).
 fn iso8601(text: &str) -> Option<SystemTime> {
-    let t = text.trim().trim_end_matches('Z');
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, mo, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut h = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    let days = days_from_civil(y, mo, day)?;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    let nanos = format!("{frac:0<9}").get(..9)?.parse::<u32>().ok()?;
-    let secs = u64::try_from(secs).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
+    text.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(SystemTime::from)
 }
 
 #[cfg(test)]
@@ -714,24 +714,6 @@ mod tests {
         assert_eq!(code, "NoSuchKey");
         assert!(message.len() <= MAX_MESSAGE + 3);
         assert_eq!(error_fields("not xml"), (String::new(), String::new()));
-        assert_eq!(
-            xml_field("<R><ETag>&quot;ab-2&quot;</ETag></R>", "ETag").as_deref(),
-            Some("\"ab-2\"")
-        );
-    }
-
-    #[test]
-    fn upload_listings_are_cut_into_their_uploads() {
-        let xml = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>\
-            <NextKeyMarker>b</NextKeyMarker><NextUploadIdMarker>2</NextUploadIdMarker>\
-            <Upload><Key>a&amp;b</Key><UploadId>1</UploadId>\
-            <Initiated>1970-01-01T00:00:01.000Z</Initiated></Upload>\
-            <Upload><Key>b</Key><UploadId>2</UploadId></Upload>\
-            <Upload><Key>broken</Key></Upload></ListMultipartUploadsResult>";
-        let sections: Vec<_> = xml_sections(xml, "Upload").collect();
-        assert_eq!(sections.len(), 3);
-        assert_eq!(xml_field(sections[0], "Key").as_deref(), Some("a&b"));
-        assert_eq!(xml_sections("<Upload>unclosed", "Upload").count(), 0);
     }
 
     #[test]
@@ -758,6 +740,44 @@ mod tests {
         assert_eq!(unquoted("\"abc\""), "abc");
         assert_eq!(unquoted("abc"), "abc");
         assert_eq!(quoted("\"abc\""), "\"abc\"");
+    }
+
+    /// Replies as S3 documents them (and RGW sends them): unknown elements are skipped.
+    #[test]
+    fn replies_rusty_s3_does_not_parse_are_read() {
+        let listed = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+<NextKeyMarker>p/a&amp;b</NextKeyMarker><NextUploadIdMarker>2~x</NextUploadIdMarker>
+<MaxUploads>1000</MaxUploads><IsTruncated>true</IsTruncated>
+<Upload><Key>p/a&amp;b</Key><UploadId>2~x</UploadId>
+<Initiator><ID>u</ID><DisplayName>u</DisplayName></Initiator>
+<Owner><ID>u</ID><DisplayName>u</DisplayName></Owner>
+<StorageClass>STANDARD</StorageClass><Initiated>2026-11-29T16:20:23.500Z</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = instant_xml::from_str::<UploadsListed>(listed).unwrap();
+        assert_eq!(page.uploads.len(), 1);
+        assert_eq!(page.uploads[0].key, "p/a&b");
+        assert_eq!(page.uploads[0].upload_id, "2~x");
+        assert!(page.uploads[0]
+            .initiated
+            .as_deref()
+            .and_then(iso8601)
+            .is_some());
+        assert_eq!(page.truncated, Some(true));
+        assert_eq!(page.next_key.as_deref(), Some("p/a&b"));
+        let done = r#"<?xml version="1.0" encoding="UTF-8"?>
+<CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Location>http://h/b/k</Location><Bucket>b</Bucket><Key>k</Key>
+<ETag>&quot;3858f62230ac3c915f300c664312c11f-9&quot;</ETag></CompleteMultipartUploadResult>"#;
+        let c = instant_xml::from_str::<Completed>(done).unwrap();
+        assert_eq!(unquoted(&c.etag), "3858f62230ac3c915f300c664312c11f-9");
+        let err = r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><BucketName>b</BucketName><RequestId>r</RequestId><HostId>h</HostId></Error>"#;
+        assert_eq!(
+            error_fields(err),
+            ("PreconditionFailed".to_owned(), String::new())
+        );
+        assert_eq!(error_fields("not xml"), (String::new(), String::new()));
     }
 
     #[test]
