@@ -373,6 +373,11 @@ impl Client {
             .bucket
             .delete_object(self.creds(), key)
             .sign(SIGNED_FOR);
+        self.delete_gone_or_not(&url)
+    }
+
+    /// Sends a signed DELETE; what it names being gone already is not an error.
+    fn delete_gone_or_not(&self, url: &url::Url) -> Result<(), S3Error> {
         let reply = self
             .agent
             .delete(url.as_str())
@@ -510,15 +515,7 @@ impl Client {
             .bucket
             .abort_multipart_upload(self.creds(), key, upload)
             .sign(SIGNED_FOR);
-        let reply = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.transport(e))?;
-        match self.check(reply) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        self.delete_gone_or_not(&url)
     }
 
     /// One page of ListObjectsV2 under `prefix`, grouped by `/` when `folders`, from
