@@ -343,14 +343,10 @@ impl Client {
         meta: &[(&str, String)],
     ) -> Result<Option<String>, S3Error> {
         let mut action = self.bucket.put_object(self.creds(), key);
-        for (name, value) in meta {
-            action
-                .headers_mut()
-                .insert(format!("x-amz-meta-{name}"), value.clone());
-        }
-        let mut request = self.agent.put(action.sign(SIGNED_FOR).as_str());
-        for (name, value) in meta {
-            request = request.header(format!("x-amz-meta-{name}"), value);
+        let (url, headers) = sign_with_meta(&mut action, meta);
+        let mut request = self.agent.put(url.as_str());
+        for (name, value) in &headers {
+            request = request.header(name, value);
         }
         request = match cond {
             Cond::None => request,
@@ -396,14 +392,10 @@ impl Client {
         meta: &[(&str, String)],
     ) -> Result<String, S3Error> {
         let mut action = self.bucket.create_multipart_upload(self.creds(), key);
-        for (name, value) in meta {
-            action
-                .headers_mut()
-                .insert(format!("x-amz-meta-{name}"), value.clone());
-        }
-        let mut request = self.agent.post(action.sign(SIGNED_FOR).as_str());
-        for (name, value) in meta {
-            request = request.header(format!("x-amz-meta-{name}"), value);
+        let (url, headers) = sign_with_meta(&mut action, meta);
+        let mut request = self.agent.post(url.as_str());
+        for (name, value) in &headers {
+            request = request.header(name, value);
         }
         let reply = request.send_empty().map_err(|e| self.transport(e))?;
         let text = self.text(self.check(reply)?)?;
@@ -604,6 +596,22 @@ impl Client {
         };
         Ok((uploads, next))
     }
+}
+
+/// Signs `action` with the user metadata `meta` (names without `x-amz-meta-`) among its
+/// signed headers; its URL, and those headers, which the request must carry as signed.
+fn sign_with_meta<'a>(
+    action: &mut impl S3Action<'a>,
+    meta: &[(&str, String)],
+) -> (url::Url, Vec<(String, String)>) {
+    let headers: Vec<(String, String)> = meta
+        .iter()
+        .map(|(name, value)| (format!("x-amz-meta-{name}"), value.clone()))
+        .collect();
+    for (name, value) in &headers {
+        action.headers_mut().insert(name.clone(), value.clone());
+    }
+    (action.sign(SIGNED_FOR), headers)
 }
 
 /// A header's value as text.
