@@ -338,12 +338,13 @@ impl Connection {
             }
             Frame::Accept { id, offset, prefix } => {
                 // File offer *announced* → *accepted*.
-                let p = pop_front_if(&mut self.outbound.unanswered, |p| {
-                    p.id == id && p.kind == EntryKind::File
-                })
-                .ok_or_else(|| {
-                    wrong_id(name, self.outbound.unanswered.front().map(|p| p.id), id)
-                })?;
+                let p = self
+                    .outbound
+                    .unanswered
+                    .pop_front_if(|p| p.id == id && p.kind == EntryKind::File)
+                    .ok_or_else(|| {
+                        wrong_id(name, self.outbound.unanswered.front().map(|p| p.id), id)
+                    })?;
                 if offset > 0 && p.size.is_none_or(|s| offset > s) {
                     return Err(ProtocolError::Malformed {
                         frame: name,
@@ -494,10 +495,11 @@ impl Connection {
             Frame::Result { id, code, detail } => {
                 // Folder offer *announced* → *done* (in offer order); file offer *ended* →
                 // *done* (in END order).
-                if pop_front_if(&mut self.outbound.unanswered, |p| {
-                    p.id == id && p.kind == EntryKind::Folder
-                })
-                .is_none()
+                if self
+                    .outbound
+                    .unanswered
+                    .pop_front_if(|p| p.id == id && p.kind == EntryKind::Folder)
+                    .is_none()
                 {
                     pop_front_if(&mut self.outbound.unfinished, |f| *f == id).ok_or_else(|| {
                         wrong_id(name, self.outbound.unfinished.front().copied(), id)

@@ -82,7 +82,7 @@ pub(super) struct EarlyBegin {
 #[derive(Debug)]
 pub(super) struct Flow<P> {
     /// *announced*: offers awaiting ACCEPT or REFUSE (a folder: RESULT or REFUSE).
-    pub(super) unanswered: VecDeque<Pending>,
+    pub(super) unanswered: Offers,
     /// *accepted*: awaiting BEGIN or CANCEL.
     pub(super) accepted: VecDeque<Accepted<P>>,
     /// Receiving: the early offer answered last, whose BEGIN must be the next frame.
@@ -96,7 +96,7 @@ pub(super) struct Flow<P> {
 impl<P> Default for Flow<P> {
     fn default() -> Self {
         Self {
-            unanswered: VecDeque::new(),
+            unanswered: Offers::default(),
             accepted: VecDeque::new(),
             early: None,
             body: None,
@@ -122,17 +122,86 @@ impl<P> Flow<P> {
 
     /// Bytes of the early offers not answered yet: sending, the early bodies in flight.
     pub(super) fn early_unanswered(&self) -> u64 {
-        self.unanswered
-            .iter()
-            .filter(|p| p.early)
-            .map(|p| p.size.unwrap_or(0))
-            .sum()
+        self.unanswered.early_bytes
     }
 
     /// Whether a file offer here waits for its body in accept order (not answered yet, or
     /// accepted and not begun): no early offer may overtake it (§4.14).
     pub(super) fn body_awaited(&self) -> bool {
-        !self.accepted.is_empty() || self.unanswered.iter().any(Pending::awaits_body_in_order)
+        !self.accepted.is_empty() || self.unanswered.in_order > 0
+    }
+}
+
+/// The offers awaiting their answer, in offer order, with running totals of what the sender
+/// asks of them once per file (so that a window of a thousand files costs no scan of it):
+/// kept in step by the only ways in and out, [`push_back`](Self::push_back) and the pops.
+#[derive(Debug, Default)]
+pub(super) struct Offers {
+    queue: VecDeque<Pending>,
+    /// The sum of the sizes of the early offers in `queue`.
+    early_bytes: u64,
+    /// How many offers in `queue` await their body in accept order
+    /// ([`Pending::awaits_body_in_order`]).
+    in_order: usize,
+}
+
+impl Offers {
+    /// Adds an offer at the back.
+    pub(super) fn push_back(&mut self, p: Pending) {
+        self.count(&p, true);
+        self.queue.push_back(p);
+    }
+
+    /// Removes the offer at the front.
+    pub(super) fn pop_front(&mut self) -> Option<Pending> {
+        let p = self.queue.pop_front()?;
+        self.count(&p, false);
+        Some(p)
+    }
+
+    /// Removes the offer at the front when it satisfies `f`.
+    pub(super) fn pop_front_if(&mut self, f: impl FnOnce(&Pending) -> bool) -> Option<Pending> {
+        if self.queue.front().is_some_and(f) {
+            self.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// The offer answered next.
+    pub(super) fn front(&self) -> Option<&Pending> {
+        self.queue.front()
+    }
+
+    /// The offer made last.
+    pub(super) fn back(&self) -> Option<&Pending> {
+        self.queue.back()
+    }
+
+    /// How many offers await their answer.
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether no offer awaits its answer.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Adds `p` to the running totals (`added`) or takes it out of them. An early offer's
+    /// size is at most `EARLY_MAX` (the decoder refuses more, the sender never makes more) and
+    /// the queue holds at most `MAX_PIPELINE` offers; a count never passes the queue's length:
+    /// neither total can overflow, and each takes out exactly what it added.
+    fn count(&mut self, p: &Pending, added: bool) {
+        let early = if p.early { p.size.unwrap_or(0) } else { 0 };
+        let in_order = usize::from(p.awaits_body_in_order());
+        if added {
+            self.early_bytes += early;
+            self.in_order += in_order;
+        } else {
+            self.early_bytes -= early;
+            self.in_order -= in_order;
+        }
     }
 }
 
@@ -190,5 +259,48 @@ pub(super) fn wrong_id(
         frame,
         expected: expected.unwrap_or(0),
         got,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the running totals must equal: the scans they replace.
+    fn scanned(o: &Offers) -> (u64, usize) {
+        let early = o
+            .queue
+            .iter()
+            .filter(|p| p.early)
+            .map(|p| p.size.unwrap_or(0))
+            .sum();
+        let in_order = o.queue.iter().filter(|p| p.awaits_body_in_order()).count();
+        (early, in_order)
+    }
+
+    proptest! {
+        /// Any mix of file, folder and early offers pushed, popped and conditionally popped
+        /// keeps `early_bytes` and `in_order` equal to a scan of the queue.
+        #[test]
+        fn offer_totals_match_a_scan(ops in prop::collection::vec((0u8..5, 0u64..=65_536), 0..200)) {
+            let mut o = Offers::default();
+            for (id, (op, size)) in (1..).zip(ops) {
+                match op {
+                    0 => o.push_back(Pending::new(id, EntryKind::File, Some(size), true, None, false)),
+                    1 => o.push_back(Pending::new(id, EntryKind::File, Some(size), true, None, true)),
+                    2 => o.push_back(Pending::new(id, EntryKind::Folder, None, true, None, false)),
+                    3 => {
+                        o.pop_front();
+                    }
+                    _ => {
+                        o.pop_front_if(|p| p.early);
+                    }
+                }
+                prop_assert_eq!((o.early_bytes, o.in_order), scanned(&o));
+            }
+            while o.pop_front().is_some() {}
+            prop_assert_eq!((o.early_bytes, o.in_order), (0, 0));
+        }
     }
 }
