@@ -253,6 +253,10 @@ impl Progress {
     /// More bytes moved.
     pub(crate) fn advance(&mut self, n: u64) {
         self.current += n;
+        // Hidden bars: nothing to count (a bar's count reads the clock, per file).
+        if self.multi.is_none() {
+            return;
+        }
         self.file.inc(n);
         self.total.inc(n);
         if self
@@ -268,7 +272,9 @@ impl Progress {
     /// A file is over; `line` is printed above the bars (or to stderr without them).
     pub(crate) fn file_done(&mut self, line: Option<&str>) {
         self.done += 1;
-        self.update_total_message();
+        if self.multi.is_some() {
+            self.update_total_message();
+        }
         if let Some(line) = line {
             self.println(line);
         }
