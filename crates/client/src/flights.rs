@@ -1,5 +1,5 @@
-//! Bookkeeping of the files of one conversation: which are in flight, since when, and the
-//! reports of those whose fate is known.
+//! Bookkeeping of the files of one conversation: which are in flight, since when, the folders
+//! set aside until what is under them has landed, and the reports of those whose fate is known.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -28,10 +28,24 @@ pub(crate) struct Flight<T> {
 /// out.
 const REPLY_BUDGET: usize = 64 * 1024;
 
+/// A folder set aside: it is offered once nothing under it is in flight or set aside (storing
+/// a file changes its folder's mtime, which the receiver sets when the folder is offered).
+struct Waiting {
+    /// Its place on the command line.
+    order: usize,
+    name: Name,
+    /// How many entries under it are in flight or set aside: kept by every way in and out
+    /// ([`Flights::count`]), so that no file's landing scans the window.
+    under: usize,
+}
+
+/// The files of one conversation in flight, and the folders set aside.
 pub(crate) struct Flights<T> {
     map: HashMap<FileId, Flight<T>>,
     /// The sum of the flights' `reply_bytes`.
     reply_bytes: usize,
+    /// Folders set aside, in the order they were.
+    waiting: Vec<Waiting>,
     pub(crate) outcome: Outcome,
 }
 
@@ -40,6 +54,7 @@ impl<T> Flights<T> {
         Self {
             map: HashMap::new(),
             reply_bytes: 0,
+            waiting: Vec::new(),
             outcome,
         }
     }
@@ -57,13 +72,66 @@ impl<T> Flights<T> {
         self.map.is_empty()
     }
 
-    /// Whether an entry in flight lies under the folder `name`.
-    pub(crate) fn any_under(&self, name: &Name) -> bool {
-        self.map.values().any(|f| f.report.name.is_under(name))
+    /// Sets the folder `name` (at `order` on the command line) aside if an entry under it is
+    /// in flight or set aside; `false` if none is, and it may be offered now.
+    pub(crate) fn set_aside(&mut self, order: usize, name: &Name) -> bool {
+        let under = self
+            .map
+            .values()
+            .filter(|f| f.report.name.is_under(name))
+            .count()
+            + self
+                .waiting
+                .iter()
+                .filter(|w| w.name.is_under(name))
+                .count();
+        if under == 0 {
+            return false;
+        }
+        self.count(name, true);
+        self.waiting.push(Waiting {
+            order,
+            name: name.clone(),
+            under,
+        });
+        true
+    }
+
+    /// The order of the first folder set aside with nothing left under it.
+    pub(crate) fn ready_folder(&self) -> Option<usize> {
+        self.waiting.iter().find(|w| w.under == 0).map(|w| w.order)
+    }
+
+    /// Takes the folder at `order` out of those set aside (it is offered now).
+    pub(crate) fn take_folder(&mut self, order: usize) {
+        if let Some(at) = self.waiting.iter().position(|w| w.order == order) {
+            let w = self.waiting.remove(at);
+            self.count(&w.name, false);
+        }
+    }
+
+    /// The orders of the folders still set aside.
+    pub(crate) fn set_aside_orders(&self) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.iter().map(|w| w.order)
+    }
+
+    /// An entry named `name` is now in flight or set aside (`added`), or no longer: the
+    /// folders set aside above it count it.
+    fn count(&mut self, name: &Name, added: bool) {
+        for w in &mut self.waiting {
+            if name.is_under(&w.name) {
+                if added {
+                    w.under += 1;
+                } else {
+                    w.under -= 1;
+                }
+            }
+        }
     }
 
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
         let reply_bytes = reply_bytes(report.name.as_str().len());
+        self.count(&report.name, true);
         let flight = Flight {
             order,
             report,
@@ -74,6 +142,7 @@ impl<T> Flights<T> {
         self.reply_bytes += reply_bytes;
         if let Some(old) = self.map.insert(id, flight) {
             self.reply_bytes -= old.reply_bytes;
+            self.count(&old.report.name, false);
         }
     }
 
@@ -103,6 +172,7 @@ impl<T> Flights<T> {
             return;
         };
         self.reply_bytes -= f.reply_bytes;
+        self.count(&f.report.name, false);
         f.report.status = status;
         f.report.refused = refused;
         f.report.detail = ferry_proto::name::escape(detail);
@@ -120,6 +190,7 @@ impl<T> Flights<T> {
         obs: &mut dyn Observer,
     ) -> Outcome {
         self.reply_bytes = 0;
+        self.waiting.clear();
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
         let why = match e {
@@ -163,6 +234,38 @@ mod tests {
         assert!(!f.has_room(3, 1), "three in flight fill a window of three");
         f.land(2, Status::Incomplete, "", false, &mut ());
         assert!(f.has_room(3, 1), "a landed file frees its place");
+    }
+
+    /// A folder set aside is ready once nothing under it is in flight or set aside: the
+    /// counts kept as entries come and go match what a scan would find.
+    #[test]
+    fn a_folder_set_aside_waits_for_what_is_under_it() {
+        let name = |n: &str| Name::parse(n).unwrap();
+        let mut f: Flights<()> = Flights::new(Outcome::default());
+        f.insert(1, 0, report("d/sub/a"), ());
+        f.insert(2, 1, report("d/b"), ());
+        f.insert(3, 2, report("dd/c"), ());
+        assert!(
+            !f.set_aside(9, &name("e")),
+            "nothing under e: offered at once"
+        );
+        assert!(f.set_aside(3, &name("d/sub")));
+        assert!(f.set_aside(4, &name("d")));
+        assert_eq!(f.ready_folder(), None);
+        f.land(3, Status::Incomplete, "", false, &mut ());
+        assert_eq!(f.ready_folder(), None, "dd/c is not under d");
+        f.land(1, Status::Incomplete, "", false, &mut ());
+        assert_eq!(f.ready_folder(), Some(3), "d/sub is ready, d still waits");
+        f.take_folder(3);
+        f.insert(4, 3, report("d/sub"), ());
+        f.land(2, Status::Incomplete, "", false, &mut ());
+        assert_eq!(f.ready_folder(), None, "d waits for d/sub in flight");
+        f.land(4, Status::Incomplete, "", false, &mut ());
+        assert_eq!(f.ready_folder(), Some(4));
+        assert_eq!(f.set_aside_orders().collect::<Vec<_>>(), [4]);
+        f.take_folder(4);
+        assert_eq!(f.set_aside_orders().count(), 0);
+        assert!(f.is_empty());
     }
 
     #[test]

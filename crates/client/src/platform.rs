@@ -75,6 +75,49 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     File::open(path)
 }
 
+/// Most files a walk keeps open until they are sent (each is then opened once); a larger
+/// tree's other files are opened twice, once to check them and once to send them.
+const MAX_HELD: u64 = 16_384;
+
+/// Descriptors left for everything but held files: the connection, the terminal, the logs.
+#[cfg(unix)]
+const SPARE_DESCRIPTORS: u64 = 128;
+
+/// How many files a walk may keep open until they are sent: [`MAX_HELD`], within the limit
+/// on open descriptors less [`SPARE_DESCRIPTORS`]. A soft limit below what that needs is
+/// raised as far as the hard limit allows (as Go and Java do), for this process only.
+#[cfg(unix)]
+pub(crate) fn held_files_budget() -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let want = MAX_HELD + SPARE_DESCRIPTORS;
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is no limit.
+    let mut soft = limit.current.unwrap_or(u64::MAX);
+    if soft < want {
+        let raised = limit.maximum.map_or(want, |hard| hard.min(want));
+        let ok = raised > soft
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(raised),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok();
+        if ok {
+            soft = raised;
+        }
+    }
+    usize::try_from(soft.min(want).saturating_sub(SPARE_DESCRIPTORS)).unwrap_or(0)
+}
+
+/// How many files a walk may keep open until they are sent: [`MAX_HELD`] (Windows limits
+/// handles far above that).
+#[cfg(windows)]
+pub(crate) fn held_files_budget() -> usize {
+    MAX_HELD as usize
+}
+
 /// Bytes the file system holding `file` still has room for (for an unprivileged user).
 #[cfg(unix)]
 pub(crate) fn room(file: &File) -> io::Result<u64> {

@@ -39,7 +39,10 @@ pub(crate) fn run<T: Clone>(
     mut attempt: impl FnMut(Vec<T>, &[FileReport], &mut dyn Observer) -> Attempt,
 ) -> Outcome {
     let mut total = Outcome::default();
-    let mut pending = items.clone();
+    // The first attempt takes the items themselves (a walked file's descriptor goes with it,
+    // see `walk::Source`); later ones take copies.
+    let mut pending = items;
+    let items = pending.clone();
     let mut proven = false;
     let mut retries = 0;
     // The reports of the files retried, as the failed attempt left them.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_proto::wire::EARLY_MAX;
 use ferry_proto::{
-    BodyCheck, Code, Digest, DriveError, EntryKind, Event, FileId, Hasher, Name, OfferOptions, Step,
+    BodyCheck, Code, Digest, DriveError, EntryKind, Event, FileId, Hasher, OfferOptions, Step,
 };
 
 use crate::body::{self, PumpError};
@@ -105,11 +105,9 @@ fn send_once(
         sources,
         version: 1,
         next: 0,
-        folders: Vec::new(),
         flights: Flights::new(so_far(None)),
         obs,
         buf: vec![0; CHUNK],
-        early: Vec::new(),
         answers: Answers::default(),
         over: false,
         last_body: None,
@@ -119,13 +117,14 @@ fn send_once(
     let outcome = match result {
         Ok(()) => up.flights.outcome,
         Err(e) => {
-            let unsent = up
-                .folders
-                .iter()
-                .map(|&i| &up.sources[i])
+            let unsent: Vec<FileReport> = up
+                .flights
+                .set_aside_orders()
+                .map(|i| &up.sources[i])
                 .chain(&up.sources[up.next..])
-                .map(report_for);
-            up.flights.abandon(e, unsent, up.obs)
+                .map(report_for)
+                .collect();
+            up.flights.abandon(e, unsent.into_iter(), up.obs)
         }
     };
     Attempt { outcome, welcomed }
@@ -238,15 +237,11 @@ struct Upload<'a> {
     version: u16,
     /// The next source to offer.
     next: usize,
-    /// Folders whose contents were not finished when their turn came, in source order: each
-    /// is offered once everything under it has landed.
-    folders: Vec<usize>,
     /// The files in flight; `true` for an early one, whose body went out with its offer.
     flights: Flights<bool>,
     obs: &'a mut dyn Observer,
+    /// Body bytes on their way: a chunk of a file, or the whole body of an early one.
     buf: Vec<u8>,
-    /// The whole body of the early file being sent (at most [`EARLY_MAX`] bytes).
-    early: Vec<u8>,
     /// Files the server accepted and refused (Unchanged included) on this connection: small
     /// files go early only while it accepts more than it refuses (see [`Upload::read_early`]).
     answers: Answers,
@@ -348,15 +343,14 @@ impl Upload<'_> {
                 // Its files are stored first: storing one changes the folder's mtime, which
                 // the server sets when the folder is offered. It waits aside, and what follows
                 // it goes on (one round trip per folder would pace a tree of small files).
-                EntryKind::Folder if self.holds_unfinished(&src.name) => {
-                    self.folders.push(self.next);
+                EntryKind::Folder if self.flights.set_aside(self.next, &src.name) => {
                     self.next += 1;
                     continue;
                 }
                 EntryKind::Folder => OfferOptions::folder(),
                 _ => match self.read_early(self.next) {
-                    Early::Ready => {
-                        self.send_early(self.next)?;
+                    Early::Ready(len) => {
+                        self.send_early(self.next, len)?;
                         self.next += 1;
                         continue;
                     }
@@ -376,37 +370,18 @@ impl Upload<'_> {
         Ok(())
     }
 
-    /// Whether something under the folder `name` is in flight or set aside, not finished.
-    fn holds_unfinished(&self, name: &Name) -> bool {
-        self.flights.any_under(name)
-            || self
-                .folders
-                .iter()
-                .any(|&i| self.sources[i].name.is_under(name))
-    }
-
     /// Offers the folders set aside whose contents have all landed, in their order (a folder's
     /// subfolders come before it), while the window has room.
     fn offer_folders(&mut self) -> Result<(), ClientError> {
         let window = self.session.opts.window;
-        let mut at = 0;
-        while let Some(&i) = self.folders.get(at) {
-            let name = &self.sources[i].name;
-            let waits = self.flights.any_under(name)
-                || self.folders[..at]
-                    .iter()
-                    .any(|&j| self.sources[j].name.is_under(name));
-            if waits {
-                at += 1;
-                continue;
-            }
-            if !self.flights.has_room(window, name.as_str().len())
+        while let Some(i) = self.flights.ready_folder() {
+            let src = &self.sources[i];
+            if !self.flights.has_room(window, src.name.as_str().len())
                 || self.session.driver.conn().pipeline_room() == 0
             {
                 break;
             }
-            self.folders.remove(at);
-            let src = &self.sources[i];
+            self.flights.take_folder(i);
             let id = self
                 .session
                 .driver
@@ -423,13 +398,13 @@ impl Upload<'_> {
     /// wait for its answer: a re-run over a tree the server holds sends no body (every offer
     /// refused Unchanged), and a refused early body is never more than the bytes accepted.
     ///
-    /// [`Early::Ready`]: its bytes are in `self.early`, as many as walked. [`Early::Wait`]:
+    /// [`Early::Ready`]: its bytes are at the start of `self.buf`, as many as walked. [`Early::Wait`]:
     /// ask again once answers come (the probe's; early bytes in flight; a file offered before
     /// it awaiting its ACCEPT or BEGIN). A file that changed since the walk or cannot be read
     /// goes the usual way, which reports it.
     fn read_early(&mut self, i: usize) -> Early {
-        let src = &self.sources[i];
-        let (Origin::File(path), Some(size)) = (&src.origin, src.size) else {
+        let src = &mut self.sources[i];
+        let (Origin::File(_), Some(size)) = (&src.origin, src.size) else {
             return Early::No;
         };
         if self.version < 3 || size > EARLY_MAX {
@@ -448,21 +423,27 @@ impl Upload<'_> {
                 Early::Wait
             };
         }
-        self.early.clear();
-        // One byte more than walked tells a file that grew.
-        let read = open_regular(path).and_then(|f| f.take(size + 1).read_to_end(&mut self.early));
-        match read {
-            Ok(n) if n as u64 == size => Early::Ready,
-            _ => Early::No,
+        // Exactly the size walked, as the usual way sends (a file that grew since is sent as
+        // it was walked); one that shrank goes the usual way, which reports it.
+        let Some(body) = usize::try_from(size)
+            .ok()
+            .and_then(|n| self.buf.get_mut(..n))
+        else {
+            return Early::No;
+        };
+        match src.open().and_then(|mut f| f.read_exact(body)) {
+            Ok(()) => Early::Ready(body.len()),
+            Err(_) => Early::No,
         }
     }
 
-    /// Offers source `i` early and sends its whole body (in `self.early`) and END at once,
-    /// without waiting for the server's answer.
-    fn send_early(&mut self, i: usize) -> Result<(), ClientError> {
+    /// Offers source `i` early and sends its whole body (the first `len` bytes of `self.buf`)
+    /// and END at once, without waiting for the server's answer.
+    fn send_early(&mut self, i: usize, len: usize) -> Result<(), ClientError> {
+        let body = &self.buf[..len];
         let src = &self.sources[i];
         let opts = if self.session.opts.checksum {
-            OfferOptions::with_digest(Digest::of(&self.early))
+            OfferOptions::with_digest(Digest::of(body))
         } else {
             OfferOptions::default()
         };
@@ -474,10 +455,10 @@ impl Upload<'_> {
         self.flights.insert(id, i, report_for(src), true);
         self.flights.start(id, 0);
         self.obs.started(&src.name, src.size, 0);
-        if let Err(e) = self.session.driver.send_body(&self.early) {
+        if let Err(e) = self.session.driver.send_body(body) {
             return self.cut_while_sending(id, e);
         }
-        let len = self.early.len() as u64;
+        let len = len as u64;
         self.obs.advanced(len);
         let digest = self.session.driver.conn_mut().end()?;
         self.last_body = Some(id);
@@ -501,18 +482,27 @@ impl Upload<'_> {
     /// file's digest, so that the server compares contents (PROTOCOL.md §4.8). A file that
     /// cannot be hashed as it was walked is offered plainly (and fails when it is read).
     fn digest_of(&mut self, i: usize) -> OfferOptions {
-        let src = &self.sources[i];
-        let (Origin::File(path), Some(size)) = (&src.origin, src.size) else {
+        let src = &mut self.sources[i];
+        let (Origin::File(_), Some(size)) = (&src.origin, src.size) else {
             return OfferOptions::default();
         };
         if !self.session.opts.checksum || self.version < 2 {
             return OfferOptions::default();
         }
-        match open_regular(path).and_then(|mut f| body::hash_all(&mut f, &mut self.buf)) {
-            Ok(h) if h.len() == size => OfferOptions::with_digest(h.finalize()),
+        let hashed = src.open().and_then(|mut f| {
+            let h = body::hash_all(&mut f, &mut self.buf)?;
+            f.rewind()?;
+            Ok((h, f))
+        });
+        match hashed {
+            Ok((h, f)) if h.len() == size => {
+                // Read again from its start to send it.
+                src.keep(f);
+                OfferOptions::with_digest(h.finalize())
+            }
             Ok(_) => OfferOptions::default(),
             Err(e) => {
-                log::debug!("cannot hash {}: {e}", path.display());
+                log::debug!("cannot hash {}: {e}", src.name);
                 OfferOptions::default()
             }
         }
@@ -523,7 +513,7 @@ impl Upload<'_> {
         let Some(flight) = self.flights.get_mut(id) else {
             return Err(ClientError::unexpected(self.session.target, "ACCEPT"));
         };
-        let src = &self.sources[flight.order];
+        let src = &mut self.sources[flight.order];
         let (name, size) = (src.name.clone(), src.size);
         let (mut input, from): (Box<dyn Read>, u64) = match &src.origin {
             Origin::Stdin => (Box::new(io::stdin().lock()), self.begin(id, Hasher::new())?),
@@ -533,7 +523,7 @@ impl Upload<'_> {
                     "ACCEPT of a folder",
                 ))
             }
-            Origin::File(path) => match open_regular(path) {
+            Origin::File(_) => match src.open() {
                 Ok(f) => match self.resume(id, f, offset)? {
                     Some((f, from)) => (Box::new(f), from),
                     None => return Ok(()),
@@ -673,8 +663,8 @@ struct Answers {
 
 /// Whether a file goes early (see [`Upload::read_early`]).
 enum Early {
-    /// Its whole body is read: offer it early now.
-    Ready,
+    /// Its whole body, of this many bytes, is read: offer it early now.
+    Ready(usize),
     /// Not now: wait for answers, then ask again.
     Wait,
     /// Offer it the usual way.

@@ -5,7 +5,7 @@
 //! names that cannot travel) is skipped with a reason; the rest goes.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File, FileType, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -27,7 +27,7 @@ pub enum Origin {
 }
 
 /// One file or folder to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Source {
     /// Where its bytes come from.
     pub origin: Origin,
@@ -39,6 +39,24 @@ pub struct Source {
     pub mtime: Option<Timestamp>,
     /// Its Unix permission bits.
     pub mode: Option<u32>,
+    /// The file as the walk opened it (a regular file it can read), kept so that the send
+    /// reads it without opening it again; `None` for other origins, for files past the walk's
+    /// descriptor budget ([`crate::platform::held_files_budget`]), once taken, and in a copy.
+    pub(crate) held: Option<File>,
+}
+
+impl Clone for Source {
+    /// A copy without the walk's descriptor: it opens its file again when it is read.
+    fn clone(&self) -> Self {
+        Self {
+            origin: self.origin.clone(),
+            name: self.name.clone(),
+            size: self.size,
+            mtime: self.mtime,
+            mode: self.mode,
+            held: None,
+        }
+    }
 }
 
 impl Source {
@@ -69,6 +87,25 @@ impl Source {
             Origin::Folder(_) => EntryKind::Folder,
             _ => EntryKind::File,
         }
+    }
+
+    /// The local file, at its start, to read: the descriptor the walk kept (the first time),
+    /// else its path opened again and checked to be a regular file (see [`open_regular`]).
+    pub(crate) fn open(&mut self) -> io::Result<File> {
+        match (self.held.take(), &self.origin) {
+            (Some(file), _) => Ok(file),
+            (None, Origin::File(path)) => open_regular(path),
+            (None, _) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a local file",
+            )),
+        }
+    }
+
+    /// Keeps `file`, taken with [`open`](Self::open) and rewound to its start, for the next
+    /// reader.
+    pub(crate) fn keep(&mut self, file: File) {
+        self.held = Some(file);
     }
 }
 
@@ -113,6 +150,7 @@ pub fn collect(
     let mut walk = Walk {
         to,
         out: Collected::default(),
+        held_room: crate::platform::held_files_budget(),
     };
     for path in paths {
         if path.as_os_str() == "-" {
@@ -127,6 +165,7 @@ pub fn collect(
                 size: None,
                 mtime: None,
                 mode: None,
+                held: None,
             });
             continue;
         }
@@ -136,7 +175,7 @@ pub fn collect(
             source,
         })?;
         let base = base_name(path)?;
-        walk.entry(path, base.to_str(), Ok(meta), false);
+        walk.entry(path, base.to_str(), Ok(meta), false, None);
     }
     check_unique(&walk.out.sources)?;
     Ok(walk.out)
@@ -145,9 +184,15 @@ pub fn collect(
 /// Opens `path` for reading only if it is a regular file: without blocking (a FIFO swapped in
 /// is never waited on) and checked after opening, so a FIFO's writer never loses data to us.
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    open_described(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with what the descriptor says of the file (one status call for both).
+fn open_described(path: &Path) -> io::Result<(File, Metadata)> {
     let file = crate::platform::open_read(path)?;
-    if file.metadata()?.is_file() {
-        Ok(file)
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok((file, meta))
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -177,6 +222,8 @@ fn base_name(path: &Path) -> Result<PathBuf, ClientError> {
 struct Walk<'a> {
     to: Option<&'a Name>,
     out: Collected,
+    /// How many more files may be kept open for the send ([`Source::held`]).
+    held_room: usize,
 }
 
 impl Walk<'_> {
@@ -207,8 +254,16 @@ impl Walk<'_> {
     }
 
     /// One entry: `rel` is its relative name (`None` when not UTF-8), `meta` what it leads to
-    /// (links followed), `link` whether it is a symbolic link itself.
-    fn entry(&mut self, path: &Path, rel: Option<&str>, meta: io::Result<Metadata>, link: bool) {
+    /// (links followed), `link` whether it is a symbolic link itself, `opened` the regular file
+    /// `meta` describes if it is open already.
+    fn entry(
+        &mut self,
+        path: &Path,
+        rel: Option<&str>,
+        meta: io::Result<Metadata>,
+        link: bool,
+        opened: Option<File>,
+    ) {
         let meta = match meta {
             Ok(m) => m,
             Err(e) if link && e.kind() == io::ErrorKind::NotFound => {
@@ -248,15 +303,21 @@ impl Walk<'_> {
             self.folder(path, rel, name, &meta);
             return;
         }
-        if let Err(e) = open_regular(path) {
-            return self.skip(path, Some(rel), kind, format!("cannot read it: {e}"));
-        }
+        let file = match opened.map_or_else(|| open_regular(path), Ok) {
+            Ok(f) => f,
+            Err(e) => return self.skip(path, Some(rel), kind, format!("cannot read it: {e}")),
+        };
+        let held = self.held_room.checked_sub(1).map(|room| {
+            self.held_room = room;
+            file
+        });
         self.out.sources.push(Source {
             origin: Origin::File(path.to_owned()),
             name,
             size: Some(meta.len()),
             mtime: mtime(&meta),
             mode: crate::platform::mode(&meta),
+            held,
         });
     }
 
@@ -274,9 +335,19 @@ impl Walk<'_> {
         for entry in entries {
             let path = entry.path();
             let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
-            let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            let found = entry.file_type();
+            // A regular file by its folder entry is opened first and described by its
+            // descriptor, which is kept for the send: one open and one status call per file.
+            // Should that fail, the usual way below says why.
+            if self.held_room > 0 && found.as_ref().is_ok_and(FileType::is_file) {
+                if let Ok((file, meta)) = open_described(&path) {
+                    self.entry(&path, child.as_deref(), Ok(meta), false, Some(file));
+                    continue;
+                }
+            }
+            let link = found.is_ok_and(|t| t.is_symlink());
             // Links to files are followed; links to folders are not (no loops).
-            self.entry(&path, child.as_deref(), fs::metadata(&path), link);
+            self.entry(&path, child.as_deref(), fs::metadata(&path), link, None);
         }
         self.out.sources.push(Source {
             origin: Origin::Folder(dir.to_owned()),
@@ -284,6 +355,7 @@ impl Walk<'_> {
             size: None,
             mtime: mtime(meta),
             mode: crate::platform::mode(meta),
+            held: None,
         });
     }
 }
@@ -383,6 +455,36 @@ mod tests {
         }
         let e = collect(&[tmp.path().join("missing")], None).unwrap_err();
         assert!(e.to_string().starts_with("cannot read "), "{e}");
+    }
+
+    /// The walk keeps each file it checked open for the send (one open per file): the file
+    /// reads through that descriptor even after its name is gone, once; a copy of the
+    /// source opens its path again.
+    #[test]
+    fn walked_files_are_read_through_the_descriptor_the_walk_opened() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("d");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("a"), b"aa").unwrap();
+        let mut got = collect(std::slice::from_ref(&root), None).unwrap();
+        assert_eq!(names(&got), ["d/a", "d"]);
+        let mut copy = got.sources[0].clone();
+        assert!(got.sources[0].held.is_some() && copy.held.is_none());
+        fs::rename(root.join("a"), root.join("b")).unwrap();
+        let mut read = String::new();
+        let mut file = got.sources[0].open().unwrap();
+        file.read_to_string(&mut read).unwrap();
+        assert_eq!(read, "aa");
+        assert!(
+            got.sources[0].open().is_err(),
+            "taken once, then the path is gone"
+        );
+        assert!(copy.open().is_err(), "a copy opens the path");
+        assert!(
+            got.sources[1].open().is_err(),
+            "a folder is no file to read"
+        );
     }
 
     #[test]
