@@ -324,17 +324,19 @@ impl Walk<'_> {
     /// A folder: what it holds, in name order, then the folder itself.
     fn folder(&mut self, dir: &Path, rel: &str, name: Name, meta: &Metadata) {
         let listed = fs::read_dir(dir).and_then(|it| it.collect::<Result<Vec<_>, _>>());
-        let mut entries = match listed {
+        let entries = match listed {
             Ok(e) => e,
             Err(e) => {
                 let why = format!("cannot read the folder: {e}");
                 return self.skip(dir, Some(rel), EntryKind::Folder, why);
             }
         };
-        entries.sort_by_key(fs::DirEntry::file_name);
-        for entry in entries {
+        // Each name fetched once (a key per comparison would be an allocation each).
+        let mut entries: Vec<_> = entries.into_iter().map(|e| (e.file_name(), e)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (file_name, entry) in entries {
             let path = entry.path();
-            let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
+            let child = file_name.to_str().map(|n| [rel, "/", n].concat());
             let found = entry.file_type();
             // A regular file by its folder entry is opened first and described by its
             // descriptor, which is kept for the send: one open and one status call per file.
