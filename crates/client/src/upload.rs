@@ -398,10 +398,11 @@ impl Upload<'_> {
     /// wait for its answer: a re-run over a tree the server holds sends no body (every offer
     /// refused Unchanged), and a refused early body is never more than the bytes accepted.
     ///
-    /// [`Early::Ready`]: its bytes are at the start of `self.buf`, as many as walked. [`Early::Wait`]:
-    /// ask again once answers come (the probe's; early bytes in flight; a file offered before
-    /// it awaiting its ACCEPT or BEGIN). A file that changed since the walk or cannot be read
-    /// goes the usual way, which reports it.
+    /// [`Early::Ready`]: its bytes are at the start of `self.buf`, as many as walked.
+    /// [`Early::Wait`]: ask again once answers come (the probe's; early bytes in flight; a file
+    /// offered before it awaiting its ACCEPT or BEGIN). A file that shrank since the walk or
+    /// cannot be read goes the usual way, which reports it; one that grew is sent as walked,
+    /// as the usual way sends it.
     fn read_early(&mut self, i: usize) -> Early {
         let src = &mut self.sources[i];
         let (Origin::File(_), Some(size)) = (&src.origin, src.size) else {
@@ -502,7 +503,9 @@ impl Upload<'_> {
             }
             Ok(_) => OfferOptions::default(),
             Err(e) => {
-                log::debug!("cannot hash {}: {e}", src.name);
+                if let Some(path) = src.path() {
+                    log::debug!("cannot hash {}: {e}", path.display());
+                }
                 OfferOptions::default()
             }
         }
