@@ -202,3 +202,23 @@ pub(crate) fn open_folder(path: &Path) -> io::Result<File> {
         .custom_flags(BACKUP_SEMANTICS)
         .open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The budget of held files stays within its cap and, on Unix, within the limit on open
+    /// descriptors less the spare ones (the soft limit raised if it was lower).
+    #[test]
+    fn held_files_fit_the_descriptor_limit() {
+        let budget = super::held_files_budget() as u64;
+        assert!(budget <= super::MAX_HELD, "{budget}");
+        #[cfg(unix)]
+        {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            let soft = limit.current.unwrap_or(u64::MAX);
+            assert!(
+                budget + super::SPARE_DESCRIPTORS <= soft,
+                "{budget} of {soft}"
+            );
+        }
+    }
+}

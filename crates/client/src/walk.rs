@@ -128,6 +128,16 @@ pub fn collect(
     stdin_name: Option<&str>,
     to: Option<&Name>,
 ) -> Result<Collected, ClientError> {
+    collect_holding(paths, stdin_name, to, crate::platform::held_files_budget())
+}
+
+/// [`collect`], keeping at most `held_room` files open for the send.
+fn collect_holding(
+    paths: &[PathBuf],
+    stdin_name: Option<&str>,
+    to: Option<&Name>,
+    held_room: usize,
+) -> Result<Collected, ClientError> {
     let stdin_count = paths.iter().filter(|p| p.as_os_str() == "-").count();
     match (stdin_count, stdin_name) {
         (0, Some(_)) => {
@@ -150,7 +160,7 @@ pub fn collect(
     let mut walk = Walk {
         to,
         out: Collected::default(),
-        held_room: crate::platform::held_files_budget(),
+        held_room,
     };
     for path in paths {
         if path.as_os_str() == "-" {
@@ -487,6 +497,31 @@ mod tests {
             got.sources[1].open().is_err(),
             "a folder is no file to read"
         );
+    }
+
+    /// Past the descriptor budget, files are checked as before (opened, then closed) and
+    /// opened again when they are read: the same sources, the same bytes.
+    #[test]
+    fn files_past_the_descriptor_budget_are_opened_again() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("d");
+        fs::create_dir(&root).unwrap();
+        for n in ["a", "b", "c"] {
+            fs::write(root.join(n), n).unwrap();
+        }
+        let mut got = collect_holding(std::slice::from_ref(&root), None, None, 2).unwrap();
+        assert_eq!(names(&got), ["d/a", "d/b", "d/c", "d"]);
+        let held: Vec<bool> = got.sources.iter().map(|s| s.held.is_some()).collect();
+        assert_eq!(held, [true, true, false, false]);
+        for (s, want) in got.sources.iter_mut().zip(["a", "b", "c"]) {
+            let mut read = String::new();
+            s.open().unwrap().read_to_string(&mut read).unwrap();
+            assert_eq!(read, want);
+        }
+        let none = collect_holding(std::slice::from_ref(&root), None, None, 0).unwrap();
+        assert_eq!(names(&none), names(&got));
+        assert!(none.sources.iter().all(|s| s.held.is_none()));
     }
 
     #[test]
