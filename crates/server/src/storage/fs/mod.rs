@@ -392,33 +392,25 @@ impl Space {
     }
 
     /// A fresh file, with `mode` less the umask, for the body of an upload of `name` that is
-    /// not kept for resume: an unnamed file in the nearest folder of its path that exists (see
-    /// [`unnamed`]), else a named temp file in the state folder.
+    /// not kept for resume: an unnamed file (see [`unnamed`]) in the nearest folder of its
+    /// path that exists, resolved from the root's descriptor as every name is (one `openat2`
+    /// resolves the folder and makes the file), else a named temp file in the state folder
+    /// (also when resolving meets a link or a file: publishing reports it).
     fn body_file(&self, name: &Name, mode: u32) -> io::Result<Held> {
         if self.state.makes_unnamed() {
-            if let Some(folder) = self.nearest_folder(name) {
-                if let Some(held) = self.state.unnamed(folder.as_fd(), mode)? {
-                    return Ok(held);
+            let mut folder = root::split(name.as_str()).0;
+            loop {
+                let open = |flags, mode| self.root.open_folder_as(folder, flags, mode);
+                match self.state.unnamed(open, mode) {
+                    Ok(Some(held)) => return Ok(held),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !folder.is_empty() => {
+                        folder = root::split(folder).0;
+                    }
+                    Ok(None) | Err(_) => break,
                 }
             }
         }
         self.state.temp_file(mode)
-    }
-
-    /// The nearest folder of the path of `name` (its own folder, else the nearest parent of
-    /// it) that exists, resolved from the root's descriptor as every name is; `None` when
-    /// resolving meets anything but a missing folder (a link, a file: publishing reports it).
-    fn nearest_folder(&self, name: &Name) -> Option<OwnedFd> {
-        let mut path = root::split(name.as_str()).0;
-        loop {
-            match self.root.open_folder(path) {
-                Ok(fd) => return Some(fd),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !path.is_empty() => {
-                    path = root::split(path).0;
-                }
-                Err(_) => return None,
-            }
-        }
     }
 
     /// Refuses an upload whose destination is a link, a folder, or (under
@@ -942,12 +934,16 @@ mod tests {
 
     #[test]
     fn every_policy_publishes_unnamed_and_named_bodies_and_leaves_no_temp_file() {
-        for named in [false, true] {
+        // Unnamed bodies resolved by openat2 and by the component walk, and named ones.
+        for (named, walk) in [(false, false), (false, true), (true, false)] {
             for policy in [Overwrite::Replace, Overwrite::Refuse, Overwrite::Rename] {
                 let tmp = tempfile::tempdir().unwrap();
                 let root = tmp.path();
                 let store = store(root, policy, named);
-                let case = format!("{policy:?}, named temps: {named}");
+                if walk {
+                    store.space.root.force_walk();
+                }
+                let case = format!("{policy:?}, named temps: {named}, walk: {walk}");
                 let (stored, touched) = put(&store, "d/e/a.txt", b"one", || {}).unwrap();
                 assert_eq!(stored, "d/e/a.txt", "{case}");
                 let touched = touched.expect("durable: the flush covers it");
