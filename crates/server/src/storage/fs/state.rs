@@ -1,8 +1,9 @@
 //! The server's private folder, `<root>/.ferry-state/` (mode 0700, owned by the server's
 //! effective uid): `tmp/` holds uploads being received that cannot be resumed when they cannot
 //! be unnamed files in their own folder (see [`super::unnamed`]; emptied at start), and a
-//! received file for an instant while it replaces an existing one, `partials/` those that can (named by a hash of the full relative name and the size,
-//! so one flat folder serves the whole tree; expired after `partial_ttl` at start), and
+//! received file for an instant while it replaces an existing one; `partials/` holds those
+//! that can be resumed (named by a hash of the full relative name and the size, so one flat
+//! folder serves the whole tree; expired after `partial_ttl` at start), and
 //! `digests` is the digest cache (see [`super::digests`]). At start, a folder made and removed
 //! in `tmp/` tells the umask and the precision of modification times (see [`super::probe`]).
 //!
