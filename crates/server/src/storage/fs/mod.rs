@@ -1,7 +1,8 @@
 //! The file-system backend: the storage folder of `--dir`, and its policies: how an offer is
 //! checked (whether the file held is unchanged, size, free space, the overwrite policy, a kept
-//! partial to resume), where its body is written (a locked file in the server's private state
-//! folder, see [`state`]), how it is published under the overwrite policy, how a folder offer
+//! partial to resume), where its body is written (an unnamed file in its destination folder,
+//! see [`unnamed`], or a locked file in the server's private state folder, see [`state`]), how
+//! it is published under the overwrite policy, how a folder offer
 //! is stored, and which files and folders may be served for download and listed.
 //!
 //! Every name is resolved relative to the root's descriptor, following no link (see
@@ -40,6 +41,7 @@ mod listing;
 mod probe;
 mod root;
 mod state;
+mod unnamed;
 
 /// Smallest upload kept as a partial for resume; below it, sending again costs less than the
 /// extra file-system calls a resumable upload makes on every file.
@@ -123,6 +125,16 @@ impl Store {
         Arc::get_mut(&mut self.space)
             .expect("not shared yet")
             .durability = Some(d);
+    }
+
+    /// Makes bodies named temp files in the state folder, as where unnamed files cannot be
+    /// made or named; before the store is shared.
+    #[cfg(test)]
+    pub(crate) fn force_named_temps(&mut self) {
+        Arc::get_mut(&mut self.space)
+            .expect("not shared yet")
+            .state
+            .force_named_temps();
     }
 }
 
@@ -241,14 +253,15 @@ impl Storage for Store {
         self.space.prepare_upload(name, meta, resumable)
     }
 
-    /// The held partial (see [`Partial`]) or a fresh temp file. A new file gets the offered
-    /// mode less the umask (as with `cp` or `rsync` without `-p`); a partial also gets owner
-    /// read and write, so that it can be resumed, until it is published.
+    /// The held partial (see [`Partial`]) or a fresh file (see [`Space::body_file`]). A new
+    /// file gets the offered mode less the umask (as with `cp` or `rsync` without `-p`); a
+    /// partial also gets owner read and write, so that it can be resumed, until it is
+    /// published.
     fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Box<dyn Incoming>> {
         if let Some(reserved) = up.take_reservation() {
             return reserved.start(from);
         }
-        let held = self.space.state.temp_file(file_mode(up.mode))?;
+        let held = self.space.body_file(&up.name, file_mode(up.mode))?;
         Ok(Box::new(Working {
             space: Arc::clone(&self.space),
             held,
@@ -376,6 +389,28 @@ impl Space {
             Box::new(Partial { space, held }) as Box<dyn Reservation>
         });
         Ok((Upload::new(name, meta, reserved), prefix))
+    }
+
+    /// A fresh file, with `mode` less the umask, for the body of an upload of `name` that is
+    /// not kept for resume: an unnamed file (see [`unnamed`]) in the nearest folder of its
+    /// path that exists, resolved from the root's descriptor as every name is (one `openat2`
+    /// resolves the folder and makes the file), else a named temp file in the state folder
+    /// (also when resolving meets a link or a file: publishing reports it).
+    fn body_file(&self, name: &Name, mode: u32) -> io::Result<Held> {
+        if self.state.makes_unnamed() {
+            let mut folder = root::split(name.as_str()).0;
+            loop {
+                let open = |flags, mode| self.root.open_folder_as(folder, flags, mode);
+                match self.state.unnamed(open, mode) {
+                    Ok(Some(held)) => return Ok(held),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && !folder.is_empty() => {
+                        folder = root::split(folder).0;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        self.state.temp_file(mode)
     }
 
     /// Refuses an upload whose destination is a link, a folder, or (under
@@ -841,6 +876,142 @@ fn from_timestamp(t: Timestamp) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store in `dir` under `overwrite`; with `named`, bodies are named temp files.
+    fn store(dir: &Path, overwrite: Overwrite, named: bool) -> Store {
+        let config = Config {
+            dir: dir.to_path_buf(),
+            overwrite,
+            fsync: true,
+            ..Config::default()
+        };
+        let mut store = Store::open(&config).unwrap();
+        if named {
+            store.force_named_temps();
+        }
+        store
+    }
+
+    /// Names in the state folder's `tmp/`.
+    fn temps(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir.join(".ferry-state/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Uploads `bytes` as `name` (not resumable), checking that nothing shows under any name
+    /// in its folder (nor, for an unnamed body, in `tmp/`) before it is published; the name
+    /// stored as, with what its flush must cover, or the refusal. `meanwhile` runs before the
+    /// publish.
+    fn put(
+        store: &Store,
+        name: &str,
+        bytes: &[u8],
+        meanwhile: impl FnOnce(),
+    ) -> Result<(String, Option<Touched>), Refusal> {
+        let meta = FileMeta {
+            size: Some(bytes.len() as u64),
+            mtime: Some(Timestamp {
+                secs: 1_600_000_000,
+                nanos: 5,
+            }),
+            mode: Some(0o640),
+        };
+        let n = Name::parse(name).unwrap();
+        let (mut up, _) = store.prepare_upload(n, meta, true)?;
+        assert!(!up.holds_reservation(), "small bodies are not kept");
+        let root = store.space.path.clone();
+        let before = (fs::read_dir(&root).unwrap().count(), temps(&root).len());
+        let mut incoming = store.start_body(&mut up, 0).unwrap();
+        incoming.write(bytes).unwrap();
+        let during = (fs::read_dir(&root).unwrap().count(), temps(&root).len());
+        let named = !store.space.state.makes_unnamed();
+        assert_eq!(during, (before.0, before.1 + usize::from(named)));
+        meanwhile();
+        incoming.publish(&up, Digest::of(bytes))
+    }
+
+    #[test]
+    fn every_policy_publishes_unnamed_and_named_bodies_and_leaves_no_temp_file() {
+        // Unnamed bodies resolved by openat2 and by the component walk, and named ones.
+        for (named, walk) in [(false, false), (false, true), (true, false)] {
+            for policy in [Overwrite::Replace, Overwrite::Refuse, Overwrite::Rename] {
+                let tmp = tempfile::tempdir().unwrap();
+                let root = tmp.path();
+                let store = store(root, policy, named);
+                if walk {
+                    store.space.root.force_walk();
+                }
+                let case = format!("{policy:?}, named temps: {named}, walk: {walk}");
+                let (stored, touched) = put(&store, "d/e/a.txt", b"one", || {}).unwrap();
+                assert_eq!(stored, "d/e/a.txt", "{case}");
+                let touched = touched.expect("durable: the flush covers it");
+                assert!(
+                    touched.file.is_some() && touched.folders.len() == 3,
+                    "{case}"
+                );
+                let meta = fs::metadata(root.join("d/e/a.txt")).unwrap();
+                let umask = store.space.state.probed.umask;
+                assert_eq!(meta.mode() & 0o777, 0o640 & !umask, "{case}");
+                assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 5));
+
+                // A file that lands at the name while the body is received (a second server,
+                // a local user; a hard link to a file elsewhere, say).
+                let outside = root.join("outside");
+                fs::write(&outside, b"theirs").unwrap();
+                let second = put(&store, "d/e/b.txt", b"two", || {
+                    fs::hard_link(&outside, root.join("d/e/b.txt")).unwrap();
+                });
+                match policy {
+                    Overwrite::Replace => {
+                        assert_eq!(second.unwrap().0, "d/e/b.txt");
+                        assert_eq!(fs::read(root.join("d/e/b.txt")).unwrap(), b"two");
+                    }
+                    Overwrite::Refuse => {
+                        assert_eq!(second.unwrap_err().code, Code::Exists, "{case}");
+                        assert_eq!(fs::read(root.join("d/e/b.txt")).unwrap(), b"theirs");
+                    }
+                    Overwrite::Rename => {
+                        assert_eq!(second.unwrap().0, "d/e/b (1).txt", "{case}");
+                        assert_eq!(fs::read(root.join("d/e/b (1).txt")).unwrap(), b"two");
+                    }
+                }
+                assert_eq!(fs::read(&outside).unwrap(), b"theirs", "{case}");
+                // Offered again once the name is taken: policy decides at the offer.
+                let third = put(&store, "d/e/a.txt", b"three", || {});
+                match policy {
+                    Overwrite::Replace => assert_eq!(third.unwrap().0, "d/e/a.txt"),
+                    Overwrite::Refuse => assert_eq!(third.unwrap_err().code, Code::Exists),
+                    Overwrite::Rename => assert_eq!(third.unwrap().0, "d/e/a (1).txt"),
+                }
+                // A body into a folder not made yet, and one at the root.
+                put(&store, "new/deep/c", b"four", || {}).unwrap();
+                put(&store, "top", b"five", || {}).unwrap();
+                assert_eq!(fs::read(root.join("new/deep/c")).unwrap(), b"four");
+                assert!(temps(root).is_empty(), "{case}: {:?}", temps(root));
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_dropped_before_its_publish_leaves_nothing() {
+        for named in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = store(tmp.path(), Overwrite::Refuse, named);
+            let n = Name::parse("d/x").unwrap();
+            let (mut up, _) = store.prepare_upload(n, FileMeta::default(), true).unwrap();
+            let mut incoming = store.start_body(&mut up, 0).unwrap();
+            incoming.write(b"cut").unwrap();
+            assert!(!incoming.interrupt(), "not kept");
+            let left: Vec<_> = fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, [".ferry-state"], "named temps: {named}");
+            assert!(temps(tmp.path()).is_empty(), "named temps: {named}");
+        }
+    }
 
     #[test]
     fn numbered_names() {

@@ -112,10 +112,22 @@ impl Root {
 
     /// Opens the folder `path` under the root (`""`: the root itself) without creating it.
     pub(crate) fn open_folder(&self, path: &str) -> io::Result<OwnedFd> {
+        self.open_folder_as(path, FOLDER_FLAGS, Mode::empty())
+    }
+
+    /// Opens the folder `path` under the root (`""`: the root itself) with `flags` (which
+    /// include `O_DIRECTORY`; `O_TMPFILE` makes an unnamed file in it), following no link.
+    pub(crate) fn open_folder_as(
+        &self,
+        path: &str,
+        flags: OFlags,
+        mode: Mode,
+    ) -> io::Result<OwnedFd> {
         if path.is_empty() {
-            return self.fd.try_clone();
+            let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            return Ok(rfs::openat(&self.fd, ".", flags, mode)?);
         }
-        self.open_beneath(path, FOLDER_FLAGS, Mode::empty())
+        self.open_beneath(path, flags, mode)
     }
 
     /// Opens the folder `path` under the root, creating the missing folders one component at

@@ -1,7 +1,9 @@
 //! The server's private folder, `<root>/.ferry-state/` (mode 0700, owned by the server's
-//! effective uid): `tmp/` holds uploads being received that cannot be resumed (emptied at
-//! start), `partials/` those that can (named by a hash of the full relative name and the size,
-//! so one flat folder serves the whole tree; expired after `partial_ttl` at start), and
+//! effective uid): `tmp/` holds uploads being received that cannot be resumed when they cannot
+//! be unnamed files in their own folder (see [`super::unnamed`]; emptied at start), and a
+//! received file for an instant while it replaces an existing one; `partials/` holds those
+//! that can be resumed (named by a hash of the full relative name and the size, so one flat
+//! folder serves the whole tree; expired after `partial_ttl` at start), and
 //! `digests` is the digest cache (see [`super::digests`]). At start, a folder made and removed
 //! in `tmp/` tells the umask and the precision of modification times (see [`super::probe`]).
 //!
@@ -31,6 +33,7 @@ use rustix::io::Errno;
 use super::digests::DigestCache;
 use super::probe::Probed;
 use super::root::Root;
+use super::unnamed::{self, Linker};
 
 /// The server's private folder under the root.
 pub(crate) const STATE_DIR: &str = ".ferry-state";
@@ -55,6 +58,8 @@ pub(crate) struct State {
     pub digests: DigestCache,
     /// The umask and the mtime precision of the storage.
     pub probed: Probed,
+    /// How unnamed body files are named; `None`: bodies are named temp files in `tmp/`.
+    linker: Option<Linker>,
 }
 
 /// What happens to a [`Held`] file's name when it is dropped.
@@ -68,14 +73,24 @@ pub(crate) enum Fate {
     Gone,
 }
 
-/// A file in the state folder, open and locked (`flock`) by one upload until dropped; the
-/// only way the server reads or writes it, so the bytes hashed are the bytes published.
+/// A file an upload's body goes into, open (and, when it has a name in the state folder,
+/// locked with `flock`) by one upload until dropped; the only way the server reads or writes
+/// it, so the bytes hashed are the bytes published.
 #[derive(Debug)]
 pub(crate) struct Held {
     file: File,
-    dir: Arc<OwnedFd>,
-    name: String,
+    place: Place,
     fate: Fate,
+}
+
+/// Where a [`Held`] file is named.
+#[derive(Debug)]
+enum Place {
+    /// `name` in the state folder `dir`.
+    Named { dir: Arc<OwnedFd>, name: String },
+    /// Nowhere: an unnamed file (see [`super::unnamed`]), named by `linker` when published;
+    /// `tmp` is where it is named for an instant to replace an existing file.
+    Unnamed { linker: Linker, tmp: Arc<OwnedFd> },
 }
 
 impl State {
@@ -104,12 +119,45 @@ impl State {
         }
         let digests = DigestCache::open(state.as_fd());
         let probed = Probed::run(tmp.as_fd(), &temp_name());
+        let linker = Linker::probe(tmp.as_fd(), &temp_name());
         Ok(Self {
             tmp: Arc::new(tmp),
             partials: Arc::new(partials),
             digests,
             probed,
+            linker,
         })
+    }
+
+    /// Makes bodies named temp files, as where unnamed files cannot be made or named.
+    #[cfg(test)]
+    pub(crate) fn force_named_temps(&mut self) {
+        self.linker = None;
+    }
+
+    /// A fresh unnamed file (see [`super::unnamed`]) with `mode` (less the umask), made by
+    /// `open` (a folder opened with the flags given), given its name when published; `None`
+    /// when unnamed files cannot be made or named there ([`State::temp_file`] is the
+    /// fallback).
+    pub(crate) fn unnamed(
+        &self,
+        open: impl FnOnce(OFlags, Mode) -> io::Result<OwnedFd>,
+        mode: u32,
+    ) -> io::Result<Option<Held>> {
+        let Some(linker) = self.linker else {
+            return Ok(None);
+        };
+        let tmp = Arc::clone(&self.tmp);
+        Ok(unnamed::create(open, mode)?.map(|file| Held {
+            file,
+            place: Place::Unnamed { linker, tmp },
+            fate: Fate::Delete,
+        }))
+    }
+
+    /// Whether bodies may be unnamed files (see [`State::unnamed`]).
+    pub(crate) fn makes_unnamed(&self) -> bool {
+        self.linker.is_some()
     }
 
     /// Free bytes for unprivileged users on the file system of the state folder (the root's).
@@ -127,7 +175,7 @@ impl State {
             match rfs::openat(&*self.tmp, name.as_str(), flags, Mode::from_raw_mode(mode)) {
                 Ok(fd) => {
                     rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
-                    return Ok(Held::new(File::from(fd), &self.tmp, name, Fate::Delete));
+                    return Ok(Held::named(File::from(fd), &self.tmp, name, Fate::Delete));
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
@@ -182,7 +230,7 @@ impl State {
                 continue;
             }
             let file = File::from(fd);
-            return Ok(Some(Held::new(
+            return Ok(Some(Held::named(
                 file,
                 &self.partials,
                 file_name,
@@ -196,11 +244,13 @@ impl State {
 }
 
 impl Held {
-    fn new(file: File, dir: &Arc<OwnedFd>, name: String, fate: Fate) -> Self {
+    fn named(file: File, dir: &Arc<OwnedFd>, name: String, fate: Fate) -> Self {
         Self {
             file,
-            dir: Arc::clone(dir),
-            name,
+            place: Place::Named {
+                dir: Arc::clone(dir),
+                name,
+            },
             fate,
         }
     }
@@ -220,37 +270,85 @@ impl Held {
         self.fate = fate;
     }
 
-    /// Moves the file to `to` in the folder `dir` (still open and locked until dropped);
-    /// with `replace` false, fails with `AlreadyExists` instead of replacing a file there.
+    /// Publishes the file as `to` in the folder `dir` (still open, and locked if it was, until
+    /// dropped); with `replace` false, fails with `AlreadyExists` instead of replacing a file
+    /// there. A named file is renamed; an unnamed one is linked, and when it replaces a file,
+    /// linked in the state folder first and renamed from there.
     pub(crate) fn rename_to(
         &mut self,
         dir: BorrowedFd<'_>,
         to: &str,
         replace: bool,
     ) -> io::Result<()> {
-        let from = (&*self.dir, self.name.as_str());
-        if replace {
-            rfs::renameat(from.0, from.1, dir, to)?;
-        } else {
-            match rfs::renameat_with(from.0, from.1, dir, to, RenameFlags::NOREPLACE) {
+        match &self.place {
+            Place::Named { dir: from, name } => rename(from, name, dir, to, replace)?,
+            Place::Unnamed { linker, tmp } => match linker.link(&self.file, dir, to) {
                 Ok(()) => {}
-                // A file system without RENAME_NOREPLACE: a link fails on an existing name too.
-                Err(Errno::INVAL | Errno::NOSYS) => {
-                    rfs::linkat(from.0, from.1, dir, to, AtFlags::empty())?;
-                    if let Err(e) = rfs::unlinkat(from.0, from.1, AtFlags::empty()) {
-                        log::warn!("cannot remove {} after publishing it: {e}", self.name);
-                    }
+                Err(Errno::EXIST) if replace => {
+                    let (linker, tmp) = (*linker, Arc::clone(tmp));
+                    self.name_in(linker, tmp)?;
+                    return self.rename_to(dir, to, true);
                 }
                 Err(e) => return Err(e.into()),
-            }
+            },
         }
         self.fate = Fate::Gone;
         Ok(())
+    }
+
+    /// Gives the unnamed file a fresh temp name in `tmp` (the state folder), locked like any
+    /// file there so that a second server's start-up cleanup leaves it alone; it is removed
+    /// when dropped unless published.
+    fn name_in(&mut self, linker: Linker, tmp: Arc<OwnedFd>) -> io::Result<()> {
+        rfs::flock(&self.file, FlockOperation::NonBlockingLockExclusive)?;
+        for _ in 0..TEMP_TRIES {
+            let name = temp_name();
+            match linker.link(&self.file, tmp.as_fd(), &name) {
+                Ok(()) => {
+                    self.place = Place::Named { dir: tmp, name };
+                    self.fate = Fate::Delete;
+                    return Ok(());
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::other("no free temp file name"))
+    }
+}
+
+/// Renames `name` in the folder `from` to `to` in `dir`; with `replace` false, fails with
+/// `AlreadyExists` instead of replacing a file there.
+fn rename(
+    from: &OwnedFd,
+    name: &str,
+    dir: BorrowedFd<'_>,
+    to: &str,
+    replace: bool,
+) -> io::Result<()> {
+    if replace {
+        return Ok(rfs::renameat(from, name, dir, to)?);
+    }
+    match rfs::renameat_with(from, name, dir, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // A file system without RENAME_NOREPLACE: a link fails on an existing name too.
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rfs::linkat(from, name, dir, to, AtFlags::empty())?;
+            if let Err(e) = rfs::unlinkat(from, name, AtFlags::empty()) {
+                log::warn!("cannot remove {name} after publishing it: {e}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // An unnamed file goes with its descriptor.
+        let Place::Named { dir, name } = &self.place else {
+            return;
+        };
         let remove = match self.fate {
             Fate::Delete => true,
             Fate::KeepUnlessEmpty => self.file.metadata().map_or(true, |m| m.len() == 0),
@@ -258,9 +356,9 @@ impl Drop for Held {
         };
         // The name goes first; the lock goes with the descriptor, after this.
         if remove {
-            match rfs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty()) {
+            match rfs::unlinkat(&**dir, name.as_str(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => log::warn!("cannot remove {}: {e}", self.name),
+                Err(e) => log::warn!("cannot remove {name}: {e}"),
             }
         }
     }
