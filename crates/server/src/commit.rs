@@ -10,6 +10,16 @@
 //! ([`Storage::flush`](crate::storage::Storage::flush)) and only then are the RESULTs queued.
 //! So RESULT `Stored` still means that the file and its name survive a power cut.
 //!
+//! The flushes are pipelined ([`Pipeline`]): a closed batch is flushed on a thread of the
+//! connection's own while the connection goes on receiving and publishing the files of the
+//! next batch, and its RESULTs are queued the moment that flush returns (the connection polls
+//! the flush's end with its socket). One flush runs at a time: a batch that closes while the
+//! one before is still flushing keeps gathering files, and is flushed when that flush ends
+//! (its flush then covers everything that arrived meanwhile); a batch that reaches a cap
+//! meanwhile stops the reading until then. So at most one batch is flushing and one filling,
+//! and the RESULTs leave in the order their files ended. A failed flush reports the files of
+//! its batch as not durable.
+//!
 //! How the file-system backend flushes a batch (item by item, or one `syncfs` shared by the
 //! connections) is its own business: see `storage/fs/flush.rs`.
 
@@ -18,6 +28,10 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use ferry_proto::{Code, FileId};
+
+pub(crate) use self::pipeline::{Flushed, Pipeline};
+
+mod pipeline;
 
 /// Most files one batch holds before it is flushed, even while more input is at hand.
 pub(crate) const MAX_BATCH_FILES: usize = 1024;
@@ -65,7 +79,7 @@ pub(crate) struct Batch {
     touched: Option<Vec<Touched>>,
     /// Descriptors in `touched`.
     tracked: usize,
-    /// Files published since the last flush (their RESULT says `Stored`).
+    /// Files published (and folders made) since the last flush (their RESULT says `Stored`).
     stored: usize,
     bytes: u64,
     text: usize,
@@ -94,8 +108,9 @@ impl Batch {
         }
     }
 
-    /// Adds the reply to a file of `bytes` bytes that was published (and needs the flush of
-    /// what it `touched`; `None`: untracked, the flush covers everything).
+    /// Adds the reply to a file of `bytes` bytes that was published, or to a folder made now
+    /// (and needs the flush of what it `touched`; `None`: untracked, the flush covers
+    /// everything).
     pub(crate) fn stored(
         &mut self,
         id: FileId,
@@ -116,7 +131,7 @@ impl Batch {
     /// Adds what a folder made now (or a file) needs flushed at the next flush (`None`:
     /// untracked, the flush covers everything). Whether the batch is durable (it waits for a
     /// flush at all).
-    pub(crate) fn touch(&mut self, touched: Option<Touched>) -> bool {
+    fn touch(&mut self, touched: Option<Touched>) -> bool {
         if !self.durable {
             return false;
         }
