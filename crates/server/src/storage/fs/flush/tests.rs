@@ -333,3 +333,21 @@ fn a_failed_flush_reports_its_batch_as_not_durable() {
     drop(d);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn write_behind_flushes_past_each_step_and_bounds_what_it_has_not_covered() {
+    let file = tempfile::tempfile().unwrap();
+    let mut behind = WriteBehind::new(0);
+    behind.wrote(&file, WRITE_BEHIND - 1);
+    assert!(behind.kick.is_none(), "a small file never starts a thread");
+    behind.wrote(&file, WRITE_BEHIND);
+    assert!(behind.kick.is_some() && !behind.off, "{behind:?}");
+    // Past MAX_UNFLUSHED the writer waits until the thread takes the kick.
+    behind.wrote(&file, MAX_UNFLUSHED + WRITE_BEHIND);
+    assert_eq!(behind.from, MAX_UNFLUSHED + WRITE_BEHIND);
+
+    // A resumed file counts from where it resumed.
+    let mut resumed = WriteBehind::new(10 * WRITE_BEHIND);
+    resumed.wrote(&file, 11 * WRITE_BEHIND - 1);
+    assert!(resumed.kick.is_none());
+}
