@@ -168,8 +168,9 @@ const MAX_UNFLUSHED: u64 = 8 * WRITE_BEHIND;
 /// cache sits in the host): starting write-back alone (`posix_fadvise(DONTNEED)` every 8 MiB,
 /// or `sync_file_range`) left 0.25-1.6 s to the final `fsync` of 1 GiB, since the disk's cache
 /// flush is what costs; flushes during the transfer overlap it with the transfer, and leave
-/// 0.07-0.11 s (32 MiB steps; 64 MiB: 0.13-0.8 s, 16 MiB: 0.1-0.2 s). A flush that is still
-/// running when the next step is due is not queued behind: the next starts as soon as it ends.
+/// 0.04-0.26 s (32 MiB steps; 64 MiB: 0.13-0.8 s; 16 MiB did as well as 32 at more flushes:
+/// docs/BENCHMARKS.md). A flush that is still running when the next step is due is not queued
+/// behind: the next starts as soon as it ends.
 ///
 /// The thread flushes its own open file description of the file (reopened through
 /// `/proc/self/fd`), never the writer's: a write-back error it sees is then still reported to
