@@ -450,11 +450,26 @@ impl<'a> Session<'a> {
     }
 
     /// Makes every file published so far durable and queues every RESULT that waits: waits
-    /// for the flush that runs, then flushes the batch and waits for that too.
+    /// for the flush that runs, then flushes the batch and waits for that too. Both flushes
+    /// end before a reply is queued, so a connection that can no longer take replies still
+    /// leaves its files durable.
     pub(super) fn commit(&mut self) -> Result<(), DriveError> {
-        self.reap_waiting()?;
-        self.close_batch()?;
-        self.reap_waiting()
+        let earlier = self.pipeline.wait();
+        let (replies, flush) = self.batch.close();
+        let last = match flush {
+            Some(f) => {
+                self.pipeline.submit(replies, f);
+                self.pipeline.wait()
+            }
+            None => Some(Flushed {
+                replies,
+                result: Ok(()),
+            }),
+        };
+        for flushed in earlier.into_iter().chain(last) {
+            self.settle(flushed)?;
+        }
+        Ok(())
     }
 
     /// Queues the RESULTs of a batch whose flush ended. A file whose flush failed is reported
