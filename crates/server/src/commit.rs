@@ -16,7 +16,10 @@
 //! the flush's end with its socket). One flush runs at a time: a batch that closes while the
 //! one before is still flushing keeps gathering files, and is flushed when that flush ends
 //! (its flush then covers everything that arrived meanwhile); a batch that reaches a cap
-//! meanwhile stops the reading until then. So at most one batch is flushing and one filling,
+//! meanwhile stops the reading until then. A batch that holds a quarter of a cap closes as
+//! soon as no flush runs, more input or not, so that the next one arrives while it is flushed
+//! (the client keeps as many files in flight as a full batch holds, and would otherwise wait
+//! at each flush). So at most one batch is flushing and one filling,
 //! and the RESULTs leave in the order their files ended. A failed flush reports the files of
 //! its batch as not durable.
 //!
@@ -42,6 +45,9 @@ pub(crate) const MAX_BATCH_BYTES: u64 = 256 << 20;
 pub(crate) const MAX_BATCH_TEXT: usize = 256 << 10;
 /// Longest a batch with stored files waits for more input before it is flushed.
 pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
+/// A batch holding this fraction of a cap closes as soon as no flush runs (see
+/// [`Batch::is_ripe`]).
+pub(crate) const RIPE: usize = 4;
 /// Most descriptors (files and folders) a batch holds to flush them one by one; a batch that
 /// touches more is flushed by one `syncfs`.
 pub(crate) const MAX_TRACKED: usize = 32;
@@ -166,6 +172,18 @@ impl Batch {
         let (files, bytes, text) = self.caps;
         !self.replies.is_empty()
             && (!self.durable || self.stored >= files || self.bytes >= bytes || self.text >= text)
+    }
+
+    /// Whether the batch holds a [`RIPE`]th of a cap: then it closes when no flush runs, even
+    /// with more input at hand, so that the next batch arrives while it is flushed (a batch
+    /// as large as the client's window of files in flight would leave the client waiting for
+    /// every flush).
+    pub(crate) fn is_ripe(&self) -> bool {
+        let (files, bytes, text) = self.caps;
+        self.durable
+            && (self.stored >= files / RIPE
+                || self.bytes >= bytes / RIPE as u64
+                || self.text >= text / RIPE)
     }
 
     /// Closes the batch: its replies, and the flush they wait for (`None`: none).

@@ -258,6 +258,9 @@ impl<'a> Session<'a> {
                 // A full batch waits for the flush before it, then starts its own.
                 self.reap_waiting()?;
                 self.close_batch()?;
+            } else if self.batch.is_ripe() {
+                // Flushed while the next batch arrives, if no flush runs.
+                self.close_batch()?;
             }
             if !go_on {
                 // The last RESULTs, if the conversation still takes them (not after the
