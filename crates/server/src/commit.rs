@@ -10,6 +10,19 @@
 //! ([`Storage::flush`](crate::storage::Storage::flush)) and only then are the RESULTs queued.
 //! So RESULT `Stored` still means that the file and its name survive a power cut.
 //!
+//! The flushes are pipelined ([`Pipeline`]): a closed batch is flushed on a thread of the
+//! connection's own while the connection goes on receiving and publishing the files of the
+//! next batch, and its RESULTs are queued the moment that flush returns (the connection polls
+//! the flush's end with its socket). One flush runs at a time: a batch that closes while the
+//! one before is still flushing keeps gathering files, and is flushed when that flush ends
+//! (its flush then covers everything that arrived meanwhile); a batch that reaches a cap
+//! meanwhile stops the reading until then. A batch that holds a quarter of a cap closes as
+//! soon as no flush runs, more input or not, so that the next one arrives while it is flushed
+//! (the client keeps as many files in flight as a full batch holds, and would otherwise wait
+//! at each flush). So at most one batch is flushing and one filling,
+//! and the RESULTs leave in the order their files ended. A failed flush reports the files of
+//! its batch as not durable.
+//!
 //! How the file-system backend flushes a batch (item by item, or one `syncfs` shared by the
 //! connections) is its own business: see `storage/fs/flush.rs`.
 
@@ -18,6 +31,10 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use ferry_proto::{Code, FileId};
+
+pub(crate) use self::pipeline::{Flushed, Pipeline};
+
+mod pipeline;
 
 /// Most files one batch holds before it is flushed, even while more input is at hand.
 pub(crate) const MAX_BATCH_FILES: usize = 1024;
@@ -28,6 +45,9 @@ pub(crate) const MAX_BATCH_BYTES: u64 = 256 << 20;
 pub(crate) const MAX_BATCH_TEXT: usize = 256 << 10;
 /// Longest a batch with stored files waits for more input before it is flushed.
 pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
+/// A batch holding this fraction of a cap closes as soon as no flush runs (see
+/// [`Batch::is_ripe`]).
+pub(crate) const RIPE: usize = 4;
 /// Most descriptors (files and folders) a batch holds to flush them one by one; a batch that
 /// touches more is flushed by one `syncfs`.
 pub(crate) const MAX_TRACKED: usize = 32;
@@ -65,7 +85,7 @@ pub(crate) struct Batch {
     touched: Option<Vec<Touched>>,
     /// Descriptors in `touched`.
     tracked: usize,
-    /// Files published since the last flush (their RESULT says `Stored`).
+    /// Files published (and folders made) since the last flush (their RESULT says `Stored`).
     stored: usize,
     bytes: u64,
     text: usize,
@@ -94,8 +114,9 @@ impl Batch {
         }
     }
 
-    /// Adds the reply to a file of `bytes` bytes that was published (and needs the flush of
-    /// what it `touched`; `None`: untracked, the flush covers everything).
+    /// Adds the reply to a file of `bytes` bytes that was published, or to a folder made now
+    /// (and needs the flush of what it `touched`; `None`: untracked, the flush covers
+    /// everything).
     pub(crate) fn stored(
         &mut self,
         id: FileId,
@@ -116,7 +137,7 @@ impl Batch {
     /// Adds what a folder made now (or a file) needs flushed at the next flush (`None`:
     /// untracked, the flush covers everything). Whether the batch is durable (it waits for a
     /// flush at all).
-    pub(crate) fn touch(&mut self, touched: Option<Touched>) -> bool {
+    fn touch(&mut self, touched: Option<Touched>) -> bool {
         if !self.durable {
             return false;
         }
@@ -151,6 +172,18 @@ impl Batch {
         let (files, bytes, text) = self.caps;
         !self.replies.is_empty()
             && (!self.durable || self.stored >= files || self.bytes >= bytes || self.text >= text)
+    }
+
+    /// Whether the batch holds a [`RIPE`]th of a cap: then it closes when no flush runs, even
+    /// with more input at hand, so that the next batch arrives while it is flushed (a batch
+    /// as large as the client's window of files in flight would leave the client waiting for
+    /// every flush).
+    pub(crate) fn is_ripe(&self) -> bool {
+        let (files, bytes, text) = self.caps;
+        self.durable
+            && (self.stored >= files / RIPE
+                || self.bytes >= bytes / RIPE as u64
+                || self.text >= text / RIPE)
     }
 
     /// Closes the batch: its replies, and the flush they wait for (`None`: none).

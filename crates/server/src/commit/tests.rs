@@ -58,3 +58,25 @@ fn touched(extra: usize) -> Touched {
         folders: (0..=extra).map(|_| dir().unwrap()).collect(),
     }
 }
+
+#[test]
+fn a_batch_is_ripe_at_a_quarter_of_a_cap_when_durable() {
+    let mut b = Batch::with_caps(true, (8, 400, 4000));
+    b.stored(1, "a".into(), 10, None);
+    assert!(!b.is_ripe());
+    b.stored(2, "b".into(), 10, None);
+    assert!(b.is_ripe(), "2 of 8 files");
+    b.close();
+    b.stored(3, "c".into(), 100, None);
+    assert!(b.is_ripe(), "100 of 400 bytes");
+    b.close();
+    b.push(Reply {
+        id: 4,
+        code: Code::Io,
+        detail: "x".repeat(1000),
+    });
+    assert!(b.is_ripe(), "1000 of 4000 bytes of text");
+    let mut plain = Batch::with_caps(false, (8, 400, 4000));
+    plain.stored(1, "a".into(), 400, None);
+    assert!(!plain.is_ripe(), "not durable: full at once instead");
+}

@@ -8,7 +8,9 @@
 //! batch of RESULTs), and what a GET or a LIST mean ([`downloads`]).
 //!
 //! RESULTs of stored files wait in a [`Batch`] until one flush has made the batch durable
-//! (group commit, see [`crate::commit`]).
+//! (group commit, see [`crate::commit`]); the flush runs on the connection's [`Pipeline`]
+//! thread while the connection goes on receiving, and the connection waits for its input and
+//! for the flush's end at once.
 //!
 //! With a version-2 client it also answers unchanged files (REFUSE `Unchanged`), stores folder
 //! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
@@ -21,7 +23,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{Code, Connection, DriveError, Driver, Error, Event, Framing, Step};
 use ferry_secure::SharedFailureLimiter;
@@ -30,7 +32,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use self::downloads::{Sent, Serving};
 use self::uploads::{Pending, Receiving};
 use crate::access::{self, Permissions};
-use crate::commit::Batch;
+use crate::commit::{Batch, Pipeline};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
 use crate::hooks::Hooks;
@@ -83,6 +85,9 @@ impl Shared {
     }
 }
 
+/// Longest wait for input or a flush's end before the connection looks at its state again.
+const WAKE_SLICE: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 struct Tally {
     stored: u64,
@@ -104,6 +109,8 @@ struct Session<'a> {
     tally: Tally,
     /// RESULTs waiting for the flush that makes their files durable.
     batch: Batch,
+    /// The flush of the batch before, off this thread.
+    pipeline: Pipeline,
     buf: Vec<u8>,
     /// When the connection was accepted.
     connected: Instant,
@@ -150,6 +157,7 @@ pub(crate) fn serve_connection(
         sent: VecDeque::new(),
         tally: Tally::default(),
         batch: Batch::new(shared.store.durable()),
+        pipeline: Pipeline::new(Arc::clone(&shared.store)),
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
@@ -199,13 +207,20 @@ pub(crate) fn serve_connection(
 impl<'a> Session<'a> {
     fn run(&mut self) -> Result<(), DriveError> {
         loop {
+            // The RESULTs of a batch whose flush ended are queued at once.
+            self.reap()?;
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
             // is at hand: the replies to a burst of small files then share one write, and
-            // their files one flush.
-            if !self.d.input_pending() && !self.input_soon() {
-                self.commit()?;
+            // their files one flush. While a flush runs, the next batch keeps gathering.
+            if !self.d.input_pending() {
+                if !self.pipeline.busy() && !self.input_soon() {
+                    self.close_batch()?;
+                }
                 self.d.flush()?;
+                if self.pipeline.busy() && !self.input_or_flushed() {
+                    continue;
+                }
             }
             let idle = self.d.conn().is_idle()
                 && self.body.is_none()
@@ -240,7 +255,12 @@ impl<'a> Session<'a> {
                 self.activity.progress();
             }
             if self.batch.is_full() {
-                self.commit()?;
+                // A full batch waits for the flush before it, then starts its own.
+                self.reap_waiting()?;
+                self.close_batch()?;
+            } else if self.batch.is_ripe() {
+                // Flushed while the next batch arrives, if no flush runs.
+                self.close_batch()?;
             }
             if !go_on {
                 // The last RESULTs, if the conversation still takes them (not after the
@@ -264,6 +284,27 @@ impl<'a> Session<'a> {
         let mut fds = [PollFd::new(tcp, PollFlags::IN)];
         let timeout = Timespec::try_from(linger).unwrap_or_default();
         poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
+    }
+
+    /// Waits until input arrives or the flush that runs ends, for at most [`WAKE_SLICE`];
+    /// whether input (or the connection's end, or an error) is at hand.
+    fn input_or_flushed(&self) -> bool {
+        let Some(wake) = self.pipeline.wake_fd() else {
+            // The flush ran on this thread: it has ended.
+            return false;
+        };
+        let tcp = self.d.stream().get_ref().tcp();
+        let mut fds = [
+            PollFd::new(tcp, PollFlags::IN),
+            PollFd::from_borrowed_fd(wake, PollFlags::IN),
+        ];
+        let timeout = Timespec::try_from(WAKE_SLICE).unwrap_or_default();
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => false,
+            Ok(_) => !fds[0].revents().is_empty(),
+            // Interrupted: look again.
+            Err(e) => e != rustix::io::Errno::INTR,
+        }
     }
 
     /// The guarded socket under the (maybe TLS) stream.

@@ -13,7 +13,7 @@ use ferry_proto::{
 
 use super::Session;
 use crate::access::Action;
-use crate::commit::Reply;
+use crate::commit::{Flushed, Reply};
 use crate::hooks;
 use crate::locks::NameLock;
 use crate::logging::clip;
@@ -165,26 +165,17 @@ impl<'a> Session<'a> {
         });
         match made {
             Ok((name, (code, touched))) => {
-                // A folder made now is flushed before its RESULT, with the batch's files.
-                let flush_first = code == Code::Stored && self.batch.touch(touched);
-                if flush_first && !self.commit()? {
-                    self.tally.failed += 1;
-                    let why = format!(
-                        "{name} was made, but the server could not flush it to disk; it may not \
-                         survive a power cut"
-                    );
-                    self.d.conn_mut().finish(o.id, Code::Io, &why)?;
-                    return Ok(());
-                }
                 // A folder completed, as a file stored is.
                 self.activity.progress();
                 if code == Code::Stored {
                     self.tally.stored += 1;
                     log::info!("{}: made the folder {name}", self.peer);
+                    // A folder made now is flushed before its RESULT, with the batch's files.
+                    self.batch.stored(o.id, name.to_string(), 0, touched);
                 } else {
                     self.tally.unchanged += 1;
+                    self.d.conn_mut().finish(o.id, code, name.as_str())?;
                 }
-                self.d.conn_mut().finish(o.id, code, name.as_str())?;
             }
             Err(r) if matches!(r.code, Code::BadName | Code::Denied | Code::ShuttingDown) => {
                 self.refuse_offer(o, &r)?;
@@ -424,13 +415,68 @@ impl<'a> Session<'a> {
         });
     }
 
-    /// Closes the batch: flushes what its files and folders touched, then queues its
-    /// RESULTs. A file whose flush failed is reported as not durable, though it was published
-    /// under its name. `false`: the flush failed.
-    pub(super) fn commit(&mut self) -> Result<bool, DriveError> {
+    /// Closes the batch, unless the flush of the batch before still runs (the batch then
+    /// keeps gathering): its flush starts on the [`Pipeline`](crate::commit::Pipeline)'s
+    /// thread, or, when it waits for none, its RESULTs are queued now.
+    pub(super) fn close_batch(&mut self) -> Result<(), DriveError> {
+        if self.pipeline.busy() {
+            return Ok(());
+        }
         let (replies, flush) = self.batch.close();
-        let flushed = flush.map_or(Ok(()), |f| self.shared.store.flush(&f));
-        if let Err(e) = &flushed {
+        match flush {
+            Some(f) => self.pipeline.submit(replies, f),
+            None => self.settle(Flushed {
+                replies,
+                result: Ok(()),
+            })?,
+        }
+        Ok(())
+    }
+
+    /// Queues the RESULTs of the batch whose flush has ended, if one has; never waits.
+    pub(super) fn reap(&mut self) -> Result<(), DriveError> {
+        match self.pipeline.try_done() {
+            Some(f) => self.settle(f),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the flush that runs, if one does, and queues its batch's RESULTs.
+    pub(super) fn reap_waiting(&mut self) -> Result<(), DriveError> {
+        match self.pipeline.wait() {
+            Some(f) => self.settle(f),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every file published so far durable and queues every RESULT that waits: waits
+    /// for the flush that runs, then flushes the batch and waits for that too. Both flushes
+    /// end before a reply is queued, so a connection that can no longer take replies still
+    /// leaves its files durable.
+    pub(super) fn commit(&mut self) -> Result<(), DriveError> {
+        let earlier = self.pipeline.wait();
+        let (replies, flush) = self.batch.close();
+        let last = match flush {
+            Some(f) => {
+                self.pipeline.submit(replies, f);
+                self.pipeline.wait()
+            }
+            None => Some(Flushed {
+                replies,
+                result: Ok(()),
+            }),
+        };
+        for flushed in earlier.into_iter().chain(last) {
+            self.settle(flushed)?;
+        }
+        Ok(())
+    }
+
+    /// Queues the RESULTs of a batch whose flush ended. A file whose flush failed is reported
+    /// as not durable, though it was published under its name.
+    fn settle(&mut self, flushed: Flushed) -> Result<(), DriveError> {
+        let Flushed { replies, result } = flushed;
+        if let Err(e) = &result {
             log::error!(
                 "{}: cannot flush {} stored file(s) to disk: {e}; reported as not durable",
                 self.peer,
@@ -438,7 +484,7 @@ impl<'a> Session<'a> {
             );
         }
         for r in replies {
-            match &flushed {
+            match &result {
                 Err(e) if r.code == Code::Stored => {
                     self.tally.stored = self.tally.stored.saturating_sub(1);
                     self.tally.failed += 1;
@@ -452,7 +498,7 @@ impl<'a> Session<'a> {
                 _ => self.d.conn_mut().finish(r.id, r.code, &r.detail)?,
             }
         }
-        Ok(flushed.is_ok())
+        Ok(())
     }
 
     pub(super) fn on_cancel(&mut self, id: FileId, reason: &str) {

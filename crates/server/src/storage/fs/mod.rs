@@ -23,7 +23,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, Timespec, T
 use rustix::io::Errno;
 
 use self::digests::FileKey;
-use self::flush::{Durability, Flusher};
+use self::flush::{Durability, Flusher, WriteBehind};
 use self::listing::Lister;
 use self::root::{Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
@@ -60,9 +60,6 @@ const MODE_MASK: u32 = 0o777;
 const DEFAULT_MODE: u32 = 0o644;
 /// Owner read and write: what a kept partial needs to be resumed.
 const OWNER_RW: u32 = 0o600;
-/// Body bytes written between two starts of write-back (write-behind) while a durable server
-/// receives a file, so that the flush at its end finds little left to write.
-const WRITE_BEHIND: u64 = 8 << 20;
 
 /// The storage folder, a [`Storage`] backend; see the module docs.
 #[derive(Debug)]
@@ -99,8 +96,8 @@ struct Working {
     held: Held,
     resumable: bool,
     len: u64,
-    /// Where the bytes not yet sent to write-back start; `None`: no write-behind.
-    behind: Option<u64>,
+    /// Flushes the file while it is received; `None`: not a durable server.
+    behind: Option<WriteBehind>,
 }
 
 /// A file being served, open since it was accepted.
@@ -267,7 +264,7 @@ impl Storage for Store {
             held,
             resumable: false,
             len: 0,
-            behind: self.durable().then_some(0),
+            behind: self.durable().then(|| WriteBehind::new(0)),
         }))
     }
 
@@ -700,7 +697,7 @@ impl Reservation for Partial {
         held.file_mut().seek(SeekFrom::Start(from))?;
         // From here a failed body is not kept (see Working::interrupt).
         held.set_fate(Fate::Delete);
-        let behind = space.durable().then_some(from);
+        let behind = space.durable().then(|| WriteBehind::new(from));
         Ok(Box::new(Working {
             space,
             held,
@@ -712,19 +709,13 @@ impl Reservation for Partial {
 }
 
 impl Incoming for Working {
-    /// Appends body bytes. Every [`WRITE_BEHIND`] bytes on a durable server, starts the
-    /// write-back of the bytes written since the last start (`POSIX_FADV_DONTNEED`, which on
-    /// Linux starts write-back of the range without waiting and drops only its pages already
-    /// clean, so the fresh ones stay cached): dirty data stays bounded and the flush at the end
-    /// of the file finds little left to write.
+    /// Appends body bytes; on a durable server, flushes them while more arrive (see
+    /// [`WriteBehind`]).
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.held.file_mut().write_all(data)?;
         self.len += data.len() as u64;
-        if let Some(from) = self.behind.filter(|from| self.len - from >= WRITE_BEHIND) {
-            let len = std::num::NonZeroU64::new(self.len - from);
-            // Only a hint: the final flush writes whatever it did not.
-            let _ = rfs::fadvise(self.held.file(), from, len, rfs::Advice::DontNeed);
-            self.behind = Some(self.len);
+        if let Some(behind) = &mut self.behind {
+            behind.wrote(self.held.file(), self.len);
         }
         Ok(())
     }

@@ -9,16 +9,17 @@ use std::time::Duration;
 use ferry_proto::{Code, Connection, Driver, Event, FileInfo, Hasher, Name, Step};
 
 use crate::storage::fs::Store;
-use crate::{Config, Server};
+use crate::{Config, Server, ServerHandle};
 
 /// An operation (and a [`Durability`]) that counts its runs and blocks each until the test
-/// opens the gate.
+/// lets it through: one run per [`Gate::release`], every run once [`Gate::open`].
 #[derive(Default, Debug)]
 struct Gate {
     runs: AtomicUsize,
     /// Files and folders handed to flushes item by item.
     items: AtomicUsize,
-    state: Mutex<(usize, bool)>,
+    /// Runs entered; runs that may still pass.
+    state: Mutex<(usize, usize)>,
     changed: Condvar,
 }
 
@@ -28,11 +29,12 @@ impl Gate {
         let mut s = self.state.lock().unwrap();
         s.0 += 1;
         self.changed.notify_all();
-        let (s, _) = self
+        let (mut s, _) = self
             .changed
-            .wait_timeout_while(s, Duration::from_secs(10), |s| !s.1)
+            .wait_timeout_while(s, Duration::from_secs(10), |s| s.1 == 0)
             .unwrap();
-        if s.1 {
+        if s.1 > 0 {
+            s.1 -= 1;
             Ok(())
         } else {
             Err(io::Error::other("the gate never opened"))
@@ -49,7 +51,13 @@ impl Gate {
     }
 
     fn open(&self) {
-        self.state.lock().unwrap().1 = true;
+        self.state.lock().unwrap().1 = usize::MAX;
+        self.changed.notify_all();
+    }
+
+    /// Lets one more run through.
+    fn release(&self) {
+        self.state.lock().unwrap().1 += 1;
         self.changed.notify_all();
     }
 }
@@ -72,9 +80,8 @@ fn event(d: &mut Driver<TcpStream>) -> Event {
     }
 }
 
-#[test]
-fn results_leave_only_after_the_flush_of_their_batch() {
-    const FILES: usize = 3;
+/// A durable server on a fresh folder whose flushes go through `durability`; its folder.
+fn server_with(durability: Arc<dyn Durability>) -> (ServerHandle, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -82,19 +89,25 @@ fn results_leave_only_after_the_flush_of_their_batch() {
         fsync: true,
         ..Config::default()
     };
-    let gate = Arc::new(Gate::default());
     let mut store = Store::open(&config).unwrap();
-    store.set_durability(Arc::clone(&gate) as Arc<dyn Durability>);
+    store.set_durability(durability);
     let server = Server::with_storage(config, Arc::new(store)).unwrap();
-    let server = server.spawn().unwrap();
-    let root = server.dir().to_path_buf();
+    (server.spawn().unwrap(), tmp)
+}
 
+/// A client connection to `server`, welcomed.
+fn connect(server: &ServerHandle) -> Driver<TcpStream> {
     let s = TcpStream::connect(server.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut d = Driver::new(s, Connection::client(None).unwrap());
     assert!(matches!(event(&mut d), Event::Welcome { .. }));
-    let body = vec![7u8; 4096];
-    let ids: Vec<_> = (0..FILES)
+    d
+}
+
+/// Offers `d/f{i}` for each `i` in `files`, waits for every ACCEPT, then sends the bodies
+/// (`body` each) in one write; their ids.
+fn send(d: &mut Driver<TcpStream>, files: std::ops::Range<usize>, body: &[u8]) -> Vec<u64> {
+    let ids: Vec<_> = files
         .map(|i| {
             let info = FileInfo {
                 name: Name::parse(&format!("d/f{i}")).unwrap(),
@@ -105,42 +118,70 @@ fn results_leave_only_after_the_flush_of_their_batch() {
             d.conn_mut().offer(info).unwrap()
         })
         .collect();
+    d.flush().unwrap();
     for id in &ids {
-        match event(&mut d) {
+        match event(d) {
             Event::Accepted { id: a, .. } => assert_eq!(a, *id),
             other => panic!("expected ACCEPT, got {other:?}"),
         }
     }
-    // The bodies go out in one write: the server has them all at hand.
     for id in &ids {
         d.conn_mut().begin(*id, Hasher::new()).unwrap();
-        d.send_body(&body).unwrap();
+        d.send_body(body).unwrap();
         d.conn_mut().end().unwrap();
     }
     d.flush().unwrap();
+    ids
+}
+
+/// Checks that no reply has arrived on `d` (none buffered, none on the socket).
+fn assert_no_reply(d: &Driver<TcpStream>, when: &str) {
+    assert!(!d.input_pending(), "a reply arrived {when}");
+    d.stream().set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let early = d.stream().peek(&mut byte);
+    d.stream().set_nonblocking(false).unwrap();
+    assert!(
+        matches!(&early, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "a reply arrived {when}: {early:?}"
+    );
+}
+
+/// The next events on `d` are RESULTs of `ids`, in that order, with `code`; their details.
+fn expect_results(d: &mut Driver<TcpStream>, ids: &[u64], code: Code) -> Vec<String> {
+    ids.iter()
+        .map(|id| match event(d) {
+            Event::Result {
+                id: r,
+                code: c,
+                detail,
+            } => {
+                assert_eq!((r, c), (*id, code), "{detail}");
+                detail
+            }
+            other => panic!("expected RESULT, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn results_leave_only_after_the_flush_of_their_batch() {
+    const FILES: usize = 3;
+    let gate = Arc::new(Gate::default());
+    let (server, _tmp) = server_with(Arc::clone(&gate) as Arc<dyn Durability>);
+    let root = server.dir().to_path_buf();
+    let mut d = connect(&server);
+    let body = vec![7u8; 4096];
+    // The bodies go out in one write: the server has them all at hand.
+    let ids = send(&mut d, 0..FILES, &body);
 
     // The server published what it had, then began the flush, which the gate holds.
     gate.wait_entered(1);
     assert!(root.join("d/f0").is_file(), "published before the flush");
-    assert!(!d.input_pending());
-    d.stream().set_nonblocking(true).unwrap();
-    let mut byte = [0u8; 1];
-    let early = d.stream().peek(&mut byte);
-    assert!(
-        matches!(&early, Err(e) if e.kind() == ErrorKind::WouldBlock),
-        "a reply left before the flush: {early:?}"
-    );
-    d.stream().set_nonblocking(false).unwrap();
+    assert_no_reply(&d, "before the flush");
 
     gate.open();
-    for id in &ids {
-        match event(&mut d) {
-            Event::Result { id: r, code, .. } => {
-                assert_eq!((r, code), (*id, Code::Stored));
-            }
-            other => panic!("expected RESULT, got {other:?}"),
-        }
-    }
+    expect_results(&mut d, &ids, Code::Stored);
     let flushes = gate.runs.load(Ordering::SeqCst);
     assert!((1..=FILES).contains(&flushes), "{flushes} flushes");
     assert_eq!(
@@ -208,4 +249,105 @@ fn a_failed_flush_fails_every_request_it_covered() {
     c.flush().unwrap();
     // A ticket the failed run covered still learns of it when it asks late.
     assert!(c.runs.lock().unwrap().failed.is_some());
+}
+
+/// Waits (at most 10 s) until `path` is a file.
+fn wait_published(path: &std::path::Path) {
+    for _ in 0..1000 {
+        if path.is_file() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} was never published", path.display());
+}
+
+#[test]
+fn the_next_batch_is_received_while_one_flushes_and_results_keep_their_order() {
+    let gate = Arc::new(Gate::default());
+    let (server, _tmp) = server_with(Arc::clone(&gate) as Arc<dyn Durability>);
+    let root = server.dir().to_path_buf();
+    let mut d = connect(&server);
+    let body = vec![3u8; 4096];
+
+    // Batch 1: one file, whose flush the gate holds.
+    let first = send(&mut d, 0..1, &body);
+    gate.wait_entered(1);
+    // Batch 2 is accepted, received and published while that flush runs.
+    let rest = send(&mut d, 1..4, &body);
+    for i in 1..4 {
+        wait_published(&root.join(format!("d/f{i}")));
+    }
+    assert_no_reply(&d, "before the first flush returned");
+    assert_eq!(gate.runs.load(Ordering::SeqCst), 1, "one flush at a time");
+
+    // The first flush returns: its RESULT goes out; batch 2's flush starts.
+    gate.release();
+    expect_results(&mut d, &first, Code::Stored);
+    gate.wait_entered(2);
+    assert_no_reply(&d, "before the second flush returned");
+    assert_eq!(
+        gate.items.load(Ordering::SeqCst),
+        4,
+        "each file in one flush"
+    );
+
+    gate.open();
+    expect_results(&mut d, &rest, Code::Stored);
+    drop(d);
+    server.shutdown().unwrap();
+}
+
+/// A [`Durability`] whose first flush fails.
+#[derive(Debug, Default)]
+struct FailsOnce {
+    runs: AtomicUsize,
+}
+
+impl Durability for FailsOnce {
+    fn flush(&self, _: &Flush) -> io::Result<()> {
+        match self.runs.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(io::Error::other("EIO from the disk")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_failed_flush_reports_its_batch_as_not_durable() {
+    let durability = Arc::new(FailsOnce::default());
+    let (server, _tmp) = server_with(Arc::clone(&durability) as Arc<dyn Durability>);
+    let mut d = connect(&server);
+    let body = vec![5u8; 4096];
+    let failed = send(&mut d, 0..1, &body);
+    for why in expect_results(&mut d, &failed, Code::Io) {
+        assert!(
+            why.contains("could not flush it to disk (EIO from the disk)"),
+            "{why}"
+        );
+    }
+    // The next batch's flush succeeds.
+    let stored = send(&mut d, 1..2, &body);
+    expect_results(&mut d, &stored, Code::Stored);
+    assert_eq!(durability.runs.load(Ordering::SeqCst), 2);
+    drop(d);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn write_behind_flushes_past_each_step_and_bounds_what_it_has_not_covered() {
+    let file = tempfile::tempfile().unwrap();
+    let mut behind = WriteBehind::new(0);
+    behind.wrote(&file, WRITE_BEHIND - 1);
+    assert!(behind.kick.is_none(), "a small file never starts a thread");
+    behind.wrote(&file, WRITE_BEHIND);
+    assert!(behind.kick.is_some() && !behind.off, "{behind:?}");
+    // Past MAX_UNFLUSHED the writer waits until the thread takes the kick.
+    behind.wrote(&file, MAX_UNFLUSHED + WRITE_BEHIND);
+    assert_eq!(behind.from, MAX_UNFLUSHED + WRITE_BEHIND);
+
+    // A resumed file counts from where it resumed.
+    let mut resumed = WriteBehind::new(10 * WRITE_BEHIND);
+    resumed.wrote(&file, 11 * WRITE_BEHIND - 1);
+    assert!(resumed.kick.is_none());
 }
