@@ -286,15 +286,16 @@ fn download_server_killed_at(point: u64) {
     assert_eq!(tree(&dl.case.store).len(), 1, "{:?}", tree(&dl.case.store));
 }
 
-/// Standard input has no size, so it cannot be resumed: the server writes it to a temp file
-/// beside its destination. A server killed mid-way leaves that file; the restarted server removes it at start-up, and
-/// the stream sent again is stored whole.
+/// Standard input has no size, so it cannot be resumed: the server writes it to an unnamed
+/// file in its destination folder (`O_TMPFILE`), named only when published. A server killed
+/// mid-way leaves nothing behind (the kernel frees the unnamed file with the process), and the
+/// stream sent again is stored whole.
 #[test]
-fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
-    // In a subfolder: the start-up clean-up walks the whole tree.
+fn server_sigkill_mid_stream_leaves_nothing_behind() {
     const DEEP: &str = "deep/er/stream.bin";
     let case = Case::new(0x57);
     let half = SIZE / 2;
+    fs::create_dir_all(case.store.join("deep/er")).unwrap();
     let server = ServerProc::start(&case.store, &[]);
     let proxy = PauseProxy::start(server.addr(), half);
     let client = spawn_json(
@@ -304,10 +305,9 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
         Some(&case.src),
     );
     assert_eq!(proxy.wait_paused(), half);
-    wait_until("the server's temp file holds half the stream", || {
-        with_prefix(&case.store, TEMP_PREFIX)
-            .first()
-            .is_some_and(|(_, len)| *len == half)
+    let pid = server.pid();
+    wait_until("the server's unnamed body holds half the stream", || {
+        unnamed_held(pid, &case.store.join("deep/er")).contains(&half)
     });
     server.kill();
     proxy.cut();
@@ -315,15 +315,17 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
     proxy.join();
     assert_eq!(run.code(), Some(4), "{run}");
     assert!(!case.store.join(DEEP).exists());
-    assert_eq!(with_prefix(&case.store, TEMP_PREFIX).len(), 1);
+    let files = tree(&case.store);
+    assert!(
+        files.keys().all(|f| f.starts_with(".ferry-state/")),
+        "nothing but the server's own state is left in the store: {files:?}"
+    );
+    assert!(
+        with_prefix(&case.store, TEMP_PREFIX).is_empty(),
+        "{files:?}"
+    );
 
     let server = ServerProc::start(&case.store, &[]);
-    assert!(
-        server.log().contains("removed 1 temp file(s)"),
-        "{}",
-        server.log()
-    );
-    assert_no_leftovers(&case.store);
     let run = spawn_json(
         "send",
         &server.target(),
@@ -335,6 +337,22 @@ fn server_sigkill_mid_stream_leaves_a_temp_file_that_a_restart_removes() {
     assert_eq!(json_u64(run.file(DEEP), "offset"), Some(0), "{run}");
     assert_same(&case.store.join(DEEP), &case.content);
     assert_no_leftovers(&case.store);
+}
+
+/// The sizes of the files process `pid` holds open in `dir` that have no name (`O_TMPFILE`
+/// bodies, which `/proc` shows as `dir/#inode (deleted)`).
+fn unnamed_held(pid: u32, dir: &Path) -> Vec<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|e| {
+        let fd = e.ok()?.path();
+        let target = fs::read_link(&fd).ok()?;
+        let unnamed =
+            target.parent() == Some(dir) && target.to_string_lossy().ends_with(" (deleted)");
+        unnamed.then(|| fs::metadata(&fd).ok().map(|m| m.len()))?
+    })
+    .collect()
 }
 
 /// A client killed mid-stream: the server discards the temp file at once.
