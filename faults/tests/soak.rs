@@ -111,6 +111,7 @@ fn offer_bad_name(addr: SocketAddr, name: &str) -> Option<Code> {
         mtime: None,
         mode: None,
         name: name.to_owned(),
+        early: false,
     }
     .encode(&mut out);
     s.write_all(&out).ok()?;
@@ -152,6 +153,7 @@ fn truncated(addr: SocketAddr) {
         mtime: None,
         mode: None,
         name: "never.bin".to_owned(),
+        early: false,
     }
     .encode(&mut offer);
     out.extend_from_slice(&offer[..offer.len() / 2]);

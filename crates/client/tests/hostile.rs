@@ -24,6 +24,7 @@ fn offer(id: u64, name: &str, size: Option<u64>) -> Frame {
         mtime: None,
         mode: None,
         name: name.to_owned(),
+        early: false,
     }
 }
 

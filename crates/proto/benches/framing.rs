@@ -22,6 +22,7 @@ fn offer_frame() -> Frame {
         }),
         mode: Some(0o644),
         name: "photos/2024/holiday/IMG_0001.jpg".into(),
+        early: false,
     }
 }
 

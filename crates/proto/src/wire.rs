@@ -153,22 +153,9 @@ pub enum Frame {
         name: String,
         /// BLAKE3 of the whole file, for the receiver's content check (version 2).
         digest: Option<Digest>,
-    },
-    /// OFFER with the early flag (version 3, PROTOCOL.md §4.14): a file of a known size of at
-    /// most [`EARLY_MAX`] bytes, whose BEGIN (from 0), DATA and END follow at once.
-    EarlyOffer {
-        /// File id.
-        id: u64,
-        /// Size in bytes.
-        size: u64,
-        /// Modification time.
-        mtime: Option<Timestamp>,
-        /// Unix permission bits.
-        mode: Option<u32>,
-        /// Raw name (validated by the caller of the decoder).
-        name: String,
-        /// BLAKE3 of the whole file, for the receiver's content check.
-        digest: Option<Digest>,
+        /// The early flag (version 3, PROTOCOL.md §4.14): a file of a known size of at most
+        /// [`EARLY_MAX`] bytes, whose BEGIN (from 0), DATA and END follow at once.
+        early: bool,
     },
     /// ACCEPT.
     Accept {
@@ -273,7 +260,7 @@ impl Frame {
         match self {
             Frame::Hello { .. } => kind::HELLO,
             Frame::Welcome { .. } => kind::WELCOME,
-            Frame::Offer { .. } | Frame::EarlyOffer { .. } => kind::OFFER,
+            Frame::Offer { .. } => kind::OFFER,
             Frame::Accept { .. } => kind::ACCEPT,
             Frame::Refuse { .. } => kind::REFUSE,
             Frame::Begin { .. } => kind::BEGIN,
@@ -318,7 +305,7 @@ impl Frame {
     #[must_use]
     pub fn needs_version(&self) -> Option<(&'static str, u16)> {
         match self {
-            Frame::EarlyOffer { .. } => Some(("an early OFFER", 3)),
+            Frame::Offer { early: true, .. } => Some(("an early OFFER", 3)),
             _ => self.version_2_feature().map(|f| (f, 2)),
         }
     }
@@ -351,37 +338,25 @@ impl Frame {
                 mode,
                 name,
                 digest,
-            } => put_offer(
-                out,
-                OfferFields {
-                    id: *id,
-                    flags: flag(*kind == EntryKind::Folder, offer_flag::FOLDER),
-                    size: *size,
-                    mtime: *mtime,
-                    mode: *mode,
-                    name,
-                    digest: *digest,
-                },
-            ),
-            Frame::EarlyOffer {
-                id,
-                size,
-                mtime,
-                mode,
-                name,
-                digest,
-            } => put_offer(
-                out,
-                OfferFields {
-                    id: *id,
-                    flags: offer_flag::EARLY,
-                    size: Some(*size),
-                    mtime: *mtime,
-                    mode: *mode,
-                    name,
-                    digest: *digest,
-                },
-            ),
+                early,
+            } => {
+                put_u64(out, *id);
+                out.push(
+                    flag(*kind == EntryKind::Folder, offer_flag::FOLDER)
+                        | flag(*early, offer_flag::EARLY)
+                        | flag(size.is_some(), offer_flag::SIZE)
+                        | flag(mtime.is_some(), offer_flag::MTIME)
+                        | flag(mode.is_some(), offer_flag::MODE)
+                        | flag(digest.is_some(), offer_flag::DIGEST),
+                );
+                put_u64(out, size.unwrap_or(0));
+                put_timestamp(out, mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 }));
+                put_u32(out, mode.unwrap_or(0));
+                put_bytes16(out, name.as_bytes());
+                if let Some(d) = digest {
+                    out.extend_from_slice(&d.0);
+                }
+            }
             Frame::Accept { id, offset, prefix } => {
                 put_u64(out, *id);
                 put_u64(out, *offset);
@@ -472,7 +447,8 @@ impl Frame {
                 } else {
                     None
                 };
-                if on(offer_flag::EARLY) {
+                let early = on(offer_flag::EARLY);
+                if early {
                     if on(offer_flag::FOLDER) || !on(offer_flag::SIZE) {
                         return Err(r.malformed("an early offer is a file of a known size"));
                     }
@@ -482,28 +458,20 @@ impl Frame {
                             max: EARLY_MAX,
                         });
                     }
-                    Frame::EarlyOffer {
-                        id,
-                        size,
-                        mtime: on(offer_flag::MTIME).then_some(mtime),
-                        mode: on(offer_flag::MODE).then_some(mode),
-                        name,
-                        digest,
-                    }
-                } else {
-                    Frame::Offer {
-                        id,
-                        kind: if on(offer_flag::FOLDER) {
-                            EntryKind::Folder
-                        } else {
-                            EntryKind::File
-                        },
-                        size: on(offer_flag::SIZE).then_some(size),
-                        mtime: on(offer_flag::MTIME).then_some(mtime),
-                        mode: on(offer_flag::MODE).then_some(mode),
-                        name,
-                        digest,
-                    }
+                }
+                Frame::Offer {
+                    id,
+                    kind: if on(offer_flag::FOLDER) {
+                        EntryKind::Folder
+                    } else {
+                        EntryKind::File
+                    },
+                    size: on(offer_flag::SIZE).then_some(size),
+                    mtime: on(offer_flag::MTIME).then_some(mtime),
+                    mode: on(offer_flag::MODE).then_some(mode),
+                    name,
+                    digest,
+                    early,
                 }
             }
             kind::ACCEPT => Frame::Accept {
@@ -636,42 +604,12 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-/// The fields of an OFFER, early or not, as encoded; `flags` holds the bits the other fields
-/// do not imply (folder, early).
-struct OfferFields<'a> {
-    id: u64,
-    flags: u8,
-    size: Option<u64>,
-    mtime: Option<Timestamp>,
-    mode: Option<u32>,
-    name: &'a str,
-    digest: Option<Digest>,
-}
-
 /// `bit` when `on`, else no bit.
 fn flag(on: bool, bit: u8) -> u8 {
     if on {
         bit
     } else {
         0
-    }
-}
-
-fn put_offer(out: &mut Vec<u8>, o: OfferFields<'_>) {
-    put_u64(out, o.id);
-    out.push(
-        o.flags
-            | flag(o.size.is_some(), offer_flag::SIZE)
-            | flag(o.mtime.is_some(), offer_flag::MTIME)
-            | flag(o.mode.is_some(), offer_flag::MODE)
-            | flag(o.digest.is_some(), offer_flag::DIGEST),
-    );
-    put_u64(out, o.size.unwrap_or(0));
-    put_timestamp(out, o.mtime.unwrap_or(Timestamp { secs: 0, nanos: 0 }));
-    put_u32(out, o.mode.unwrap_or(0));
-    put_bytes16(out, o.name.as_bytes());
-    if let Some(d) = o.digest {
-        out.extend_from_slice(&d.0);
     }
 }
 
@@ -830,6 +768,7 @@ mod tests {
             mode: Some(0o644),
             name: name.as_str().to_owned(),
             digest: Some(Digest::of_empty()),
+            early: false,
         });
         let offer_fixed = offer - name.as_str().len();
         assert_eq!(REPLY_OVERHEAD, (accept + answer("")).max(offer_fixed));
@@ -870,6 +809,7 @@ mod tests {
                 name: "a/b.txt".into(),
                 kind: EntryKind::File,
                 digest: None,
+                early: false,
             },
             Frame::Offer {
                 id: 8,
@@ -879,6 +819,7 @@ mod tests {
                 name: "s".into(),
                 kind: EntryKind::File,
                 digest: None,
+                early: false,
             },
             Frame::Offer {
                 id: 10,
@@ -888,6 +829,7 @@ mod tests {
                 name: "photos".into(),
                 kind: EntryKind::Folder,
                 digest: None,
+                early: false,
             },
             Frame::Offer {
                 id: 11,
@@ -897,6 +839,7 @@ mod tests {
                 name: "x".into(),
                 kind: EntryKind::File,
                 digest: Some(d),
+                early: false,
             },
             Frame::List {
                 id: 12,
@@ -966,6 +909,38 @@ mod tests {
             },
         ] {
             round_trip(f);
+        }
+    }
+
+    /// PROTOCOL.md §4.14: an early OFFER is a plain OFFER with bit 5 of its flags set, and
+    /// differs from it on the wire in nothing else; both round-trip.
+    #[test]
+    fn an_early_offer_differs_from_a_plain_one_only_in_bit_5() {
+        let t = Timestamp { secs: -5, nanos: 7 };
+        for (size, mtime, mode, digest) in [
+            (0, None, None, None),
+            (EARLY_MAX, Some(t), Some(0o600), Some(Digest::of(b"x"))),
+        ] {
+            let offer = |early| Frame::Offer {
+                id: 7,
+                kind: EntryKind::File,
+                size: Some(size),
+                mtime,
+                mode,
+                name: "a/b.txt".into(),
+                digest,
+                early,
+            };
+            let (mut plain, mut early) = (Vec::new(), Vec::new());
+            offer(false).encode(&mut plain);
+            offer(true).encode(&mut early);
+            let flags = FRAME_HEADER_LEN + 8;
+            assert_eq!(offer_flag::EARLY, 1 << 5);
+            assert_eq!(plain[flags] & offer_flag::EARLY, 0);
+            plain[flags] |= offer_flag::EARLY;
+            assert_eq!(plain, early);
+            round_trip(offer(false));
+            round_trip(offer(true));
         }
     }
 

@@ -374,13 +374,15 @@ fn frames(mut bytes: &[u8]) -> Vec<Frame> {
 }
 
 fn early_offer(id: FileId, size: u64) -> Frame {
-    Frame::EarlyOffer {
+    Frame::Offer {
         id,
-        size,
+        kind: ferry_proto::EntryKind::File,
+        size: Some(size),
         mtime: None,
         mode: None,
         name: format!("f{id}"),
         digest: None,
+        early: true,
     }
 }
 
@@ -552,6 +554,7 @@ fn a_hostile_early_offer_is_a_protocol_error() {
         mode: None,
         name: "n".into(),
         digest: None,
+        early: false,
     };
     let e = hostile(3, &encode(&[normal, early_offer(2, 4)]), true);
     assert!(

@@ -168,6 +168,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             }),
             mode: Some(0o644),
             name: "dir/a.txt".into(),
+            early: false,
         },
         Frame::Accept {
             id: 1,
@@ -211,6 +212,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             mtime: Some(Timestamp { secs: 7, nanos: 8 }),
             mode: Some(0o750),
             name: "photos/2024".into(),
+            early: false,
         },
         Frame::Offer {
             kind: EntryKind::File,
@@ -220,6 +222,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             mtime: None,
             mode: None,
             name: "aux.c".into(),
+            early: false,
         },
         Frame::Refuse {
             id: 6,
@@ -287,6 +290,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     mtime: None,
                     mode: None,
                     name: "a.txt".into(),
+                    early: false,
                 },
                 Frame::Offer {
                     kind: EntryKind::File,
@@ -296,6 +300,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     mtime: None,
                     mode: None,
                     name: "s".into(),
+                    early: false,
                 },
                 Frame::Offer {
                     kind: EntryKind::File,
@@ -305,6 +310,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     mtime: None,
                     mode: None,
                     name: "../bad".into(),
+                    early: false,
                 },
                 Frame::Begin { id: 1, from: 0 },
             ]);
@@ -402,6 +408,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     mtime: None,
                     mode: None,
                     name: "g1".into(),
+                    early: false,
                 },
                 Frame::Accept {
                     id: 3,

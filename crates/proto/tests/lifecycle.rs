@@ -241,6 +241,7 @@ fn frame_bytes(frame: u8, id: FileId, from: State) -> Vec<u8> {
             mode: None,
             name: "f".into(),
             digest: None,
+            early: false,
         },
         kind::ENTRIES => Frame::Entries {
             id,

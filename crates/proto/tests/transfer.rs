@@ -206,6 +206,7 @@ fn an_offer_between_data_frames_is_fine_a_second_begin_is_not() {
             mtime: None,
             mode: None,
             name,
+            early: false,
         }
         .encode(&mut bytes);
     }

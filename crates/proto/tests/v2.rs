@@ -246,6 +246,7 @@ fn folders_are_entries_without_a_body() {
         mode: None,
         name: "dir".into(),
         digest: None,
+        early: false,
     };
     let err = client.handle_input(&encode(&[folder_offer])).unwrap_err();
     assert!(
@@ -477,6 +478,7 @@ fn lists_count_against_the_pipeline_cap() {
         mode: None,
         name: "g".into(),
         digest: None,
+        early: false,
     };
     let err = client.handle_input(&encode(&[offer])).unwrap_err();
     assert_eq!(

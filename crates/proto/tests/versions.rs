@@ -180,6 +180,7 @@ fn version_2_frames_flags_and_codes_are_fatal_under_version_1() {
         mode: None,
         name: "x".into(),
         digest,
+        early: false,
     };
     let server_side: [(Frame, &str); 3] = [
         (

@@ -204,9 +204,19 @@ impl Connection {
                 mode,
                 name: raw,
                 digest,
+                early,
             } => {
-                // An upload: a new id, *announced*. A download: GET *asked* → *done*, and
-                // the file offer *announced*, roles swapped.
+                // An upload: a new id, *announced* (an early one's BEGIN follows the answer). A
+                // download: GET *asked* → *done*, and the file offer *announced*, roles swapped.
+                if early {
+                    self.expect_side(name, Side::Server)?;
+                    if self.inbound.body.is_some() || self.inbound.body_awaited() {
+                        return Err(ProtocolError::Unexpected {
+                            frame: name,
+                            why: "an early OFFER may not overtake a body in progress or awaited",
+                        });
+                    }
+                }
                 let name = if self.side == Side::Server {
                     self.new_peer_id(name, id)?;
                     Name::parse(&raw).map_err(|error| BadName {
@@ -222,7 +232,7 @@ impl Connection {
                     size,
                     mtime.is_some(),
                     digest,
-                    false,
+                    early,
                 ));
                 Event::Offer(Offer {
                     id,
@@ -232,48 +242,7 @@ impl Connection {
                     mode,
                     kind,
                     digest,
-                    early: false,
-                })
-            }
-            Frame::EarlyOffer {
-                id,
-                size,
-                mtime,
-                mode,
-                name: raw,
-                digest,
-            } => {
-                // An early file offer: a new id, *announced*; its BEGIN follows the answer.
-                self.expect_side(name, Side::Server)?;
-                if self.inbound.body.is_some() || self.inbound.body_awaited() {
-                    return Err(ProtocolError::Unexpected {
-                        frame: name,
-                        why: "an early OFFER may not overtake a body in progress or awaited",
-                    });
-                }
-                self.new_peer_id(name, id)?;
-                let parsed = Name::parse(&raw).map_err(|error| BadName {
-                    raw: escape(&raw),
-                    error,
-                });
-                let (kind, size) = (EntryKind::File, Some(size));
-                self.inbound.unanswered.push_back(Pending::new(
-                    id,
-                    kind,
-                    size,
-                    mtime.is_some(),
-                    digest,
-                    true,
-                ));
-                Event::Offer(Offer {
-                    id,
-                    name: parsed,
-                    size,
-                    mtime,
-                    mode,
-                    kind,
-                    digest,
-                    early: true,
+                    early,
                 })
             }
             Frame::Get { id, name: raw } => {

@@ -101,30 +101,20 @@ impl Connection {
         if opts.digest.is_some() && info.size.is_none() {
             return Err(UsageError::Invalid("a digest needs a size"));
         }
-        let name = info.name.as_str().to_owned();
-        let frame = match (opts.early, info.size) {
-            (false, size) => Frame::Offer {
-                id,
-                kind: opts.kind,
-                size,
-                mtime: info.mtime,
-                mode: info.mode,
-                name,
-                digest: opts.digest,
-            },
-            (true, Some(size)) if opts.kind == EntryKind::File => Frame::EarlyOffer {
-                id,
-                size,
-                mtime: info.mtime,
-                mode: info.mode,
-                name,
-                digest: opts.digest,
-            },
-            (true, _) => {
-                return Err(UsageError::Invalid(
-                    "an early offer is a file of a known size",
-                ))
-            }
+        if opts.early && (opts.kind != EntryKind::File || info.size.is_none()) {
+            return Err(UsageError::Invalid(
+                "an early offer is a file of a known size",
+            ));
+        }
+        let frame = Frame::Offer {
+            id,
+            kind: opts.kind,
+            size: info.size,
+            mtime: info.mtime,
+            mode: info.mode,
+            name: info.name.as_str().to_owned(),
+            digest: opts.digest,
+            early: opts.early,
         };
         self.may_send(&frame)?;
         if opts.early {

@@ -872,6 +872,7 @@ pub fn v2_server_session() -> Vec<u8> {
             mtime: Some(Timestamp { secs: 1, nanos: 0 }),
             mode: Some(0o755),
             name: "dir".into(),
+            early: false,
         },
         Frame::Offer {
             kind: EntryKind::File,
@@ -881,6 +882,7 @@ pub fn v2_server_session() -> Vec<u8> {
             mtime: Some(Timestamp { secs: 1, nanos: 0 }),
             mode: None,
             name: "dir/held".into(),
+            early: false,
         },
         Frame::Offer {
             kind: EntryKind::File,
@@ -890,6 +892,7 @@ pub fn v2_server_session() -> Vec<u8> {
             mtime: None,
             mode: None,
             name: "dir/new".into(),
+            early: false,
         },
         Frame::Begin { id: 3, from: 0 },
         Frame::End {

@@ -422,6 +422,7 @@ pub fn file_offer(id: u64, name: impl Into<String>, size: u64) -> Frame {
         mtime: None,
         mode: None,
         name: name.into(),
+        early: false,
     }
 }
 
