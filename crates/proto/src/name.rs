@@ -162,7 +162,7 @@ impl Name {
 impl fmt::Display for Name {
     /// Shows the name escaped, safe for a terminal or a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&escape(&self.0))
+        Escaped(&self.0).fmt(f)
     }
 }
 
@@ -176,15 +176,26 @@ impl fmt::Debug for Name {
 /// or forge a log line: control, formatting and non-printing characters become `\u{..}`.
 #[must_use]
 pub fn escape(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        if is_forbidden_char(c) || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+    Escaped(raw).to_string()
+}
+
+/// Shows a name the way [`escape`] returns it, without allocating (for a log line).
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some((at, c)) = rest
+            .char_indices()
+            .find(|&(_, c)| is_forbidden_char(c) || c == '\\')
+        {
+            f.write_str(&rest[..at])?;
+            write!(f, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
         }
+        f.write_str(rest)
     }
-    out
 }
 
 /// The rules of PROTOCOL.md §5.1, which keep a joined path under its folder and printable.
@@ -403,6 +414,7 @@ mod tests {
         assert_eq!(escape("ok.txt"), "ok.txt");
         assert_eq!(escape("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
         assert_eq!(escape("x\u{202E}y"), "x\\u{202e}y");
+        assert_eq!(escape("a\\b\u{7}"), "a\\\\b\\u{7}");
         assert_eq!(Name::parse("é.txt").unwrap().to_string(), "é.txt");
     }
 }

@@ -155,6 +155,13 @@ impl Batch {
         true
     }
 
+    /// Whether the batch still tracks what to flush item by item (at most [`MAX_TRACKED`]
+    /// descriptors so far): once not, its flush is a `syncfs`, and a file stored into it
+    /// needs no descriptor kept (duplicated) for it.
+    pub(crate) fn tracks(&self) -> bool {
+        self.touched.is_some()
+    }
+
     /// Adds a reply that needs no flush (a failure), to keep the order of RESULTs.
     pub(crate) fn push(&mut self, reply: Reply) {
         self.text = self.text.saturating_add(reply.detail.len());

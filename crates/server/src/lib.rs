@@ -63,6 +63,7 @@ mod error;
 mod gate;
 pub mod hooks;
 mod locks;
+pub mod logger;
 pub mod logging;
 mod metrics;
 mod paths;

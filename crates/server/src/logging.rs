@@ -25,8 +25,8 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
-/// The writing end handed to the logger (e.g. `env_logger::Target::Pipe`): every `write` is
-/// one record, queued for the writer thread, or dropped and counted when the queue is full.
+/// The queueing end, which the logger ([`crate::logger::Logger`]) sends its lines to: each
+/// is queued for the writer thread, or dropped and counted when the queue is full.
 #[derive(Debug)]
 pub struct Background {
     tx: SyncSender<Msg>,
@@ -58,22 +58,14 @@ impl Background {
     }
 }
 
-impl Write for Background {
-    /// Never waits: a line that finds the queue full is dropped and counted.
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.tx.try_send(Msg::Line(buf.to_vec())) {
-            Ok(()) => Ok(buf.len()),
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                Ok(buf.len())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(io::ErrorKind::BrokenPipe.into()),
+impl Background {
+    /// Queues `line` (whole, newline included) for the writer thread. Never waits: a line
+    /// that finds the queue full is dropped and counted; one sent after the writer is gone is
+    /// dropped.
+    pub fn send(&self, line: Vec<u8>) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Does not wait: the writer thread writes as soon as the queue runs dry.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -201,13 +193,12 @@ mod tests {
     #[test]
     fn lines_arrive_whole_in_order_batched_and_flush_waits_for_them() {
         let sink = Sink::default();
-        let (mut bg, flusher) = Background::spawn(sink.clone()).unwrap();
+        let (bg, flusher) = Background::spawn(sink.clone()).unwrap();
         let lines: Vec<String> = (0..1000).map(|i| format!("line {i}\n")).collect();
         // A stuck stderr: the lines queue up meanwhile, and nobody waits.
         let closed = sink.gate.lock().unwrap();
         for line in &lines {
-            bg.write_all(line.as_bytes()).unwrap();
-            bg.flush().unwrap();
+            bg.send(line.clone().into_bytes());
         }
         drop(closed);
         flusher.flush(Duration::from_secs(10));
@@ -230,10 +221,10 @@ mod tests {
     #[test]
     fn a_stuck_output_drops_lines_instead_of_waiting_and_says_so_later() {
         let sink = Sink::default();
-        let (mut bg, flusher) = Background::spawn(sink.clone()).unwrap();
+        let (bg, flusher) = Background::spawn(sink.clone()).unwrap();
         let closed = sink.gate.lock().unwrap();
         for i in 0..QUEUE_LINES * 2 + 10 {
-            bg.write_all(format!("line {i}\n").as_bytes()).unwrap();
+            bg.send(format!("line {i}\n").into_bytes());
         }
         // The writer is stuck: a flush gives up.
         let asked = Instant::now();

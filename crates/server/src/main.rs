@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ferry_secure::{Fingerprint, ServerTls, Token};
+use ferry_server::logger::Logger;
 use ferry_server::logging::{Background, Flusher};
 use ferry_server::proxy::Trusted;
 use ferry_server::units::{parse_duration, parse_size};
@@ -430,21 +431,18 @@ fn watch_signals(mut signals: Signals, stop: ShutdownHandle, log: Flusher) -> st
 }
 
 /// Logs go to stderr through a writer thread (see [`ferry_server::logging`]), in colour on a
-/// terminal unless `RUST_LOG_STYLE` says otherwise; the default level is info.
+/// terminal unless `RUST_LOG_STYLE` says otherwise (`always`, `never`); the default level is
+/// info (`RUST_LOG`).
 fn init_logging() -> std::io::Result<Flusher> {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     let (background, flusher) = Background::spawn(std::io::stderr())?;
-    if std::env::var_os("RUST_LOG_STYLE").is_none() {
-        builder.write_style(if std::io::stderr().is_terminal() {
-            env_logger::WriteStyle::Always
-        } else {
-            env_logger::WriteStyle::Never
-        });
-    }
-    builder
-        .target(env_logger::Target::Pipe(Box::new(background)))
-        .init();
+    let styled = match std::env::var("RUST_LOG_STYLE").as_deref() {
+        Ok("always") => true,
+        Ok("never") => false,
+        _ => std::io::stderr().is_terminal(),
+    };
+    Logger::new(background, styled)
+        .install()
+        .map_err(std::io::Error::other)?;
     Ok(flusher)
 }
 

@@ -69,21 +69,31 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseUnitError> {
 pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {
+    /// Integer arithmetic only (no float formatting on the per-file log line): the largest
+    /// unit that leaves at least 1, to one decimal rounded half to even, as `{:.1}` of the
+    /// exact quotient would show it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-        if self.0 < 1024 {
-            return write!(f, "{} B", self.0);
+        let n = self.0;
+        if n < 1024 {
+            return write!(f, "{n} B");
         }
-        let mut v = self.0 as f64 / 1024.0;
-        let mut unit = UNITS[0];
+        // The unit: 1024^(shift / 10), with n / 1024^(shift / 10) < 1024 unless at PiB.
+        let (mut shift, mut unit) = (10u32, UNITS[0]);
         for u in &UNITS[1..] {
-            if v < 1024.0 {
+            if n >> shift < 1024 {
                 break;
             }
-            v /= 1024.0;
+            shift += 10;
             unit = u;
         }
-        write!(f, "{v:.1} {unit}")
+        let den = 1u128 << shift;
+        let tenths = u128::from(n) * 10;
+        let (mut q, r) = (tenths / den, tenths % den);
+        if 2 * r > den || (2 * r == den && q % 2 == 1) {
+            q += 1;
+        }
+        write!(f, "{}.{} {unit}", q / 10, q % 10)
     }
 }
 
@@ -97,13 +107,14 @@ pub struct Rate {
 }
 
 impl fmt::Display for Rate {
+    /// Whole bytes per second (rounded down) shown as [`Bytes`]; `- B/s` for no time at all.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.elapsed.as_secs_f64();
-        if secs <= 0.0 {
+        let nanos = self.elapsed.as_nanos();
+        if nanos == 0 {
             return f.write_str("- B/s");
         }
-        let per_sec = (self.bytes as f64 / secs).min(u64::MAX as f64) as u64;
-        write!(f, "{}/s", Bytes(per_sec))
+        let per_sec = u128::from(self.bytes) * 1_000_000_000 / nanos;
+        write!(f, "{}/s", Bytes(u64::try_from(per_sec).unwrap_or(u64::MAX)))
     }
 }
 
@@ -147,5 +158,72 @@ mod tests {
             elapsed: Duration::from_secs(2),
         };
         assert_eq!(r.to_string(), "1.0 MiB/s");
+    }
+
+    /// What the float formatting (`{:.1}` of the quotient) these replace showed.
+    fn by_float(n: u64) -> String {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if n < 1024 {
+            return format!("{n} B");
+        }
+        let mut v = n as f64 / 1024.0;
+        let mut unit = UNITS[0];
+        for u in &UNITS[1..] {
+            if v < 1024.0 {
+                break;
+            }
+            v /= 1024.0;
+            unit = u;
+        }
+        format!("{v:.1} {unit}")
+    }
+
+    #[test]
+    fn integer_formatting_rounds_like_the_float_formatting_it_replaces() {
+        // Rounding edges: ties to even (1.25 -> 1.2, 1.75 -> 1.8), just below and above a
+        // tie, a unit's last value rounding up to 1024.0, the unit boundaries.
+        let cases = [
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1280, "1.2 KiB"),
+            (1281, "1.3 KiB"),
+            (1792, "1.8 KiB"),
+            (1843, "1.8 KiB"),
+            (1126, "1.1 KiB"),
+            (1127, "1.1 KiB"),
+            (4096, "4.0 KiB"),
+            ((1 << 20) - 1, "1024.0 KiB"),
+            (1 << 20, "1.0 MiB"),
+            ((5 << 20) / 4, "1.2 MiB"),
+            ((5 << 20) / 4 + 1, "1.3 MiB"),
+            ((1 << 30) - 1, "1024.0 MiB"),
+            ((1 << 40) * 3 / 2, "1.5 TiB"),
+            (1 << 50, "1.0 PiB"),
+            (u64::MAX, "16384.0 PiB"),
+        ];
+        for (n, shown) in cases {
+            assert_eq!(Bytes(n).to_string(), shown, "{n}");
+            if n < 1 << 53 {
+                assert_eq!(Bytes(n).to_string(), by_float(n), "{n}");
+            }
+        }
+        // Every size up to 2 MiB in steps that hit each tenth's edges, and powers around units.
+        for n in (0..2 << 20).step_by(17).chain((10..53).flat_map(|s| {
+            let p = 1u64 << s;
+            [p - 1, p, p + 1, p + p / 20, p + p / 20 + 1, p + p / 40 * 3]
+        })) {
+            assert_eq!(Bytes(n).to_string(), by_float(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn rates_at_the_edges() {
+        let rate = |bytes, elapsed| Rate { bytes, elapsed }.to_string();
+        assert_eq!(rate(4096, Duration::ZERO), "- B/s");
+        assert_eq!(rate(0, Duration::from_secs(1)), "0 B/s");
+        assert_eq!(rate(4096, Duration::from_micros(26_077)), "153.4 KiB/s");
+        assert_eq!(rate(4096, Duration::from_nanos(1)), "3.7 TiB/s");
+        assert_eq!(rate(u64::MAX, Duration::from_nanos(1)), "16384.0 PiB/s");
+        assert_eq!(rate(3 << 20, Duration::from_secs(2)), "1.5 MiB/s");
     }
 }

@@ -3,10 +3,12 @@
 //! of a stale holder), what is kept for resume, and the batch of RESULTs that waits for one
 //! flush (group commit).
 
+use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_proto::name::Escaped;
 use ferry_proto::{
     BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Hasher, Name, Offer,
 };
@@ -48,11 +50,16 @@ pub(super) struct Receiving {
     started: Instant,
 }
 
-fn resumed(from: u64) -> String {
-    if from == 0 {
-        String::new()
-    } else {
-        format!(", resumed at {}", Bytes(from))
+/// The end of a stored file's log line: `, resumed at 1.0 MiB` when its body was resumed at
+/// that offset, nothing when it started at 0.
+struct Resumed(u64);
+
+impl fmt::Display for Resumed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            from => write!(f, ", resumed at {}", Bytes(from)),
+        }
     }
 }
 
@@ -355,7 +362,7 @@ impl<'a> Session<'a> {
                 format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
             )),
             (None, Some(work), BodyCheck::Verified(d) | BodyCheck::Unverified(d)) => {
-                work.publish(&r.upload, d)
+                work.publish(&r.upload, d, self.batch.tracks())
             }
             (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
         };
@@ -369,12 +376,12 @@ impl<'a> Session<'a> {
                 self.after_store(&stored, size, check);
                 self.shared.metrics.stored(r.started.elapsed());
                 self.tally.stored += 1;
-                let shown = ferry_proto::name::escape(&stored);
                 log::info!(
-                    "{}: stored {name} as {shown} ({}, {rate}{})",
+                    "{}: stored {name} as {} ({}, {rate}{})",
                     self.peer,
+                    Escaped(&stored),
                     Bytes(size),
-                    resumed(r.from)
+                    Resumed(r.from)
                 );
                 self.batch.stored(id, stored, moved, touched);
             }

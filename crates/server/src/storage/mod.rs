@@ -134,11 +134,14 @@ pub(crate) trait Incoming: Send + fmt::Debug {
     /// against the sender's when it sent one), atomically under the overwrite policy: nothing
     /// shows under the final name before this. Returns the name stored as (which may differ
     /// from the offered one) and what the flush before its RESULT must cover (`None`: nothing
-    /// tracked; see [`Storage::flush`]).
+    /// tracked; see [`Storage::flush`]). With `track` false (the caller's batch flushes
+    /// everything anyway, see [`crate::commit::Batch::tracks`]) nothing is tracked: no
+    /// descriptor is kept (duplicated) for the flush.
     fn publish(
         self: Box<Self>,
         up: &Upload,
         digest: Digest,
+        track: bool,
     ) -> Result<(String, Option<Touched>), Refusal>;
 }
 

@@ -84,7 +84,7 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
     let mut incoming = store.start_body(&mut up, prefix.len()).unwrap();
     incoming.write(&data[cut..]).unwrap();
     assert_eq!(incoming.len(), data.len() as u64);
-    let (stored, touched) = incoming.publish(&up, Digest::of(&data)).unwrap();
+    let (stored, touched) = incoming.publish(&up, Digest::of(&data), true).unwrap();
     assert_eq!(stored, "d/big.bin");
     assert!(store.durable());
     let touched = touched.expect("a durable store tracks what to flush");

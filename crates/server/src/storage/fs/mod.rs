@@ -504,13 +504,15 @@ impl Space {
     /// cannot be published. The `digest` of its bytes goes into the digest cache, so that a
     /// later `--checksum` check reads nothing. Nothing is flushed here: the connection's batch
     /// is, by [`Storage::flush`], before its RESULT; with the name, returns what that flush
-    /// must cover (`None`: untracked, or not durable).
+    /// must cover (`None`: untracked, or not durable; with `track` false, untracked: the file's
+    /// descriptor is not duplicated for a flush that covers everything anyway).
     fn publish(
         &self,
         held: &mut Held,
         resumable: bool,
         up: &Upload,
         digest: Digest,
+        track: bool,
     ) -> Result<(String, Option<Touched>), Refusal> {
         let fail = |e: &io::Error| Refusal::io("cannot store the file", e);
         let file = held.file();
@@ -539,7 +541,7 @@ impl Space {
         if let Ok(st) = rfs::fstat(held.file()) {
             self.state.digests.put(&FileKey::of(&st), &digest);
         }
-        let touched = self.durable().then(|| {
+        let touched = (self.durable() && track).then(|| {
             held.file().try_clone().ok().map(|file| Touched {
                 file: Some(file),
                 folders: folders.into_changed(),
@@ -739,6 +741,7 @@ impl Incoming for Working {
         self: Box<Self>,
         up: &Upload,
         digest: Digest,
+        track: bool,
     ) -> Result<(String, Option<Touched>), Refusal> {
         let Working {
             space,
@@ -746,7 +749,7 @@ impl Incoming for Working {
             resumable,
             ..
         } = *self;
-        space.publish(&mut held, resumable, up, digest)
+        space.publish(&mut held, resumable, up, digest, track)
     }
 }
 
@@ -920,7 +923,7 @@ mod tests {
         let named = !store.space.state.makes_unnamed();
         assert_eq!(during, (before.0, before.1 + usize::from(named)));
         meanwhile();
-        incoming.publish(&up, Digest::of(bytes))
+        incoming.publish(&up, Digest::of(bytes), true)
     }
 
     #[test]

@@ -741,6 +741,7 @@ impl Incoming for Body {
         mut self: Box<Self>,
         _up: &Upload,
         digest: Digest,
+        _track: bool,
     ) -> Result<(String, Option<crate::commit::Touched>), Refusal> {
         let stored = self.publish_now(digest)?;
         self.finished = true;
