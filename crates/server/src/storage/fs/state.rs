@@ -170,18 +170,11 @@ impl State {
     pub(crate) fn temp_file(&self, mode: u32) -> io::Result<Held> {
         let flags =
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        for _ in 0..TEMP_TRIES {
-            let name = temp_name();
-            match rfs::openat(&*self.tmp, name.as_str(), flags, Mode::from_raw_mode(mode)) {
-                Ok(fd) => {
-                    rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
-                    return Ok(Held::named(File::from(fd), &self.tmp, name, Fate::Delete));
-                }
-                Err(Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(io::Error::other("no free temp file name"))
+        let (name, fd) = with_fresh_name(|name| {
+            rfs::openat(&*self.tmp, name, flags, Mode::from_raw_mode(mode))
+        })?;
+        rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+        Ok(Held::named(File::from(fd), &self.tmp, name, Fate::Delete))
     }
 
     /// The partial kept for `name` offered with `size` bytes, created empty (with `mode`, less
@@ -301,19 +294,10 @@ impl Held {
     /// when dropped unless published.
     fn name_in(&mut self, linker: Linker, tmp: Arc<OwnedFd>) -> io::Result<()> {
         rfs::flock(&self.file, FlockOperation::NonBlockingLockExclusive)?;
-        for _ in 0..TEMP_TRIES {
-            let name = temp_name();
-            match linker.link(&self.file, tmp.as_fd(), &name) {
-                Ok(()) => {
-                    self.place = Place::Named { dir: tmp, name };
-                    self.fate = Fate::Delete;
-                    return Ok(());
-                }
-                Err(Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(io::Error::other("no free temp file name"))
+        let (name, ()) = with_fresh_name(|name| linker.link(&self.file, tmp.as_fd(), name))?;
+        self.place = Place::Named { dir: tmp, name };
+        self.fate = Fate::Delete;
+        Ok(())
     }
 }
 
@@ -472,6 +456,23 @@ fn partial_name(name: &Name, size: u64) -> String {
     key.extend_from_slice(&size.to_be_bytes());
     let hex = Digest::of(&key).to_hex();
     format!("{PARTIAL_PREFIX}{}", &hex[..32])
+}
+
+/// Runs `make` (which creates something under the name it is given, failing with `EEXIST`
+/// when the name is taken) with fresh temp names until one is free, at most [`TEMP_TRIES`]
+/// times; the name used and what `make` returned.
+fn with_fresh_name<T>(
+    mut make: impl FnMut(&str) -> rustix::io::Result<T>,
+) -> io::Result<(String, T)> {
+    for _ in 0..TEMP_TRIES {
+        let name = temp_name();
+        match make(&name) {
+            Ok(made) => return Ok((name, made)),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free temp file name"))
 }
 
 /// A temp file name unlikely to be taken (the process, a counter and the clock).
