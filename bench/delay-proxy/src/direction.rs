@@ -35,7 +35,7 @@ struct State {
     held: usize,
     /// The writer has stopped: the reader stops too.
     closed: bool,
-    /// Read buffers of [`CHUNK`] bytes' capacity the writer has emptied.
+    /// Read buffers of [`CHUNK`] bytes' capacity the writer has delivered.
     spare: Vec<Vec<u8>>,
 }
 
@@ -237,12 +237,12 @@ impl Writer {
         }
     }
 
-    /// Gives a delivered read buffer back to the reader, if it is one of full size.
-    fn recycle(&self, mut data: Vec<u8>) {
+    /// Gives a delivered read buffer back to the reader, if it is one of full size. Its bytes
+    /// stay: the reader only grows it back to [`CHUNK`], so a full one costs no `memset`.
+    fn recycle(&self, data: Vec<u8>) {
         if data.capacity() == CHUNK {
             let mut state = self.shared.lock();
             if state.spare.len() < SPARE_MAX {
-                data.clear();
                 state.spare.push(data);
             }
         }
