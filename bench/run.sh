@@ -814,10 +814,10 @@ case_durable() {
 }
 
 # ----------------------------------------------- wide area: a 20 ms link (14)
-# A userspace proxy (bench/delay_proxy.py) between sender and receiver delays
-# each direction by WAN_DELAY_MS and paces it at WAN_MBIT; ferry, the rsync
-# daemon and scp (to a Debian sshd the bench starts, key-only, on 127.0.0.1)
-# send the tree and the big file through it. scp is slow on trees (a round
+# A userspace proxy (ferry-delay-proxy, bench/delay-proxy) between sender and
+# receiver delays each direction by WAN_DELAY_MS and paces it at WAN_MBIT;
+# ferry, the rsync daemon and scp (to a Debian sshd the bench starts, key-only,
+# on 127.0.0.1) send the tree and the big file through it. scp is slow on trees (a round
 # trip or more per file), so it runs WAN_SCP_ROUNDS rounds.
 
 WAN_DELAY_MS=${WAN_DELAY_MS:-10}     # one way: 20 ms round trip
@@ -867,10 +867,21 @@ sshd_start() {
   wait_listen "$1"
 }
 
+# proxy_setup: PROXY, the delay proxy's binary. setup_ferry's workspace build
+# makes it with the ferry binaries; with SKIP_BUILD=1 and no such binary it is
+# built alone. If that fails, every wan transfer fails at proxy_start.
+proxy_setup() {
+  PROXY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry-delay-proxy
+  [[ -x $PROXY ]] && return 0
+  log "cargo build --release -p ferry-delay-proxy (log: $BENCH_DIR/build.log)"
+  (cd "$ROOT" && timeout 1800 cargo build --release -p ferry-delay-proxy) >>"$BENCH_DIR/build.log" 2>&1 ||
+    log "the delay proxy did not build (see $BENCH_DIR/build.log)"
+}
+
 # proxy_start PORT TARGET: the delay proxy from PORT to TARGET.
 proxy_start() {
   SPAWN_LIMIT=$SERVER_TIMEOUT spawn /dev/null "$RUN/proxy.log" \
-    python3 "$ROOT/bench/delay_proxy.py" "$1" "$2" "$WAN_DELAY_MS" "$WAN_MBIT"
+    "$PROXY" "$1" "$2" "$WAN_DELAY_MS" "$WAN_MBIT"
   PROXY_PID=$RX_PID PROXY_WAIT=$RX_WAIT
   wait_listen "$1"
 }
@@ -914,6 +925,7 @@ wan_once() {
 }
 
 case_wan() {
+  proxy_setup
   SSH_PORT=$(free_port)
   if ! sshd_start "$SSH_PORT"; then
     log "sshd did not start (see $RUN/sshd.log); scp is skipped"
@@ -928,7 +940,7 @@ case_wan() {
   log "case wan: one $BIG_MB MiB file through $link, $ROUNDS rounds"
   TRANSFER=wan_once SCP_ROUNDS=$WAN_SCP_ROUNDS run_rounds wan-big "$SRC" ferry rsync scp
   [[ -z $SSHD_WAIT ]] || RX_PID=$SSHD_PID RX_WAIT=$SSHD_WAIT stop_rx
-  md '' "## Wide area: $link (bench/delay_proxy.py)" '' \
+  md '' "## Wide area: $link (ferry-delay-proxy)" '' \
         "Sender to receiver through a userspace proxy that delays each direction" \
         "and paces it; \`ferry-server ${SERVER_FLAGS[*]}\`, the rsync daemon, scp (SFTP)" \
         "to a Debian sshd; median over $ROUNDS round(s), scp over $WAN_SCP_ROUNDS." \

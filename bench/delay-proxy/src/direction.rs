@@ -207,8 +207,11 @@ impl Writer {
                 Item::Failed => return Err(io::Error::other("reading the other side failed")),
             };
             for piece in data.chunks(PACE) {
-                sleep_until(free);
-                free = free.max(Instant::now()) + self.link.airtime(piece.len());
+                // Each burst starts no earlier than the last one's airtime after it; a sleep
+                // that overshoots does not push the schedule back.
+                let start = free.max(Instant::now());
+                sleep_until(start);
+                free = start + self.link.airtime(piece.len());
                 self.dst.write_all(piece)?;
             }
             self.recycle(data);
