@@ -23,6 +23,10 @@ pub const PACE: usize = 64 * 1024;
 /// How long connecting to the target may take before the client's connection is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest one-way delay [`Link::new`] accepts, in milliseconds (an hour): keeps every
+/// due time far from `Instant`'s overflow.
+pub const DELAY_MS_MAX: u64 = 3_600_000;
+
 /// Pause after a failed `accept` (say, out of descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -37,8 +41,12 @@ pub struct Link {
 
 impl Link {
     /// The link of the command line: `delay_ms` milliseconds each way, `mbit` megabits per
-    /// second; `None` if `mbit` is 0 or its rate in bytes per second overflows.
+    /// second; `None` if `mbit` is 0, its rate in bytes per second overflows, or `delay_ms`
+    /// is above [`DELAY_MS_MAX`].
     pub fn new(delay_ms: u64, mbit: u64) -> Option<Link> {
+        if delay_ms > DELAY_MS_MAX {
+            return None;
+        }
         let rate = mbit.checked_mul(125_000).filter(|&rate| rate > 0)?;
         Some(Link {
             delay: Duration::from_millis(delay_ms),
@@ -121,13 +129,16 @@ mod tests {
         assert_eq!(link.queue_limit(), 2_500_000);
         // No delay: still room for big reads.
         assert_eq!(Link::new(0, 1000).unwrap().queue_limit(), 4 * CHUNK);
-        assert_eq!(Link::new(u64::MAX, 1).unwrap().queue_limit(), usize::MAX);
+        // An hour at 1 Tbit/s: 900 TB, which does not overflow.
+        let longest = Link::new(DELAY_MS_MAX, 1_000_000).unwrap();
+        assert_eq!(longest.queue_limit(), 900_000_000_000_000);
     }
 
     #[test]
-    fn a_rate_of_zero_or_one_that_overflows_is_refused() {
+    fn a_rate_of_zero_or_one_that_overflows_or_a_delay_over_an_hour_is_refused() {
         assert_eq!(Link::new(10, 0), None);
         assert_eq!(Link::new(10, u64::MAX), None);
+        assert_eq!(Link::new(DELAY_MS_MAX + 1, 1000), None);
     }
 
     #[test]

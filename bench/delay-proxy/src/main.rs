@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// The command line, for errors.
 const USAGE: &str = "usage: ferry-delay-proxy LISTEN_PORT TARGET_PORT DELAY_MS MBIT \
-                     (ports on 127.0.0.1, MBIT at least 1)";
+                     (ports on 127.0.0.1, DELAY_MS at most an hour, MBIT at least 1)";
 
 /// Parses the four arguments: the port to listen on, the target's address and the link.
 fn parse(args: &[String]) -> Option<(u16, SocketAddr, Link)> {

@@ -42,6 +42,7 @@ fn a_bad_command_line_is_a_usage_error() {
         &["1", "2", "10", "0"],
         &["70000", "2", "10", "1000"],
         &["1", "2", "-1", "1000"],
+        &["1", "2", "3600001", "1000"],
     ] {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
