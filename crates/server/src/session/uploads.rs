@@ -220,12 +220,12 @@ impl<'a> Session<'a> {
         };
         let compare = self.v2().then_some(o);
         let store = &self.shared.store;
-        let prepared = store.prepare_upload(name, meta, compare, resumable, &mut self.buf)?;
+        let prepared = store.prepare_upload(name, meta, compare, resumable, &mut self.buf);
         if compare.is_some_and(|o| o.digest.is_some()) {
-            // Hashing a large file is work done, not a stall.
+            // Hashing a large file is work done, not a stall (also when the policy refuses it).
             self.activity.progress();
         }
-        match prepared {
+        match prepared? {
             Prepared::Unchanged => Ok(None),
             Prepared::Upload(upload, prefix) => Ok(Some((upload, lock, prefix))),
         }
