@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use common::*;
-use ferry_proto::{Code, Digest, FileInfo, Name, OfferOptions, Timestamp};
+use ferry_proto::{Code, Digest, Event, FileInfo, Hasher, Name, OfferOptions, Step, Timestamp};
 use ferry_server::{Config, Overwrite};
 
 /// The digest-cache test counts the bytes the whole process reads: one test at a time.
@@ -236,4 +236,110 @@ fn an_uploaded_file_s_digest_is_cached_and_a_link_or_folder_is_never_unchanged()
     std::fs::create_dir(srv.dir.join("folder")).unwrap();
     let o = upload_info(&mut connect(addr), file("folder", 0, Some(t)), b"");
     assert_eq!(o.code, Code::Exists, "{o:?}");
+}
+
+/// Whether the digest cache holds no record at all (the table is all zeros).
+fn no_digest_recorded(srv: &TestServer) -> bool {
+    let table = std::fs::read(srv.dir.join(DIGEST_CACHE)).unwrap_or_default();
+    table.iter().all(|b| *b == 0)
+}
+
+/// A tree of small files records no digest, and a re-run still finds every file unchanged:
+/// by size and mtime, and by digest (the file is hashed on demand). A download's OFFER still
+/// carries the digest of a small file.
+#[test]
+fn a_rerun_over_small_files_is_unchanged_with_no_digest_record() {
+    let _one = serial();
+    let srv = start(config());
+    let addr = srv.addr();
+    let files: Vec<(String, Vec<u8>)> = (0..20u8)
+        .map(|i| (format!("tree/d{}/f{i}.bin", i % 3), data(4096, i)))
+        .collect();
+    let mut d = connect(addr);
+    for (name, bytes) in &files {
+        let o = upload_info(&mut d, file(name, 4096, Some(T)), bytes);
+        assert_eq!(o.code, Code::Stored, "{name}: {o:?}");
+    }
+    drop(d);
+    assert!(
+        no_digest_recorded(&srv),
+        "a small file has no digest record"
+    );
+
+    let mut d = connect(addr);
+    for (name, bytes) in &files {
+        let o = upload_info(&mut d, file(name, 4096, Some(T)), bytes);
+        assert_eq!(o.code, Code::Unchanged, "{name}: {o:?}");
+        let by_digest = OfferOptions::with_digest(Digest::of(bytes));
+        let o = upload_with(&mut d, file(name, 4096, None), by_digest, bytes);
+        assert_eq!(o.code, Code::Unchanged, "{name} by digest: {o:?}");
+    }
+    // Other contents of the same size: hashed, compared, refused by the policy.
+    let (name, _) = &files[0];
+    let other = OfferOptions::with_digest(Digest::of(&data(4096, 99)));
+    let o = upload_with(&mut d, file(name, 4096, None), other, &data(4096, 99));
+    assert_eq!(o.code, Code::Exists, "{o:?}");
+    assert!(
+        no_digest_recorded(&srv),
+        "hashing on demand records nothing"
+    );
+
+    let (name, bytes) = &files[1];
+    let id = d.conn_mut().get(Name::parse(name).unwrap()).unwrap();
+    match d.next_step().unwrap() {
+        Step::Event(Event::Offer(o)) => {
+            assert_eq!(o.id, id);
+            assert_eq!(
+                o.digest,
+                Some(Digest::of(bytes)),
+                "the OFFER carries the digest"
+            );
+            d.conn_mut().refuse(id, Code::Unchanged, "held").unwrap();
+            d.flush().unwrap();
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(srv.read(name).unwrap(), *bytes);
+}
+
+/// The same name offered twice in one connection: the second offer, pipelined while the
+/// first waits for its body, is refused `Busy` (this connection holds the name) and the
+/// first is stored whole; offered again once stored, it is unchanged.
+#[test]
+fn the_same_name_offered_twice_in_one_connection() {
+    let _one = serial();
+    let srv = start(config());
+    let mut d = connect(srv.addr());
+    let (first, second) = (data(3000, 8), data(3000, 9));
+    let info = file("twice.bin", 3000, Some(T));
+    let a = d.conn_mut().offer(info.clone()).unwrap();
+    let b = d.conn_mut().offer(info.clone()).unwrap();
+    let (mut stored, mut refused) = (None, None);
+    for _ in 0..16 {
+        if stored.is_some() && refused.is_some() {
+            break;
+        }
+        match d.next_step().unwrap() {
+            Step::Event(Event::Accepted { id, .. }) => {
+                assert_eq!(id, a, "only the first is accepted");
+                d.conn_mut().begin(id, Hasher::new()).unwrap();
+                d.send_body(&first).unwrap();
+                d.conn_mut().end().unwrap();
+            }
+            Step::Event(Event::Refused { id, code, .. }) => {
+                assert_eq!(id, b);
+                refused = Some(code);
+            }
+            Step::Event(Event::Result { id, code, .. }) => {
+                assert_eq!(id, a);
+                stored = Some(code);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((stored, refused), (Some(Code::Stored), Some(Code::Busy)));
+    assert_eq!(srv.read("twice.bin").unwrap(), first);
+    let o = upload_info(&mut d, info, &second);
+    assert_eq!(o.code, Code::Unchanged, "{o:?}");
+    assert_eq!(srv.read("twice.bin").unwrap(), first);
 }

@@ -21,7 +21,7 @@ use crate::locks::NameLock;
 use crate::logging::clip;
 use crate::paths::Refusal;
 use crate::slots::Evict;
-use crate::storage::{FileMeta, Incoming, Upload, MAX_RESERVATIONS};
+use crate::storage::{FileMeta, Incoming, Prepared, Upload, MAX_RESERVATIONS};
 use crate::stream::Wait;
 use crate::units::{Bytes, Rate};
 
@@ -202,20 +202,12 @@ impl<'a> Session<'a> {
     }
 
     /// Decides on a file offer: `None` when the file held is unchanged (version 2), else the
-    /// accepted upload, its name lock and the hasher over the bytes held for resume.
+    /// accepted upload, its name lock and the hasher over the bytes held for resume. The lock
+    /// is taken first, so that the one look at the name (see
+    /// [`Storage::prepare_upload`](crate::storage::Storage::prepare_upload)) sees
+    /// no upload of this process in flight; it is released at once if the file is unchanged.
     fn decide_offer(&mut self, o: &Offer) -> Result<Option<(Upload, NameLock, Hasher)>, Refusal> {
         let name = self.admit_name(&o.name)?;
-        let store = &self.shared.store;
-        if self.v2() {
-            let unchanged = store.unchanged(&name, o, &mut self.buf)?;
-            if o.digest.is_some() {
-                // Hashing a large file is work done, not a stall.
-                self.activity.progress();
-            }
-            if unchanged {
-                return Ok(None);
-            }
-        }
         let lock = self.lock_name(&name)?;
         // Past the cap on held partials, a resumable offer is taken as a plain upload.
         let held = self.pending.iter().filter(|p| p.upload.holds_reservation());
@@ -226,8 +218,17 @@ impl<'a> Session<'a> {
             mtime: o.mtime,
             mode: o.mode,
         };
-        let (upload, prefix) = store.prepare_upload(name, meta, resumable)?;
-        Ok(Some((upload, lock, prefix)))
+        let compare = self.v2().then_some(o);
+        let store = &self.shared.store;
+        let prepared = store.prepare_upload(name, meta, compare, resumable, &mut self.buf);
+        if compare.is_some_and(|o| o.digest.is_some()) {
+            // Hashing a large file is work done, not a stall (also when the policy refuses it).
+            self.activity.progress();
+        }
+        match prepared? {
+            Prepared::Unchanged => Ok(None),
+            Prepared::Upload(upload, prefix) => Ok(Some((upload, lock, prefix))),
+        }
     }
 
     /// Takes the lock on `name` for this connection. If another connection holds it and has

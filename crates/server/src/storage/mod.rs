@@ -2,10 +2,11 @@
 //! the connection and its policy (see [`crate::session`]) never touch a file system or an
 //! object store themselves.
 //!
-//! A backend answers what an offer, a GET or a LIST needs: whether a file held is unchanged,
-//! where an accepted upload's body goes and from which offset it resumes, how a complete body
-//! is published (atomically, only once its digest was checked), what a download is and how
-//! its bytes are read at an offset, and what a listing holds. What stays out of it is policy
+//! A backend answers what an offer, a GET or a LIST needs: whether a file held is unchanged or
+//! else where an accepted upload's body goes and from which offset it resumes (one decision,
+//! one look at the name), how a complete body is published (atomically, only once its digest
+//! was checked), what a download is and how its bytes are read at an offset, and what a
+//! listing holds. What stays out of it is policy
 //! the connection keeps whatever the backend: access checks, name locks between connections
 //! of this process, the group commit of RESULTs ([`crate::commit::Batch`]) and the replies.
 //!
@@ -70,11 +71,6 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// publish is durable by itself.
     fn flush(&self, what: &Flush) -> io::Result<()>;
 
-    /// Whether the file held under `name` is unchanged against `offer` (PROTOCOL.md §4.8:
-    /// same size and mtime, or the offer's digest), hashing through `buf` if it must. A name
-    /// that holds no regular file is not unchanged: the upload policies answer it.
-    fn unchanged(&self, name: &Name, offer: &Offer, buf: &mut [u8]) -> Result<bool, Refusal>;
-
     /// Stores a folder offer (PROTOCOL.md §4.9): [`Code::Stored`] when it was made now (with
     /// what the flush before its RESULT must cover), [`Code::Unchanged`] when it was there.
     fn make_folder(
@@ -84,16 +80,22 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
         mtime: Option<Timestamp>,
     ) -> Result<(Code, Option<Touched>), Refusal>;
 
-    /// Checks a file offer against the backend's policies (size, space, overwrite) and
-    /// prepares its upload. When `resumable`, it finds what is held for (name, size): the
-    /// returned hasher is over exactly those bytes, and its length is the resume offset (0:
-    /// nothing held); what is held stays reserved for this upload until it is dropped.
+    /// Decides a file offer with one look at what is held under `name`. With `compare` (the
+    /// offer of a version-2 client), [`Prepared::Unchanged`] when the file held is unchanged
+    /// against it (PROTOCOL.md §4.8: same size and mtime, or the offer's digest), hashing
+    /// through `buf` if it must; a name that holds no regular file is not unchanged. Else
+    /// checks the offer against the backend's policies (size, space, overwrite) and prepares
+    /// its upload. When `resumable`, it finds what is held for (name, size): the returned
+    /// hasher is over exactly those bytes, and its length is the resume offset (0: nothing
+    /// held); what is held stays reserved for this upload until it is dropped.
     fn prepare_upload(
         &self,
         name: Name,
         meta: FileMeta,
+        compare: Option<&Offer>,
         resumable: bool,
-    ) -> Result<(Upload, Hasher), Refusal>;
+        buf: &mut [u8],
+    ) -> Result<Prepared, Refusal>;
 
     /// Readies where the body of `up` goes, from the offset `from` the client chose: the
     /// bytes reserved for it (0 drops them) or a fresh destination.
@@ -184,6 +186,31 @@ pub(crate) struct FileMeta {
     pub mtime: Option<Timestamp>,
     /// Its permission bits.
     pub mode: Option<u32>,
+}
+
+/// What a file offer comes to (see [`Storage::prepare_upload`]).
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per offer and taken apart at once; boxing would allocate per file"
+)]
+pub(crate) enum Prepared {
+    /// The file held is unchanged against the offer: nothing is sent.
+    Unchanged,
+    /// The accepted upload, and a hasher over the bytes held for it (its length is the resume
+    /// offset).
+    Upload(Upload, Hasher),
+}
+
+#[cfg(test)]
+impl Prepared {
+    /// The upload prepared; panics if the file held was unchanged.
+    pub(crate) fn upload(self) -> (Upload, Hasher) {
+        match self {
+            Self::Upload(up, prefix) => (up, prefix),
+            Self::Unchanged => panic!("prepared as unchanged"),
+        }
+    }
 }
 
 /// An upload that was accepted and waits for its body.

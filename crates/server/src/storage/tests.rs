@@ -54,13 +54,18 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
     let n = name("d/big.bin");
 
     // First attempt: nothing held yet; the body is cut off and kept.
-    let (mut up, prefix) = store.prepare_upload(n.clone(), meta, true).unwrap();
+    let (mut up, prefix) = store
+        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .unwrap()
+        .upload();
     assert_eq!(prefix.len(), 0);
     assert!(
         up.holds_reservation(),
         "a large resumable upload holds its partial"
     );
-    let busy = store.prepare_upload(n.clone(), meta, true).unwrap_err();
+    let busy = store
+        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .unwrap_err();
     assert_eq!(
         busy.code,
         Code::Busy,
@@ -78,7 +83,10 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
     assert_eq!(hidden.code, Code::NotFound, "nothing under the final name");
 
     // Second attempt: the hasher covers exactly the bytes kept.
-    let (mut up, prefix) = store.prepare_upload(n.clone(), meta, true).unwrap();
+    let (mut up, prefix) = store
+        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .unwrap()
+        .upload();
     assert_eq!(prefix.len(), cut as u64);
     assert_eq!(prefix.finalize(), Digest::of(&data[..cut]));
     let mut incoming = store.start_body(&mut up, prefix.len()).unwrap();
@@ -145,7 +153,10 @@ fn a_small_or_plain_upload_holds_nothing_and_a_cut_body_is_dropped() {
         ..FileMeta::default()
     };
     for resumable in [true, false] {
-        let (mut up, prefix) = store.prepare_upload(name("s"), meta, resumable).unwrap();
+        let (mut up, prefix) = store
+            .prepare_upload(name("s"), meta, None, resumable, &mut [])
+            .unwrap()
+            .upload();
         assert_eq!(prefix.len(), 0);
         assert!(
             !up.holds_reservation(),
@@ -155,7 +166,10 @@ fn a_small_or_plain_upload_holds_nothing_and_a_cut_body_is_dropped() {
         incoming.write(&data[..100]).unwrap();
         assert!(!incoming.interrupt(), "dropped");
     }
-    let (_, prefix) = store.prepare_upload(name("s"), meta, true).unwrap();
+    let (_, prefix) = store
+        .prepare_upload(name("s"), meta, None, true, &mut [])
+        .unwrap()
+        .upload();
     assert_eq!(prefix.len(), 0, "nothing was kept");
     let mut listing = store.list(None, false).unwrap();
     assert!(listing.next_entry().is_none(), "nothing shows");

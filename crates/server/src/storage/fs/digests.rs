@@ -1,5 +1,6 @@
-//! The digest cache, `.ferry-state/digests`: the BLAKE3 of files the server holds, so that a
-//! second `--checksum` check of an unchanged file reads nothing (PROTOCOL.md §4.8).
+//! The digest cache, `.ferry-state/digests`: the BLAKE3 of files the server holds (of at least
+//! [`RECORD_MIN`] bytes), so that a second `--checksum` check of an unchanged file reads
+//! nothing (PROTOCOL.md §4.8).
 //!
 //! A record is keyed by what changes whenever the file's content may have: device, inode,
 //! size, mtime and ctime (both to the nanosecond). Nobody can set a ctime: any write, truncate,
@@ -19,6 +20,12 @@ use std::sync::{Mutex, PoisonError};
 use ferry_proto::{Digest, DIGEST_LEN};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 
+/// Smallest file whose digest is recorded (and looked up). Below it the record costs about
+/// what it saves: an `fstat` and a `pwrite` on every upload, paid whether or not the file is
+/// ever checked again, against a `pread` less and a re-hash of at most 64 KiB (one read,
+/// tens of microseconds) on a `--checksum` re-run. And the table's [`SLOTS`] are kept for the
+/// files whose hashing is long: a tree of small files no longer evicts their records.
+pub(crate) const RECORD_MIN: u64 = 64 << 10;
 /// Name of the cache file in the state folder.
 pub(crate) const DIGESTS_FILE: &str = "digests";
 /// Records in the table.

@@ -110,36 +110,20 @@ impl Root {
         at_nofollow(&folder, last, flags, mode)
     }
 
-    /// Opens the folder `path` under the root (`""`: the root itself) without creating it.
+    /// Opens the folder `path` under the root (`""`: the root itself) without creating it,
+    /// following no link.
     pub(crate) fn open_folder(&self, path: &str) -> io::Result<OwnedFd> {
-        self.open_folder_as(path, FOLDER_FLAGS, Mode::empty())
-    }
-
-    /// Opens the folder `path` under the root (`""`: the root itself) with `flags` (which
-    /// include `O_DIRECTORY`; `O_TMPFILE` makes an unnamed file in it), following no link.
-    pub(crate) fn open_folder_as(
-        &self,
-        path: &str,
-        flags: OFlags,
-        mode: Mode,
-    ) -> io::Result<OwnedFd> {
         if path.is_empty() {
-            let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            return Ok(rfs::openat(&self.fd, ".", flags, mode)?);
+            return Ok(rfs::openat(&self.fd, ".", FOLDER_FLAGS, Mode::empty())?);
         }
-        self.open_beneath(path, flags, mode)
+        self.open_beneath(path, FOLDER_FLAGS, Mode::empty())
     }
 
     /// Opens the folder `path` under the root, creating the missing folders one component at
     /// a time (each opened with `O_NOFOLLOW | O_DIRECTORY` after it is made).
     pub(crate) fn make_folders(&self, path: &str) -> io::Result<Folders> {
         match self.open_folder(path) {
-            Ok(fd) => {
-                return Ok(Folders {
-                    fd,
-                    created: Vec::new(),
-                })
-            }
+            Ok(fd) => return Ok(Folders::existing(fd)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -172,6 +156,14 @@ impl Root {
 }
 
 impl Folders {
+    /// The folder `fd`, opened already (none made).
+    pub(crate) fn existing(fd: OwnedFd) -> Self {
+        Self {
+            fd,
+            created: Vec::new(),
+        }
+    }
+
     /// Enters the folder `name` in the current one, making it with `mode` (less the umask)
     /// if it is missing, without following a link; whether it was made. On failure, the
     /// folders made so far are removed.

@@ -135,20 +135,15 @@ impl State {
         self.linker = None;
     }
 
-    /// A fresh unnamed file (see [`super::unnamed`]) with `mode` (less the umask), made by
-    /// `open` (a folder opened with the flags given), given its name when published; `None`
-    /// when unnamed files cannot be made or named there ([`State::temp_file`] is the
-    /// fallback).
-    pub(crate) fn unnamed(
-        &self,
-        open: impl FnOnce(OFlags, Mode) -> io::Result<OwnedFd>,
-        mode: u32,
-    ) -> io::Result<Option<Held>> {
+    /// A fresh unnamed file (see [`super::unnamed`]) with `mode` (less the umask), made in the
+    /// folder `dir`, given its name when published; `None` when unnamed files cannot be made
+    /// or named there ([`State::temp_file`] is the fallback).
+    pub(crate) fn unnamed(&self, dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<Held>> {
         let Some(linker) = self.linker else {
             return Ok(None);
         };
         let tmp = Arc::clone(&self.tmp);
-        Ok(unnamed::create(open, mode)?.map(|file| Held {
+        Ok(unnamed::create(dir, mode)?.map(|file| Held {
             file,
             place: Place::Unnamed { linker, tmp },
             fate: Fate::Delete,

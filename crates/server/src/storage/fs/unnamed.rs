@@ -20,7 +20,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, CWD};
 use rustix::io::Errno;
@@ -39,7 +39,7 @@ impl Linker {
     /// temp folder): makes one, links it as `name` and removes that name again. `None` when
     /// the file system refuses unnamed files or neither way links one.
     pub(crate) fn probe(dir: BorrowedFd<'_>, name: &str) -> Option<Self> {
-        let file = match create_in(dir, 0o600) {
+        let file = match create(dir, 0o600) {
             Ok(Some(file)) => file,
             Ok(None) => {
                 log::debug!("the storage's file system makes no unnamed files (O_TMPFILE)");
@@ -84,32 +84,22 @@ impl Linker {
     }
 }
 
-/// Flags that make an unnamed file, open for reading and writing, when a folder is opened.
-pub(crate) const FLAGS: OFlags = OFlags::TMPFILE.union(OFlags::RDWR).union(OFlags::CLOEXEC);
+/// Flags that make an unnamed file, open for reading and writing, in a folder.
+const FLAGS: OFlags = OFlags::TMPFILE.union(OFlags::RDWR).union(OFlags::CLOEXEC);
 
-/// A new unnamed file with `mode` (less the umask), made by `open` (which opens a folder with
-/// the flags and mode it is given); `None` when the file system (or the kernel) makes no
-/// unnamed files there, or the server may not write there (a named temp file then reports
+/// A new unnamed file with `mode` (less the umask) in the folder `dir` (already resolved
+/// beneath the root: `"."` walks nothing); `None` when the file system (or the kernel) makes
+/// no unnamed files there, or the server may not write there (a named temp file then reports
 /// that when it is published).
-pub(crate) fn create(
-    open: impl FnOnce(OFlags, Mode) -> io::Result<OwnedFd>,
-    mode: u32,
-) -> io::Result<Option<File>> {
-    match open(FLAGS, Mode::from_raw_mode(mode)) {
+pub(crate) fn create(dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<File>> {
+    match rfs::openat(dir, ".", FLAGS, Mode::from_raw_mode(mode)) {
         Ok(fd) => Ok(Some(File::from(fd))),
-        Err(e) => match e.raw_os_error().map(Errno::from_raw_os_error) {
-            // EISDIR: a kernel that does not know O_TMPFILE (it includes O_DIRECTORY).
-            Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::ACCESS | Errno::PERM) => {
-                Ok(None)
-            }
-            _ => Err(e),
-        },
+        // EISDIR: a kernel that does not know O_TMPFILE (it includes O_DIRECTORY).
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::ACCESS | Errno::PERM) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
-}
-
-/// A new unnamed file in the folder `dir` (see [`create`]).
-fn create_in(dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<File>> {
-    create(|flags, mode| Ok(rfs::openat(dir, ".", flags, mode)?), mode)
 }
 
 #[cfg(test)]
@@ -139,7 +129,7 @@ mod tests {
             0,
             "the probe left nothing"
         );
-        let mut file = create_in(fd.as_fd(), 0o640).unwrap().expect("made");
+        let mut file = create(fd.as_fd(), 0o640).unwrap().expect("made");
         file.write_all(b"body").unwrap();
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
@@ -154,7 +144,7 @@ mod tests {
         assert_eq!(fs::metadata(dir.path().join("new")).unwrap().nlink(), 1);
         // The /proc way works wherever /proc is mounted, with or without the capability.
         if std::path::Path::new("/proc/self/fd").exists() {
-            let f = create_in(fd.as_fd(), 0o600).unwrap().expect("made");
+            let f = create(fd.as_fd(), 0o600).unwrap().expect("made");
             Linker::Proc.link(&f, fd.as_fd(), "by-proc").unwrap();
             assert!(dir.path().join("by-proc").is_file());
         }

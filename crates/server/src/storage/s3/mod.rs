@@ -28,7 +28,7 @@ use rusty_s3::Credentials;
 
 use self::client::{Client, Cond, Head, S3Error};
 use self::layout::{DigestRecord, Location, MAX_RECORD};
-use super::{FileMeta, Incoming, Listing, Offered, Outgoing, Storage, Upload};
+use super::{FileMeta, Incoming, Listing, Offered, Outgoing, Prepared, Storage, Upload};
 use crate::commit::{Flush, Touched};
 use crate::config::{Config, ObjectStore, Overwrite};
 use crate::paths::{check_reserved, Refusal};
@@ -153,6 +153,29 @@ impl S3Store {
             .flatten()
     }
 
+    /// Whether the object `name` described by `head` is unchanged against `offer` (PROTOCOL.md
+    /// §4.8), reading it through `buf` when its digest is not known.
+    fn unchanged(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        head: &Head,
+        buf: &mut [u8],
+    ) -> Result<bool, Refusal> {
+        let Some(mtime) = mtime_of(head) else {
+            return Ok(false);
+        };
+        offer.unchanged(head.size, mtime, || match self.known_digest(name, head) {
+            Some(d) => Ok(d),
+            None => {
+                let mut body = download::Body::new(&self.shared, self.key(name)?, head);
+                let h = super::hash_at(|at, b| body.read(at, b), head.size, buf)
+                    .map_err(|e| Refusal::io("cannot read the object held under that name", &e))?;
+                Ok(h.finalize())
+            }
+        })
+    }
+
     /// What a stored object is, for an OFFER or a listing.
     fn info(name: Name, head: &Head) -> FileInfo {
         FileInfo {
@@ -227,24 +250,6 @@ impl Storage for S3Store {
         Ok(())
     }
 
-    fn unchanged(&self, name: &Name, offer: &Offer, buf: &mut [u8]) -> Result<bool, Refusal> {
-        let Some(head) = self.head(name)? else {
-            return Ok(false);
-        };
-        let Some(mtime) = mtime_of(&head) else {
-            return Ok(false);
-        };
-        offer.unchanged(head.size, mtime, || match self.known_digest(name, &head) {
-            Some(d) => Ok(d),
-            None => {
-                let mut body = download::Body::new(&self.shared, self.key(name)?, &head);
-                let h = super::hash_at(|at, b| body.read(at, b), head.size, buf)
-                    .map_err(|e| Refusal::io("cannot read the object held under that name", &e))?;
-                Ok(h.finalize())
-            }
-        })
-    }
-
     /// An object store has no folders: a folder offer stores an empty marker object
     /// `NAME/` (with the folder's mode and mtime), which listings show as the folder.
     fn make_folder(
@@ -276,15 +281,29 @@ impl Storage for S3Store {
         ))
     }
 
+    /// One HEAD, when the offer is compared or the policy refuses to overwrite.
     fn prepare_upload(
         &self,
         name: Name,
         meta: FileMeta,
+        compare: Option<&Offer>,
         resumable: bool,
-    ) -> Result<(Upload, Hasher), Refusal> {
+        buf: &mut [u8],
+    ) -> Result<Prepared, Refusal> {
         let key = self.key(&name)?;
+        let refuse = self.shared.overwrite == Overwrite::Refuse;
+        let head = if compare.is_some() || refuse {
+            self.head(&name)?
+        } else {
+            None
+        };
+        if let (Some(offer), Some(head)) = (compare, &head) {
+            if self.unchanged(&name, offer, head, buf)? {
+                return Ok(Prepared::Unchanged);
+            }
+        }
         self.check_size(&name, meta.size)?;
-        if self.shared.overwrite == Overwrite::Refuse && self.head(&name)?.is_some() {
+        if refuse && head.is_some() {
             return Err(Refusal::new(
                 Code::Exists,
                 "a file of that name exists (server policy: refuse)",
@@ -300,7 +319,7 @@ impl Storage for S3Store {
             }
             _ => (None, Hasher::new()),
         };
-        Ok((Upload::new(name, meta, reserved), prefix))
+        Ok(Prepared::Upload(Upload::new(name, meta, reserved), prefix))
     }
 
     fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Box<dyn Incoming>> {
