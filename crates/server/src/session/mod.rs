@@ -164,7 +164,7 @@ pub(crate) fn serve_connection(
         tally: Tally::default(),
         batch: Batch::new(shared.store.durable()),
         pipeline: Pipeline::new(Arc::clone(&shared.store)),
-        storer: Storer::new(Arc::clone(&shared.store), peer),
+        storer: Storer::new(peer),
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,

@@ -48,6 +48,8 @@ pub(super) type Stored = Result<(String, Option<Touched>), Refusal>;
 /// A complete body to store.
 #[derive(Debug)]
 pub(super) struct Job {
+    /// Where to store it (the connection's, or its credential's folder).
+    pub store: Arc<dyn Storage>,
     /// The accepted upload (name, size, time, mode), with nothing held for resume.
     pub upload: Upload,
     /// The name's lock, dropped once the body is published (or failed).
@@ -115,10 +117,9 @@ struct Worker {
 }
 
 impl Storer {
-    /// An idle storer for the connection from `peer`, storing into `store`.
-    pub(super) fn new(store: Arc<dyn Storage>, peer: SocketAddr) -> Self {
-        let run: Runner = Arc::new(move |job| store_job(&*store, job));
-        Self::with_runner(run, (MAX_JOBS, MAX_BYTES), peer)
+    /// An idle storer for the connection from `peer`.
+    pub(super) fn new(peer: SocketAddr) -> Self {
+        Self::with_runner(Arc::new(store_job), (MAX_JOBS, MAX_BYTES), peer)
     }
 
     /// An idle storer that stores with `run`, holding at most `caps` (jobs, bytes).
@@ -256,16 +257,17 @@ pub(super) fn write_body(work: &mut dyn Incoming, data: &[u8]) -> Result<(), Ref
         .map_err(|e| Refusal::io("cannot write the file", &e))
 }
 
-/// Stores `job` into `store`: destination, bytes, publish; the name is free again after.
-fn store_job(store: &dyn Storage, job: Job) -> Stored {
+/// Stores `job`: destination, bytes, publish; the name is free again after.
+fn store_job(job: Job) -> Stored {
     let Job {
+        store,
         mut upload,
         lock,
         bytes,
         digest,
         track,
     } = job;
-    let stored = open_body(store, &mut upload, 0).and_then(|mut work| {
+    let stored = open_body(&*store, &mut upload, 0).and_then(|mut work| {
         write_body(&mut *work, &bytes)?;
         work.publish(&upload, digest, track)
     });

@@ -440,6 +440,7 @@ impl<'a> Session<'a> {
             (Some(Sink::Memory(bytes)), Some(digest)) if failure.is_none() => {
                 let track = self.batch.tracks();
                 let job = Job {
+                    store: Arc::clone(&self.shared.store),
                     upload,
                     lock,
                     bytes,

@@ -2,9 +2,21 @@ use super::*;
 use crate::locks::NameLocks;
 use crate::slots::Activity;
 use crate::storage::FileMeta;
+use crate::Config;
 
-/// A job for `name` with `len` bytes, and its ticket (id `id`).
-fn job(locks: &Arc<NameLocks>, id: u64, len: usize) -> (Job, Ticket) {
+/// Where the jobs of a test go (never touched: the tests' runners do not store).
+fn store() -> (tempfile::TempDir, Arc<dyn Storage>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        dir: tmp.path().join("store"),
+        ..Config::default()
+    };
+    let store = crate::storage::open(&config).unwrap();
+    (tmp, store)
+}
+
+/// A job for `f{id}` with `len` bytes into `store`, and its ticket.
+fn job(store: &Arc<dyn Storage>, locks: &Arc<NameLocks>, id: u64, len: usize) -> (Job, Ticket) {
     let name = Name::parse(&format!("f{id}")).unwrap();
     let meta = FileMeta {
         size: Some(len as u64),
@@ -24,6 +36,7 @@ fn job(locks: &Arc<NameLocks>, id: u64, len: usize) -> (Job, Ticket) {
     };
     let upload = Upload::new(name, meta, None);
     let job = Job {
+        store: Arc::clone(store),
         upload,
         lock,
         bytes,
@@ -50,13 +63,14 @@ fn ids(done: &[Done]) -> Vec<u64> {
 
 #[test]
 fn the_queue_holds_at_most_its_caps_and_outcomes_keep_the_order() {
+    let (_tmp, store) = store();
     let locks = Arc::new(NameLocks::default());
     let mut s = counting((4, 10 << 10), u64::MAX);
     let mut done = Vec::new();
     let mut most = 0;
     for id in 0..40 {
         // Jobs of 1..4 KiB: the byte cap binds before the job cap at times.
-        let (j, t) = job(&locks, id, 1024 * (1 + id as usize % 4));
+        let (j, t) = job(&store, &locks, id, 1024 * (1 + id as usize % 4));
         done.extend(s.submit(j, t));
         assert!(s.held.len() <= 4, "{} jobs held", s.held.len());
         assert!(s.bytes <= 10 << 10, "{} bytes held", s.bytes);
@@ -78,11 +92,12 @@ fn the_queue_holds_at_most_its_caps_and_outcomes_keep_the_order() {
 
 #[test]
 fn a_job_larger_than_the_byte_cap_goes_alone() {
+    let (_tmp, store) = store();
     let locks = Arc::new(NameLocks::default());
     let mut s = counting((4, 1024), u64::MAX);
-    let (j, t) = job(&locks, 1, 100);
+    let (j, t) = job(&store, &locks, 1, 100);
     assert!(s.submit(j, t).is_empty());
-    let (j, t) = job(&locks, 2, 4096);
+    let (j, t) = job(&store, &locks, 2, 4096);
     // Waits for job 1 first.
     assert_eq!(ids(&s.submit(j, t)), [1]);
     assert_eq!(s.held.len(), 1);
@@ -91,18 +106,19 @@ fn a_job_larger_than_the_byte_cap_goes_alone() {
 
 #[test]
 fn a_panic_in_the_storer_fails_the_jobs_it_held_without_hanging() {
+    let (_tmp, store) = store();
     let locks = Arc::new(NameLocks::default());
     let mut s = counting((8, 1 << 20), 3);
     let mut done = Vec::new();
     for id in 0..8 {
-        let (j, t) = job(&locks, id, 10);
+        let (j, t) = job(&store, &locks, id, 10);
         done.extend(s.submit(j, t));
     }
     while let Some(d) = s.next(true) {
         done.push(d);
     }
     // One more after the thread ended fails at once.
-    let (j, t) = job(&locks, 8, 10);
+    let (j, t) = job(&store, &locks, 8, 10);
     done.extend(s.submit(j, t));
     assert_eq!(ids(&done), (0..9).collect::<Vec<_>>());
     for d in &done {
