@@ -96,18 +96,20 @@ fn results_keep_the_order_of_the_ends_among_ahead_inline_and_refused_bodies() {
         let srv = server(Overwrite::Refuse, fsync);
         std::fs::write(srv.dir.join("taken.bin"), b"old").unwrap();
         let mut r = Raw::connect(srv.addr());
-        // Per round: small, big, small with a wrong digest, a taken name (refused at its
-        // offer), small, big, small.
+        // Per round: small, small with a wrong digest (refused at its END), big, a taken
+        // name (refused at its offer), small, big, small, small, big with a wrong digest.
         let (mut uploads, mut expected) = (Vec::new(), Vec::new());
         for round in 0..6u8 {
             for (kind, len) in [
                 ("s", SMALL),
-                ("b", BIG),
                 ("bad", SMALL),
+                ("b", BIG),
                 ("taken", SMALL),
                 ("s", SMALL + 1),
                 ("b", BIG + 1),
                 ("s", 1),
+                ("s", 60 << 10),
+                ("bad", BIG),
             ] {
                 let id = uploads.len() as u64 + 1;
                 let body = data(len, round ^ id as u8);
