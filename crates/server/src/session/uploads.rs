@@ -23,7 +23,7 @@ use crate::locks::NameLock;
 use crate::logging::clip;
 use crate::paths::Refusal;
 use crate::slots::Evict;
-use crate::storage::{FileMeta, Incoming, Storage, Upload, MAX_RESERVATIONS};
+use crate::storage::{FileMeta, Incoming, Upload, MAX_RESERVATIONS};
 use crate::stream::Wait;
 use crate::units::{Bytes, Rate};
 
@@ -72,7 +72,12 @@ impl Sink {
 
     /// Appends `data` to the body of `up`. Bytes past the offered size (the END then tells)
     /// move the body to its destination in the store, to be stored inline.
-    fn write(&mut self, store: &dyn Storage, up: &mut Upload, data: &[u8]) -> Result<(), Refusal> {
+    fn write(
+        &mut self,
+        store: &dyn crate::storage::Storage,
+        up: &mut Upload,
+        data: &[u8],
+    ) -> Result<(), Refusal> {
         let held = match self {
             Sink::File(w) => return storer::write_body(&mut **w, data),
             Sink::Memory(held) => held,
