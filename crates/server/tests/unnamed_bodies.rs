@@ -116,13 +116,16 @@ fn a_server_killed_mid_body_leaves_nothing_behind() {
     let store = store.canonicalize().unwrap();
     assert_eq!(upload_once(addr, "d/first", b"whole").code, Code::Stored);
 
-    // A body of 64 KiB (not kept for resume), of which half arrives.
-    let body = data(64 << 10, 7);
+    // A body of 256 KiB (written as it arrives, past the 64 KiB gathered in memory; not kept
+    // for resume), of which half arrives.
+    let body = data(256 << 10, 7);
     let mut raw = Raw::connect(addr);
     raw.offer(1, "d/cut.bin", body.len() as u64);
     assert!(matches!(raw.recv(), Some(Frame::Accept { id: 1, .. })));
     raw.send(&[Frame::Begin { id: 1, from: 0 }]);
-    raw.data(&body[..32 << 10]);
+    for chunk in body[..128 << 10].chunks(32 << 10) {
+        raw.data(chunk);
+    }
     let pid = server.0.id();
     wait_for("the body's unnamed file in its folder", || {
         !unnamed_held(pid, &store.join("d")).is_empty()

@@ -10,13 +10,16 @@
 //! RESULTs of stored files wait in a [`Batch`] until one flush has made the batch durable
 //! (group commit, see [`crate::commit`]); the flush runs on the connection's [`Pipeline`]
 //! thread while the connection goes on receiving, and the connection waits for its input and
-//! for the flush's end at once.
+//! for the flush's end at once. Small bodies are stored on a second thread too, the
+//! [`storer`]'s, while the connection receives the next ones; their RESULTs keep the order of
+//! the ENDs.
 //!
 //! With a version-2 client it also answers unchanged files (REFUSE `Unchanged`), stores folder
 //! offers (RESULT) and streams listings page by page (PROTOCOL.md §4.8-§4.11).
 
 mod auth;
 mod downloads;
+mod storer;
 mod uploads;
 
 use std::collections::VecDeque;
@@ -30,6 +33,7 @@ use ferry_secure::SharedFailureLimiter;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use self::downloads::{Sent, Serving};
+use self::storer::Storer;
 use self::uploads::{Pending, Receiving};
 use crate::access::{self, Permissions};
 use crate::commit::{Batch, Pipeline};
@@ -111,6 +115,8 @@ struct Session<'a> {
     batch: Batch,
     /// The flush of the batch before, off this thread.
     pipeline: Pipeline,
+    /// Stores complete small bodies, off this thread.
+    storer: Storer,
     buf: Vec<u8>,
     /// When the connection was accepted.
     connected: Instant,
@@ -158,6 +164,7 @@ pub(crate) fn serve_connection(
         tally: Tally::default(),
         batch: Batch::new(shared.store.durable()),
         pipeline: Pipeline::new(Arc::clone(&shared.store)),
+        storer: Storer::new(peer),
         buf: vec![0; BUF_LEN],
         connected: started,
         slot: None,
@@ -207,13 +214,19 @@ pub(crate) fn serve_connection(
 impl<'a> Session<'a> {
     fn run(&mut self) -> Result<(), DriveError> {
         loop {
-            // The RESULTs of a batch whose flush ended are queued at once.
+            // The RESULTs of a batch whose flush ended are queued at once; stored bodies join
+            // the batch.
             self.reap()?;
+            self.collect_stored();
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
             // is at hand: the replies to a burst of small files then share one write, and
             // their files one flush. While a flush runs, the next batch keeps gathering.
             if !self.d.input_pending() {
+                // Before waiting for input, the bodies the storer holds join the batch.
+                if !self.storer.is_empty() && !self.input_within(Duration::ZERO) {
+                    self.drain_storer();
+                }
                 if !self.pipeline.busy() && !self.input_soon() {
                     self.close_batch()?;
                 }
@@ -224,6 +237,7 @@ impl<'a> Session<'a> {
             }
             let idle = self.d.conn().is_idle()
                 && self.body.is_none()
+                && self.storer.is_empty()
                 && !self.d.conn().frame_in_progress();
             if idle && self.shared.stop.draining.load(Ordering::Relaxed) {
                 self.d
@@ -277,12 +291,14 @@ impl<'a> Session<'a> {
     /// input brings.
     fn input_soon(&self) -> bool {
         let linger = self.shared.store.linger();
-        if !self.batch.waits_for_flush() || linger.is_zero() {
-            return false;
-        }
+        self.batch.waits_for_flush() && !linger.is_zero() && self.input_within(linger)
+    }
+
+    /// Whether input (or the connection's end) arrives on the socket within `wait`.
+    fn input_within(&self, wait: Duration) -> bool {
         let tcp = self.d.stream().get_ref().tcp();
         let mut fds = [PollFd::new(tcp, PollFlags::IN)];
-        let timeout = Timespec::try_from(linger).unwrap_or_default();
+        let timeout = Timespec::try_from(wait).unwrap_or_default();
         poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
     }
 
@@ -396,6 +412,14 @@ impl<'a> Session<'a> {
 
     /// Acts on one event; `false` ends the connection.
     fn on_event(&mut self, event: Event) -> Result<bool, DriveError> {
+        let upload = matches!(
+            event,
+            Event::Offer(_) | Event::Begin { .. } | Event::End { .. } | Event::Cancelled { .. }
+        );
+        if !upload {
+            // Any other request waits until the bodies stored ahead are reported.
+            self.drain_storer();
+        }
         match event {
             Event::Hello { token, .. } => {
                 if !self.authenticate(token.as_deref()) {

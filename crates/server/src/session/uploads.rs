@@ -1,7 +1,8 @@
 //! What a file or folder offer, a body, an END and a cancel mean: which names are taken,
 //! whether the file held is unchanged, the name locks between connections (and the takeover
 //! of a stale holder), what is kept for resume, and the batch of RESULTs that waits for one
-//! flush (group commit).
+//! flush (group commit). Small bodies are gathered in memory and stored ahead by the
+//! connection's [`Storer`](super::storer::Storer); the others are written as they arrive.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,7 @@ use ferry_proto::{
     BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Hasher, Name, Offer,
 };
 
+use super::storer::{self, Done, Job, Ticket, MAX_AHEAD};
 use super::Session;
 use crate::access::Action;
 use crate::commit::{Flushed, Reply};
@@ -44,10 +46,53 @@ pub(super) struct Receiving {
     upload: Upload,
     _lock: NameLock,
     /// `None` once writing failed; the rest of the body is read and dropped.
-    work: Option<Box<dyn Incoming>>,
+    work: Option<Sink>,
     failure: Option<Refusal>,
     from: u64,
     started: Instant,
+}
+
+/// Where the bytes of a body go as they arrive.
+enum Sink {
+    /// Into its destination in the store (the body is stored inline).
+    File(Box<dyn Incoming>),
+    /// Into memory, up to the offered size: the complete body is stored ahead, by the
+    /// connection's storer.
+    Memory(Vec<u8>),
+}
+
+impl Sink {
+    /// Bytes held, including a resumed prefix.
+    fn len(&self) -> u64 {
+        match self {
+            Sink::File(w) => w.len(),
+            Sink::Memory(b) => b.len() as u64,
+        }
+    }
+
+    /// Appends `data` to the body of `up`. Bytes past the offered size (the END then tells)
+    /// move the body to its destination in the store, to be stored inline.
+    fn write(
+        &mut self,
+        store: &dyn crate::storage::Storage,
+        up: &mut Upload,
+        data: &[u8],
+    ) -> Result<(), Refusal> {
+        let held = match self {
+            Sink::File(w) => return storer::write_body(&mut **w, data),
+            Sink::Memory(held) => held,
+        };
+        let fits = held.len().checked_add(data.len());
+        if fits.is_some_and(|n| up.size.is_some_and(|s| n as u64 <= s)) {
+            held.extend_from_slice(data);
+            return Ok(());
+        }
+        let mut work = storer::open_body(store, up, 0)?;
+        storer::write_body(&mut *work, held)?;
+        storer::write_body(&mut *work, data)?;
+        *self = Sink::File(work);
+        Ok(())
+    }
 }
 
 /// The end of a stored file's log line: `, resumed at 1.0 MiB` when its body was resumed at
@@ -166,6 +211,8 @@ impl<'a> Session<'a> {
     /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
     /// a failure in RESULT, or REFUSE for a name the server does not take.
     fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
+        // Its RESULT follows those of the files stored before it.
+        self.drain_storer();
         let made = self.admit_name(&o.name).and_then(|name| {
             let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
             Ok((name, made))
@@ -234,13 +281,21 @@ impl<'a> Session<'a> {
     /// Takes the lock on `name` for this connection. If another connection holds it and has
     /// made no progress for [`Config::takeover_after`](crate::Config::takeover_after) (cut
     /// off by the network, say), that one is asked to close and the lock is awaited for up to
-    /// [`TAKEOVER_WAIT`].
-    fn lock_name(&self, name: &Name) -> Result<NameLock, Refusal> {
+    /// [`TAKEOVER_WAIT`]. If this connection holds it for a body in its storer, that body
+    /// is stored first (the offer then sees it, as if stored inline).
+    fn lock_name(&mut self, name: &Name) -> Result<NameLock, Refusal> {
         let locks = &self.shared.locks;
-        let holder = match locks.try_lock(name.as_str(), &self.activity) {
+        let mut holder = match locks.try_lock(name.as_str(), &self.activity) {
             Ok(lock) => return Ok(lock),
             Err(holder) => holder,
         };
+        if Arc::ptr_eq(&holder, &self.activity) && !self.storer.is_empty() {
+            self.drain_storer();
+            holder = match locks.try_lock(name.as_str(), &self.activity) {
+                Ok(lock) => return Ok(lock),
+                Err(holder) => holder,
+            };
+        }
         let stale = holder.idle_for(Instant::now());
         if Arc::ptr_eq(&holder, &self.activity) || stale < self.shared.config.takeover_after {
             return Err(Refusal::busy(name));
@@ -270,9 +325,21 @@ impl<'a> Session<'a> {
             );
             return;
         };
-        let (work, failure) = match self.shared.store.start_body(&mut p.upload, from) {
+        // A small body that starts afresh is gathered in memory and stored ahead at its END.
+        let ahead = p.upload.size.filter(|&s| {
+            s <= MAX_AHEAD
+                && from == 0
+                && !p.upload.holds_reservation()
+                && self.d.conn().framing() == Some(Framing::Ferry)
+        });
+        let opened = match ahead {
+            // At most MAX_AHEAD: fits in memory.
+            Some(size) => Ok(Sink::Memory(Vec::with_capacity(size as usize))),
+            None => storer::open_body(&*self.shared.store, &mut p.upload, from).map(Sink::File),
+        };
+        let (work, failure) = match opened {
             Ok(w) => (Some(w), None),
-            Err(e) => (None, Some(Refusal::io("cannot create the file", &e))),
+            Err(f) => (None, Some(f)),
         };
         self.body = Some(Receiving {
             id,
@@ -322,9 +389,8 @@ impl<'a> Session<'a> {
                     format!("{} is over {} per file", r.upload.name, Bytes(max)),
                 )),
                 None => w
-                    .write(&self.buf[..n])
-                    .err()
-                    .map(|e| Refusal::io("cannot write the file", &e)),
+                    .write(&*self.shared.store, &mut r.upload, &self.buf[..n])
+                    .err(),
             };
             if let Some(f) = failed {
                 let fatal =
@@ -355,52 +421,125 @@ impl<'a> Session<'a> {
             log::error!("{}: END for #{id} without a body", self.peer);
             return Ok(());
         };
-        let name = &r.upload.name;
-        let result = match (r.failure, r.work, check) {
-            (Some(f), _, _) => Err(f),
-            (None, _, BodyCheck::Mismatch { .. }) => Err(Refusal::new(
-                Code::DigestMismatch,
-                format!("{name}: the bytes received do not match the sender's digest; nothing was stored"),
-            )),
-            (None, Some(work), BodyCheck::Verified(d) | BodyCheck::Unverified(d)) => {
-                work.publish(&r.upload, d, self.batch.tracks())
-            }
-            (None, None, _) => Err(Refusal::new(Code::Io, "internal error: no file")),
+        let Receiving {
+            upload,
+            _lock: lock,
+            work,
+            failure,
+            from,
+            started,
+            ..
+        } = r;
+        let ticket = Ticket {
+            id,
+            name: upload.name.clone(),
+            size,
+            from,
+            check,
+            started,
         };
-        let moved = size.saturating_sub(r.from);
+        let digest = match check {
+            BodyCheck::Verified(d) | BodyCheck::Unverified(d) => Some(d),
+            BodyCheck::Mismatch { .. } => None,
+        };
+        let work = match (work, digest) {
+            (Some(Sink::Memory(bytes)), Some(digest)) if failure.is_none() => {
+                let track = self.batch.tracks();
+                let job = Job {
+                    store: Arc::clone(&self.shared.store),
+                    upload,
+                    lock,
+                    bytes,
+                    digest,
+                    track,
+                };
+                for done in self.storer.submit(job, ticket) {
+                    self.report(done);
+                }
+                return Ok(());
+            }
+            (work, _) => work,
+        };
+        // Everything else joins the batch after the bodies stored ahead before it.
+        self.drain_storer();
+        let result = match (failure, work, digest) {
+            (Some(f), _, _) => Err(f),
+            (None, _, None) => Err(Refusal::new(
+                Code::DigestMismatch,
+                format!(
+                    "{}: the bytes received do not match the sender's digest; nothing was stored",
+                    upload.name
+                ),
+            )),
+            (None, Some(Sink::File(work)), Some(d)) => {
+                work.publish(&upload, d, self.batch.tracks())
+            }
+            (None, Some(Sink::Memory(_)) | None, Some(_)) => {
+                Err(Refusal::new(Code::Io, "internal error: no file"))
+            }
+        };
+        self.report(Done { ticket, result });
+        drop(lock);
+        Ok(())
+    }
+
+    /// Reports the body of `done` (log line, tally, metrics, `--on-stored` hook) and adds its
+    /// RESULT to the batch.
+    fn report(&mut self, done: Done) {
+        let Done { ticket: t, result } = done;
+        let moved = t.size.saturating_sub(t.from);
         let rate = Rate {
             bytes: moved,
-            elapsed: r.started.elapsed(),
+            elapsed: t.started.elapsed(),
         };
         match result {
             Ok((stored, touched)) => {
-                self.after_store(&stored, size, check);
-                self.shared.metrics.stored(r.started.elapsed());
+                self.after_store(&stored, t.size, t.check);
+                self.shared.metrics.stored(t.started.elapsed());
                 self.tally.stored += 1;
                 log::info!(
-                    "{}: stored {name} as {} ({}, {rate}{})",
+                    "{}: stored {} as {} ({}, {rate}{})",
                     self.peer,
+                    t.name,
                     Escaped(&stored),
-                    Bytes(size),
-                    Resumed(r.from)
+                    Bytes(t.size),
+                    Resumed(t.from)
                 );
-                self.batch.stored(id, stored, moved, touched);
+                self.batch.stored(t.id, stored, moved, touched);
             }
             Err(f) => {
                 self.tally.failed += 1;
-                let (shown, reason) = (clip(&name.to_string()), clip(&f.reason));
+                let (shown, reason) = (clip(&t.name.to_string()), clip(&f.reason));
                 self.note(
                     log::Level::Warn,
-                    format_args!("{shown} not stored ({}): {}: {reason}", Bytes(size), f.code),
+                    format_args!(
+                        "{shown} not stored ({}): {}: {reason}",
+                        Bytes(t.size),
+                        f.code
+                    ),
                 );
                 self.batch.push(Reply {
-                    id,
+                    id: t.id,
                     code: f.code,
                     detail: f.reason,
                 });
             }
         }
-        Ok(())
+    }
+
+    /// Reports the bodies the storer has stored, without waiting.
+    pub(super) fn collect_stored(&mut self) {
+        while let Some(done) = self.storer.next(false) {
+            self.report(done);
+        }
+    }
+
+    /// Waits for the storer to store every body it holds, and reports them: after this,
+    /// what enters the batch follows their RESULTs.
+    pub(super) fn drain_storer(&mut self) {
+        while let Some(done) = self.storer.next(true) {
+            self.report(done);
+        }
     }
 
     /// Runs the `--on-stored` hook (queued; it never delays or changes the reply) for the
@@ -457,11 +596,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Makes every file published so far durable and queues every RESULT that waits: waits
-    /// for the flush that runs, then flushes the batch and waits for that too. Both flushes
+    /// Makes every file published so far durable and queues every RESULT that waits: stores
+    /// what the storer holds, waits for the flush that runs, then flushes the batch and waits for that too. Both flushes
     /// end before a reply is queued, so a connection that can no longer take replies still
     /// leaves its files durable.
     pub(super) fn commit(&mut self) -> Result<(), DriveError> {
+        self.drain_storer();
         let earlier = self.pipeline.wait();
         let (replies, flush) = self.batch.close();
         let last = match flush {
@@ -540,7 +680,11 @@ impl<'a> Session<'a> {
         };
         self.tally.failed += 1;
         let got = r.work.as_ref().map_or(0, |w| w.len());
-        let kept = r.work.is_some_and(|w| w.interrupt());
+        // A body gathered in memory leaves nothing behind.
+        let kept = match r.work {
+            Some(Sink::File(w)) => w.interrupt(),
+            Some(Sink::Memory(_)) | None => false,
+        };
         let fate = if kept { "kept for resume" } else { "discarded" };
         log::warn!(
             "{}: {} interrupted after {} of {}; {fate}",

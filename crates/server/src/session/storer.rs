@@ -1,0 +1,279 @@
+//! The storer: a second thread per connection that stores complete small bodies, in order,
+//! while the connection's thread goes on receiving.
+//!
+//! A body of at most [`MAX_AHEAD`] bytes (ferry framing, known size, from offset 0, nothing
+//! held for resume) is gathered in memory as it arrives; only at its END, with a good digest,
+//! is it handed over here as a [`Job`] with its upload and name lock. The storer readies its
+//! destination, writes it and publishes it ([`Storage::start_body`], [`Incoming::write`],
+//! [`Incoming::publish`]), lets go of the name and sends back how it went. A body cut off,
+//! cancelled or mismatched never gets here, so nothing of it is ever on disk.
+//!
+//! The queue is bounded ([`MAX_JOBS`] jobs, [`MAX_BYTES`] body bytes): handing over a job
+//! to a full queue first waits for the oldest ones to end (backpressure on the connection,
+//! which then stops reading). Outcomes come back in the order the jobs went in; the
+//! connection reports them (log line, tally, RESULT in the batch) on its own thread, and
+//! waits for the storer to be empty ([`Storer::next`] with `block`) before anything else
+//! enters its batch, so RESULTs keep the order of the ENDs. The thread starts with the
+//! first job and ends with the connection (it finishes the jobs queued before); it is named
+//! `ferry-store-PEER`. If it ends early (a bug: a panic), the jobs it held are reported as
+//! I/O errors instead of hanging the connection.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
+
+use crate::commit::Touched;
+use crate::locks::NameLock;
+use crate::paths::Refusal;
+use crate::storage::{Incoming, Storage, Upload};
+
+/// Largest body stored ahead (the client's early-offer size); larger ones are stored as
+/// they arrive, on the connection's thread.
+pub(super) const MAX_AHEAD: u64 = 64 << 10;
+/// Most jobs the storer holds (queued or being stored).
+pub(super) const MAX_JOBS: usize = 256;
+/// Most body bytes the storer holds.
+pub(super) const MAX_BYTES: usize = 4 << 20;
+
+/// How storing a body went: the name it was stored as and what the flush before its RESULT
+/// must cover, or why it was not stored.
+pub(super) type Stored = Result<(String, Option<Touched>), Refusal>;
+
+/// A complete body to store.
+#[derive(Debug)]
+pub(super) struct Job {
+    /// Where to store it (the connection's, or its credential's folder).
+    pub store: Arc<dyn Storage>,
+    /// The accepted upload (name, size, time, mode), with nothing held for resume.
+    pub upload: Upload,
+    /// The name's lock, dropped once the body is published (or failed).
+    pub lock: NameLock,
+    /// The whole body.
+    pub bytes: Vec<u8>,
+    /// Its BLAKE3 digest, checked against the sender's when it sent one.
+    pub digest: Digest,
+    /// Whether the batch its RESULT joins tracks descriptors (see
+    /// [`Batch::tracks`](crate::commit::Batch::tracks)).
+    pub track: bool,
+}
+
+/// What the connection keeps of a received body to report it once stored (or not).
+#[derive(Debug)]
+pub(super) struct Ticket {
+    /// The upload's id.
+    pub id: FileId,
+    /// The offered name.
+    pub name: Name,
+    /// The file's size.
+    pub size: u64,
+    /// Where the body started (a resume offset; 0 for bodies stored ahead).
+    pub from: u64,
+    /// What the digest check at END said.
+    pub check: BodyCheck,
+    /// When the body began.
+    pub started: Instant,
+}
+
+/// A job that ended: its ticket and how it went.
+#[derive(Debug)]
+pub(super) struct Done {
+    /// What the connection kept of it.
+    pub ticket: Ticket,
+    /// How it went.
+    pub result: Stored,
+}
+
+/// What stores one job (the storage, or a test's stand-in).
+type Runner = Arc<dyn Fn(Job) -> Stored + Send + Sync>;
+
+/// One connection's storer: a bounded, ordered queue of jobs in front of a thread.
+pub(super) struct Storer {
+    run: Runner,
+    /// Most jobs and body bytes held.
+    caps: (usize, usize),
+    /// Names the thread after the connection.
+    peer: SocketAddr,
+    /// Started with the first job; `None` before it, or when no thread could be started
+    /// (jobs are then stored on the connection's thread).
+    worker: Option<Worker>,
+    /// The tickets of the jobs handed over and not yet collected, oldest first, with their
+    /// body sizes.
+    held: VecDeque<(Ticket, usize)>,
+    /// Body bytes held.
+    bytes: usize,
+}
+
+/// The thread that stores, and what links it to the connection.
+struct Worker {
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<Stored>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Storer {
+    /// An idle storer for the connection from `peer`.
+    pub(super) fn new(peer: SocketAddr) -> Self {
+        Self::with_runner(Arc::new(store_job), (MAX_JOBS, MAX_BYTES), peer)
+    }
+
+    /// An idle storer that stores with `run`, holding at most `caps` (jobs, bytes).
+    fn with_runner(run: Runner, caps: (usize, usize), peer: SocketAddr) -> Self {
+        Self {
+            run,
+            caps,
+            peer,
+            worker: None,
+            held: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether no job is held.
+    pub(super) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Hands `job` (reported as `ticket`) over. When the queue is full, first waits for the
+    /// oldest jobs to end: their outcomes are returned, to be reported before this one.
+    pub(super) fn submit(&mut self, job: Job, ticket: Ticket) -> Vec<Done> {
+        let len = job.bytes.len();
+        let mut done = Vec::new();
+        while !self.held.is_empty()
+            && (self.held.len() >= self.caps.0 || self.bytes.saturating_add(len) > self.caps.1)
+        {
+            done.extend(self.next(true));
+        }
+        if self.worker.is_none() {
+            self.worker = Worker::start(Arc::clone(&self.run), self.peer)
+                .inspect_err(|e| {
+                    log::warn!("cannot start a storing thread ({e}); storing on the connection's")
+                })
+                .ok();
+        }
+        let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
+            // No thread (and so nothing held): store here.
+            let result = (self.run)(job);
+            done.push(Done { ticket, result });
+            return done;
+        };
+        // Never blocks: the channel holds as many jobs as the queue.
+        if jobs.send(job).is_ok() {
+            self.held.push_back((ticket, len));
+            self.bytes += len;
+        } else {
+            // The thread ended (a bug): what it held, then this job, fail.
+            while let Some(d) = self.next(true) {
+                done.push(d);
+            }
+            let result = Err(gone());
+            done.push(Done { ticket, result });
+        }
+        done
+    }
+
+    /// The oldest job's outcome, once it has ended; `None` when no job is held, or (without
+    /// `block`) when the oldest has not ended yet.
+    pub(super) fn next(&mut self, block: bool) -> Option<Done> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let got = match &self.worker {
+            Some(w) if block => w.done.recv().map_err(|_| TryRecvError::Disconnected),
+            Some(w) => w.done.try_recv(),
+            None => Err(TryRecvError::Disconnected),
+        };
+        let result = match got {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(gone()),
+        };
+        let (ticket, len) = self.held.pop_front()?;
+        self.bytes -= len;
+        Some(Done { ticket, result })
+    }
+}
+
+/// Why a job the thread held (or could no longer take) was not stored.
+fn gone() -> Refusal {
+    Refusal::new(
+        Code::Io,
+        "internal error: the server's storing thread ended; the file may not be stored: send it again",
+    )
+}
+
+impl Worker {
+    /// Starts the thread of the connection from `peer`, storing with `run`.
+    fn start(run: Runner, peer: SocketAddr) -> io::Result<Self> {
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_JOBS);
+        let (outbox, done) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name(format!("ferry-store-{peer}"))
+            .spawn(move || {
+                for job in inbox {
+                    if outbox.send(run(job)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    /// Lets the thread finish the jobs queued (if any), and waits for it.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Readies the destination of the body of `up` from offset `from` (see
+/// [`Storage::start_body`]).
+pub(super) fn open_body(
+    store: &dyn Storage,
+    up: &mut Upload,
+    from: u64,
+) -> Result<Box<dyn Incoming>, Refusal> {
+    store
+        .start_body(up, from)
+        .map_err(|e| Refusal::io("cannot create the file", &e))
+}
+
+/// Appends `data` to the body being written.
+pub(super) fn write_body(work: &mut dyn Incoming, data: &[u8]) -> Result<(), Refusal> {
+    work.write(data)
+        .map_err(|e| Refusal::io("cannot write the file", &e))
+}
+
+/// Stores `job`: destination, bytes, publish; the name is free again after.
+fn store_job(job: Job) -> Stored {
+    let Job {
+        store,
+        mut upload,
+        lock,
+        bytes,
+        digest,
+        track,
+    } = job;
+    let stored = open_body(&*store, &mut upload, 0).and_then(|mut work| {
+        write_body(&mut *work, &bytes)?;
+        work.publish(&upload, digest, track)
+    });
+    drop(lock);
+    stored
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+use super::*;
+use crate::locks::NameLocks;
+use crate::slots::Activity;
+use crate::storage::FileMeta;
+use crate::Config;
+
+/// Where the jobs of a test go (never touched: the tests' runners do not store).
+fn store() -> (tempfile::TempDir, Arc<dyn Storage>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        dir: tmp.path().join("store"),
+        ..Config::default()
+    };
+    let store = crate::storage::open(&config).unwrap();
+    (tmp, store)
+}
+
+/// A job for `f{id}` with `len` bytes into `store`, and its ticket.
+fn job(store: &Arc<dyn Storage>, locks: &Arc<NameLocks>, id: u64, len: usize) -> (Job, Ticket) {
+    let name = Name::parse(&format!("f{id}")).unwrap();
+    let meta = FileMeta {
+        size: Some(len as u64),
+        mtime: None,
+        mode: None,
+    };
+    let lock = locks.try_lock(name.as_str(), &Activity::new()).unwrap();
+    let bytes = vec![0; len];
+    let digest = Digest::of(&bytes);
+    let ticket = Ticket {
+        id,
+        name: name.clone(),
+        size: len as u64,
+        from: 0,
+        check: BodyCheck::Unverified(digest),
+        started: Instant::now(),
+    };
+    let upload = Upload::new(name, meta, None);
+    let job = Job {
+        store: Arc::clone(store),
+        upload,
+        lock,
+        bytes,
+        digest,
+        track: false,
+    };
+    (job, ticket)
+}
+
+/// A storer holding at most `caps` whose runner "stores" each job as its own name, and
+/// panics on the name `f{panic_at}`.
+fn counting(caps: (usize, usize), panic_at: u64) -> Storer {
+    let run: Runner = Arc::new(move |job: Job| {
+        assert_ne!(job.upload.name.as_str(), format!("f{panic_at}"), "a bug");
+        Ok((job.upload.name.to_string(), None))
+    });
+    Storer::with_runner(run, caps, "127.0.0.1:1".parse().unwrap())
+}
+
+/// The ids of the outcomes, in the order they came.
+fn ids(done: &[Done]) -> Vec<u64> {
+    done.iter().map(|d| d.ticket.id).collect()
+}
+
+#[test]
+fn the_queue_holds_at_most_its_caps_and_outcomes_keep_the_order() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let mut s = counting((4, 10 << 10), u64::MAX);
+    let mut done = Vec::new();
+    let mut most = 0;
+    for id in 0..40 {
+        // Jobs of 1..4 KiB: the byte cap binds before the job cap at times.
+        let (j, t) = job(&store, &locks, id, 1024 * (1 + id as usize % 4));
+        done.extend(s.submit(j, t));
+        assert!(s.held.len() <= 4, "{} jobs held", s.held.len());
+        assert!(s.bytes <= 10 << 10, "{} bytes held", s.bytes);
+        most = most.max(s.held.len());
+        if id % 7 == 0 {
+            done.extend(s.next(false));
+        }
+    }
+    while let Some(d) = s.next(true) {
+        done.push(d);
+    }
+    assert!(s.is_empty());
+    assert_eq!(ids(&done), (0..40).collect::<Vec<_>>());
+    assert!(done.iter().all(|d| d.result.is_ok()));
+    assert!(most >= 2, "jobs were queued");
+    // Every name lock was let go of.
+    assert!(locks.try_lock("f0", &Activity::new()).is_ok());
+}
+
+#[test]
+fn a_job_larger_than_the_byte_cap_goes_alone() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let mut s = counting((4, 1024), u64::MAX);
+    let (j, t) = job(&store, &locks, 1, 100);
+    assert!(s.submit(j, t).is_empty());
+    let (j, t) = job(&store, &locks, 2, 4096);
+    // Waits for job 1 first.
+    assert_eq!(ids(&s.submit(j, t)), [1]);
+    assert_eq!(s.held.len(), 1);
+    assert_eq!(s.next(true).map(|d| d.ticket.id), Some(2));
+}
+
+#[test]
+fn a_panic_in_the_storer_fails_the_jobs_it_held_without_hanging() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let mut s = counting((8, 1 << 20), 3);
+    let mut done = Vec::new();
+    for id in 0..8 {
+        let (j, t) = job(&store, &locks, id, 10);
+        done.extend(s.submit(j, t));
+    }
+    while let Some(d) = s.next(true) {
+        done.push(d);
+    }
+    // One more after the thread ended fails at once.
+    let (j, t) = job(&store, &locks, 8, 10);
+    done.extend(s.submit(j, t));
+    assert_eq!(ids(&done), (0..9).collect::<Vec<_>>());
+    for d in &done {
+        let failed = d.ticket.id >= 3;
+        assert_eq!(d.result.is_err(), failed, "#{}", d.ticket.id);
+        if let Err(f) = &d.result {
+            assert_eq!(f.code, Code::Io);
+        }
+    }
+    // The panicking job's lock and the failed ones' were let go of.
+    assert!(locks.try_lock("f3", &Activity::new()).is_ok());
+    assert!(locks.try_lock("f7", &Activity::new()).is_ok());
+}
