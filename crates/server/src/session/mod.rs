@@ -24,6 +24,7 @@ mod uploads;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,15 +224,16 @@ impl<'a> Session<'a> {
             // is at hand: the replies to a burst of small files then share one write, and
             // their files one flush. While a flush runs, the next batch keeps gathering.
             if !self.d.input_pending() {
-                // Before waiting for input, the bodies the storer holds join the batch.
-                if !self.storer.is_empty() && !self.input_within(Duration::ZERO) {
-                    self.drain_storer();
-                }
                 if !self.pipeline.busy() && !self.input_soon() {
                     self.close_batch()?;
                 }
                 self.d.flush()?;
                 if self.pipeline.busy() && !self.input_or_flushed() {
+                    continue;
+                }
+                // Bodies still being stored: their RESULTs go out as they end, and input is
+                // read as it comes.
+                if !self.storer.is_empty() && !self.input_or_stored() {
                     continue;
                 }
             }
@@ -291,24 +293,39 @@ impl<'a> Session<'a> {
     /// input brings.
     fn input_soon(&self) -> bool {
         let linger = self.shared.store.linger();
-        self.batch.waits_for_flush() && !linger.is_zero() && self.input_within(linger)
-    }
-
-    /// Whether input (or the connection's end) arrives on the socket within `wait`.
-    fn input_within(&self, wait: Duration) -> bool {
+        if !self.batch.waits_for_flush() || linger.is_zero() {
+            return false;
+        }
         let tcp = self.d.stream().get_ref().tcp();
         let mut fds = [PollFd::new(tcp, PollFlags::IN)];
-        let timeout = Timespec::try_from(wait).unwrap_or_default();
+        let timeout = Timespec::try_from(linger).unwrap_or_default();
         poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
     }
 
     /// Waits until input arrives or the flush that runs ends, for at most [`WAKE_SLICE`];
     /// whether input (or the connection's end, or an error) is at hand.
     fn input_or_flushed(&self) -> bool {
-        let Some(wake) = self.pipeline.wake_fd() else {
-            // The flush ran on this thread: it has ended.
-            return false;
-        };
+        // None: the flush ran on this thread, it has ended.
+        self.pipeline
+            .wake_fd()
+            .is_some_and(|wake| self.input_or_woken(wake))
+    }
+
+    /// Waits until input arrives or the oldest body the storer holds is stored, for at most
+    /// [`WAKE_SLICE`]; whether input (or the connection's end, or an error) is at hand.
+    fn input_or_stored(&self) -> bool {
+        // None: a body is stored already, to be taken now.
+        let input = self
+            .storer
+            .wake_fd()
+            .is_some_and(|wake| self.input_or_woken(wake));
+        self.storer.woken();
+        input
+    }
+
+    /// Waits until input arrives or `wake` is readable, for at most [`WAKE_SLICE`]; whether
+    /// input (or the connection's end, or an error) is at hand.
+    fn input_or_woken(&self, wake: BorrowedFd<'_>) -> bool {
         let tcp = self.d.stream().get_ref().tcp();
         let mut fds = [
             PollFd::new(tcp, PollFlags::IN),

@@ -21,12 +21,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
+use rustix::event::{eventfd, EventfdFlags};
 
 use crate::commit::Touched;
 use crate::locks::NameLock;
@@ -107,12 +110,20 @@ pub(super) struct Storer {
     held: VecDeque<(Ticket, usize)>,
     /// Body bytes held.
     bytes: usize,
+    /// Outcomes taken from the thread so far.
+    collected: usize,
 }
 
 /// The thread that stores, and what links it to the connection.
 struct Worker {
     jobs: Option<SyncSender<Job>>,
     done: Receiver<Stored>,
+    /// Outcomes the thread has sent so far.
+    ended: Arc<AtomicUsize>,
+    /// Set while the connection waits on `wake`: the thread then rings it after a job.
+    asleep: Arc<AtomicBool>,
+    /// An `eventfd` the connection polls with its socket.
+    wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -131,6 +142,7 @@ impl Storer {
             worker: None,
             held: VecDeque::new(),
             bytes: 0,
+            collected: 0,
         }
     }
 
@@ -189,13 +201,43 @@ impl Storer {
             None => Err(TryRecvError::Disconnected),
         };
         let result = match got {
-            Ok(r) => r,
+            Ok(r) => {
+                self.collected += 1;
+                r
+            }
             Err(TryRecvError::Empty) => return None,
             Err(TryRecvError::Disconnected) => Err(gone()),
         };
         let (ticket, len) = self.held.pop_front()?;
         self.bytes -= len;
         Some(Done { ticket, result })
+    }
+}
+
+impl Storer {
+    /// What to poll, with the connection's socket, to learn that the oldest job held has
+    /// ended: the thread rings it from now on, once. `None` when no job is held on a thread,
+    /// or one has ended already (take it with [`Storer::next`] instead of waiting). End the
+    /// wait with [`Storer::woken`].
+    pub(super) fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        let w = self.worker.as_ref().filter(|_| !self.held.is_empty())?;
+        w.asleep.store(true, SeqCst);
+        // Set before this look, so a job ending after it rings: no wake-up is lost.
+        if w.ended.load(SeqCst) > self.collected {
+            w.asleep.store(false, SeqCst);
+            return None;
+        }
+        Some(w.wake.as_fd())
+    }
+
+    /// Ends a wait on [`Storer::wake_fd`]: the thread no longer rings, and a ring is reset.
+    pub(super) fn woken(&self) {
+        if let Some(w) = &self.worker {
+            w.asleep.store(false, SeqCst);
+            // Resets the counter (not readable while zero: nothing to reset then).
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&*w.wake, &mut count);
+        }
     }
 }
 
@@ -210,8 +252,12 @@ fn gone() -> Refusal {
 impl Worker {
     /// Starts the thread of the connection from `peer`, storing with `run`.
     fn start(run: Runner, peer: SocketAddr) -> io::Result<Self> {
+        let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
         let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_JOBS);
         let (outbox, done) = mpsc::channel();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let asleep = Arc::new(AtomicBool::new(false));
+        let (ring, count, sleeper) = (Arc::clone(&wake), Arc::clone(&ended), Arc::clone(&asleep));
         let thread = thread::Builder::new()
             .name(format!("ferry-store-{peer}"))
             .spawn(move || {
@@ -219,11 +265,19 @@ impl Worker {
                     if outbox.send(run(job)).is_err() {
                         return;
                     }
+                    count.fetch_add(1, SeqCst);
+                    if sleeper.swap(false, SeqCst) {
+                        // Cannot fail short of a counter at its maximum; the outcome is sent.
+                        let _ = rustix::io::write(&*ring, &1u64.to_ne_bytes());
+                    }
                 }
             })?;
         Ok(Self {
             jobs: Some(jobs),
             done,
+            ended,
+            asleep,
+            wake,
             thread: Some(thread),
         })
     }
