@@ -597,9 +597,9 @@ impl<'a> Session<'a> {
     }
 
     /// Makes every file published so far durable and queues every RESULT that waits: stores
-    /// what the storer holds, waits for the flush that runs, then flushes the batch and waits for that too. Both flushes
-    /// end before a reply is queued, so a connection that can no longer take replies still
-    /// leaves its files durable.
+    /// what the storer holds, waits for the flush that runs, then flushes the batch and waits
+    /// for that too. Both flushes end before a reply is queued, so a connection that can no
+    /// longer take replies still leaves its files durable.
     pub(super) fn commit(&mut self) -> Result<(), DriveError> {
         self.drain_storer();
         let earlier = self.pipeline.wait();

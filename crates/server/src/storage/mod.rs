@@ -6,9 +6,9 @@
 //! else where an accepted upload's body goes and from which offset it resumes (one decision,
 //! one look at the name), how a complete body is published (atomically, only once its digest
 //! was checked), what a download is and how its bytes are read at an offset, and what a
-//! listing holds. What stays out of it is policy
-//! the connection keeps whatever the backend: access checks, name locks between connections
-//! of this process, the group commit of RESULTs ([`crate::commit::Batch`]) and the replies.
+//! listing holds. What stays out of it is policy the connection keeps whatever the backend:
+//! access checks, name locks between connections of this process, the group commit of
+//! RESULTs ([`crate::commit::Batch`]) and the replies.
 //!
 //! The file-system backend, [`fs`], is the storage folder of `--dir`.
 //!

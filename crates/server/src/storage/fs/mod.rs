@@ -545,8 +545,9 @@ impl Space {
     /// of its bytes goes into the digest cache (for a file of at least [`RECORD_MIN`] bytes),
     /// so that a later `--checksum` check reads nothing. Nothing is flushed here: the
     /// connection's batch is, by [`Storage::flush`], before its RESULT; with the name, returns
-    /// what that flush must cover (`None`: untracked, or not durable; with `track` false, untracked: the file's
-    /// descriptor is not duplicated for a flush that covers everything anyway).
+    /// what that flush must cover (`None`: untracked, or not durable; with `track` false,
+    /// untracked: the file's descriptor is not duplicated for a flush that covers everything
+    /// anyway).
     fn publish(
         &self,
         held: &mut Held,
