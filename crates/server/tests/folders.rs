@@ -9,7 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
-use ferry_proto::{Code, Event, Name, Step, Timestamp};
+use ferry_proto::wire::Frame;
+use ferry_proto::{Code, EntryKind, Event, Name, Step, Timestamp};
+use ferry_server::Config;
 
 const T: Timestamp = Timestamp {
     secs: 1_600_000_000,
@@ -151,5 +153,57 @@ fn a_get_of_a_folder_says_how_to_fetch_it() {
             );
         }
         other => panic!("expected REFUSE, got {other:?}"),
+    }
+}
+
+/// PROTOCOL.md §4.9: a folder's RESULT answers its offer, in offer order. On a durable server
+/// a folder made now waits for a flush before its RESULT; offers pipelined right behind it
+/// (new folders, a file) must still be answered after it and in order, not fail the
+/// connection (they used to, when they arrived before that flush ended).
+#[test]
+fn offers_pipelined_behind_a_folder_made_now_are_answered_in_order() {
+    let srv = start(Config {
+        fsync: true,
+        ..config()
+    });
+    let folder_offer = |id, name: &str| Frame::Offer {
+        id,
+        kind: EntryKind::Folder,
+        digest: None,
+        size: None,
+        mtime: None,
+        mode: None,
+        name: name.into(),
+        early: false,
+    };
+    for round in 0..20 {
+        let mut raw = Raw::connect(srv.addr());
+        let (a, b) = (format!("r{round}/a"), format!("r{round}/b"));
+        raw.send(&[
+            folder_offer(1, &a),
+            folder_offer(2, &b),
+            folder_offer(3, &a),
+            file_offer(4, format!("{a}/f"), 5),
+        ]);
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers.push(match raw.recv() {
+                Some(Frame::Result { id, code, .. }) => (id, Some(code)),
+                // ACCEPT: no code.
+                Some(Frame::Accept { id, .. }) => (id, None),
+                other => panic!("round {round}: expected an answer, got {other:?}"),
+            });
+        }
+        assert_eq!(
+            answers,
+            [
+                (1, Some(Code::Stored)),
+                (2, Some(Code::Stored)),
+                (3, Some(Code::Unchanged)),
+                (4, None)
+            ],
+            "round {round}"
+        );
+        assert_eq!(raw.send_body(4, b"hello", 0), Code::Stored);
     }
 }

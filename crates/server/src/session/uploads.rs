@@ -226,6 +226,9 @@ impl<'a> Session<'a> {
                     log::info!("{}: made the folder {name}", self.peer);
                     // A folder made now is flushed before its RESULT, with the batch's files.
                     self.batch.stored(o.id, name.to_string(), 0, touched);
+                    // Its RESULT answers its offer (PROTOCOL.md §4.9), before any offer after
+                    // it is answered: the batch is made durable and its RESULTs queued now.
+                    self.commit()?;
                 } else {
                     self.tally.unchanged += 1;
                     self.d.conn_mut().finish(o.id, code, name.as_str())?;
