@@ -91,13 +91,13 @@ pub(crate) enum Listed {
 }
 
 /// A folder open for a walk: listed, and its entries opened, through it. On Unix that is its
-/// descriptor (`openat`), so the system does not resolve the whole path again for each entry;
-/// on Windows its path.
+/// descriptor (`openat`), so the system does not resolve the whole path again for each entry,
+/// unless the walk let it go when listing it (then by path); on Windows its path.
 #[derive(Debug)]
 pub(crate) struct WalkedFolder {
-    /// The folder's descriptor.
+    /// The folder's descriptor; `None` once let go (see [`WalkedFolder::list`]).
     #[cfg(unix)]
-    fd: std::os::fd::OwnedFd,
+    fd: Option<std::os::fd::OwnedFd>,
     /// The folder's path.
     #[cfg(windows)]
     path: std::path::PathBuf,
@@ -110,32 +110,56 @@ impl WalkedFolder {
         use rustix::fs::{Mode, OFlags};
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = rustix::fs::open(path, flags, Mode::empty())?;
-        Ok(Self { fd })
+        Ok(Self { fd: Some(fd) })
     }
 
-    /// Opens the folder `name` (at `_path`) inside this one without following a link, with
-    /// what its descriptor says of it.
-    pub(crate) fn open_folder(&self, name: &OsStr, _path: &Path) -> io::Result<(Self, Metadata)> {
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let file = File::from(rustix::fs::openat(&self.fd, name, flags, Mode::empty())?);
-        let meta = file.metadata()?;
-        Ok((Self { fd: file.into() }, meta))
-    }
-
-    /// Opens `name` (at `_path`) inside this folder as [`open_read`] does.
-    pub(crate) fn open_read(&self, name: &OsStr, _path: &Path) -> io::Result<File> {
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty())?;
+    /// Opens the entry `name` (at `path`) of this folder with `flags`: through the folder's
+    /// descriptor, or by path once it was let go.
+    fn open_entry(&self, name: &OsStr, path: &Path, flags: rustix::fs::OFlags) -> io::Result<File> {
+        let mode = rustix::fs::Mode::empty();
+        let fd = match &self.fd {
+            Some(fd) => rustix::fs::openat(fd, name, flags, mode)?,
+            None => rustix::fs::open(path, flags, mode)?,
+        };
         Ok(File::from(fd))
     }
 
-    /// The folder's entries in name order (bytes), each with what the listing says it is.
-    pub(crate) fn list(&self) -> io::Result<Vec<(OsString, Listed)>> {
+    /// Opens the folder `name` (at `path`) inside this one without following a link, with
+    /// what its descriptor says of it.
+    pub(crate) fn open_folder(&self, name: &OsStr, path: &Path) -> io::Result<(Self, Metadata)> {
+        use rustix::fs::OFlags;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = self.open_entry(name, path, flags)?;
+        let meta = file.metadata()?;
+        Ok((
+            Self {
+                fd: Some(file.into()),
+            },
+            meta,
+        ))
+    }
+
+    /// Opens `name` (at `path`) inside this folder as [`open_read`] does.
+    pub(crate) fn open_read(&self, name: &OsStr, path: &Path) -> io::Result<File> {
+        use rustix::fs::OFlags;
+        self.open_entry(
+            name,
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        )
+    }
+
+    /// The folder's entries in name order (bytes), each with what the listing says it is;
+    /// then its descriptor is let go unless `keep` (its entries are opened by path), so that a
+    /// deep walk does not hold one descriptor per level. Listed once.
+    pub(crate) fn list(&mut self, keep: bool) -> io::Result<Vec<(OsString, Listed)>> {
         use rustix::fs::FileType;
         use std::os::unix::ffi::OsStrExt;
-        let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
+        let Some(fd) = &self.fd else {
+            let why = "the folder was listed already";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        };
+        let mut dir = rustix::fs::Dir::read_from(fd)?;
         let mut entries = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry?;
@@ -152,6 +176,9 @@ impl WalkedFolder {
             entries.push((OsStr::from_bytes(name).to_owned(), listed));
         }
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if !keep {
+            self.fd = None;
+        }
         Ok(entries)
     }
 }
@@ -179,8 +206,9 @@ impl WalkedFolder {
         open_read(path)
     }
 
-    /// The folder's entries in name order, each with what the listing says it is.
-    pub(crate) fn list(&self) -> io::Result<Vec<(OsString, Listed)>> {
+    /// The folder's entries in name order, each with what the listing says it is (`_keep`:
+    /// there is no descriptor to let go).
+    pub(crate) fn list(&mut self, _keep: bool) -> io::Result<Vec<(OsString, Listed)>> {
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(&self.path)? {
             let entry = entry?;
@@ -257,7 +285,11 @@ pub(crate) fn reserve_descriptors(folder: &WalkedFolder, count: usize) {
         return;
     };
     // The lowest free descriptor at `highest` or above: the table grows to hold it.
-    if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&folder.fd, highest) {
+    if let Some(Ok(fd)) = folder
+        .fd
+        .as_ref()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, highest))
+    {
         drop(fd);
     }
 }

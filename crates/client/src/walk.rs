@@ -3,8 +3,16 @@
 //! `photos/...`), each folder after what it holds (post-order, so that the receiver can give it
 //! its mtime last). What cannot be sent (special files, dangling links, unreadable entries,
 //! names that cannot travel) is skipped with a reason; the rest goes.
+//!
+//! Each folder is opened once and its entries are listed and opened through it (on Unix
+//! relative to its descriptor, so the system does not resolve the whole path for each file),
+//! each regular file described by the descriptor the send then reads. A folder of at least
+//! 32 entries (`SHARED_FROM_ENTRIES`; not within another shared one) is walked by two threads:
+//! each takes the next piece (a sub-folder whole, or a run of other entries) in turn, and the
+//! pieces' findings are put back in order, so the result is the one-thread walk's, and only
+//! which files past the descriptor budget stay open may differ.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io;
@@ -22,6 +30,12 @@ use crate::report::Skipped;
 /// Fewest entries a folder holds for its walk to be shared with a second thread (smaller
 /// folders are not worth a thread).
 const SHARED_FROM_ENTRIES: usize = 32;
+
+/// Deepest level of a walk (command-line folders are level 1) whose folders keep their
+/// descriptors while what they hold is walked: deeper ones are let go once listed and their
+/// entries opened by path, so two threads hold at most twice this many folders open, well
+/// within the descriptors left beside held files (`SPARE_DESCRIPTORS` in the platform module).
+const DEEPEST_HELD_FOLDER: usize = 24;
 
 /// Descriptors reserved before a second thread starts, beyond those for the files the walk
 /// may still hold: those already open, the walk's folders (see
@@ -191,6 +205,7 @@ fn walk_paths(
         out: Collected::default(),
         held_room: &held_room,
         may_share,
+        depth: 0,
     };
     for path in paths {
         if path.as_os_str() == "-" {
@@ -284,6 +299,8 @@ struct Walk<'a> {
     held_room: &'a AtomicUsize,
     /// Whether a large folder may be shared with a second thread (not within a share).
     may_share: bool,
+    /// How many folders deep the walk is (0 outside every folder).
+    depth: usize,
 }
 
 impl<'a> Walk<'a> {
@@ -398,7 +415,8 @@ impl<'a> Walk<'a> {
         meta: &Metadata,
         opened: io::Result<WalkedFolder>,
     ) {
-        let listed = opened.and_then(|folder| Ok((folder.list()?, folder)));
+        let keep = self.depth < DEEPEST_HELD_FOLDER;
+        let listed = opened.and_then(|mut folder| Ok((folder.list(keep)?, folder)));
         let (entries, folder) = match listed {
             Ok(l) => l,
             Err(e) => {
@@ -417,11 +435,13 @@ impl<'a> Walk<'a> {
         } else {
             Vec::new()
         };
+        self.depth += 1;
         if pieces.len() > 1 {
             self.shared(&here, &pieces);
         } else {
             self.walk_range(&here, 0..entries.len());
         }
+        self.depth -= 1;
         self.out.sources.push(Source {
             origin: Origin::Folder(dir.to_owned()),
             name,
@@ -510,6 +530,7 @@ impl<'a> Walk<'a> {
             out: Collected::default(),
             held_room: self.held_room,
             may_share: false,
+            depth: self.depth,
         }
     }
 }
@@ -568,8 +589,10 @@ pub(crate) fn mtime(meta: &Metadata) -> Option<Timestamp> {
     })
 }
 
+/// Refuses two sources offered under one name (a hash of each name: no comparisons of long
+/// shared prefixes).
 fn check_unique(sources: &[Source]) -> Result<(), ClientError> {
-    let mut seen: BTreeMap<&str, &Source> = BTreeMap::new();
+    let mut seen: HashMap<&str, &Source> = HashMap::with_capacity(sources.len());
     for s in sources {
         if let Some(first) = seen.insert(s.name.as_str(), s) {
             let show = |s: &Source| s.path().map_or("-".into(), |p| p.display().to_string());
@@ -750,6 +773,48 @@ mod tests {
         // The budget is shared: as many files held, whichever thread held them.
         let held = |c: &Collected| c.sources.iter().filter(|s| s.held.is_some()).count();
         assert_eq!((held(&one), held(&two)), (100, 100));
+    }
+
+    /// Past [`DEEPEST_HELD_FOLDER`] levels, folders let their descriptors go once listed and
+    /// their entries are opened by path: the same entries, each file held and readable.
+    #[test]
+    fn deep_folders_are_walked_by_path() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = tmp.path().join("l");
+        let mut want = Vec::new();
+        let mut rel = String::from("l");
+        for level in 0..DEEPEST_HELD_FOLDER + 4 {
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("f"), level.to_string()).unwrap();
+            want.push(format!("{rel}/f"));
+            dir.push("l");
+            rel.push_str("/l");
+        }
+        let mut folders: Vec<String> = want.iter().map(|f| f[..f.len() - 2].into()).collect();
+        folders.reverse();
+        let mut got = collect(&[tmp.path().join("l")], None).unwrap();
+        let files: Vec<&str> = names(&got)
+            .into_iter()
+            .filter(|n| n.ends_with("/f"))
+            .collect();
+        assert_eq!(files, want, "each file before the folder beside it");
+        let folders_got: Vec<&str> = names(&got)
+            .into_iter()
+            .filter(|n| !n.ends_with("/f"))
+            .collect();
+        assert_eq!(folders_got, folders);
+        for s in got
+            .sources
+            .iter_mut()
+            .filter(|s| s.kind() == EntryKind::File)
+        {
+            assert!(s.held.is_some(), "{}", s.name);
+            let mut read = String::new();
+            s.open().unwrap().read_to_string(&mut read).unwrap();
+            let level = s.name.as_str().matches('/').count() - 1;
+            assert_eq!(read, level.to_string());
+        }
     }
 
     /// A shared folder is cut into pieces: each sub-folder alone, files by up to
