@@ -503,10 +503,14 @@ impl<'a> Walk<'a> {
         let room = self.held_room.load(Ordering::Relaxed);
         crate::platform::reserve_descriptors(here.folder, room.saturating_add(RESERVED_SPARE));
         let (mine, helper) = (self.share(), self.share());
+        let busy = crate::platform::processor();
         let mut done = std::thread::scope(|scope| {
             let theirs = std::thread::Builder::new()
                 .name("ferry-walk".into())
-                .spawn_scoped(scope, || work(helper));
+                .spawn_scoped(scope, || {
+                    crate::platform::leave_processor(busy);
+                    work(helper)
+                });
             let mut done = work(mine);
             if let Ok(theirs) = theirs {
                 match theirs.join() {
