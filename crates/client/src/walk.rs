@@ -511,6 +511,10 @@ impl<'a> Walk<'a> {
                     crate::platform::leave_processor(busy);
                     work(helper)
                 });
+            if theirs.is_ok() {
+                // Let it run now, here, to move to a free processor (see `leave_processor`).
+                std::thread::yield_now();
+            }
             let mut done = work(mine);
             if let Ok(theirs) = theirs {
                 match theirs.join() {
