@@ -9,6 +9,7 @@
 //! sent (the offer carries none) nor restored. There are no FIFOs, sockets or devices among
 //! the files of a folder there, so nothing can block an open.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, FileType, Metadata};
 use std::io;
 use std::path::Path;
@@ -75,6 +76,155 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     File::open(path)
 }
 
+/// What a folder's listing says one of its entries is, links not followed; `Other` for special
+/// files and when the listing does not say (the walk then asks the entry's path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// A regular file.
+    File,
+    /// A folder.
+    Folder,
+    /// A symbolic link.
+    Link,
+    /// Anything else, or unknown.
+    Other,
+}
+
+/// A folder open for a walk: listed, and its entries opened, through it. On Unix that is its
+/// descriptor (`openat`), so the system does not resolve the whole path again for each entry,
+/// unless the walk let it go when listing it (then by path); on Windows its path.
+#[derive(Debug)]
+pub(crate) struct WalkedFolder {
+    /// The folder's descriptor; `None` once let go (see [`WalkedFolder::list`]).
+    #[cfg(unix)]
+    fd: Option<std::os::fd::OwnedFd>,
+    /// The folder's path.
+    #[cfg(windows)]
+    path: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl WalkedFolder {
+    /// Opens the folder at `path`, links followed (a path named on the command line).
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty())?;
+        Ok(Self { fd: Some(fd) })
+    }
+
+    /// Opens the entry `name` (at `path`) of this folder with `flags`: through the folder's
+    /// descriptor, or by path once it was let go.
+    fn open_entry(&self, name: &OsStr, path: &Path, flags: rustix::fs::OFlags) -> io::Result<File> {
+        let mode = rustix::fs::Mode::empty();
+        let fd = match &self.fd {
+            Some(fd) => rustix::fs::openat(fd, name, flags, mode)?,
+            None => rustix::fs::open(path, flags, mode)?,
+        };
+        Ok(File::from(fd))
+    }
+
+    /// Opens the folder `name` (at `path`) inside this one without following a link, with
+    /// what its descriptor says of it.
+    pub(crate) fn open_folder(&self, name: &OsStr, path: &Path) -> io::Result<(Self, Metadata)> {
+        use rustix::fs::OFlags;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = self.open_entry(name, path, flags)?;
+        let meta = file.metadata()?;
+        Ok((
+            Self {
+                fd: Some(file.into()),
+            },
+            meta,
+        ))
+    }
+
+    /// Opens `name` (at `path`) inside this folder as [`open_read`] does.
+    pub(crate) fn open_read(&self, name: &OsStr, path: &Path) -> io::Result<File> {
+        use rustix::fs::OFlags;
+        self.open_entry(
+            name,
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        )
+    }
+
+    /// The folder's entries in name order (bytes), each with what the listing says it is;
+    /// then its descriptor is let go unless `keep` (its entries are opened by path), so that a
+    /// deep walk does not hold one descriptor per level. Listed once.
+    pub(crate) fn list(&mut self, keep: bool) -> io::Result<Vec<(OsString, Listed)>> {
+        use rustix::fs::FileType;
+        use std::os::unix::ffi::OsStrExt;
+        let Some(fd) = &self.fd else {
+            let why = "the folder was listed already";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        };
+        let mut dir = rustix::fs::Dir::read_from(fd)?;
+        let mut entries = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let listed = match entry.file_type() {
+                FileType::RegularFile => Listed::File,
+                FileType::Directory => Listed::Folder,
+                FileType::Symlink => Listed::Link,
+                _ => Listed::Other,
+            };
+            entries.push((OsStr::from_bytes(name).to_owned(), listed));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if !keep {
+            self.fd = None;
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(windows)]
+impl WalkedFolder {
+    /// Opens the folder at `path` (nothing is opened on Windows: its path is kept).
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// The folder at `path` (`_name` inside this one), with what its path says of it.
+    pub(crate) fn open_folder(&self, _name: &OsStr, path: &Path) -> io::Result<(Self, Metadata)> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a folder"));
+        }
+        Ok((Self::open(path)?, meta))
+    }
+
+    /// Opens the file at `path` (`_name` inside this folder) as [`open_read`] does.
+    pub(crate) fn open_read(&self, _name: &OsStr, path: &Path) -> io::Result<File> {
+        open_read(path)
+    }
+
+    /// The folder's entries in name order, each with what the listing says it is (`_keep`:
+    /// there is no descriptor to let go).
+    pub(crate) fn list(&mut self, _keep: bool) -> io::Result<Vec<(OsString, Listed)>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let listed = match entry.file_type() {
+                Ok(t) if t.is_symlink() => Listed::Link,
+                Ok(t) if t.is_file() => Listed::File,
+                Ok(t) if t.is_dir() => Listed::Folder,
+                _ => Listed::Other,
+            };
+            entries.push((entry.file_name(), listed));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+}
+
 /// Most files a walk keeps open until they are sent (each is then opened once); a larger
 /// tree's other files are opened twice, once to check them and once to send them.
 const MAX_HELD: u64 = 16_384;
@@ -117,6 +267,74 @@ pub(crate) fn held_files_budget() -> usize {
 pub(crate) fn held_files_budget() -> usize {
     MAX_HELD as usize
 }
+
+/// Grows this process's table of descriptors to hold `count` of them (by copying `folder`'s
+/// descriptor to the highest and closing the copy), while it has one
+/// thread: growing it later, with two threads sharing it, makes the kernel wait for a grace
+/// period (milliseconds) each time the table doubles. Best effort: past the limit on open
+/// descriptors it grows as far as that limit.
+#[cfg(unix)]
+pub(crate) fn reserve_descriptors(folder: &WalkedFolder, count: usize) {
+    use rustix::process::{getrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let highest = u64::try_from(count)
+        .unwrap_or(u64::MAX)
+        .min(limit)
+        .saturating_sub(1);
+    let Ok(highest) = i32::try_from(highest) else {
+        return;
+    };
+    // The lowest free descriptor at `highest` or above: the table grows to hold it.
+    if let Some(Ok(fd)) = folder
+        .fd
+        .as_ref()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, highest))
+    {
+        drop(fd);
+    }
+}
+
+/// Nothing to reserve on Windows.
+#[cfg(windows)]
+pub(crate) fn reserve_descriptors(_folder: &WalkedFolder, _count: usize) {}
+
+/// The processor the calling thread runs on (`None` where the system does not say).
+#[cfg(target_os = "linux")]
+pub(crate) fn processor() -> Option<usize> {
+    Some(rustix::thread::sched_getcpu())
+}
+
+/// The processor the calling thread runs on (`None` where the system does not say).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn processor() -> Option<usize> {
+    None
+}
+
+/// Moves the calling thread off the processor `busy` (where the thread that started it
+/// runs) if it may run on another, then lets it run wherever it could again. Linux starts a
+/// new thread beside its parent and may leave an idle processor idle for the whole walk
+/// (seen on 2 processors: both threads of a 20 ms walk took turns on one while the other
+/// idled). Best effort.
+#[cfg(target_os = "linux")]
+pub(crate) fn leave_processor(busy: Option<usize>) {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity};
+    let Some(busy) = busy else {
+        return;
+    };
+    let Ok(allowed) = sched_getaffinity(None) else {
+        return;
+    };
+    let mut elsewhere = allowed;
+    elsewhere.unset(busy);
+    if elsewhere.count() > 0 && sched_setaffinity(None, &elsewhere).is_ok() {
+        // Moved: the scheduler leaves it there while that processor is free.
+        let _ = sched_setaffinity(None, &allowed);
+    }
+}
+
+/// Nothing to move where the system does not say which processor a thread runs on.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn leave_processor(_busy: Option<usize>) {}
 
 /// Bytes the file system holding `file` still has room for (for an unprivileged user).
 #[cfg(unix)]

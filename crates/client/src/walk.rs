@@ -3,17 +3,48 @@
 //! `photos/...`), each folder after what it holds (post-order, so that the receiver can give it
 //! its mtime last). What cannot be sent (special files, dangling links, unreadable entries,
 //! names that cannot travel) is skipped with a reason; the rest goes.
+//!
+//! Each folder is opened once and its entries are listed and opened through it (on Unix
+//! relative to its descriptor, so the system does not resolve the whole path for each file),
+//! each regular file described by the descriptor the send then reads. A folder of at least
+//! 32 entries (`SHARED_FROM_ENTRIES`; not within another shared one) is walked by two threads:
+//! each takes the next piece (a sub-folder whole, or a run of other entries) in turn, and the
+//! pieces' findings are put back in order, so the result is the one-thread walk's, and only
+//! which files past the descriptor budget stay open may differ.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, FileType, Metadata};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use ferry_proto::{EntryKind, FileInfo, Name, Timestamp};
 
 use crate::error::ClientError;
+use crate::platform::{Listed, WalkedFolder};
 use crate::report::Skipped;
+
+/// Fewest entries a folder holds for its walk to be shared with a second thread (smaller
+/// folders are not worth a thread).
+const SHARED_FROM_ENTRIES: usize = 32;
+
+/// Deepest level of a walk (command-line folders are level 1) whose folders keep their
+/// descriptors while what they hold is walked: deeper ones are let go once listed and their
+/// entries opened by path, so two threads hold at most twice this many folders open, well
+/// within the descriptors left beside held files (`SPARE_DESCRIPTORS` in the platform module).
+const DEEPEST_HELD_FOLDER: usize = 24;
+
+/// Descriptors reserved before a second thread starts, beyond those for the files the walk
+/// may still hold: those already open, the walk's folders (see
+/// [`crate::platform::reserve_descriptors`]).
+const RESERVED_SPARE: usize = 64;
+
+/// Most files (and other entries but folders) in one piece of a shared folder's walk; each of
+/// its sub-folders is a piece of its own, walked whole by one thread.
+const PIECE_FILES: usize = 64;
 
 /// Where the bytes of an entry to send come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +169,17 @@ fn collect_holding(
     to: Option<&Name>,
     held_room: usize,
 ) -> Result<Collected, ClientError> {
+    walk_paths(paths, stdin_name, to, held_room, true)
+}
+
+/// [`collect_holding`], sharing large folders with a second thread only if `may_share`.
+fn walk_paths(
+    paths: &[PathBuf],
+    stdin_name: Option<&str>,
+    to: Option<&Name>,
+    held_room: usize,
+    may_share: bool,
+) -> Result<Collected, ClientError> {
     let stdin_count = paths.iter().filter(|p| p.as_os_str() == "-").count();
     match (stdin_count, stdin_name) {
         (0, Some(_)) => {
@@ -157,10 +199,13 @@ fn collect_holding(
         }
         _ => {}
     }
+    let held_room = AtomicUsize::new(held_room);
     let mut walk = Walk {
         to,
         out: Collected::default(),
-        held_room,
+        held_room: &held_room,
+        may_share,
+        depth: 0,
     };
     for path in paths {
         if path.as_os_str() == "-" {
@@ -185,7 +230,7 @@ fn collect_holding(
             source,
         })?;
         let base = base_name(path)?;
-        walk.entry(path, base.to_str(), Ok(meta), false, None);
+        walk.entry(path, base.to_str(), Ok(meta), false, Opened::Nothing);
     }
     check_unique(&walk.out.sources)?;
     Ok(walk.out)
@@ -199,7 +244,11 @@ pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
 
 /// [`open_regular`], with what the descriptor says of the file (one status call for both).
 fn open_described(path: &Path) -> io::Result<(File, Metadata)> {
-    let file = crate::platform::open_read(path)?;
+    described(crate::platform::open_read(path)?)
+}
+
+/// `file` with what its descriptor says of it, if it is a regular file.
+fn described(file: File) -> io::Result<(File, Metadata)> {
     let meta = file.metadata()?;
     if meta.is_file() {
         Ok((file, meta))
@@ -229,14 +278,32 @@ fn base_name(path: &Path) -> Result<PathBuf, ClientError> {
     }
 }
 
-struct Walk<'a> {
-    to: Option<&'a Name>,
-    out: Collected,
-    /// How many more files may be kept open for the send ([`Source::held`]).
-    held_room: usize,
+/// What the walk opened of an entry before looking at it.
+enum Opened {
+    /// Nothing: the entry is looked at by its path.
+    Nothing,
+    /// The regular file it is.
+    File(File),
+    /// The folder it is.
+    Folder(WalkedFolder),
 }
 
-impl Walk<'_> {
+/// A walk in progress (or one thread's share of it).
+struct Walk<'a> {
+    /// Where the entries go (`--to`).
+    to: Option<&'a Name>,
+    /// What was found so far.
+    out: Collected,
+    /// How many more files may be kept open for the send ([`Source::held`]), shared by the
+    /// walk's threads.
+    held_room: &'a AtomicUsize,
+    /// Whether a large folder may be shared with a second thread (not within a share).
+    may_share: bool,
+    /// How many folders deep the walk is (0 outside every folder).
+    depth: usize,
+}
+
+impl<'a> Walk<'a> {
     /// The name `rel` travels under: below `--to` when given.
     fn name_for(&self, rel: &str) -> Result<Name, ferry_proto::NameError> {
         match self.to {
@@ -264,15 +331,15 @@ impl Walk<'_> {
     }
 
     /// One entry: `rel` is its relative name (`None` when not UTF-8), `meta` what it leads to
-    /// (links followed), `link` whether it is a symbolic link itself, `opened` the regular file
-    /// `meta` describes if it is open already.
+    /// (links followed), `link` whether it is a symbolic link itself, `opened` the file or
+    /// folder `meta` describes if it is open already.
     fn entry(
         &mut self,
         path: &Path,
         rel: Option<&str>,
         meta: io::Result<Metadata>,
         link: bool,
-        opened: Option<File>,
+        opened: Opened,
     ) {
         let meta = match meta {
             Ok(m) => m,
@@ -310,17 +377,25 @@ impl Walk<'_> {
             }
         };
         if meta.is_dir() {
-            self.folder(path, rel, name, &meta);
+            let folder = match opened {
+                Opened::Folder(f) => Ok(f),
+                _ => WalkedFolder::open(path),
+            };
+            self.folder(path, rel, name, &meta, folder);
             return;
         }
-        let file = match opened.map_or_else(|| open_regular(path), Ok) {
+        let opened = match opened {
+            Opened::File(f) => Ok(f),
+            _ => open_regular(path),
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) => return self.skip(path, Some(rel), kind, format!("cannot read it: {e}")),
         };
-        let held = self.held_room.checked_sub(1).map(|room| {
-            self.held_room = room;
-            file
-        });
+        let room = self
+            .held_room
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let held = room.is_ok().then_some(file);
         self.out.sources.push(Source {
             origin: Origin::File(path.to_owned()),
             name,
@@ -331,36 +406,42 @@ impl Walk<'_> {
         });
     }
 
-    /// A folder: what it holds, in name order, then the folder itself.
-    fn folder(&mut self, dir: &Path, rel: &str, name: Name, meta: &Metadata) {
-        let listed = fs::read_dir(dir).and_then(|it| it.collect::<Result<Vec<_>, _>>());
-        let entries = match listed {
-            Ok(e) => e,
+    /// A folder, `opened` to be walked: what it holds, in name order, then the folder itself.
+    fn folder(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        name: Name,
+        meta: &Metadata,
+        opened: io::Result<WalkedFolder>,
+    ) {
+        let keep = self.depth < DEEPEST_HELD_FOLDER;
+        let listed = opened.and_then(|mut folder| Ok((folder.list(keep)?, folder)));
+        let (entries, folder) = match listed {
+            Ok(l) => l,
             Err(e) => {
                 let why = format!("cannot read the folder: {e}");
                 return self.skip(dir, Some(rel), EntryKind::Folder, why);
             }
         };
-        // Each name fetched once (a key per comparison would be an allocation each).
-        let mut entries: Vec<_> = entries.into_iter().map(|e| (e.file_name(), e)).collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (file_name, entry) in entries {
-            let path = entry.path();
-            let child = file_name.to_str().map(|n| [rel, "/", n].concat());
-            let found = entry.file_type();
-            // A regular file by its folder entry is opened first and described by its
-            // descriptor, which is kept for the send: one open and one status call per file.
-            // Should that fail, the usual way below says why.
-            if self.held_room > 0 && found.as_ref().is_ok_and(FileType::is_file) {
-                if let Ok((file, meta)) = open_described(&path) {
-                    self.entry(&path, child.as_deref(), Ok(meta), false, Some(file));
-                    continue;
-                }
-            }
-            let link = found.is_ok_and(|t| t.is_symlink());
-            // Links to files are followed; links to folders are not (no loops).
-            self.entry(&path, child.as_deref(), fs::metadata(&path), link, None);
+        let here = Here {
+            folder: &folder,
+            dir,
+            rel,
+            entries: &entries,
+        };
+        let pieces = if self.may_share && entries.len() >= SHARED_FROM_ENTRIES {
+            pieces(&entries)
+        } else {
+            Vec::new()
+        };
+        self.depth += 1;
+        if pieces.len() > 1 {
+            self.shared(&here, &pieces);
+        } else {
+            self.walk_range(&here, 0..entries.len());
         }
+        self.depth -= 1;
         self.out.sources.push(Source {
             origin: Origin::Folder(dir.to_owned()),
             name,
@@ -370,6 +451,131 @@ impl Walk<'_> {
             held: None,
         });
     }
+
+    /// The entries `range` of the folder `here`, in order.
+    fn walk_range(&mut self, here: &Here<'_>, range: Range<usize>) {
+        for (file_name, listed) in &here.entries[range] {
+            self.child(here, file_name, *listed);
+        }
+    }
+
+    /// One entry of the folder `here`, named `file_name`, which its listing says is `listed`.
+    fn child(&mut self, here: &Here<'_>, file_name: &OsString, listed: Listed) {
+        let path = here.dir.join(file_name);
+        let child = file_name.to_str().map(|n| [here.rel, "/", n].concat());
+        let child = child.as_deref();
+        // A regular file or a folder by its folder entry is opened through the folder first
+        // and described by its descriptor (a file's is kept for the send): one open and one
+        // status call each. Should that fail, the usual way below says why.
+        match listed {
+            Listed::File => {
+                let opened = here.folder.open_read(file_name, &path).and_then(described);
+                if let Ok((file, meta)) = opened {
+                    return self.entry(&path, child, Ok(meta), false, Opened::File(file));
+                }
+            }
+            Listed::Folder => {
+                if let Ok((folder, meta)) = here.folder.open_folder(file_name, &path) {
+                    return self.entry(&path, child, Ok(meta), false, Opened::Folder(folder));
+                }
+            }
+            Listed::Link | Listed::Other => {}
+        }
+        let link = listed == Listed::Link;
+        // Links to files are followed; links to folders are not (no loops).
+        self.entry(&path, child, fs::metadata(&path), link, Opened::Nothing);
+    }
+
+    /// The folder `here`, walked by this thread and a second one, each taking the next of its
+    /// `pieces` in turn; what each piece found is put back in the pieces' order, so the result
+    /// is the one thread's walk. Without a second thread, this one walks every piece.
+    fn shared(&mut self, here: &Here<'_>, pieces: &[Range<usize>]) {
+        let next = AtomicUsize::new(0);
+        let work = |mut walk: Walk<'a>| {
+            let mut done = Vec::new();
+            while let Some(range) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+                walk.walk_range(here, range.clone());
+                done.push((range.start, std::mem::take(&mut walk.out)));
+            }
+            done
+        };
+        // Room for every file the walk may hold, and more for its folders.
+        let room = self.held_room.load(Ordering::Relaxed);
+        crate::platform::reserve_descriptors(here.folder, room.saturating_add(RESERVED_SPARE));
+        let (mine, helper) = (self.share(), self.share());
+        let busy = crate::platform::processor();
+        let mut done = std::thread::scope(|scope| {
+            let theirs = std::thread::Builder::new()
+                .name("ferry-walk".into())
+                .spawn_scoped(scope, || {
+                    crate::platform::leave_processor(busy);
+                    work(helper)
+                });
+            if theirs.is_ok() {
+                // Let it run now, here, to move to a free processor (see `leave_processor`).
+                std::thread::yield_now();
+            }
+            let mut done = work(mine);
+            if let Ok(theirs) = theirs {
+                match theirs.join() {
+                    Ok(more) => done.extend(more),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            done
+        });
+        done.sort_unstable_by_key(|piece| piece.0);
+        for (_, found) in done {
+            self.out.sources.extend(found.sources);
+            self.out.skipped.extend(found.skipped);
+        }
+    }
+
+    /// A walk for one thread's share of a folder: same names, same budget, nothing found yet.
+    fn share(&self) -> Walk<'a> {
+        Walk {
+            to: self.to,
+            out: Collected::default(),
+            held_room: self.held_room,
+            may_share: false,
+            depth: self.depth,
+        }
+    }
+}
+
+/// A folder being walked: its handle, its path, its relative name and its listed entries.
+struct Here<'h> {
+    /// The folder, open.
+    folder: &'h WalkedFolder,
+    /// Its path.
+    dir: &'h Path,
+    /// Its relative name.
+    rel: &'h str,
+    /// Its entries, in name order.
+    entries: &'h [(OsString, Listed)],
+}
+
+/// `entries` cut into the pieces of a shared walk: each folder alone, other entries by up to
+/// [`PIECE_FILES`] in a row.
+fn pieces(entries: &[(OsString, Listed)]) -> Vec<Range<usize>> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, (_, listed)) in entries.iter().enumerate() {
+        if *listed == Listed::Folder {
+            if start < i {
+                pieces.push(start..i);
+            }
+            pieces.push(i..i + 1);
+            start = i + 1;
+        } else if i + 1 - start == PIECE_FILES {
+            pieces.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < entries.len() {
+        pieces.push(start..entries.len());
+    }
+    pieces
 }
 
 /// What a special file is, in words; `None` for a regular file or a folder.
@@ -391,8 +597,10 @@ pub(crate) fn mtime(meta: &Metadata) -> Option<Timestamp> {
     })
 }
 
+/// Refuses two sources offered under one name (a hash of each name: no comparisons of long
+/// shared prefixes).
 fn check_unique(sources: &[Source]) -> Result<(), ClientError> {
-    let mut seen: BTreeMap<&str, &Source> = BTreeMap::new();
+    let mut seen: HashMap<&str, &Source> = HashMap::with_capacity(sources.len());
     for s in sources {
         if let Some(first) = seen.insert(s.name.as_str(), s) {
             let show = |s: &Source| s.path().map_or("-".into(), |p| p.display().to_string());
@@ -522,6 +730,116 @@ mod tests {
         let none = collect_holding(std::slice::from_ref(&root), None, None, 0).unwrap();
         assert_eq!(names(&none), names(&got));
         assert!(none.sources.iter().all(|s| s.held.is_none()));
+    }
+
+    /// A large tree walked by two threads gives the entries and the skipped ones of a walk by
+    /// one, in the same order: nested folders, links to files and folders, dangling links,
+    /// FIFOs, names that cannot travel, a folder too long for one piece.
+    #[test]
+    fn two_threads_walk_as_one() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        for d in 0..40 {
+            let dir = root.join(format!("d{d:02}"));
+            fs::create_dir_all(dir.join("inner/deeper")).unwrap();
+            let files = if d == 7 { 150 } else { 3 };
+            for f in 0..files {
+                fs::write(dir.join(format!("f{f:03}")), [b'x'; 3]).unwrap();
+            }
+            fs::write(dir.join("inner/deeper/z"), b"z").unwrap();
+            std::os::unix::fs::symlink(&dir, dir.join("inner/up")).unwrap();
+            std::os::unix::fs::symlink(dir.join("f000"), dir.join("link")).unwrap();
+            std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling")).unwrap();
+            fs::write(dir.join(std::ffi::OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
+            fs::write(dir.join("ctl\u{1b}[2J"), b"x").unwrap();
+        }
+        for f in 0..70 {
+            fs::write(root.join(format!("top{f:02}")), b"t").unwrap();
+        }
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("d03/fifo"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let paths = [root.clone(), root.join("d05/f001")];
+        let one = walk_paths(&paths, None, None, 100, false).unwrap();
+        let two = walk_paths(&paths, None, None, 100, true).unwrap();
+        assert_eq!(names(&two), names(&one));
+        assert_eq!(names(&one).len(), 40 * 8 + 147 + 70 + 2);
+        let sizes = |c: &Collected| c.sources.iter().map(|s| s.size).collect::<Vec<_>>();
+        assert_eq!(sizes(&two), sizes(&one));
+        let skipped = |c: &Collected| {
+            c.skipped
+                .iter()
+                .map(|s| (s.path.clone(), s.name.clone(), s.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(skipped(&two), skipped(&one));
+        assert_eq!(one.skipped.len(), 40 * 4 + 1);
+        // The budget is shared: as many files held, whichever thread held them.
+        let held = |c: &Collected| c.sources.iter().filter(|s| s.held.is_some()).count();
+        assert_eq!((held(&one), held(&two)), (100, 100));
+    }
+
+    /// Past [`DEEPEST_HELD_FOLDER`] levels, folders let their descriptors go once listed and
+    /// their entries are opened by path: the same entries, each file held and readable.
+    #[test]
+    fn deep_folders_are_walked_by_path() {
+        use std::io::Read;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = tmp.path().join("l");
+        let mut want = Vec::new();
+        let mut rel = String::from("l");
+        for level in 0..DEEPEST_HELD_FOLDER + 4 {
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("f"), level.to_string()).unwrap();
+            want.push(format!("{rel}/f"));
+            dir.push("l");
+            rel.push_str("/l");
+        }
+        let mut folders: Vec<String> = want.iter().map(|f| f[..f.len() - 2].into()).collect();
+        folders.reverse();
+        let mut got = collect(&[tmp.path().join("l")], None).unwrap();
+        let files: Vec<&str> = names(&got)
+            .into_iter()
+            .filter(|n| n.ends_with("/f"))
+            .collect();
+        assert_eq!(files, want, "each file before the folder beside it");
+        let folders_got: Vec<&str> = names(&got)
+            .into_iter()
+            .filter(|n| !n.ends_with("/f"))
+            .collect();
+        assert_eq!(folders_got, folders);
+        for s in got
+            .sources
+            .iter_mut()
+            .filter(|s| s.kind() == EntryKind::File)
+        {
+            assert!(s.held.is_some(), "{}", s.name);
+            let mut read = String::new();
+            s.open().unwrap().read_to_string(&mut read).unwrap();
+            let level = s.name.as_str().matches('/').count() - 1;
+            assert_eq!(read, level.to_string());
+        }
+    }
+
+    /// A shared folder is cut into pieces: each sub-folder alone, files by up to
+    /// [`PIECE_FILES`] in a row.
+    #[test]
+    fn shared_folders_are_cut_at_folders_and_long_runs_of_files() {
+        let entry = |l| (OsString::new(), l);
+        let mut entries = vec![entry(Listed::File); 2];
+        entries.push(entry(Listed::Folder));
+        entries.push(entry(Listed::Folder));
+        entries.extend(vec![entry(Listed::Link); PIECE_FILES + 1]);
+        let end = entries.len();
+        assert_eq!(
+            pieces(&entries),
+            [0..2, 2..3, 3..4, 4..4 + PIECE_FILES, 4 + PIECE_FILES..end]
+        );
+        assert!(pieces(&[]).is_empty());
     }
 
     #[test]
