@@ -75,6 +75,7 @@ mod sources;
 mod storage;
 mod stream;
 pub mod units;
+mod wake;
 
 pub use access::{Credential, Permissions};
 pub use config::{Config, ObjectStore, Overwrite, DEFAULT_PORT};

@@ -5,15 +5,14 @@
 //! flushed batch's RESULTs go out at once even while it waits for input.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use rustix::event::{eventfd, EventfdFlags};
-
 use super::{Flush, Reply};
 use crate::storage::Storage;
+use crate::wake::Wake;
 
 /// A batch whose flush has ended: its replies, in order, and how the flush went.
 #[derive(Debug)]
@@ -41,7 +40,7 @@ struct Worker {
     jobs: Option<SyncSender<Flush>>,
     done: Receiver<io::Result<()>>,
     /// Counts flushes that ended and were not yet collected; readable while it is not zero.
-    wake: Arc<OwnedFd>,
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -118,7 +117,7 @@ impl Pipeline {
 impl Worker {
     /// Starts a thread that flushes through `store`.
     fn start(store: Arc<dyn Storage>) -> io::Result<Self> {
-        let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        let wake = Arc::new(Wake::new()?);
         let (jobs, inbox) = mpsc::sync_channel::<Flush>(1);
         let (outbox, done) = mpsc::channel();
         let ring = Arc::clone(&wake);
@@ -132,8 +131,7 @@ impl Worker {
                     if outbox.send(result).is_err() {
                         return;
                     }
-                    // Cannot fail short of a counter at its maximum; the result is sent.
-                    let _ = rustix::io::write(&*ring, &1u64.to_ne_bytes());
+                    ring.ring();
                 }
             })?;
         Ok(Self {
@@ -158,9 +156,7 @@ impl Worker {
                 Err(io::Error::other("internal error: the flush thread ended"))
             }
         };
-        // Resets the counter (it is not readable while zero).
-        let mut count = [0u8; 8];
-        let _ = rustix::io::read(&*self.wake, &mut count);
+        self.wake.reset();
         Some(result)
     }
 }

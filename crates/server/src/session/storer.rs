@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -29,12 +29,12 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
-use rustix::event::{eventfd, EventfdFlags};
 
 use crate::commit::Touched;
 use crate::locks::NameLock;
 use crate::paths::Refusal;
 use crate::storage::{Incoming, Storage, Upload};
+use crate::wake::Wake;
 
 /// Largest body stored ahead (the client's early-offer size); larger ones are stored as
 /// they arrive, on the connection's thread.
@@ -123,7 +123,7 @@ struct Worker {
     /// Set while the connection waits on `wake`: the thread then rings it after a job.
     asleep: Arc<AtomicBool>,
     /// An `eventfd` the connection polls with its socket.
-    wake: Arc<OwnedFd>,
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -234,9 +234,7 @@ impl Storer {
     pub(super) fn woken(&self) {
         if let Some(w) = &self.worker {
             w.asleep.store(false, SeqCst);
-            // Resets the counter (not readable while zero: nothing to reset then).
-            let mut count = [0u8; 8];
-            let _ = rustix::io::read(&*w.wake, &mut count);
+            w.wake.reset();
         }
     }
 }
@@ -252,7 +250,7 @@ fn gone() -> Refusal {
 impl Worker {
     /// Starts the thread of the connection from `peer`, storing with `run`.
     fn start(run: Runner, peer: SocketAddr) -> io::Result<Self> {
-        let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        let wake = Arc::new(Wake::new()?);
         let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_JOBS);
         let (outbox, done) = mpsc::channel();
         let ended = Arc::new(AtomicUsize::new(0));
@@ -267,8 +265,7 @@ impl Worker {
                     }
                     count.fetch_add(1, SeqCst);
                     if sleeper.swap(false, SeqCst) {
-                        // Cannot fail short of a counter at its maximum; the outcome is sent.
-                        let _ = rustix::io::write(&*ring, &1u64.to_ne_bytes());
+                        ring.ring();
                     }
                 }
             })?;
