@@ -13,9 +13,11 @@
 //! which then stops reading). Outcomes come back in the order the jobs went in; the
 //! connection reports them (log line, tally, RESULT in the batch) on its own thread, and
 //! waits for the storer to be empty ([`Storer::next`] with `block`) before anything else
-//! enters its batch, so RESULTs keep the order of the ENDs. The thread starts with the
-//! first job and ends with the connection (it finishes the jobs queued before); it is named
-//! `ferry-store-PEER`. If it ends early (a bug: a panic), the jobs it held are reported as
+//! enters its batch, so RESULTs keep the order of the ENDs. A folder offer, whose RESULT
+//! answers the offer rather than an END, waits only for the jobs that touch it (and those
+//! before them, [`Storer::held_through`]): its mode and time are set after its files are.
+//! The thread starts with the first job and ends with the connection (it finishes the jobs
+//! queued before); it is named `ferry-store-PEER`. If it ends early (a bug: a panic), the jobs it held are reported as
 //! I/O errors instead of hanging the connection.
 
 use std::collections::VecDeque;
@@ -187,6 +189,15 @@ impl Storer {
             done.push(Done { ticket, result });
         }
         done
+    }
+
+    /// How many of the jobs held, oldest first, must end before none touching `name` is
+    /// left: one storing `name` itself, something under it, or a folder above it.
+    pub(super) fn held_through(&self, name: &Name) -> usize {
+        self.held
+            .iter()
+            .rposition(|(t, _)| t.name == *name || t.name.is_under(name) || name.is_under(&t.name))
+            .map_or(0, |at| at + 1)
     }
 
     /// The oldest job's outcome, once it has ended; `None` when no job is held, or (without

@@ -211,8 +211,10 @@ impl<'a> Session<'a> {
     /// Stores a folder offer (version 2, PROTOCOL.md §4.9): RESULT `Stored` or `Unchanged`,
     /// a failure in RESULT, or REFUSE for a name the server does not take.
     fn on_folder(&mut self, o: &Offer) -> Result<(), DriveError> {
-        // Its RESULT follows those of the files stored before it.
-        self.drain_storer();
+        // Its mode and time are applied once the files under it are published.
+        if let Ok(name) = &o.name {
+            self.store_through(name);
+        }
         let made = self.admit_name(&o.name).and_then(|name| {
             let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
             Ok((name, made))
@@ -542,6 +544,17 @@ impl<'a> Session<'a> {
     pub(super) fn drain_storer(&mut self) {
         while let Some(done) = self.storer.next(true) {
             self.report(done);
+        }
+    }
+
+    /// Waits for the storer to store every body it holds that touches `name` (see
+    /// [`Storer::held_through`](super::storer::Storer::held_through)), and those handed over
+    /// before them, and reports them.
+    fn store_through(&mut self, name: &Name) {
+        for _ in 0..self.storer.held_through(name) {
+            if let Some(done) = self.storer.next(true) {
+                self.report(done);
+            }
         }
     }
 

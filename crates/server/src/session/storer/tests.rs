@@ -17,7 +17,18 @@ fn store() -> (tempfile::TempDir, Arc<dyn Storage>) {
 
 /// A job for `f{id}` with `len` bytes into `store`, and its ticket.
 fn job(store: &Arc<dyn Storage>, locks: &Arc<NameLocks>, id: u64, len: usize) -> (Job, Ticket) {
-    let name = Name::parse(&format!("f{id}")).unwrap();
+    named(store, locks, id, &format!("f{id}"), len)
+}
+
+/// A job for `name` (id `id`) with `len` bytes into `store`, and its ticket.
+fn named(
+    store: &Arc<dyn Storage>,
+    locks: &Arc<NameLocks>,
+    id: u64,
+    name: &str,
+    len: usize,
+) -> (Job, Ticket) {
+    let name = Name::parse(name).unwrap();
     let meta = FileMeta {
         size: Some(len as u64),
         mtime: None,
@@ -131,4 +142,28 @@ fn a_panic_in_the_storer_fails_the_jobs_it_held_without_hanging() {
     // The panicking job's lock and the failed ones' were let go of.
     assert!(locks.try_lock("f3", &Activity::new()).is_ok());
     assert!(locks.try_lock("f7", &Activity::new()).is_ok());
+}
+
+#[test]
+fn a_folder_waits_only_for_the_jobs_that_touch_it_and_those_before_them() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let mut s = counting((8, 1 << 20), u64::MAX);
+    for (id, name) in ["a/x", "b/y", "a/sub/z", "c"].into_iter().enumerate() {
+        let (j, t) = named(&store, &locks, id as u64, name, 10);
+        assert!(s.submit(j, t).is_empty());
+    }
+    let through = |s: &Storer, n: &str| s.held_through(&Name::parse(n).unwrap());
+    // The last job under `a` is the third: it and the two before it.
+    assert_eq!(through(&s, "a"), 3);
+    assert_eq!(through(&s, "a/sub"), 3);
+    assert_eq!(through(&s, "b"), 2);
+    // The name itself, and a folder under a file's name.
+    assert_eq!(through(&s, "c"), 4);
+    assert_eq!(through(&s, "c/d"), 4);
+    // Nothing touches these: no wait.
+    assert_eq!(through(&s, "e"), 0);
+    assert_eq!(through(&s, "ab"), 0);
+    while s.next(true).is_some() {}
+    assert_eq!(through(&s, "a"), 0);
 }
