@@ -340,9 +340,9 @@ impl Upload<'_> {
                     self.next += 1;
                     continue;
                 }
-                // Its files are stored first: storing one changes the folder's mtime, which
-                // the server sets when the folder is offered. It waits aside, and what follows
-                // it goes on (one round trip per folder would pace a tree of small files).
+                // Its files are sent first: storing one changes the folder's mtime, which the
+                // server sets when the folder is offered, and it stores them in order. It waits
+                // aside until they are, and what follows it goes on.
                 EntryKind::Folder if self.flights.set_aside(self.next, &src.name) => {
                     self.next += 1;
                     continue;
@@ -370,8 +370,8 @@ impl Upload<'_> {
         Ok(())
     }
 
-    /// Offers the folders set aside whose contents have all landed, in their order (a folder's
-    /// subfolders come before it), while the window has room.
+    /// Offers the folders set aside whose contents have all been sent, in their order (a
+    /// folder's subfolders come before it), while the window has room.
     fn offer_folders(&mut self) -> Result<(), ClientError> {
         let window = self.session.opts.window;
         while let Some(i) = self.flights.ready_folder() {
@@ -462,6 +462,7 @@ impl Upload<'_> {
         let len = len as u64;
         self.obs.advanced(len);
         let digest = self.session.driver.conn_mut().end()?;
+        self.flights.sent(id);
         self.last_body = Some(id);
         if let Some(f) = self.flights.get_mut(id) {
             f.report.bytes = len;
@@ -556,6 +557,7 @@ impl Upload<'_> {
             Err(PumpError::Drive(e)) => return self.cut_while_sending(id, e),
         }
         let digest = self.session.driver.conn_mut().end()?;
+        self.flights.sent(id);
         self.last_body = Some(id);
         if let Some(f) = self.flights.get_mut(id) {
             f.report.digest = Some(digest);
