@@ -61,8 +61,8 @@ impl<'a> Session<'a> {
         self.driver.conn().version()
     }
 
-    /// Sends HELLO (and anything queued) and waits for WELCOME; returns the version both
-    /// speak. Nothing of version 2 may be sent before (PROTOCOL.md §4.1).
+    /// Sends HELLO (and anything queued with it) and waits for WELCOME; returns the version
+    /// both speak. Only offers of version-1 bits may be queued before (PROTOCOL.md §2.2, §4.1).
     pub(crate) fn welcome(&mut self) -> Result<u16, ClientError> {
         self.driver.stream_mut().get_mut().restart();
         while !self.welcomed {

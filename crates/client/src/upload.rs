@@ -254,6 +254,7 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
+        self.offer_probe()?;
         self.version = self.session.welcome()?;
         if self.version < 2 && self.session.opts.checksum {
             log::warn!(
@@ -317,6 +318,24 @@ impl Upload<'_> {
             return Ok(());
         }
         self.session.close()
+    }
+
+    /// Queues the first file's offer, the probe of [`Upload::read_early`], behind the HELLO,
+    /// so that both go in one write and its answer comes one round trip sooner. Before
+    /// WELCOME only version-1 bits may go (PROTOCOL.md §2.2, §4.1): not with `--checksum`,
+    /// whose digest is a version-2 item, and not a folder. A server that refuses the
+    /// connection acts on no frame after the HELLO: the file is reported not sent.
+    fn offer_probe(&mut self) -> Result<(), ClientError> {
+        let Some(src) = self.sources.first() else {
+            return Ok(());
+        };
+        if self.session.opts.checksum || src.kind() == EntryKind::Folder {
+            return Ok(());
+        }
+        let id = self.session.driver.conn_mut().offer(src.info())?;
+        self.flights.insert(id, 0, report_for(src), false);
+        self.next = 1;
+        Ok(())
     }
 
     /// Offers more files while the window has room.
