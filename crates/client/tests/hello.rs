@@ -1,6 +1,7 @@
 //! The probe rides with the HELLO (PROTOCOL.md §2.2, §4.1): a send's first file offer goes in
 //! the same write as the HELLO, before WELCOME, when it has version-1 bits only; servers of
-//! every version answer it, and a server that refuses the connection stores nothing of it.
+//! every version answer it, and a server that refuses the connection stores nothing of it. At
+//! the other end, the client closes without waiting for the server to (PROTOCOL.md §9).
 
 mod common;
 
@@ -159,4 +160,43 @@ fn a_server_at_its_limit_says_busy_to_a_client_whose_offer_went_with_its_hello()
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("at its limit"), "{err}");
     assert!(common::tree(server.dir.path()).is_empty(), "nothing stored");
+}
+
+/// Once every RESULT is in, the client ends its side and exits without waiting for the
+/// server's (plain TCP): the server still reads a clean end (EOF, no reset) while it holds its
+/// own side open until the client has exited.
+#[test]
+fn the_client_ends_cleanly_without_waiting_for_the_server_to_close() {
+    use std::io::Read;
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"abc");
+    let (addr, script) = raw_server(|mut raw| {
+        raw.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        raw.welcome();
+        let id = common::id_of(&raw.expect(kind::OFFER));
+        raw.send(&[Frame::Accept {
+            id,
+            offset: 0,
+            prefix: Digest::of_empty(),
+        }]);
+        raw.expect(kind::END);
+        raw.send(&[Frame::Result {
+            id,
+            code: Code::Stored,
+            detail: "f.txt".into(),
+        }]);
+        let mut rest = Vec::new();
+        let end = raw.stream.read_to_end(&mut rest).map_err(|e| e.kind());
+        (end, raw.stream)
+    });
+
+    let out = ferry(&["send", &addr.to_string(), arg(&file)]);
+
+    let (end, held) = script.join().unwrap();
+    assert_eq!(end, Ok(0), "a clean end, nothing after the END");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    drop(held);
 }
