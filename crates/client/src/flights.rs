@@ -1,11 +1,12 @@
 //! Bookkeeping of the files of one conversation: which are in flight, since when, the folders
-//! set aside until what is under them has landed, and the reports of those whose fate is known.
+//! set aside until what is under them has been sent, and the reports of those whose fate is
+//! known.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use ferry_proto::wire::{MAX_REASON_LEN, REPLY_OVERHEAD};
-use ferry_proto::{FileId, Name};
+use ferry_proto::{EntryKind, FileId, Name};
 
 use crate::error::ClientError;
 use crate::report::{FileReport, Observer, Outcome, Status};
@@ -18,7 +19,18 @@ pub(crate) struct Flight<T> {
     started: Option<Instant>,
     /// The most reply bytes the peer may send about this file (see [`Flights::has_room`]).
     reply_bytes: usize,
+    /// Not yet wholly sent: the folders set aside above it wait for it (see [`Flights::sent`]).
+    unsent: bool,
+    /// A folder's answer, held while entries under it are in flight (see [`Flights::land`]).
+    held: Option<Answer>,
     pub(crate) extra: T,
+}
+
+/// The final word on a file, as [`Flights::land`] takes it.
+struct Answer {
+    status: Status,
+    detail: String,
+    refused: bool,
 }
 
 /// The most reply bytes the files in flight may have the peer write (their ACCEPT/REFUSE and
@@ -28,14 +40,16 @@ pub(crate) struct Flight<T> {
 /// out.
 const REPLY_BUDGET: usize = 64 * 1024;
 
-/// A folder set aside: it is offered once nothing under it is in flight or set aside (storing
-/// a file changes its folder's mtime, which the receiver sets when the folder is offered).
+/// A folder set aside: it is offered once everything under it has been sent (storing a file
+/// changes its folder's mtime, which the receiver sets when the folder is offered). The
+/// receiver acts on frames in order and publishes a file at its END (PROTOCOL.md §4.9, §6.3),
+/// so a folder offered after the END of every file under it is applied after they are stored.
 struct Waiting {
     /// Its place on the command line.
     order: usize,
     name: Name,
-    /// How many entries under it are in flight or set aside: kept by every way in and out
-    /// ([`Flights::count`]), so that no file's landing scans the window.
+    /// How many entries under it are unsent or set aside: kept by every way in and out
+    /// ([`Flights::count`]), so that no file's sending scans the window.
     under: usize,
 }
 
@@ -46,6 +60,8 @@ pub(crate) struct Flights<T> {
     reply_bytes: usize,
     /// Folders set aside, in the order they were.
     waiting: Vec<Waiting>,
+    /// The folders in flight that hold their answer (see [`Flights::land`]).
+    holding: Vec<FileId>,
     pub(crate) outcome: Outcome,
 }
 
@@ -55,6 +71,7 @@ impl<T> Flights<T> {
             map: HashMap::new(),
             reply_bytes: 0,
             waiting: Vec::new(),
+            holding: Vec::new(),
             outcome,
         }
     }
@@ -73,12 +90,12 @@ impl<T> Flights<T> {
     }
 
     /// Sets the folder `name` (at `order` on the command line) aside if an entry under it is
-    /// in flight or set aside; `false` if none is, and it may be offered now.
+    /// unsent or set aside; `false` if none is, and it may be offered now.
     pub(crate) fn set_aside(&mut self, order: usize, name: &Name) -> bool {
         let under = self
             .map
             .values()
-            .filter(|f| f.report.name.is_under(name))
+            .filter(|f| f.unsent && f.report.name.is_under(name))
             .count()
             + self
                 .waiting
@@ -115,8 +132,8 @@ impl<T> Flights<T> {
         self.waiting.iter().map(|w| w.order)
     }
 
-    /// An entry named `name` is now in flight or set aside (`added`), or no longer: the
-    /// folders set aside above it count it.
+    /// An entry named `name` is now unsent or set aside (`added`), or no longer: the folders
+    /// set aside above it count it.
     fn count(&mut self, name: &Name, added: bool) {
         for w in &mut self.waiting {
             if name.is_under(&w.name) {
@@ -129,21 +146,55 @@ impl<T> Flights<T> {
         }
     }
 
+    /// Puts a file in flight, unsent until [`Flights::sent`]; a folder, whose offer is all
+    /// there is to send, as sent.
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
         let reply_bytes = reply_bytes(report.name.as_str().len());
-        self.count(&report.name, true);
+        let unsent = report.kind != EntryKind::Folder;
+        if unsent {
+            self.count(&report.name, true);
+        }
         let flight = Flight {
             order,
             report,
             started: None,
             reply_bytes,
+            unsent,
+            held: None,
             extra,
         };
         self.reply_bytes += reply_bytes;
         if let Some(old) = self.map.insert(id, flight) {
-            self.reply_bytes -= old.reply_bytes;
-            self.count(&old.report.name, false);
+            self.forget(id, &old);
         }
+    }
+
+    /// Everything of file `id` has been sent (its END, or its early body and END): the
+    /// folders set aside above it no longer wait for it.
+    pub(crate) fn sent(&mut self, id: FileId) {
+        let Some(f) = self.map.get_mut(&id) else {
+            return;
+        };
+        if std::mem::take(&mut f.unsent) {
+            let name = f.report.name.clone();
+            self.count(&name, false);
+        }
+    }
+
+    /// Takes the counts of `f`, out of the map now, off the totals.
+    fn forget(&mut self, id: FileId, f: &Flight<T>) {
+        self.reply_bytes -= f.reply_bytes;
+        if f.unsent {
+            self.count(&f.report.name, false);
+        }
+        if f.held.is_some() {
+            self.holding.retain(|&h| h != id);
+        }
+    }
+
+    /// Whether an entry under the folder `name` is in flight.
+    fn holds_under(&self, name: &Name) -> bool {
+        self.map.values().any(|f| f.report.name.is_under(name))
     }
 
     pub(crate) fn get_mut(&mut self, id: FileId) -> Option<&mut Flight<T>> {
@@ -160,6 +211,10 @@ impl<T> Flights<T> {
 
     /// Records the final word on a file (`detail` comes from the peer or the system and is
     /// escaped here).
+    ///
+    /// A folder's answer may come while files under it are still in flight (it was offered
+    /// once they were sent, not stored): it is held, and the folder stays in flight, until
+    /// they land, so that a connection cut before leaves it open and offered again after them.
     pub(crate) fn land(
         &mut self,
         id: FileId,
@@ -168,14 +223,45 @@ impl<T> Flights<T> {
         refused: bool,
         obs: &mut dyn Observer,
     ) {
+        let answer = Answer {
+            status,
+            detail: detail.to_owned(),
+            refused,
+        };
+        match self.map.get(&id) {
+            None => return,
+            Some(f) if f.report.kind == EntryKind::Folder && self.holds_under(&f.report.name) => {
+                if let Some(f) = self.map.get_mut(&id) {
+                    if f.held.replace(answer).is_none() {
+                        self.holding.push(id);
+                    }
+                }
+                return;
+            }
+            Some(_) => self.finish(id, answer, obs),
+        }
+        // Folders holding their answer for this entry land now (the outermost last).
+        while let Some(at) = self.holding.iter().position(|h| {
+            self.map
+                .get(h)
+                .is_none_or(|f| !self.holds_under(&f.report.name))
+        }) {
+            let ready = self.holding.remove(at);
+            if let Some(answer) = self.map.get_mut(&ready).and_then(|f| f.held.take()) {
+                self.finish(ready, answer, obs);
+            }
+        }
+    }
+
+    /// Takes file `id` out of flight with `answer` and reports it.
+    fn finish(&mut self, id: FileId, answer: Answer, obs: &mut dyn Observer) {
         let Some(mut f) = self.map.remove(&id) else {
             return;
         };
-        self.reply_bytes -= f.reply_bytes;
-        self.count(&f.report.name, false);
-        f.report.status = status;
-        f.report.refused = refused;
-        f.report.detail = ferry_proto::name::escape(detail);
+        self.forget(id, &f);
+        f.report.status = answer.status;
+        f.report.refused = answer.refused;
+        f.report.detail = ferry_proto::name::escape(&answer.detail);
         f.report.seconds = f.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         obs.finished(&f.report);
         self.outcome.files.push(f.report);
@@ -190,6 +276,7 @@ impl<T> Flights<T> {
         obs: &mut dyn Observer,
     ) -> Outcome {
         self.reply_bytes = 0;
+        self.holding.clear();
         self.waiting.clear();
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
@@ -236,8 +323,8 @@ mod tests {
         assert!(f.has_room(3, 1), "a landed file frees its place");
     }
 
-    /// A folder set aside is ready once nothing under it is in flight or set aside: the
-    /// counts kept as entries come and go match what a scan would find.
+    /// A folder set aside is ready once nothing under it is unsent or set aside: the counts
+    /// kept as entries come and go match what a scan would find.
     #[test]
     fn a_folder_set_aside_waits_for_what_is_under_it() {
         let name = |n: &str| Name::parse(n).unwrap();
@@ -266,6 +353,59 @@ mod tests {
         f.take_folder(4);
         assert_eq!(f.set_aside_orders().count(), 0);
         assert!(f.is_empty());
+    }
+
+    /// A folder is offered once what is under it is sent; its answer, if it comes first, is
+    /// held until they land, and a connection lost before leaves it open (to be offered again).
+    #[test]
+    fn a_folder_goes_once_its_files_are_sent_and_lands_after_them() {
+        let name = |n: &str| Name::parse(n).unwrap();
+        let folder = |n: &str| FileReport {
+            kind: EntryKind::Folder,
+            ..report(n)
+        };
+        let stored = Status::Code(ferry_proto::Code::Stored);
+        let mut f: Flights<()> = Flights::new(Outcome::default());
+        f.insert(1, 0, report("d/a"), ());
+        f.insert(2, 1, report("d/s/b"), ());
+        assert!(f.set_aside(2, &name("d/s")));
+        assert!(f.set_aside(3, &name("d")));
+        f.sent(2);
+        assert_eq!(f.ready_folder(), Some(2), "d/s/b sent: d/s goes");
+        f.take_folder(2);
+        f.insert(3, 2, folder("d/s"), ());
+        assert_eq!(f.ready_folder(), None, "d waits for d/a");
+        f.sent(1);
+        assert_eq!(
+            f.ready_folder(),
+            Some(3),
+            "a subfolder offered counts as sent"
+        );
+        f.take_folder(3);
+        f.insert(4, 3, folder("d"), ());
+        f.land(4, stored, "d", false, &mut ());
+        f.land(3, stored, "d/s", false, &mut ());
+        assert!(
+            f.outcome.files.is_empty(),
+            "the folders wait for their files"
+        );
+        f.land(2, stored, "d/s/b", false, &mut ());
+        let landed: Vec<_> = f.outcome.files.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(landed, ["d/s/b", "d/s"], "d still holds d/a");
+        let left = f.abandon(
+            ClientError::Usage("cut".into()),
+            std::iter::empty(),
+            &mut (),
+        );
+        let open: Vec<_> = left.files[2..]
+            .iter()
+            .map(|r| (r.name.as_str(), r.status))
+            .collect();
+        assert_eq!(
+            open,
+            [("d/a", Status::Incomplete), ("d", Status::Incomplete)],
+            "a held folder is offered again after its files"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::sniff;
 use crate::target::Target;
 use crate::timed::Timed;
 
-/// Longest wait, after our clean end, for the server to end its side.
+/// Longest wait, after our clean end over TLS, for the server's `close_notify` and end.
 const LINGER: Duration = Duration::from_secs(2);
 
 pub(crate) struct Session<'a> {
@@ -61,8 +61,8 @@ impl<'a> Session<'a> {
         self.driver.conn().version()
     }
 
-    /// Sends HELLO (and anything queued) and waits for WELCOME; returns the version both
-    /// speak. Nothing of version 2 may be sent before (PROTOCOL.md §4.1).
+    /// Sends HELLO (and anything queued with it) and waits for WELCOME; returns the version
+    /// both speak. Only offers of version-1 bits may be queued before (PROTOCOL.md §2.2, §4.1).
     pub(crate) fn welcome(&mut self) -> Result<u16, ClientError> {
         self.driver.stream_mut().get_mut().restart();
         while !self.welcomed {
@@ -130,14 +130,17 @@ impl<'a> Session<'a> {
     }
 
     /// Sends what is queued and closes our sending side at a frame boundary (with TLS,
-    /// `close_notify` first): the clean end of a conversation. Then waits a little for the
-    /// server to end its side, so that it sees a clean end rather than a reset.
+    /// `close_notify` first): the clean end of a conversation, which the server reads as
+    /// such. Over plain TCP that is all: every answer is read, so closing the socket now
+    /// sends no reset (only unread bytes would), and the server's own FIN needs no reader.
+    /// With TLS the server answers with its `close_notify`, bytes that would reach a closed
+    /// socket and draw a reset: we wait a little for it and its end.
     pub(crate) fn close(&mut self) -> Result<(), ClientError> {
         self.driver.stream_mut().get_mut().restart();
         self.driver.flush().map_err(|e| self.drive_err(e))?;
         let stream = self.driver.stream_mut();
         // The server may already have closed too; nothing is lost then.
-        if stream.shutdown_write().is_ok() {
+        if stream.shutdown_write().is_ok() && stream.is_tls() {
             stream.get_mut().restart_within(LINGER);
             let mut sink = [0u8; 512];
             let until = Instant::now() + LINGER;

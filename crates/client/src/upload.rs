@@ -254,6 +254,7 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
+        self.offer_probe()?;
         self.version = self.session.welcome()?;
         if self.version < 2 && self.session.opts.checksum {
             log::warn!(
@@ -319,6 +320,24 @@ impl Upload<'_> {
         self.session.close()
     }
 
+    /// Queues the first file's offer, the probe of [`Upload::read_early`], behind the HELLO,
+    /// so that both go in one write and its answer comes one round trip sooner. Before
+    /// WELCOME only version-1 bits may go (PROTOCOL.md §2.2, §4.1): not with `--checksum`,
+    /// whose digest is a version-2 item, and not a folder. A server that refuses the
+    /// connection acts on no frame after the HELLO: the file is reported not sent.
+    fn offer_probe(&mut self) -> Result<(), ClientError> {
+        let Some(src) = self.sources.first() else {
+            return Ok(());
+        };
+        if self.session.opts.checksum || src.kind() == EntryKind::Folder {
+            return Ok(());
+        }
+        let id = self.session.driver.conn_mut().offer(src.info())?;
+        self.flights.insert(id, 0, report_for(src), false);
+        self.next = 1;
+        Ok(())
+    }
+
     /// Offers more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
         self.offer_folders()?;
@@ -340,9 +359,9 @@ impl Upload<'_> {
                     self.next += 1;
                     continue;
                 }
-                // Its files are stored first: storing one changes the folder's mtime, which
-                // the server sets when the folder is offered. It waits aside, and what follows
-                // it goes on (one round trip per folder would pace a tree of small files).
+                // Its files are sent first: storing one changes the folder's mtime, which the
+                // server sets when the folder is offered, and it stores them in order. It waits
+                // aside until they are, and what follows it goes on.
                 EntryKind::Folder if self.flights.set_aside(self.next, &src.name) => {
                     self.next += 1;
                     continue;
@@ -370,8 +389,8 @@ impl Upload<'_> {
         Ok(())
     }
 
-    /// Offers the folders set aside whose contents have all landed, in their order (a folder's
-    /// subfolders come before it), while the window has room.
+    /// Offers the folders set aside whose contents have all been sent, in their order (a
+    /// folder's subfolders come before it), while the window has room.
     fn offer_folders(&mut self) -> Result<(), ClientError> {
         let window = self.session.opts.window;
         while let Some(i) = self.flights.ready_folder() {
@@ -462,6 +481,7 @@ impl Upload<'_> {
         let len = len as u64;
         self.obs.advanced(len);
         let digest = self.session.driver.conn_mut().end()?;
+        self.flights.sent(id);
         self.last_body = Some(id);
         if let Some(f) = self.flights.get_mut(id) {
             f.report.bytes = len;
@@ -556,6 +576,7 @@ impl Upload<'_> {
             Err(PumpError::Drive(e)) => return self.cut_while_sending(id, e),
         }
         let digest = self.session.driver.conn_mut().end()?;
+        self.flights.sent(id);
         self.last_body = Some(id);
         if let Some(f) = self.flights.get_mut(id) {
             f.report.digest = Some(digest);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -700,4 +700,129 @@ fn a_protocol_1_server_gets_plain_file_offers_only() {
     let lines = json_lines(&out.stdout);
     assert_eq!(count(&lines, "folder", "not_sent"), 3, "{lines:?}");
     assert_eq!(count(&lines, "file", "exists"), 2);
+}
+
+/// PROTOCOL.md §4.9, §7.1: a folder is offered once everything under it has been *sent* (each
+/// file's END), not once it is stored: the server acts on frames in order, so the folder's
+/// mode and mtime are applied after its files. A server that withholds every RESULT until it
+/// has read the folder offers gets them (a client waiting for the RESULTs would wait forever),
+/// each after the END of every file under it and the offer of every subfolder.
+#[test]
+fn folders_are_offered_once_their_files_are_sent_not_stored() {
+    use ferry_proto::wire::Frame;
+    use ferry_proto::{Code, Digest, EntryKind};
+    let local = tempfile::tempdir().unwrap();
+    let root = local.path().join("d");
+    write(&root.join("a.txt"), b"a");
+    write(&root.join("sub/b.txt"), b"b");
+    write(&root.join("sub/c.txt"), b"c");
+    let (addr, script) = raw_server(|mut raw| {
+        // Bounded: a client that waits for RESULTs before its folders fails the test here.
+        raw.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        raw.welcome_as(2);
+        let mut names = HashMap::new();
+        let mut files = Vec::new();
+        let mut ended = Vec::new();
+        let mut folders = Vec::new();
+        while folders.len() < 2 {
+            match raw.read_frame().expect("a folder offer before the RESULTs") {
+                Frame::Offer {
+                    id,
+                    kind: EntryKind::Folder,
+                    name,
+                    ..
+                } => {
+                    for (file, n) in &files {
+                        if Path::new(n).starts_with(&name) {
+                            assert!(ended.contains(file), "{name} offered before {n} was sent");
+                        }
+                    }
+                    folders.push((id, name.clone()));
+                    names.insert(id, name);
+                }
+                Frame::Offer { id, name, .. } => {
+                    files.push((id, name.clone()));
+                    names.insert(id, name);
+                    raw.send(&[Frame::Accept {
+                        id,
+                        offset: 0,
+                        prefix: Digest::of_empty(),
+                    }]);
+                }
+                Frame::End { id, .. } => ended.push(id),
+                _ => {}
+            }
+        }
+        // Every RESULT now: the files' in END order, then the folders'.
+        let results: Vec<Frame> = ended
+            .iter()
+            .chain(folders.iter().map(|(id, _)| id))
+            .map(|&id| Frame::Result {
+                id,
+                code: Code::Stored,
+                detail: names[&id].clone(),
+            })
+            .collect();
+        raw.send(&results);
+        raw.drain();
+        (ended.len(), folders)
+    });
+
+    let out = ferry(&["send", "--json", &addr.to_string(), arg(&root)]);
+
+    let (ended, folders) = script.join().unwrap();
+    assert_eq!(ended, 3, "every file was sent before the folders");
+    let folders: Vec<&str> = folders.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(folders, ["d/sub", "d"], "a subfolder before its parent");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(count(&lines, "file", "stored"), 3, "{lines:?}");
+    assert_eq!(count(&lines, "folder", "stored"), 2, "{lines:?}");
+}
+
+/// A tree of many small files (each stored by the server's storer thread, behind the
+/// connection's) ends with every folder's mtime and mode as the source's: the folders, offered
+/// once their files were sent, are applied after those files are stored (PROTOCOL.md §4.9).
+#[test]
+fn many_small_files_leave_every_folder_mtime_as_the_source() {
+    let server = TestServer::with(|c| c.fsync = false);
+    let local = tempfile::tempdir().unwrap();
+    let root = local.path().join("small");
+    let mut folders = vec![root.clone()];
+    for i in 0..4 {
+        let dir = root.join(format!("f{i}"));
+        for j in 0..3 {
+            let sub = dir.join(format!("s{j}"));
+            for k in 0..25 {
+                write(&sub.join(format!("{k}.txt")), &data(100 + k, k as u32));
+            }
+            folders.push(sub);
+        }
+        write(&dir.join("top.txt"), b"top");
+        folders.push(dir);
+    }
+    // Distinct old mtimes, set after the files were written, deepest first.
+    for (n, dir) in folders.iter().enumerate().rev() {
+        set_mode(dir, 0o750);
+        set_mtime(dir, 1_000_000_000 + n as u64 * 1_000, 123_456_789);
+    }
+    let want = snapshot(&root);
+
+    let out = ferry(&["send", "--json", &server.addr().to_string(), arg(&root)]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(count(&json_lines(&out.stdout), "file", "stored"), 304);
+    let got = snapshot(&server.path("small"));
+    assert_eq!(got.len(), want.len());
+    for (rel, w) in want.iter().filter(|(_, w)| w.0) {
+        assert_eq!(got.get(rel), Some(w), "{rel}");
+    }
+    let top = fs::metadata(server.path("small")).unwrap();
+    let src = fs::metadata(&root).unwrap();
+    assert_eq!(
+        (top.mtime(), top.mtime_nsec()),
+        (src.mtime(), src.mtime_nsec())
+    );
 }

@@ -392,3 +392,73 @@ fn no_common_version_is_refused() {
     assert!(Connection::client_with_max_version(None, VERSION + 1).is_err());
     assert!(Connection::server_with_max_version(0).is_err());
 }
+
+/// §2.2, §4.1 (what may precede WELCOME): a client may offer a file with version-1 bits only
+/// right after HELLO (it is queued behind the HELLO, for one write); a digest (version 2) or
+/// an early offer (version 3) is still refused then. A server of every version acts on the
+/// offer once it welcomed the client, and the client reads WELCOME, then the answer.
+#[test]
+fn a_plain_offer_may_ride_with_the_hello() {
+    let file = || FileInfo {
+        name: Name::parse("probe.txt").unwrap(),
+        size: Some(3),
+        mtime: Some(common::MTIME),
+        mode: Some(0o644),
+    };
+    for server_max in 1..=VERSION {
+        let mut client = Connection::client(None).unwrap();
+        let hello = client.poll_transmit().len();
+        let r = client.offer_with(file(), OfferOptions::with_digest(Digest::of(b"abc")));
+        assert!(
+            matches!(
+                r,
+                Err(UsageError::NeedsVersion {
+                    needs: 2,
+                    version: None,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let r = client.offer_with(file(), OfferOptions::default().early());
+        assert!(
+            matches!(
+                r,
+                Err(UsageError::NeedsVersion {
+                    needs: 3,
+                    version: None,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(client.poll_transmit().len(), hello, "nothing queued");
+        let id = client.offer(file()).unwrap();
+        assert!(
+            client.poll_transmit().len() > hello,
+            "HELLO and OFFER, one write"
+        );
+
+        let mut server = Connection::server_with_max_version(server_max).unwrap();
+        let n = server.handle_input(client.poll_transmit()).unwrap();
+        client.advance(n);
+        assert!(client.poll_transmit().is_empty(), "v{server_max}: all read");
+        assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+        server.welcome().unwrap();
+        let Some(Event::Offer(o)) = server.poll_event() else {
+            panic!("v{server_max}: the offer after the HELLO")
+        };
+        assert_eq!(
+            (o.id, o.kind, o.digest, o.early),
+            (id, EntryKind::File, None, false)
+        );
+        server.accept(o.id, Hasher::new()).unwrap();
+        client.handle_input(server.poll_transmit()).unwrap();
+        let v = server_max.min(VERSION);
+        assert_eq!(client.poll_event(), Some(Event::Welcome { version: v }));
+        assert!(
+            matches!(client.poll_event(), Some(Event::Accepted { id: a, offset: 0, .. }) if a == id),
+            "v{server_max}"
+        );
+    }
+}

@@ -457,8 +457,8 @@ impl Raw {
         Raw { stream }
     }
 
-    /// Reads the client's HELLO and answers WELCOME for version `version`: a client sends
-    /// nothing else before it is welcomed.
+    /// Reads the client's HELLO and answers WELCOME for version `version` (a plain file offer
+    /// may already follow the HELLO, PROTOCOL.md §4.1: it is read after).
     pub fn welcome_as(&mut self, version: u16) {
         self.expect(wire::kind::HELLO);
         self.send(&[Frame::Welcome { version }]);
