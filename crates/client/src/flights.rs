@@ -1,6 +1,6 @@
 //! Bookkeeping of the files of one conversation: which are in flight, since when, the folders
-//! set aside until what is under them has been sent, and the reports of those whose fate is
-//! known.
+//! set aside until what is under them has landed (or, once nothing is left to offer, has been
+//! sent), and the reports of those whose fate is known.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -40,17 +40,22 @@ struct Answer {
 /// out.
 const REPLY_BUDGET: usize = 64 * 1024;
 
-/// A folder set aside: it is offered once everything under it has been sent (storing a file
-/// changes its folder's mtime, which the receiver sets when the folder is offered). The
-/// receiver acts on frames in order and publishes a file at its END (PROTOCOL.md §4.9, §6.3),
-/// so a folder offered after the END of every file under it is applied after they are stored.
+/// A folder set aside until what is under it is stored (storing a file changes its folder's
+/// mtime, which the receiver sets when the folder is offered). While more files are to be
+/// offered, it waits until everything under it has landed: the receiver then has nothing of
+/// it left to store, and the folder costs it no wait. Once nothing is left to offer, it goes
+/// as soon as everything under it has been sent: the receiver acts on frames in order and
+/// publishes a file at its END (PROTOCOL.md §4.9, §6.3), so it is applied after them, and the
+/// last folders cost no round trip per level. See [`Flights::ready_folder`].
 struct Waiting {
     /// Its place on the command line.
     order: usize,
     name: Name,
     /// How many entries under it are unsent or set aside: kept by every way in and out
     /// ([`Flights::count`]), so that no file's sending scans the window.
-    under: usize,
+    unsent: usize,
+    /// How many entries under it are in flight (sent or not) or set aside.
+    flying: usize,
 }
 
 /// The files of one conversation in flight, and the folders set aside.
@@ -90,40 +95,42 @@ impl<T> Flights<T> {
     }
 
     /// Sets the folder `name` (at `order` on the command line) aside if an entry under it is
-    /// unsent or set aside; `false` if none is, and it may be offered now.
+    /// in flight or set aside; `false` if none is, and it may be offered now.
     pub(crate) fn set_aside(&mut self, order: usize, name: &Name) -> bool {
-        let under = self
-            .map
-            .values()
-            .filter(|f| f.unsent && f.report.name.is_under(name))
-            .count()
-            + self
-                .waiting
-                .iter()
-                .filter(|w| w.name.is_under(name))
-                .count();
-        if under == 0 {
+        let aside = self
+            .waiting
+            .iter()
+            .filter(|w| w.name.is_under(name))
+            .count();
+        let under = self.map.values().filter(|f| f.report.name.is_under(name));
+        let (flying, unsent) = under.fold((aside, aside), |(all, unsent), f| {
+            (all + 1, unsent + usize::from(f.unsent))
+        });
+        if flying == 0 {
             return false;
         }
-        self.count(name, true);
+        self.count(name, 1, 1);
         self.waiting.push(Waiting {
             order,
             name: name.clone(),
-            under,
+            unsent,
+            flying,
         });
         true
     }
 
-    /// The order of the first folder set aside with nothing left under it.
-    pub(crate) fn ready_folder(&self) -> Option<usize> {
-        self.waiting.iter().find(|w| w.under == 0).map(|w| w.order)
+    /// The order of the first folder set aside that may go now: nothing under it in flight,
+    /// or, at the `tail` (nothing left to offer), nothing under it unsent (see [`Waiting`]).
+    pub(crate) fn ready_folder(&self, tail: bool) -> Option<usize> {
+        let ready = |w: &&Waiting| if tail { w.unsent == 0 } else { w.flying == 0 };
+        self.waiting.iter().find(ready).map(|w| w.order)
     }
 
     /// Takes the folder at `order` out of those set aside (it is offered now).
     pub(crate) fn take_folder(&mut self, order: usize) {
         if let Some(at) = self.waiting.iter().position(|w| w.order == order) {
             let w = self.waiting.remove(at);
-            self.count(&w.name, false);
+            self.count(&w.name, -1, -1);
         }
     }
 
@@ -132,16 +139,13 @@ impl<T> Flights<T> {
         self.waiting.iter().map(|w| w.order)
     }
 
-    /// An entry named `name` is now unsent or set aside (`added`), or no longer: the folders
-    /// set aside above it count it.
-    fn count(&mut self, name: &Name, added: bool) {
+    /// An entry named `name` moved: the folders set aside above it add `unsent` and `flying`
+    /// to those counts (see [`Waiting`]).
+    fn count(&mut self, name: &Name, unsent: isize, flying: isize) {
         for w in &mut self.waiting {
             if name.is_under(&w.name) {
-                if added {
-                    w.under += 1;
-                } else {
-                    w.under -= 1;
-                }
+                w.unsent = w.unsent.saturating_add_signed(unsent);
+                w.flying = w.flying.saturating_add_signed(flying);
             }
         }
     }
@@ -151,9 +155,7 @@ impl<T> Flights<T> {
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
         let reply_bytes = reply_bytes(report.name.as_str().len());
         let unsent = report.kind != EntryKind::Folder;
-        if unsent {
-            self.count(&report.name, true);
-        }
+        self.count(&report.name, isize::from(unsent), 1);
         let flight = Flight {
             order,
             report,
@@ -177,16 +179,14 @@ impl<T> Flights<T> {
         };
         if std::mem::take(&mut f.unsent) {
             let name = f.report.name.clone();
-            self.count(&name, false);
+            self.count(&name, -1, 0);
         }
     }
 
     /// Takes the counts of `f`, out of the map now, off the totals.
     fn forget(&mut self, id: FileId, f: &Flight<T>) {
         self.reply_bytes -= f.reply_bytes;
-        if f.unsent {
-            self.count(&f.report.name, false);
-        }
+        self.count(&f.report.name, -isize::from(f.unsent), -1);
         if f.held.is_some() {
             self.holding.retain(|&h| h != id);
         }
@@ -323,8 +323,9 @@ mod tests {
         assert!(f.has_room(3, 1), "a landed file frees its place");
     }
 
-    /// A folder set aside is ready once nothing under it is unsent or set aside: the counts
-    /// kept as entries come and go match what a scan would find.
+    /// While more is to be offered, a folder set aside is ready once nothing under it is in
+    /// flight or set aside: the counts kept as entries come and go match what a scan would
+    /// find.
     #[test]
     fn a_folder_set_aside_waits_for_what_is_under_it() {
         let name = |n: &str| Name::parse(n).unwrap();
@@ -338,24 +339,28 @@ mod tests {
         );
         assert!(f.set_aside(3, &name("d/sub")));
         assert!(f.set_aside(4, &name("d")));
-        assert_eq!(f.ready_folder(), None);
+        assert_eq!(f.ready_folder(false), None);
         f.land(3, Status::Incomplete, "", false, &mut ());
-        assert_eq!(f.ready_folder(), None, "dd/c is not under d");
+        assert_eq!(f.ready_folder(false), None, "dd/c is not under d");
         f.land(1, Status::Incomplete, "", false, &mut ());
-        assert_eq!(f.ready_folder(), Some(3), "d/sub is ready, d still waits");
+        assert_eq!(
+            f.ready_folder(false),
+            Some(3),
+            "d/sub is ready, d still waits"
+        );
         f.take_folder(3);
         f.insert(4, 3, report("d/sub"), ());
         f.land(2, Status::Incomplete, "", false, &mut ());
-        assert_eq!(f.ready_folder(), None, "d waits for d/sub in flight");
+        assert_eq!(f.ready_folder(false), None, "d waits for d/sub in flight");
         f.land(4, Status::Incomplete, "", false, &mut ());
-        assert_eq!(f.ready_folder(), Some(4));
+        assert_eq!(f.ready_folder(false), Some(4));
         assert_eq!(f.set_aside_orders().collect::<Vec<_>>(), [4]);
         f.take_folder(4);
         assert_eq!(f.set_aside_orders().count(), 0);
         assert!(f.is_empty());
     }
 
-    /// A folder is offered once what is under it is sent; its answer, if it comes first, is
+    /// At the tail, a folder is offered once what is under it is sent; its answer, if it comes first, is
     /// held until they land, and a connection lost before leaves it open (to be offered again).
     #[test]
     fn a_folder_goes_once_its_files_are_sent_and_lands_after_them() {
@@ -371,13 +376,22 @@ mod tests {
         assert!(f.set_aside(2, &name("d/s")));
         assert!(f.set_aside(3, &name("d")));
         f.sent(2);
-        assert_eq!(f.ready_folder(), Some(2), "d/s/b sent: d/s goes");
+        assert_eq!(
+            f.ready_folder(false),
+            None,
+            "mid-stream, d/s waits for d/s/b to land"
+        );
+        assert_eq!(
+            f.ready_folder(true),
+            Some(2),
+            "at the tail, d/s/b sent: d/s goes"
+        );
         f.take_folder(2);
         f.insert(3, 2, folder("d/s"), ());
-        assert_eq!(f.ready_folder(), None, "d waits for d/a");
+        assert_eq!(f.ready_folder(true), None, "d waits for d/a");
         f.sent(1);
         assert_eq!(
-            f.ready_folder(),
+            f.ready_folder(true),
             Some(3),
             "a subfolder offered counts as sent"
         );

@@ -386,14 +386,21 @@ impl Upload<'_> {
             self.flights.insert(id, self.next, report_for(src), false);
             self.next += 1;
         }
+        if self.next >= self.sources.len() {
+            // Nothing left to offer: the folders whose files were just sent go now.
+            self.offer_folders()?;
+        }
         Ok(())
     }
 
-    /// Offers the folders set aside whose contents have all been sent, in their order (a
-    /// folder's subfolders come before it), while the window has room.
+    /// Offers the folders set aside that may go (see [`Flights::ready_folder`]), in their order
+    /// (a folder's subfolders come before it), while the window has room: while more is to be
+    /// offered, those whose contents have all landed, so that the server has nothing of them
+    /// left to store; then those whose contents have all been sent.
     fn offer_folders(&mut self) -> Result<(), ClientError> {
         let window = self.session.opts.window;
-        while let Some(i) = self.flights.ready_folder() {
+        let tail = self.next >= self.sources.len();
+        while let Some(i) = self.flights.ready_folder(tail) {
             let src = &self.sources[i];
             if !self.flights.has_room(window, src.name.as_str().len())
                 || self.session.driver.conn().pipeline_room() == 0
