@@ -360,8 +360,9 @@ mod tests {
         assert!(f.is_empty());
     }
 
-    /// At the tail, a folder is offered once what is under it is sent; its answer, if it comes first, is
-    /// held until they land, and a connection lost before leaves it open (to be offered again).
+    /// At the tail, a folder is offered once what is under it is sent; its answer, if it comes
+    /// first, is held until they land, and a connection lost before leaves it open (to be
+    /// offered again).
     #[test]
     fn a_folder_goes_once_its_files_are_sent_and_lands_after_them() {
         let name = |n: &str| Name::parse(n).unwrap();

@@ -359,9 +359,9 @@ impl Upload<'_> {
                     self.next += 1;
                     continue;
                 }
-                // Its files are sent first: storing one changes the folder's mtime, which the
-                // server sets when the folder is offered, and it stores them in order. It waits
-                // aside until they are, and what follows it goes on.
+                // Its files go first: storing one changes the folder's mtime, which the server
+                // sets when the folder is offered. It waits aside (see `offer_folders`), and
+                // what follows it goes on.
                 EntryKind::Folder if self.flights.set_aside(self.next, &src.name) => {
                     self.next += 1;
                     continue;

@@ -17,8 +17,8 @@
 //! answers the offer rather than an END, waits only for the jobs that touch it (and those
 //! before them, [`Storer::held_through`]): its mode and time are set after its files are.
 //! The thread starts with the first job and ends with the connection (it finishes the jobs
-//! queued before); it is named `ferry-store-PEER`. If it ends early (a bug: a panic), the jobs it held are reported as
-//! I/O errors instead of hanging the connection.
+//! queued before); it is named `ferry-store-PEER`. If it ends early (a bug: a panic), the
+//! jobs it held are reported as I/O errors instead of hanging the connection.
 
 use std::collections::VecDeque;
 use std::io;
