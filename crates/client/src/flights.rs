@@ -34,11 +34,12 @@ struct Answer {
 }
 
 /// The most reply bytes the files in flight may have the peer write (their ACCEPT/REFUSE and
-/// RESULT frames, or their OFFER). The client writes bodies without reading replies in between,
-/// and the peer writes replies without reading: together the replies must fit in the socket
+/// RESULT frames, or their OFFER), unless the connection's receive buffer was made larger (see
+/// [`Flights::with_budget`]). The client writes bodies without reading replies in between, and
+/// the peer writes replies without reading: together the replies must fit in the socket
 /// buffers (at least 128 KiB on Linux), or both ends would wait on each other until one timed
 /// out.
-const REPLY_BUDGET: usize = 64 * 1024;
+pub(crate) const REPLY_BUDGET: usize = 64 * 1024;
 
 /// A folder set aside until what is under it is stored (storing a file changes its folder's
 /// mtime, which the receiver sets when the folder is offered). While more files are to be
@@ -67,16 +68,26 @@ pub(crate) struct Flights<T> {
     waiting: Vec<Waiting>,
     /// The folders in flight that hold their answer (see [`Flights::land`]).
     holding: Vec<FileId>,
+    /// The most reply bytes the files in flight may cause (see [`REPLY_BUDGET`]).
+    budget: usize,
     pub(crate) outcome: Outcome,
 }
 
 impl<T> Flights<T> {
+    /// No file in flight yet, with the [`REPLY_BUDGET`] of default socket buffers.
     pub(crate) fn new(outcome: Outcome) -> Self {
+        Self::with_budget(outcome, REPLY_BUDGET)
+    }
+
+    /// No file in flight yet; the files in flight may cause at most `budget` reply bytes,
+    /// which the connection's buffers are known to hold.
+    pub(crate) fn with_budget(outcome: Outcome, budget: usize) -> Self {
         Self {
             map: HashMap::new(),
             reply_bytes: 0,
             waiting: Vec::new(),
             holding: Vec::new(),
+            budget,
             outcome,
         }
     }
@@ -87,7 +98,7 @@ impl<T> Flights<T> {
     pub(crate) fn has_room(&self, window: usize, name_len: usize) -> bool {
         self.map.is_empty()
             || (self.map.len() < window.max(1)
-                && self.reply_bytes + reply_bytes(name_len) <= REPLY_BUDGET)
+                && self.reply_bytes + reply_bytes(name_len) <= self.budget)
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -28,10 +28,12 @@ pub struct Options {
     /// (however the bytes trickle in), and for each 64 KiB of a body to move.
     pub timeout: Duration,
     /// Most files offered or requested and not yet finished (pipelining); fewer when their
-    /// names are long, so that the replies they cause always fit in the socket buffers. The
-    /// default, the protocol's pipeline limit, lets the reply budget decide (about 700 files
-    /// with 25-byte names): more than the bandwidth-delay product of 4 KiB files at 1 Gbit/s
-    /// and 20 ms, so a distant server is not waited on once per window.
+    /// names are long, so that the replies they cause always fit in the socket buffers (an
+    /// upload's [`reply_budget`]: up to 512 KiB of replies, about 5,500 files with 25-byte
+    /// names, where the system grants the receive buffer). The default, 4,096 files (16 MiB of
+    /// 4 KiB files), is well above the bandwidth-delay product of 1 Gbit/s over 20 ms
+    /// (2.5 MB), so a distant server is not waited on once per window; the protocol's pipeline
+    /// limit on offers not yet answered (1,024) holds besides.
     pub window: usize,
     /// The authentication token sent in HELLO, if the server requires one.
     pub token: Option<Token>,
@@ -53,7 +55,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(60),
-            window: ferry_proto::MAX_PIPELINE,
+            window: 4 * ferry_proto::MAX_PIPELINE,
             token: None,
             tls: None,
             force: false,
@@ -156,6 +158,29 @@ pub(crate) fn connect(target: &Target, opts: &Options) -> Result<Timed, ClientEr
     })
 }
 
+/// The receive buffer an upload asks for (the system may grant less): the replies its files in
+/// flight cause must fit in it, and on a distant link they are many (see [`reply_budget`]).
+const UPLOAD_RECV_BUFFER: usize = 1 << 20;
+/// The most reply bytes an upload's files in flight may cause, however large its buffer: at
+/// 25-byte names, about 5,500 files of 4 KiB, 22 MiB, the bandwidth-delay product of
+/// 1 Gbit/s over 170 ms.
+const MAX_REPLY_BUDGET: usize = 512 << 10;
+
+/// Asks for a receive buffer of [`UPLOAD_RECV_BUFFER`] on the upload connection `s` (whose
+/// replies are small: a fixed buffer costs it nothing) and returns how many reply bytes its
+/// files in flight may then cause: a quarter of the buffer granted (the system reports twice
+/// what it holds of data, and counts its own overhead in that), between the
+/// [`REPLY_BUDGET`](crate::flights::REPLY_BUDGET) of default buffers and [`MAX_REPLY_BUDGET`].
+/// A bigger budget keeps more small files in flight, so that a distant server is not waited
+/// on once per window.
+pub(crate) fn reply_budget(s: &TcpStream) -> usize {
+    use rustix::net::sockopt;
+    let granted = sockopt::set_socket_recv_buffer_size(s, UPLOAD_RECV_BUFFER)
+        .and_then(|()| sockopt::socket_recv_buffer_size(s));
+    let least = crate::flights::REPLY_BUDGET;
+    granted.map_or(least, |b| (b / 4).clamp(least, MAX_REPLY_BUDGET))
+}
+
 /// Turns TCP keepalive on with [`KEEPALIVE_IDLE`], [`KEEPALIVE_INTERVAL`] and
 /// [`KEEPALIVE_PROBES`]. Keepalive itself is required; the three settings are not on every
 /// system (Windows before 10 version 1703, Wine), where the system's own values are kept.
@@ -207,5 +232,28 @@ mod tests {
         assert_eq!(sockopt::tcp_keepidle(s).unwrap(), KEEPALIVE_IDLE);
         assert_eq!(sockopt::tcp_keepintvl(s).unwrap(), KEEPALIVE_INTERVAL);
         assert_eq!(sockopt::tcp_keepcnt(s).unwrap(), KEEPALIVE_PROBES);
+    }
+
+    /// An upload's reply budget grows with the receive buffer it gets, within its bounds, and
+    /// never past a quarter of that buffer.
+    #[test]
+    fn an_upload_budgets_its_replies_by_the_receive_buffer_it_gets() {
+        use rustix::net::sockopt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::from(listener.local_addr().unwrap());
+        let timed = connect(&target, &Options::default()).unwrap();
+        let s = timed.tcp();
+        let before = sockopt::socket_recv_buffer_size(s).unwrap();
+        let budget = reply_budget(s);
+        let granted = sockopt::socket_recv_buffer_size(s).unwrap();
+        assert!(
+            granted >= before.min(UPLOAD_RECV_BUFFER),
+            "{before} -> {granted}"
+        );
+        assert!(
+            (crate::flights::REPLY_BUDGET..=MAX_REPLY_BUDGET).contains(&budget),
+            "{budget}"
+        );
+        assert!(budget == crate::flights::REPLY_BUDGET || budget <= granted / 4);
     }
 }

@@ -67,8 +67,7 @@ impl Timed {
         self.first.clone()
     }
 
-    /// The socket, to inspect its options.
-    #[cfg(test)]
+    /// The socket, to inspect or tune its options (never to read or write it).
     pub(crate) fn tcp(&self) -> &TcpStream {
         &self.tcp
     }

@@ -15,7 +15,7 @@ use ferry_proto::{
 use crate::body::{self, PumpError};
 use crate::error::{describe, ClientError};
 use crate::flights::Flights;
-use crate::net::Options;
+use crate::net::{self, Options};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
@@ -100,12 +100,13 @@ fn send_once(
             }
         }
     };
+    let budget = net::reply_budget(session.driver.stream().get_ref().tcp());
     let mut up = Upload {
         session,
         sources,
         version: 1,
         next: 0,
-        flights: Flights::new(so_far(None)),
+        flights: Flights::with_budget(so_far(None), budget),
         obs,
         buf: vec![0; CHUNK],
         answers: Answers::default(),
