@@ -29,7 +29,7 @@ pub struct Options {
     pub timeout: Duration,
     /// Most files offered or requested and not yet finished (pipelining); fewer when their
     /// names are long, so that the replies they cause always fit in the socket buffers (an
-    /// upload's [`reply_budget`]: up to 512 KiB of replies, about 5,500 files with 25-byte
+    /// upload's reply budget: up to 512 KiB of replies, about 5,500 files with 25-byte
     /// names, where the system grants the receive buffer). The default, 4,096 files (16 MiB of
     /// 4 KiB files), is well above the bandwidth-delay product of 1 Gbit/s over 20 ms
     /// (2.5 MB), so a distant server is not waited on once per window; the protocol's pipeline
