@@ -55,12 +55,7 @@ fn the_first_offer_goes_with_the_hello_to_servers_of_every_version() {
                     prefix: Digest::of_empty(),
                 },
             ]);
-            raw.expect(kind::END);
-            raw.send(&[Frame::Result {
-                id,
-                code: Code::Stored,
-                detail: "probe.txt".into(),
-            }]);
+            raw.store(id, "probe.txt");
             raw.drain();
         });
 
@@ -182,12 +177,7 @@ fn the_client_ends_cleanly_without_waiting_for_the_server_to_close() {
             offset: 0,
             prefix: Digest::of_empty(),
         }]);
-        raw.expect(kind::END);
-        raw.send(&[Frame::Result {
-            id,
-            code: Code::Stored,
-            detail: "f.txt".into(),
-        }]);
+        raw.store(id, "f.txt");
         let mut rest = Vec::new();
         let end = raw.stream.read_to_end(&mut rest).map_err(|e| e.kind());
         (end, raw.stream)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ferry_client::walk::{self, Source};
 use ferry_client::{Options, Outcome, Target};
 use ferry_proto::wire::{self, kind, Frame, FRAME_HEADER_LEN, MAGIC};
-use ferry_proto::Digest;
+use ferry_proto::{Code, Digest};
 use ferry_server::{Config, Overwrite, Server, ServerHandle};
 
 /// A running in-process server and the folder it stores into.
@@ -476,6 +476,16 @@ impl Raw {
         let id = id_of(&self.expect(kind::OFFER));
         self.send(&[Frame::Accept { id, offset, prefix }]);
         id
+    }
+
+    /// Reads up to the END of file `id`'s body and answers RESULT `Stored` as `detail`.
+    pub fn store(&mut self, id: u64, detail: &str) {
+        self.expect(kind::END);
+        self.send(&[Frame::Result {
+            id,
+            code: Code::Stored,
+            detail: detail.into(),
+        }]);
     }
 
     /// Reads the next frame (a DATA frame's body is read and dropped), or `None` at the end.
