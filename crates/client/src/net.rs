@@ -221,12 +221,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn connections_keep_alive() {
-        use rustix::net::sockopt;
+    /// A connection made by [`connect`] to a listener on 127.0.0.1, which is kept open with it.
+    fn loopback() -> (std::net::TcpListener, Timed) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let target = Target::from(listener.local_addr().unwrap());
         let timed = connect(&target, &Options::default()).unwrap();
+        (listener, timed)
+    }
+
+    #[test]
+    fn connections_keep_alive() {
+        use rustix::net::sockopt;
+        let (_listener, timed) = loopback();
         let s = timed.tcp();
         assert!(sockopt::socket_keepalive(s).unwrap());
         assert_eq!(sockopt::tcp_keepidle(s).unwrap(), KEEPALIVE_IDLE);
@@ -239,9 +245,7 @@ mod tests {
     #[test]
     fn an_upload_budgets_its_replies_by_the_receive_buffer_it_gets() {
         use rustix::net::sockopt;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let target = Target::from(listener.local_addr().unwrap());
-        let timed = connect(&target, &Options::default()).unwrap();
+        let (_listener, timed) = loopback();
         let s = timed.tcp();
         let before = sockopt::socket_recv_buffer_size(s).unwrap();
         let budget = reply_budget(s);
