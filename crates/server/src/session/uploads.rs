@@ -542,19 +542,24 @@ impl<'a> Session<'a> {
     /// Waits for the storer to store every body it holds, and reports them: after this,
     /// what enters the batch follows their RESULTs.
     pub(super) fn drain_storer(&mut self) {
-        while let Some(done) = self.storer.next(true) {
-            self.report(done);
-        }
+        self.store_oldest(usize::MAX);
     }
 
     /// Waits for the storer to store every body it holds that touches `name` (see
     /// [`Storer::held_through`](super::storer::Storer::held_through)), and those handed over
     /// before them, and reports them.
     fn store_through(&mut self, name: &Name) {
-        for _ in 0..self.storer.held_through(name) {
-            if let Some(done) = self.storer.next(true) {
-                self.report(done);
-            }
+        self.store_oldest(self.storer.held_through(name));
+    }
+
+    /// Waits for the storer to store the `n` oldest bodies it holds (all, if it holds fewer),
+    /// and reports them in order.
+    fn store_oldest(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(done) = self.storer.next(true) else {
+                break;
+            };
+            self.report(done);
         }
     }
 
