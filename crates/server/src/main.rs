@@ -503,6 +503,7 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
+    reserve_descriptor_table();
     let code = serve(args, credentials, log.clone());
     log.flush(LOG_FLUSH);
     code
@@ -528,6 +529,28 @@ fn raise_fd_limit() {
             limit.maximum
         ),
         Err(e) => log::debug!("open files limit stays {:?}: {e}", limit.current),
+    }
+}
+
+/// Descriptors the server's table holds from the start (within the limit on open files):
+/// dozens of busy connections' worth, each with its socket, wake-ups, the file and folder
+/// being stored and its batches' descriptors (64 at most, see `commit::MAX_TRACKED`).
+const RESERVED_DESCRIPTORS: u64 = 4096;
+
+/// Grows this process's table of descriptors to hold [`RESERVED_DESCRIPTORS`] at start, by
+/// copying standard error's descriptor to the highest and closing the copy. The kernel
+/// doubles the table when a descriptor does not fit, and while threads share it, waits for a
+/// grace period each time (10-12 ms here): grown during an upload, the wait fell on the thread
+/// storing its files. Best effort: without standard error, the table grows as it is used.
+fn reserve_descriptor_table() {
+    use rustix::process::{getrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let Ok(highest) = i32::try_from(RESERVED_DESCRIPTORS.min(limit).saturating_sub(1)) else {
+        return;
+    };
+    // The lowest free descriptor at `highest` or above: the table grows to hold it.
+    if let Ok(copy) = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), highest) {
+        drop(copy);
     }
 }
 

@@ -102,6 +102,36 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(dir.path().join("store").is_dir());
 }
 
+#[test]
+fn the_descriptor_table_is_grown_before_the_first_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let srv = Running::start(&["--dir".as_ref(), store.as_os_str()]);
+    let proc_file = |f: &str| std::fs::read_to_string(format!("/proc/{}/{f}", srv.child.id()));
+    let table: u64 = proc_file("status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .expect("an FDSize line")
+        .trim()
+        .parse()
+        .unwrap();
+    // "Max open files  SOFT  HARD  files"; the soft limit may be "unlimited".
+    let limits = proc_file("limits").unwrap();
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    // Grown by then, a table is never doubled (with a wait for a grace period) while a
+    // connection's threads share it.
+    assert!(
+        table >= soft.min(4096),
+        "FDSize {table}, open files limit {soft}"
+    );
+    srv.stop();
+}
+
 // ----- TLS and tokens -------------------------------------------------------------------------
 
 /// A token file with `mode`.

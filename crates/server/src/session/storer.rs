@@ -16,6 +16,10 @@
 //! enters its batch, so RESULTs keep the order of the ENDs. A folder offer, whose RESULT
 //! answers the offer rather than an END, waits only for the jobs that touch it (and those
 //! before them, [`Storer::held_through`]): its mode and time are set after its files are.
+//! Each time it has stored a body, the thread takes every job queued meanwhile and looks up
+//! ahead ([`Storage::look_ahead`]) the names of those going into the same folder: a
+//! durable file system then answers the publish's lookup from its cache, where it would wait
+//! for the folder's block while an earlier batch's flush writes it to disk ([`Ahead`]).
 //! The thread starts with the first job and ends with the connection (it finishes the jobs
 //! queued before); it is named `ferry-store-PEER`. If it ends early (a bug: a panic), the
 //! jobs it held are reported as I/O errors instead of hanging the connection.
@@ -97,9 +101,13 @@ pub(super) struct Done {
 /// What stores one job (the storage, or a test's stand-in).
 type Runner = Arc<dyn Fn(Job) -> Stored + Send + Sync>;
 
+/// What looks a queued job's name up ahead (the storage, or a test's stand-in).
+type Looker = Arc<dyn Fn(&Job) + Send + Sync>;
+
 /// One connection's storer: a bounded, ordered queue of jobs in front of a thread.
 pub(super) struct Storer {
     run: Runner,
+    look: Looker,
     /// Most jobs and body bytes held.
     caps: (usize, usize),
     /// Names the thread after the connection.
@@ -132,13 +140,16 @@ struct Worker {
 impl Storer {
     /// An idle storer for the connection from `peer`.
     pub(super) fn new(peer: SocketAddr) -> Self {
-        Self::with_runner(Arc::new(store_job), (MAX_JOBS, MAX_BYTES), peer)
+        let look: Looker = Arc::new(|job: &Job| job.store.look_ahead(&job.upload.name));
+        Self::with_runner(Arc::new(store_job), look, (MAX_JOBS, MAX_BYTES), peer)
     }
 
-    /// An idle storer that stores with `run`, holding at most `caps` (jobs, bytes).
-    fn with_runner(run: Runner, caps: (usize, usize), peer: SocketAddr) -> Self {
+    /// An idle storer that stores with `run` and looks names up ahead with `look`, holding
+    /// at most `caps` (jobs, bytes).
+    fn with_runner(run: Runner, look: Looker, caps: (usize, usize), peer: SocketAddr) -> Self {
         Self {
             run,
+            look,
             caps,
             peer,
             worker: None,
@@ -164,7 +175,7 @@ impl Storer {
             done.extend(self.next(true));
         }
         if self.worker.is_none() {
-            self.worker = Worker::start(Arc::clone(&self.run), self.peer)
+            self.worker = Worker::start(Arc::clone(&self.run), Arc::clone(&self.look), self.peer)
                 .inspect_err(|e| {
                     log::warn!("cannot start a storing thread ({e}); storing on the connection's")
                 })
@@ -259,8 +270,9 @@ fn gone() -> Refusal {
 }
 
 impl Worker {
-    /// Starts the thread of the connection from `peer`, storing with `run`.
-    fn start(run: Runner, peer: SocketAddr) -> io::Result<Self> {
+    /// Starts the thread of the connection from `peer`, storing with `run` and looking names
+    /// up ahead with `look`.
+    fn start(run: Runner, look: Looker, peer: SocketAddr) -> io::Result<Self> {
         let wake = Arc::new(Wake::new()?);
         let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_JOBS);
         let (outbox, done) = mpsc::channel();
@@ -270,7 +282,9 @@ impl Worker {
         let thread = thread::Builder::new()
             .name(format!("ferry-store-{peer}"))
             .spawn(move || {
-                for job in inbox {
+                let mut ahead = Ahead::default();
+                while let Some(job) = ahead.next(&inbox) {
+                    let folder = folder_of(&job.upload.name).to_owned();
                     if outbox.send(run(job)).is_err() {
                         return;
                     }
@@ -278,6 +292,7 @@ impl Worker {
                     if sleeper.swap(false, SeqCst) {
                         ring.ring();
                     }
+                    ahead.look_ahead(&inbox, &folder, &*look);
                 }
             })?;
         Ok(Self {
@@ -299,6 +314,50 @@ impl Drop for Worker {
             let _ = t.join();
         }
     }
+}
+
+/// The jobs the storing thread has taken from its channel and not stored yet, oldest first,
+/// and how many of the oldest have had their names looked up ahead.
+#[derive(Default)]
+struct Ahead {
+    jobs: VecDeque<Job>,
+    looked: usize,
+}
+
+impl Ahead {
+    /// The next job to store: the oldest taken, else the next to come (waiting for it);
+    /// `None` once none is left and the connection hands over no more.
+    fn next(&mut self, inbox: &Receiver<Job>) -> Option<Job> {
+        match self.jobs.pop_front() {
+            Some(job) => {
+                self.looked = self.looked.saturating_sub(1);
+                Some(job)
+            }
+            None => inbox.recv().ok(),
+        }
+    }
+
+    /// Takes every job queued in `inbox`, then looks up ahead the names of the oldest jobs not
+    /// looked up yet that go into `folder` (where a body was just stored, so that it exists:
+    /// a lookup stopped by a missing folder would leave nothing to find later), up to the
+    /// first that goes elsewhere.
+    fn look_ahead(&mut self, inbox: &Receiver<Job>, folder: &str, look: &dyn Fn(&Job)) {
+        self.jobs.extend(inbox.try_iter());
+        while let Some(job) = self.jobs.get(self.looked) {
+            if folder_of(&job.upload.name) != folder {
+                break;
+            }
+            look(job);
+            self.looked += 1;
+        }
+    }
+}
+
+/// The folder path of `name` (empty at the top).
+fn folder_of(name: &Name) -> &str {
+    name.as_str()
+        .rsplit_once('/')
+        .map_or("", |(folder, _)| folder)
 }
 
 /// Readies the destination of the body of `up` from offset `from` (see

@@ -101,6 +101,11 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// bytes reserved for it (0 drops them) or a fresh destination.
     fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Box<dyn Incoming>>;
 
+    /// A hint that a body for `name` is to be stored soon: the backend may look the name up
+    /// now, so that the lookup of its publish is answered from a cache. Nothing is made or
+    /// changed, and what the lookup finds does not matter. By default, nothing.
+    fn look_ahead(&self, _name: &Name) {}
+
     /// Describes `name` for a download's OFFER, if it is a file the backend serves; nothing
     /// stays open (see [`Storage::open_download`]).
     fn offer_download(&self, name: Name) -> Result<Offered, Refusal>;

@@ -64,7 +64,12 @@ fn counting(caps: (usize, usize), panic_at: u64) -> Storer {
         assert_ne!(job.upload.name.as_str(), format!("f{panic_at}"), "a bug");
         Ok((job.upload.name.to_string(), None))
     });
-    Storer::with_runner(run, caps, "127.0.0.1:1".parse().unwrap())
+    Storer::with_runner(
+        run,
+        Arc::new(|_: &Job| {}),
+        caps,
+        "127.0.0.1:1".parse().unwrap(),
+    )
 }
 
 /// The ids of the outcomes, in the order they came.
@@ -166,4 +171,54 @@ fn a_folder_waits_only_for_the_jobs_that_touch_it_and_those_before_them() {
     assert_eq!(through(&s, "ab"), 0);
     while s.next(true).is_some() {}
     assert_eq!(through(&s, "a"), 0);
+}
+
+#[test]
+fn names_going_into_the_folder_just_stored_into_are_looked_up_ahead() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let stored = Arc::clone(&log);
+    let run: Runner = Arc::new(move |job: Job| {
+        let name = job.upload.name.to_string();
+        if name == "a/1" {
+            // Stored once every job is queued behind it.
+            gate.lock().unwrap().recv().unwrap();
+        }
+        stored.lock().unwrap().push(format!("store {name}"));
+        Ok((name, None))
+    });
+    let looked = Arc::clone(&log);
+    let look: Looker = Arc::new(move |job: &Job| {
+        looked
+            .lock()
+            .unwrap()
+            .push(format!("look {}", job.upload.name));
+    });
+    let mut s = Storer::with_runner(run, look, (8, 1 << 20), "127.0.0.1:1".parse().unwrap());
+    for (id, name) in ["a/1", "a/2", "a/3", "b/1", "b/2", "c"]
+        .into_iter()
+        .enumerate()
+    {
+        let (j, t) = named(&store, &locks, id as u64, name, 10);
+        assert!(s.submit(j, t).is_empty());
+    }
+    open.send(()).unwrap();
+    while s.next(true).is_some() {}
+    // Each folder's names once a body is in it (so that it exists), never another's, each
+    // name once, and before its own body.
+    let expected = [
+        "store a/1",
+        "look a/2",
+        "look a/3",
+        "store a/2",
+        "store a/3",
+        "store b/1",
+        "look b/2",
+        "store b/2",
+        "store c",
+    ];
+    assert_eq!(*log.lock().unwrap(), expected);
 }

@@ -268,6 +268,18 @@ impl Storage for Store {
             .prepare_upload(name, meta, compare, resumable, buf)
     }
 
+    /// Durable, looks `name` up beneath the root: the kernel caches the answer, a name that
+    /// is not there included, and the `linkat` of the publish then finds it in that cache
+    /// without reading the folder's block. Read, it waits while a flush writes that block
+    /// (`ext4` without a journal): a wait per flush and folder on the thread that stores.
+    /// Without flushes there is nothing to wait for, and the lookup would only be one more.
+    fn look_ahead(&self, name: &Name) {
+        if self.durable() {
+            // Whatever is there, or not: only the lookup matters.
+            let _ = self.space.root.open_path(name.as_str());
+        }
+    }
+
     /// The held partial (see [`Partial`]) or a fresh file (see [`Space::body_file`]). A new
     /// file gets the offered mode less the umask (as with `cp` or `rsync` without `-p`); a
     /// partial also gets owner read and write, so that it can be resumed, until it is
@@ -1012,6 +1024,48 @@ mod tests {
         assert_eq!(during, (before.0, before.1 + usize::from(named)));
         meanwhile();
         incoming.publish(&up, Digest::of(bytes), true)
+    }
+
+    #[test]
+    fn looking_a_name_up_ahead_makes_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let store = store(root, Overwrite::Refuse, false);
+        put(&store, "d/held.txt", b"held", || {}).unwrap();
+        // Every path under the root with its change and modification times.
+        fn tree(dir: &Path, out: &mut Vec<(PathBuf, [i64; 4])>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let times = [
+                    meta.ctime(),
+                    meta.ctime_nsec(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                ];
+                out.push((path.clone(), times));
+                if meta.is_dir() {
+                    tree(&path, out);
+                }
+            }
+        }
+        let tree = || {
+            let mut out = Vec::new();
+            tree(root, &mut out);
+            out.sort();
+            out
+        };
+        let before = tree();
+        // Missing, in a missing folder, held, a folder, a name past a file.
+        for name in ["d/new.txt", "e/new.txt", "d/held.txt", "d", "d/held.txt/x"] {
+            store.look_ahead(&Name::parse(name).unwrap());
+        }
+        assert_eq!(tree(), before);
+        // And the name looked up ahead is stored as any other.
+        assert_eq!(
+            put(&store, "d/new.txt", b"new", || {}).unwrap().0,
+            "d/new.txt"
+        );
     }
 
     #[test]
