@@ -8,6 +8,11 @@
 //! [`Incoming::publish`]), lets go of the name and sends back how it went. A body cut off,
 //! cancelled or mismatched never gets here, so nothing of it is ever on disk.
 //!
+//! The buffers bodies are gathered in come back with their outcomes and are handed out again
+//! ([`Storer::buffer`], at most [`MAX_BYTES`] kept): a body's bytes are neither allocated
+//! afresh nor freed on the storing thread, where freeing memory the connection's thread
+//! allocated would wait for that thread's allocator lock.
+//!
 //! The queue is bounded ([`MAX_JOBS`] jobs, [`MAX_BYTES`] body bytes): handing over a job
 //! to a full queue first waits for the oldest ones to end (backpressure on the connection,
 //! which then stops reading). Outcomes come back in the order the jobs went in; the
@@ -98,8 +103,9 @@ pub(super) struct Done {
     pub result: Stored,
 }
 
-/// What stores one job (the storage, or a test's stand-in).
-type Runner = Arc<dyn Fn(Job) -> Stored + Send + Sync>;
+/// What stores one job (the storage, or a test's stand-in); with the outcome, the job's
+/// buffer, to be used again.
+type Runner = Arc<dyn Fn(Job) -> (Stored, Vec<u8>) + Send + Sync>;
 
 /// What looks a queued job's name up ahead (the storage, or a test's stand-in).
 type Looker = Arc<dyn Fn(&Job) + Send + Sync>;
@@ -120,6 +126,10 @@ pub(super) struct Storer {
     held: VecDeque<(Ticket, usize)>,
     /// Body bytes held.
     bytes: usize,
+    /// Buffers of bodies stored, to gather the next ones in.
+    spare: Vec<Vec<u8>>,
+    /// Their capacity, in bytes: at most the cap on body bytes held.
+    spare_bytes: usize,
     /// Outcomes taken from the thread so far.
     collected: usize,
 }
@@ -127,7 +137,7 @@ pub(super) struct Storer {
 /// The thread that stores, and what links it to the connection.
 struct Worker {
     jobs: Option<SyncSender<Job>>,
-    done: Receiver<Stored>,
+    done: Receiver<(Stored, Vec<u8>)>,
     /// Outcomes the thread has sent so far.
     ended: Arc<AtomicUsize>,
     /// Set while the connection waits on `wake`: the thread then rings it after a job.
@@ -155,6 +165,8 @@ impl Storer {
             worker: None,
             held: VecDeque::new(),
             bytes: 0,
+            spare: Vec::new(),
+            spare_bytes: 0,
             collected: 0,
         }
     }
@@ -183,7 +195,8 @@ impl Storer {
         }
         let Some(jobs) = self.worker.as_ref().and_then(|w| w.jobs.as_ref()) else {
             // No thread (and so nothing held): store here.
-            let result = (self.run)(job);
+            let (result, buffer) = (self.run)(job);
+            self.keep(buffer);
             done.push(Done { ticket, result });
             return done;
         };
@@ -200,6 +213,26 @@ impl Storer {
             done.push(Done { ticket, result });
         }
         done
+    }
+
+    /// An empty buffer for a body of `len` bytes: one a stored body came back in, else a new
+    /// one.
+    pub(super) fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buffer.capacity();
+        buffer.reserve_exact(len);
+        buffer
+    }
+
+    /// Keeps `buffer`, emptied, for a body to come, unless the buffers kept would then hold
+    /// more than the cap on body bytes.
+    fn keep(&mut self, mut buffer: Vec<u8>) {
+        let room = self.caps.1.saturating_sub(self.spare_bytes);
+        if buffer.capacity() > 0 && buffer.capacity() <= room {
+            buffer.clear();
+            self.spare_bytes += buffer.capacity();
+            self.spare.push(buffer);
+        }
     }
 
     /// How many of the jobs held, oldest first, must end before none touching `name` is
@@ -223,8 +256,9 @@ impl Storer {
             None => Err(TryRecvError::Disconnected),
         };
         let result = match got {
-            Ok(r) => {
+            Ok((r, buffer)) => {
                 self.collected += 1;
+                self.keep(buffer);
                 r
             }
             Err(TryRecvError::Empty) => return None,
@@ -378,8 +412,9 @@ pub(super) fn write_body(work: &mut dyn Incoming, data: &[u8]) -> Result<(), Ref
         .map_err(|e| Refusal::io("cannot write the file", &e))
 }
 
-/// Stores `job`: destination, bytes, publish; the name is free again after.
-fn store_job(job: Job) -> Stored {
+/// Stores `job`: destination, bytes, publish; the name is free again after. Returns the
+/// job's buffer with the outcome.
+fn store_job(job: Job) -> (Stored, Vec<u8>) {
     let Job {
         store,
         mut upload,
@@ -393,7 +428,7 @@ fn store_job(job: Job) -> Stored {
         work.publish(&upload, digest, track)
     });
     drop(lock);
-    stored
+    (stored, bytes)
 }
 
 #[cfg(test)]

@@ -339,7 +339,7 @@ impl<'a> Session<'a> {
         });
         let opened = match ahead {
             // At most MAX_AHEAD: fits in memory.
-            Some(size) => Ok(Sink::Memory(Vec::with_capacity(size as usize))),
+            Some(size) => Ok(Sink::Memory(self.storer.buffer(size as usize))),
             None => storer::open_body(&*self.shared.store, &mut p.upload, from).map(Sink::File),
         };
         let (work, failure) = match opened {

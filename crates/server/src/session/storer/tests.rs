@@ -62,7 +62,7 @@ fn named(
 fn counting(caps: (usize, usize), panic_at: u64) -> Storer {
     let run: Runner = Arc::new(move |job: Job| {
         assert_ne!(job.upload.name.as_str(), format!("f{panic_at}"), "a bug");
-        Ok((job.upload.name.to_string(), None))
+        (Ok((job.upload.name.to_string(), None)), job.bytes)
     });
     Storer::with_runner(
         run,
@@ -188,7 +188,7 @@ fn names_going_into_the_folder_just_stored_into_are_looked_up_ahead() {
             gate.lock().unwrap().recv().unwrap();
         }
         stored.lock().unwrap().push(format!("store {name}"));
-        Ok((name, None))
+        (Ok((name, None)), job.bytes)
     });
     let looked = Arc::clone(&log);
     let look: Looker = Arc::new(move |job: &Job| {
@@ -221,4 +221,25 @@ fn names_going_into_the_folder_just_stored_into_are_looked_up_ahead() {
         "store c",
     ];
     assert_eq!(*log.lock().unwrap(), expected);
+}
+
+#[test]
+fn body_buffers_come_back_to_be_used_again_within_the_byte_cap() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let mut s = counting((8, 10 << 10), u64::MAX);
+    for id in 0..3 {
+        let (mut j, t) = job(&store, &locks, id, 0);
+        j.bytes = s.buffer(4 << 10);
+        j.bytes.resize(4 << 10, 1);
+        // The third waits for the first to be stored: 12 KiB would be over the cap.
+        s.submit(j, t);
+    }
+    while s.next(true).is_some() {}
+    // Two of the three fit in the 10 KiB cap; they come back empty, with their room.
+    let again: Vec<Vec<u8>> = (0..3).map(|_| s.buffer(100)).collect();
+    assert!(again.iter().all(Vec::is_empty));
+    let kept = again.iter().filter(|b| b.capacity() >= 4 << 10).count();
+    assert_eq!(kept, 2);
+    assert!(again.iter().all(|b| b.capacity() >= 100));
 }
