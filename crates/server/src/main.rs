@@ -534,7 +534,8 @@ fn raise_fd_limit() {
 
 /// Descriptors the server's table holds from the start (within the limit on open files):
 /// dozens of busy connections' worth, each with its socket, wake-ups, the file and folder
-/// being stored and its batches' descriptors (64 at most, see `commit::MAX_TRACKED`).
+/// being stored and the descriptors of its two batches (flushed and gathering, each at most
+/// `commit::MAX_TRACKED`).
 const RESERVED_DESCRIPTORS: u64 = 4096;
 
 /// Grows this process's table of descriptors to hold [`RESERVED_DESCRIPTORS`] at start, by
