@@ -9,9 +9,9 @@
 //! cancelled or mismatched never gets here, so nothing of it is ever on disk.
 //!
 //! The buffers bodies are gathered in come back with their outcomes and are handed out again
-//! ([`Storer::buffer`], at most [`MAX_BYTES`] kept): a body's bytes are neither allocated
-//! afresh nor freed on the storing thread, where freeing memory the connection's thread
-//! allocated would wait for that thread's allocator lock.
+//! ([`Storer::buffer`]; kept buffers and held bodies together within [`MAX_BYTES`]): a
+//! body's bytes are neither allocated afresh nor freed on the storing thread, where freeing
+//! memory the connection's thread allocated would wait for that thread's allocator lock.
 //!
 //! The queue is bounded ([`MAX_JOBS`] jobs, [`MAX_BYTES`] body bytes): handing over a job
 //! to a full queue first waits for the oldest ones to end (backpressure on the connection,
@@ -128,7 +128,7 @@ pub(super) struct Storer {
     bytes: usize,
     /// Buffers of bodies stored, to gather the next ones in.
     spare: Vec<Vec<u8>>,
-    /// Their capacity, in bytes: at most the cap on body bytes held.
+    /// Their capacity, in bytes: with the body bytes held, at most the cap on those.
     spare_bytes: usize,
     /// Outcomes taken from the thread so far.
     collected: usize,
@@ -224,10 +224,11 @@ impl Storer {
         buffer
     }
 
-    /// Keeps `buffer`, emptied, for a body to come, unless the buffers kept would then hold
-    /// more than the cap on body bytes.
+    /// Keeps `buffer`, emptied, for a body to come, unless the buffers kept and the bodies
+    /// held would then take more than the cap on body bytes (else it is freed here, on the
+    /// thread that allocated it).
     fn keep(&mut self, mut buffer: Vec<u8>) {
-        let room = self.caps.1.saturating_sub(self.spare_bytes);
+        let room = self.caps.1.saturating_sub(self.spare_bytes + self.bytes);
         if buffer.capacity() > 0 && buffer.capacity() <= room {
             buffer.clear();
             self.spare_bytes += buffer.capacity();
@@ -255,17 +256,19 @@ impl Storer {
             Some(w) => w.done.try_recv(),
             None => Err(TryRecvError::Disconnected),
         };
-        let result = match got {
+        let (result, buffer) = match got {
             Ok((r, buffer)) => {
                 self.collected += 1;
-                self.keep(buffer);
-                r
+                (r, Some(buffer))
             }
             Err(TryRecvError::Empty) => return None,
-            Err(TryRecvError::Disconnected) => Err(gone()),
+            Err(TryRecvError::Disconnected) => (Err(gone()), None),
         };
         let (ticket, len) = self.held.pop_front()?;
         self.bytes -= len;
+        if let Some(buffer) = buffer {
+            self.keep(buffer);
+        }
         Some(Done { ticket, result })
     }
 }
