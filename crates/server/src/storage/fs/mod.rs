@@ -270,8 +270,8 @@ impl Storage for Store {
 
     /// Durable, looks `name` up beneath the root: the kernel caches the answer, a name that
     /// is not there included, and the `linkat` of the publish then finds it in that cache
-    /// without reading the folder's block. Read, it waits while a flush writes that block
-    /// (`ext4` without a journal): a wait per flush and folder on the thread that stores.
+    /// without reading the folder's block. That read waits while a flush writes the block
+    /// (ext4 without a journal): one wait per flush and folder on the thread that stores.
     /// Without flushes there is nothing to wait for, and the lookup would only be one more.
     fn look_ahead(&self, name: &Name) {
         if self.durable() {
