@@ -22,9 +22,10 @@
 //! answers the offer rather than an END, waits only for the jobs that touch it (and those
 //! before them, [`Storer::held_through`]): its mode and time are set after its files are.
 //! Each time it has stored a body, the thread takes every job queued meanwhile and looks up
-//! ahead ([`Storage::look_ahead`]) the names of those going into the same folder: a
-//! durable file system then answers the publish's lookup from its cache, where it would wait
-//! for the folder's block while an earlier batch's flush writes it to disk ([`Ahead`]).
+//! ahead the names of those going into the same folder, through one [`Lookout`] on that
+//! folder ([`Storage::lookout`]) kept while bodies go there: a durable file system then
+//! answers the publish's lookup from its cache, where it would wait for the folder's block
+//! while an earlier batch's flush writes it to disk ([`Ahead`]).
 //! The thread starts with the first job and ends with the connection (it finishes the jobs
 //! queued before); it is named `ferry-store-PEER`. If it ends early (a bug: a panic), the
 //! jobs it held are reported as I/O errors instead of hanging the connection.
@@ -44,7 +45,7 @@ use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
 use crate::commit::Touched;
 use crate::locks::NameLock;
 use crate::paths::Refusal;
-use crate::storage::{Incoming, Storage, Upload};
+use crate::storage::{Incoming, Lookout, Storage, Upload};
 use crate::wake::Wake;
 
 /// Largest body stored ahead (the client's early-offer size); larger ones are stored as
@@ -107,8 +108,11 @@ pub(super) struct Done {
 /// buffer, to be used again.
 type Runner = Arc<dyn Fn(Job) -> (Stored, Vec<u8>) + Send + Sync>;
 
-/// What looks a queued job's name up ahead (the storage, or a test's stand-in).
-type Looker = Arc<dyn Fn(&Job) + Send + Sync>;
+/// What opens a lookout on a folder of a store (the storage's own, or a test's stand-in).
+type OpenLookout = dyn Fn(&dyn Storage, &str) -> Option<Box<dyn Lookout>> + Send + Sync;
+
+/// A shared [`OpenLookout`].
+type Looker = Arc<OpenLookout>;
 
 /// One connection's storer: a bounded, ordered queue of jobs in front of a thread.
 pub(super) struct Storer {
@@ -150,7 +154,7 @@ struct Worker {
 impl Storer {
     /// An idle storer for the connection from `peer`.
     pub(super) fn new(peer: SocketAddr) -> Self {
-        let look: Looker = Arc::new(|job: &Job| job.store.look_ahead(&job.upload.name));
+        let look: Looker = Arc::new(|store: &dyn Storage, folder: &str| store.lookout(folder));
         Self::with_runner(Arc::new(store_job), look, (MAX_JOBS, MAX_BYTES), peer)
     }
 
@@ -321,7 +325,8 @@ impl Worker {
             .spawn(move || {
                 let mut ahead = Ahead::default();
                 while let Some(job) = ahead.next(&inbox) {
-                    let folder = folder_of(&job.upload.name).to_owned();
+                    let store = Arc::clone(&job.store);
+                    let folder = folder_and_leaf(&job.upload.name).0.to_owned();
                     if outbox.send(run(job)).is_err() {
                         return;
                     }
@@ -329,7 +334,7 @@ impl Worker {
                     if sleeper.swap(false, SeqCst) {
                         ring.ring();
                     }
-                    ahead.look_ahead(&inbox, &folder, &*look);
+                    ahead.look_ahead(&inbox, &store, &folder, &*look);
                 }
             })?;
         Ok(Self {
@@ -354,11 +359,21 @@ impl Drop for Worker {
 }
 
 /// The jobs the storing thread has taken from its channel and not stored yet, oldest first,
-/// and how many of the oldest have had their names looked up ahead.
+/// how many of the oldest have had their names looked up ahead, and the folder they were
+/// looked up in.
 #[derive(Default)]
 struct Ahead {
     jobs: VecDeque<Job>,
     looked: usize,
+    watch: Option<Watch>,
+}
+
+/// A folder of a store whose names are looked up ahead, and its lookout (`None`: the store
+/// has none), kept while bodies go there and dropped when the thread waits for jobs.
+struct Watch {
+    store: Arc<dyn Storage>,
+    folder: String,
+    lookout: Option<Box<dyn Lookout>>,
 }
 
 impl Ahead {
@@ -370,31 +385,54 @@ impl Ahead {
                 self.looked = self.looked.saturating_sub(1);
                 Some(job)
             }
-            None => inbox.recv().ok(),
+            None => {
+                // Nothing to look up while no job comes: the folder is let go.
+                self.watch = None;
+                inbox.recv().ok()
+            }
         }
     }
 
     /// Takes every job queued in `inbox`, then looks up ahead the names of the oldest jobs not
-    /// looked up yet that go into `folder` (where a body was just stored, so that it exists:
-    /// a lookup stopped by a missing folder would leave nothing to find later), up to the
-    /// first that goes elsewhere.
-    fn look_ahead(&mut self, inbox: &Receiver<Job>, folder: &str, look: &dyn Fn(&Job)) {
+    /// looked up yet that go into `folder` of `store` (where a body was just stored, so that
+    /// it exists: a lookup stopped by a missing folder would leave nothing to find later), up
+    /// to the first that goes elsewhere; the folder's lookout is opened with `open` when it is
+    /// not the one kept.
+    fn look_ahead(
+        &mut self,
+        inbox: &Receiver<Job>,
+        store: &Arc<dyn Storage>,
+        folder: &str,
+        open: &OpenLookout,
+    ) {
         self.jobs.extend(inbox.try_iter());
         while let Some(job) = self.jobs.get(self.looked) {
-            if folder_of(&job.upload.name) != folder {
+            let (to, leaf) = folder_and_leaf(&job.upload.name);
+            if to != folder || !Arc::ptr_eq(&job.store, store) {
                 break;
             }
-            look(job);
+            let watch = match self.watch.take() {
+                Some(w) if w.folder == folder && Arc::ptr_eq(&w.store, store) => w,
+                _ => Watch {
+                    store: Arc::clone(store),
+                    folder: folder.to_owned(),
+                    lookout: open(&**store, folder),
+                },
+            };
+            if let Some(lookout) = &watch.lookout {
+                lookout.look(leaf);
+            }
+            self.watch = Some(watch);
             self.looked += 1;
         }
     }
 }
 
-/// The folder path of `name` (empty at the top).
-fn folder_of(name: &Name) -> &str {
+/// The folder path of `name` (empty at the top) and its last component.
+fn folder_and_leaf(name: &Name) -> (&str, &str) {
     name.as_str()
         .rsplit_once('/')
-        .map_or("", |(folder, _)| folder)
+        .unwrap_or(("", name.as_str()))
 }
 
 /// Readies the destination of the body of `up` from offset `from` (see

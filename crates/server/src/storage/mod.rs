@@ -101,10 +101,13 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// bytes reserved for it (0 drops them) or a fresh destination.
     fn start_body(&self, up: &mut Upload, from: u64) -> io::Result<Box<dyn Incoming>>;
 
-    /// A hint that a body for `name` is to be stored soon: the backend may look the name up
-    /// now, so that the lookup of its publish is answered from a cache. Nothing is made or
-    /// changed, and what the lookup finds does not matter. By default, nothing.
-    fn look_ahead(&self, _name: &Name) {}
+    /// What looks names up ahead in `folder` (a path under the store, empty for its top), so
+    /// that the lookups of the publishes of bodies soon stored there are answered from a
+    /// cache; `None` when the backend has no use for it or the folder cannot be opened. By
+    /// default, none.
+    fn lookout(&self, _folder: &str) -> Option<Box<dyn Lookout>> {
+        None
+    }
 
     /// Describes `name` for a download's OFFER, if it is a file the backend serves; nothing
     /// stays open (see [`Storage::open_download`]).
@@ -116,6 +119,13 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
 
     /// Starts a listing of `path` (`None`: everything), a folder or a file.
     fn list(&self, path: Option<Name>, recursive: bool) -> Result<Box<dyn Listing>, Refusal>;
+}
+
+/// Looks names up ahead in one folder (see [`Storage::lookout`]).
+pub(crate) trait Lookout: Send {
+    /// A hint that a body named `leaf` is to be stored in the folder soon: the name is looked
+    /// up now. Nothing is made or changed, and what the lookup finds does not matter.
+    fn look(&self, leaf: &str);
 }
 
 /// What a backend holds for an accepted upload between its offer and its body (a kept

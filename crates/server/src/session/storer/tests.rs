@@ -66,7 +66,7 @@ fn counting(caps: (usize, usize), panic_at: u64) -> Storer {
     });
     Storer::with_runner(
         run,
-        Arc::new(|_: &Job| {}),
+        Arc::new(|_: &dyn Storage, _: &str| None),
         caps,
         "127.0.0.1:1".parse().unwrap(),
     )
@@ -190,12 +190,18 @@ fn names_going_into_the_folder_just_stored_into_are_looked_up_ahead() {
         stored.lock().unwrap().push(format!("store {name}"));
         (Ok((name, None)), job.bytes)
     });
+    /// Logs each name looked up in its folder.
+    struct Logged(String, Arc<std::sync::Mutex<Vec<String>>>);
+    impl Lookout for Logged {
+        fn look(&self, leaf: &str) {
+            let name = format!("look {}/{leaf}", self.0);
+            self.1.lock().unwrap().push(name);
+        }
+    }
     let looked = Arc::clone(&log);
-    let look: Looker = Arc::new(move |job: &Job| {
-        looked
-            .lock()
-            .unwrap()
-            .push(format!("look {}", job.upload.name));
+    let look: Looker = Arc::new(move |_: &dyn Storage, folder: &str| {
+        looked.lock().unwrap().push(format!("open {folder}"));
+        Some(Box::new(Logged(folder.to_owned(), Arc::clone(&looked))) as Box<dyn Lookout>)
     });
     let mut s = Storer::with_runner(run, look, (8, 1 << 20), "127.0.0.1:1".parse().unwrap());
     for (id, name) in ["a/1", "a/2", "a/3", "b/1", "b/2", "c"]
@@ -208,14 +214,16 @@ fn names_going_into_the_folder_just_stored_into_are_looked_up_ahead() {
     open.send(()).unwrap();
     while s.next(true).is_some() {}
     // Each folder's names once a body is in it (so that it exists), never another's, each
-    // name once, and before its own body.
+    // name once, and before its own body; each folder opened once for its names.
     let expected = [
         "store a/1",
+        "open a",
         "look a/2",
         "look a/3",
         "store a/2",
         "store a/3",
         "store b/1",
+        "open b",
         "look b/2",
         "store b/2",
         "store c",

@@ -25,20 +25,22 @@ use rustix::io::Errno;
 use self::digests::{FileKey, RECORD_MIN};
 use self::flush::{Durability, Flusher, WriteBehind};
 use self::listing::Lister;
+use self::lookout::FolderLookout;
 use self::root::{Folders, Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
 use crate::commit::{Flush, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
 use crate::paths::{check_reserved, unresolved, Refusal};
 use crate::storage::{
-    hash_at, FileMeta, Incoming, Listing, Offered, Outgoing, Prepared, Reservation, Storage,
-    Upload, BUF_LEN,
+    hash_at, FileMeta, Incoming, Listing, Lookout, Offered, Outgoing, Prepared, Reservation,
+    Storage, Upload, BUF_LEN,
 };
 use crate::units::Bytes;
 
 mod digests;
 mod flush;
 mod listing;
+mod lookout;
 mod probe;
 mod root;
 mod state;
@@ -268,16 +270,14 @@ impl Storage for Store {
             .prepare_upload(name, meta, compare, resumable, buf)
     }
 
-    /// Durable, looks `name` up beneath the root: the kernel caches the answer, a name that
-    /// is not there included, and the `linkat` of the publish then finds it in that cache
-    /// without reading the folder's block. That read waits while a flush writes the block
-    /// (ext4 without a journal): one wait per flush and folder on the thread that stores.
-    /// Without flushes there is nothing to wait for, and the lookup would only be one more.
-    fn look_ahead(&self, name: &Name) {
-        if self.durable() {
-            // Whatever is there, or not: only the lookup matters.
-            let _ = self.space.root.open_path(name.as_str());
+    /// Durable, the folder opened beneath the root (see [`FolderLookout`]). Without flushes
+    /// there is nothing to wait for, and the lookups would only be more system calls.
+    fn lookout(&self, folder: &str) -> Option<Box<dyn Lookout>> {
+        if !self.durable() {
+            return None;
         }
+        let fd = self.space.root.open_folder(folder).ok()?;
+        Some(Box::new(FolderLookout(fd)))
     }
 
     /// The held partial (see [`Partial`]) or a fresh file (see [`Space::body_file`]). A new
@@ -1027,7 +1027,7 @@ mod tests {
     }
 
     #[test]
-    fn looking_a_name_up_ahead_makes_and_changes_nothing() {
+    fn looking_names_up_ahead_makes_and_changes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let store = store(root, Overwrite::Refuse, false);
@@ -1056,9 +1056,22 @@ mod tests {
             out
         };
         let before = tree();
-        // Missing, in a missing folder, held, a folder, a name past a file.
-        for name in ["d/new.txt", "e/new.txt", "d/held.txt", "d", "d/held.txt/x"] {
-            store.look_ahead(&Name::parse(name).unwrap());
+        // Without flushes there is no wait to spare, and no lookout.
+        let plain = Config {
+            dir: root.join("plain"),
+            fsync: false,
+            ..Config::default()
+        };
+        assert!(Store::open(&plain).unwrap().lookout("").is_none());
+        fs::remove_dir_all(root.join("plain")).unwrap();
+        // A missing folder has no lookout; the top and "d" have.
+        assert!(store.lookout("e").is_none());
+        assert!(store.lookout("d/held.txt").is_none());
+        let (top, d) = (store.lookout("").unwrap(), store.lookout("d").unwrap());
+        // Missing, held, a folder, a name past a file.
+        for leaf in ["new.txt", "held.txt", "d", "held.txt/x"] {
+            top.look(leaf);
+            d.look(leaf);
         }
         assert_eq!(tree(), before);
         // And the name looked up ahead is stored as any other.
