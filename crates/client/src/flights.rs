@@ -52,11 +52,20 @@ struct Waiting {
     /// Its place on the command line.
     order: usize,
     name: Name,
-    /// How many entries under it are unsent or set aside: kept by every way in and out
-    /// ([`Flights::count`]), so that no file's sending scans the window.
-    unsent: usize,
-    /// How many entries under it are in flight (sent or not) or set aside.
+}
+
+/// What is under one folder, among the entries in flight and the folders set aside: kept for
+/// every folder above one of them by every way in and out ([`Flights::count`]), one map
+/// update per level of the entry's name, so that neither sending a file nor setting a folder
+/// aside scans the window or the folders set aside.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Under {
+    /// Entries in flight (sent or not) or set aside.
     flying: usize,
+    /// Of those, the ones unsent or set aside.
+    unsent: usize,
+    /// Entries in flight.
+    in_flight: usize,
 }
 
 /// The files of one conversation in flight, and the folders set aside.
@@ -66,6 +75,8 @@ pub(crate) struct Flights<T> {
     reply_bytes: usize,
     /// Folders set aside, in the order they were.
     waiting: Vec<Waiting>,
+    /// What is under each folder above an entry in flight or set aside.
+    under: HashMap<String, Under>,
     /// The folders in flight that hold their answer (see [`Flights::land`]).
     holding: Vec<FileId>,
     /// The most reply bytes the files in flight may cause (see [`REPLY_BUDGET`]).
@@ -86,6 +97,7 @@ impl<T> Flights<T> {
             map: HashMap::new(),
             reply_bytes: 0,
             waiting: Vec::new(),
+            under: HashMap::new(),
             holding: Vec::new(),
             budget,
             outcome,
@@ -108,24 +120,13 @@ impl<T> Flights<T> {
     /// Sets the folder `name` (at `order` on the command line) aside if an entry under it is
     /// in flight or set aside; `false` if none is, and it may be offered now.
     pub(crate) fn set_aside(&mut self, order: usize, name: &Name) -> bool {
-        let aside = self
-            .waiting
-            .iter()
-            .filter(|w| w.name.is_under(name))
-            .count();
-        let under = self.map.values().filter(|f| f.report.name.is_under(name));
-        let (flying, unsent) = under.fold((aside, aside), |(all, unsent), f| {
-            (all + 1, unsent + usize::from(f.unsent))
-        });
-        if flying == 0 {
+        if self.under(name).flying == 0 {
             return false;
         }
-        self.count(name, 1, 1);
+        self.count(name, 1, 1, 0);
         self.waiting.push(Waiting {
             order,
             name: name.clone(),
-            unsent,
-            flying,
         });
         true
     }
@@ -133,7 +134,14 @@ impl<T> Flights<T> {
     /// The order of the first folder set aside that may go now: nothing under it in flight,
     /// or, at the `tail` (nothing left to offer), nothing under it unsent (see [`Waiting`]).
     pub(crate) fn ready_folder(&self, tail: bool) -> Option<usize> {
-        let ready = |w: &&Waiting| if tail { w.unsent == 0 } else { w.flying == 0 };
+        let ready = |w: &&Waiting| {
+            let under = self.under(&w.name);
+            if tail {
+                under.unsent == 0
+            } else {
+                under.flying == 0
+            }
+        };
         self.waiting.iter().find(ready).map(|w| w.order)
     }
 
@@ -141,7 +149,7 @@ impl<T> Flights<T> {
     pub(crate) fn take_folder(&mut self, order: usize) {
         if let Some(at) = self.waiting.iter().position(|w| w.order == order) {
             let w = self.waiting.remove(at);
-            self.count(&w.name, -1, -1);
+            self.count(&w.name, -1, -1, 0);
         }
     }
 
@@ -150,13 +158,27 @@ impl<T> Flights<T> {
         self.waiting.iter().map(|w| w.order)
     }
 
-    /// An entry named `name` moved: the folders set aside above it add `unsent` and `flying`
-    /// to those counts (see [`Waiting`]).
-    fn count(&mut self, name: &Name, unsent: isize, flying: isize) {
-        for w in &mut self.waiting {
-            if name.is_under(&w.name) {
-                w.unsent = w.unsent.saturating_add_signed(unsent);
-                w.flying = w.flying.saturating_add_signed(flying);
+    /// What is under the folder `name`.
+    fn under(&self, name: &Name) -> Under {
+        self.under.get(name.as_str()).copied().unwrap_or_default()
+    }
+
+    /// An entry named `name` moved: each folder above it adds `unsent`, `flying` and
+    /// `in_flight` to those counts (see [`Under`]); a folder with nothing left under it is
+    /// forgotten.
+    fn count(&mut self, name: &Name, unsent: isize, flying: isize, in_flight: isize) {
+        let name = name.as_str();
+        for (at, _) in name.match_indices('/') {
+            let folder = &name[..at];
+            let under = match self.under.get_mut(folder) {
+                Some(u) => u,
+                None => self.under.entry(folder.to_owned()).or_default(),
+            };
+            under.unsent = under.unsent.saturating_add_signed(unsent);
+            under.flying = under.flying.saturating_add_signed(flying);
+            under.in_flight = under.in_flight.saturating_add_signed(in_flight);
+            if *under == Under::default() {
+                self.under.remove(folder);
             }
         }
     }
@@ -166,7 +188,7 @@ impl<T> Flights<T> {
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
         let reply_bytes = reply_bytes(report.name.as_str().len());
         let unsent = report.kind != EntryKind::Folder;
-        self.count(&report.name, isize::from(unsent), 1);
+        self.count(&report.name, isize::from(unsent), 1, 1);
         let flight = Flight {
             order,
             report,
@@ -190,14 +212,14 @@ impl<T> Flights<T> {
         };
         if std::mem::take(&mut f.unsent) {
             let name = f.report.name.clone();
-            self.count(&name, -1, 0);
+            self.count(&name, -1, 0, 0);
         }
     }
 
     /// Takes the counts of `f`, out of the map now, off the totals.
     fn forget(&mut self, id: FileId, f: &Flight<T>) {
         self.reply_bytes -= f.reply_bytes;
-        self.count(&f.report.name, -isize::from(f.unsent), -1);
+        self.count(&f.report.name, -isize::from(f.unsent), -1, -1);
         if f.held.is_some() {
             self.holding.retain(|&h| h != id);
         }
@@ -205,7 +227,7 @@ impl<T> Flights<T> {
 
     /// Whether an entry under the folder `name` is in flight.
     fn holds_under(&self, name: &Name) -> bool {
-        self.map.values().any(|f| f.report.name.is_under(name))
+        self.under(name).in_flight > 0
     }
 
     pub(crate) fn get_mut(&mut self, id: FileId) -> Option<&mut Flight<T>> {
@@ -289,6 +311,7 @@ impl<T> Flights<T> {
         self.reply_bytes = 0;
         self.holding.clear();
         self.waiting.clear();
+        self.under.clear();
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
         let why = match e {
@@ -432,6 +455,69 @@ mod tests {
             [("d/a", Status::Incomplete), ("d", Status::Incomplete)],
             "a held folder is offered again after its files"
         );
+    }
+
+    /// What a scan of the window and of the folders set aside finds under each folder.
+    fn scanned<T>(f: &Flights<T>) -> HashMap<String, Under> {
+        let mut found: HashMap<String, Under> = HashMap::new();
+        let entries = f.map.values().map(|x| (&x.report.name, x.unsent, true));
+        let aside = f.waiting.iter().map(|w| (&w.name, true, false));
+        for (name, unsent, in_flight) in entries.chain(aside) {
+            let name = name.as_str();
+            for (at, _) in name.match_indices('/') {
+                let u = found.entry(name[..at].to_owned()).or_default();
+                u.flying += 1;
+                u.unsent += usize::from(unsent);
+                u.in_flight += usize::from(in_flight);
+            }
+        }
+        found
+    }
+
+    /// Entries in and out in a mixed order over a small tree: after every step, the counts
+    /// kept match a scan, and nothing is left once all is done.
+    #[test]
+    fn the_counts_under_each_folder_match_a_scan_at_every_step() {
+        let names = ["a/b/c/f", "a/b/g", "a/h", "a/b/c", "a/b", "i/j", "a", "i"];
+        let mut f: Flights<()> = Flights::new(Outcome::default());
+        let mut seed = 7_u64;
+        let mut id = 0;
+        for round in 0..400 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let pick = (seed >> 33) as usize;
+            let name = Name::parse(names[pick % names.len()]).unwrap();
+            match pick % 5 {
+                0 | 1 => {
+                    id += 1;
+                    f.insert(id, round, report(name.as_str()), ());
+                }
+                2 => {
+                    if let Some(&any) = f.map.keys().nth(pick % f.map.len().max(1)) {
+                        f.sent(any);
+                    }
+                }
+                3 => {
+                    if let Some(&any) = f.map.keys().nth(pick % f.map.len().max(1)) {
+                        f.land(any, Status::Incomplete, "", false, &mut ());
+                    }
+                }
+                _ => match f.ready_folder(pick % 2 == 0) {
+                    Some(order) => f.take_folder(order),
+                    None => {
+                        f.set_aside(round, &name);
+                    }
+                },
+            }
+            assert_eq!(f.under, scanned(&f), "after step {round}");
+        }
+        let ids: Vec<FileId> = f.map.keys().copied().collect();
+        for any in ids {
+            f.land(any, Status::Incomplete, "", false, &mut ());
+        }
+        while let Some(order) = f.ready_folder(false) {
+            f.take_folder(order);
+        }
+        assert!(f.waiting.is_empty() && f.under.is_empty());
     }
 
     #[test]
