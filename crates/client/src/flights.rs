@@ -54,10 +54,8 @@ struct Waiting {
     name: Name,
 }
 
-/// What is under one folder, among the entries in flight and the folders set aside: kept for
-/// every folder above one of them by every way in and out ([`Flights::count`]), one map
-/// update per level of the entry's name, so that neither sending a file nor setting a folder
-/// aside scans the window or the folders set aside.
+/// What is under one folder, among the entries in flight and the folders set aside (see
+/// [`Tally`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Under {
     /// Entries in flight (sent or not) or set aside.
@@ -68,6 +66,39 @@ struct Under {
     in_flight: usize,
 }
 
+/// What is under each folder above an entry in flight or set aside: kept by every way in and
+/// out ([`Tally::count`]), one map update per level of the entry's name, so that neither
+/// sending a file nor setting a folder aside scans the window or the folders set aside.
+#[derive(Debug, Default)]
+struct Tally(HashMap<String, Under>);
+
+impl Tally {
+    /// What is under the folder `name`.
+    fn of(&self, name: &Name) -> Under {
+        self.0.get(name.as_str()).copied().unwrap_or_default()
+    }
+
+    /// An entry named `name` moved: each folder above it adds `unsent`, `flying` and
+    /// `in_flight` to those counts (see [`Under`]); a folder with nothing left under it is
+    /// forgotten.
+    fn count(&mut self, name: &Name, unsent: isize, flying: isize, in_flight: isize) {
+        let name = name.as_str();
+        for (at, _) in name.match_indices('/') {
+            let folder = &name[..at];
+            let under = match self.0.get_mut(folder) {
+                Some(u) => u,
+                None => self.0.entry(folder.to_owned()).or_default(),
+            };
+            under.unsent = under.unsent.saturating_add_signed(unsent);
+            under.flying = under.flying.saturating_add_signed(flying);
+            under.in_flight = under.in_flight.saturating_add_signed(in_flight);
+            if *under == Under::default() {
+                self.0.remove(folder);
+            }
+        }
+    }
+}
+
 /// The files of one conversation in flight, and the folders set aside.
 pub(crate) struct Flights<T> {
     map: HashMap<FileId, Flight<T>>,
@@ -76,7 +107,7 @@ pub(crate) struct Flights<T> {
     /// Folders set aside, in the order they were.
     waiting: Vec<Waiting>,
     /// What is under each folder above an entry in flight or set aside.
-    under: HashMap<String, Under>,
+    under: Tally,
     /// The folders in flight that hold their answer (see [`Flights::land`]).
     holding: Vec<FileId>,
     /// The most reply bytes the files in flight may cause (see [`REPLY_BUDGET`]).
@@ -97,7 +128,7 @@ impl<T> Flights<T> {
             map: HashMap::new(),
             reply_bytes: 0,
             waiting: Vec::new(),
-            under: HashMap::new(),
+            under: Tally::default(),
             holding: Vec::new(),
             budget,
             outcome,
@@ -120,10 +151,10 @@ impl<T> Flights<T> {
     /// Sets the folder `name` (at `order` on the command line) aside if an entry under it is
     /// in flight or set aside; `false` if none is, and it may be offered now.
     pub(crate) fn set_aside(&mut self, order: usize, name: &Name) -> bool {
-        if self.under(name).flying == 0 {
+        if self.under.of(name).flying == 0 {
             return false;
         }
-        self.count(name, 1, 1, 0);
+        self.under.count(name, 1, 1, 0);
         self.waiting.push(Waiting {
             order,
             name: name.clone(),
@@ -135,7 +166,7 @@ impl<T> Flights<T> {
     /// or, at the `tail` (nothing left to offer), nothing under it unsent (see [`Waiting`]).
     pub(crate) fn ready_folder(&self, tail: bool) -> Option<usize> {
         let ready = |w: &&Waiting| {
-            let under = self.under(&w.name);
+            let under = self.under.of(&w.name);
             if tail {
                 under.unsent == 0
             } else {
@@ -149,7 +180,7 @@ impl<T> Flights<T> {
     pub(crate) fn take_folder(&mut self, order: usize) {
         if let Some(at) = self.waiting.iter().position(|w| w.order == order) {
             let w = self.waiting.remove(at);
-            self.count(&w.name, -1, -1, 0);
+            self.under.count(&w.name, -1, -1, 0);
         }
     }
 
@@ -158,37 +189,12 @@ impl<T> Flights<T> {
         self.waiting.iter().map(|w| w.order)
     }
 
-    /// What is under the folder `name`.
-    fn under(&self, name: &Name) -> Under {
-        self.under.get(name.as_str()).copied().unwrap_or_default()
-    }
-
-    /// An entry named `name` moved: each folder above it adds `unsent`, `flying` and
-    /// `in_flight` to those counts (see [`Under`]); a folder with nothing left under it is
-    /// forgotten.
-    fn count(&mut self, name: &Name, unsent: isize, flying: isize, in_flight: isize) {
-        let name = name.as_str();
-        for (at, _) in name.match_indices('/') {
-            let folder = &name[..at];
-            let under = match self.under.get_mut(folder) {
-                Some(u) => u,
-                None => self.under.entry(folder.to_owned()).or_default(),
-            };
-            under.unsent = under.unsent.saturating_add_signed(unsent);
-            under.flying = under.flying.saturating_add_signed(flying);
-            under.in_flight = under.in_flight.saturating_add_signed(in_flight);
-            if *under == Under::default() {
-                self.under.remove(folder);
-            }
-        }
-    }
-
     /// Puts a file in flight, unsent until [`Flights::sent`]; a folder, whose offer is all
     /// there is to send, as sent.
     pub(crate) fn insert(&mut self, id: FileId, order: usize, report: FileReport, extra: T) {
         let reply_bytes = reply_bytes(report.name.as_str().len());
         let unsent = report.kind != EntryKind::Folder;
-        self.count(&report.name, isize::from(unsent), 1, 1);
+        self.under.count(&report.name, isize::from(unsent), 1, 1);
         let flight = Flight {
             order,
             report,
@@ -211,15 +217,15 @@ impl<T> Flights<T> {
             return;
         };
         if std::mem::take(&mut f.unsent) {
-            let name = f.report.name.clone();
-            self.count(&name, -1, 0, 0);
+            self.under.count(&f.report.name, -1, 0, 0);
         }
     }
 
     /// Takes the counts of `f`, out of the map now, off the totals.
     fn forget(&mut self, id: FileId, f: &Flight<T>) {
         self.reply_bytes -= f.reply_bytes;
-        self.count(&f.report.name, -isize::from(f.unsent), -1, -1);
+        self.under
+            .count(&f.report.name, -isize::from(f.unsent), -1, -1);
         if f.held.is_some() {
             self.holding.retain(|&h| h != id);
         }
@@ -227,7 +233,7 @@ impl<T> Flights<T> {
 
     /// Whether an entry under the folder `name` is in flight.
     fn holds_under(&self, name: &Name) -> bool {
-        self.under(name).in_flight > 0
+        self.under.of(name).in_flight > 0
     }
 
     pub(crate) fn get_mut(&mut self, id: FileId) -> Option<&mut Flight<T>> {
@@ -311,7 +317,7 @@ impl<T> Flights<T> {
         self.reply_bytes = 0;
         self.holding.clear();
         self.waiting.clear();
-        self.under.clear();
+        self.under.0.clear();
         let mut left: Vec<_> = self.map.drain().map(|(_, f)| f).collect();
         left.sort_by_key(|f| f.order);
         let why = match e {
@@ -508,7 +514,7 @@ mod tests {
                     }
                 },
             }
-            assert_eq!(f.under, scanned(&f), "after step {round}");
+            assert_eq!(f.under.0, scanned(&f), "after step {round}");
         }
         let ids: Vec<FileId> = f.map.keys().copied().collect();
         for any in ids {
@@ -517,7 +523,7 @@ mod tests {
         while let Some(order) = f.ready_folder(false) {
             f.take_folder(order);
         }
-        assert!(f.waiting.is_empty() && f.under.is_empty());
+        assert!(f.waiting.is_empty() && f.under.0.is_empty());
     }
 
     #[test]
