@@ -30,6 +30,7 @@ mod plan;
 mod platform;
 mod precheck;
 mod progress;
+mod read_ahead;
 mod report;
 mod retry;
 mod session;

@@ -62,6 +62,21 @@ pub(crate) fn open_own(path: &Path, exclusive: bool) -> io::Result<Option<File>>
     Ok((t.is_file() && !t.is_symlink()).then_some(file))
 }
 
+/// Asks the system to read the first `len` bytes of `file` into its cache now, without
+/// waiting, so that the read that follows finds them there instead of waiting for the disk;
+/// nothing where the system has no `posix_fadvise` (macOS, Windows).
+#[cfg(all(unix, not(target_vendor = "apple")))]
+pub(crate) fn read_soon(file: &File, len: u64) {
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        // Only a hint: whatever it says, the read does the work.
+        let _ = rustix::fs::fadvise(file, 0, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// Asks the system to read `file` ahead: nothing here (see the Unix version).
+#[cfg(not(all(unix, not(target_vendor = "apple"))))]
+pub(crate) fn read_soon(_file: &File, _len: u64) {}
+
 /// Opens `path` for reading without blocking on a FIFO (Unix); the caller checks what it is.
 #[cfg(unix)]
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {

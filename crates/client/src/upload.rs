@@ -16,6 +16,7 @@ use crate::body::{self, PumpError};
 use crate::error::{describe, ClientError};
 use crate::flights::Flights;
 use crate::net::{self, Options};
+use crate::read_ahead::{ReadAhead, READ_AHEAD_BYTES};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
@@ -112,6 +113,7 @@ fn send_once(
         answers: Answers::default(),
         over: false,
         last_body: None,
+        ahead: ReadAhead::new(READ_AHEAD_BYTES),
     };
     let result = up.run();
     let welcomed = welcomed || up.session.welcomed();
@@ -251,10 +253,13 @@ struct Upload<'a> {
     /// The file whose body went out last, until its RESULT: the one a server's last words
     /// about a body (too large, no space) are about.
     last_body: Option<FileId>,
+    /// How far the sources have been read ahead (see [`crate::read_ahead`]).
+    ahead: ReadAhead,
 }
 
 impl Upload<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
+        self.read_ahead();
         self.offer_probe()?;
         self.version = self.session.welcome()?;
         if self.version < 2 && self.session.opts.checksum {
@@ -339,8 +344,19 @@ impl Upload<'_> {
         Ok(())
     }
 
+    /// Asks the system to read the small files past the next to offer into its cache (see
+    /// [`crate::read_ahead`]).
+    fn read_ahead(&mut self) {
+        let sources = &self.sources;
+        let len = |i: usize| sources.get(i).map(Source::read_soon_len);
+        for i in self.ahead.advance(self.next, len) {
+            sources[i].read_soon();
+        }
+    }
+
     /// Offers more files while the window has room.
     fn refill(&mut self) -> Result<(), ClientError> {
+        self.read_ahead();
         self.offer_folders()?;
         let window = self.session.opts.window;
         while self.next < self.sources.len()

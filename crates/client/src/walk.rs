@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
+use ferry_proto::wire::EARLY_MAX;
 use ferry_proto::{EntryKind, FileInfo, Name, Timestamp};
 
 use crate::error::ClientError;
@@ -130,6 +131,24 @@ impl Source {
                 io::ErrorKind::InvalidInput,
                 "not a local file",
             )),
+        }
+    }
+
+    /// Asks the system to read the file into its cache now, without waiting, if it is small
+    /// (at most `EARLY_MAX`: sent whole with its offer) and the walk's descriptor is still
+    /// held (see [`crate::platform::read_soon`]).
+    pub(crate) fn read_soon(&self) {
+        if let Some(file) = &self.held {
+            crate::platform::read_soon(file, self.read_soon_len());
+        }
+    }
+
+    /// How many bytes [`Source::read_soon`] asks for, held or not: the size of a small file,
+    /// else 0.
+    pub(crate) fn read_soon_len(&self) -> u64 {
+        match (&self.origin, self.size) {
+            (Origin::File(_), Some(size)) if size <= EARLY_MAX => size,
+            _ => 0,
         }
     }
 
