@@ -93,6 +93,9 @@ impl fmt::Display for Bytes {
         if 2 * r > den || (2 * r == den && q % 2 == 1) {
             q += 1;
         }
+        // Tenths of the unit, at most 163,840 (u64::MAX in PiB): shown as u64, whose
+        // formatting costs far less than u128's.
+        let q = u64::try_from(q).unwrap_or(u64::MAX);
         write!(f, "{}.{} {unit}", q / 10, q % 10)
     }
 }
