@@ -49,16 +49,16 @@ impl ReadAhead {
         next: usize,
         len: impl Fn(usize) -> Option<u64>,
     ) -> Range<usize> {
-        let pages = |i| len(i).map(|n| n.div_ceil(PAGE) * PAGE);
+        let pages = |i| len(i).map(|n| n.div_ceil(PAGE).saturating_mul(PAGE));
         while self.passed < next.min(self.until) {
-            self.bytes -= pages(self.passed).unwrap_or(0);
+            self.bytes = self.bytes.saturating_sub(pages(self.passed).unwrap_or(0));
             self.passed += 1;
         }
         self.passed = self.passed.max(next);
         self.until = self.until.max(next);
         let from = self.until;
         while let Some(n) = pages(self.until) {
-            if self.bytes + n > self.budget {
+            if self.bytes.saturating_add(n) > self.budget {
                 break;
             }
             self.bytes += n;
@@ -90,10 +90,15 @@ mod tests {
 
     #[test]
     fn a_file_larger_than_the_budget_is_never_read_ahead_and_does_not_stall_the_rest() {
-        let sizes = [8 * PAGE, PAGE];
+        let sizes = [8 * PAGE, u64::MAX, PAGE];
         let len = |i: usize| sizes.get(i).copied();
         let mut ahead = ReadAhead::new(4 * PAGE);
         assert_eq!(ahead.advance(0, len), 0..0);
-        assert_eq!(ahead.advance(1, len), 1..2);
+        assert_eq!(
+            ahead.advance(1, len),
+            1..1,
+            "no overflow counting the largest size"
+        );
+        assert_eq!(ahead.advance(2, len), 2..3);
     }
 }
