@@ -7,7 +7,8 @@
 //! small files ahead of it instead ([`crate::walk::Source::read_soon`]), without waiting, so
 //! that their reads reach the disk together; at most [`READ_AHEAD_BYTES`] ahead, so that a
 //! tree larger than the memory is not read so far ahead that its first files are let go
-//! again before they are sent.
+//! again before they are sent, and only while their bodies go with their offers (a re-run
+//! whose files the server holds unchanged reads none of them).
 
 use std::ops::Range;
 

@@ -259,7 +259,6 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     fn run(&mut self) -> Result<(), ClientError> {
-        self.read_ahead();
         self.offer_probe()?;
         self.version = self.session.welcome()?;
         if self.version < 2 && self.session.opts.checksum {
@@ -345,8 +344,14 @@ impl Upload<'_> {
     }
 
     /// Asks the system to read the small files past the next to offer into its cache (see
-    /// [`crate::read_ahead`]).
+    /// [`crate::read_ahead`]), while their bodies go with their offers: once the server
+    /// accepts more than it refuses, as for [`Upload::read_early`]. A re-run whose files the
+    /// server holds unchanged reads none of them.
     fn read_ahead(&mut self) {
+        let Answers { accepted, refused } = self.answers;
+        if accepted <= refused {
+            return;
+        }
         let sources = &self.sources;
         let len = |i: usize| sources.get(i).map(Source::read_soon_len);
         for i in self.ahead.advance(self.next, len) {
