@@ -10,6 +10,11 @@ use rustix::io::Errno;
 /// Prefix of every name the server keeps for itself; no component of a client's name may
 /// start with it.
 pub(crate) const RESERVED_PREFIX: &str = ".ferry-";
+
+/// `(parents, last component)` of a `/`-separated name (parents empty at the top).
+pub(crate) fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
 /// Why a name cannot be used: the code and words for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {

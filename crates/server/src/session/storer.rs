@@ -44,7 +44,7 @@ use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
 
 use crate::commit::Touched;
 use crate::locks::NameLock;
-use crate::paths::Refusal;
+use crate::paths::{split, Refusal};
 use crate::storage::{Incoming, Lookout, Storage, Upload};
 use crate::wake::Wake;
 
@@ -326,7 +326,7 @@ impl Worker {
                 let mut ahead = Ahead::default();
                 while let Some(job) = ahead.next(&inbox) {
                     let store = Arc::clone(&job.store);
-                    let folder = folder_and_leaf(&job.upload.name).0.to_owned();
+                    let folder = split(job.upload.name.as_str()).0.to_owned();
                     if outbox.send(run(job)).is_err() {
                         return;
                     }
@@ -407,7 +407,7 @@ impl Ahead {
     ) {
         self.jobs.extend(inbox.try_iter());
         while let Some(job) = self.jobs.get(self.looked) {
-            let (to, leaf) = folder_and_leaf(&job.upload.name);
+            let (to, leaf) = split(job.upload.name.as_str());
             if to != folder || !Arc::ptr_eq(&job.store, store) {
                 break;
             }
@@ -426,13 +426,6 @@ impl Ahead {
             self.looked += 1;
         }
     }
-}
-
-/// The folder path of `name` (empty at the top) and its last component.
-fn folder_and_leaf(name: &Name) -> (&str, &str) {
-    name.as_str()
-        .rsplit_once('/')
-        .unwrap_or(("", name.as_str()))
 }
 
 /// Readies the destination of the body of `up` from offset `from` (see

@@ -30,7 +30,7 @@ use self::root::{Folders, Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
 use crate::commit::{Flush, Touched, MAX_LINGER};
 use crate::config::{Config, Overwrite};
-use crate::paths::{check_reserved, unresolved, Refusal};
+use crate::paths::{check_reserved, split, unresolved, Refusal};
 use crate::storage::{
     hash_at, FileMeta, Incoming, Listing, Lookout, Offered, Outgoing, Prepared, Reservation,
     Storage, Upload, BUF_LEN,
@@ -206,7 +206,7 @@ impl Storage for Store {
     ) -> Result<(Code, Option<Touched>), Refusal> {
         let space = &self.space;
         check_reserved(name)?;
-        let (parents, last) = root::split(name.as_str());
+        let (parents, last) = split(name.as_str());
         let mut folders = space
             .root
             .make_folders(parents)
@@ -437,7 +437,7 @@ impl Space {
     /// one resolution of the folder serves the body's creation and its `linkat`.
     fn body_file(&self, name: &Name, mode: u32) -> io::Result<(Held, Option<OwnedFd>)> {
         if self.state.makes_unnamed() {
-            let parents = root::split(name.as_str()).0;
+            let parents = split(name.as_str()).0;
             let mut folder = parents;
             loop {
                 match self.root.open_folder(folder) {
@@ -446,7 +446,7 @@ impl Space {
                         Ok(None) | Err(_) => break,
                     },
                     Err(e) if e.kind() == io::ErrorKind::NotFound && !folder.is_empty() => {
-                        folder = root::split(folder).0;
+                        folder = split(folder).0;
                     }
                     Err(_) => break,
                 }
@@ -579,7 +579,7 @@ impl Space {
         if let Some(t) = up.mtime.and_then(from_timestamp) {
             file.set_modified(t).map_err(|e| fail(&e))?;
         }
-        let (parents, file_name) = root::split(up.name.as_str());
+        let (parents, file_name) = split(up.name.as_str());
         let mut folders = match body.folder {
             Some(fd) => Folders::existing(fd),
             None => self

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use crate::paths::split;
+
 /// Flags every folder on a path is opened with.
 const FOLDER_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -226,11 +228,6 @@ impl Folders {
 pub(crate) fn read_folder<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> io::Result<Dir> {
     let fd = rfs::openat(dir, name, FOLDER_FLAGS, Mode::empty())?;
     Ok(Dir::new(fd)?)
-}
-
-/// `(parents, last component)` of a `/`-separated name.
-pub(crate) fn split(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 /// Opens the single component `name` in `dir` without following a link. A link opened as a
