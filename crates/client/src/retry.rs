@@ -40,9 +40,13 @@ pub(crate) fn run<T: Clone>(
 ) -> Outcome {
     let mut total = Outcome::default();
     // The first attempt takes the items themselves (a walked file's descriptor goes with it,
-    // see `walk::Source`); later ones take copies.
+    // see `walk::Source`); later ones take copies, made only when there may be any.
     let mut pending = items;
-    let items = pending.clone();
+    let items = if opts.retries > 0 {
+        pending.clone()
+    } else {
+        Vec::new()
+    };
     let mut proven = false;
     let mut retries = 0;
     // The reports of the files retried, as the failed attempt left them.
@@ -55,6 +59,19 @@ pub(crate) fn run<T: Clone>(
             held: Vec::new(),
             started: HashSet::new(),
         };
+        if !more {
+            // The last attempt: what it comes to is the outcome, with no bookkeeping for
+            // another.
+            let Attempt { outcome, .. } = attempt(pending, &before, &mut watch);
+            if total.files.is_empty() {
+                total.files = outcome.files;
+            } else {
+                total.files.extend(outcome.files);
+            }
+            total.error = outcome.error;
+            total.retries = retries;
+            return total;
+        }
         let asked: Vec<Name> = pending.iter().map(|i| name_of(i).clone()).collect();
         let Attempt { outcome, welcomed } = attempt(pending, &before, &mut watch);
         let Holding { held, started, .. } = watch;
@@ -65,8 +82,7 @@ pub(crate) fn run<T: Clone>(
             .into_iter()
             .filter(|n| !reported.contains(n))
             .collect();
-        let (again, done): (Vec<_>, Vec<_>) =
-            outcome.files.into_iter().partition(|r| more && unknown(r));
+        let (again, done): (Vec<_>, Vec<_>) = outcome.files.into_iter().partition(unknown);
         total.files.extend(done);
         open.extend(again.iter().map(|r| r.name.clone()));
         let error = outcome.error;
@@ -78,7 +94,7 @@ pub(crate) fn run<T: Clone>(
                     .find(|i| name_of(i) == n)
                     .is_some_and(&resumable)
         });
-        if !more || open.is_empty() || !worth || !replayable {
+        if open.is_empty() || !worth || !replayable {
             if !replayable {
                 log::warn!("standard input or output cannot be replayed: not retrying");
             }
@@ -138,13 +154,16 @@ struct Holding<'a> {
     inner: &'a mut dyn Observer,
     hold: bool,
     held: Vec<FileReport>,
-    /// Files whose body started moving in this attempt.
+    /// Files whose body started moving in this attempt (kept only when `hold`: another
+    /// attempt may follow).
     started: HashSet<Name>,
 }
 
 impl Observer for Holding<'_> {
     fn started(&mut self, name: &Name, size: Option<u64>, from: u64) {
-        self.started.insert(name.clone());
+        if self.hold {
+            self.started.insert(name.clone());
+        }
         self.inner.started(name, size, from);
     }
 
@@ -170,5 +189,64 @@ impl Observer for Holding<'_> {
 
     fn retrying(&mut self, retry: &Retry) {
         self.inner.retrying(retry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Status;
+
+    /// An item that must not be copied: only a retry needs copies.
+    struct Walked(Name);
+
+    impl Clone for Walked {
+        fn clone(&self) -> Self {
+            panic!("{} copied for a retry that cannot happen", self.0)
+        }
+    }
+
+    #[test]
+    fn without_retries_the_one_attempt_takes_the_items_and_nothing_is_copied() {
+        let items: Vec<Walked> = ["a", "b/c"]
+            .iter()
+            .map(|n| Walked(Name::parse(n).unwrap()))
+            .collect();
+        let opts = Options::default();
+        assert_eq!(opts.retries, 0, "the default");
+        let mut attempts = 0;
+        let outcome = run(
+            items,
+            |w| &w.0,
+            |_| true,
+            &opts,
+            &mut (),
+            |items, before, obs| {
+                attempts += 1;
+                assert!(before.is_empty());
+                let files = items
+                    .into_iter()
+                    .map(|w| {
+                        obs.started(&w.0, Some(1), 0);
+                        FileReport::new(w.0, None, Some(1), Status::Incomplete)
+                    })
+                    .collect();
+                Attempt {
+                    outcome: Outcome {
+                        files,
+                        ..Outcome::default()
+                    },
+                    welcomed: true,
+                }
+            },
+        );
+        assert_eq!(attempts, 1);
+        let names: Vec<_> = outcome.files.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b/c"],
+            "every report, in order, even unsettled ones"
+        );
+        assert_eq!(outcome.retries, 0);
     }
 }
