@@ -348,8 +348,7 @@ impl Upload<'_> {
     /// accepts more than it refuses, as for [`Upload::read_early`]. A re-run whose files the
     /// server holds unchanged reads none of them.
     fn read_ahead(&mut self) {
-        let Answers { accepted, refused } = self.answers;
-        if accepted <= refused {
+        if !self.answers.mostly_accepted() {
             return;
         }
         let sources = &self.sources;
@@ -459,8 +458,8 @@ impl Upload<'_> {
         if self.version < 3 || size > EARLY_MAX {
             return Early::No;
         }
-        let Answers { accepted, refused } = self.answers;
-        if accepted <= refused {
+        if !self.answers.mostly_accepted() {
+            let Answers { accepted, refused } = self.answers;
             let probing = accepted + refused == 0 && !self.flights.is_empty();
             return if probing { Early::Wait } else { Early::No };
         }
@@ -712,6 +711,14 @@ impl Upload<'_> {
 struct Answers {
     accepted: u64,
     refused: u64,
+}
+
+impl Answers {
+    /// Whether small bodies go with their offers: the server accepted more of this
+    /// connection's files than it refused (see [`Upload::read_early`]).
+    fn mostly_accepted(self) -> bool {
+        self.accepted > self.refused
+    }
 }
 
 /// Whether a file goes early (see [`Upload::read_early`]).
