@@ -15,6 +15,7 @@ pub(crate) const RESERVED_PREFIX: &str = ".ferry-";
 pub(crate) fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
 }
+
 /// Why a name cannot be used: the code and words for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
