@@ -14,11 +14,12 @@
 //! memory the connection's thread allocated would wait for that thread's allocator lock.
 //!
 //! The queue is bounded ([`MAX_JOBS`] jobs, [`MAX_BYTES`] body bytes): handing over a job
-//! to a full queue first waits for the oldest ones to end (backpressure on the connection,
-//! which then stops reading). Outcomes come back in the order the jobs went in; the
-//! connection reports them (log line, tally, RESULT in the batch) on its own thread, and
-//! waits for the storer to be empty ([`Storer::next`] with `block`) before anything else
-//! enters its batch, so RESULTs keep the order of the ENDs. A folder offer, whose RESULT
+//! to a full queue first waits for the oldest [`RESUME`]th of the jobs held to end
+//! (backpressure on the connection, which then stops reading), not for one: the thread then
+//! wakes the connection once per so many jobs, not once per job. Outcomes come back in the
+//! order the jobs went in; the connection reports them (log line, tally, RESULT in the
+//! batch) on its own thread, and waits for the storer to be empty ([`Storer::next`] with
+//! `block`) before anything else enters its batch, so RESULTs keep the order of the ENDs. A folder offer, whose RESULT
 //! answers the offer rather than an END, waits only for the jobs that touch it (and those
 //! before them, [`Storer::held_through`]): its mode and time are set after its files are.
 //! Each time it has stored a body, the thread takes every job queued meanwhile and looks up
@@ -34,13 +35,14 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_proto::{BodyCheck, Code, Digest, FileId, Name};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::commit::Touched;
 use crate::locks::NameLock;
@@ -55,6 +57,12 @@ pub(super) const MAX_AHEAD: u64 = 64 << 10;
 pub(super) const MAX_JOBS: usize = 256;
 /// Most body bytes the storer holds.
 pub(super) const MAX_BYTES: usize = 4 << 20;
+/// A full queue takes jobs again once this fraction of the jobs it holds has ended.
+const RESUME: usize = 4;
+/// What the thread's wake-up is set to when no one waits for it.
+const NO_ONE: usize = usize::MAX;
+/// Longest a wait for the thread sleeps before it looks whether the thread has ended.
+const STALL_SLICE: Duration = Duration::from_millis(100);
 
 /// How storing a body went: the name it was stored as and what the flush before its RESULT
 /// must cover, or why it was not stored.
@@ -144,8 +152,9 @@ struct Worker {
     done: Receiver<(Stored, Vec<u8>)>,
     /// Outcomes the thread has sent so far.
     ended: Arc<AtomicUsize>,
-    /// Set while the connection waits on `wake`: the thread then rings it after a job.
-    asleep: Arc<AtomicBool>,
+    /// How many outcomes the connection waits for on `wake`: the thread rings it once
+    /// `ended` reaches that count ([`NO_ONE`]: no one waits).
+    ring_at: Arc<AtomicUsize>,
     /// An `eventfd` the connection polls with its socket.
     wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
@@ -185,9 +194,17 @@ impl Storer {
     pub(super) fn submit(&mut self, job: Job, ticket: Ticket) -> Vec<Done> {
         let len = job.bytes.len();
         let mut done = Vec::new();
-        while !self.held.is_empty()
-            && (self.held.len() >= self.caps.0 || self.bytes.saturating_add(len) > self.caps.1)
-        {
+        let full = |s: &Self| {
+            !s.held.is_empty()
+                && (s.held.len() >= s.caps.0 || s.bytes.saturating_add(len) > s.caps.1)
+        };
+        if full(self) {
+            self.wait_for((self.held.len() / RESUME).max(1));
+            while let Some(d) = self.next(false) {
+                done.push(d);
+            }
+        }
+        while full(self) {
             done.extend(self.next(true));
         }
         if self.worker.is_none() {
@@ -255,6 +272,9 @@ impl Storer {
         if self.held.is_empty() {
             return None;
         }
+        if block {
+            self.wait_for(1);
+        }
         let got = match &self.worker {
             Some(w) if block => w.done.recv().map_err(|_| TryRecvError::Disconnected),
             Some(w) => w.done.try_recv(),
@@ -284,19 +304,34 @@ impl Storer {
     /// wait with [`Storer::woken`].
     pub(super) fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
         let w = self.worker.as_ref().filter(|_| !self.held.is_empty())?;
-        w.asleep.store(true, SeqCst);
-        // Set before this look, so a job ending after it rings: no wake-up is lost.
-        if w.ended.load(SeqCst) > self.collected {
-            w.asleep.store(false, SeqCst);
-            return None;
-        }
-        Some(w.wake.as_fd())
+        w.ring_when(self.collected + 1).then(|| w.wake.as_fd())
     }
 
     /// Ends a wait on [`Storer::wake_fd`]: the thread no longer rings, and a ring is reset.
     pub(super) fn woken(&self) {
         if let Some(w) = &self.worker {
-            w.asleep.store(false, SeqCst);
+            w.ring_at.store(NO_ONE, SeqCst);
+            w.wake.reset();
+        }
+    }
+
+    /// Waits until the `n` oldest jobs held (all of them, if fewer) have ended, or the
+    /// thread has; their outcomes are then waiting in the channel. One wake-up for all `n`,
+    /// where waiting on the channel would take one per job.
+    fn wait_for(&self, n: usize) {
+        let Some(w) = &self.worker else {
+            return;
+        };
+        let count = self.collected + n.min(self.held.len());
+        while w.ring_when(count) {
+            if w.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+                // Ended (a bug): the channel reports it.
+                w.ring_at.store(NO_ONE, SeqCst);
+                return;
+            }
+            let mut fds = [PollFd::new(&*w.wake, PollFlags::IN)];
+            let slice = Timespec::try_from(STALL_SLICE).unwrap_or_default();
+            let _ = poll(&mut fds, Some(&slice));
             w.wake.reset();
         }
     }
@@ -318,8 +353,8 @@ impl Worker {
         let (jobs, inbox) = mpsc::sync_channel::<Job>(MAX_JOBS);
         let (outbox, done) = mpsc::channel();
         let ended = Arc::new(AtomicUsize::new(0));
-        let asleep = Arc::new(AtomicBool::new(false));
-        let (ring, count, sleeper) = (Arc::clone(&wake), Arc::clone(&ended), Arc::clone(&asleep));
+        let ring_at = Arc::new(AtomicUsize::new(NO_ONE));
+        let (ring, count, waits) = (Arc::clone(&wake), Arc::clone(&ended), Arc::clone(&ring_at));
         let thread = thread::Builder::new()
             .name(format!("ferry-store-{peer}"))
             .spawn(move || {
@@ -330,8 +365,8 @@ impl Worker {
                     if outbox.send(run(job)).is_err() {
                         return;
                     }
-                    count.fetch_add(1, SeqCst);
-                    if sleeper.swap(false, SeqCst) {
+                    let ended = count.fetch_add(1, SeqCst) + 1;
+                    if ended >= waits.load(SeqCst) && waits.swap(NO_ONE, SeqCst) != NO_ONE {
                         ring.ring();
                     }
                     ahead.look_ahead(&inbox, &store, &folder, &*look);
@@ -341,10 +376,22 @@ impl Worker {
             jobs: Some(jobs),
             done,
             ended,
-            asleep,
+            ring_at,
             wake,
             thread: Some(thread),
         })
+    }
+
+    /// Asks the thread to ring `wake` once `count` outcomes have ended; `false` (and nothing
+    /// asked) when they have already.
+    fn ring_when(&self, count: usize) -> bool {
+        self.ring_at.store(count, SeqCst);
+        // Set before this look, so a job ending after it rings: no wake-up is lost.
+        if self.ended.load(SeqCst) >= count {
+            self.ring_at.store(NO_ONE, SeqCst);
+            return false;
+        }
+        true
     }
 }
 

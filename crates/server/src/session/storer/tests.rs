@@ -251,3 +251,38 @@ fn body_buffers_come_back_to_be_used_again_within_the_byte_cap() {
     assert_eq!(kept, 2);
     assert!(again.iter().all(|b| b.capacity() >= 100));
 }
+
+#[test]
+fn a_full_queue_takes_jobs_again_once_a_quarter_of_them_have_ended() {
+    let (_tmp, store) = store();
+    let locks = Arc::new(NameLocks::default());
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let run: Runner = Arc::new(move |job: Job| {
+        // Each job is stored once let through.
+        gate.lock().unwrap().recv().unwrap();
+        (Ok((job.upload.name.to_string(), None)), job.bytes)
+    });
+    let look: Looker = Arc::new(|_: &dyn Storage, _: &str| None);
+    let mut s = Storer::with_runner(run, look, (8, 1 << 20), "127.0.0.1:1".parse().unwrap());
+    for id in 0..8 {
+        let (j, t) = job(&store, &locks, id, 10);
+        assert!(s.submit(j, t).is_empty());
+    }
+    // The first job ends at once, the second well after: a queue that took a job again
+    // as soon as one ended would hand back the first alone.
+    let opener = thread::spawn(move || {
+        open.send(()).unwrap();
+        thread::sleep(std::time::Duration::from_millis(200));
+        open.send(()).unwrap();
+        open
+    });
+    let (j, t) = job(&store, &locks, 8, 10);
+    assert_eq!(ids(&s.submit(j, t)), [0, 1]);
+    let open = opener.join().unwrap();
+    for _ in 2..9 {
+        open.send(()).unwrap();
+    }
+    let rest: Vec<u64> = std::iter::from_fn(|| s.next(true).map(|d| d.ticket.id)).collect();
+    assert_eq!(rest, (2..9).collect::<Vec<_>>());
+}
