@@ -222,9 +222,12 @@ impl<'a> Session<'a> {
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
             // is at hand: the replies to a burst of small files then share one write, and
-            // their files one flush. While a flush runs, the next batch keeps gathering.
+            // their files one flush. Those queued already (a flushed batch's) go out before
+            // the batch lingers for more input. While a flush runs, the next batch keeps
+            // gathering; a ripe one does not linger.
             if !self.d.input_pending() {
-                if !self.pipeline.busy() && !self.input_soon() {
+                self.d.flush()?;
+                if !self.pipeline.busy() && (self.batch.is_ripe() || !self.input_soon()) {
                     self.close_batch()?;
                 }
                 self.d.flush()?;
