@@ -3,10 +3,9 @@
 //!
 //! A connection publishes each file when its END arrives (renamed to its name, not yet
 //! flushed) and keeps its RESULT in the batch. The batch closes when the connection has no more
-//! input at hand (none arrives within what the last flush took, at most [`MAX_LINGER`]: a
-//! client streaming small files sends more within microseconds), or when it holds
-//! [`MAX_BATCH_FILES`] files, [`MAX_BATCH_BYTES`] bytes of bodies or [`MAX_BATCH_TEXT`] bytes
-//! of replies; then the batch is flushed
+//! input at hand (it does not linger for more: the files that come while it is flushed gather
+//! in the next batch), or when it holds [`MAX_BATCH_FILES`] files, [`MAX_BATCH_BYTES`] bytes of
+//! bodies or [`MAX_BATCH_TEXT`] bytes of replies; then the batch is flushed
 //! ([`Storage::flush`](crate::storage::Storage::flush)) and only then are the RESULTs queued.
 //! So RESULT `Stored` still means that the file and its name survive a power cut.
 //!
@@ -28,7 +27,6 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
 use ferry_proto::{Code, FileId};
 
@@ -43,8 +41,6 @@ pub(crate) const MAX_BATCH_FILES: usize = 1024;
 pub(crate) const MAX_BATCH_BYTES: u64 = 256 << 20;
 /// Most bytes of reply text (stored names, reasons) one batch holds in memory.
 pub(crate) const MAX_BATCH_TEXT: usize = 256 << 10;
-/// Longest a batch with stored files waits for more input before it is flushed.
-pub(crate) const MAX_LINGER: Duration = Duration::from_millis(1);
 /// A batch holding this fraction of a cap closes as soon as no flush runs (see
 /// [`Batch::is_ripe`]).
 pub(crate) const RIPE: usize = 4;

@@ -222,12 +222,10 @@ impl<'a> Session<'a> {
             // Replies go out before waiting (so that a connection with nothing in flight
             // counts as idle, and a drain request can close it), but not while more input
             // is at hand: the replies to a burst of small files then share one write, and
-            // their files one flush. Those queued already (a flushed batch's) go out before
-            // the batch lingers for more input. While a flush runs, the next batch keeps
-            // gathering; a ripe one does not linger.
+            // their files one flush. The batch closes once no input is at hand and no flush
+            // runs; while a flush runs, the next batch keeps gathering.
             if !self.d.input_pending() {
-                self.d.flush()?;
-                if !self.pipeline.busy() && (self.batch.is_ripe() || !self.input_soon()) {
+                if !self.pipeline.busy() {
                     self.close_batch()?;
                 }
                 self.d.flush()?;
@@ -289,20 +287,6 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         }
-    }
-
-    /// Whether the batch holds files waiting for a flush and more input arrives within
-    /// [`Storage::linger`]: then the batch stays open, and shares its flush with the files that
-    /// input brings.
-    fn input_soon(&self) -> bool {
-        let linger = self.shared.store.linger();
-        if !self.batch.waits_for_flush() || linger.is_zero() {
-            return false;
-        }
-        let tcp = self.d.stream().get_ref().tcp();
-        let mut fds = [PollFd::new(tcp, PollFlags::IN)];
-        let timeout = Timespec::try_from(linger).unwrap_or_default();
-        poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
     }
 
     /// Waits until input arrives or the flush that runs ends, for at most [`WAKE_SLICE`];

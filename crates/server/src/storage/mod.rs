@@ -21,7 +21,6 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferry_proto::{Code, Digest, Entry, FileInfo, Hasher, Name, Offer, Timestamp};
 
@@ -62,10 +61,6 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
 
     /// Whether published files are made durable ([`Storage::flush`]) before their RESULT.
     fn durable(&self) -> bool;
-
-    /// How long a batch with stored files waits for more input before its flush (zero when
-    /// the backend is not [`durable`](Storage::durable)).
-    fn linger(&self) -> Duration;
 
     /// Makes what `what` names durable (see [`crate::commit`]); a no-op for a backend whose
     /// publish is durable by itself.

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use rustix::fs as rfs;
 
@@ -36,19 +35,12 @@ use crate::commit::{Flush, Touched};
 pub(crate) trait Durability: fmt::Debug + Send + Sync {
     /// Makes `what` survive a power cut.
     fn flush(&self, what: &Flush) -> io::Result<()>;
-
-    /// How long the last flush took (zero before the first).
-    fn cost(&self) -> Duration {
-        Duration::ZERO
-    }
 }
 
 /// The server's flushes: item by item for a small batch, else `syncfs` of the storage's file
 /// system, shared by every connection (see [`Coalesced`]).
 pub(crate) struct Flusher {
     syncfs: Coalesced<Box<dyn Fn() -> io::Result<()> + Send + Sync>>,
-    /// Nanoseconds the last flush took.
-    last: AtomicU64,
 }
 
 impl Flusher {
@@ -56,7 +48,6 @@ impl Flusher {
     pub(crate) fn new(fd: OwnedFd) -> Self {
         Self {
             syncfs: Coalesced::new(Box::new(move || Ok(rfs::syncfs(&fd)?))),
-            last: AtomicU64::new(0),
         }
     }
 }
@@ -69,18 +60,10 @@ impl fmt::Debug for Flusher {
 
 impl Durability for Flusher {
     fn flush(&self, what: &Flush) -> io::Result<()> {
-        let started = Instant::now();
-        let result = match what {
+        match what {
             Flush::Items(items) => flush_each(items),
             Flush::All => self.syncfs.flush(),
-        };
-        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(took, Ordering::Relaxed);
-        result
-    }
-
-    fn cost(&self) -> Duration {
-        Duration::from_nanos(self.last.load(Ordering::Relaxed))
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use self::listing::Lister;
 use self::lookout::FolderLookout;
 use self::root::{Folders, Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
-use crate::commit::{Flush, Touched, MAX_LINGER};
+use crate::commit::{Flush, Touched};
 use crate::config::{Config, Overwrite};
 use crate::paths::{check_reserved, split, unresolved, Refusal};
 use crate::storage::{
@@ -176,13 +176,6 @@ impl Storage for Store {
 
     fn durable(&self) -> bool {
         self.space.durable()
-    }
-
-    fn linger(&self) -> Duration {
-        self.space
-            .durability
-            .as_ref()
-            .map_or(Duration::ZERO, |d| d.cost().min(MAX_LINGER))
     }
 
     fn flush(&self, what: &Flush) -> io::Result<()> {

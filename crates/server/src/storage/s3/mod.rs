@@ -242,10 +242,6 @@ impl Storage for S3Store {
         false
     }
 
-    fn linger(&self) -> Duration {
-        Duration::ZERO
-    }
-
     fn flush(&self, _what: &Flush) -> io::Result<()> {
         Ok(())
     }
