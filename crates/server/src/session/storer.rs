@@ -19,9 +19,10 @@
 //! wakes the connection once per so many jobs, not once per job. Outcomes come back in the
 //! order the jobs went in; the connection reports them (log line, tally, RESULT in the
 //! batch) on its own thread, and waits for the storer to be empty ([`Storer::next`] with
-//! `block`) before anything else enters its batch, so RESULTs keep the order of the ENDs. A folder offer, whose RESULT
-//! answers the offer rather than an END, waits only for the jobs that touch it (and those
-//! before them, [`Storer::held_through`]): its mode and time are set after its files are.
+//! `block`) before anything else enters its batch, so RESULTs keep the order of the ENDs. A
+//! folder offer, whose RESULT answers the offer rather than an END, waits only for the jobs
+//! that touch it (and those before them, [`Storer::held_through`]): its mode and time are set
+//! after its files are.
 //! Each time it has stored a body, the thread takes every job queued meanwhile and looks up
 //! ahead the names of those going into the same folder, through one [`Lookout`] on that
 //! folder ([`Storage::lookout`]) kept while bodies go there: a durable file system then
