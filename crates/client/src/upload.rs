@@ -16,7 +16,7 @@ use crate::body::{self, PumpError};
 use crate::error::{describe, ClientError};
 use crate::flights::Flights;
 use crate::net::{self, Options};
-use crate::read_ahead::{ReadAhead, READ_AHEAD_BYTES};
+use crate::read_ahead::{ReadAhead, READ_AHEAD_BYTES, READ_AHEAD_STEP};
 use crate::report::{FileReport, Observer, Outcome, Status};
 use crate::retry::{self, Attempt};
 use crate::session::Session;
@@ -113,7 +113,7 @@ fn send_once(
         answers: Answers::default(),
         over: false,
         last_body: None,
-        ahead: ReadAhead::new(READ_AHEAD_BYTES),
+        ahead: ReadAhead::new(READ_AHEAD_BYTES, READ_AHEAD_STEP),
     };
     let result = up.run();
     let welcomed = welcomed || up.session.welcomed();
