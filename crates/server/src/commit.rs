@@ -165,7 +165,7 @@ impl Batch {
     }
 
     /// Whether the batch holds files (or folders) that wait for a flush.
-    pub(crate) fn waits_for_flush(&self) -> bool {
+    fn waits_for_flush(&self) -> bool {
         self.durable && (self.stored > 0 || self.tracked > 0 || self.touched.is_none())
     }
 
