@@ -354,12 +354,16 @@ fn accept_loop(
     let tick = Timespec::try_from(TICK).expect("a small duration");
     while !shared.stop.draining.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(listener, PollFlags::IN)];
-        match poll(&mut fds, Some(&tick)) {
-            Ok(_) => {}
+        let ready = match poll(&mut fds, Some(&tick)) {
+            Ok(ready) => ready > 0,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(ServerError::Listen(e.into())),
-        }
+        };
         reap(workers);
+        if !ready {
+            // A tick without a connection: only the stop flag and the finished threads to see.
+            continue;
+        }
         match listener.accept() {
             Ok((stream, peer)) => admit(stream, peer, shared, workers, admission),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
