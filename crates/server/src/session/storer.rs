@@ -324,6 +324,7 @@ impl Storer {
             return;
         };
         let count = self.collected + n.min(self.held.len());
+        let slice = Timespec::try_from(STALL_SLICE).unwrap_or_default();
         while w.ring_when(count) {
             if w.thread.as_ref().is_none_or(JoinHandle::is_finished) {
                 // Ended (a bug): the channel reports it.
@@ -331,7 +332,6 @@ impl Storer {
                 return;
             }
             let mut fds = [PollFd::new(&*w.wake, PollFlags::IN)];
-            let slice = Timespec::try_from(STALL_SLICE).unwrap_or_default();
             let _ = poll(&mut fds, Some(&slice));
             w.wake.reset();
         }
