@@ -1,7 +1,7 @@
 //! `ferry get`: downloads by name into a folder (or standard output). A file is written to a
-//! hidden partial file beside its final place (`.NAME.ferry-partial`), published by rename only
-//! once its digest verified, and the partial is kept when the connection breaks so that the
-//! next run resumes from it.
+//! hidden partial file beside its final place (`.NAME.ferry-partial`, shortened for long names:
+//! see [`partial_path`]), published by rename only once its digest verified, and the partial is
+//! kept when the connection breaks so that the next run resumes from it.
 
 use std::collections::BTreeSet;
 use std::fs::File;

@@ -19,11 +19,38 @@ pub fn local_path(dir: &Path, name: &Name) -> PathBuf {
     name.components().fold(dir.to_owned(), |p, c| p.join(c))
 }
 
-/// The partial file kept beside `path` while it downloads: `.NAME.ferry-partial`.
+/// Longest file name a partial's may be, in bytes: what Linux (`NAME_MAX`) and macOS allow in
+/// UTF-8, and Windows in UTF-16 units (never more of them than UTF-8 bytes).
+const MAX_FILE_NAME: usize = 255;
+
+/// How every partial's name ends.
+const PARTIAL_SUFFIX: &str = ".ferry-partial";
+
+/// Hex digits of the name's BLAKE3 in the short form of a partial's name (64 bits).
+const HASH_DIGITS: usize = 16;
+
+/// The partial file kept beside `path` while it downloads: `.NAME.ferry-partial`. When that
+/// would be longer than a file name may be (255 bytes, so for a name over 240 bytes), it is
+/// `.PREFIX~HASH.ferry-partial` instead: the name cut at a character boundary to the 223 bytes
+/// that fit, and 16 hex digits of the BLAKE3 of the whole name. Either way the same name
+/// always gets the same partial (a cut download resumes from it), and names that begin alike
+/// do not share one.
 #[must_use]
 pub fn partial_path(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.ferry-partial"))
+    let raw = path.file_name().unwrap_or_default();
+    let name = raw.to_string_lossy();
+    let long = format!(".{name}{PARTIAL_SUFFIX}");
+    if long.len() <= MAX_FILE_NAME {
+        return path.with_file_name(long);
+    }
+    let room = MAX_FILE_NAME - ".~".len() - HASH_DIGITS - PARTIAL_SUFFIX.len();
+    let cut = (0..=room)
+        .rev()
+        .find(|&at| name.is_char_boundary(at))
+        .unwrap_or(0);
+    let hash = blake3::hash(raw.as_encoded_bytes()).to_hex();
+    let short = format!(".{}~{}{PARTIAL_SUFFIX}", &name[..cut], &hash[..HASH_DIGITS]);
+    path.with_file_name(short)
 }
 
 pub(crate) fn exists(p: &Path) -> bool {
@@ -145,6 +172,50 @@ mod tests {
         assert_eq!(
             partial_path(&local_path(dir, &name)),
             Path::new("/out/a/b/.c.txt.ferry-partial")
+        );
+    }
+
+    /// Every name a server may hold (components up to 255 bytes, PROTOCOL.md §5.1) has a
+    /// partial whose name fits in 255 bytes, ASCII or not: the long form up to 240 bytes of
+    /// name, the short form past that, the same each time, and not the same for two names
+    /// that differ only past the cut.
+    #[test]
+    fn partial_names_always_fit() {
+        let file_name = |n: &str| {
+            let p = partial_path(&Path::new("/out").join(n));
+            assert_eq!(p.parent(), Some(Path::new("/out")), "{n}");
+            p.file_name().unwrap().to_str().unwrap().to_owned()
+        };
+        for unit in ["n", "é", "日", "🦀"] {
+            for len in 1..=ferry_proto::name::MAX_COMPONENT_LEN {
+                let name = unit.repeat(len / unit.len());
+                if name.is_empty() {
+                    continue;
+                }
+                let partial = file_name(&name);
+                assert!(partial.len() <= MAX_FILE_NAME, "{len}: {partial}");
+                assert!(partial.starts_with('.') && partial.ends_with(PARTIAL_SUFFIX));
+                if name.len() <= 240 {
+                    assert_eq!(partial, format!(".{name}.ferry-partial"));
+                } else {
+                    let kept = &partial[1..partial.rfind('~').unwrap()];
+                    assert!(name.starts_with(kept) && kept.len() > 219, "{partial}");
+                    assert_eq!(partial, file_name(&name), "deterministic");
+                }
+            }
+        }
+        let (a, b) = (
+            format!("{}a", "n".repeat(250)),
+            format!("{}b", "n".repeat(250)),
+        );
+        assert_ne!(file_name(&a), file_name(&b));
+        assert_eq!(
+            file_name(&"n".repeat(241)),
+            format!(
+                ".{}~{}.ferry-partial",
+                "n".repeat(223),
+                &blake3::hash("n".repeat(241).as_bytes()).to_hex()[..16]
+            )
         );
     }
 

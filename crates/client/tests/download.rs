@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use common::{data, opts, write, TestServer};
 use ferry_client::download::{self, Dest};
-use ferry_client::{Options, Outcome, Status};
+use ferry_client::{Options, Outcome, Status, Target};
 use ferry_proto::{Code, Digest, Name};
 use ferry_server::Overwrite;
 
@@ -179,4 +179,70 @@ fn a_link_planted_at_the_partial_is_never_read_or_written_through() {
         assert_eq!(fs::read(dir.join("a.txt")).unwrap(), content, "{kind}");
         assert_eq!(common::tree(&dir), ["a.txt"], "{kind}: no partial left");
     }
+}
+
+/// Names of every length a server may hold (a component of up to 255 bytes, PROTOCOL.md
+/// §5.1) download: the partial beside each (`.NAME.ferry-partial`, 15 bytes longer) would
+/// pass the 255 bytes a file name may have from 241 bytes on, so those take a short form.
+#[test]
+fn names_up_to_255_bytes_download() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let mut names: Vec<String> = [239, 240, 241, 254, 255]
+        .iter()
+        .map(|&n| format!("ln/{}", "n".repeat(n)))
+        .collect();
+    // 254 bytes of two-byte characters, 255 of three- and four-byte ones mixed.
+    names.push(format!("ln/{}", "é".repeat(127)));
+    names.push(format!("ln/{}{}", "日".repeat(81), "🦀".repeat(3)));
+    for (i, n) in names.iter().enumerate() {
+        write(&server.path(n), &data(1000 + i, i as u32));
+    }
+    let out = tempfile::tempdir().unwrap();
+
+    let outcome = get(&server, &["ln"], &Dest::Dir(out.path().to_owned()), &opts());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.files);
+    for (i, n) in names.iter().enumerate() {
+        assert!(
+            fs::read(out.path().join(n)).unwrap() == data(1000 + i, i as u32),
+            "{n}"
+        );
+    }
+    names.sort();
+    assert_eq!(common::tree(out.path()), names, "no partial left");
+}
+
+/// A download of a 255-byte name cut off mid-way keeps its partial under the short form, and
+/// the next run resumes from it (as `resume.rs` checks for short names).
+#[test]
+fn a_long_name_cut_off_resumes_from_its_short_partial() {
+    const SIZE: usize = 4 << 20;
+    const CUT: u64 = 1_500_000;
+    let server = TestServer::start(Overwrite::Refuse);
+    let name = format!("ln/{}", "n".repeat(255));
+    let content = data(SIZE, 5);
+    write(&server.path(&name), &content);
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().to_owned());
+    let names = || vec![Name::parse(&name).unwrap()];
+
+    let (proxy, cut) = common::cutting_proxy(server.addr(), u64::MAX, CUT);
+    let first = download::get(&Target::from(proxy), names(), &dest, &opts(), &mut ());
+    cut.join().unwrap();
+    assert_eq!(first.exit_code(), 4, "{:?}", first.files);
+    let final_path = out.path().join(&name);
+    let partial = download::partial_path(&final_path);
+    let partial_name = partial.file_name().unwrap().to_str().unwrap();
+    assert!(partial_name.len() <= 255, "{partial_name}");
+    assert!(partial_name.ends_with(".ferry-partial"), "{partial_name}");
+    let held = fs::metadata(&partial).unwrap().len();
+    assert!(held > 0 && held < CUT, "partial holds {held} bytes");
+
+    let second = download::get(&server.target(), names(), &dest, &opts(), &mut ());
+
+    assert_eq!(second.exit_code(), 0, "{:?}", second.error);
+    assert_eq!(second.files[0].offset, held, "resumed from the partial");
+    assert_eq!(second.files[0].bytes, SIZE as u64 - held);
+    assert!(fs::read(&final_path).unwrap() == content);
+    assert_eq!(common::tree(out.path()), [name], "partial gone");
 }
