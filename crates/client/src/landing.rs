@@ -109,8 +109,7 @@ pub(crate) fn discard(path: &Path) {
 /// was offered). Without `force`, an existing file is never replaced (a hard link fails if the
 /// name is taken).
 fn publish(file: File, path: &Path, meta: &Offered, force: bool) -> io::Result<()> {
-    // The partial was made with 0777 less the umask; keep what the offer allows of that.
-    crate::platform::narrow_mode(&file, meta.mode.unwrap_or(0o666))?;
+    crate::platform::publish_mode(&file, meta.mode.unwrap_or(0o666))?;
     if let Some(t) = meta.mtime.and_then(to_system_time) {
         // Best effort: the data is what matters.
         let _ = file.set_modified(t);
@@ -232,6 +231,39 @@ mod tests {
         let (_, h) = open_partial(&p, 3, &mut buf).unwrap();
         assert!(h.is_empty());
         assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+    }
+
+    /// A partial is made 0600, and one with wider bits (an older ferry's) narrowed to that
+    /// with its bytes kept as the prefix; publishing gives the offered bits less the umask.
+    #[test]
+    #[cfg(unix)]
+    fn partials_are_private_until_published() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        let p = partial_path(&path);
+        drop(open_partial(&p, 10, &mut [0; 4]).unwrap());
+        assert_eq!(mode(&p), 0o600);
+        fs::write(&p, b"hello").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o775)).unwrap();
+        let (file, prefix) = open_partial(&p, 10, &mut [0; 4]).unwrap();
+        assert_eq!(prefix.finalize(), ferry_proto::Digest::of(b"hello"));
+        assert_eq!(mode(&p), 0o600);
+        let meta = Offered {
+            mode: Some(0o4751),
+            mtime: None,
+        };
+        publish(file, &path, &meta, false).unwrap();
+        // What the umask lets a new file have.
+        let open = tmp.path().join("open");
+        std::os::unix::fs::OpenOptionsExt::mode(
+            fs::File::options().write(true).create(true),
+            0o777,
+        )
+        .open(&open)
+        .unwrap();
+        assert_eq!(mode(&path), 0o751 & mode(&open));
     }
 
     /// A link or a FIFO planted at the partial's name: the file it leads to is neither read

@@ -16,7 +16,9 @@ use std::path::Path;
 
 /// Opens or creates `path` for reading and writing (only creating it if `exclusive`), without
 /// following a link or blocking; `None` if it is a link or not a regular file of its own (on
-/// Unix: with a single link).
+/// Unix: with a single link). On Unix the file is private (0600) until it is published (see
+/// [`publish_mode`]): a new one is made so, and one that others may read or write (kept by an
+/// older ferry, which made partials with all bits less the umask) is narrowed to it.
 #[cfg(unix)]
 pub(crate) fn open_own(path: &Path, exclusive: bool) -> io::Result<Option<File>> {
     use rustix::fs::{Mode, OFlags};
@@ -26,12 +28,20 @@ pub(crate) fn open_own(path: &Path, exclusive: bool) -> io::Result<Option<File>>
     if exclusive {
         flags |= OFlags::EXCL;
     }
-    // All bits less the umask: publishing narrows them to the offered mode (see `narrow_mode`).
-    match rustix::fs::open(path, flags, Mode::from_raw_mode(0o777)) {
+    let private = Mode::RUSR | Mode::WUSR;
+    match rustix::fs::open(path, flags, private) {
         Ok(fd) => {
             let file = File::from(fd);
             let meta = file.metadata()?;
-            Ok((meta.file_type().is_file() && meta.nlink() == 1).then_some(file))
+            let own = meta.file_type().is_file() && meta.nlink() == 1;
+            if own && meta.mode() & 0o077 != 0 {
+                // Best effort: a file system without permission bits (FAT) refuses any change,
+                // and has nothing to keep private.
+                if let Err(e) = rustix::fs::fchmod(&file, private) {
+                    log::debug!("cannot make {} private: {e}", path.display());
+                }
+            }
+            Ok(own.then_some(file))
         }
         // The last component is a symbolic link.
         Err(rustix::io::Errno::LOOP) => Ok(None),
@@ -398,8 +408,57 @@ pub(crate) fn mode(_meta: &Metadata) -> Option<u32> {
     None
 }
 
-/// Narrows the permission bits of `file` (made with all bits less the umask) to `offered`, as
-/// `cp` or `scp` without `-p`. Set-id and sticky bits are never restored.
+/// Gives a downloaded file, private while it arrived (see [`open_own`]), the `offered`
+/// permission bits less the umask, as `cp` or `scp` without `-p` would have made it. Set-id
+/// and sticky bits are never restored.
+#[cfg(unix)]
+pub(crate) fn publish_mode(file: &File, offered: u32) -> io::Result<()> {
+    use rustix::fs::{Mode, RawMode};
+    let all = Mode::RWXU | Mode::RWXG | Mode::RWXO;
+    let wanted = Mode::from_bits_truncate((offered & 0o777) as RawMode) & all & !umask();
+    let held = Mode::from_raw_mode(rustix::fs::fstat(file)?.st_mode) & all;
+    // Unchanged, nothing is asked: a file system without permission bits refuses any change.
+    if held != wanted {
+        rustix::fs::fchmod(file, wanted)?;
+    }
+    Ok(())
+}
+
+/// Nothing to do on Windows: files keep the folder's inherited access rules.
+#[cfg(windows)]
+pub(crate) fn publish_mode(_file: &File, _offered: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// The bits the files this process makes lose (its umask), read once. Linux tells it in
+/// `/proc/self/status` (since 4.7); elsewhere it can only be read by setting it, so for that
+/// moment it is 0o077 (a file another thread makes meanwhile comes out private, never more
+/// open than it should) before it is set back.
+#[cfg(unix)]
+fn umask() -> rustix::fs::Mode {
+    use rustix::fs::{Mode, RawMode};
+    static UMASK: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let told = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+                RawMode::from_str_radix(value.trim(), 8).ok()
+            });
+        told.map_or_else(
+            || {
+                let mask = rustix::process::umask(Mode::RWXG | Mode::RWXO);
+                rustix::process::umask(mask);
+                mask
+            },
+            Mode::from_raw_mode,
+        )
+    })
+}
+
+/// Narrows the permission bits of the folder `file` (made with all bits less the umask, or
+/// there already: never widened) to `offered`, as `cp` or `scp` without `-p`. Set-id and
+/// sticky bits are never restored.
 #[cfg(unix)]
 pub(crate) fn narrow_mode(file: &File, offered: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -411,7 +470,7 @@ pub(crate) fn narrow_mode(file: &File, offered: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Nothing to do on Windows: files keep the folder's inherited access rules.
+/// Nothing to do on Windows: folders keep their parent's inherited access rules.
 #[cfg(windows)]
 pub(crate) fn narrow_mode(_file: &File, _offered: u32) -> io::Result<()> {
     Ok(())

@@ -3,7 +3,7 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{data, opts, write, TestServer};
 use ferry_client::download::{self, Dest};
@@ -120,15 +120,26 @@ fn many_small_files_are_asked_for_beyond_one_window() {
     }
 }
 
-#[test]
-fn downloads_keep_the_servers_mode_less_the_umask() {
-    use std::os::unix::fs::PermissionsExt;
+/// This process's umask, as Linux tells it.
+fn umask() -> u32 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
-    let umask = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Umask:"))
         .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
-        .unwrap();
+        .unwrap()
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn downloads_keep_the_servers_mode_less_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let umask = umask();
     let server = TestServer::start(Overwrite::Refuse);
     let cases = [("run.sh", 0o755), ("secret", 0o600), ("shared", 0o664)];
     for (name, mode) in cases {
@@ -140,13 +151,9 @@ fn downloads_keep_the_servers_mode_less_the_umask() {
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
     let outcome = get(&server, &names, &dest, &opts());
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
-    for (name, mode) in cases {
-        let got = fs::metadata(out.path().join(name))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777;
-        assert_eq!(got, mode & !umask, "{name}: {got:o}");
+    for (name, offered) in cases {
+        let got = mode(&out.path().join(name));
+        assert_eq!(got, offered & !umask, "{name}: {got:o}");
     }
 }
 
@@ -245,4 +252,49 @@ fn a_long_name_cut_off_resumes_from_its_short_partial() {
     assert_eq!(second.files[0].bytes, SIZE as u64 - held);
     assert!(fs::read(&final_path).unwrap() == content);
     assert_eq!(common::tree(out.path()), [name], "partial gone");
+}
+
+/// A partial is private (0600) while the download runs, whatever the umask allows, and gets
+/// the offered mode less the umask only once it is published. One kept by an older ferry with
+/// wider bits is narrowed when the next run takes it up, and either way it is resumed.
+#[test]
+fn a_partial_is_private_until_it_is_published() {
+    use std::os::unix::fs::PermissionsExt;
+    const SIZE: usize = 8 << 20;
+    let server = TestServer::start(Overwrite::Refuse);
+    let content = data(SIZE, 8);
+    write(&server.path("run.sh"), &content);
+    fs::set_permissions(server.path("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().to_owned());
+    let names = || vec![Name::parse("run.sh").unwrap()];
+    let final_path = out.path().join("run.sh");
+    let partial = download::partial_path(&final_path);
+    // Cuts after this many bytes from the server: what the partial holds then.
+    let cut_after = |cut: u64| {
+        let (proxy, cutting) = common::cutting_proxy(server.addr(), u64::MAX, cut);
+        let o = download::get(&Target::from(proxy), names(), &dest, &opts(), &mut ());
+        cutting.join().unwrap();
+        assert_eq!(o.exit_code(), 4, "{:?}", o.files);
+        assert!(!final_path.exists(), "nothing published");
+        fs::metadata(&partial).unwrap().len()
+    };
+
+    let first = cut_after(1_500_000);
+    assert_eq!(mode(&partial), 0o600, "a new partial");
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).unwrap();
+    let second = cut_after(3_000_000);
+    assert!(second > first, "resumed: {first} then {second} bytes");
+    assert_eq!(mode(&partial), 0o600, "an older ferry's partial, taken up");
+
+    let last = download::get(&server.target(), names(), &dest, &opts(), &mut ());
+
+    assert_eq!(last.exit_code(), 0, "{:?}", last.error);
+    assert_eq!(
+        last.files[0].offset, second,
+        "resumed from the private partial"
+    );
+    assert!(fs::read(&final_path).unwrap() == content);
+    assert_eq!(mode(&final_path), 0o755 & !umask());
+    assert_eq!(common::tree(out.path()), ["run.sh"], "partial gone");
 }
