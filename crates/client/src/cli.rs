@@ -235,7 +235,7 @@ pub enum Command {
         /// Where to save, as `cp` takes it: an existing folder receives (NAME lands at
         /// DIR/NAME); a path that does not exist names the file when exactly one file is
         /// fetched, and is made a folder otherwise (or when it ends with `/`); `-` is standard
-        /// output.
+        /// output (files only, one after the other).
         #[arg(short, long, value_name = "PATH", default_value = ".")]
         output: PathBuf,
         /// Replace local files that already exist.

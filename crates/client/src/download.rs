@@ -48,7 +48,7 @@ pub fn get(
         Ok(p) => p,
         Err(outcome) => return *outcome,
     };
-    let mut first = session;
+    let mut first = Some(session);
     let mut outcome = retry::run(
         wants,
         |w| &w.name,

@@ -1,7 +1,9 @@
 //! What `ferry get` fetches, decided before the first GET: on a protocol-2 server each name is
 //! listed (recursively), so that a folder expands into its files and folders, each file's size
 //! and mtime are known (a local copy that matches is reported unchanged and not fetched), and
-//! `-o` can behave as `cp` does. On a protocol-1 server the names are fetched as given.
+//! `-o` can behave as `cp` does. With `-o -` each name is listed one level deep instead, only
+//! to tell a folder, which standard output cannot take (a usage error). On a protocol-1 server
+//! the names are fetched as given.
 //!
 //! The listing is read on the connection the files are then fetched on; it is held as one
 //! small record per entry while they are fetched (the answers to GETs come after the listing
@@ -53,8 +55,8 @@ pub(crate) struct Want {
 
 /// What planning decided, and the connection it was decided on.
 pub(crate) struct Plan<'a> {
-    /// The connection the listing came over, to fetch the files on (`None` for `-o -`).
-    pub(crate) session: Option<Session<'a>>,
+    /// The connection the listing came over, to fetch the files on.
+    pub(crate) session: Session<'a>,
     /// The files to fetch.
     pub(crate) wants: Vec<Want>,
     /// Folders listed: created already, given their mode and mtime once the files are in.
@@ -112,29 +114,21 @@ fn try_plan<'a>(
     obs: &mut dyn Observer,
     welcomed: &mut bool,
 ) -> Result<Plan<'a>, ClientError> {
-    let mut plan = Plan {
-        session: None,
-        wants: Vec::new(),
-        folders: Vec::new(),
-        outcome: Outcome::default(),
-    };
+    // Where files land (`None`: standard output), and whether that may name the one file.
     let (out, single) = match dest {
-        Dest::Stdout => {
-            plan.wants = names
-                .iter()
-                .map(|n| Want {
-                    name: n.clone(),
-                    path: None,
-                })
-                .collect();
-            return Ok(plan);
-        }
-        Dest::Dir(d) => (d, false),
-        Dest::Path(p) => (p, true),
+        Dest::Stdout => (None, false),
+        Dest::Dir(d) => (Some(d), false),
+        Dest::Path(p) => (Some(p), true),
     };
     let mut session = Session::open(target, opts, obs)?;
     let version = session.welcome()?;
     *welcomed = true;
+    let mut plan = Plan {
+        session,
+        wants: Vec::new(),
+        folders: Vec::new(),
+        outcome: Outcome::default(),
+    };
     // Each name with what the listing says of it (nothing on a protocol-1 server).
     let mut listed: Vec<(Name, Option<Vec<Entry>>)> = Vec::new();
     // Bytes of listing held, against MAX_PLANNED_BYTES.
@@ -146,7 +140,13 @@ fn try_plan<'a>(
         }
         let mut entries = Vec::new();
         let mut over = false;
-        let answer = list::run(&mut session, Some(name.clone()), true, &mut |e| {
+        // To standard output, only the name itself matters (the first entry, §4.11): one
+        // level is listed and the rest let go.
+        let recursive = out.is_some();
+        let answer = list::run(&mut plan.session, Some(name.clone()), recursive, &mut |e| {
+            if !recursive && !entries.is_empty() {
+                return;
+            }
             let cost = e.name.as_str().len() + ENTRY_COST;
             if !over && held + cost <= MAX_PLANNED_BYTES {
                 held += cost;
@@ -157,6 +157,13 @@ fn try_plan<'a>(
         })?;
         let (code, reason, refused) = match answer {
             Ok(_) if !over => {
+                if !recursive && entries.first().is_some_and(|e| e.kind == EntryKind::Folder) {
+                    // The user's to mend, not the server's: nothing is fetched.
+                    return Err(ClientError::Usage(format!(
+                        "{name} is a folder; -o - writes only files to standard output: use \
+                         -o DIR to fetch a folder"
+                    )));
+                }
                 listed.push((name.clone(), Some(entries)));
                 continue;
             }
@@ -181,6 +188,13 @@ fn try_plan<'a>(
         obs.finished(&r);
         plan.outcome.files.push(r);
     }
+    let Some(out) = out else {
+        plan.wants = listed
+            .into_iter()
+            .map(|(name, _)| Want { name, path: None })
+            .collect();
+        return Ok(plan);
+    };
     let one_file = names.len() == 1
         && listed.len() == 1
         && listed[0]
@@ -227,7 +241,6 @@ fn try_plan<'a>(
             }
         }
     }
-    plan.session = Some(session);
     Ok(plan)
 }
 

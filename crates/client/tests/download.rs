@@ -298,3 +298,41 @@ fn a_partial_is_private_until_it_is_published() {
     assert_eq!(mode(&final_path), 0o755 & !umask());
     assert_eq!(common::tree(out.path()), ["run.sh"], "partial gone");
 }
+
+/// `-o -` writes files to standard output: a folder among the names is the user's to mend, a
+/// usage error (exit 2, README "Exit codes"), not a refusal by the server (exit 3), and it is
+/// found before any byte is written. Files still go to standard output, and a name the server
+/// does not have is still its refusal.
+#[test]
+fn a_folder_to_standard_output_is_a_usage_error() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("tree/a.txt"), b"in the tree");
+    write(&server.path("one.txt"), b"one");
+    write(&server.path("two.txt"), b"two");
+    let addr = server.addr().to_string();
+
+    for names in [&["tree"][..], &["one.txt", "tree"], &["tree/"]] {
+        let out = common::ferry(&[&["get", &addr], names, &["-o", "-"]].concat());
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{names:?}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            "ferry: tree is a folder; -o - writes only files to standard output: use -o DIR \
+             to fetch a folder",
+            "{names:?}"
+        );
+        assert!(out.stdout.is_empty(), "{names:?}: nothing written");
+    }
+
+    let files = common::ferry(&["get", &addr, "one.txt", "two.txt", "-o", "-"]);
+    assert_eq!(files.status.code(), Some(0), "{}", common::stderr(&files));
+    assert_eq!(files.stdout, b"onetwo");
+    let missing = common::ferry(&["get", &addr, "nope.txt", "-o", "-"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(3),
+        "{}",
+        common::stderr(&missing)
+    );
+    assert!(common::stderr(&missing).contains("nope.txt"));
+}
