@@ -34,6 +34,7 @@ mod read_ahead;
 mod report;
 mod retry;
 mod session;
+mod shell;
 mod sniff;
 mod target;
 mod timed;

@@ -287,7 +287,11 @@ pub(crate) fn entry_line(e: &Entry) -> String {
         e.size.to_string()
     };
     let slash = if folder { "/" } else { "" };
-    format!("{mode} {size:>12} {} {}{slash}", utc(e.mtime.secs), e.name)
+    format!(
+        "{mode} {size:>12} {} {}{slash}",
+        utc(e.mtime.secs),
+        crate::shell::quote(&e.name)
+    )
 }
 
 /// One entry of `ferry ls --json` (`"type": "entry"`).

@@ -336,3 +336,81 @@ fn a_folder_to_standard_output_is_a_usage_error() {
     );
     assert!(common::stderr(&missing).contains("nope.txt"));
 }
+
+/// `ferry ls` shows each name as `get` takes it (crates/client/README.md "Listing"): pasted
+/// into a POSIX shell as the argument of `ferry get`, every name printed, plain or quoted,
+/// file or folder, fetches exactly that name. `--json` carries the names as they are.
+#[test]
+fn ls_prints_names_a_shell_hands_back_to_get() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let names = [
+        "bs/back\\slash.txt",
+        "odd/trailing space ",
+        "odd/ leading space",
+        "q/it's.txt",
+        "q/\"double\".txt",
+        "q/mixed '\"\\ $x",
+        "sp/$HOME",
+        "sp/*",
+        "sp/~tilde",
+        "sp/#hash",
+        "sp/a{b,c}",
+        "sp/x;y&z|w`id`",
+        "sp/no\u{a0}break",
+        "dir with space/f",
+        "plain/ok-name_1.2+x@y:z%.txt",
+        "plain/日本語 é.txt",
+    ];
+    for n in names {
+        write(&server.path(n), n.as_bytes());
+    }
+    let addr = server.addr().to_string();
+
+    let ls = common::ferry(&["ls", "-r", &addr]);
+    assert_eq!(ls.status.code(), Some(0), "{}", common::stderr(&ls));
+    let text = String::from_utf8(ls.stdout).unwrap();
+    // Mode, size, date and time take the first 44 bytes of a line, the name the rest.
+    let shown: Vec<&str> = text.lines().map(|l| &l[44..]).collect();
+    assert!(shown.contains(&"'bs/back\\slash.txt'"), "{text}");
+    assert!(shown.contains(&"'odd/trailing space '"), "{text}");
+    assert!(shown.contains(&"'q/it'\\''s.txt'"), "{text}");
+    assert!(shown.contains(&"plain/ok-name_1.2+x@y:z%.txt"), "{text}");
+    assert!(shown.contains(&"'dir with space'/"), "{text}");
+    assert_eq!(
+        shown.len(),
+        names.len() + 6,
+        "every file and folder: {text}"
+    );
+    for word in shown {
+        let out = tempfile::tempdir().unwrap();
+        let script = format!("exec \"$0\" get \"$1\" {word} -o \"$2\"");
+        let get = std::process::Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_ferry"), &addr])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            get.status.code(),
+            Some(0),
+            "{word}: {}",
+            common::stderr(&get)
+        );
+        let got = common::tree(out.path());
+        assert!(!got.is_empty(), "{word}: nothing fetched");
+        for name in got {
+            assert!(names.contains(&name.as_str()), "{word} fetched {name}");
+            assert_eq!(fs::read(out.path().join(&name)).unwrap(), name.as_bytes());
+        }
+    }
+
+    let json = common::ferry(&["ls", "-r", "--json", &addr]);
+    let mut raw: Vec<String> = common::json_lines(&json.stdout)
+        .iter()
+        .filter(|l| l["kind"] == "file")
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect();
+    raw.sort();
+    let mut want = names.map(str::to_owned).to_vec();
+    want.sort();
+    assert_eq!(raw, want);
+}

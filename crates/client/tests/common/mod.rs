@@ -122,7 +122,9 @@ pub fn tree(dir: &Path) -> Vec<String> {
                 walk(root, &p, out);
             } else {
                 let rel = p.strip_prefix(root).expect("under root");
-                out.push(rel.to_string_lossy().replace('\\', "/"));
+                // Joined with `/` whatever the system's separator: a `\` is a name's own on Unix.
+                let parts: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+                out.push(parts.join("/"));
             }
         }
     }
