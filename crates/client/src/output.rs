@@ -67,12 +67,7 @@ impl Console {
     /// On Ctrl-C, says which files were confirmed and, if `resumable`, that running the same
     /// command again resumes, then exits ([`exit::INTERRUPTED`]).
     pub(crate) fn interruptible(mut self, resumable: bool) -> Self {
-        let word = match self.verb {
-            Verb::Send => "stored",
-            Verb::Get => "saved",
-            Verb::Legacy => "sent",
-        };
-        let interrupt = Interrupt::new(word, self.count, resumable, self.progress.bars());
+        let interrupt = Interrupt::new(self.done(), self.count, resumable, self.progress.bars());
         match interrupt.watch() {
             Ok(()) => self.interrupt = Some(interrupt),
             Err(e) => log::debug!("cannot watch for Ctrl-C: {e}"),
@@ -97,32 +92,78 @@ impl Console {
                 eprintln!("ferry: run the same command again to resume");
             }
         } else if !self.quiet && !self.json {
-            let files: Vec<_> = outcome
-                .files
-                .iter()
-                .filter(|f| f.kind != EntryKind::Folder)
-                .collect();
-            let ok = files.iter().filter(|f| f.status.is_success()).count();
-            let unchanged = files
-                .iter()
-                .filter(|f| f.status == Status::Code(Code::Unchanged))
-                .count();
-            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-            let mut extra = String::new();
-            if unchanged > 0 {
-                extra += &format!(" ({unchanged} unchanged)");
-            }
-            if !outcome.skipped.is_empty() {
-                extra += &format!(", {} skipped", outcome.skipped.len());
-            }
-            if files.len() + outcome.skipped.len() > 1 {
+            let files = outcome.files.iter().filter(|f| f.kind != EntryKind::Folder);
+            // One file alone has said how it ended.
+            if files.clone().count() + outcome.skipped.len() > 1 {
+                let bytes: u64 = files.map(|f| f.bytes).sum();
                 eprintln!(
-                    "{ok} of {} files{extra}, {} in {seconds:.1} s",
-                    files.len(),
+                    "{}, {} in {seconds:.1} s",
+                    self.tally(outcome),
                     HumanBytes(bytes)
                 );
             }
         }
+    }
+
+    /// What became of a file that went through: `stored`, `saved` or `sent`.
+    fn done(&self) -> &'static str {
+        match self.verb {
+            Verb::Send => "stored",
+            Verb::Get => "saved",
+            Verb::Legacy => "sent",
+        }
+    }
+
+    /// What the user can do about a refusal, keyed on its code (never on the server's words,
+    /// which are for people): `Exists` says the server keeps what holds that name.
+    fn advice(&self, r: &FileReport) -> Option<String> {
+        if self.verb != Verb::Send || r.status != Status::Code(Code::Exists) {
+            return None;
+        }
+        let keeps = "the server keeps what it holds there: send it under another name";
+        Some(match (r.kind, &r.path) {
+            (EntryKind::Folder, _) => format!("{keeps} (--to PATH)"),
+            (_, path) => {
+                let option = if path.is_some() {
+                    "--to PATH"
+                } else {
+                    "--name NAME"
+                };
+                format!(
+                    "{keeps} ({option}), or ask the server's operator for ferry-server \
+                     --overwrite replace or rename"
+                )
+            }
+        })
+    }
+
+    /// How every file of the run ended, in one line: `3 files: 1 stored, 1 unchanged,
+    /// 1 refused` (only the parts that are not zero), then the folders that were not made,
+    /// if any (`(folders: 2 refused)`).
+    fn tally(&self, outcome: &Outcome) -> String {
+        let (mut files, mut folders) = (Tally::default(), Tally::default());
+        for r in &outcome.files {
+            match r.kind {
+                EntryKind::Folder => folders.add(r),
+                _ => files.add(r),
+            }
+        }
+        for s in &outcome.skipped {
+            match s.kind {
+                EntryKind::Folder => folders.skipped += 1,
+                _ => files.skipped += 1,
+            }
+        }
+        let mut line = files.files();
+        let parts = files.parts(Some(self.done()));
+        if !parts.is_empty() {
+            line += &format!(": {parts}");
+        }
+        let parts = folders.parts(None);
+        if !parts.is_empty() {
+            line += &format!(" (folders: {parts})");
+        }
+        line
     }
 
     fn line(&self, r: &FileReport) -> String {
@@ -165,7 +206,10 @@ impl Console {
             (_, Verb::Send | Verb::Legacy) if r.local => {
                 format!("could not send {}: {why}", r.name)
             }
-            (_, _) if r.refused => format!("server refused {what}{}: {why}", r.name),
+            (_, _) if r.refused => match self.advice(r) {
+                Some(advice) => format!("server refused {what}{}: {why}; {advice}", r.name),
+                None => format!("server refused {what}{}: {why}", r.name),
+            },
             (Status::Incomplete, _) => format!("incomplete {}: {why}", r.name),
             (Status::Code(code), Verb::Get) if code == Code::Exists || code == Code::Io => {
                 format!("not saved {}: {why}", r.name)
@@ -175,6 +219,56 @@ impl Console {
                 format!("server could not store {} ({code}): {why}", r.name)
             }
         }
+    }
+}
+
+/// How many entries of one kind (files, or folders) ended which way, for the closing line.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Stored (saved, sent).
+    done: usize,
+    unchanged: usize,
+    refused: usize,
+    /// Failed otherwise: here, on the way, or on the server after it took them.
+    failed: usize,
+    skipped: usize,
+}
+
+impl Tally {
+    fn add(&mut self, r: &FileReport) {
+        let part = match r.status {
+            Status::Code(Code::Unchanged) => &mut self.unchanged,
+            s if s.is_success() => &mut self.done,
+            _ if r.refused => &mut self.refused,
+            _ => &mut self.failed,
+        };
+        *part += 1;
+    }
+
+    /// `N files` (or `1 file`).
+    fn files(&self) -> String {
+        let n = self.done + self.unchanged + self.refused + self.failed + self.skipped;
+        let s = if n == 1 { "" } else { "s" };
+        format!("{n} file{s}")
+    }
+
+    /// The parts that are not zero (`1 stored, 2 refused`); those that arrived or were there
+    /// only when `done` names how they arrived.
+    fn parts(&self, done: Option<&str>) -> String {
+        let arrived = done.map(|word| [(self.done, word), (self.unchanged, "unchanged")]);
+        let failed = [
+            (self.refused, "refused"),
+            (self.failed, "failed"),
+            (self.skipped, "skipped"),
+        ];
+        arrived
+            .into_iter()
+            .flatten()
+            .chain(failed)
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, word)| format!("{n} {word}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -373,14 +467,17 @@ mod tests {
     #[test]
     fn lines_say_what_happened_in_words() {
         let send = Console::new(Verb::Send, false, false, false, 1, Some(0));
-        let refused = report(
+        let mut refused = report(
             Status::Code(Code::Exists),
             true,
             "a file of that name exists (server policy: refuse)",
         );
+        refused.path = Some("photo.jpg".into());
         assert_eq!(
             send.line(&refused),
-            "server refused photo.jpg: a file of that name exists (server policy: refuse)"
+            "server refused photo.jpg: a file of that name exists (server policy: refuse); the \
+             server keeps what it holds there: send it under another name (--to PATH), or ask \
+             the server's operator for ferry-server --overwrite replace or rename"
         );
         let bare = report(Status::Code(Code::TooLarge), true, "");
         assert_eq!(send.line(&bare), "server refused photo.jpg: too large");
@@ -399,5 +496,42 @@ mod tests {
             get.line(&cut),
             "incomplete photo.jpg: the connection ended first"
         );
+    }
+
+    #[test]
+    fn the_closing_line_counts_every_file_once() {
+        let mut folder = report(Status::Code(Code::Exists), true, "");
+        folder.kind = EntryKind::Folder;
+        let skipped = |kind| Skipped {
+            path: "x".into(),
+            name: "x".into(),
+            kind,
+            reason: String::new(),
+        };
+        let outcome = Outcome {
+            files: vec![
+                report(Status::Code(Code::Stored), false, ""),
+                report(Status::Code(Code::Unchanged), false, ""),
+                report(Status::Code(Code::Exists), true, ""),
+                report(Status::Code(Code::NoSpace), false, ""),
+                report(Status::Incomplete, false, ""),
+                folder,
+                FileReport::folder(Name::parse("d").unwrap(), None, Status::Code(Code::Stored)),
+            ],
+            skipped: vec![skipped(EntryKind::File), skipped(EntryKind::Folder)],
+            ..Outcome::default()
+        };
+        let send = Console::new(Verb::Send, false, false, false, 5, None);
+        assert_eq!(
+            send.tally(&outcome),
+            "6 files: 1 stored, 1 unchanged, 1 refused, 2 failed, 1 skipped \
+             (folders: 1 refused, 1 skipped)"
+        );
+        let get = Console::new(Verb::Get, false, false, false, 1, None);
+        let one = Outcome {
+            files: vec![report(Status::Code(Code::Stored), false, "")],
+            ..Outcome::default()
+        };
+        assert_eq!(get.tally(&one), "1 file: 1 saved");
     }
 }

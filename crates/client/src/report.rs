@@ -322,6 +322,9 @@ impl Outcome {
     pub fn summary_json(&self, seconds: f64) -> serde_json::Value {
         let files = || self.files.iter().filter(|f| f.kind != EntryKind::Folder);
         let ok = files().filter(|f| f.status.is_success()).count();
+        let refused = files()
+            .filter(|f| f.refused && !f.status.is_success())
+            .count();
         let unchanged = files()
             .filter(|f| f.status == Status::Code(Code::Unchanged))
             .count();
@@ -343,6 +346,7 @@ impl Outcome {
             "unchanged": unchanged,
             "skipped": self.skipped.len(),
             "failed": files().count() - ok,
+            "refused": refused,
             "folders": folders,
             "folders_failed": folders_failed,
             "bytes": self.files.iter().map(|f| f.bytes).sum::<u64>(),

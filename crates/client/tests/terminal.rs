@@ -103,7 +103,7 @@ fn text(raw: &[u8]) -> String {
 fn bar_rows(out: &str, cols: usize) -> Vec<String> {
     let mut rows = Vec::new();
     for piece in out.split(['\r', '\n']) {
-        if piece.contains("stored ") || piece.contains("ferry:") || piece.contains(" files, ") {
+        if piece.contains("stored ") || piece.contains("ferry:") || piece.contains(" files: ") {
             continue;
         }
         let chars: Vec<char> = piece.chars().collect();

@@ -1,6 +1,7 @@
 //! Every message and exit code of `ferry` tells the truth about whose fault a failure is:
 //! local files, a server's size limit on standard input, TLS against a plain server, a source
 //! blocked after failed logins, servers that are not ferry servers, and pins in openssl's form.
+//! A refusal says what the user can do about it, and the closing line counts every file.
 
 mod common;
 mod slow;
@@ -342,4 +343,88 @@ fn the_exit_code_tables_say_what_these_tests_assert() {
             }
         }
     }
+}
+
+/// The `--json` lines of `out`, one value each.
+fn json(out: &Output) -> Vec<serde_json::Value> {
+    common::json_lines(&out.stdout)
+}
+
+/// A changed file sent again under the server's `--overwrite refuse` is refused: the line says
+/// what the user can do about it, and the summary counts it with the rest (unchanged,
+/// skipped), so that every file is accounted for.
+#[test]
+fn a_changed_file_refused_by_the_servers_policy_is_counted_and_says_what_to_do() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    write(&tree.join("a.txt"), b"a");
+    write(&tree.join("b.txt"), b"b");
+    std::os::unix::fs::symlink(tree.join("nowhere"), tree.join("dangling")).unwrap();
+    let addr = server.addr().to_string();
+    let first = ferry(&["send", &addr, arg(&tree)]);
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("3 files: 2 stored, 1 skipped, 2 B in "),
+        "{}",
+        stderr(&first)
+    );
+    write(&tree.join("a.txt"), b"changed");
+
+    let again = ferry(&["send", &addr, arg(&tree)]);
+
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "server refused tree/a.txt: a file of that name exists (server policy: refuse); \
+             the server keeps what it holds there: send it under another name (--to PATH), or \
+             ask the server's operator for ferry-server --overwrite replace or rename"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 files: 1 unchanged, 1 refused, 1 skipped, 0 B in "),
+        "{err}"
+    );
+    assert_eq!(fs::read(server.path("tree/a.txt")).unwrap(), b"a");
+
+    let lines = json(&ferry(&["send", "--json", &addr, arg(&tree)]));
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (
+            &summary["files"],
+            &summary["unchanged"],
+            &summary["refused"],
+            &summary["failed"],
+            &summary["skipped"]
+        ),
+        (&3.into(), &1.into(), &1.into(), &1.into(), &1.into()),
+        "{summary}"
+    );
+}
+
+/// Standard input sent again under an existing name is refused (exit 3: every file) with
+/// the same advice, naming the option that names a stream.
+#[test]
+fn a_stream_sent_again_under_its_name_is_refused_with_what_to_do() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let addr = server.addr().to_string();
+    let args = ["send", &addr, "-", "--name", "backup.tar"];
+    let first = ferry_fed(&args, b"first".to_vec());
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    let again = ferry_fed(&args, b"second".to_vec());
+
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(
+            "server refused backup.tar: a file of that name exists (server policy: refuse); \
+             the server keeps what it holds there: send it under another name (--name NAME), \
+             or ask the server's operator for ferry-server --overwrite replace or rename"
+        ),
+        "{err}"
+    );
+    assert_eq!(fs::read(server.path("backup.tar")).unwrap(), b"first");
 }
