@@ -80,7 +80,7 @@ pub struct Cli {
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Print nothing but failures, and no progress bars.
+    /// Print nothing but failures (what was skipped included), and no progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Print one JSON object per file and a summary on stdout.

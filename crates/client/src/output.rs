@@ -313,21 +313,21 @@ impl Observer for Console {
         if self.json {
             print_json(&s.to_json());
         }
-        if !self.quiet {
-            // Component by component: a Windows separator is shown as itself, not escaped.
-            let path = s
-                .path
-                .components()
-                .map(|c| match c {
-                    Component::Normal(n) => escape(&n.to_string_lossy()).into(),
-                    other => other.as_os_str().to_owned(),
-                })
-                .collect::<PathBuf>()
-                .display()
-                .to_string();
-            self.progress
-                .println(&format!("ferry: skipped {path}: {}", s.reason));
-        }
+        // Even with --quiet: a skip is a failure, which sets the exit code (1); the line says
+        // what and why. Component by component: a Windows separator is shown as itself, not
+        // escaped.
+        let path = s
+            .path
+            .components()
+            .map(|c| match c {
+                Component::Normal(n) => escape(&n.to_string_lossy()).into(),
+                other => other.as_os_str().to_owned(),
+            })
+            .collect::<PathBuf>()
+            .display()
+            .to_string();
+        self.progress
+            .println(&format!("ferry: skipped {path}: {}", s.reason));
     }
 
     fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {

@@ -241,10 +241,20 @@ fn odd_names_travel_and_special_entries_are_skipped_one_by_one() {
     }
     assert_eq!(drain_fifo(&odd[0], writer), b"precious");
 
-    // Again, quietly: nothing to store, the same entries still skipped (exit 1), no lines.
+    // Again, quietly: nothing to store, the same entries still skipped (exit 1), and only
+    // their lines: they are the failures.
     let quiet = ferry(&["send", "-q", &addr, arg(&root)]);
     assert_eq!(quiet.status.code(), Some(1));
-    assert_eq!(stderr(&quiet), "", "--quiet says nothing");
+    let said = stderr(&quiet);
+    assert_eq!(
+        said.lines().count(),
+        odd.len(),
+        "--quiet says what failed: {said}"
+    );
+    assert!(
+        said.lines().all(|l| l.starts_with("ferry: skipped ")),
+        "{said}"
+    );
 }
 
 /// Issue 12 item 4: `ferry ls` shows one level (or all with `-r`), names, sizes and times,

@@ -428,3 +428,52 @@ fn a_stream_sent_again_under_its_name_is_refused_with_what_to_do() {
     );
     assert_eq!(fs::read(server.path("backup.tar")).unwrap(), b"first");
 }
+
+/// `--quiet` prints nothing but failures, and what was skipped is one: the exit code (1) says
+/// so, and so do the lines that tell what and why. `--help` and the READMEs say the same.
+#[test]
+fn quiet_still_prints_the_skipped_entries_that_set_the_exit_code() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let q = local.path().join("q");
+    fs::create_dir(&q).unwrap();
+    let fifo = q.join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let dangling = q.join("dangling");
+    std::os::unix::fs::symlink(q.join("nowhere"), &dangling).unwrap();
+
+    let out = ferry(&["send", "-q", &server.addr().to_string(), arg(&q)]);
+
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    for p in [&dangling, &fifo] {
+        let line = format!("ferry: skipped {}: ", p.display());
+        assert!(
+            lines.iter().any(|l| l.starts_with(&line)),
+            "{line} in {err}"
+        );
+    }
+    let help = String::from_utf8(ferry(&["send", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("Print nothing but failures (what was skipped included)"),
+        "{help}"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    for readme in [
+        format!("{root}/README.md"),
+        format!("{root}/../../README.md"),
+    ] {
+        let text = fs::read_to_string(&readme).unwrap().replace('\n', " ");
+        assert!(
+            text.contains("(`--quiet` too: "),
+            "{readme} says skip lines are printed with --quiet"
+        );
+    }
+}
