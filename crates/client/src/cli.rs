@@ -41,16 +41,18 @@ modification time (or the same digest, with --checksum) are reported unchanged.
 
 Exit codes:
   0  every file was transferred or already there (unchanged)
-  1  some files failed (refused, digest mismatch, local error such as a file that could not
-     be read while it was sent, or no room for a download) or were skipped (special files,
+  1  some files failed (refused, digest mismatch, no room left on the server once it took
+     them, local error such as a file that could not be read while it was sent, or no room
+     for a download) or were skipped (special files,
      dangling links, unreadable entries, names that cannot travel: one \"ferry: skipped
      PATH: why\" line each); the others went through
   2  usage: bad arguments, or a path named on the command line (to send, --ca,
      --token-file, known hosts) is missing, unusable or not readable by you (nothing was
      sent)
   3  the server refused the connection (busy, wrong or missing token, blocked after failed
-     logins: it says for how long), every file (a stream over its size limit, say), or the
-     listing (no such name)
+     logins: it says for how long), every file, folders alike (a stream over its size
+     limit, a folder sent under a name that is a file there, say), or the listing (no such
+     name)
   4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
      --retries; run again to resume)
   5  the server broke the protocol (an offer without a size, say), is not a ferry server (it

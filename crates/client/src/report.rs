@@ -60,7 +60,10 @@ pub struct FileReport {
     pub size: Option<u64>,
     /// How it ended.
     pub status: Status,
-    /// The server refused it outright (REFUSE), as opposed to failing later.
+    /// The server declined it: REFUSE, a RESULT `Exists` (a folder offer's answer, or a
+    /// publish that found the name taken) or, for a stream, it stopped reading the body over
+    /// its size limit; as opposed to failing while taking or storing it (no space left, a
+    /// digest mismatch, ...).
     pub refused: bool,
     /// It failed on this side (the local file could not be read, or shrank while it was sent),
     /// not on the server's.
@@ -284,33 +287,24 @@ impl Outcome {
     }
 
     /// The process exit code (see [`exit`]): the error's if the run ended early; otherwise 0
-    /// when every file arrived or was already there, 3 when the server refused every one, 1
-    /// when some failed or were skipped.
+    /// when every file and folder arrived or was already there, 3 when the server refused
+    /// every file (and every folder that failed: a folder it held or made does not count
+    /// against that, it holds no content of its own), 1 when some failed or were skipped.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         if let Some(e) = &self.error {
             return e.exit_code();
         }
-        let failed = |kind: EntryKind| {
-            self.files
-                .iter()
-                .filter(move |f| (f.kind == EntryKind::Folder) == (kind == EntryKind::Folder))
-                .filter(|f| !f.status.is_success())
-        };
-        let files = self
+        let mut failed = self.files.iter().filter(|f| !f.status.is_success());
+        let no_file_arrived = self
             .files
             .iter()
-            .filter(|f| f.kind != EntryKind::Folder)
-            .count();
-        let folders_ok = failed(EntryKind::Folder).next().is_none();
-        let failed_files: Vec<_> = failed(EntryKind::File).collect();
-        if failed_files.is_empty() && folders_ok && self.skipped.is_empty() {
+            .all(|f| f.kind == EntryKind::Folder || !f.status.is_success());
+        if !self.skipped.is_empty() {
+            exit::PARTIAL
+        } else if failed.clone().next().is_none() {
             exit::OK
-        } else if self.skipped.is_empty()
-            && folders_ok
-            && failed_files.len() == files
-            && failed_files.iter().all(|f| f.refused)
-        {
+        } else if no_file_arrived && failed.all(|f| f.refused) {
             exit::REFUSED
         } else {
             exit::PARTIAL
@@ -383,7 +377,33 @@ mod tests {
         assert_eq!(run(vec![stored.clone()]), exit::OK);
         assert_eq!(run(vec![refused.clone()]), exit::REFUSED);
         assert_eq!(run(vec![stored.clone(), refused.clone()]), exit::PARTIAL);
-        assert_eq!(run(vec![refused, broken]), exit::PARTIAL);
+        assert_eq!(run(vec![refused.clone(), broken]), exit::PARTIAL);
+        let folder = |status, refused| FileReport {
+            kind: EntryKind::Folder,
+            ..report(status, refused)
+        };
+        let unchanged = folder(Status::Code(Code::Unchanged), false);
+        let refused_folder = folder(Status::Code(Code::Exists), true);
+        let broken_folder = folder(Status::Code(Code::Io), false);
+        assert_eq!(
+            run(vec![refused.clone(), refused_folder.clone()]),
+            exit::REFUSED,
+            "a tree refused whole"
+        );
+        assert_eq!(run(vec![refused_folder]), exit::REFUSED, "an empty folder");
+        assert_eq!(
+            run(vec![refused.clone(), unchanged]),
+            exit::REFUSED,
+            "a folder held already holds no content of its own"
+        );
+        assert_eq!(run(vec![refused, broken_folder]), exit::PARTIAL);
+        assert_eq!(
+            run(vec![
+                stored.clone(),
+                folder(Status::Code(Code::Exists), true)
+            ]),
+            exit::PARTIAL
+        );
         assert_eq!(run(vec![report(Status::Sent, false)]), exit::OK);
     }
 

@@ -312,8 +312,12 @@ impl Upload<'_> {
                     if self.last_body == Some(id) {
                         self.last_body = None;
                     }
+                    // `Exists` is the server declining the name, as REFUSE `Exists` is: a
+                    // folder offer's answer when a file holds it (PROTOCOL.md §4.9), or a
+                    // publish that found it taken meanwhile. Other codes are failures.
+                    let refused = code == Code::Exists;
                     self.flights
-                        .land(id, Status::Code(code), &detail, false, self.obs);
+                        .land(id, Status::Code(code), &detail, refused, self.obs);
                 }
                 other => return Err(self.session.unexpected(&other)),
             }

@@ -308,7 +308,10 @@ fn the_exit_code_tables_say_what_these_tests_assert() {
     // (code, words its entry must hold) for each code the tests above assert.
     let table = [
         ("2", vec!["read"]),
-        ("3", vec!["blocked after failed logins"]),
+        (
+            "3",
+            vec!["blocked after failed logins", "every file", "folders alike"],
+        ),
         ("5", vec!["not a ferry server", "does not speak TLS"]),
         ("130", vec!["interrupted", "again to resume"]),
     ];
@@ -476,4 +479,64 @@ fn quiet_still_prints_the_skipped_entries_that_set_the_exit_code() {
             "{readme} says skip lines are printed with --quiet"
         );
     }
+}
+
+/// The record of `name` among `lines`.
+fn record<'a>(lines: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no record of {name} in {lines:?}"))
+}
+
+/// Exit 3 means the server refused every file, whether one file was sent or a folder of
+/// them: a tree sent under a name that is a file on the server is refused whole (its files
+/// and its folder), and says so in the same words.
+#[test]
+fn a_folder_the_server_refuses_whole_exits_3_as_a_single_file_does() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("single.txt"), b"single");
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    write(&tree.join("a.txt"), b"a");
+    write(&tree.join("sub/b.txt"), b"b");
+    let addr = server.addr().to_string();
+
+    let out = ferry(&["send", &addr, arg(&tree), "--to", "single.txt/x"]);
+
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for name in [
+        "single.txt/x/tree/a.txt",
+        "single.txt/x/tree/sub/b.txt",
+        "folder single.txt/x/tree/sub",
+        "folder single.txt/x/tree",
+    ] {
+        let line = format!("server refused {name}: ");
+        assert!(err.contains(&line), "{line} in {err}");
+    }
+    assert!(!err.contains("could not store"), "{err}");
+    assert!(
+        err.contains("2 files: 2 refused (folders: 2 refused), "),
+        "{err}"
+    );
+    let one = ferry(&[
+        "send",
+        &addr,
+        arg(&tree.join("a.txt")),
+        "--to",
+        "single.txt/x",
+    ]);
+    assert_eq!(one.status.code(), Some(3), "{}", stderr(&one));
+    let lines = json(&ferry(&[
+        "send",
+        "--json",
+        &addr,
+        arg(&tree),
+        "--to",
+        "single.txt/x",
+    ]));
+    assert_eq!(lines.last().unwrap()["exit_code"], 3, "{lines:?}");
+    assert_eq!(record(&lines, "single.txt/x/tree")["status"], "exists");
+    assert_eq!(common::tree(server.dir.path()), ["single.txt"]);
 }
