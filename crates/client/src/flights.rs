@@ -248,8 +248,8 @@ impl<T> Flights<T> {
         }
     }
 
-    /// Records the final word on a file (`detail` comes from the peer or the system and is
-    /// escaped here).
+    /// Records the final word on a file (`detail` comes from the peer or the system, as it
+    /// is: it is escaped where it is printed).
     ///
     /// A folder's answer may come while files under it are still in flight (it was offered
     /// once they were sent, not stored): it is held, and the folder stays in flight, until
@@ -300,7 +300,7 @@ impl<T> Flights<T> {
         self.forget(id, &f);
         f.report.status = answer.status;
         f.report.refused = answer.refused;
-        f.report.detail = ferry_proto::name::escape(&answer.detail);
+        f.report.detail = answer.detail;
         f.report.seconds = f.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         obs.finished(&f.report);
         self.outcome.files.push(f.report);

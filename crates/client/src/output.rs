@@ -177,7 +177,7 @@ impl Console {
         let why = if r.detail.is_empty() {
             r.status.as_str().replace('_', " ")
         } else {
-            r.detail.clone()
+            printable(&r.detail)
         };
         let what = match r.kind {
             EntryKind::Folder => "folder ",
@@ -197,7 +197,7 @@ impl Console {
                 if r.detail.is_empty() || r.detail == r.name.as_str() {
                     format!("stored {} ({took})", r.name)
                 } else {
-                    format!("stored {} as {} ({took})", r.name, r.detail)
+                    format!("stored {} as {} ({took})", r.name, escape(&r.detail))
                 }
             }
             (Status::Sent, _) => {
@@ -423,6 +423,13 @@ fn utc(secs: i64) -> String {
     )
 }
 
+/// Words from the server or the system, safe to print: control and formatting characters
+/// escaped as in names (PROTOCOL.md §5.3), backslashes kept (a Windows path's, or those of a
+/// name the server escaped already).
+fn printable(text: &str) -> String {
+    text.split('\\').map(escape).collect::<Vec<_>>().join("\\")
+}
+
 /// Prints one JSON object on its own line on stdout.
 pub(crate) fn print_json(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
@@ -489,6 +496,12 @@ mod tests {
         assert_eq!(
             send.line(&broken),
             "server could not store photo.jpg (digest mismatch): digest mismatch"
+        );
+        let hostile = report(Status::Code(Code::Io), false, "full\u{1b}[2J at C:\\in");
+        assert!(
+            send.line(&hostile).ends_with(": full\\u{1b}[2J at C:\\in"),
+            "control characters escaped, backslashes kept: {}",
+            send.line(&hostile)
         );
         let get = Console::new(Verb::Get, false, false, false, 1, None);
         let cut = report(Status::Incomplete, false, "the connection ended first");

@@ -176,7 +176,7 @@ fn try_plan<'a>(
                 ),
                 false,
             ),
-            Err((code, reason)) => (code, ferry_proto::name::escape(&reason), true),
+            Err((code, reason)) => (code, reason, true),
         };
         held -= entries
             .iter()

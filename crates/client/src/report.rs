@@ -68,8 +68,9 @@ pub struct FileReport {
     /// It failed on this side (the local file could not be read, or shrank while it was sent),
     /// not on the server's.
     pub local: bool,
-    /// On success, the name the server stored it under (uploads); otherwise why it failed,
-    /// escaped for printing.
+    /// On success, the name the server stored it under (uploads); otherwise why it failed.
+    /// As the server or the system said it, not escaped: escape it before printing it
+    /// ([`ferry_proto::name::escape`]).
     pub detail: String,
     /// BLAKE3 of the whole file, once known.
     pub digest: Option<Digest>,

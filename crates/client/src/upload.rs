@@ -197,7 +197,7 @@ fn confirm(
                     r.size = Some(size);
                     r.offset = size;
                     r.digest = Some(digest);
-                    r.detail = src.name.to_string();
+                    r.detail = src.name.as_str().to_owned();
                     log::debug!("{}: already stored, confirmed after reconnecting", src.name);
                     obs.finished(&r);
                     confirmed.push(r);

@@ -540,3 +540,27 @@ fn a_folder_the_server_refuses_whole_exits_3_as_a_single_file_does() {
     assert_eq!(record(&lines, "single.txt/x/tree")["status"], "exists");
     assert_eq!(common::tree(server.dir.path()), ["single.txt"]);
 }
+
+/// A name with a backslash is stored as itself: not shown as renamed, and `--json` carries
+/// it raw in `name` and `detail` alike (JSON escapes it once, as any string).
+#[test]
+fn a_name_with_a_backslash_is_not_shown_as_renamed_and_json_carries_it_raw() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let odd = local.path().join("odd");
+    write(&odd.join("back\\slash.txt"), b"x");
+    write(&odd.join("plain.txt"), b"y");
+    let addr = server.addr().to_string();
+
+    let out = ferry(&["send", &addr, arg(&odd)]);
+
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("stored odd/back\\\\slash.txt (1 B"), "{err}");
+    assert!(!err.contains(" as "), "{err}");
+    fs::remove_dir_all(server.path("odd")).unwrap();
+    let lines = json(&ferry(&["send", "--json", &addr, arg(&odd)]));
+    let r = record(&lines, "odd/back\\slash.txt");
+    assert_eq!(r["detail"], "odd/back\\slash.txt", "{r}");
+    assert_eq!(r["status"], "stored", "{r}");
+}
