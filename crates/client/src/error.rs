@@ -207,7 +207,7 @@ pub enum ClientError {
     #[error("{0} speaks protocol 1, which has no listing; upgrade its ferry-server")]
     NoListing(Target),
     /// The server refused a listing (`ferry ls`): no such name, not allowed, ...
-    #[error("{target} refused to list {path} ({code}): {reason}")]
+    #[error("{target} refused to list {path} ({code}): {}", after_name(reason, &[path]))]
     ListRefused {
         /// Where.
         target: Target,
@@ -447,6 +447,16 @@ impl ClientError {
     }
 }
 
+/// `reason` without the name it starts with (any of its `shown` forms, followed by `: `),
+/// for a message that names it already: a server's reasons stand alone (it logs them too), so
+/// many begin with the name (`nope: no such file`).
+pub(crate) fn after_name<'a>(reason: &'a str, shown: &[&str]) -> &'a str {
+    shown
+        .iter()
+        .find_map(|name| reason.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or(reason)
+}
+
 /// An I/O error in words: the system's message without its "(os error N)" and lower-cased
 /// ("permission denied"), to follow a colon.
 pub(crate) fn describe(e: &io::Error) -> String {
@@ -546,5 +556,28 @@ mod tests {
             slow.to_string(),
             "box:8386 did not answer within 9 s (see --timeout)"
         );
+        let unlisted = ClientError::ListRefused {
+            target: t,
+            path: "nope".into(),
+            code: Code::NotFound,
+            reason: "nope: no such file".into(),
+        };
+        assert_eq!(
+            unlisted.to_string(),
+            "box:8386 refused to list nope (not found): no such file"
+        );
+    }
+
+    #[test]
+    fn a_reason_loses_only_the_name_it_starts_with() {
+        let names = ["a\\b", "a\\\\b"];
+        assert_eq!(after_name("a\\\\b: no such file", &names), "no such file");
+        assert_eq!(after_name("a\\b: no such file", &names), "no such file");
+        assert_eq!(after_name("a\\b is a folder", &names), "a\\b is a folder");
+        assert_eq!(
+            after_name("a file of that name exists", &["a"]),
+            "a file of that name exists"
+        );
+        assert_eq!(after_name("too large: a: x", &["a"]), "too large: a: x");
     }
 }

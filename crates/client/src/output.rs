@@ -10,7 +10,7 @@ use ferry_proto::name::escape;
 use ferry_proto::{Code, Entry, EntryKind, Name};
 use ferry_secure::Fingerprint;
 
-use crate::error::exit;
+use crate::error::{after_name, exit};
 use crate::interrupt::Interrupt;
 use crate::progress::Progress;
 use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
@@ -174,10 +174,11 @@ impl Console {
             String::new()
         };
         let took = format!("{size} in {:.1} s{resumed}", r.seconds);
-        let why = if r.detail.is_empty() {
-            r.status.as_str().replace('_', " ")
-        } else {
-            printable(&r.detail)
+        // The line names the file: the detail need not again. The server names it raw or
+        // escaped (as names are shown).
+        let why = match after_name(&r.detail, &[r.name.as_str(), &r.name.to_string()]) {
+            "" => r.status.as_str().replace('_', " "),
+            why => printable(why),
         };
         let what = match r.kind {
             EntryKind::Folder => "folder ",

@@ -564,3 +564,33 @@ fn a_name_with_a_backslash_is_not_shown_as_renamed_and_json_carries_it_raw() {
     assert_eq!(r["detail"], "odd/back\\slash.txt", "{r}");
     assert_eq!(r["status"], "stored", "{r}");
 }
+
+/// A refusal names the file once, whatever the server's reason says: of an upload, of a
+/// download, of a listing.
+#[test]
+fn refusals_name_the_file_once() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let odd = local.path().join("odd");
+    write(&odd.join(".ferry-state"), b"x");
+    let addr = server.addr().to_string();
+
+    let sent = ferry(&["send", &addr, arg(&odd)]);
+    let err = stderr(&sent);
+    assert!(
+        err.contains("server refused odd/.ferry-state: names starting with"),
+        "{err}"
+    );
+    let got = ferry(&["get", &addr, "nope", "-o", arg(local.path())]);
+    assert_eq!(got.status.code(), Some(3), "{}", stderr(&got));
+    assert_eq!(stderr(&got).trim(), "server refused nope: no such file");
+    let listed = ferry(&["ls", &addr, "nope"]);
+    assert_eq!(listed.status.code(), Some(3), "{}", stderr(&listed));
+    assert!(
+        stderr(&listed)
+            .trim()
+            .ends_with("refused to list nope (not found): no such file"),
+        "{}",
+        stderr(&listed)
+    );
+}
