@@ -269,7 +269,7 @@ impl Plan<'_> {
         };
         let s = Skipped {
             path: path.to_owned(),
-            name: name.to_string(),
+            name: name.as_str().to_owned(),
             kind,
             reason: format!("this system cannot store that name: {why}"),
         };

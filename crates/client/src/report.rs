@@ -168,7 +168,8 @@ pub(crate) fn kind_str(kind: EntryKind) -> &'static str {
 pub struct Skipped {
     /// The local path (for downloads, where the entry would have landed).
     pub path: PathBuf,
-    /// The name it would travel under, escaped for printing (lossy when not UTF-8).
+    /// The name it would travel under (`--to` and its folders included), as it is: lossy when
+    /// not UTF-8, not escaped (escape it before printing it).
     pub name: String,
     /// A file (anything that is not a folder) or a folder.
     pub kind: EntryKind,

@@ -249,7 +249,9 @@ fn walk_paths(
             source,
         })?;
         let base = base_name(path)?;
-        walk.entry(path, base.to_str(), Ok(meta), false, Opened::Nothing);
+        let shown = base.to_string_lossy();
+        let rel = base.to_str().ok_or(&*shown);
+        walk.entry(path, rel, Ok(meta), false, Opened::Nothing);
     }
     check_unique(&walk.out.sources)?;
     Ok(walk.out)
@@ -331,42 +333,42 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn skip(&mut self, path: &Path, rel: Option<&str>, kind: EntryKind, reason: String) {
-        let shown = rel.map_or_else(
-            || {
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            },
-            str::to_owned,
-        );
+    /// Skips the entry at `path`, whose relative name is `rel` (lossy if it is not UTF-8): it
+    /// is recorded under the name it would have travelled under.
+    fn skip(&mut self, path: &Path, rel: &str, kind: EntryKind, reason: String) {
+        let name = match self.to {
+            Some(to) => format!("{}/{rel}", to.as_str()),
+            None => rel.to_owned(),
+        };
         self.out.skipped.push(Skipped {
             path: path.to_owned(),
-            name: ferry_proto::name::escape(&shown),
+            name,
             kind,
             reason,
         });
     }
 
-    /// One entry: `rel` is its relative name (`None` when not UTF-8), `meta` what it leads to
-    /// (links followed), `link` whether it is a symbolic link itself, `opened` the file or
-    /// folder `meta` describes if it is open already.
+    /// One entry: `rel` is its relative name (`Err` holding it lossy when it is not UTF-8),
+    /// `meta` what it leads to (links followed), `link` whether it is a symbolic link itself,
+    /// `opened` the file or folder `meta` describes if it is open already.
     fn entry(
         &mut self,
         path: &Path,
-        rel: Option<&str>,
+        rel: Result<&str, &str>,
         meta: io::Result<Metadata>,
         link: bool,
         opened: Opened,
     ) {
+        let shown = rel.unwrap_or_else(|lossy| lossy);
         let meta = match meta {
             Ok(m) => m,
             Err(e) if link && e.kind() == io::ErrorKind::NotFound => {
                 let why = "a symbolic link to nothing (dangling)".to_owned();
-                return self.skip(path, rel, EntryKind::File, why);
+                return self.skip(path, shown, EntryKind::File, why);
             }
-            Err(e) => return self.skip(path, rel, EntryKind::File, format!("cannot read it: {e}")),
+            Err(e) => {
+                return self.skip(path, shown, EntryKind::File, format!("cannot read it: {e}"))
+            }
         };
         let kind = if meta.is_dir() {
             EntryKind::Folder
@@ -375,25 +377,18 @@ impl<'a> Walk<'a> {
         };
         if meta.is_dir() && link {
             let why = "a link to a folder (not followed, so no loops)".to_owned();
-            return self.skip(path, rel, kind, why);
+            return self.skip(path, shown, kind, why);
         }
         if let Some(what) = special(&meta) {
-            return self.skip(path, rel, kind, format!("{what}, not a regular file"));
+            return self.skip(path, shown, kind, format!("{what}, not a regular file"));
         }
-        let Some(rel) = rel else {
+        let Ok(rel) = rel else {
             let why = "its name is not valid UTF-8, which the protocol cannot carry".to_owned();
-            return self.skip(path, None, kind, why);
+            return self.skip(path, shown, kind, why);
         };
         let name = match self.name_for(rel) {
             Ok(n) => n,
-            Err(e) => {
-                return self.skip(
-                    path,
-                    Some(rel),
-                    kind,
-                    format!("its name cannot be sent: {e}"),
-                )
-            }
+            Err(e) => return self.skip(path, rel, kind, format!("its name cannot be sent: {e}")),
         };
         if meta.is_dir() {
             let folder = match opened {
@@ -409,7 +404,7 @@ impl<'a> Walk<'a> {
         };
         let file = match opened {
             Ok(f) => f,
-            Err(e) => return self.skip(path, Some(rel), kind, format!("cannot read it: {e}")),
+            Err(e) => return self.skip(path, rel, kind, format!("cannot read it: {e}")),
         };
         let room = self
             .held_room
@@ -440,7 +435,7 @@ impl<'a> Walk<'a> {
             Ok(l) => l,
             Err(e) => {
                 let why = format!("cannot read the folder: {e}");
-                return self.skip(dir, Some(rel), EntryKind::Folder, why);
+                return self.skip(dir, rel, EntryKind::Folder, why);
             }
         };
         let here = Here {
@@ -481,8 +476,11 @@ impl<'a> Walk<'a> {
     /// One entry of the folder `here`, named `file_name`, which its listing says is `listed`.
     fn child(&mut self, here: &Here<'_>, file_name: &OsString, listed: Listed) {
         let path = here.dir.join(file_name);
-        let child = file_name.to_str().map(|n| [here.rel, "/", n].concat());
-        let child = child.as_deref();
+        let child = match file_name.to_str() {
+            Some(n) => Ok([here.rel, "/", n].concat()),
+            None => Err([here.rel, "/", &file_name.to_string_lossy()].concat()),
+        };
+        let child = child.as_deref().map_err(String::as_str);
         // A regular file or a folder by its folder entry is opened through the folder first
         // and described by its descriptor (a file's is kept for the send): one open and one
         // status call each. Should that fail, the usual way below says why.
@@ -950,8 +948,12 @@ mod tests {
         assert!(reasons.iter().any(|r| r.contains("FIFO")), "{reasons:?}");
         assert!(reasons.iter().any(|r| r.contains("socket")), "{reasons:?}");
         assert!(
-            skipped.iter().all(|s| !s.0.contains('\u{1b}')),
-            "names are escaped: {skipped:?}"
+            skipped.iter().any(|s| s.0 == "t/bad\u{fffd}"),
+            "a name that is not UTF-8 is recorded lossy, in its folder: {skipped:?}"
+        );
+        assert!(
+            skipped.iter().any(|s| s.0 == "t/ctl\u{1b}[2J"),
+            "names are recorded as they are: {skipped:?}"
         );
     }
 }

@@ -594,3 +594,32 @@ fn refusals_name_the_file_once() {
         stderr(&listed)
     );
 }
+
+/// A skipped name that is not UTF-8 is recorded under the name it would have travelled under
+/// (lossy), folder and `--to` included, as every other skipped entry.
+#[test]
+fn a_skipped_name_that_is_not_utf8_keeps_its_folder_in_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let odd = local.path().join("odd");
+    write(
+        &odd.join(std::ffi::OsStr::from_bytes(b"bad\xffutf8.txt")),
+        b"x",
+    );
+    std::os::unix::fs::symlink(odd.join("nowhere"), odd.join("dangling")).unwrap();
+    let addr = server.addr().to_string();
+
+    let lines = json(&ferry(&["send", "--json", &addr, arg(&odd), "--to", "in"]));
+
+    let skipped: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["status"] == "skipped")
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["in/odd/bad\u{fffd}utf8.txt", "in/odd/dangling"],
+        "{lines:?}"
+    );
+}
