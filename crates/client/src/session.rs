@@ -51,9 +51,11 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Whether the server said WELCOME: it is a ferry server that let us in.
+    /// Whether the server said WELCOME: it is a ferry server that let us in. The machine's
+    /// word is taken too: a frame after the WELCOME, read with it, may have failed before the
+    /// WELCOME was stepped to.
     pub(crate) fn welcomed(&self) -> bool {
-        self.welcomed
+        self.welcomed || self.version().is_some()
     }
 
     /// The protocol version the server agreed to, once it said WELCOME.

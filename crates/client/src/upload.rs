@@ -119,6 +119,13 @@ fn send_once(
     let welcomed = welcomed || up.session.welcomed();
     let outcome = match result {
         Ok(()) => up.flights.outcome,
+        // Before WELCOME the server acted on no offer (PROTOCOL.md §4.1), the probe's neither:
+        // the run failed as a whole, as when it cannot connect, and the error says why (not a
+        // ferry server, the connection refused, ...). No file has a fate of its own to tell.
+        Err(e) if !up.session.welcomed() => Outcome {
+            error: Some(e),
+            ..up.flights.outcome
+        },
         Err(e) => {
             let unsent: Vec<FileReport> = up
                 .flights

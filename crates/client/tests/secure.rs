@@ -143,10 +143,7 @@ fn a_wrong_or_missing_token_is_denied_with_exit_3_and_nothing_stored() {
             !err.contains("a wrong token"),
             "the token is never printed: {err}"
         );
-        assert!(
-            err.contains("f.txt: not sent: the server refused the connection"),
-            "{err}"
-        );
+        assert!(!err.contains("f.txt"), "the refusal alone: {err}");
     }
     assert!(
         common::tree(s.server.dir.path()).is_empty(),

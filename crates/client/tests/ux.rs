@@ -623,3 +623,34 @@ fn a_skipped_name_that_is_not_utf8_keeps_its_folder_in_json() {
         "{lines:?}"
     );
 }
+
+/// A peer that is not a ferry server is named for what it is; no file is said to have been
+/// cut first, whether an offer rode with the HELLO or not (`--checksum`).
+#[test]
+fn a_peer_that_is_not_a_ferry_server_gets_only_the_diagnosis() {
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("single.txt");
+    write(&file, b"x");
+    // What `python3 -m http.server` answers to a request line it cannot read.
+    let page: &[u8] = b"<!DOCTYPE HTML>\n<html lang=\"en\">\n<head><title>Error response</title>\
+                        </head>\n<body><h1>Error response</h1></body>\n</html>\n";
+    for extra in [None, Some("--checksum"), Some("--json")] {
+        let (addr, t) = scripted(page, true);
+        let mut args = vec!["--timeout", "20", "send", &addr, arg(&file)];
+        args.extend(extra);
+        let out = ferry(&args);
+        t.join().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{extra:?}: {err}");
+        assert_eq!(
+            err.trim(),
+            format!("ferry: {addr} is not a ferry server: it answered with \"<!DOCTYPE HTML>\""),
+            "{extra:?}"
+        );
+        if extra == Some("--json") {
+            let lines = json(&out);
+            assert_eq!(lines.len(), 1, "only the summary: {lines:?}");
+            assert_eq!(lines[0]["exit_code"], 5);
+        }
+    }
+}
