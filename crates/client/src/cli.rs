@@ -504,15 +504,35 @@ fn ls(
 fn fail(cli: &Cli, e: &ClientError) -> u8 {
     let code = e.exit_code();
     if cli.common.json {
-        let outcome = Outcome::default();
-        let mut summary = outcome.summary_json(0.0);
-        summary["exit_code"] = code.into();
-        summary["error"] = e.to_string().into();
-        println!("{summary}");
+        print_error_summary(code, &e.to_string());
     }
     eprintln!("ferry: {e}");
     debug_assert_ne!(code, exit::OK);
     code
+}
+
+/// Under `--json`, the summary of a run that ended before anything moved: `error` says why.
+fn print_error_summary(code: u8, error: &str) {
+    let mut summary = Outcome::default().summary_json(0.0);
+    summary["exit_code"] = code.into();
+    summary["error"] = error.into();
+    output::print_json(&summary);
+}
+
+/// Parses the process's command line. One that cannot be parsed ends the process as clap ends
+/// it (its message on stderr, exit 2), after printing, with `--json` among the arguments, the
+/// summary every other error prints (clap has not parsed `--json`, so it is looked for here).
+#[must_use]
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let mut options = std::env::args_os().skip(1).take_while(|a| a != "--");
+        if e.use_stderr() && options.any(|a| a == "--json") {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            print_error_summary(exit::USAGE, first.strip_prefix("error: ").unwrap_or(first));
+        }
+        e.exit()
+    })
 }
 
 #[cfg(test)]

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = ferry_client::cli::Cli::parse();
+    let cli = ferry_client::cli::parse();
     ExitCode::from(ferry_client::cli::run(&cli))
 }

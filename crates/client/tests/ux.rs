@@ -654,3 +654,33 @@ fn a_peer_that_is_not_a_ferry_server_gets_only_the_diagnosis() {
         }
     }
 }
+
+/// A command line clap cannot parse still gets, under `--json`, the summary the other errors
+/// print, with exit code 2.
+#[test]
+fn usage_errors_under_json_print_the_summary_too() {
+    for args in [
+        &["--json", "send", "--bogus", "h", "x"][..],
+        &["send", "h", "x", "--json", "--bogus"],
+        &["--json", "send", "h"],
+    ] {
+        let out = ferry(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let lines = json(&out);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        let summary = &lines[0];
+        assert_eq!(summary["type"], "summary");
+        assert_eq!(summary["exit_code"], 2);
+        assert!(
+            stderr(&out).contains(summary["error"].as_str().unwrap()),
+            "{args:?}: {summary}"
+        );
+    }
+    let plain = ferry(&["send", "--bogus", "h", "x"]);
+    assert_eq!(plain.status.code(), Some(2));
+    assert!(plain.stdout.is_empty());
+    let dead = common::dead_addr().to_string();
+    let after = ferry(&["send", &dead, "--bogus", "--", "--json"]);
+    assert_eq!(after.status.code(), Some(2));
+    assert!(after.stdout.is_empty(), "a path named --json is no option");
+}
