@@ -9,9 +9,12 @@
 //! and reconnecting ones cannot win their slots back from each other either: only progress
 //! evicts.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 /// Why another part of the server asks a connection to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +25,9 @@ pub(crate) enum Evict {
     Takeover,
 }
 
-/// One connection's progress clock and its eviction flag, shared with the slot table and the
-/// name locks (so that other connections can see how stale it is and ask it to close).
+/// One connection's progress clock, its eviction flag and whether it is winding down, shared
+/// with the slot table and the name locks (so that other connections can see how stale it is
+/// and ask it to close, or see that it is about to let go of what it holds).
 #[derive(Debug)]
 pub(crate) struct Activity {
     born: Instant,
@@ -31,6 +35,19 @@ pub(crate) struct Activity {
     last: AtomicU64,
     /// 0, or an [`Evict`] as 1 + its index.
     evict: AtomicU8,
+    /// Where the connection is in its life, as others see it (see [`Activity::winding_down`]).
+    life: Mutex<Life>,
+}
+
+/// See [`Activity::life`].
+#[derive(Debug)]
+enum Life {
+    /// Serving, its socket not watched (yet).
+    Serving,
+    /// Serving, with a duplicate of its socket, on which others see its peer hang up.
+    Watched(OwnedFd),
+    /// Its loop has ended: it lets go of what it holds, and closes.
+    Ending,
 }
 
 impl Activity {
@@ -40,7 +57,43 @@ impl Activity {
             born: Instant::now(),
             last: AtomicU64::new(0),
             evict: AtomicU8::new(0),
+            life: Mutex::new(Life::Serving),
         })
+    }
+
+    /// Lets other connections watch `socket`, the connection's own (through a duplicate
+    /// descriptor, given up by [`Activity::wind_down`]), for its peer hanging up: that shows
+    /// there at once, while the connection's thread may be busy elsewhere (in a disk write).
+    /// Without a descriptor to spare, nothing is watched.
+    pub(crate) fn watch_peer(&self, socket: BorrowedFd<'_>) {
+        let Ok(fd) = socket.try_clone_to_owned() else {
+            return;
+        };
+        let mut life = self.life.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*life, Life::Serving) {
+            *life = Life::Watched(fd);
+        }
+    }
+
+    /// The connection's loop has ended: what it still does is let go of what it holds
+    /// (its body kept for resume, its names, its last flush) and close.
+    pub(crate) fn wind_down(&self) {
+        *self.life.lock().unwrap_or_else(PoisonError::into_inner) = Life::Ending;
+    }
+
+    /// Whether the connection is winding down: its loop has ended, or its peer has hung up
+    /// (closed its side of the connection, or reset it) and what the connection does now is
+    /// finish the last bytes the peer sent, find the connection's end and let go.
+    pub(crate) fn winding_down(&self) -> bool {
+        let life = self.life.lock().unwrap_or_else(PoisonError::into_inner);
+        let fd = match &*life {
+            Life::Serving => return false,
+            Life::Watched(fd) => fd,
+            Life::Ending => return true,
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
+        // Without waiting; POLLHUP and POLLERR are reported whatever was asked.
+        poll(&mut fds, Some(&Timespec::default())).is_ok_and(|n| n > 0)
     }
 
     fn since_born(&self, now: Instant) -> u64 {
@@ -231,6 +284,38 @@ mod tests {
         assert!(matches!(slots.try_take(&Activity::new()), Take::Full));
         drop(c);
         slot(slots.try_take(&Activity::new()));
+    }
+
+    #[test]
+    fn a_connection_winds_down_when_its_peer_hangs_up_or_its_loop_ends() {
+        use std::io::Write;
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::os::fd::AsFd;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        let a = Activity::new();
+        assert!(!a.winding_down(), "not watched: serving");
+        a.watch_peer(socket.as_fd());
+        peer.write_all(b"bytes still to read").unwrap();
+        assert!(!a.winding_down(), "input to read is not a hang-up");
+        peer.shutdown(Shutdown::Write).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !a.winding_down() {
+            assert!(Instant::now() < until, "the peer's close is seen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let b = Activity::new();
+        b.watch_peer(socket.as_fd());
+        b.wind_down();
+        assert!(b.winding_down(), "its loop ended");
+        b.watch_peer(socket.as_fd());
+        assert!(
+            b.winding_down(),
+            "an ending connection is not watched again"
+        );
     }
 
     #[test]

@@ -24,12 +24,14 @@ mod uploads;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_proto::{Code, Connection, DriveError, Driver, Error, Event, Framing, Step};
+use ferry_proto::{
+    Code, Connection, DriveError, Driver, Error, Event, Framing, ProtocolError, Step,
+};
 use ferry_secure::SharedFailureLimiter;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
@@ -177,18 +179,23 @@ pub(crate) fn serve_connection(
         permissions: shared.access.anonymous(),
         progress_logged: started,
     };
+    let tcp = s.d.stream().get_ref().tcp().as_fd();
+    s.activity.watch_peer(tcp);
     let outcome = s.run();
+    // From now on, an offer of a name this connection holds waits for it (see
+    // `Activity::winding_down`).
+    s.activity.wind_down();
+    // Names are free for others first: the body cut off is kept for resume, and accepted
+    // uploads that never began let go of their partials.
+    let cut = s.interrupt_body(outcome.as_ref().err());
     // Files published before the connection failed are made durable; their RESULTs go out
     // if the client can still read them.
     let _ = s.commit();
-    s.interrupt_body();
-    // Names are free for others (a takeover waits for this) before the goodbye.
-    s.pending.clear();
     // From here on, the last flush, the TLS close and the linger share one short deadline.
     s.io().close_within(REFUSAL_LINGER);
     let how = match outcome {
         Ok(()) => "done".to_owned(),
-        Err(e) => clip(&s.close_after(&e)),
+        Err(e) => clip(&s.close_after(&e, cut)),
     };
     gate::shutdown(s.d.stream_mut());
     if s.linger {
@@ -483,8 +490,17 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Tells the client why the connection ends when it still can; returns the words for the log.
-    fn close_after(&mut self, e: &DriveError) -> String {
+    /// Tells the client why the connection ends when it still can; returns the words for the
+    /// log. `cut`: the end cut a body off (a client that went away did so mid-body; the body's
+    /// own log line says where, see [`Session::interrupt_body`]).
+    fn close_after(&mut self, e: &DriveError, cut: bool) -> String {
+        if let Some(how) = went_away(e) {
+            // Best effort: a client that only closed its sending side still reads the ERROR
+            // the machine queued.
+            let _ = self.d.flush();
+            let how = if cut { "mid-body".to_owned() } else { how };
+            return format!("the client went away {how}");
+        }
         let (code, why) = match e {
             DriveError::Io(io)
                 if self.probation && matches!(Cut::of(io), Some(Cut::Stalled(_))) =>
@@ -513,5 +529,29 @@ impl<'a> Session<'a> {
         // Best effort: the client may be gone already.
         let _ = self.d.flush();
         why
+    }
+}
+
+/// How the client went away, when `e` says it did: it closed its side of the connection
+/// inside a frame or a body, or while it still owed frames (PROTOCOL.md §9), or the
+/// connection was reset. `None` for anything else (a rule broken, a limit of the server's, a
+/// failure here).
+pub(super) fn went_away(e: &DriveError) -> Option<String> {
+    match e {
+        DriveError::Proto(Error::Protocol(ProtocolError::Truncated { got, expected })) => Some(
+            format!("partway through a frame or body ({got} of {expected} bytes)"),
+        ),
+        DriveError::Proto(Error::Protocol(ProtocolError::ClosedEarly { waiting_for })) => {
+            Some(format!("while the server waited for {waiting_for}"))
+        }
+        DriveError::Io(io) if Cut::of(io).is_none() => {
+            use std::io::ErrorKind as K;
+            let lost = matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            );
+            lost.then(|| format!("({io})"))
+        }
+        _ => None,
     }
 }

@@ -22,7 +22,7 @@ use crate::hooks;
 use crate::locks::NameLock;
 use crate::logging::clip;
 use crate::paths::Refusal;
-use crate::slots::Evict;
+use crate::slots::{Activity, Evict};
 use crate::storage::{FileMeta, Incoming, Prepared, Upload, MAX_RESERVATIONS};
 use crate::stream::Wait;
 use crate::units::{Bytes, Rate};
@@ -30,8 +30,21 @@ use crate::units::{Bytes, Rate};
 /// How long an upload taking over a stale connection's name waits for that connection to let
 /// go of it (it notices within a tenth of a second, then keeps its partial for resume).
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
-/// How often that wait looks at the lock.
-const TAKEOVER_TICK: Duration = Duration::from_millis(20);
+/// Most an upload waits for a name another connection holds (not stale: see
+/// [`TAKEOVER_WAIT`]) before it is answered busy, in case that connection's client went away
+/// (a client run again at once after a Ctrl-C): the connection then still writes the body
+/// bytes that were on their way (the socket buffers' worth, tens of MiB) and may be in a disk
+/// wait it cannot cut short (the write-behind's flush), before it keeps its partial for
+/// resume and lets go.
+const LET_GO_WAIT: Duration = Duration::from_secs(5);
+/// Part of [`LET_GO_WAIT`] after which the wait goes on only while the holder is winding down
+/// (see [`Activity::winding_down`](crate::slots::Activity::winding_down)). A client that went
+/// away shows it to the holder only behind the bytes it sent before (its close comes after
+/// them), so it takes the holder a while, as long as writing those bytes, to see it; a holder
+/// serving a live client shows nothing, and the offer is answered busy.
+const GONE_WITHIN: Duration = Duration::from_secs(2);
+/// How often those waits look at the lock.
+const LOCK_TICK: Duration = Duration::from_millis(20);
 
 /// An accepted upload waiting for its BEGIN.
 pub(super) struct Pending {
@@ -286,8 +299,11 @@ impl<'a> Session<'a> {
     /// Takes the lock on `name` for this connection. If another connection holds it and has
     /// made no progress for [`Config::takeover_after`](crate::Config::takeover_after) (cut
     /// off by the network, say), that one is asked to close and the lock is awaited for up to
-    /// [`TAKEOVER_WAIT`]. If this connection holds it for a body in its storer, that body
-    /// is stored first (the offer then sees it, as if stored inline).
+    /// [`TAKEOVER_WAIT`]; else the lock is awaited for up to [`LET_GO_WAIT`], in case the
+    /// holder's client went away, as long as the holder shows it did (see [`GONE_WITHIN`]).
+    /// If this connection holds it for a body in its storer, that body is stored first (the
+    /// offer then sees it, as if stored inline). Nothing is held for the waits but what the
+    /// connection holds anyway.
     fn lock_name(&mut self, name: &Name) -> Result<NameLock, Refusal> {
         let locks = &self.shared.locks;
         let mut holder = match locks.try_lock(name.as_str(), &self.activity) {
@@ -301,24 +317,56 @@ impl<'a> Session<'a> {
                 Err(holder) => holder,
             };
         }
-        let stale = holder.idle_for(Instant::now());
-        if Arc::ptr_eq(&holder, &self.activity) || stale < self.shared.config.takeover_after {
+        if Arc::ptr_eq(&holder, &self.activity) {
             return Err(Refusal::busy(name));
         }
-        holder.evict(Evict::Takeover);
-        drop(holder);
-        let until = Instant::now() + TAKEOVER_WAIT;
-        while Instant::now() < until {
-            std::thread::sleep(TAKEOVER_TICK);
-            if let Ok(lock) = locks.try_lock(name.as_str(), &self.activity) {
+        let stale = holder.idle_for(Instant::now());
+        if stale >= self.shared.config.takeover_after {
+            holder.evict(Evict::Takeover);
+            drop(holder);
+            let lock = self.await_lock(name, TAKEOVER_WAIT, |_, _| true);
+            if lock.is_some() {
                 log::info!(
                     "{}: {name} taken over from a connection without progress for {stale:.1?}",
                     self.peer
                 );
-                return Ok(lock);
+            }
+            return lock.ok_or_else(|| Refusal::busy(name));
+        }
+        drop(holder);
+        let asked = Instant::now();
+        let gone = |holder: &Activity, waited| waited < GONE_WITHIN || holder.winding_down();
+        let lock = self.await_lock(name, LET_GO_WAIT, gone);
+        if lock.is_some() {
+            log::info!(
+                "{}: {name} let go by another connection after {:.1?}",
+                self.peer,
+                asked.elapsed()
+            );
+        }
+        lock.ok_or_else(|| Refusal::busy(name))
+    }
+
+    /// Waits up to `within` for the lock on `name`, held by another connection, as long as
+    /// `go_on` holds for the holder and the time waited so far.
+    fn await_lock(
+        &self,
+        name: &Name,
+        within: Duration,
+        go_on: impl Fn(&Activity, Duration) -> bool,
+    ) -> Option<NameLock> {
+        let asked = Instant::now();
+        loop {
+            std::thread::sleep(LOCK_TICK);
+            let holder = match self.shared.locks.try_lock(name.as_str(), &self.activity) {
+                Ok(lock) => return Some(lock),
+                Err(holder) => holder,
+            };
+            let waited = asked.elapsed();
+            if waited >= within || !go_on(&holder, waited) {
+                return None;
             }
         }
-        Err(Refusal::busy(name))
     }
 
     pub(super) fn on_begin(&mut self, id: FileId, from: u64) {
@@ -691,13 +739,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Keeps (or drops) the file whose body was cut off; accepted uploads that never began
-    /// let go of their partials (an empty one is removed) before the connection is logged
-    /// as closed.
-    pub(super) fn interrupt_body(&mut self) {
+    /// Keeps (or drops) the file whose body was cut off by the connection's end, `ended` (the
+    /// error that ended it, if one did), and lets go of its name; accepted uploads that never
+    /// began let go of their names and partials (an empty one is removed). Whether a body was
+    /// cut off.
+    pub(super) fn interrupt_body(&mut self, ended: Option<&DriveError>) -> bool {
         self.pending.clear();
         let Some(r) = self.body.take() else {
-            return;
+            return false;
         };
         self.tally.failed += 1;
         let got = r.work.as_ref().map_or(0, |w| w.len());
@@ -707,14 +756,23 @@ impl<'a> Session<'a> {
             Some(Sink::Memory(_)) | None => false,
         };
         let fate = if kept { "kept for resume" } else { "discarded" };
-        log::warn!(
-            "{}: {} interrupted after {} of {}; {fate}",
-            self.peer,
-            r.upload.name,
-            Bytes(got),
-            r.upload
-                .size
-                .map_or("an unknown size".to_owned(), |s| Bytes(s).to_string()),
-        );
+        let (name, got) = (&r.upload.name, Bytes(got));
+        let size = r
+            .upload
+            .size
+            .map_or("an unknown size".to_owned(), |s| Bytes(s).to_string());
+        if ended.and_then(super::went_away).is_some() {
+            // A client's Ctrl-C, say: nothing wrong with the server or the protocol.
+            log::info!(
+                "{}: the client went away mid-body of {name} at {got} of {size}; {fate}",
+                self.peer
+            );
+        } else {
+            log::warn!(
+                "{}: {name} interrupted after {got} of {size}; {fate}",
+                self.peer
+            );
+        }
+        true
     }
 }
