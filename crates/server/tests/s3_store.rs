@@ -264,6 +264,45 @@ fn s3_rename_stores_each_upload_under_a_free_name() {
     assert_eq!(get("r (2).txt"), Some(three));
 }
 
+/// Under rename, a re-run finds the copy it made (PROTOCOL.md §4.8, renamed copies): the
+/// same file sent again is unchanged in its copy, by mtime and by digest, instead of stored
+/// under the next free name.
+#[test]
+fn s3_under_rename_a_rerun_finds_the_copy_it_made() {
+    let Some(rgw) = rgw() else { return };
+    let bucket = rgw.fresh_bucket("rerename");
+    let srv = server(rgw, &bucket, Overwrite::Rename);
+    let mtime = |secs| ferry_proto::Timestamp { secs, nanos: 0 };
+    let offer = |bytes: &[u8], secs, opts| {
+        let mut info = info("d/b.txt", bytes.len() as u64);
+        info.mtime = Some(mtime(secs));
+        let o = upload_with(&mut connect(srv.addr()), info, opts, bytes);
+        (o.code, o.detail)
+    };
+    let (one, two) = (data(1000, 16), data(1000, 17));
+    let plain = OfferOptions::default;
+    assert_eq!(offer(&one, 1, plain()), (Code::Stored, "d/b.txt".into()));
+    assert_eq!(
+        offer(&two, 2, plain()),
+        (Code::Stored, "d/b (1).txt".into())
+    );
+    assert_eq!(
+        offer(&two, 2, plain()),
+        (Code::Unchanged, "d/b (1).txt".into())
+    );
+    let by_digest = OfferOptions::with_digest(Digest::of(&two));
+    assert_eq!(
+        offer(&two, 9, by_digest),
+        (Code::Unchanged, "d/b (1).txt".into())
+    );
+    assert_eq!(offer(&one, 1, plain()), (Code::Unchanged, "d/b.txt".into()));
+    let keys: Vec<String> = visible(rgw, &bucket).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [format!("{PREFIX}/d/b (1).txt"), format!("{PREFIX}/d/b.txt")]
+    );
+}
+
 /// The key of the lease on the upload of (`name`, `size`) (see the backend's layout).
 fn lease_key(name: &str, size: usize) -> String {
     let tag: String = ferry_proto::Digest::of(name.as_bytes()).0[..16]

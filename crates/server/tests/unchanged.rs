@@ -1,7 +1,8 @@
 //! Unchanged files (issue 12, item 1; PROTOCOL.md §4.8): a version-2 offer of a file the
 //! server holds with the same size and mtime (or, with a digest, the same contents) is answered
 //! REFUSE `Unchanged` and nothing is touched; under version 1, or when the file differs, the
-//! overwrite policy answers as before. Judged by the answers and by the file's inode, ctime and
+//! overwrite policy answers as before (under rename, once the copies it made are found not to
+//! hold the file either). Judged by the answers and by the file's inode, ctime and
 //! bytes; the digest cache by the bytes this process reads (`/proc/self/io`).
 
 mod common;
@@ -342,4 +343,113 @@ fn the_same_name_offered_twice_in_one_connection() {
     let o = upload_info(&mut d, info, &second);
     assert_eq!(o.code, Code::Unchanged, "{o:?}");
     assert_eq!(srv.read("twice.bin").unwrap(), first);
+}
+
+/// Under `--overwrite rename`, sending a tree again is idempotent (PROTOCOL.md §4.8): a
+/// changed `b.txt` is stored as `b (1).txt`, and the next run, with nothing changed, finds the
+/// file there (REFUSE `Unchanged`, naming the copy) instead of storing `b (2).txt`; so do a
+/// digest check and a file changed back to an older copy, in a folder too. The other policies
+/// look at no copy.
+#[test]
+fn under_rename_a_rerun_finds_the_copy_it_made_and_makes_no_other() {
+    let _one = serial();
+    let srv = start(Config {
+        overwrite: Overwrite::Rename,
+        ..config()
+    });
+    let at = |secs| Timestamp {
+        secs: T.secs + secs,
+        ..T
+    };
+    let a = data(100, 1);
+    let (b1, b2, b3) = (data(200, 2), data(200, 3), data(300, 4));
+    let (c1, c2) = (data(400, 5), data(400, 6));
+    // One run of `ferry send` over the tree: the code and detail of each file.
+    let run = |tree: &[(&str, &Vec<u8>, Timestamp)]| -> Vec<(Code, String)> {
+        let mut d = connect(srv.addr());
+        tree.iter()
+            .map(|(name, bytes, mtime)| {
+                let info = file(name, bytes.len() as u64, Some(*mtime));
+                let o = upload_info(&mut d, info, bytes);
+                (o.code, o.detail)
+            })
+            .collect()
+    };
+    let answers = |list: &[(Code, &str)]| -> Vec<(Code, String)> {
+        list.iter().map(|(c, d)| (*c, d.to_string())).collect()
+    };
+
+    let first = [
+        ("a.txt", &a, at(0)),
+        ("b.txt", &b1, at(0)),
+        ("d/c.txt", &c1, at(0)),
+    ];
+    assert_eq!(
+        run(&first),
+        answers(&[
+            (Code::Stored, "a.txt"),
+            (Code::Stored, "b.txt"),
+            (Code::Stored, "d/c.txt")
+        ])
+    );
+    // b.txt and d/c.txt change: stored as copies.
+    let changed = [
+        ("a.txt", &a, at(0)),
+        ("b.txt", &b2, at(60)),
+        ("d/c.txt", &c2, at(60)),
+    ];
+    let copies = answers(&[
+        (Code::Unchanged, "a.txt"),
+        (Code::Stored, "b (1).txt"),
+        (Code::Stored, "d/c (1).txt"),
+    ]);
+    assert_eq!(run(&changed), copies);
+    // Nothing changed since: every file is unchanged, the changed ones in their copies.
+    let unchanged = answers(&[
+        (Code::Unchanged, "a.txt"),
+        (Code::Unchanged, "b (1).txt"),
+        (Code::Unchanged, "d/c (1).txt"),
+    ]);
+    assert_eq!(run(&changed), unchanged);
+    assert_eq!(run(&changed), unchanged);
+    assert_eq!(
+        srv.listing(),
+        ["a.txt", "b (1).txt", "b.txt", "d/c (1).txt", "d/c.txt"]
+    );
+    let before = state_of(&srv, "b (1).txt");
+
+    // By digest (`ferry send --checksum`), whatever the mtime.
+    let mut d = connect(srv.addr());
+    let by_digest = OfferOptions::with_digest(Digest::of(&b2));
+    let o = upload_with(&mut d, file("b.txt", 200, Some(at(999))), by_digest, &b2);
+    assert_eq!((o.code, o.detail.as_str()), (Code::Unchanged, "b (1).txt"));
+    // A third version is the next copy; changed back, a file is found in its own copy.
+    let o = upload_info(&mut d, file("b.txt", 300, Some(at(120))), &b3);
+    assert_eq!((o.code, o.detail.as_str()), (Code::Stored, "b (2).txt"));
+    let o = upload_info(&mut d, file("b.txt", 200, Some(at(60))), &b2);
+    assert_eq!((o.code, o.detail.as_str()), (Code::Unchanged, "b (1).txt"));
+    let o = upload_info(&mut d, file("b.txt", 200, Some(at(0))), &b1);
+    assert_eq!((o.code, o.detail.as_str()), (Code::Unchanged, "b.txt"));
+    assert_eq!(state_of(&srv, "b (1).txt"), before, "never touched");
+    assert_eq!(
+        srv.listing(),
+        [
+            "a.txt",
+            "b (1).txt",
+            "b (2).txt",
+            "b.txt",
+            "d/c (1).txt",
+            "d/c.txt"
+        ]
+    );
+
+    // Under refuse, a name like a copy's is just another name.
+    let refuse = start(config());
+    let mut d = connect(refuse.addr());
+    let o = upload_info(&mut d, file("x.txt", 200, Some(at(0))), &b1);
+    assert_eq!(o.code, Code::Stored);
+    let o = upload_info(&mut d, file("x (1).txt", 200, Some(at(60))), &b2);
+    assert_eq!(o.code, Code::Stored);
+    let o = upload_info(&mut d, file("x.txt", 200, Some(at(60))), &b2);
+    assert_eq!(o.code, Code::Exists, "{o:?}");
 }

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::name::Escaped;
-use ferry_proto::{
-    BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Hasher, Name, Offer,
-};
+use ferry_proto::{BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Name, Offer};
 
 use super::storer::{self, Done, Job, Ticket, MAX_AHEAD};
 use super::Session;
@@ -145,16 +143,22 @@ impl<'a> Session<'a> {
         }
         let decision = self.decide_offer(&o);
         match decision {
-            Ok(None) => {
+            Ok((Prepared::Unchanged(held_as), _lock)) => {
                 // A file completed, as if sent: a re-run of a large tree is not a stall.
                 self.activity.progress();
                 self.tally.unchanged += 1;
                 let name = o.name.as_ref().map(Name::as_str).unwrap_or_default();
-                log::debug!("{}: {} unchanged", self.peer, clip(name));
-                self.d.conn_mut().refuse(o.id, Code::Unchanged, name)?;
+                log::debug!(
+                    "{}: {} unchanged, held as {}",
+                    self.peer,
+                    clip(name),
+                    clip(&held_as)
+                );
+                // The reason names the file holding it (PROTOCOL.md §4.8).
+                self.d.conn_mut().refuse(o.id, Code::Unchanged, &held_as)?;
                 Ok(true)
             }
-            Ok(Some((upload, lock, prefix))) => {
+            Ok((Prepared::Upload(upload, prefix), lock)) => {
                 let offset = prefix.len();
                 self.d.conn_mut().accept(o.id, prefix)?;
                 if offset > 0 {
@@ -266,12 +270,12 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Decides on a file offer: `None` when the file held is unchanged (version 2), else the
-    /// accepted upload, its name lock and the hasher over the bytes held for resume. The lock
-    /// is taken first, so that the one look at the name (see
+    /// Decides on a file offer: whether the file held is unchanged (version 2), else the
+    /// accepted upload and the hasher over the bytes held for resume; with the name lock. The
+    /// lock is taken first, so that the one look at the name (see
     /// [`Storage::prepare_upload`](crate::storage::Storage::prepare_upload)) sees
     /// no upload of this process in flight; it is released at once if the file is unchanged.
-    fn decide_offer(&mut self, o: &Offer) -> Result<Option<(Upload, NameLock, Hasher)>, Refusal> {
+    fn decide_offer(&mut self, o: &Offer) -> Result<(Prepared, NameLock), Refusal> {
         let name = self.admit_name(&o.name)?;
         let lock = self.lock_name(&name)?;
         // Past the cap on held partials, a resumable offer is taken as a plain upload.
@@ -290,10 +294,7 @@ impl<'a> Session<'a> {
             // Hashing a large file is work done, not a stall (also when the policy refuses it).
             self.activity.progress();
         }
-        match prepared? {
-            Prepared::Unchanged => Ok(None),
-            Prepared::Upload(upload, prefix) => Ok(Some((upload, lock, prefix))),
-        }
+        Ok((prepared?, lock))
     }
 
     /// Takes the lock on `name` for this connection. If another connection holds it and has

@@ -78,7 +78,10 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// Decides a file offer with one look at what is held under `name`. With `compare` (the
     /// offer of a version-2 client), [`Prepared::Unchanged`] when the file held is unchanged
     /// against it (PROTOCOL.md §4.8: same size and mtime, or the offer's digest), hashing
-    /// through `buf` if it must; a name that holds no regular file is not unchanged. Else
+    /// through `buf` if it must; a name that holds no regular file is not unchanged. Under
+    /// [`Overwrite::Rename`](crate::Overwrite::Rename), when `name` holds another file, the
+    /// copies the policy made of it (`name (k)`, see [`fs::unchanged_copy`]) are looked at
+    /// too, so that a re-run makes no further copy. Else
     /// checks the offer against the backend's policies (size, space, overwrite) and prepares
     /// its upload. When `resumable`, it finds what is held for (name, size): the returned
     /// hasher is over exactly those bytes, and its length is the resume offset (0: nothing
@@ -205,8 +208,9 @@ pub(crate) struct FileMeta {
     reason = "returned once per offer and taken apart at once; boxing would allocate per file"
 )]
 pub(crate) enum Prepared {
-    /// The file held is unchanged against the offer: nothing is sent.
-    Unchanged,
+    /// The file held under this name (the offered one, or under a rename policy a copy of
+    /// it) is unchanged against the offer: nothing is sent.
+    Unchanged(String),
     /// The accepted upload, and a hasher over the bytes held for it (its length is the resume
     /// offset).
     Upload(Upload, Hasher),
@@ -218,7 +222,7 @@ impl Prepared {
     pub(crate) fn upload(self) -> (Upload, Hasher) {
         match self {
             Self::Upload(up, prefix) => (up, prefix),
-            Self::Unchanged => panic!("prepared as unchanged"),
+            Self::Unchanged(held_as) => panic!("prepared as unchanged, held as {held_as}"),
         }
     }
 }

@@ -379,8 +379,8 @@ impl Space {
         check_reserved(&name)?;
         let held = self.look(&name);
         if let (Some(offer), Ok(Some(st))) = (compare, &held) {
-            if self.unchanged(&name, offer, st, buf)? {
-                return Ok(Prepared::Unchanged);
+            if let Some(held_as) = self.unchanged_as(&name, offer, st, buf)? {
+                return Ok(Prepared::Unchanged(held_as));
             }
         }
         self.check_size(&name, size)?;
@@ -628,6 +628,33 @@ impl Space {
             _ => held.mtime,
         };
         offer.unchanged(held.size, mtime, || self.held_digest(name, st, buf))
+    }
+
+    /// Where the file offered as `name` is held unchanged (PROTOCOL.md §4.8), where
+    /// [`Self::look`] found `st`: `name` itself (see [`Self::unchanged`]) or, under
+    /// [`Overwrite::Rename`] when `name` holds another regular file, the copy of it the policy
+    /// made that holds it (see [`unchanged_copy`]). A copy that cannot be looked at or read
+    /// is not unchanged.
+    fn unchanged_as(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        st: &Stat,
+        buf: &mut [u8],
+    ) -> Result<Option<String>, Refusal> {
+        if self.unchanged(name, offer, st, buf)? {
+            return Ok(Some(name.to_string()));
+        }
+        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+        if self.overwrite != Overwrite::Rename || !regular {
+            return Ok(None);
+        }
+        let copy = unchanged_copy(
+            name,
+            |copy| self.look(copy).ok().flatten(),
+            |copy, st| self.unchanged(copy, offer, st, buf) == Ok(true),
+        );
+        Ok(copy.map(|copy| copy.to_string()))
     }
 
     /// The digest of the file held under `name`, described by `st`: from the digest cache
@@ -907,6 +934,38 @@ pub(crate) fn first_free(lo: u32, mut taken: impl FnMut(u32) -> bool) -> Option<
     Some(hi)
 }
 
+/// Under [`Overwrite::Rename`], the copy of `name` (`name (k)`, see [`numbered_name`]) that
+/// holds the offered file, if one does (see [`find_copy`]): `look(copy)` is what the copy
+/// holds (`None`: nothing, or it cannot be looked at), `same(copy, held)` whether that is the
+/// offered file (PROTOCOL.md §4.8).
+pub(crate) fn unchanged_copy<H>(
+    name: &Name,
+    mut look: impl FnMut(&Name) -> Option<H>,
+    mut same: impl FnMut(&Name, &H) -> bool,
+) -> Option<Name> {
+    let k = find_copy(
+        |k| look(&numbered_name(name, k)?),
+        |k, held| numbered_name(name, k).is_some_and(|copy| same(&copy, held)),
+    )?;
+    numbered_name(name, k)
+}
+
+/// The number `k` of the copy that holds the offered file (see [`unchanged_copy`]): the
+/// copies the rename policy made are those below the first free number (found as the policy
+/// finds it, see [`first_free`]; at most [`MAX_RENAME`]), looked at newest first (a re-run
+/// most likely offers the last one stored). `look(k)` is what copy `k` holds, `same(k, held)`
+/// whether that is the offered file. Costs O(log n) looks to find the newest of n copies, then
+/// one look and one comparison per copy passed over.
+fn find_copy<H>(
+    mut look: impl FnMut(u32) -> Option<H>,
+    mut same: impl FnMut(u32, &H) -> bool,
+) -> Option<u32> {
+    let free = first_free(0, |k| look(k).is_some()).unwrap_or(MAX_RENAME + 1);
+    (1..free)
+        .rev()
+        .find(|&k| look(k).is_some_and(|held| same(k, &held)))
+}
+
 /// Hashes the first `limit` bytes of `file` (fewer if it ends first), reading through `buf`.
 fn hash_file(file: &File, limit: u64, buf: &mut [u8]) -> io::Result<Hasher> {
     hash_at(|at, b| file.read_at(b, at), limit, buf)
@@ -929,6 +988,19 @@ pub(crate) fn numbered(file_name: &str, n: u32) -> Option<String> {
     let (stem, ext) = file_name.split_at(split);
     let out = format!("{stem} ({n}){ext}");
     (out.len() <= ferry_proto::name::MAX_COMPONENT_LEN).then_some(out)
+}
+
+/// The name of copy `n` of `name` under [`Overwrite::Rename`], in the same folder (see
+/// [`numbered`]); `None` when that is no longer a valid name.
+pub(crate) fn numbered_name(name: &Name, n: u32) -> Option<Name> {
+    let (parents, file_name) = split(name.as_str());
+    let file = numbered(file_name, n)?;
+    let full = if parents.is_empty() {
+        file
+    } else {
+        format!("{parents}/{file}")
+    };
+    Name::parse(&full).ok()
 }
 
 /// A `SystemTime` as a protocol timestamp (`None` when out of range).
@@ -1216,6 +1288,62 @@ mod tests {
         // A race: the number found was taken meanwhile; the search goes on above it.
         assert_eq!(first_free(7, |k| k <= 9), Some(10));
         assert_eq!(first_free(0, |_| true), None);
+    }
+
+    #[test]
+    fn numbered_names_keep_their_folder() {
+        let name = Name::parse("d/e/b.txt").unwrap();
+        assert_eq!(numbered_name(&name, 0), Some(name.clone()));
+        let copy = numbered_name(&name, 12).unwrap();
+        assert_eq!(copy.as_str(), "d/e/b (12).txt");
+        let long = Name::parse(&format!("d/{}", "x".repeat(255))).unwrap();
+        assert_eq!(numbered_name(&long, 1), None);
+        // The copy holding the offered file is named as the policy names it.
+        let held = ["d/e/b.txt", "d/e/b (1).txt", "d/e/b (2).txt"];
+        let copy = unchanged_copy(
+            &name,
+            |copy| held.contains(&copy.as_str()).then_some(copy.to_string()),
+            |copy, held| copy.as_str() == held && held.ends_with("(1).txt"),
+        );
+        assert_eq!(
+            copy.map(|c| c.to_string()).as_deref(),
+            Some("d/e/b (1).txt")
+        );
+    }
+
+    #[test]
+    fn the_copy_holding_the_offered_file_is_found_newest_first_within_the_policy_s_bound() {
+        // Copies 1..=n are held; copy `hit` holds the offered file.
+        let find = |n: u32, hit: Option<u32>| {
+            let (mut looks, mut compared) = (0u32, Vec::new());
+            let found = find_copy(
+                |k| {
+                    looks += 1;
+                    (k <= n).then_some(k)
+                },
+                |k, held| {
+                    assert_eq!(k, *held);
+                    compared.push(k);
+                    Some(k) == hit
+                },
+            );
+            (found, looks, compared)
+        };
+        // No copy: one look.
+        assert_eq!(find(0, None), (None, 1, vec![]));
+        // The newest copy holds it: found first, after the search for the newest.
+        let (found, looks, compared) = find(1000, Some(1000));
+        assert_eq!((found, compared), (Some(1000), vec![1000]));
+        assert!(looks <= 2 * 10 + 3, "{looks} looks");
+        // An older one: the copies after it are passed over, one look and one comparison each.
+        let (found, _, compared) = find(5, Some(2));
+        assert_eq!((found, compared), (Some(2), vec![5, 4, 3, 2]));
+        // None holds it: each copy is compared once.
+        let (found, _, compared) = find(3, None);
+        assert_eq!((found, compared), (None, vec![3, 2, 1]));
+        // Every number taken: no more than the policy's bound.
+        let (found, _, compared) = find(u32::MAX, None);
+        assert_eq!((found, compared.len()), (None, MAX_RENAME as usize));
     }
 
     #[test]

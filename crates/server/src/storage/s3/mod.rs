@@ -28,6 +28,7 @@ use rusty_s3::Credentials;
 
 use self::client::{Client, Cond, Head, S3Error};
 use self::layout::{DigestRecord, Location, MAX_RECORD};
+use super::fs::unchanged_copy;
 use super::{FileMeta, Incoming, Listing, Offered, Outgoing, Prepared, Storage, Upload};
 use crate::commit::{Flush, Touched};
 use crate::config::{Config, ObjectStore, Overwrite};
@@ -176,6 +177,32 @@ impl S3Store {
         })
     }
 
+    /// Where the object offered as `name`, described by `head`, is held unchanged
+    /// (PROTOCOL.md §4.8): `name` itself (see [`Self::unchanged`]) or, under
+    /// [`Overwrite::Rename`], the copy of it the policy made that holds it (see
+    /// [`unchanged_copy`]; one HEAD per copy looked at). A copy that cannot be looked at or
+    /// read is not unchanged.
+    fn unchanged_as(
+        &self,
+        name: &Name,
+        offer: &Offer,
+        head: &Head,
+        buf: &mut [u8],
+    ) -> Result<Option<String>, Refusal> {
+        if self.unchanged(name, offer, head, buf)? {
+            return Ok(Some(name.to_string()));
+        }
+        if self.shared.overwrite != Overwrite::Rename {
+            return Ok(None);
+        }
+        let copy = unchanged_copy(
+            name,
+            |copy| self.head(copy).ok().flatten(),
+            |copy, head| self.unchanged(copy, offer, head, buf) == Ok(true),
+        );
+        Ok(copy.map(|copy| copy.to_string()))
+    }
+
     /// What a stored object is, for an OFFER or a listing.
     fn info(name: Name, head: &Head) -> FileInfo {
         FileInfo {
@@ -294,8 +321,8 @@ impl Storage for S3Store {
             None
         };
         if let (Some(offer), Some(head)) = (compare, &head) {
-            if self.unchanged(&name, offer, head, buf)? {
-                return Ok(Prepared::Unchanged);
+            if let Some(held_as) = self.unchanged_as(&name, offer, head, buf)? {
+                return Ok(Prepared::Unchanged(held_as));
             }
         }
         self.check_size(&name, meta.size)?;
