@@ -82,7 +82,8 @@ pub(crate) fn open<'a>(
 /// After our last words and a half-close: reads and drops what the client still sends, until
 /// it closes or [`REFUSAL_LINGER`] passes (or the closing deadline, if sooner), so that
 /// closing with unread bytes does not reset the connection before the client has read why it
-/// was refused.
+/// was refused or cut off. A stop does not cut it short: the connection is closing already
+/// (see [`Guarded::close_within`](crate::stream::Guarded::close_within)).
 pub(crate) fn linger(stream: &mut Conn<'_>) {
     stream
         .get_mut()

@@ -135,7 +135,9 @@ impl<'a> Guarded<'a> {
     }
 
     /// The connection is closing: every wait from now on (the last flush, the TLS
-    /// `close_notify`, the linger) ends within `within` of the first call, in all.
+    /// `close_notify`, the linger) ends within `within` of the first call, in all, and no
+    /// longer ends early for a stop (the server's end of the grace included): the client
+    /// still gets the ERROR that says why it was cut off.
     pub(crate) fn close_within(&mut self, within: Duration) {
         let by = Instant::now() + within;
         self.closing_by = Some(self.closing_by.map_or(by, |c| c.min(by)));
@@ -213,13 +215,17 @@ impl<'a> Guarded<'a> {
     }
 
     fn check_stop(&self, interruptible: bool) -> io::Result<()> {
+        // A closing connection has its own deadline; it is being cut already. Its last words
+        // (an ERROR, ShuttingDown included, and the linger that lets the client read it) go
+        // out even once the grace is over.
+        if self.closing_by.is_some() {
+            return Ok(());
+        }
         let draining = interruptible && self.stop.draining.load(Ordering::Relaxed);
         if draining || self.stop.abort.load(Ordering::Relaxed) {
             return Err(Cut::Stopping.into_io());
         }
-        // A closing connection has its own deadline; it is being cut already.
-        let Some((activity, stall)) = self.watch.as_ref().filter(|_| self.closing_by.is_none())
-        else {
+        let Some((activity, stall)) = self.watch.as_ref() else {
             return Ok(());
         };
         let cut = match activity.evicted() {

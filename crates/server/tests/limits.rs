@@ -219,6 +219,31 @@ fn shutdown_lets_a_transfer_in_flight_finish() {
     assert!(srv.read("inflight.bin").unwrap() == body);
 }
 
+/// PROTOCOL.md §4.12: a client still sending when the grace ends is cut off with ERROR
+/// `ShuttingDown`, and reads it: the server reads and drops what it still sends before it
+/// closes, instead of resetting the connection under the ERROR.
+#[test]
+fn a_body_cut_off_by_the_end_of_the_grace_is_told_why() {
+    let mut srv = start(Config {
+        grace: Duration::from_millis(200),
+        ..config()
+    });
+    let body = data(8 << 20, 9);
+    let mut d = connect(srv.addr());
+    send_first_mib(&mut d, "late.bin", &body);
+    let stop = srv.request_stop();
+    stop.shutdown();
+    // Past the grace: the server has sent its ERROR, and what follows reaches it only after.
+    thread::sleep(Duration::from_millis(600));
+    // The server may be gone by the end of this: only what is read next matters.
+    let _ = d.send_body(&body[1 << 20..]).and_then(|()| d.flush());
+    match d.next_step() {
+        Ok(Step::Event(Event::PeerError { code, .. })) => assert_eq!(code, Code::ShuttingDown),
+        other => panic!("expected SHUTTING_DOWN, got {other:?}"),
+    }
+    srv.stop();
+}
+
 #[test]
 fn shutdown_closes_idle_connections_at_once_and_refuses_new_files() {
     let mut srv = start(Config {

@@ -127,7 +127,8 @@ struct Session<'a> {
     slot: Option<Slot>,
     /// Opened when the server was full: a slot is claimed on the first progress.
     probation: bool,
-    /// The connection is refused: let the client read why before closing.
+    /// An ERROR went out (a refusal, a limit, a rule broken, a stop): let the client read it
+    /// before closing (see [`gate::linger`]).
     linger: bool,
     /// When this connection last made progress; whether it is asked to close.
     activity: Arc<Activity>,
@@ -526,8 +527,10 @@ impl<'a> Session<'a> {
             other => (Code::Io, format!("error: {other}")),
         };
         self.d.conn_mut().close_with_error(code, &why);
-        // Best effort: the client may be gone already.
-        let _ = self.d.flush();
+        // Best effort: the client may be gone already. If the ERROR went out, what the client
+        // still sends is read and dropped before the close: closing with unread bytes would
+        // reset the connection, and the reset can discard the ERROR before the client reads it.
+        self.linger = self.d.flush().is_ok();
         why
     }
 }
