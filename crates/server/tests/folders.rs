@@ -148,7 +148,7 @@ fn a_get_of_a_folder_says_how_to_fetch_it() {
         Step::Event(Event::Refused { code, reason, .. }) => {
             assert_eq!(code, Code::NotFound);
             assert!(
-                reason.contains("is a folder; list it (ferry ls) or fetch it with ferry get"),
+                reason.contains("is a folder, and a GET fetches one file: list the folder"),
                 "{reason}"
             );
         }

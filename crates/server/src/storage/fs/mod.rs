@@ -536,7 +536,9 @@ impl Space {
             Ok(Ok(file)) => Ok(file),
             Ok(Err(FileType::Directory)) => Err(Refusal::new(
                 Code::NotFound,
-                format!("{name} is a folder; list it (ferry ls) or fetch it with ferry get which fetches folders"),
+                format!(
+                    "{name} is a folder, and a GET fetches one file: list the folder for its files"
+                ),
             )),
             Ok(Err(_)) => Err(not_found()),
             Err(e) => Err(Refusal::io("cannot read the file", &e)),
