@@ -185,6 +185,16 @@ impl Console {
             _ => "",
         };
         match (r.status, self.verb) {
+            // A detail other than the name: the copy a rename policy made holds it (§4.8).
+            (Status::Code(Code::Unchanged), _)
+                if !r.detail.is_empty() && r.detail != r.name.as_str() =>
+            {
+                format!(
+                    "unchanged {what}{} (held as {})",
+                    r.name,
+                    printable(&r.detail)
+                )
+            }
             (Status::Code(Code::Unchanged), _) => format!("unchanged {what}{}", r.name),
             (Status::NotSent, _) => format!("not sent {what}{}: {why}", r.name),
             (Status::Code(Code::Stored), _) if r.kind == EntryKind::Folder => {

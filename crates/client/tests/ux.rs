@@ -356,6 +356,35 @@ fn json(out: &Output) -> Vec<serde_json::Value> {
 /// A changed file sent again under the server's `--overwrite refuse` is refused: the line says
 /// what the user can do about it, and the summary counts it with the rest (unchanged,
 /// skipped), so that every file is accounted for.
+/// PROTOCOL.md §4.8 "Renamed copies": a re-run under the server's rename policy is reported
+/// unchanged with the copy that holds the file, not as the name it was offered under alone.
+#[test]
+fn a_rerun_under_rename_names_the_copy_that_holds_the_file() {
+    let server = TestServer::start(Overwrite::Rename);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    write(&tree.join("b.txt"), b"b");
+    let addr = server.addr().to_string();
+    assert_eq!(ferry(&["send", &addr, arg(&tree)]).status.code(), Some(0));
+    write(&tree.join("b.txt"), b"changed");
+    let copy = ferry(&["send", &addr, arg(&tree)]);
+    assert!(
+        stderr(&copy).contains("stored tree/b.txt as tree/b (1).txt"),
+        "{}",
+        stderr(&copy)
+    );
+
+    let again = ferry(&["send", &addr, arg(&tree)]);
+
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("unchanged tree/b.txt (held as tree/b (1).txt)"),
+        "{err}"
+    );
+    assert!(!server.path("tree/b (2).txt").exists());
+}
+
 #[test]
 fn a_changed_file_refused_by_the_servers_policy_is_counted_and_says_what_to_do() {
     let server = TestServer::start(Overwrite::Refuse);
