@@ -227,14 +227,7 @@ fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
             .to_str()
             .unwrap(),
     ]);
-    let line = srv.wait_line("metrics at http://");
-    let metrics: std::net::SocketAddr = line
-        .split_once("http://")
-        .unwrap()
-        .1
-        .trim_end_matches("/metrics")
-        .parse()
-        .unwrap();
+    let metrics = metrics_addr(&mut srv);
     // A slow upload: three pieces 300 ms apart.
     let mut c = client(srv.addr, Some(ADMIN));
     let id = c.conn_mut().offer(info("slow.bin", 3000)).unwrap();
@@ -278,6 +271,71 @@ fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
     ] {
         assert!(text.lines().any(|l| l == want), "{want:?} in {text}");
     }
+    drop(c);
+    srv.stop();
+}
+
+/// The metrics address a server logs (`metrics at http://ADDR/metrics`).
+fn metrics_addr(srv: &mut Bin) -> std::net::SocketAddr {
+    let line = srv.wait_line("metrics at http://");
+    line.split_once("http://")
+        .unwrap()
+        .1
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap()
+}
+
+/// A field of `/proc/PID/status` (`Threads`, ...).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn idle_connections_to_the_metrics_port_take_neither_threads_nor_the_file_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let mut srv = Bin::start(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let metrics = metrics_addr(&mut srv);
+    let pid = srv.child.id();
+    let threads_before = proc_status(pid, "Threads");
+    // 500 connections that never send a byte.
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(metrics).unwrap())
+        .collect();
+    // The file service and the page are served all the same...
+    let mut c = client(srv.addr, None);
+    assert_eq!(upload(&mut c, "a.txt", b"a").code, Code::Stored);
+    assert!(scrape(metrics).contains("ferry_files_stored_total 1"));
+    // ... by a server that made no thread and holds few descriptors for them.
+    let threads = proc_status(pid, "Threads");
+    assert!(
+        threads <= threads_before + 4,
+        "{threads} threads, {threads_before} before"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds < 100, "{fds} descriptors open");
+    // The last idle connection is closed after its deadline (2 s).
+    let mut last = idle.last().unwrap();
+    last.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(std::io::Read::read(&mut last, &mut [0; 1]).unwrap(), 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    drop(idle);
     drop(c);
     srv.stop();
 }
