@@ -11,13 +11,16 @@ pub enum ProtocolError {
     #[error("the peer does not speak ferry: bad magic bytes")]
     BadMagic,
     /// No protocol version in common.
-    #[error("no common protocol version (peer offers {min}..={max}, we speak {ours})")]
+    #[error(
+        "no common protocol version (peer offers {min}..={max}, we speak {}..={ours})",
+        crate::wire::MIN_VERSION
+    )]
     UnsupportedVersion {
         /// Lowest version the peer speaks.
         min: u16,
         /// Highest version the peer speaks.
         max: u16,
-        /// The version we speak.
+        /// The highest version we speak (the lowest is [`crate::wire::MIN_VERSION`]).
         ours: u16,
     },
     /// A frame kind this version does not define.

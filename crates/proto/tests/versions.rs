@@ -3,7 +3,7 @@
 mod common;
 
 use common::{run_versions, Plan, Store};
-use ferry_proto::wire::{Frame, MAGIC, VERSION};
+use ferry_proto::wire::{Frame, MAGIC, MIN_VERSION, VERSION};
 use ferry_proto::{
     Code, Connection, Digest, Entry, EntryKind, Error, Event, FileInfo, Hasher, Name, OfferOptions,
     ProtocolError, UsageError,
@@ -364,6 +364,9 @@ fn no_common_version_is_refused() {
             ),
             "{err}"
         );
+        // The error names the whole range the server speaks, not its highest version alone.
+        let range = format!("we speak {MIN_VERSION}..={server_max}");
+        assert!(err.to_string().contains(&range), "{err}");
     }
     let mut server = Connection::server();
     server.handle_input(&hello(0, 7)).unwrap();
