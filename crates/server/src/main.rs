@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ferry_secure::{Fingerprint, ServerTls, Token};
+use ferry_server::config_file::{self, ConfigError, Problem};
 use ferry_server::logger::Logger;
 use ferry_server::logging::{Background, Flusher};
 use ferry_server::proxy::Trusted;
-use ferry_server::units::{parse_duration, parse_size};
+use ferry_server::units::{parse_duration, parse_size, parse_timeout};
 use ferry_server::{
     Config, Credential, ObjectStore, Overwrite, Permissions, Server, ShutdownHandle,
 };
@@ -22,6 +23,9 @@ use signal_hook::iterator::Signals;
 const EXIT_USAGE: u8 = 2;
 /// Exit status: the server could not start (address in use, folder not writable, ...).
 const EXIT_START: u8 = 3;
+/// Exit status: the `--config` file is unusable (unreadable, not TOML, an unknown key, a bad
+/// value or token); as for any other file the server could not use at start.
+const EXIT_CONFIG: u8 = EXIT_START;
 /// Exit status: the server failed while running.
 const EXIT_RUN: u8 = 1;
 /// Longest wait for queued log lines to be written before exiting (stderr may be stuck).
@@ -88,7 +92,8 @@ Other commands:
 
 Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
 3 could not start (address in use, storage folder unusable or not a folder, bad setting,
-unusable certificate, key or token file; for `fingerprint`: no certificate there).";
+a bad --config file: unreadable, not TOML, an unknown key, a bad value or token, named with
+its line; unusable certificate, key or token file; for `fingerprint`: no certificate there).";
 
 /// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
 #[derive(Debug, Parser)]
@@ -138,15 +143,15 @@ struct Args {
     max_per_source: u64,
     /// Close a connection that moves no file bytes and finishes no file for this long, however
     /// many small messages it sends
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     stall_timeout: Duration,
     /// When the server is full, a connection without progress for longer than this loses its
     /// slot to a newcomer
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
     evict_after: Duration,
     /// An upload resuming a name held by a connection without progress for this long takes it
     /// over (the stale connection, cut off by the network say, is closed)
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
     takeover_after: Duration,
     /// Lines about refusals one connection may log; the rest are counted in its closing line
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -156,10 +161,10 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     max_handshakes: u64,
     /// Time a client has to say hello after connecting, and to finish any message it began
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     header_timeout: Duration,
     /// Longest silence tolerated between messages and while a file's bytes are arriving
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     idle_timeout: Duration,
     /// Refuse the lab report's seed framing (name line, then bytes until close); it is always
     /// refused with TLS or a token
@@ -223,7 +228,7 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_auth_failures: u32,
     /// Window for --max-auth-failures, and how long a source is then refused
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     auth_window: Duration,
     /// Refuse uploaded names that Windows cannot store (`aux.c`, `x:y`, `what?`, a trailing dot
     /// or space, `\`, `:<>"|?*`), naming the rule; by default every name POSIX can store is
@@ -469,20 +474,33 @@ fn parse_args() -> Result<(Args, Vec<Credential>), ExitCode> {
     let Some(path) = config else {
         return Ok((Args::try_parse().map_err(|e| usage(&e))?, Vec::new()));
     };
-    let file = ferry_server::config_file::load(&path).map_err(|e| {
-        eprintln!("ferry-server: --config {e}");
-        ExitCode::from(EXIT_START)
-    })?;
+    let bad_file = |e: ConfigError| {
+        eprintln!("ferry-server: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let file = config_file::load(&path, &Args::command()).map_err(bad_file)?;
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let tail = argv.split_off(1.min(argv.len()));
-    argv.extend(file.args);
+    let head = argv.clone();
+    argv.extend(file.args.iter().cloned());
     argv.extend(tail);
     let args = Args::try_parse_from(argv).map_err(|e| {
-        eprintln!(
-            "ferry-server: in {} or on the command line:",
-            path.display()
-        );
-        usage(&e)
+        // Options of the file that cannot go together are the file's fault; else the command
+        // line's, with the file's options before it.
+        match Args::try_parse_from(head.into_iter().chain(file.args.iter().cloned())) {
+            Err(alone) => bad_file(ConfigError {
+                path: path.clone(),
+                line: None,
+                problem: Problem::Options(config_file::clap_reason(&alone)),
+            }),
+            Ok(_) => {
+                eprintln!(
+                    "ferry-server: on the command line, with the options of {} before it:",
+                    path.display()
+                );
+                usage(&e)
+            }
+        }
     })?;
     Ok((args, file.credentials))
 }

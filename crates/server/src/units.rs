@@ -17,6 +17,7 @@ const SIZE_HINT: &str =
                          (binary units: 1K = 1024 bytes)";
 const DURATION_HINT: &str =
     "use a number with a unit, e.g. 500ms, 10s, 5m, 1h, 7d (a bare number is seconds)";
+const TIMEOUT_HINT: &str = "it must be longer than zero, e.g. 500ms, 10s, 5m, 1h";
 
 /// Parses `10G`, `512k`, `1MiB`, `4096`: binary units (K = 1024), case-insensitive.
 pub fn parse_size(input: &str) -> Result<u64, ParseUnitError> {
@@ -62,6 +63,19 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseUnitError> {
         _ => return Err(err()),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+/// Parses a timeout: a duration as [`parse_duration`] reads it, longer than zero.
+pub fn parse_timeout(input: &str) -> Result<Duration, ParseUnitError> {
+    let d = parse_duration(input)?;
+    if d.is_zero() {
+        return Err(ParseUnitError {
+            input: input.to_owned(),
+            what: "timeout",
+            hint: TIMEOUT_HINT,
+        });
+    }
+    Ok(d)
 }
 
 /// A byte count for people: `512 B`, `1.5 MiB`.

@@ -58,6 +58,20 @@ fn a_bad_command_line_exits_2_with_a_hint() {
 }
 
 #[test]
+fn a_timeout_of_zero_is_a_bad_command_line_naming_the_flag() {
+    let out = Command::new(BIN)
+        .args(["--stall-timeout", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--stall-timeout") && err.contains("must be longer than zero"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_address_in_use_exits_3() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();

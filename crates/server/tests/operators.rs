@@ -145,11 +145,85 @@ fn a_clear_token_in_a_readable_configuration_file_is_refused() {
     let conf = file(tmp.path(), "ferry.toml", text, 0o644);
     let (code, err) = run(&["--config", conf.to_str().unwrap()]);
     assert_eq!(code, 3, "{err}");
-    // Unknown keys are named.
-    let conf = file(tmp.path(), "ferry.toml", "max-files = 3\n", 0o600);
+}
+
+/// Every error in a configuration file names the file, the line and the key and what is wrong
+/// with it, as no command-line flag, and exits 3, as any file the server cannot use at start.
+#[test]
+fn configuration_file_errors_name_the_file_line_and_key_and_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (setting, wants) in [
+        ("bogus-key = 1", &["unknown key `bogus-key`"][..]),
+        (
+            "max-connections = -1",
+            &["max-connections: expected a whole number", "got \"-1\""],
+        ),
+        (
+            "max-connections = 0",
+            &["max-connections: 0 is not in 1..="],
+        ),
+        (
+            "grace = \"-1s\"",
+            &["grace: \"-1s\" is not a valid duration"],
+        ),
+        (
+            "stall-timeout = \"0s\"",
+            &["stall-timeout: \"0s\" is not a valid timeout: it must be longer than zero"],
+        ),
+        (
+            "overwrite = \"sometimes\"",
+            &["overwrite: expected one of refuse, rename, replace, got \"sometimes\""],
+        ),
+        ("no-seed = 1", &["no-seed: expected true or false, got 1"]),
+        ("config = \"other.toml\"", &["`config` cannot be set"]),
+    ] {
+        let text = format!("# a comment\n{setting}\n");
+        let conf = file(tmp.path(), "ferry.toml", &text, 0o600);
+        let (code, err) = run(&["--config", conf.to_str().unwrap()]);
+        assert_eq!(code, 3, "{setting}: {err}");
+        let at = format!("ferry-server: {}, line 2: ", conf.display());
+        assert!(err.starts_with(&at), "{setting}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{setting}: {want:?} in {err}");
+        }
+        assert!(!err.contains("unexpected argument"), "{setting}: {err}");
+    }
+    // TOML the parser refuses, and options of the file that need one another.
+    for (text, want) in [
+        ("max-connections = \n", "TOML parse error at line 1"),
+        (
+            "[[token]]\nname = \"a\"\npermissions = [\"all\"]\nfiel = \"t\"\n",
+            "unknown field `fiel`",
+        ),
+        (
+            "state-dir = \"tls\"\n",
+            "required arguments were not provided: --tls-self-signed",
+        ),
+    ] {
+        let conf = file(tmp.path(), "ferry.toml", text, 0o600);
+        let (code, err) = run(&["--config", conf.to_str().unwrap()]);
+        assert_eq!(code, 3, "{text}: {err}");
+        assert!(
+            err.starts_with(&format!("ferry-server: {}: ", conf.display())),
+            "{err}"
+        );
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+    // A bad [[token]] table is named by its line.
+    let text = "dir = \"x\"\n\n[[token]]\nname = \"a\"\npermissions = [\"al\"]\n\
+                sha256 = \"sha256:{}\"\n";
+    let conf = file(
+        tmp.path(),
+        "ferry.toml",
+        &text.replace("{}", &"0".repeat(64)),
+        0o600,
+    );
     let (code, err) = run(&["--config", conf.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--max-files"), "{err}");
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(", line 3: [[token]] \"a\": unknown permission"),
+        "{err}"
+    );
 }
 
 #[test]
