@@ -5,9 +5,10 @@
 //! then become command-line arguments placed before the real ones, and flags on the command
 //! line win.
 //!
-//! A token is given as a file (`file = "alice.token"`, relative to the configuration file's
-//! folder, refused when group or others can read it) or as its digest (`sha256 = "..."`); in
-//! clear (`secret = "..."`) only when the configuration file itself is private.
+//! A token is given as a file (`file = "alice.token"`, refused when group or others can read
+//! it; a relative path is read from `$CREDENTIALS_DIRECTORY` when systemd's `LoadCredential=`
+//! set it, else beside the configuration file) or as its digest (`sha256 = "..."`); in clear
+//! (`secret = "..."`) only when the configuration file itself is private.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -24,6 +25,10 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::access::{Credential, Permissions};
+
+/// The folder of systemd's credentials (`LoadCredential=`), where relative token files are
+/// read from when it is set.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Largest configuration file read, in bytes.
 pub const MAX_CONFIG_LEN: u64 = 1 << 20;
@@ -142,11 +147,11 @@ pub fn load(path: &Path, cmd: &Command) -> Result<FileSettings, ConfigError> {
         toml::from_str(&text).map_err(|e| fail(None, Problem::Toml(Box::new(e))))?;
     let tokens: Tokens =
         toml::from_str(&text).map_err(|e| fail(None, Problem::Toml(Box::new(e))))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = token_folder(path);
     let mut settings = FileSettings::default();
     for entry in tokens.token {
         let line = line_of(entry.span());
-        let c = credential(entry.into_inner(), base, path).map_err(|p| fail(line, p))?;
+        let c = credential(entry.into_inner(), &base, path).map_err(|p| fail(line, p))?;
         if settings.credentials.iter().any(|o| o.name == c.name) {
             return Err(fail(line, Problem::TwoTokens(c.name)));
         }
@@ -170,6 +175,15 @@ fn read(path: &Path) -> Result<String, Problem> {
         return Err(Problem::TooLong);
     }
     Ok(text)
+}
+
+/// Where relative token files are read from: `$CREDENTIALS_DIRECTORY` when set, else the
+/// folder of the configuration file at `path`.
+fn token_folder(path: &Path) -> PathBuf {
+    match std::env::var_os(CREDENTIALS_DIRECTORY) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => path.parent().unwrap_or(Path::new(".")).to_owned(),
+    }
 }
 
 /// The command-line arguments (`--key=value`, or `--key` for a flag) of the option `key` set
@@ -303,8 +317,16 @@ fn credential(e: TokenEntry, base: &Path, config: &Path) -> Result<Credential, P
     };
     let digest = match (file, sha256, secret) {
         (Some(file), None, None) => {
-            let token =
-                Token::from_file(&base.join(file)).map_err(|err| refuse(err.to_string()))?;
+            let token = Token::from_file(&base.join(&file)).map_err(|err| {
+                let from = match std::env::var_os(CREDENTIALS_DIRECTORY) {
+                    Some(_) if file.is_relative() => format!(
+                        " (a relative `file` is read from ${CREDENTIALS_DIRECTORY}, which \
+                         systemd's LoadCredential= fills)"
+                    ),
+                    _ => String::new(),
+                };
+                refuse(format!("{err}{from}"))
+            })?;
             TokenDigest::of(&token)
         }
         (None, Some(hash), None) => {

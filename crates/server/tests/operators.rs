@@ -414,41 +414,79 @@ fn idle_connections_to_the_metrics_port_take_neither_threads_nor_the_file_servic
     srv.stop();
 }
 
-/// examples/ferry-server.toml is a working configuration: with its paths pointed at a temp
-/// folder (and the listening address overridden on the command line, which wins), the server
-/// starts with TLS and the example's two credentials, with their permissions and folder.
+/// examples/ferry-server.toml is a working configuration, as shipped: with its paths pointed
+/// at a temp folder (and the listening address overridden on the command line, which wins),
+/// the server starts with TLS and the example's two credentials, with their permissions and
+/// folder, reading the teacher's token beside the configuration file, or, as under
+/// examples/ferry-server.service's `LoadCredential=`, from `$CREDENTIALS_DIRECTORY`.
 #[test]
 fn the_example_configuration_starts_a_server_with_its_credentials() {
-    let tmp = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ferry-server.toml"),
-    )
-    .unwrap();
-    let token = file(
-        tmp.path(),
-        "teacher.token",
-        "teacher-token-0123456789\n",
-        0o600,
-    );
-    let text = example.replace("/etc/ferry/teacher.token", token.to_str().unwrap());
-    assert_ne!(text, example, "the example names the teacher's token file");
-    let conf = file(tmp.path(), "ferry-server.toml", &text, 0o600);
-    let (dir, tls) = (tmp.path().join("inbox"), tmp.path().join("tls"));
-    let mut srv = Bin::start(&[
-        std::ffi::OsStr::new("--config"),
-        conf.as_os_str(),
-        std::ffi::OsStr::new("--dir"),
-        dir.as_os_str(),
-        std::ffi::OsStr::new("--state-dir"),
-        tls.as_os_str(),
-    ]);
-    srv.wait_line("TLS 1.3 required");
-    let teacher = srv.wait_line("token \"teacher\"");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let example = std::fs::read_to_string(examples.join("ferry-server.toml")).unwrap();
+    let unit = std::fs::read_to_string(examples.join("ferry-server.service")).unwrap();
+    // The unit hands the service the token file the configuration names.
+    let credential = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LoadCredential="))
+        .expect("the unit loads the teacher's token as a credential");
+    assert_eq!(credential, "teacher.token:/etc/ferry/teacher.token");
     assert!(
-        teacher.contains("upload") && teacher.contains("list"),
-        "{teacher}"
+        example.contains("\nfile = \"teacher.token\"\n"),
+        "{example}"
     );
-    let students = srv.wait_line("token \"students\"");
-    assert!(students.contains("lab1"), "{students}");
-    srv.stop();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = file(tmp.path(), "ferry-server.toml", &example, 0o644);
+    let creds = tmp.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let token = "teacher-token-0123456789\n";
+    for (token_dir, env) in [
+        (tmp.path(), None),
+        (creds.as_path(), Some(creds.to_str().unwrap())),
+    ] {
+        let token = file(token_dir, "teacher.token", token, 0o600);
+        let (dir, tls) = (tmp.path().join("inbox"), tmp.path().join("tls"));
+        let args = [
+            std::ffi::OsStr::new("--config"),
+            conf.as_os_str(),
+            std::ffi::OsStr::new("--dir"),
+            dir.as_os_str(),
+            std::ffi::OsStr::new("--state-dir"),
+            tls.as_os_str(),
+        ];
+        let env: Vec<(&str, &str)> = env
+            .map(|d| ("CREDENTIALS_DIRECTORY", d))
+            .into_iter()
+            .collect();
+        let mut srv = Bin::start_with_env(&args, &env);
+        srv.wait_line("TLS 1.3 required");
+        let teacher = srv.wait_line("token \"teacher\"");
+        assert!(
+            teacher.contains("upload") && teacher.contains("list"),
+            "{teacher}"
+        );
+        let students = srv.wait_line("token \"students\"");
+        assert!(students.contains("lab1"), "{students}");
+        srv.stop();
+        std::fs::remove_file(token).unwrap();
+    }
+    // With $CREDENTIALS_DIRECTORY set, a token file beside the configuration is not read, and
+    // the error says where relative files are looked for.
+    file(tmp.path(), "teacher.token", token, 0o600);
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&conf)
+        .arg("--dir")
+        .arg(tmp.path().join("inbox"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("tls"))
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("[[token]] \"teacher\"") && err.contains("LoadCredential="),
+        "{err}"
+    );
 }
