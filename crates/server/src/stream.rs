@@ -35,8 +35,8 @@ pub(crate) enum Cut {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Stopping,
-    /// The peer sent nothing for too long.
-    #[error("the client was silent for too long")]
+    /// The peer moved no byte (either way) for too long, or trickled a message past its deadline.
+    #[error("the client moved no byte for too long, or did not finish a message in time")]
     Timeout,
     /// The connection moved no file bytes and finished no file for this long.
     #[error("the client made no progress (no file data, no finished file) for {0:?}")]

@@ -631,3 +631,26 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
         );
     }
 }
+
+#[test]
+fn a_hello_trickled_past_its_deadline_is_logged_as_too_slow_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut srv = Running::start(&[
+        "--dir".as_ref(),
+        store.as_os_str(),
+        "--header-timeout".as_ref(),
+        "1s".as_ref(),
+    ]);
+    // The magic, one byte every 200 ms: never silent for long, never finished in time.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    for b in MAGIC.iter().cycle().take(10) {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let line = srv.expect_line("connection closed (timed out");
+    assert!(line.contains("did not finish a message in time"), "{line}");
+    srv.stop();
+}
