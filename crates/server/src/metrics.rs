@@ -217,8 +217,11 @@ impl Metrics {
                     Ok((stream, _)) => stream,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // A connection reset before it was accepted, or out of descriptors: the
-                    // next round tries again.
-                    Err(_) => break,
+                    // next round tries again, after a pause (the listener stays ready).
+                    Err(_) => {
+                        std::thread::sleep(ACCEPT_PAUSE);
+                        break;
+                    }
                 };
                 if stream.set_nonblocking(true).is_err() {
                     continue;
@@ -246,6 +249,8 @@ pub(crate) const MAX_SCRAPES: usize = 8;
 pub(crate) const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest request head read from a scraper; a longer one is answered 431.
 pub(crate) const MAX_REQUEST_HEAD: usize = 4096;
+/// Pause after a failed accept (out of descriptors, say) before the metrics thread tries again.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Most headers in a scraper's request.
 const MAX_HEADERS: usize = 32;
 
