@@ -66,6 +66,7 @@ mod locks;
 pub mod logger;
 pub mod logging;
 mod metrics;
+mod openings;
 mod paths;
 pub mod proxy;
 mod server;

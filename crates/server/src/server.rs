@@ -18,6 +18,7 @@ use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
 use crate::hooks::Hooks;
 use crate::locks::NameLocks;
+use crate::openings::{Openings, DISPLACE_AFTER};
 use crate::proxy;
 use crate::session::{serve_connection, Shared};
 use crate::slots::Slots;
@@ -171,6 +172,7 @@ impl Server {
         let admission = Admission {
             refusing: Arc::new(AtomicUsize::new(0)),
             sources: Sources::new(shared.config.max_per_source),
+            openings: Openings::new(DISPLACE_AFTER),
         };
         let result = accept_loop(&listener, &shared, &mut workers, &admission);
         drop(listener);
@@ -343,6 +345,8 @@ struct Admission {
     refusing: Arc<AtomicUsize>,
     /// Connections open per source.
     sources: Arc<Sources>,
+    /// Connections still opening, which a newcomer may displace when the server is full.
+    openings: Arc<Openings>,
 }
 
 fn accept_loop(
@@ -423,18 +427,25 @@ fn admit(
             return refuse(stream, peer, shared, admission, no);
         }
     }
-    if workers.len() >= c.max_connections.saturating_add(c.max_handshakes) {
-        log::warn!("{peer}: refused, the server is at its connection limit");
-        let why = busy_reason(c.max_connections);
-        let no = Refusal::busy(why);
-        return refuse(stream, peer, shared, admission, no);
-    }
     let ticket = if proxied {
         None
     } else {
         match per_source(peer, &admission.sources) {
             Ok(ticket) => Some(ticket),
             Err(no) => return refuse(stream, peer, shared, admission, no),
+        }
+    };
+    if !make_room(workers.len(), c, &admission.openings) {
+        log::warn!("{peer}: refused, the server is at its connection limit");
+        let why = busy_reason(c.max_connections);
+        let no = Refusal::busy(why);
+        return refuse(stream, peer, shared, admission, no);
+    }
+    let opening = match admission.openings.register(&stream, peer) {
+        Ok(opening) => opening,
+        Err(e) => {
+            log::warn!("{peer}: cannot set up the socket: {e}");
+            return;
         }
     };
     log::debug!("{peer}: connected");
@@ -446,6 +457,7 @@ fn admit(
             let started = Instant::now();
             let c = &shared.config;
             let mut io = Guarded::new(stream, &shared.stop, c.idle_timeout);
+            io.set_opening(opening);
             // The PROXY header and the TLS handshake count against the time to open.
             io.set_wait(Wait::Until(started + c.header_timeout), true);
             let (peer, _ticket) = match ticket {
@@ -461,6 +473,32 @@ fn admit(
     match spawned {
         Ok(handle) => workers.push(handle),
         Err(e) => log::error!("{peer}: cannot start a connection thread: {e}"),
+    }
+}
+
+/// Whether a newcomer may have a thread, `running` connection threads being there: yes below
+/// `--max-connections` plus `--max-handshakes` (those displaced and ending not counted); at
+/// the limit, only if the oldest connection still opening (past
+/// [`DISPLACE_AFTER`]) is displaced to make room (logged). Displaced threads end at once, but
+/// never more than the limit's worth of them are waited for at a time.
+fn make_room(running: usize, c: &Config, openings: &Openings) -> bool {
+    let pool = c.max_connections.saturating_add(c.max_handshakes);
+    let leaving = openings.leaving();
+    if running.saturating_sub(leaving) < pool {
+        return true;
+    }
+    if leaving >= pool {
+        return false;
+    }
+    match openings.displace() {
+        Some((victim, age)) => {
+            log::warn!(
+                "{victim}: closed while still opening after {age:.1?}: the server is full and a \
+                 newcomer takes its place"
+            );
+            true
+        }
+        None => false,
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ferry_secure::timed::{self, Budget};
 use ferry_secure::Transport;
 
+use crate::openings::Opening;
 use crate::slots::{Activity, Evict};
 
 /// Longest single blocking wait, so that stop requests are noticed promptly.
@@ -104,6 +105,9 @@ pub(crate) struct Guarded<'a> {
     closing_by: Option<Instant>,
     /// A write timed out: the peer does not read.
     write_timed_out: bool,
+    /// While the connection is opening: its place among the connections a newcomer may
+    /// displace (see [`crate::openings`]); given up once it is [watched](Guarded::watch).
+    opening: Option<Opening>,
 }
 
 impl<'a> Guarded<'a> {
@@ -120,12 +124,21 @@ impl<'a> Guarded<'a> {
             body: false,
             closing_by: None,
             write_timed_out: false,
+            opening: None,
         }
     }
 
+    /// Counts the connection as opening (displaceable by a newcomer when the server is full)
+    /// until it is [watched](Guarded::watch) or ends.
+    pub(crate) fn set_opening(&mut self, opening: Opening) {
+        self.opening = Some(opening);
+    }
+
     /// From now on, cuts the connection when `activity` is evicted or makes no progress for
-    /// `stall` (counted from the last [`Activity::progress`]).
+    /// `stall` (counted from the last [`Activity::progress`]). The connection has opened: no
+    /// newcomer may displace it any more (see [`crate::openings`]).
     pub(crate) fn watch(&mut self, activity: Arc<Activity>, stall: Duration) {
+        self.opening = None;
         self.watch = Some((activity, stall));
     }
 

@@ -178,6 +178,54 @@ fn a_client_over_the_limit_is_told_the_server_is_busy() {
     });
 }
 
+/// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": silent
+/// connections from several addresses, each within `--max-per-source`, fill every place
+/// (`--max-connections` plus `--max-handshakes`); a newcomer takes the place of the oldest
+/// connection still opening (past a second), which is closed at once, rather than being
+/// refused until `--header-timeout` ends them.
+#[test]
+fn silent_connections_filling_the_server_give_way_to_a_real_client() {
+    let mut srv = start(Config {
+        max_connections: 2,
+        max_handshakes: 4,
+        max_per_source: 2,
+        header_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    // Six silent connections, two from each of 127.0.0.2 to 127.0.0.4: the whole pool.
+    let silent: Vec<TcpStream> = (0..6u8)
+        .map(|i| connect_from([127, 0, 0, 2 + i / 2], srv.addr()))
+        .collect();
+    // Older than the least age a connection must be opening for before it can be displaced
+    // (1 s): a real client's handshake is never the one displaced.
+    thread::sleep(Duration::from_millis(1200));
+    // Each still holds its slot: the next newcomer displaces another silent connection.
+    let real: Vec<Client> = (0..2)
+        .map(|i| {
+            let mut d = connect(srv.addr());
+            assert_eq!(
+                upload(&mut d, &format!("real{i}.bin"), b"real").code,
+                Code::Stored
+            );
+            d
+        })
+        .collect();
+    // The two oldest silent connections were closed, the others are still open.
+    let mut buf = [0u8; 1];
+    for s in &silent[..2] {
+        assert_eq!((&*s).read(&mut buf).unwrap(), 0, "closed by the server");
+    }
+    silent[2].set_nonblocking(true).unwrap();
+    assert_eq!(
+        (&silent[2]).read(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "still open"
+    );
+    drop((silent, real));
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
+}
+
 /// Offers `name` at the size of `body`, waits for the ACCEPT, then begins it and sends (and
 /// flushes) the first MiB of `body`.
 fn send_first_mib(d: &mut Client, name: &str, body: &[u8]) {

@@ -7,7 +7,7 @@ mod haproxy;
 mod ops;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use common::*;
@@ -15,17 +15,6 @@ use ferry_proto::wire::{Frame, MAGIC, VERSION};
 use ferry_proto::{Code, Connection, Driver, Event, Step};
 use haproxy::HaProxy;
 use ops::*;
-
-/// A TCP connection to `to` from the local address `from` (any of 127.0.0.0/8 is this host).
-fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-    use rustix::net::{bind, connect, socket, AddressFamily, SocketType};
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    bind(&fd, &SocketAddr::from((from, 0))).unwrap();
-    connect(&fd, &to).unwrap();
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s
-}
 
 /// A ferry client from `from` to `to` presenting `token`: welcomed, or refused with a code.
 fn ferry_from(from: [u8; 4], to: SocketAddr, token: Option<&[u8]>) -> Result<Client, Code> {

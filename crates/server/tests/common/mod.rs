@@ -203,6 +203,18 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 pub type Client = Driver<TcpStream>;
 
+/// A TCP connection to `to` from the local address `from` (any of 127.0.0.0/8 is this host),
+/// so that one test can be several sources.
+pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    use rustix::net::{bind, connect, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    connect(&fd, &to).unwrap();
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
 /// Connects in ferry framing and waits for WELCOME.
 pub fn connect(addr: SocketAddr) -> Client {
     let mut d = connect_unwelcomed(addr);
