@@ -58,8 +58,9 @@ pub struct Config {
     /// Most connections one source (an IPv4 address, an IPv6 /64) may have open at once,
     /// counted from accept (handshakes included); more are refused as busy. Default 8.
     pub max_per_source: usize,
-    /// A connection that moves no body bytes (either way) and completes no file for this long
-    /// is closed, however many small frames it sends. Default 60 s, the idle timeout's default:
+    /// A connection that completes no file and moves fewer than 16 KiB of body bytes (either
+    /// way) for this long is closed, however many small frames it sends: a body trickled a
+    /// byte at a time is no progress. Default 60 s, the idle timeout's default:
     /// a client that the idle timeout lets pause (one hashing a long resume prefix, say) is
     /// not cut by this one; only chatter without transfers is. When the server is full, such a
     /// connection loses its slot much sooner (see [`Config::evict_after`]).

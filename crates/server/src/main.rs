@@ -56,7 +56,10 @@ Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a b
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
 --grace to finish; a second signal stops at once. Unfinished files are never published.
 
-Progress is file data moved (either way) or a file completed. A connection without progress
+Progress is a file (or listing) completed, or 16 KiB of file data moved (either way) since the
+last progress: a body trickled a byte at a time is no progress, 50 KiB/s is progress three
+times a second (so --evict-after asks 8 KiB/s of a slot holder when the server is full, and
+--stall-timeout 273 B/s, at their defaults). A connection without progress
 for --stall-timeout is closed, however many small messages it sends; when every slot is taken,
 a newcomer that makes progress takes the slot of the connection longest without it (past
 --evict-after). Log lines about refusals are capped per connection (--max-refusal-logs) and,
@@ -141,12 +144,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_per_source: u64,
-    /// Close a connection that moves no file bytes and finishes no file for this long, however
-    /// many small messages it sends
+    /// Close a connection that finishes no file and moves fewer than 16 KiB of file bytes for
+    /// this long, however many small messages it sends
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     stall_timeout: Duration,
-    /// When the server is full, a connection without progress for longer than this loses its
-    /// slot to a newcomer
+    /// When the server is full, a connection without progress (a finished file, or 16 KiB of
+    /// file bytes) for longer than this loses its slot to a newcomer
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
     evict_after: Duration,
     /// An upload resuming a name held by a connection without progress for this long takes it

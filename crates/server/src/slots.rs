@@ -1,7 +1,8 @@
 //! Connection slots that never wait, and what each connection has done lately.
 //!
 //! A slot is taken at once when one is free. When all are taken but some connection has gone
-//! without progress (no body bytes, no completed file) for longer than a grace, a newcomer may
+//! without progress (no completed file, fewer than [`PROGRESS_BYTES`] body bytes) for longer
+//! than a grace, a newcomer may
 //! go on without a slot, for at most that grace, and claims the slot of the stalest connection
 //! when it makes progress itself; that connection is asked to close (see
 //! [`Activity::evict`]). Else the newcomer is refused. So connections that only chatter (a
@@ -25,6 +26,13 @@ pub(crate) enum Evict {
     Takeover,
 }
 
+/// Body bytes that count as progress only together: moved since the last progress mark, at
+/// least this many mark progress (a completed file always does). A link at 50 KiB/s marks it
+/// three times a second; one byte a second never does, so a trickled body is stalled (and,
+/// when the server is full, evicted) like a silent one. In rates: 8 KiB/s keeps a slot past
+/// the default `--evict-after` (2 s), 273 B/s stays clear of the default `--stall-timeout`.
+pub(crate) const PROGRESS_BYTES: u64 = 16 * 1024;
+
 /// One connection's progress clock, its eviction flag and whether it is winding down, shared
 /// with the slot table and the name locks (so that other connections can see how stale it is
 /// and ask it to close, or see that it is about to let go of what it holds).
@@ -33,6 +41,8 @@ pub(crate) struct Activity {
     born: Instant,
     /// Milliseconds from `born` to the last progress.
     last: AtomicU64,
+    /// Body bytes moved since the last progress mark, short of [`PROGRESS_BYTES`].
+    unmarked: AtomicU64,
     /// 0, or an [`Evict`] as 1 + its index.
     evict: AtomicU8,
     /// Where the connection is in its life, as others see it (see [`Activity::winding_down`]).
@@ -56,6 +66,7 @@ impl Activity {
         Arc::new(Self {
             born: Instant::now(),
             last: AtomicU64::new(0),
+            unmarked: AtomicU64::new(0),
             evict: AtomicU8::new(0),
             life: Mutex::new(Life::Serving),
         })
@@ -101,10 +112,22 @@ impl Activity {
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
-    /// Records progress now: body bytes moved, or a file completed.
+    /// Records progress now: a file completed, or enough body bytes moved (see
+    /// [`Activity::moved`]).
     pub(crate) fn progress(&self) {
+        self.unmarked.store(0, Ordering::Relaxed);
         self.last
             .fetch_max(self.since_born(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Counts `n` body bytes moved (either way): progress once [`PROGRESS_BYTES`] have moved
+    /// since the last mark.
+    pub(crate) fn moved(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let before = self.unmarked.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) >= PROGRESS_BYTES {
+            self.progress();
+        }
     }
 
     /// How long the connection has gone without progress at `now`.
@@ -316,6 +339,26 @@ mod tests {
             b.winding_down(),
             "an ending connection is not watched again"
         );
+    }
+
+    #[test]
+    fn body_bytes_are_progress_only_in_chunks() {
+        let a = Activity::new();
+        std::thread::sleep(Duration::from_millis(30));
+        // A trickle short of the floor, however long it goes on, is no progress.
+        for _ in 0..PROGRESS_BYTES - 1 {
+            a.moved(1);
+        }
+        assert!(a.idle_for(Instant::now()) >= Duration::from_millis(30));
+        a.moved(1);
+        assert!(a.idle_for(Instant::now()) < Duration::from_millis(30));
+        // The count starts again from each mark, a completed file's too.
+        std::thread::sleep(Duration::from_millis(30));
+        a.moved(usize::try_from(PROGRESS_BYTES).unwrap() - 1);
+        a.progress();
+        std::thread::sleep(Duration::from_millis(30));
+        a.moved(1);
+        assert!(a.idle_for(Instant::now()) >= Duration::from_millis(30));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub(crate) enum Cut {
     #[error("the client moved no byte for too long, or did not finish a message in time")]
     Timeout,
     /// The connection moved no file bytes and finished no file for this long.
-    #[error("the client made no progress (no file data, no finished file) for {0:?}")]
+    #[error("the client made no progress (no finished file, under 16 KiB of file data) for {0:?}")]
     Stalled(Duration),
     /// The server is full and a newcomer took the slot of this stalled connection.
     #[error(
@@ -99,7 +99,7 @@ pub(crate) struct Guarded<'a> {
     interruptible: bool,
     /// Once the connection holds a slot: its activity (progress, eviction) and stall timeout.
     watch: Option<(Arc<Activity>, Duration)>,
-    /// Whether bytes moved now are a body's, and so count as progress.
+    /// Whether bytes written now are a body's, and so count towards progress.
     body: bool,
     /// Set once the connection is closing: the deadline every wait shares from then on.
     closing_by: Option<Instant>,
@@ -142,7 +142,8 @@ impl<'a> Guarded<'a> {
         self.watch = Some((activity, stall));
     }
 
-    /// Whether the bytes moved from now on are a body's (they then count as progress).
+    /// Whether the bytes written from now on are a body's (they then count towards progress,
+    /// see [`Activity::moved`]).
     pub(crate) fn set_body(&mut self, body: bool) {
         self.body = body;
     }
@@ -174,9 +175,9 @@ impl<'a> Guarded<'a> {
         result
     }
 
-    fn moved(&self, n: usize) {
-        if let (true, true, Some((activity, _))) = (n > 0, self.body, &self.watch) {
-            activity.progress();
+    fn wrote(&self, n: usize) {
+        if let (true, Some((activity, _))) = (self.body, &self.watch) {
+            activity.moved(n);
         }
     }
 
@@ -285,8 +286,9 @@ impl Read for Guarded<'_> {
         let deadline = self.read_deadline();
         // Once a message has begun, a drain request waits for it.
         let interruptible = self.interruptible && self.message_by.is_none();
+        // Body bytes read are counted as the session takes them (they may have been read
+        // with a frame header); only those written are counted here.
         let n = timed::read(&self.stream, &mut self.slices(deadline, interruptible), buf)?;
-        self.moved(n);
         if n > 0 {
             let now = Instant::now();
             self.last_read = Some(now);
@@ -301,13 +303,13 @@ impl Read for Guarded<'_> {
 impl Write for Guarded<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.bounded_write(|tcp, slices| timed::write(tcp, slices, buf))?;
-        self.moved(n);
+        self.wrote(n);
         Ok(n)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let n = self.bounded_write(|tcp, slices| timed::write_vectored(tcp, slices, bufs))?;
-        self.moved(n);
+        self.wrote(n);
         Ok(n)
     }
 

@@ -5,10 +5,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use common::*;
+use ferry_proto::wire::Frame;
 use ferry_proto::{Code, Event, Hasher, Step};
 use ferry_server::Config;
 
@@ -224,6 +227,84 @@ fn silent_connections_filling_the_server_give_way_to_a_real_client() {
     drop((silent, real));
     srv.stop();
     assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
+}
+
+/// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": body bytes are
+/// progress only 16 KiB at a time, so uploads trickled a byte at a time (ferry framing: one
+/// DATA frame announcing the whole body; seed framing: a name line, then the body) hold no
+/// slot past `--evict-after` once a newcomer needs it.
+#[test]
+fn trickled_bodies_lose_their_slots_to_a_real_client() {
+    let mut srv = start(Config {
+        max_connections: 4,
+        evict_after: Duration::from_millis(300),
+        ..config()
+    });
+    let size: u32 = 8 << 20;
+    let mut tricklers = Vec::new();
+    for i in 0..2 {
+        let mut raw = Raw::connect(srv.addr());
+        raw.offer(1, &format!("trickled{i}.bin"), size.into());
+        assert!(matches!(raw.recv(), Some(Frame::Accept { .. })));
+        raw.send(&[Frame::Begin { id: 1, from: 0 }, Frame::Data { len: size }]);
+        tricklers.push(raw.s);
+    }
+    for i in 0..2 {
+        let mut s = TcpStream::connect(srv.addr()).unwrap();
+        s.write_all(format!("seed{i}.bin\n").as_bytes()).unwrap();
+        tricklers.push(s);
+    }
+    let (stop, alive) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(4)),
+    );
+    let trickle = {
+        let (stop, alive) = (Arc::clone(&stop), Arc::clone(&alive));
+        thread::spawn(move || {
+            // Every slot holder sends a body byte every 100 ms, until it is cut.
+            while !stop.load(Ordering::Relaxed) {
+                tricklers.retain_mut(|s| s.write_all(b"x").is_ok());
+                alive.store(tricklers.len(), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Past --evict-after, however the bytes trickle.
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        upload_once(srv.addr(), "real.bin", b"real").code,
+        Code::Stored
+    );
+    wait_for("the trickler that lost its slot to be cut", || {
+        alive.load(Ordering::Relaxed) < 4
+    });
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    srv.stop();
+    assert!(srv.read("real.bin").unwrap() == b"real");
+}
+
+/// SECURITY.md, as above: a slow but real link (about 50 KiB/s here, in pieces of 4 KiB) makes
+/// progress, however much longer than `--stall-timeout` its file takes.
+#[test]
+fn a_slow_real_link_is_not_stalled() {
+    let mut srv = start(Config {
+        stall_timeout: Duration::from_secs(1),
+        ..config()
+    });
+    let body = data(128 << 10, 9);
+    let mut raw = Raw::connect(srv.addr());
+    raw.offer(1, "slow.bin", body.len() as u64);
+    assert!(matches!(raw.recv(), Some(Frame::Accept { .. })));
+    raw.send(&[Frame::Begin { id: 1, from: 0 }]);
+    for piece in body.chunks(4 << 10) {
+        raw.data(piece);
+        thread::sleep(Duration::from_millis(80));
+    }
+    assert_eq!(raw.end(1, &body), Code::Stored);
+    drop(raw);
+    srv.stop();
+    assert!(srv.read("slow.bin").unwrap() == body);
 }
 
 /// Offers `name` at the size of `body`, waits for the ACCEPT, then begins it and sends (and

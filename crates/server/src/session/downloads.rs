@@ -134,6 +134,8 @@ impl<'a> Session<'a> {
         let count = self.send_pages(id, lister.as_mut())?;
         let skipped = lister.skipped();
         self.d.conn_mut().listed(id, skipped)?;
+        // A listing answered is work done, as a file completed is, however few its pages.
+        self.activity.progress();
         log::info!(
             "{}: listed {count} entries ({skipped} skipped) for #{id}",
             self.peer

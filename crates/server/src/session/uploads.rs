@@ -411,6 +411,9 @@ impl<'a> Session<'a> {
         let idle = self.shared.config.idle_timeout;
         self.io().set_wait(Wait::Idle(idle), false);
         let n = self.d.read_body(&mut self.buf)?;
+        // Counted here, not as the socket is read: the bytes may have come with the frame
+        // header before them.
+        self.activity.moved(n);
         self.tally.received += n as u64;
         self.shared.metrics.received(n);
         let Some(r) = self.body.as_mut() else {
