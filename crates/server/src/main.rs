@@ -137,6 +137,7 @@ struct Args {
     max_file_size: Option<u64>,
     /// Most clients served at once; when all are taken, a newcomer that makes progress takes
     /// the slot of a connection without progress for --evict-after, else it is refused as busy
+    /// (also the most refusals told on threads at once; past that, in one non-blocking write)
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_connections: u64,

@@ -1,6 +1,7 @@
 //! The accept loop: a bounded set of connection threads, refusals over the limit, and a
 //! graceful stop (stop accepting, let transfers finish within the grace period, then cut).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use ferry_proto::wire::Frame;
 use ferry_proto::{Code, Connection, Driver};
 use ferry_secure::{FailureLimiter, SharedFailureLimiter, Stream};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -28,6 +30,9 @@ use crate::stream::{Guarded, StopFlags, Wait};
 
 /// How often the accept loop and the drain wait look at the stop flags.
 const TICK: Duration = Duration::from_millis(50);
+/// Most reads (of 4 KiB) of what a client refused without a thread sent, before its socket is
+/// closed: bounded, as the accept loop does it.
+const BLURT_READS: usize = 16;
 /// Most sources whose failed authentications are counted at once.
 const LIMITER_CAPACITY: usize = 4096;
 /// TCP keepalive on accepted sockets: the first probe after this long without traffic...
@@ -585,7 +590,8 @@ fn per_source(peer: SocketAddr, sources: &Arc<Sources>) -> Result<SourceTicket, 
 }
 
 /// Tells a client over a limit why, on a short-lived thread that lets it read the refusal
-/// before the socket closes. Refusals are bounded too, in number and in time (see [`tell`]).
+/// before the socket closes. Refusals are bounded too, in number and in time (see [`tell`]):
+/// past `--max-connections` of them at once, the refusal is [blurted](blurt) instead.
 fn refuse(
     stream: TcpStream,
     peer: SocketAddr,
@@ -597,7 +603,7 @@ fn refuse(
     let refusing = &admission.refusing;
     if refusing.fetch_add(1, Ordering::Relaxed) >= max {
         refusing.fetch_sub(1, Ordering::Relaxed);
-        return;
+        return blurt(&stream, &no);
     }
     let refusing = Arc::clone(refusing);
     let shared = Arc::clone(shared);
@@ -611,6 +617,30 @@ fn refuse(
     if spawned.is_err() {
         // The closure (and its decrement) never ran.
         log::error!("{peer}: cannot start a thread to refuse the connection");
+    }
+}
+
+/// Refuses without a thread, on the accept loop, where nothing may block: the ERROR frame in
+/// plain (a TLS client reads it as it reads a blocked source's) in one non-blocking write,
+/// which a fresh socket's empty send buffer takes whole; then the sending half is shut down,
+/// and what the client sent so far is read and dropped (non-blocking), so that closing is less
+/// likely to reset the connection before the client reads why. Never a silent close.
+fn blurt(stream: &TcpStream, no: &Refusal) {
+    let mut frame = Vec::new();
+    Frame::Error {
+        code: no.code,
+        reason: no.why.clone(),
+    }
+    .encode(&mut frame);
+    // Best effort throughout: the peer may be gone already.
+    let _ = stream.set_nonblocking(true);
+    let _ = (&*stream).write(&frame);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..BLURT_READS {
+        if !matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
     }
 }
 

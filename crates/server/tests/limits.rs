@@ -164,6 +164,39 @@ fn a_client_over_the_limit_is_refused_before_anything_is_read() {
     expect_busy(&mut d, 1);
 }
 
+/// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": past
+/// `--max-connections` refusals in flight (each on a thread that lets its client read), a
+/// refusal is still told, in one non-blocking write from the accept loop, never a silent
+/// close (which a client can only take for a network failure, or for another server).
+#[test]
+fn a_flood_of_refusals_still_answers_every_one() {
+    let srv = start(Config {
+        max_connections: 1,
+        max_handshakes: 0,
+        max_per_source: 100,
+        ..config()
+    });
+    let _held = connect(srv.addr());
+    // None of them reads or closes before all are refused: the first refusal's thread waits
+    // for its client, so the others are over the budget of refusals in flight.
+    let refused: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let s = TcpStream::connect(srv.addr()).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            s
+        })
+        .collect();
+    for s in refused {
+        match (Raw { s }).recv() {
+            Some(Frame::Error { code, reason }) => {
+                assert_eq!(code, Code::Busy);
+                assert!(reason.contains("limit of 1"), "{reason}");
+            }
+            other => panic!("expected a BUSY error, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_client_over_the_limit_is_told_the_server_is_busy() {
     let srv = start(Config {
