@@ -53,8 +53,9 @@ Exit codes:
      logins: it says for how long), every file, folders alike (a stream over its size
      limit, a folder sent under a name that is a file there, say), or the listing (no such
      name)
-  4  network: cannot connect, timed out (see --timeout), or the connection was cut (after
-     --retries; run again to resume)
+  4  network: cannot connect, closed before the server said a byte (a server too busy to
+     answer; the lab report's server.py does it too: --legacy), timed out (see --timeout),
+     or the connection was cut (after --retries; run again to resume)
   5  the server broke the protocol (an offer without a size, say), is not a ferry server (it
      says what answered: an HTTP or SSH server, ...), does not speak TLS (not retried), or
      (ls) speaks only protocol 1
@@ -93,7 +94,8 @@ pub struct Common {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// After a network failure (refused, reset, timed out, cut) or a "busy" answer (too many
+    /// After a network failure (refused, reset or closed before any answer, timed out, cut)
+    /// or a "busy" answer (too many
     /// connections, or a file another connection is uploading), connect again up to N times,
     /// waiting 0.2 s, 0.4 s, ... up to 5 s, and go on with the files not yet confirmed, each
     /// resuming where the server's verified copy ends.

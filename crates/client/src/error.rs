@@ -124,7 +124,17 @@ pub enum ClientError {
         /// What happened.
         reason: String,
     },
-    /// The peer closed before saying WELCOME: it is probably not a ferry server.
+    /// The peer closed, or reset, the connection before sending a single byte: a network
+    /// failure, or a server too busy to answer, so retried like one; or the lab report's
+    /// server.py, which the message names second.
+    #[error(
+        "{0} closed the connection before answering: the network or a server too busy to \
+         answer cut it (run again, or use --retries); if it is the lab report's server.py, \
+         use --legacy"
+    )]
+    HungUp(Target),
+    /// The peer closed after sending something that was not a WELCOME (nor anything else this
+    /// client knows): it is probably not a ferry server.
     #[error(
         "{0} closed the connection without answering: is it a ferry server? \
          (if it requires TLS, use --pin, --tofu, --ca or --tls; \
@@ -244,6 +254,7 @@ impl ClientError {
             | ClientError::Connect { .. }
             | ClientError::Timeout { .. }
             | ClientError::Lost { .. }
+            | ClientError::HungUp(_)
             | ClientError::TlsNetwork(_) => exit::NETWORK,
             ClientError::ServerRefused { .. }
             | ClientError::Denied { .. }
@@ -276,6 +287,7 @@ impl ClientError {
             | ClientError::Connect { .. }
             | ClientError::Timeout { .. }
             | ClientError::Lost { .. }
+            | ClientError::HungUp(_)
             | ClientError::TlsNetwork(_) => true,
             // The server gave up on a slow link, or is restarting: transient, once welcomed.
             ClientError::ServerError {
@@ -352,13 +364,17 @@ impl ClientError {
     }
 
     /// This error ended a plain conversation before WELCOME, and `peer` is what the server had
-    /// sent: a foreign server is named; a hang-up is [`ClientError::NoWelcome`].
+    /// sent: a foreign server is named; a hang-up is [`ClientError::HungUp`] when nothing came
+    /// before it, else [`ClientError::NoWelcome`].
     pub(crate) fn unwelcomed(self, target: &Target, peer: &Peer) -> Self {
         let answer = match peer {
             Peer::Foreign(answer) => answer.clone(),
             Peer::Tls => TLS_ANSWER.to_owned(),
             _ => {
                 return match self {
+                    ClientError::Lost { .. } if *peer == Peer::Silent => {
+                        ClientError::HungUp(target.clone())
+                    }
                     ClientError::Lost { .. } => ClientError::NoWelcome(target.clone()),
                     e => e,
                 }
@@ -511,8 +527,26 @@ mod tests {
         for e in &no {
             assert!(!e.is_retriable(true), "{e}");
         }
-        let hung_up = ClientError::NoWelcome(t);
-        assert!(!hung_up.is_retriable(false) && hung_up.is_retriable(true));
+        let unwelcomed = ClientError::NoWelcome(t.clone());
+        assert!(!unwelcomed.is_retriable(false) && unwelcomed.is_retriable(true));
+        assert_eq!(unwelcomed.exit_code(), exit::PROTOCOL);
+    }
+
+    #[test]
+    fn a_hang_up_before_any_byte_is_a_network_failure_and_one_after_bytes_is_not() {
+        let t = Target::new("box", 8386);
+        let lost = || ClientError::Lost {
+            target: t.clone(),
+            reason: "reset".into(),
+        };
+        let silent = lost().unwelcomed(&t, &Peer::Silent);
+        assert!(matches!(silent, ClientError::HungUp(_)), "{silent}");
+        assert_eq!(silent.exit_code(), exit::NETWORK);
+        assert!(silent.is_retriable(false));
+        assert!(silent.to_string().contains("--legacy"), "{silent}");
+        let garbled = lost().unwelcomed(&t, &Peer::Unknown);
+        assert!(matches!(garbled, ClientError::NoWelcome(_)), "{garbled}");
+        assert_eq!(garbled.exit_code(), exit::PROTOCOL);
     }
 
     #[test]

@@ -314,11 +314,28 @@ fn a_wrong_digest_on_stdout_fails_the_command() {
     assert!(err.contains("do not match"), "{err}");
 }
 
+/// README, exit codes: a peer that closes before sending a byte is a network failure (4, and
+/// `--retries` tries again: a ferry server over its limits, or a cut link), with the lab
+/// report's server.py named second; one that sent bytes that are not ferry is exit 5.
 #[test]
 fn a_peer_that_hangs_up_before_welcome_gets_a_hint() {
     let (addr, server) = raw_server(drop);
     let outcome = run_upload(addr, server, b"x", &opts());
 
+    assert_eq!(outcome.exit_code(), 4);
+    let msg = outcome.error.unwrap().to_string();
+    assert!(
+        msg.contains("closed the connection before answering"),
+        "{msg}"
+    );
+    assert!(msg.contains("--legacy"), "{msg}");
+
+    let (addr, server) = raw_server(|mut raw| {
+        raw.send_raw(&[0xff; 3]);
+        raw.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        raw.drain();
+    });
+    let outcome = run_upload(addr, server, b"x", &opts());
     assert_eq!(outcome.exit_code(), 5);
     let msg = outcome.error.unwrap().to_string();
     assert!(msg.contains("is it a ferry server?"), "{msg}");
