@@ -75,6 +75,7 @@ mod slots;
 mod sources;
 mod storage;
 mod stream;
+mod throttle;
 pub mod units;
 mod wake;
 

@@ -62,8 +62,10 @@ times a second (so --evict-after asks 8 KiB/s of a slot holder when the server i
 --stall-timeout 273 B/s, at their defaults). A connection without progress
 for --stall-timeout is closed, however many small messages it sends; when every slot is taken,
 a newcomer that makes progress takes the slot of the connection longest without it (past
---evict-after). Log lines about refusals are capped per connection (--max-refusal-logs) and,
-when stderr cannot keep up, dropped and counted rather than waited for.
+--evict-after). Log lines about refusals are capped per connection (--max-refusal-logs); lines
+about connections refused before they are served, at 5 a second of each kind, the rest summed
+up in one line a second; and, when stderr cannot keep up, lines are dropped and counted rather
+than waited for.
 
 Fixed limits per connection: 8 partial uploads held open (more offers are taken as plain
 uploads), 1,024 downloads offered and not yet answered, 1,024 frames in flight each way; a

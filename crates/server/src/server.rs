@@ -27,6 +27,7 @@ use crate::slots::Slots;
 use crate::sources::{SourceTicket, Sources};
 use crate::storage::{self, Storage};
 use crate::stream::{Guarded, StopFlags, Wait};
+use crate::throttle::{Kind, Refusals};
 
 /// How often the accept loop and the drain wait look at the stop flags.
 const TICK: Duration = Duration::from_millis(50);
@@ -108,6 +109,7 @@ impl Server {
             access: Arc::clone(&access),
             spaces: Vec::new(),
             metrics: Arc::default(),
+            refusals: Arc::new(Refusals::new()),
             hooks: match &config.on_stored {
                 Some(program) => Some(Arc::new(
                     Hooks::start(
@@ -369,6 +371,7 @@ fn accept_loop(
             Err(e) => return Err(ServerError::Listen(e.into())),
         };
         reap(workers);
+        shared.refusals.tick();
         if !ready {
             // A tick without a connection: only the stop flag and the finished threads to see.
             continue;
@@ -435,13 +438,16 @@ fn admit(
     let ticket = if proxied {
         None
     } else {
-        match per_source(peer, &admission.sources) {
+        match per_source(peer, &admission.sources, &shared.refusals) {
             Ok(ticket) => Some(ticket),
             Err(no) => return refuse(stream, peer, shared, admission, no),
         }
     };
-    if !make_room(workers.len(), c, &admission.openings) {
-        log::warn!("{peer}: refused, the server is at its connection limit");
+    if !make_room(workers.len(), shared, &admission.openings) {
+        shared.refusals.warn(
+            Kind::Full,
+            format_args!("{peer}: refused, the server is at its connection limit"),
+        );
         let why = busy_reason(c.max_connections);
         let no = Refusal::busy(why);
         return refuse(stream, peer, shared, admission, no);
@@ -486,7 +492,8 @@ fn admit(
 /// the limit, only if the oldest connection still opening (past
 /// [`DISPLACE_AFTER`]) is displaced to make room (logged). Displaced threads end at once, but
 /// never more than the limit's worth of them are waited for at a time.
-fn make_room(running: usize, c: &Config, openings: &Openings) -> bool {
+fn make_room(running: usize, shared: &Shared, openings: &Openings) -> bool {
+    let c = &shared.config;
     let pool = c.max_connections.saturating_add(c.max_handshakes);
     let leaving = openings.leaving();
     if running.saturating_sub(leaving) < pool {
@@ -497,9 +504,12 @@ fn make_room(running: usize, c: &Config, openings: &Openings) -> bool {
     }
     match openings.displace() {
         Some((victim, age)) => {
-            log::warn!(
-                "{victim}: closed while still opening after {age:.1?}: the server is full and a \
-                 newcomer takes its place"
+            shared.refusals.warn(
+                Kind::Displaced,
+                format_args!(
+                    "{victim}: closed while still opening after {age:.1?}: the server is full \
+                     and a newcomer takes its place"
+                ),
             );
             true
         }
@@ -527,7 +537,7 @@ fn unwrap_proxied(
     if let Some(no) = blocked(client, shared) {
         return Err(Some((client, no)));
     }
-    match per_source(client, sources) {
+    match per_source(client, sources, &shared.refusals) {
         Ok(ticket) => Ok((client, ticket)),
         Err(no) => Err(Some((client, no))),
     }
@@ -561,9 +571,12 @@ fn blocked(peer: SocketAddr, shared: &Shared) -> Option<Refusal> {
         .limiter
         .retry_after(peer.ip(), Instant::now())
         .unwrap_or_default();
-    log::warn!(
-        "{peer}: refused before the handshake: too many failed authentications from this \
-         source (for {left:.0?} more)"
+    shared.refusals.warn(
+        Kind::Blocked,
+        format_args!(
+            "{peer}: refused before the handshake: too many failed authentications from this \
+             source (for {left:.0?} more)"
+        ),
     );
     // Said in plain, before any TLS: a blocked source costs no handshake. A ferry client
     // reads it as the server's answer whether it speaks TLS or not.
@@ -578,10 +591,17 @@ fn blocked(peer: SocketAddr, shared: &Shared) -> Option<Refusal> {
 }
 
 /// Counts a connection from `peer`'s source, or the refusal (logged) when it has too many.
-fn per_source(peer: SocketAddr, sources: &Arc<Sources>) -> Result<SourceTicket, Refusal> {
+fn per_source(
+    peer: SocketAddr,
+    sources: &Arc<Sources>,
+    refusals: &Refusals,
+) -> Result<SourceTicket, Refusal> {
     sources.try_open(peer.ip()).ok_or_else(|| {
         let max = sources.max();
-        log::warn!("{peer}: refused, its address has {max} connections open already");
+        refusals.warn(
+            Kind::Source,
+            format_args!("{peer}: refused, its address has {max} connections open already"),
+        );
         Refusal::busy(format!(
             "your address has {max} connections open, the most this server allows per \
              address; close some or try again later"

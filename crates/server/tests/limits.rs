@@ -2,6 +2,7 @@
 //! and graceful shutdown.
 
 mod common;
+mod ops;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -195,6 +196,53 @@ fn a_flood_of_refusals_still_answers_every_one() {
             other => panic!("expected a BUSY error, got {other:?}"),
         }
     }
+}
+
+/// SECURITY.md, "Many connections cannot flood the log": refusals are logged at most 5 a
+/// second of each kind; the rest are counted and summed up in one line per second.
+#[test]
+fn a_flood_of_refused_connections_is_summed_up_in_the_log() {
+    const FLOOD: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let bin = ops::Bin::start(&[
+        "--dir",
+        store.to_str().unwrap(),
+        "--max-per-source",
+        "2",
+        "--header-timeout",
+        "60s",
+    ]);
+    let _held = [0; 2].map(|_| TcpStream::connect(bin.addr).unwrap());
+    for _ in 0..FLOOD {
+        drop(TcpStream::connect(bin.addr).unwrap());
+    }
+    let count = || {
+        let log = bin.log();
+        let lines = log
+            .iter()
+            .filter(|l| l.contains("connections open already"))
+            .count();
+        let summed: usize = log
+            .iter()
+            .filter(|l| l.contains("refused: its address has too many connections open"))
+            .filter_map(|l| {
+                l.split_once("... and ")?
+                    .1
+                    .split_once(' ')?
+                    .0
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        (lines, summed)
+    };
+    wait_for("every refusal logged or summed up", || {
+        let (lines, summed) = count();
+        lines + summed == FLOOD
+    });
+    let (lines, _) = count();
+    assert!(lines * 4 <= FLOOD, "{lines} lines for {FLOOD} refusals");
 }
 
 #[test]

@@ -50,6 +50,7 @@ use crate::server::busy_reason;
 use crate::slots::{Activity, Slot, Slots, Take};
 use crate::storage::{Storage, BUF_LEN};
 use crate::stream::{Cut, Guarded, StopFlags, Wait};
+use crate::throttle::{Kind, Refusals};
 use crate::units::Bytes;
 
 /// What every connection shares.
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     pub hooks: Option<Arc<Hooks>>,
     /// Counters for `--metrics-listen`.
     pub metrics: Arc<Metrics>,
+    /// Lines about refused connections, rate-limited.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             spaces: Vec::new(),
             hooks: self.hooks.clone(),
             metrics: Arc::clone(&self.metrics),
+            refusals: Arc::clone(&self.refusals),
         }
     }
 }
@@ -412,9 +416,12 @@ impl<'a> Session<'a> {
     /// Tells the client the server is full, and logs `why`.
     fn refuse_busy(&mut self, why: &str) {
         let max = self.shared.slots.max();
-        log::warn!(
-            "{}: refused, the server is at its limit of {max} connections ({why})",
-            self.peer
+        self.shared.refusals.warn(
+            Kind::Busy,
+            format_args!(
+                "{}: refused, the server is at its limit of {max} connections ({why})",
+                self.peer
+            ),
         );
         self.d
             .conn_mut()
