@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ferry_proto::{BadName, Code, DriveError, Entry, FileId, Name, OfferOptions};
 
-use super::Session;
+use super::{body_buf, Session};
 use crate::access::Action;
 use crate::logging::clip;
 use crate::paths::Refusal;
@@ -187,7 +187,7 @@ impl<'a> Session<'a> {
         let name = file.info().name.clone();
         let size = file.info().size.unwrap_or(0);
         let started = Instant::now();
-        let prefix = file.prefix(offset, &mut self.buf);
+        let prefix = file.prefix(offset, body_buf(&mut self.buf));
         let from = self.d.conn_mut().begin(id, prefix)?;
         let mut at = from;
         while at < size {

@@ -13,7 +13,7 @@ use ferry_proto::name::Escaped;
 use ferry_proto::{BadName, BodyCheck, Code, DriveError, EntryKind, FileId, Framing, Name, Offer};
 
 use super::storer::{self, Done, Job, Ticket, MAX_AHEAD};
-use super::Session;
+use super::{body_buf, Session};
 use crate::access::Action;
 use crate::commit::{Flushed, Reply};
 use crate::hooks;
@@ -289,7 +289,8 @@ impl<'a> Session<'a> {
         };
         let compare = self.v2().then_some(o);
         let store = &self.shared.store;
-        let prepared = store.prepare_upload(name, meta, compare, resumable, &mut self.buf);
+        let prepared =
+            store.prepare_upload(name, meta, compare, resumable, body_buf(&mut self.buf));
         if compare.is_some_and(|o| o.digest.is_some()) {
             // Hashing a large file is work done, not a stall (also when the policy refuses it).
             self.activity.progress();
@@ -410,7 +411,7 @@ impl<'a> Session<'a> {
     pub(super) fn receive_body(&mut self) -> Result<bool, DriveError> {
         let idle = self.shared.config.idle_timeout;
         self.io().set_wait(Wait::Idle(idle), false);
-        let n = self.d.read_body(&mut self.buf)?;
+        let n = self.d.read_body(body_buf(&mut self.buf))?;
         // Counted here, not as the socket is read: the bytes may have come with the frame
         // header before them.
         self.activity.moved(n);
