@@ -97,8 +97,9 @@ pub struct Config {
     /// it is stored, so that a power cut cannot lose an acknowledged file. Costs throughput,
     /// most with many small files.
     pub fsync: bool,
-    /// Partial uploads untouched for longer than this are removed at start-up; `None` keeps
-    /// them until they are resumed.
+    /// Partial uploads untouched for longer than this are removed, at start-up and hourly
+    /// while the server runs; `None` keeps them until they are resumed (or, past the cap of
+    /// 1,024 per state folder, until they are the oldest).
     pub partial_ttl: Option<Duration>,
     /// TLS 1.3 settings (`--tls-cert`/`--tls-key` or `--tls-self-signed`). When set, TLS is
     /// required: plain connections (ferry or seed framing) are refused with a log line.

@@ -246,7 +246,9 @@ struct Args {
     /// lose files the client was told are stored
     #[arg(long)]
     no_fsync: bool,
-    /// Remove partial uploads (kept for resume) older than this at start-up ("never" keeps them)
+    /// Remove partial uploads (kept for resume) untouched for longer than this, at start-up and
+    /// hourly while running ("never" keeps them until resumed); at most 1,024 are kept per
+    /// state folder, the oldest removed first
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_ttl)]
     keep_partials: Ttl,
     /// How long transfers in flight may go on after SIGINT/SIGTERM

@@ -24,6 +24,7 @@ use rustix::io::Errno;
 
 use self::digests::{FileKey, RECORD_MIN};
 use self::flush::{Durability, Flusher, WriteBehind};
+use self::janitor::Janitor;
 use self::listing::Lister;
 use self::lookout::FolderLookout;
 use self::root::{Folders, Root, FOLDER_MODE};
@@ -39,6 +40,7 @@ use crate::units::Bytes;
 
 mod digests;
 mod flush;
+mod janitor;
 mod listing;
 mod lookout;
 mod probe;
@@ -71,6 +73,9 @@ const SMALL_BUF_LEN: usize = 16 << 10;
 #[derive(Debug)]
 pub(crate) struct Store {
     space: Arc<Space>,
+    /// Sweeps partials and watches the state folder while the store lives (stopped when
+    /// dropped).
+    _janitor: Janitor,
 }
 
 /// The storage folder's descriptors and policies, shared with the uploads in flight (which
@@ -131,8 +136,17 @@ impl Store {
     /// Creates the storage folder if needed, opens it, and opens (and cleans) the server's
     /// state folder in it.
     pub(crate) fn open(config: &Config) -> io::Result<Self> {
+        Self::with_janitor(Space::open(config)?, janitor::TICK, janitor::SWEEP_EVERY)
+    }
+
+    /// The store of `space`, whose janitor looks at it every `tick` and sweeps it every
+    /// `sweep_every` (see [`janitor`]).
+    fn with_janitor(space: Space, tick: Duration, sweep_every: Duration) -> io::Result<Self> {
+        let space = Arc::new(space);
+        let janitor = Janitor::start(&space, tick, sweep_every)?;
         Ok(Self {
-            space: Arc::new(Space::open(config)?),
+            space,
+            _janitor: janitor,
         })
     }
 
@@ -140,19 +154,23 @@ impl Store {
     /// before the store is shared.
     #[cfg(test)]
     pub(crate) fn set_durability(&mut self, d: Arc<dyn Durability>) {
-        Arc::get_mut(&mut self.space)
-            .expect("not shared yet")
-            .durability = Some(d);
+        self.change(|space| space.durability = Some(d));
     }
 
     /// Makes bodies named temp files in the state folder, as where unnamed files cannot be
     /// made or named; before the store is shared.
     #[cfg(test)]
     pub(crate) fn force_named_temps(&mut self) {
-        Arc::get_mut(&mut self.space)
-            .expect("not shared yet")
-            .state
-            .force_named_temps();
+        self.change(|space| space.state.force_named_temps());
+    }
+
+    /// Changes the space with its janitor stopped (it holds the space); before the store is
+    /// shared.
+    #[cfg(test)]
+    fn change(&mut self, change: impl FnOnce(&mut Space)) {
+        self._janitor.stop();
+        change(Arc::get_mut(&mut self.space).expect("not shared yet"));
+        self._janitor = Janitor::start(&self.space, janitor::TICK, janitor::SWEEP_EVERY).unwrap();
     }
 }
 
@@ -170,8 +188,9 @@ impl Storage for Store {
     }
 
     fn sub_storage(&self, folder: &Name, config: &Config) -> io::Result<Arc<dyn Storage>> {
-        let space = Arc::new(self.space.sub_space(folder, config)?);
-        Ok(Arc::new(Store { space }))
+        let space = self.space.sub_space(folder, config)?;
+        let store = Store::with_janitor(space, janitor::TICK, janitor::SWEEP_EVERY)?;
+        Ok(Arc::new(store))
     }
 
     fn durable(&self) -> bool {
@@ -331,11 +350,12 @@ impl Space {
     /// under the root's descriptor), with a state folder of its own: a credential's folder.
     fn sub_space(&self, folder: &Name, config: &Config) -> io::Result<Self> {
         let root = self.root.sub_root(folder.as_str())?;
+        let path = self.path.join(folder.as_str());
         let state = State::open(&root, config.partial_ttl)?;
         Ok(Self {
             root,
             state,
-            path: self.path.join(folder.as_str()),
+            path,
             overwrite: self.overwrite,
             max_file_size: self.max_file_size,
             durability: self.durability.clone(),
@@ -844,11 +864,17 @@ impl Incoming for Working {
 
     /// The transfer stopped before its end: keep the bytes for resume when possible, delete
     /// them otherwise.
-    fn interrupt(mut self: Box<Self>) -> bool {
+    fn interrupt(self: Box<Self>) -> bool {
         if !self.resumable || self.len == 0 {
             return false;
         }
-        self.held.set_fate(Fate::KeepUnlessEmpty);
+        let Working {
+            space, mut held, ..
+        } = *self;
+        held.set_fate(Fate::KeepUnlessEmpty);
+        // Kept (and unlocked) first: a sweep past the cap may then count it.
+        drop(held);
+        space.state.partial_kept();
         true
     }
 
@@ -1241,6 +1267,82 @@ mod tests {
         let refused = store.prepare_upload(n, meta, None, false, &mut []);
         assert_eq!(refused.unwrap_err().code, Code::BadName);
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// Offers `name` (resumable, 2 MiB), receives one body byte and cuts the upload off:
+    /// a partial kept for resume.
+    fn cut_upload(store: &Store, name: &str) {
+        let meta = FileMeta {
+            size: Some(2 << 20),
+            ..FileMeta::default()
+        };
+        let n = Name::parse(name).unwrap();
+        let (mut up, _) = store
+            .prepare_upload(n, meta, None, true, &mut [])
+            .unwrap()
+            .upload();
+        let mut incoming = store.start_body(&mut up, 0).unwrap();
+        incoming.write(b"x").unwrap();
+        assert!(incoming.interrupt(), "kept for resume");
+    }
+
+    fn partials(dir: &Path) -> usize {
+        fs::read_dir(dir.join(".ferry-state/partials"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn partials_kept_past_the_cap_do_not_accumulate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path(), Overwrite::Refuse, false);
+        for i in 0..state::MAX_PARTIALS + 200 {
+            cut_upload(&store, &format!("spam/p{i}"));
+            assert!(partials(tmp.path()) <= state::MAX_PARTIALS, "after {i}");
+        }
+        // The latest stays for its resume.
+        let n = Name::parse(&format!("spam/p{}", state::MAX_PARTIALS + 199)).unwrap();
+        let meta = FileMeta {
+            size: Some(2 << 20),
+            ..FileMeta::default()
+        };
+        let (_, prefix) = store
+            .prepare_upload(n, meta, None, true, &mut [])
+            .unwrap()
+            .upload();
+        assert_eq!(prefix.len(), 1);
+    }
+
+    #[test]
+    fn the_janitor_removes_expired_partials_without_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            dir: tmp.path().to_path_buf(),
+            partial_ttl: Some(Duration::from_secs(3600)),
+            ..Config::default()
+        };
+        let tick = Duration::from_millis(20);
+        let store = Store::with_janitor(Space::open(&config).unwrap(), tick, tick).unwrap();
+        cut_upload(&store, "old.bin");
+        cut_upload(&store, "new.bin");
+        let dir = tmp.path().join(".ferry-state/partials");
+        let old = dir.join(state::partial_name(
+            &Name::parse("old.bin").unwrap(),
+            2 << 20,
+        ));
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while old.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(tick);
+        }
+        assert!(!old.exists(), "expired, swept while running");
+        assert_eq!(partials(tmp.path()), 1, "the fresh one stays");
+        drop(store);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! be unnamed files in their own folder (see [`super::unnamed`]; emptied at start), and a
 //! received file for an instant while it replaces an existing one; `partials/` holds those
 //! that can be resumed (named by a hash of the full relative name and the size, so one flat
-//! folder serves the whole tree; expired after `partial_ttl` at start), and
+//! folder serves the whole tree; expired after `partial_ttl` at start and by the periodic
+//! [`State::sweep`], and at most [`MAX_PARTIALS`] of them, the oldest dropped first), and
 //! `digests` is the digest cache (see [`super::digests`]). At start, a folder made and removed
 //! in `tmp/` tells the umask and the precision of modification times (see [`super::probe`]).
 //!
@@ -18,11 +19,12 @@
 //! earlier versions left beside uploads are left alone (clients cannot reach them; an operator
 //! may delete them).
 
+use std::ffi::CString;
 use std::fmt::Display;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,12 +50,23 @@ const PRIVATE_MODE: u32 = 0o700;
 const PARTIAL_TRIES: usize = 4;
 /// Times a fresh temp name is drawn when one is taken.
 const TEMP_TRIES: usize = 8;
+/// Most partials kept for resume in one state folder: when a kept partial makes more, the
+/// oldest (by modification time) are removed first, down to [`TRIM_TO`], so that clients who
+/// cut uploads on purpose cannot fill the disk or its inodes between two sweeps.
+pub(crate) const MAX_PARTIALS: usize = 1_024;
+/// Partials a trim leaves (see [`MAX_PARTIALS`]): room for a run of cut uploads before the
+/// next scan of `partials/`.
+const TRIM_TO: usize = MAX_PARTIALS - MAX_PARTIALS / 8;
 
 /// The open state folders.
 #[derive(Debug)]
 pub(crate) struct State {
     tmp: Arc<OwnedFd>,
     partials: Arc<OwnedFd>,
+    /// Partials untouched for longer than this are removed; `None`: kept until resumed.
+    partial_ttl: Option<Duration>,
+    /// Partials in `partials/`, as counted by the last sweep plus those kept since.
+    partials_kept: AtomicUsize,
     /// Digests of files held, by content version.
     pub digests: DigestCache,
     /// The umask and the mtime precision of the storage.
@@ -95,8 +108,9 @@ enum Place {
 
 impl State {
     /// Opens (creating if needed) and checks the state folders under `root`, empties `tmp/`
-    /// and removes partials untouched for longer than `partial_ttl`. Refuses a state folder
-    /// that is a link, not a folder, owned by another user or writable by others.
+    /// and removes partials untouched for longer than `partial_ttl` (and the oldest past
+    /// [`MAX_PARTIALS`]). Refuses a state folder that is a link, not a folder, owned by
+    /// another user or writable by others.
     pub(crate) fn open(root: &Root, partial_ttl: Option<Duration>) -> io::Result<Self> {
         let state = private_folder(root.fd(), STATE_DIR, &STATE_DIR)?;
         let tmp = private_folder(state.as_fd(), "tmp", &format_args!("{STATE_DIR}/tmp"))?;
@@ -105,28 +119,61 @@ impl State {
             "partials",
             &format_args!("{STATE_DIR}/partials"),
         )?;
-        let temps = clean(&tmp, |_| true);
-        let now = SystemTime::now();
-        let expired = clean(&partials, |mtime| {
-            let age = now.duration_since(mtime).ok();
-            matches!((age, partial_ttl), (Some(age), Some(ttl)) if age > ttl)
-        });
-        if temps + expired > 0 {
-            log::info!(
-                "removed {temps} temp file(s) left over from an earlier run and {expired} \
-                 expired partial upload(s)"
-            );
+        let temps = remove_unheld(&tmp, scan(&tmp));
+        if temps > 0 {
+            log::info!("removed {temps} temp file(s) left over from an earlier run");
         }
         let digests = DigestCache::open(state.as_fd());
         let probed = Probed::run(tmp.as_fd(), &temp_name());
         let linker = Linker::probe(tmp.as_fd(), &temp_name());
-        Ok(Self {
+        let this = Self {
             tmp: Arc::new(tmp),
             partials: Arc::new(partials),
+            partial_ttl,
+            partials_kept: AtomicUsize::new(0),
             digests,
             probed,
             linker,
-        })
+        };
+        this.sweep();
+        Ok(this)
+    }
+
+    /// Removes the partials untouched for longer than the time to keep them, then, if more
+    /// than [`MAX_PARTIALS`] are left, the oldest down to [`TRIM_TO`]; partials held by an
+    /// upload (of this server or another one on the folder) stay. Logs and returns how many
+    /// went. Run at start, periodically while serving (see [`super::janitor`]) and when a
+    /// kept partial passes the cap.
+    pub(crate) fn sweep(&self) -> usize {
+        let now = SystemTime::now();
+        let (expired, mut left): (Vec<_>, Vec<_>) =
+            scan(&self.partials).into_iter().partition(|(_, mtime)| {
+                let age = now.duration_since(*mtime).ok();
+                matches!((age, self.partial_ttl), (Some(age), Some(ttl)) if age > ttl)
+            });
+        let expired = remove_unheld(&self.partials, expired);
+        let mut over = 0;
+        if left.len() > MAX_PARTIALS {
+            left.sort_by_key(|(_, mtime)| *mtime);
+            let oldest: Vec<_> = left.drain(..left.len() - TRIM_TO).collect();
+            over = remove_unheld(&self.partials, oldest);
+        }
+        self.partials_kept.store(left.len(), Ordering::Relaxed);
+        if expired + over > 0 {
+            log::info!(
+                "removed {expired} expired partial upload(s) and {over} past the cap of \
+                 {MAX_PARTIALS} (the oldest)"
+            );
+        }
+        expired + over
+    }
+
+    /// Counts a partial just kept for resume (an upload cut off); past [`MAX_PARTIALS`],
+    /// sweeps (see [`State::sweep`]).
+    pub(crate) fn partial_kept(&self) {
+        if self.partials_kept.fetch_add(1, Ordering::Relaxed) >= MAX_PARTIALS {
+            self.sweep();
+        }
     }
 
     /// Makes bodies named temp files, as where unnamed files cannot be made or named.
@@ -381,24 +428,23 @@ fn private_folder(parent: BorrowedFd<'_>, name: &str, shown: &dyn Display) -> io
     Ok(fd)
 }
 
-/// Removes the regular files in `dir` whose modification time `doomed` accepts and which no
-/// one holds locked, empty folders, and anything else; returns how many regular files went.
-/// Best effort: failures are logged and skipped.
-fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
+/// The regular files in `dir` with their modification times; empty folders and anything else
+/// that is not a regular file are removed on the way. Best effort: failures are logged and
+/// skipped.
+fn scan(dir: &OwnedFd) -> Vec<(CString, SystemTime)> {
     let entries = match rfs::Dir::read_from(dir) {
         Ok(d) => d,
         Err(e) => {
-            log::warn!("start-up cleanup skips a state folder: {e}");
-            return 0;
+            log::warn!("cannot read a state folder to clean it: {e}");
+            return Vec::new();
         }
     };
-    let mut removed = 0;
+    let mut files = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if matches!(name.to_bytes(), b"." | b"..") {
             continue;
         }
-        let shown = name.to_string_lossy();
         let Ok(st) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
@@ -406,32 +452,44 @@ fn clean(dir: &OwnedFd, doomed: impl Fn(SystemTime) -> bool) -> usize {
             FileType::Directory => {
                 // A probe folder (see super::probe) left by a crash; only an empty one goes.
                 let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
-                continue;
             }
-            FileType::RegularFile => {}
+            FileType::RegularFile => {
+                let mtime = UNIX_EPOCH
+                    .checked_add(Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0)))
+                    .unwrap_or(UNIX_EPOCH);
+                files.push((name.to_owned(), mtime));
+            }
             _ => {
+                let shown = name.to_string_lossy();
                 log::warn!("removing {shown} from the state folder: not a regular file");
                 let _ = rfs::unlinkat(dir, name, AtFlags::empty());
-                continue;
             }
         }
-        let mtime = UNIX_EPOCH
-            .checked_add(Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0)))
-            .unwrap_or(UNIX_EPOCH);
-        if !doomed(mtime) {
-            continue;
-        }
+    }
+    files
+}
+
+/// Removes the `files` of `dir` (see [`scan`]) that no one holds locked; returns how many
+/// went. Best effort: failures are logged and skipped.
+fn remove_unheld(dir: &OwnedFd, files: Vec<(CString, SystemTime)>) -> usize {
+    let mut removed = 0;
+    for (name, _) in files {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
+        let Ok(fd) = rfs::openat(dir, name.as_c_str(), flags, Mode::empty()) else {
             continue;
         };
         if rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-            // Held by another server on this folder.
+            // Held by an upload, of this server or another one on this folder.
             continue;
         }
-        match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        match rfs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
             Ok(()) => removed += 1,
-            Err(e) => log::warn!("cannot remove {shown} from the state folder: {e}"),
+            // Removed meanwhile (a concurrent sweep, a publish).
+            Err(Errno::NOENT) => {}
+            Err(e) => log::warn!(
+                "cannot remove {} from the state folder: {e}",
+                name.to_string_lossy()
+            ),
         }
     }
     removed
@@ -445,7 +503,7 @@ fn discard(dir: &OwnedFd, name: &str) {
 }
 
 /// The deterministic name of the partial kept for `name` offered with `size` bytes.
-fn partial_name(name: &Name, size: u64) -> String {
+pub(crate) fn partial_name(name: &Name, size: u64) -> String {
     let mut key = name.as_str().as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&size.to_be_bytes());
@@ -497,6 +555,50 @@ mod tests {
 
     fn open(root: &Path) -> io::Result<State> {
         State::open(&Root::open(root)?, Some(Duration::from_secs(86_400)))
+    }
+
+    /// Makes `n` partials in `st`'s folder, the k-th modified k seconds after `since`.
+    fn plant_partials(st: &Path, n: usize, since: SystemTime) -> Vec<std::path::PathBuf> {
+        let tag = since.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        (0..n)
+            .map(|k| {
+                let p = st.join(format!("partials/{PARTIAL_PREFIX}{tag}.{k:05}"));
+                let f = File::create(&p).unwrap();
+                f.set_modified(since + Duration::from_secs(k as u64))
+                    .unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sweep_expires_partials_while_running_and_drops_the_oldest_past_the_cap() {
+        let root = tempfile::tempdir().unwrap();
+        let state = open(root.path()).unwrap();
+        let st = root.path().join(STATE_DIR);
+        // Expired since start: gone at the next sweep, no restart needed.
+        let expired = plant_partials(&st, 3, SystemTime::now() - Duration::from_secs(3 * 86_400));
+        assert_eq!(state.sweep(), 3);
+        assert!(expired.iter().all(|p| !p.exists()));
+        // Past the cap: the oldest go first, down to TRIM_TO; a held one stays.
+        let recent = SystemTime::now() - Duration::from_secs(3600);
+        let planted = plant_partials(&st, MAX_PARTIALS + 10, recent);
+        let held = File::open(&planted[0]).unwrap();
+        rfs::flock(&held, FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert_eq!(state.sweep(), MAX_PARTIALS + 10 - TRIM_TO - 1);
+        assert!(planted[0].exists(), "held by an upload");
+        assert!(!planted[1].exists(), "the oldest unheld one");
+        assert!(planted[MAX_PARTIALS + 10 - TRIM_TO..]
+            .iter()
+            .all(|p| p.exists()));
+        assert_eq!(state.sweep(), 0, "under the cap: nothing more");
+        // Kept partials are counted: past the cap, a sweep runs.
+        plant_partials(&st, MAX_PARTIALS, SystemTime::now());
+        for _ in 0..TRIM_TO + 1 {
+            state.partial_kept();
+        }
+        let left = fs::read_dir(st.join("partials")).unwrap().count();
+        assert!(left <= MAX_PARTIALS, "{left} partials");
     }
 
     fn fifo(path: &Path) {
