@@ -398,3 +398,115 @@ fn two_servers_on_one_folder_never_publish_a_mix() {
     );
     stop_within_bound(srv);
 }
+
+/// LIST `path` over `raw`: the names listed, or the code of the refusal.
+fn list(raw: &mut Raw, id: u64, path: &str) -> Result<Vec<String>, Code> {
+    raw.send(&[Frame::List {
+        id,
+        recursive: true,
+        path: path.to_owned(),
+    }]);
+    let mut names = Vec::new();
+    loop {
+        match raw.recv() {
+            Some(Frame::Entries { entries, .. }) => {
+                names.extend(entries.into_iter().map(|e| e.name.as_str().to_owned()))
+            }
+            Some(Frame::Listed { .. }) => return Ok(names),
+            Some(Frame::Refuse { code, .. }) => return Err(code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// QA F4: in a shared folder every local user may write without the sticky bit, uid 65534
+/// renames the server's state folder to `stolen` and makes its own `.ferry-state`. Clients
+/// can neither list `stolen`, fetch or replace the digest cache in it, nor store or make
+/// folders in it; and the next start refuses the planted folder saying what to run.
+#[test]
+fn a_state_folder_renamed_by_another_user_is_never_served_and_a_planted_one_is_explained() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let config = Config {
+        overwrite: ferry_server::Overwrite::Replace,
+        ..config()
+    };
+    let mut srv = start(config.clone());
+    let perm = std::fs::Permissions::from_mode;
+    std::fs::set_permissions(srv.dir.parent().unwrap(), perm(0o755)).unwrap();
+    std::fs::set_permissions(&srv.dir, perm(0o777)).unwrap();
+    // Started on the shared folder (warned about, with `chmod +t`).
+    srv.restart();
+    let big = data(1 << 20, 21);
+    let mut c = connect(srv.addr());
+    assert_eq!(upload(&mut c, "big.bin", &big).code, Code::Stored);
+    let d = srv.dir.display();
+    let moved = Command::new("sh")
+        .args([
+            "-c",
+            &format!("mv {d}/.ferry-state {d}/stolen && mkdir -m 777 {d}/.ferry-state"),
+        ])
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .unwrap();
+    assert!(moved.success(), "the local user renames the state folder");
+    // The server goes on keeping its state in the moved folder: a cut upload's partial.
+    upload_and_drop(&srv, "cut.bin", &data(2 << 20, 22), (1 << 20) + 3);
+    assert!(
+        std::fs::read_dir(srv.dir.join("stolen/partials"))
+            .unwrap()
+            .count()
+            > 0
+    );
+
+    let mut raw = Raw::connect(srv.addr());
+    let top = list(&mut raw, 1, "").unwrap();
+    assert!(!top.iter().any(|n| n.starts_with("stolen")), "{top:?}");
+    for (id, path) in [(2, "stolen"), (3, "stolen/partials"), (4, "stolen/digests")] {
+        assert_eq!(list(&mut raw, id, path), Err(Code::BadName), "{path}");
+    }
+    drop(raw);
+    assert_eq!(
+        get(&mut c, "stolen/digests"),
+        None,
+        "the digest cache is served"
+    );
+    let cache = std::fs::read(srv.dir.join("stolen/digests")).unwrap();
+    for name in [
+        "stolen/digests",
+        "stolen/new.txt",
+        "stolen/tmp/x",
+        "stolen/deep/x",
+    ] {
+        let o = upload(&mut c, name, b"junk\n");
+        assert_eq!(o.code, Code::BadName, "{name}: {o:?}");
+    }
+    assert_eq!(
+        offer_folder(&mut c, "stolen/tmp", Some(0o777), None).code,
+        Code::BadName
+    );
+    assert!(std::fs::read(srv.dir.join("stolen/digests")).unwrap() == cache);
+    let left: Vec<_> = std::fs::read_dir(srv.dir.join("stolen"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 3, "nothing stored into it: {left:?}");
+    drop(c);
+
+    srv.stop();
+    let e = Server::bind(Config {
+        dir: srv.dir.clone(),
+        ..config
+    })
+    .expect_err("a planted state folder is refused")
+    .to_string();
+    assert!(e.contains("belongs to uid 65534"), "{e}");
+    assert!(
+        e.contains("`mv ") && e.contains("chmod +t"),
+        "says what to run: {e}"
+    );
+}

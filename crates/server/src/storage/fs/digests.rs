@@ -87,6 +87,17 @@ impl DigestCache {
         Self { file }
     }
 
+    /// The (device, inode) of the cache file; `None` when the cache is off.
+    pub(crate) fn file_id(&self) -> Option<(u64, u64)> {
+        let file = self
+            .file
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let st = rfs::fstat(&*file).ok()?;
+        Some((st.st_dev, st.st_ino))
+    }
+
     /// The digest recorded for `key`, if any.
     pub(crate) fn get(&self, key: &FileKey) -> Option<Digest> {
         let file = self.file.as_ref()?;

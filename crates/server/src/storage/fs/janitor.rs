@@ -1,7 +1,9 @@
 //! The janitor: one thread per storage folder that, while the server runs, keeps its state
-//! folder in check off the transfer path: every [`SWEEP_EVERY`] it removes expired partials
-//! (see [`State::sweep`](super::state::State::sweep)), so that a server that runs for months
-//! does not keep them until its next start.
+//! folder in check off the transfer path. Every [`TICK`] it checks that the state folder is
+//! still at its name in the root and whether other local users can rename it (see
+//! [`State::check_place`](super::state::State::check_place)); every [`SWEEP_EVERY`] it
+//! removes expired partials (see [`State::sweep`](super::state::State::sweep)), so that a
+//! server that runs for months does not keep them until its next start.
 //!
 //! The thread holds the storage folder weakly and stops when its [`Janitor`] is dropped.
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Space;
 
-/// How often the janitor wakes up.
+/// How often the janitor checks the state folder's place.
 pub(crate) const TICK: Duration = Duration::from_secs(10);
 /// How often expired partials are removed while the server runs: a partial goes at most this
 /// long after it expires.
@@ -74,6 +76,7 @@ fn run(
         let Some(space) = space.upgrade() else {
             return;
         };
+        space.state.check_place(space.root.fd(), &space.path);
         if swept.elapsed() >= sweep_every {
             space.state.sweep();
             swept = Instant::now();

@@ -11,7 +11,8 @@
 //! Regular files and folders are listed. Symbolic links, devices, FIFOs, sockets, folders that
 //! cannot be opened and names outside PROTOCOL.md §5.1 (not UTF-8, control characters, too long
 //! or too deep) are left out and counted as skipped; a folder is never entered through a link.
-//! The server's own names (starting with `.ferry-`) are left out and not counted.
+//! The server's own names (starting with `.ferry-`) are left out and not counted, and so is its
+//! state folder under any other name (a local user may rename it, see SECURITY.md).
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -21,6 +22,7 @@ use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Stat};
 use rustix::io::Errno;
 
 use super::root;
+use super::state::StateIds;
 use crate::paths::RESERVED_PREFIX;
 use crate::storage::Listing;
 
@@ -41,6 +43,8 @@ pub(crate) struct Lister {
     stack: Vec<Level>,
     recursive: bool,
     skipped: u64,
+    /// The server's state, left out whatever its name.
+    state: StateIds,
 }
 
 impl std::fmt::Debug for Lister {
@@ -54,18 +58,20 @@ impl std::fmt::Debug for Lister {
 
 impl Lister {
     /// Lists the folder `dir`, named `name` (`None`: the root), whose own entry (for a
-    /// named path) is `first`.
+    /// named path) is `first`, leaving out the folders and files `state` identifies.
     pub(crate) fn folder(
         dir: Dir,
         name: Option<Name>,
         first: Option<Entry>,
         recursive: bool,
+        state: StateIds,
     ) -> Self {
         Self {
             first,
             stack: vec![Level { dir, name }],
             recursive,
             skipped: 0,
+            state,
         }
     }
 
@@ -76,6 +82,7 @@ impl Lister {
             stack: Vec::new(),
             recursive: false,
             skipped: 0,
+            state: StateIds::default(),
         }
     }
 
@@ -112,7 +119,13 @@ impl Listing for Lister {
                 Some(Ok(d)) => d,
             };
             let found = match level.dir.fd() {
-                Ok(fd) => admit(fd, dirent.file_name(), level.name.as_ref(), self.recursive),
+                Ok(fd) => admit(
+                    fd,
+                    dirent.file_name(),
+                    level.name.as_ref(),
+                    self.recursive,
+                    &self.state,
+                ),
                 Err(_) => Found::Skip,
             };
             match found {
@@ -137,13 +150,21 @@ enum Found {
     Folder(Entry, Dir),
     /// Left out, and counted.
     Skip,
-    /// Nothing to send (the server's own files, `.` and `..`, a name removed meanwhile).
+    /// Nothing to send (the server's own files and folders, `.` and `..`, a name removed
+    /// meanwhile).
     Nothing,
 }
 
 /// Looks at the entry `raw` of the folder `fd` named `parent` (`None`: the root); a folder is
-/// opened to be read next when `recursive`.
-fn admit(fd: BorrowedFd<'_>, raw: &CStr, parent: Option<&Name>, recursive: bool) -> Found {
+/// opened to be read next when `recursive`. What `state` identifies is the server's, whatever
+/// its name: compared on the `stat` each entry gets anyway.
+fn admit(
+    fd: BorrowedFd<'_>,
+    raw: &CStr,
+    parent: Option<&Name>,
+    recursive: bool,
+    state: &StateIds,
+) -> Found {
     let bytes = raw.to_bytes();
     if bytes == b"." || bytes == b".." || bytes.starts_with(RESERVED_PREFIX.as_bytes()) {
         return Found::Nothing;
@@ -154,6 +175,9 @@ fn admit(fd: BorrowedFd<'_>, raw: &CStr, parent: Option<&Name>, recursive: bool)
         Err(Errno::NOENT) => return Found::Nothing,
         Err(_) => return Found::Skip,
     };
+    if state.holds(&st) {
+        return Found::Nothing;
+    }
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File,
         FileType::Directory => EntryKind::Folder,
@@ -235,11 +259,12 @@ mod tests {
         fs::write(r.join("a/bad\u{1b}name"), b"").unwrap();
         let dir =
             || read_dir(rfs::open(r, rfs::OFlags::RDONLY, rfs::Mode::empty()).unwrap()).unwrap();
-        let (all, skipped, deepest) = names(Lister::folder(dir(), None, None, true));
+        let ids = StateIds::default();
+        let (all, skipped, deepest) = names(Lister::folder(dir(), None, None, true, ids));
         assert_eq!(all, ["a", "a/b", "a/b/f", "top"]);
         assert_eq!(skipped, 3, "two links and a name with a control character");
         assert_eq!(deepest, 3);
-        let (one, skipped, _) = names(Lister::folder(dir(), None, None, false));
+        let (one, skipped, _) = names(Lister::folder(dir(), None, None, false, ids));
         assert_eq!(one, ["a", "top"]);
         assert_eq!(skipped, 1);
     }

@@ -223,6 +223,12 @@ impl Storage for Store {
             .root
             .make_folders(parents)
             .map_err(|e| unresolved(name, &e, true))?;
+        // Per folder offer, whatever the root: the state folder is never a parent, nor given
+        // a mode or time.
+        if space.is_state(folders.deepest_found()) {
+            folders.remove_created();
+            return Err(state_refusal(name));
+        }
         let mode = mode.map(|m| m & MODE_MASK);
         let fresh = folders
             .descend(last, mode.unwrap_or(FOLDER_MODE))
@@ -233,6 +239,9 @@ impl Storage for Store {
                 }
                 _ => Refusal::io("cannot make the folder", &e),
             })?;
+        if !fresh && space.is_state(&folders.fd) {
+            return Err(state_refusal(name));
+        }
         let umask = space.state.probed.umask;
         let apply = || -> rustix::io::Result<()> {
             if let (false, Some(m)) = (fresh, mode) {
@@ -330,7 +339,7 @@ impl Space {
         fs::create_dir_all(&config.dir)?;
         let path = config.dir.canonicalize()?;
         let root = Root::open(&path)?;
-        let state = State::open(&root, config.partial_ttl)?;
+        let state = State::open(&root, &path, config.partial_ttl)?;
         let durability: Option<Arc<dyn Durability>> = if config.fsync {
             Some(Arc::new(Flusher::new(root.fd().try_clone_to_owned()?)))
         } else {
@@ -351,7 +360,7 @@ impl Space {
     fn sub_space(&self, folder: &Name, config: &Config) -> io::Result<Self> {
         let root = self.root.sub_root(folder.as_str())?;
         let path = self.path.join(folder.as_str());
-        let state = State::open(&root, config.partial_ttl)?;
+        let state = State::open(&root, &path, config.partial_ttl)?;
         Ok(Self {
             root,
             state,
@@ -365,6 +374,19 @@ impl Space {
     /// Whether stored files are flushed to disk before they are acknowledged.
     fn durable(&self) -> bool {
         self.durability.is_some()
+    }
+
+    /// Whether the open folder `fd` is one of the server's state folders (a local user may
+    /// have renamed it to a name clients can give); one `fstat`.
+    fn is_state(&self, fd: &OwnedFd) -> bool {
+        rfs::fstat(fd).is_ok_and(|st| self.state.ids().holds(&st))
+    }
+
+    /// [`Self::is_state`] where another local user can rename the state folder (see
+    /// [`State::guards_folders`]); elsewhere no client name leads into it, and an upload's
+    /// folder costs no `fstat`.
+    fn guarded_is_state(&self, fd: &OwnedFd) -> bool {
+        self.state.guards_folders() && self.is_state(fd)
     }
 
     /// Refuses an announced size over the per-file limit.
@@ -454,6 +476,8 @@ impl Space {
             let mut folder = parents;
             loop {
                 match self.root.open_folder(folder) {
+                    // Refused when published (see Self::publish).
+                    Ok(dir) if self.guarded_is_state(&dir) => break,
                     Ok(dir) => match self.state.unnamed(dir.as_fd(), mode) {
                         Ok(Some(held)) => return Ok((held, (folder == parents).then_some(dir))),
                         Ok(None) | Err(_) => break,
@@ -480,6 +504,9 @@ impl Space {
         };
         let st =
             rfs::fstat(&fd).map_err(|e| Refusal::io("cannot check the destination", &e.into()))?;
+        if self.state.ids().holds(&st) {
+            return Err(state_refusal(name));
+        }
         Ok(Some(st))
     }
 
@@ -553,7 +580,8 @@ impl Space {
             .open_beneath(name.as_str(), flags, Mode::empty())
             .map_err(|e| unresolved(name, &e, false))?;
         match root::regular(fd) {
-            Ok(Ok(file)) => Ok(file),
+            Ok(Ok((_, st))) if self.state.ids().holds(&st) => Err(state_refusal(name)),
+            Ok(Ok((file, _))) => Ok(file),
             Ok(Err(FileType::Directory)) => Err(Refusal::new(
                 Code::NotFound,
                 format!(
@@ -596,11 +624,20 @@ impl Space {
         }
         let (parents, file_name) = split(up.name.as_str());
         let mut folders = match body.folder {
+            // Checked when the body started (see Self::body_file).
             Some(fd) => Folders::existing(fd),
-            None => self
-                .root
-                .make_folders(parents)
-                .map_err(|e| unresolved(&up.name, &e, true))?,
+            None => {
+                let folders = self
+                    .root
+                    .make_folders(parents)
+                    .map_err(|e| unresolved(&up.name, &e, true))?;
+                if self.guarded_is_state(folders.deepest_found()) {
+                    let mut folders = folders;
+                    folders.remove_created();
+                    return Err(state_refusal(&up.name));
+                }
+                folders
+            }
         };
         let stored = match self.place(held, &folders.fd, file_name, &up.name) {
             Ok(stored) => stored,
@@ -740,7 +777,7 @@ impl Space {
         let Some(name) = path else {
             let dir = listing::read_dir(self.root.fd())
                 .map_err(|e| Refusal::io("cannot read the storage folder", &e))?;
-            return Ok(Lister::folder(dir, None, None, recursive));
+            return Ok(Lister::folder(dir, None, None, recursive, self.state.ids()));
         };
         check_reserved(&name)?;
         let fd = self
@@ -748,13 +785,23 @@ impl Space {
             .open_path(name.as_str())
             .map_err(|e| unresolved(&name, &e, false))?;
         let st = rfs::fstat(&fd).map_err(|e| Refusal::io("cannot look at it", &e.into()))?;
+        if self.state.ids().holds(&st) {
+            return Err(state_refusal(&name));
+        }
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Ok(Lister::file(listing::entry(EntryKind::File, name, &st))),
             FileType::Directory => {
                 let dir = listing::read_dir(&fd)
                     .map_err(|e| Refusal::io("cannot read the folder", &e))?;
                 let first = listing::entry(EntryKind::Folder, name.clone(), &st);
-                Ok(Lister::folder(dir, Some(name), Some(first), recursive))
+                let state = self.state.ids();
+                Ok(Lister::folder(
+                    dir,
+                    Some(name),
+                    Some(first),
+                    recursive,
+                    state,
+                ))
             }
             FileType::Symlink => Err(Refusal::link(&name, Code::BadName)),
             _ => Err(Refusal::new(
@@ -916,6 +963,15 @@ fn version(meta: &Metadata) -> String {
     let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
     let (secs, nanos) = (meta.mtime(), meta.mtime_nsec());
     format!("{dev}:{ino}:{size}:{secs}.{nanos:09}")
+}
+
+/// The refusal of a name that leads to the server's state folder or its digest cache (which
+/// a local user renamed: its own name is reserved).
+fn state_refusal(name: &Name) -> Refusal {
+    Refusal::new(
+        Code::BadName,
+        format!("{name}: the server's private state is there; it is never served, listed or changed, whatever its name"),
+    )
 }
 
 /// The permission bits a stored file is created with, before the umask.
@@ -1343,6 +1399,59 @@ mod tests {
         assert!(!old.exists(), "expired, swept while running");
         assert_eq!(partials(tmp.path()), 1, "the fresh one stays");
         drop(store);
+    }
+
+    /// A local user renamed the state folder to a name clients can give, and made another at
+    /// its name: the moved folder is not listed, served, stored into or changed, whatever
+    /// the root's mode; uploads into it are refused where the root lets others rename.
+    #[test]
+    fn a_renamed_state_folder_is_never_listed_served_or_stored_into() {
+        for mode in [0o755, 0o777] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            fs::set_permissions(root, Permissions::from_mode(mode)).unwrap();
+            let store = store(root, Overwrite::Replace, false);
+            put(&store, "kept.txt", b"kept", || {}).unwrap();
+            fs::rename(root.join(".ferry-state"), root.join("stolen")).unwrap();
+            fs::create_dir(root.join(".ferry-state")).unwrap();
+            let name = |s: &str| Name::parse(s).unwrap();
+            let bad = |r: Result<_, Refusal>| r.err().map(|r| r.code);
+            let put = |n: &str, bytes: &[u8]| -> Result<(), Refusal> {
+                let (mut up, _) = store
+                    .prepare_upload(name(n), FileMeta::default(), None, false, &mut [])?
+                    .upload();
+                let mut incoming = store.start_body(&mut up, 0).unwrap();
+                incoming.write(bytes).unwrap();
+                incoming.publish(&up, Digest::of(bytes), false).map(|_| ())
+            };
+            let mut all = store.list(None, true).unwrap();
+            let mut listed = Vec::new();
+            while let Some(e) = all.next_entry() {
+                listed.push(e.name.as_str().to_owned());
+            }
+            assert_eq!(listed, ["kept.txt"], "mode {mode:o}");
+            for path in ["stolen", "stolen/tmp", "stolen/partials", "stolen/digests"] {
+                let listing = store.list(Some(name(path)), true).map(|_| ());
+                assert_eq!(bad(listing), Some(Code::BadName), "{path}");
+            }
+            let got = store.offer_download(name("stolen/digests")).map(|_| ());
+            assert_eq!(bad(got), Some(Code::BadName));
+            let up = put("stolen/digests", b"junk");
+            assert_eq!(bad(up), Some(Code::BadName), "replacing the digest cache");
+            let folder = store.make_folder(&name("stolen/tmp"), Some(0o777), None);
+            assert_eq!(bad(folder.map(|_| ())), Some(Code::BadName));
+            let inside = store.make_folder(&name("stolen/new"), None, None);
+            assert_eq!(bad(inside.map(|_| ())), Some(Code::BadName));
+            // Where others can rename in the root, every upload's folder is checked.
+            if mode == 0o777 {
+                for n in ["stolen/new.txt", "stolen/partials/x", "stolen/deep/er/x"] {
+                    assert_eq!(bad(put(n, b"new")), Some(Code::BadName), "{n}");
+                }
+                assert!(!root.join("stolen/deep").exists(), "no folder made inside");
+            }
+            let st = fs::metadata(root.join("stolen")).unwrap();
+            assert_eq!(st.mode() & 0o777, 0o700, "never chmodded");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
 use crate::paths::split;
@@ -198,6 +198,12 @@ impl Folders {
         Ok(fresh)
     }
 
+    /// The deepest folder on the path that was there already: the parent of the outermost
+    /// folder this call made, or the folder itself.
+    pub(crate) fn deepest_found(&self) -> &OwnedFd {
+        self.created.first().map_or(&self.fd, |(parent, _)| parent)
+    }
+
     /// The folders whose entries changed once a file or folder lands here: this one and
     /// the parents of those this call made (outermost first).
     pub(crate) fn into_changed(self) -> Vec<OwnedFd> {
@@ -245,11 +251,13 @@ fn is_link(dir: &OwnedFd, name: &str) -> bool {
         .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
 }
 
-/// The descriptor as a [`File`] if it is a regular file, else what it is (it is closed then).
-pub(crate) fn regular(fd: OwnedFd) -> io::Result<Result<File, FileType>> {
-    let kind = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
+/// The descriptor as a [`File`], with what `fstat` says of it, if it is a regular file, else
+/// what it is (it is closed then).
+pub(crate) fn regular(fd: OwnedFd) -> io::Result<Result<(File, Stat), FileType>> {
+    let st = rfs::fstat(&fd)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
     Ok(if kind == FileType::RegularFile {
-        Ok(File::from(fd))
+        Ok((File::from(fd), st))
     } else {
         Err(kind)
     })

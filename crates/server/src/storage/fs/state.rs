@@ -9,8 +9,9 @@
 //! in `tmp/` tells the umask and the precision of modification times (see [`super::probe`]).
 //!
 //! Clients cannot name it (every component starting with
-//! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX) is refused) and other local users cannot
-//! enter it. It sits on the root's file system, so a file is published by one `renameat`.
+//! [`RESERVED_PREFIX`](crate::paths::RESERVED_PREFIX) is refused), nor reach it under another
+//! name a local user renames it to (see [`StateIds`]), and other local users cannot enter it.
+//! It sits on the root's file system, so a file is published by one `renameat`.
 //! Every file in it is held through a descriptor locked with `flock` for as long as an upload
 //! uses it, so a second server on the same folder (a rolling restart) never writes the same
 //! partial, and start-up cleanup skips what another server holds.
@@ -24,12 +25,13 @@ use std::fmt::Display;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Digest, Name};
-use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::digests::DigestCache;
@@ -61,18 +63,41 @@ const TRIM_TO: usize = MAX_PARTIALS - MAX_PARTIALS / 8;
 /// The open state folders.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// The state folder itself, to tell whether it is still at its name in the root.
+    dir: OwnedFd,
     tmp: Arc<OwnedFd>,
     partials: Arc<OwnedFd>,
+    /// What identifies the state folders and the digest cache, whatever their names.
+    ids: StateIds,
     /// Partials untouched for longer than this are removed; `None`: kept until resumed.
     partial_ttl: Option<Duration>,
     /// Partials in `partials/`, as counted by the last sweep plus those kept since.
     partials_kept: AtomicUsize,
+    /// Whether another local user can rename entries of the root (see [`renamable_by`]), or
+    /// the state folder was renamed: every upload's folder is then checked not to be a state
+    /// folder (see [`State::guards_folders`]).
+    guard: AtomicBool,
+    /// Whether the state folder was found renamed or replaced (logged once).
+    moved: AtomicBool,
     /// Digests of files held, by content version.
     pub digests: DigestCache,
     /// The umask and the mtime precision of the storage.
     pub probed: Probed,
     /// How unnamed body files are named; `None`: bodies are named temp files in `tmp/`.
     linker: Option<Linker>,
+}
+
+/// The (device, inode) of the state folder, `tmp/`, `partials/` and the digest cache: what
+/// the server refuses to serve, list or store into whatever it is called, as a local user may
+/// rename the state folder (see SECURITY.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StateIds([Option<(u64, u64)>; 4]);
+
+impl StateIds {
+    /// Whether `st` describes one of the server's state folders or its digest cache.
+    pub(crate) fn holds(&self, st: &Stat) -> bool {
+        self.0.contains(&Some((st.st_dev, st.st_ino)))
+    }
 }
 
 /// What happens to a [`Held`] file's name when it is dropped.
@@ -107,12 +132,28 @@ enum Place {
 }
 
 impl State {
-    /// Opens (creating if needed) and checks the state folders under `root`, empties `tmp/`
-    /// and removes partials untouched for longer than `partial_ttl` (and the oldest past
-    /// [`MAX_PARTIALS`]). Refuses a state folder that is a link, not a folder, owned by
-    /// another user or writable by others.
-    pub(crate) fn open(root: &Root, partial_ttl: Option<Duration>) -> io::Result<Self> {
-        let state = private_folder(root.fd(), STATE_DIR, &STATE_DIR)?;
+    /// Opens (creating if needed) and checks the state folders under `root` (shown as
+    /// `shown` in messages), empties `tmp/` and removes partials untouched for longer than
+    /// `partial_ttl` (and the oldest past [`MAX_PARTIALS`]). Refuses a state folder that is a
+    /// link, not a folder, owned by another user or writable by others, saying how to fix
+    /// it; warns when other local users can rename entries of the root.
+    pub(crate) fn open(
+        root: &Root,
+        shown: &Path,
+        partial_ttl: Option<Duration>,
+    ) -> io::Result<Self> {
+        let root_stat = rfs::fstat(root.fd())?;
+        let exposed = renamable_by(&root_stat);
+        if let Some(who) = &exposed {
+            log::warn!(
+                "{}: {who} can rename the server's state folder {STATE_DIR} in it and put \
+                 their own in its place (which stops the next start); every upload's folder is \
+                 checked not to be the moved state folder, one more system call per file. \
+                 Make it safe: `chmod +t {0}` (or `chmod go-w {0}`)",
+                shown.display()
+            );
+        }
+        let state = private_folder(root.fd(), STATE_DIR, &shown.join(STATE_DIR).display())?;
         let tmp = private_folder(state.as_fd(), "tmp", &format_args!("{STATE_DIR}/tmp"))?;
         let partials = private_folder(
             state.as_fd(),
@@ -124,13 +165,24 @@ impl State {
             log::info!("removed {temps} temp file(s) left over from an earlier run");
         }
         let digests = DigestCache::open(state.as_fd());
+        let id = |fd: BorrowedFd<'_>| rfs::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino));
+        let ids = StateIds([
+            id(state.as_fd()),
+            id(tmp.as_fd()),
+            id(partials.as_fd()),
+            digests.file_id(),
+        ]);
         let probed = Probed::run(tmp.as_fd(), &temp_name());
         let linker = Linker::probe(tmp.as_fd(), &temp_name());
         let this = Self {
+            dir: state,
             tmp: Arc::new(tmp),
             partials: Arc::new(partials),
+            ids,
             partial_ttl,
             partials_kept: AtomicUsize::new(0),
+            guard: AtomicBool::new(exposed.is_some()),
+            moved: AtomicBool::new(false),
             digests,
             probed,
             linker,
@@ -174,6 +226,54 @@ impl State {
         if self.partials_kept.fetch_add(1, Ordering::Relaxed) >= MAX_PARTIALS {
             self.sweep();
         }
+    }
+
+    /// What identifies the state folders and the digest cache (see [`StateIds`]).
+    pub(crate) fn ids(&self) -> StateIds {
+        self.ids
+    }
+
+    /// Whether every upload's folder must be checked not to be a state folder: other local
+    /// users can rename entries of the root, or did rename the state folder. Otherwise no
+    /// name a client can give leads into it (its own name is reserved) and the check would
+    /// only cost a system call per file.
+    pub(crate) fn guards_folders(&self) -> bool {
+        self.guard.load(Ordering::Relaxed)
+    }
+
+    /// Checks that the state folder is still `.ferry-state` in `root` (shown as `shown`) and
+    /// whether other users can rename entries there (see [`State::guards_folders`]). A state
+    /// folder renamed or replaced is logged as an error once, with what to do: the server
+    /// goes on using it through its descriptors, and serves, lists and changes it under no
+    /// name.
+    pub(crate) fn check_place(&self, root: BorrowedFd<'_>, shown: &Path) {
+        let at_name = rfs::statat(root, STATE_DIR, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let moved = at_name.is_none_or(|st| Some((st.st_dev, st.st_ino)) != self.ids.0[0]);
+        let exposed = rfs::fstat(root).is_ok_and(|st| renamable_by(&st).is_some());
+        self.guard.store(moved || exposed, Ordering::Relaxed);
+        if moved == self.moved.swap(moved, Ordering::Relaxed) {
+            return;
+        }
+        let dir = shown.display();
+        if !moved {
+            log::info!("{dir}/{STATE_DIR} is the server's state folder again");
+            return;
+        }
+        let now_at = rfs::fstat(&self.dir)
+            .ok()
+            .and_then(|st| name_in(root, st.st_ino))
+            .map_or_else(
+                || "somewhere else".to_owned(),
+                |n| format!("at {dir}/{}", n.to_string_lossy()),
+            );
+        log::error!(
+            "the server's state folder {dir}/{STATE_DIR} was renamed by another local user and \
+             is now {now_at}; the server goes on keeping its partial uploads and digest cache \
+             there, and never serves, lists or stores into it under any name. Make {dir} safe \
+             (`chmod +t {dir}`, or `chmod go-w {dir}`), then stop the server, move whatever \
+             is at {dir}/{STATE_DIR} now aside (`mv {dir}/{STATE_DIR} {dir}/.ferry-squatted`), \
+             move the state folder back ({dir}/{STATE_DIR}) and start it again"
+        );
     }
 
     /// Makes bodies named temp files, as where unnamed files cannot be made or named.
@@ -413,10 +513,14 @@ fn private_folder(parent: BorrowedFd<'_>, name: &str, shown: &dyn Display) -> io
     let st = rfs::fstat(&fd)?;
     let me = rustix::process::geteuid().as_raw();
     if st.st_uid != me {
+        let uid = st.st_uid;
         return Err(io::Error::other(format!(
-            "{shown} belongs to uid {}, not to this server's uid {me}; remove it or run the \
-             server as its owner",
-            st.st_uid
+            "{shown} belongs to uid {uid}, not to this server's uid {me}: if that is not the \
+             server's user, another local user made it, perhaps after renaming the server's own \
+             away (which a folder writable by others without the sticky bit allows). Move it \
+             aside (`mv {shown} {shown}.uid{uid}`; clients cannot name it there), move the \
+             server's own back to {shown} if it was renamed, make the folder safe \
+             (`chmod +t` it), and start again; or run the server as uid {uid}"
         )));
     }
     if st.st_mode & 0o022 != 0 {
@@ -495,6 +599,32 @@ fn remove_unheld(dir: &OwnedFd, files: Vec<(CString, SystemTime)>) -> usize {
     removed
 }
 
+/// Which other local user can rename entries of the folder described by `st` (the root),
+/// and so the state folder in it; `None` when only the server's user and root can: the folder
+/// is the server's (or root's) and not writable by others, or has the sticky bit.
+fn renamable_by(st: &Stat) -> Option<String> {
+    let me = rustix::process::geteuid().as_raw();
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != me && st.st_uid != 0 {
+        return Some(format!("its owner, uid {}", st.st_uid));
+    }
+    (mode & 0o022 != 0 && mode & 0o1000 == 0).then(|| {
+        format!(
+            "any user who can write it (mode {mode:o}, writable by others without the sticky bit)"
+        )
+    })
+}
+
+/// The name of the entry of `dir` with inode `ino`, if any (read from the folder's entries,
+/// no `stat` per entry).
+fn name_in(dir: BorrowedFd<'_>, ino: u64) -> Option<CString> {
+    let entries = rfs::Dir::read_from(dir).ok()?;
+    entries
+        .flatten()
+        .find(|e| e.ino() == ino && !matches!(e.file_name().to_bytes(), b"." | b".."))
+        .map(|e| e.file_name().to_owned())
+}
+
 /// Removes `name` from `dir` whatever it is (a file, a link, an empty folder); best effort.
 fn discard(dir: &OwnedFd, name: &str) {
     if rfs::unlinkat(dir, name, AtFlags::empty()) == Err(Errno::ISDIR) {
@@ -554,7 +684,7 @@ mod tests {
     }
 
     fn open(root: &Path) -> io::Result<State> {
-        State::open(&Root::open(root)?, Some(Duration::from_secs(86_400)))
+        State::open(&Root::open(root)?, root, Some(Duration::from_secs(86_400)))
     }
 
     /// Makes `n` partials in `st`'s folder, the k-th modified k seconds after `since`.
@@ -599,6 +729,58 @@ mod tests {
         }
         let left = fs::read_dir(st.join("partials")).unwrap().count();
         assert!(left <= MAX_PARTIALS, "{left} partials");
+    }
+
+    #[test]
+    fn the_state_is_known_by_its_inodes_under_any_name_and_a_rename_is_noticed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::set_permissions(r, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = open(r).unwrap();
+        let rootfd = Root::open(r).unwrap();
+        assert!(
+            !state.guards_folders(),
+            "only the server's user can rename in the root"
+        );
+        fs::rename(r.join(STATE_DIR), r.join("stolen")).unwrap();
+        fs::create_dir(r.join(STATE_DIR)).unwrap();
+        for p in ["stolen", "stolen/tmp", "stolen/partials", "stolen/digests"] {
+            let st = rfs::stat(r.join(p)).unwrap();
+            assert!(state.ids().holds(&st), "{p}");
+        }
+        assert!(!state.ids().holds(&rfs::stat(r.join(STATE_DIR)).unwrap()));
+        state.check_place(rootfd.fd(), r);
+        assert!(state.guards_folders(), "moved");
+        fs::remove_dir(r.join(STATE_DIR)).unwrap();
+        fs::rename(r.join("stolen"), r.join(STATE_DIR)).unwrap();
+        state.check_place(rootfd.fd(), r);
+        assert!(!state.guards_folders(), "back in place");
+        // Writable by others without the sticky bit: guarded; with it: not.
+        fs::set_permissions(r, fs::Permissions::from_mode(0o777)).unwrap();
+        state.check_place(rootfd.fd(), r);
+        assert!(state.guards_folders(), "mode 777");
+        fs::set_permissions(r, fs::Permissions::from_mode(0o1777)).unwrap();
+        state.check_place(rootfd.fd(), r);
+        assert!(!state.guards_folders(), "mode 1777");
+    }
+
+    #[test]
+    fn who_can_rename_in_the_root() {
+        let me = rustix::process::geteuid().as_raw();
+        let at = |uid: u32, mode: u32| {
+            let mut st = rfs::stat(".").unwrap();
+            st.st_uid = uid;
+            st.st_mode = (st.st_mode & !0o7777) | mode;
+            renamable_by(&st)
+        };
+        assert_eq!(at(me, 0o755), None);
+        assert_eq!(at(me, 0o1777), None);
+        assert!(at(me, 0o777).is_some_and(|w| w.contains("sticky")));
+        assert!(at(me, 0o775).is_some());
+        assert_eq!(at(0, 0o755), None, "root's folder");
+        if me != 65534 {
+            assert!(at(65534, 0o1755).is_some_and(|w| w.contains("uid 65534")));
+        }
     }
 
     fn fifo(path: &Path) {
@@ -690,6 +872,10 @@ mod tests {
             std::os::unix::fs::chown(&st, Some(65534), Some(65534)).unwrap();
             let e = open(root.path()).unwrap_err().to_string();
             assert!(e.contains("belongs to uid 65534"), "{e}");
+            assert!(
+                e.contains("`mv ") && e.contains("chmod +t"),
+                "says what to run: {e}"
+            );
         }
     }
 
