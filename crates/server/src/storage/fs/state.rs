@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Digest, Name};
@@ -73,6 +73,8 @@ pub(crate) struct State {
     partial_ttl: Option<Duration>,
     /// Partials in `partials/`, as counted by the last sweep plus those kept since.
     partials_kept: AtomicUsize,
+    /// Held by the sweep running (see [`State::sweep`]): a second one meanwhile is skipped.
+    sweeping: Mutex<()>,
     /// Whether another local user can rename entries of the root (see [`renamable_by`]), or
     /// the state folder was renamed: every upload's folder is then checked not to be a state
     /// folder (see [`State::guards_folders`]).
@@ -181,6 +183,7 @@ impl State {
             ids,
             partial_ttl,
             partials_kept: AtomicUsize::new(0),
+            sweeping: Mutex::new(()),
             guard: AtomicBool::new(exposed.is_some()),
             moved: AtomicBool::new(false),
             digests,
@@ -195,8 +198,13 @@ impl State {
     /// than [`MAX_PARTIALS`] are left, the oldest down to [`TRIM_TO`]; partials held by an
     /// upload (of this server or another one on the folder) stay. Logs and returns how many
     /// went. Run at start, periodically while serving (see [`super::janitor`]) and when a
-    /// kept partial passes the cap.
+    /// kept partial passes the cap; skipped (0) while another sweep runs.
     pub(crate) fn sweep(&self) -> usize {
+        let _sweeping = match self.sweeping.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return 0,
+        };
         let now = SystemTime::now();
         let (expired, mut left): (Vec<_>, Vec<_>) =
             scan(&self.partials).into_iter().partition(|(_, mtime)| {
