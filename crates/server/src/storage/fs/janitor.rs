@@ -1,6 +1,7 @@
 //! The janitor: one thread per storage folder that, while the server runs, keeps its state
 //! folder in check off the transfer path. Every [`TICK`] it checks that the state folder is
-//! still at its name in the root and whether other local users can rename it (see
+//! still at its name in the root (renaming it back if a local user renamed it) and whether
+//! other local users can rename it (see
 //! [`State::check_place`](super::state::State::check_place)); every [`SWEEP_EVERY`] it
 //! removes expired partials (see [`State::sweep`](super::state::State::sweep)), so that a
 //! server that runs for months does not keep them until its next start.

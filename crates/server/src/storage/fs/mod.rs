@@ -1410,7 +1410,14 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let root = tmp.path();
             fs::set_permissions(root, Permissions::from_mode(mode)).unwrap();
-            let store = store(root, Overwrite::Replace, false);
+            let config = Config {
+                dir: root.to_path_buf(),
+                overwrite: Overwrite::Replace,
+                ..Config::default()
+            };
+            // A janitor that does not move the state folder back during the test.
+            let hour = Duration::from_secs(3600);
+            let store = Store::with_janitor(Space::open(&config).unwrap(), hour, hour).unwrap();
             put(&store, "kept.txt", b"kept", || {}).unwrap();
             fs::rename(root.join(".ferry-state"), root.join("stolen")).unwrap();
             fs::create_dir(root.join(".ferry-state")).unwrap();

@@ -20,7 +20,7 @@
 //! earlier versions left beside uploads are left alone (clients cannot reach them; an operator
 //! may delete them).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt::Display;
 use std::fs::File;
 use std::io;
@@ -251,37 +251,84 @@ impl State {
 
     /// Checks that the state folder is still `.ferry-state` in `root` (shown as `shown`) and
     /// whether other users can rename entries there (see [`State::guards_folders`]). A state
-    /// folder renamed or replaced is logged as an error once, with what to do: the server
-    /// goes on using it through its descriptors, and serves, lists and changes it under no
-    /// name.
+    /// folder renamed within the root (the only place another user can move it: moving a
+    /// folder to another parent takes write permission on it) is renamed back, exchanged with
+    /// whatever was put at its name, and logged as a warning; one that cannot be is logged as
+    /// an error once, with what to do: the server goes on using it through its descriptors,
+    /// and serves, lists and changes it under no name.
     pub(crate) fn check_place(&self, root: BorrowedFd<'_>, shown: &Path) {
-        let at_name = rfs::statat(root, STATE_DIR, AtFlags::SYMLINK_NOFOLLOW).ok();
-        let moved = at_name.is_none_or(|st| Some((st.st_dev, st.st_ino)) != self.ids.0[0]);
+        let dir = shown.display();
+        let mut moved = !self.at_its_name(root);
+        let moved_to = if moved {
+            rfs::fstat(&self.dir)
+                .ok()
+                .and_then(|st| name_in(root, st.st_ino))
+        } else {
+            None
+        };
+        if let Some(name) = moved_to.as_deref().filter(|n| self.move_back(root, n)) {
+            moved = false;
+            let name = name.to_string_lossy();
+            log::warn!(
+                "the server's state folder {dir}/{STATE_DIR} was renamed to {dir}/{name} by \
+                 another local user; it is back at its name (what was put there, if anything, \
+                 is now {dir}/{name}). Make {dir} safe: `chmod +t {dir}` (or `chmod go-w {dir}`)"
+            );
+        }
         let exposed = rfs::fstat(root).is_ok_and(|st| renamable_by(&st).is_some());
         self.guard.store(moved || exposed, Ordering::Relaxed);
         if moved == self.moved.swap(moved, Ordering::Relaxed) {
             return;
         }
-        let dir = shown.display();
         if !moved {
             log::info!("{dir}/{STATE_DIR} is the server's state folder again");
             return;
         }
-        let now_at = rfs::fstat(&self.dir)
-            .ok()
-            .and_then(|st| name_in(root, st.st_ino))
-            .map_or_else(
-                || "somewhere else".to_owned(),
-                |n| format!("at {dir}/{}", n.to_string_lossy()),
-            );
-        log::error!(
-            "the server's state folder {dir}/{STATE_DIR} was renamed by another local user and \
-             is now {now_at}; the server goes on keeping its partial uploads and digest cache \
-             there, and never serves, lists or stores into it under any name. Make {dir} safe \
-             (`chmod +t {dir}`, or `chmod go-w {dir}`), then stop the server, move whatever \
-             is at {dir}/{STATE_DIR} now aside (`mv {dir}/{STATE_DIR} {dir}/.ferry-squatted`), \
-             move the state folder back ({dir}/{STATE_DIR}) and start it again"
+        let now_at = moved_to.map_or_else(
+            || "somewhere else".to_owned(),
+            |n| format!("at {dir}/{}", n.to_string_lossy()),
         );
+        log::error!(
+            "the server's state folder {dir}/{STATE_DIR} was renamed and is now {now_at}, and \
+             could not be moved back; the server goes on keeping its partial uploads and digest \
+             cache there, and never serves, lists or stores into it under any name. Make {dir} \
+             safe (`chmod +t {dir}`, or `chmod go-w {dir}`), then stop the server, move \
+             whatever is at {dir}/{STATE_DIR} now aside (`mv {dir}/{STATE_DIR} \
+             {dir}/.ferry-squatted`), move the state folder back ({dir}/{STATE_DIR}) and start \
+             it again"
+        );
+    }
+
+    /// Whether `.ferry-state` in `root` is this state folder.
+    fn at_its_name(&self, root: BorrowedFd<'_>) -> bool {
+        rfs::statat(root, STATE_DIR, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| Some((st.st_dev, st.st_ino)) == self.ids.0[0])
+    }
+
+    /// Renames `name` in `root`, where the state folder was found, back to `.ferry-state`
+    /// (exchanged with what is there, if anything); undone if what was renamed turns out not
+    /// to be the state folder (a local user renamed it again meanwhile). Whether it is back.
+    fn move_back(&self, root: BorrowedFd<'_>, name: &CStr) -> bool {
+        let taken = rfs::statat(root, STATE_DIR, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        let how = if taken {
+            RenameFlags::EXCHANGE
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        if let Err(e) = rfs::renameat_with(root, name, root, STATE_DIR, how) {
+            log::debug!("cannot move the state folder back: {e}");
+            return false;
+        }
+        if self.at_its_name(root) {
+            return true;
+        }
+        if let Err(e) = rfs::renameat_with(root, STATE_DIR, root, name, how) {
+            log::warn!(
+                "cannot undo moving {} to {STATE_DIR}: {e}",
+                name.to_string_lossy()
+            );
+        }
+        false
     }
 
     /// Makes bodies named temp files, as where unnamed files cannot be made or named.
@@ -757,10 +804,21 @@ mod tests {
             assert!(state.ids().holds(&st), "{p}");
         }
         assert!(!state.ids().holds(&rfs::stat(r.join(STATE_DIR)).unwrap()));
+        // Renamed within the root: moved back, exchanged with the planted folder.
         state.check_place(rootfd.fd(), r);
-        assert!(state.guards_folders(), "moved");
-        fs::remove_dir(r.join(STATE_DIR)).unwrap();
-        fs::rename(r.join("stolen"), r.join(STATE_DIR)).unwrap();
+        assert!(!state.guards_folders(), "moved back");
+        assert!(state.ids().holds(&rfs::stat(r.join(STATE_DIR)).unwrap()));
+        assert!(
+            !state.ids().holds(&rfs::stat(r.join("stolen")).unwrap()),
+            "the planted one"
+        );
+        // Moved out of the root (as its owner can): noticed, guarded, not moved.
+        fs::create_dir(r.join("sub")).unwrap();
+        fs::rename(r.join(STATE_DIR), r.join("sub/stolen")).unwrap();
+        state.check_place(rootfd.fd(), r);
+        assert!(state.guards_folders(), "moved away");
+        assert!(r.join("sub/stolen/partials").exists());
+        fs::rename(r.join("sub/stolen"), r.join(STATE_DIR)).unwrap();
         state.check_place(rootfd.fd(), r);
         assert!(!state.guards_folders(), "back in place");
         // Writable by others without the sticky bit: guarded; with it: not.
