@@ -11,9 +11,10 @@ mod ops;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
-use ferry_proto::Code;
+use ferry_proto::{Code, Event, Hasher, Step};
 use ops::Bin;
 use rustix::process::{kill_process, Pid, Signal};
 
@@ -27,7 +28,9 @@ const KILL_AT: u64 = 16 << 20;
 const ADDR_VAR: &str = "FERRY_TEST_INTERRUPTED_ADDR";
 
 /// The client process the tests below start (this test binary, `--ignored --exact
-/// client_process`) and kill: it uploads [`NAME`] to the server named by [`ADDR_VAR`].
+/// client_process`) and kill: it uploads [`NAME`] to the server named by [`ADDR_VAR`], and
+/// pauses halfway through the body, so that the signal lands mid-body however fast the
+/// machine moves the rest.
 #[test]
 #[ignore = "the client process that the tests of this file start and kill"]
 fn client_process() {
@@ -35,7 +38,21 @@ fn client_process() {
         return;
     };
     let body = body();
-    upload(&mut connect(addr.parse().unwrap()), NAME, &body);
+    let mut d = connect(addr.parse().unwrap());
+    let id = d.conn_mut().offer(info(NAME, body.len() as u64)).unwrap();
+    assert!(matches!(
+        d.next_step().unwrap(),
+        Step::Event(Event::Accepted { .. })
+    ));
+    d.conn_mut().begin(id, Hasher::new()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    d.send_body(first).unwrap();
+    d.flush().unwrap();
+    // The test's signal ends this wait.
+    std::thread::sleep(Duration::from_secs(60));
+    d.send_body(rest).unwrap();
+    d.conn_mut().end().unwrap();
+    d.flush().unwrap();
 }
 
 /// The bytes of [`NAME`]: a MiB of test bytes, repeated (made at once in a debug build).
