@@ -11,6 +11,7 @@ mod ops;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -37,6 +38,11 @@ fn client_process() {
     let Ok(addr) = std::env::var(ADDR_VAR) else {
         return;
     };
+    // SIGINT ends this process as it ends ferry (exit 130), also where it was started with
+    // SIGINT ignored (a script's background job is, and its children inherit that).
+    let interrupt = signal_hook::consts::SIGINT;
+    signal_hook::flag::register_conditional_shutdown(interrupt, 130, Arc::new(true.into()))
+        .unwrap();
     let body = body();
     let mut d = connect(addr.parse().unwrap());
     let id = d.conn_mut().offer(info(NAME, body.len() as u64)).unwrap();
