@@ -185,8 +185,9 @@ impl Console {
             _ => "",
         };
         match (r.status, self.verb) {
-            // A detail other than the name: the copy a rename policy made holds it (§4.8).
-            (Status::Code(Code::Unchanged), _)
+            // An upload's detail other than the name: the copy a rename policy made holds it
+            // (§4.8). A download's says why the local file was kept.
+            (Status::Code(Code::Unchanged), Verb::Send)
                 if !r.detail.is_empty() && r.detail != r.name.as_str() =>
             {
                 format!(

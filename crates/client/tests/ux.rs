@@ -385,6 +385,25 @@ fn a_rerun_under_rename_names_the_copy_that_holds_the_file() {
     assert!(!server.path("tree/b (2).txt").exists());
 }
 
+/// A download kept because the local file matches is reported `unchanged NAME`: its detail
+/// (why it was kept) is not a copy's name, as an upload's under rename is.
+#[test]
+fn a_download_kept_unchanged_names_no_copy() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("tree/b.txt"), b"b");
+    let out = tempfile::tempdir().unwrap();
+    let addr = server.addr().to_string();
+    let get = || ferry(&["get", &addr, "tree", "-o", arg(out.path())]);
+    assert_eq!(get().status.code(), Some(0));
+
+    let again = get();
+
+    let err = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(err.contains("unchanged tree/b.txt\n"), "{err}");
+    assert!(!err.contains("held as"), "{err}");
+}
+
 #[test]
 fn a_changed_file_refused_by_the_servers_policy_is_counted_and_says_what_to_do() {
     let server = TestServer::start(Overwrite::Refuse);
