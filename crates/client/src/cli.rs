@@ -372,7 +372,8 @@ pub fn run(cli: &Cli) -> u8 {
                 None,
             )
             .with_known_hosts(known_hosts)
-            .interruptible(matches!(dest, Dest::Dir(_)));
+            // Only standard output cannot be taken up again: a file lands beside its partial.
+            .interruptible(!matches!(dest, Dest::Stdout));
             let outcome = download::get(target, names, &dest, &opts, &mut console);
             (outcome, console)
         }

@@ -298,10 +298,11 @@ impl Observer for Console {
     }
 
     fn finished(&mut self, report: &FileReport) {
+        // A folder made is not a file saved: its files confirm themselves.
         if let Some(i) = self
             .interrupt
             .as_ref()
-            .filter(|_| report.status.is_success())
+            .filter(|_| report.status.is_success() && report.kind != EntryKind::Folder)
         {
             i.confirmed(&report.name);
         }
