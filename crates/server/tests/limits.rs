@@ -245,6 +245,23 @@ fn a_flood_of_refused_connections_is_summed_up_in_the_log() {
     assert!(lines * 4 <= FLOOD, "{lines} lines for {FLOOD} refusals");
 }
 
+/// A connection that closes before it says anything (a port probe, a balancer's TCP health
+/// check, a flood of them) makes no line at the default level; a client that speaks does.
+#[test]
+fn connections_closed_before_a_word_make_no_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut bin = ops::Bin::start(&["--dir", store.to_str().unwrap()]);
+    for _ in 0..20 {
+        drop(TcpStream::connect(bin.addr).unwrap());
+    }
+    assert_eq!(upload_once(bin.addr, "spoke.txt", b"x").code, Code::Stored);
+    let line = bin.wait_line("connection closed");
+    assert!(line.contains("ferry: 1 stored"), "{line}");
+    let log = bin.log();
+    assert!(!log.iter().any(|l| l.contains("no framing")), "{log:#?}");
+}
+
 #[test]
 fn a_client_over_the_limit_is_told_the_server_is_busy() {
     let srv = start(Config {

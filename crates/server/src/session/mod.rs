@@ -200,6 +200,7 @@ pub(crate) fn serve_connection(
     let _ = s.commit();
     // From here on, the last flush, the TLS close and the linger share one short deadline.
     s.io().close_within(REFUSAL_LINGER);
+    let outcome_ok = outcome.is_ok();
     let how = match outcome {
         Ok(()) => "done".to_owned(),
         Err(e) => clip(&s.close_after(&e, cut)),
@@ -214,7 +215,15 @@ pub(crate) fn serve_connection(
         None => "no framing",
     };
     let t = &s.tally;
-    log::info!(
+    // A connection closed cleanly before it said anything (a port probe, a balancer's health
+    // check, a flood of them) is not worth a line by default.
+    let level = if s.d.conn().framing().is_none() && outcome_ok {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
         "{peer}: connection closed ({how}) after {:.1?}, {tls}{framing}: {} stored, {} unchanged, {} failed, {} received, {} sent{}",
         started.elapsed(),
         t.stored,
