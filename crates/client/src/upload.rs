@@ -635,7 +635,15 @@ impl Upload<'_> {
             Some((code, reason)) if is_about_a_body(code) => {
                 self.body_refused(id, code, &reason, Err(cut))
             }
-            _ => Err(cut),
+            // The server said why it ended the connection (it is shutting down, say): that,
+            // not the broken pipe its close made of our write.
+            Some((code, reason)) => Err(ClientError::from_peer(
+                self.session.target,
+                self.session.welcomed(),
+                code,
+                &reason,
+            )),
+            None => Err(cut),
         }
     }
 

@@ -421,3 +421,35 @@ fn a_trickling_server_cannot_stretch_the_timeout() {
     assert_eq!(code, Some(4));
     assert!(took < Duration::from_secs(15), "ran {took:?}");
 }
+
+/// PROTOCOL.md §4.12: a server that ends the connection in the middle of a body with ERROR
+/// `ShuttingDown` and closes without reading the rest (so that the close resets our writes) is
+/// reported by its words, not as a broken pipe: the client reads what the server still had to
+/// say after its write failed.
+#[test]
+fn a_server_stopping_mid_body_is_reported_by_its_words_not_as_a_broken_pipe() {
+    let (addr, server) = raw_server(|mut raw| {
+        raw.accept_offer(0, Digest::of_empty());
+        raw.expect(kind::DATA);
+        raw.send(&[Frame::Error {
+            code: Code::ShuttingDown,
+            reason: "the server is shutting down".into(),
+        }]);
+        // Closed with the client's bytes unread: a reset.
+    });
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("big.bin");
+    write(&file, &vec![7u8; 64 << 20]);
+
+    let outcome = upload::send(
+        &Target::from(addr),
+        common::sources(&[&file]),
+        &opts(),
+        &mut (),
+    );
+
+    server.join().unwrap();
+    let error = outcome.error.as_ref().expect("the run failed").to_string();
+    assert!(error.contains("(shutting down)"), "{error}");
+    assert_eq!(outcome.exit_code(), ferry_client::exit::NETWORK, "{error}");
+}
