@@ -79,8 +79,9 @@ pub struct Config {
     pub max_refusal_logs: u32,
     /// Most connections still opening (no HELLO or seed name line yet) on top of those, so
     /// that stalled connections cannot take the slots of real clients. Beyond both limits a
-    /// new connection takes the place of the oldest one opening for at least 1 s (closed at
-    /// once), or, when there is none, is refused as busy before anything is read.
+    /// new connection takes the place of the oldest one without a slot (still opening, or on
+    /// probation for a slot) for at least 1 s (closed at once), or, when there is none, is
+    /// refused as busy before anything is read.
     pub max_handshakes: usize,
     /// Time a client has to open the conversation after connecting (HELLO, or the seed name
     /// line), and to finish any later message once its first byte arrived, however it

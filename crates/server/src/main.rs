@@ -163,7 +163,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 16)]
     max_refusal_logs: u32,
     /// Most connections still saying hello at once, on top of --max-connections; when both
-    /// are full, a newcomer takes the place of the oldest one still saying hello after 1 s
+    /// are full, a newcomer takes the place of the oldest one without a slot (still saying
+    /// hello, or waiting for a stale one's) after 1 s
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     max_handshakes: u64,

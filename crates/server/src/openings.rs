@@ -1,21 +1,24 @@
-//! Connections still opening: accepted, but not yet past their opening message (the PROXY
-//! header, the TLS handshake, then HELLO or the seed name line, until the session takes a slot
-//! or goes on probation for one). When the server holds as many connections as it allows
-//! (`--max-connections` plus `--max-handshakes`), a newcomer takes the place of the oldest of
-//! them that has been opening for at least [`DISPLACE_AFTER`]: that connection's socket is shut
-//! down, which ends its thread at once. So silent connections cannot shut clients out for a
-//! whole `--header-timeout`, and a real client, whose opening takes milliseconds, is only
-//! displaced when more than the whole pool of connections arrived after it within that time.
+//! Connections without a slot: accepted and still opening (the PROXY header, the TLS
+//! handshake, then HELLO or the seed name line), or past that but on probation for a slot
+//! (every slot taken, a holder stale: see [`crate::slots`]) and not yet moving a file. When the
+//! server holds as many connections as it allows (`--max-connections` plus
+//! `--max-handshakes`), a newcomer takes the place of the oldest of them that has been
+//! connected for at least [`DISPLACE_AFTER`]: that connection's socket is shut down, which
+//! ends its thread at once. So connections that stay silent, before or after their HELLO,
+//! cannot shut clients out for a whole `--header-timeout` or probation, and a real client,
+//! whose opening and first file take milliseconds, is only displaced when more than the whole
+//! pool of connections arrived after it within that time.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long a connection must have been opening before a newcomer may take its place.
+/// How long a connection must have been connected, without a slot, before a newcomer may take
+/// its place.
 pub(crate) const DISPLACE_AFTER: Duration = Duration::from_secs(1);
 
-/// The connections still opening, oldest first.
+/// The connections without a slot, oldest first.
 #[derive(Debug)]
 pub(crate) struct Openings {
     list: Mutex<Vec<Entry>>,
@@ -34,8 +37,8 @@ struct Entry {
     displaced: bool,
 }
 
-/// One connection's place in [`Openings`], held by its thread until the connection has opened
-/// (or ends); given back on drop.
+/// One connection's place in [`Openings`], held by its thread until the connection takes a
+/// slot (or ends); given back on drop.
 #[derive(Debug)]
 pub(crate) struct Opening {
     openings: Arc<Openings>,
@@ -52,8 +55,8 @@ impl Openings {
         })
     }
 
-    /// Counts `stream` (from `peer`) as opening from now; fails when its socket cannot be
-    /// duplicated (out of descriptors).
+    /// Counts `stream` (from `peer`) as without a slot from now; fails when its socket cannot
+    /// be duplicated (out of descriptors).
     pub(crate) fn register(
         self: &Arc<Self>,
         stream: &TcpStream,
@@ -74,9 +77,9 @@ impl Openings {
         })
     }
 
-    /// Shuts down the socket of the oldest connection opening for at least the minimum age
-    /// and not displaced yet; its peer and how long it had been opening. `None` when there is
-    /// no such connection.
+    /// Shuts down the socket of the oldest connection without a slot for at least the
+    /// minimum age and not displaced yet; its peer and how long it had been connected. `None`
+    /// when there is no such connection.
     pub(crate) fn displace(&self) -> Option<(SocketAddr, Duration)> {
         let now = Instant::now();
         let mut list = self.lock();
@@ -142,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_has_opened_cannot_be_displaced() {
+    fn a_connection_that_holds_a_slot_cannot_be_displaced() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let openings = Openings::new(Duration::ZERO);
         let (server, _client) = pair(&listener);

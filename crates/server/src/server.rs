@@ -352,7 +352,7 @@ struct Admission {
     refusing: Arc<AtomicUsize>,
     /// Connections open per source.
     sources: Arc<Sources>,
-    /// Connections still opening, which a newcomer may displace when the server is full.
+    /// Connections without a slot, which a newcomer may displace when the server is full.
     openings: Arc<Openings>,
 }
 
@@ -489,9 +489,9 @@ fn admit(
 
 /// Whether a newcomer may have a thread, `running` connection threads being there: yes below
 /// `--max-connections` plus `--max-handshakes` (those displaced and ending not counted); at
-/// the limit, only if the oldest connection still opening (past
-/// [`DISPLACE_AFTER`]) is displaced to make room (logged). Displaced threads end at once, but
-/// never more than the limit's worth of them are waited for at a time.
+/// the limit, only if the oldest connection without a slot (past [`DISPLACE_AFTER`]: still
+/// opening, or on probation) is displaced to make room (logged). Displaced threads end at
+/// once, but never more than the limit's worth of them are waited for at a time.
 fn make_room(running: usize, shared: &Shared, openings: &Openings) -> bool {
     let c = &shared.config;
     let pool = c.max_connections.saturating_add(c.max_handshakes);
@@ -507,8 +507,8 @@ fn make_room(running: usize, shared: &Shared, openings: &Openings) -> bool {
             shared.refusals.warn(
                 Kind::Displaced,
                 format_args!(
-                    "{victim}: closed while still opening after {age:.1?}: the server is full \
-                     and a newcomer takes its place"
+                    "{victim}: closed without a slot after {age:.1?}: the server is full and a \
+                     newcomer takes its place"
                 ),
             );
             true

@@ -105,8 +105,8 @@ pub(crate) struct Guarded<'a> {
     closing_by: Option<Instant>,
     /// A write timed out: the peer does not read.
     write_timed_out: bool,
-    /// While the connection is opening: its place among the connections a newcomer may
-    /// displace (see [`crate::openings`]); given up once it is [watched](Guarded::watch).
+    /// Until the connection holds a slot: its place among the connections a newcomer may
+    /// displace (see [`crate::openings`]); given up by [`Guarded::seated`].
     opening: Option<Opening>,
 }
 
@@ -128,18 +128,22 @@ impl<'a> Guarded<'a> {
         }
     }
 
-    /// Counts the connection as opening (displaceable by a newcomer when the server is full)
-    /// until it is [watched](Guarded::watch) or ends.
+    /// Counts the connection as displaceable by a newcomer when the server is full, until it
+    /// is [seated](Guarded::seated) or ends.
     pub(crate) fn set_opening(&mut self, opening: Opening) {
         self.opening = Some(opening);
     }
 
     /// From now on, cuts the connection when `activity` is evicted or makes no progress for
-    /// `stall` (counted from the last [`Activity::progress`]). The connection has opened: no
-    /// newcomer may displace it any more (see [`crate::openings`]).
+    /// `stall` (counted from the last [`Activity::progress`]).
     pub(crate) fn watch(&mut self, activity: Arc<Activity>, stall: Duration) {
-        self.opening = None;
         self.watch = Some((activity, stall));
+    }
+
+    /// The connection holds a slot: no newcomer may displace it any more (see
+    /// [`crate::openings`]). One on probation for a slot still may.
+    pub(crate) fn seated(&mut self) {
+        self.opening = None;
     }
 
     /// Whether the bytes written from now on are a body's (they then count towards progress,

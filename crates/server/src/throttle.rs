@@ -24,7 +24,7 @@ pub(crate) enum Kind {
     Blocked,
     /// Refused after its opening message: every slot is taken by connections making progress.
     Busy,
-    /// Closed while still opening, to make room for a newcomer.
+    /// Closed without a slot, to make room for a newcomer.
     Displaced,
 }
 
@@ -38,7 +38,7 @@ impl Kind {
             Kind::Source => "refused: its address has too many connections open",
             Kind::Blocked => "refused before the handshake: too many failed authentications",
             Kind::Busy => "refused: every slot is taken by connections making progress",
-            Kind::Displaced => "closed while still opening, to make room for a newcomer",
+            Kind::Displaced => "closed without a slot, to make room for a newcomer",
         }
     }
 }

@@ -327,6 +327,58 @@ fn silent_connections_filling_the_server_give_way_to_a_real_client() {
     assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
 }
 
+/// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": connections that
+/// say HELLO and then nothing fill every slot and, once those holders are stale, the rest of
+/// the pool on probation for their slots; a newcomer takes the place of the oldest connection
+/// without a slot (on probation, past a second), then the slot of a stale holder as it moves
+/// its file, rather than being refused while the flood lasts.
+#[test]
+fn connections_silent_after_hello_give_way_to_a_real_client() {
+    let evict_after = Duration::from_secs(3);
+    let mut srv = start(Config {
+        max_connections: 2,
+        max_handshakes: 4,
+        max_per_source: 2,
+        evict_after,
+        ..config()
+    });
+    // Two take the slots, and go stale.
+    let holders: Vec<Raw> = (0..2)
+        .map(|_| Raw::connect_from([127, 0, 0, 2], srv.addr()))
+        .collect();
+    thread::sleep(evict_after + Duration::from_millis(200));
+    // Four more, from two other addresses, are welcomed on probation: the whole pool.
+    let waiting: Vec<Raw> = (0..4u8)
+        .map(|i| Raw::connect_from([127, 0, 0, 3 + i / 2], srv.addr()))
+        .collect();
+    // Past the least age for being displaced (1 s), well within the probation (3 s).
+    thread::sleep(Duration::from_millis(1200));
+    let real: Vec<Client> = (0..2)
+        .map(|i| {
+            let mut d = connect(srv.addr());
+            assert_eq!(
+                upload(&mut d, &format!("real{i}.bin"), b"real").code,
+                Code::Stored
+            );
+            d
+        })
+        .collect();
+    // The two oldest on probation were closed, the others are still open.
+    let mut buf = [0u8; 1];
+    for r in &waiting[..2] {
+        assert_eq!((&r.s).read(&mut buf).unwrap(), 0, "closed by the server");
+    }
+    waiting[2].s.set_nonblocking(true).unwrap();
+    assert_eq!(
+        (&waiting[2].s).read(&mut buf).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "still open"
+    );
+    drop((holders, waiting, real));
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
+}
+
 /// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": body bytes are
 /// progress only 16 KiB at a time, so uploads trickled a byte at a time (ferry framing: one
 /// DATA frame announcing the whole body; seed framing: a name line, then the body) hold no

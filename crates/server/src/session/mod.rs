@@ -416,12 +416,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Holds `slot`; the stall timeout counts from now.
+    /// Holds `slot`; the stall timeout counts from now, and no newcomer displaces the
+    /// connection any more.
     fn hold(&mut self, slot: Slot) {
         self.slot = Some(slot);
         self.probation = false;
         let (activity, stall) = (Arc::clone(&self.activity), self.shared.config.stall_timeout);
         self.io().watch(activity, stall);
+        self.io().seated();
     }
 
     /// Tells the client the server is full, and logs `why`.

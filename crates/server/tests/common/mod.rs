@@ -453,6 +453,17 @@ impl Raw {
     pub fn connect_with_token(addr: SocketAddr, token: &[u8]) -> Raw {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
+        Raw::hello(s, token)
+    }
+
+    /// Connects from the local address `from` (see [`connect_from`]), says HELLO and expects
+    /// WELCOME.
+    pub fn connect_from(from: [u8; 4], addr: SocketAddr) -> Raw {
+        Raw::hello(connect_from(from, addr), &[])
+    }
+
+    /// Says HELLO with `token` on `s` and expects WELCOME.
+    fn hello(s: TcpStream, token: &[u8]) -> Raw {
         let mut r = Raw { s };
         let mut hello = MAGIC.to_vec();
         Frame::Hello {
