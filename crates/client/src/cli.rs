@@ -95,10 +95,10 @@ pub struct Common {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// After a network failure (refused, reset or closed before any answer, timed out, cut)
-    /// or a "busy" answer (too many
-    /// connections, or a file another connection is uploading), connect again up to N times,
-    /// waiting 0.2 s, 0.4 s, ... up to 5 s, and go on with the files not yet confirmed, each
-    /// resuming where the server's verified copy ends.
+    /// or a "busy" answer (too many connections, or a file another connection is uploading),
+    /// connect again up to N times, waiting 0.2 s, 0.4 s, ... up to 5 s (each cut to a random
+    /// 50-100 %, so that clients cut off together do not all come back at once), and go on
+    /// with the files not yet confirmed, each resuming where the server's verified copy ends.
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
     pub retries: u32,
     /// TLS and authentication.

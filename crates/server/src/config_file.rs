@@ -256,7 +256,11 @@ pub fn clap_reason(e: &clap::Error) -> String {
     };
     let reason = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
         (Some(source), _) if source.is::<std::num::ParseIntError>() => {
-            "expected a whole number (0, 1, 2, ...)".to_owned()
+            if value.is_some_and(|v| v.trim_start().starts_with('-')) {
+                "expected a whole number, not a negative one".to_owned()
+            } else {
+                "expected a whole number (0, 1, 2, ...)".to_owned()
+            }
         }
         (Some(source), _) => source.to_string(),
         (None, Some(ContextValue::Strings(valid))) if e.kind() == ErrorKind::InvalidValue => {

@@ -156,7 +156,10 @@ fn configuration_file_errors_name_the_file_line_and_key_and_exit_3() {
         ("bogus-key = 1", &["unknown key `bogus-key`"][..]),
         (
             "max-connections = -1",
-            &["max-connections: expected a whole number", "got \"-1\""],
+            &[
+                "max-connections: expected a whole number, not a negative one",
+                "got \"-1\"",
+            ],
         ),
         (
             "max-connections = 0",
@@ -173,6 +176,10 @@ fn configuration_file_errors_name_the_file_line_and_key_and_exit_3() {
         (
             "overwrite = \"sometimes\"",
             &["overwrite: expected one of refuse, rename, replace, got \"sometimes\""],
+        ),
+        (
+            "max-handshakes = \"many\"",
+            &["max-handshakes: expected a whole number (0, 1, 2, ...), got \"many\""],
         ),
         ("no-seed = 1", &["no-seed: expected true or false, got 1"]),
         ("config = \"other.toml\"", &["`config` cannot be set"]),
