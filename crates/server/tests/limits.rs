@@ -300,28 +300,8 @@ fn silent_connections_filling_the_server_give_way_to_a_real_client() {
     // Older than the least age a connection must be opening for before it can be displaced
     // (1 s): a real client's handshake is never the one displaced.
     thread::sleep(Duration::from_millis(1200));
-    // Each still holds its slot: the next newcomer displaces another silent connection.
-    let real: Vec<Client> = (0..2)
-        .map(|i| {
-            let mut d = connect(srv.addr());
-            assert_eq!(
-                upload(&mut d, &format!("real{i}.bin"), b"real").code,
-                Code::Stored
-            );
-            d
-        })
-        .collect();
-    // The two oldest silent connections were closed, the others are still open.
-    let mut buf = [0u8; 1];
-    for s in &silent[..2] {
-        assert_eq!((&*s).read(&mut buf).unwrap(), 0, "closed by the server");
-    }
-    silent[2].set_nonblocking(true).unwrap();
-    assert_eq!(
-        (&silent[2]).read(&mut buf).unwrap_err().kind(),
-        std::io::ErrorKind::WouldBlock,
-        "still open"
-    );
+    // Each still holds its place: the next newcomer displaces another silent connection.
+    let real = real_clients_displace_the_oldest(&srv, &silent.iter().collect::<Vec<_>>());
     drop((silent, real));
     srv.stop();
     assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
@@ -353,6 +333,17 @@ fn connections_silent_after_hello_give_way_to_a_real_client() {
         .collect();
     // Past the least age for being displaced (1 s), well within the probation (3 s).
     thread::sleep(Duration::from_millis(1200));
+    let crowd: Vec<&TcpStream> = waiting.iter().map(|r| &r.s).collect();
+    let real = real_clients_displace_the_oldest(&srv, &crowd);
+    drop((holders, waiting, real));
+    srv.stop();
+    assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
+}
+
+/// Two real clients connect to `srv`, which `crowd` (oldest first, at least three) fills, and
+/// each stores a file (`real0.bin`, `real1.bin`): the two oldest of the crowd were closed to
+/// make room for them, the next is still open. The clients, still connected.
+fn real_clients_displace_the_oldest(srv: &TestServer, crowd: &[&TcpStream]) -> Vec<Client> {
     let real: Vec<Client> = (0..2)
         .map(|i| {
             let mut d = connect(srv.addr());
@@ -363,20 +354,17 @@ fn connections_silent_after_hello_give_way_to_a_real_client() {
             d
         })
         .collect();
-    // The two oldest on probation were closed, the others are still open.
     let mut buf = [0u8; 1];
-    for r in &waiting[..2] {
-        assert_eq!((&r.s).read(&mut buf).unwrap(), 0, "closed by the server");
+    for &(mut s) in &crowd[..2] {
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "closed by the server");
     }
-    waiting[2].s.set_nonblocking(true).unwrap();
+    crowd[2].set_nonblocking(true).unwrap();
     assert_eq!(
-        (&waiting[2].s).read(&mut buf).unwrap_err().kind(),
+        { crowd[2] }.read(&mut buf).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock,
         "still open"
     );
-    drop((holders, waiting, real));
-    srv.stop();
-    assert_eq!(srv.listing(), vec!["real0.bin", "real1.bin"]);
+    real
 }
 
 /// SECURITY.md, "Slow, stalled or chattering clients cannot lock others out": body bytes are
