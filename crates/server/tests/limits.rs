@@ -358,9 +358,10 @@ fn real_clients_displace_the_oldest(srv: &TestServer, crowd: &[&TcpStream]) -> V
     for &(mut s) in &crowd[..2] {
         assert_eq!(s.read(&mut buf).unwrap(), 0, "closed by the server");
     }
-    crowd[2].set_nonblocking(true).unwrap();
+    let mut next = crowd[2];
+    next.set_nonblocking(true).unwrap();
     assert_eq!(
-        { crowd[2] }.read(&mut buf).unwrap_err().kind(),
+        next.read(&mut buf).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock,
         "still open"
     );
