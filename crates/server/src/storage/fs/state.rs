@@ -284,19 +284,20 @@ impl State {
             log::info!("{dir}/{STATE_DIR} is the server's state folder again");
             return;
         }
-        let now_at = moved_to.map_or_else(
-            || "somewhere else".to_owned(),
-            |n| format!("at {dir}/{}", n.to_string_lossy()),
-        );
-        log::error!(
-            "the server's state folder {dir}/{STATE_DIR} was renamed and is now {now_at}, and \
-             could not be moved back; the server goes on keeping its partial uploads and digest \
-             cache there, and never serves, lists or stores into it under any name. Make {dir} \
-             safe (`chmod +t {dir}`, or `chmod go-w {dir}`), then stop the server, move \
-             whatever is at {dir}/{STATE_DIR} now aside (`mv {dir}/{STATE_DIR} \
-             {dir}/.ferry-squatted`), move the state folder back ({dir}/{STATE_DIR}) and start \
-             it again"
-        );
+        log::error!("{}", self.gone(root, moved_to).explain(shown));
+    }
+
+    /// Where the state folder went, not being at its name in `root`: `moved_to`, the name it
+    /// has in the root if any, unless it or the root was deleted.
+    fn gone(&self, root: BorrowedFd<'_>, moved_to: Option<CString>) -> Gone {
+        let deleted = |fd: BorrowedFd<'_>| rfs::fstat(fd).is_ok_and(|st| st.st_nlink == 0);
+        if deleted(root) {
+            Gone::Root
+        } else if deleted(self.dir.as_fd()) {
+            Gone::State
+        } else {
+            Gone::Renamed(moved_to)
+        }
     }
 
     /// Whether `.ferry-state` in `root` is this state folder.
@@ -670,6 +671,51 @@ fn renamable_by(st: &Stat) -> Option<String> {
     })
 }
 
+/// Where the state folder went when it is not at its name and could not be put back.
+#[derive(Debug, PartialEq, Eq)]
+enum Gone {
+    /// The root itself was deleted (the state folder with it).
+    Root,
+    /// The state folder was deleted.
+    State,
+    /// Renamed: to this name in the root, or out of it.
+    Renamed(Option<CString>),
+}
+
+impl Gone {
+    /// The error to log, with what to do, for the root shown as `shown`.
+    fn explain(&self, shown: &Path) -> String {
+        let dir = shown.display();
+        match self {
+            Gone::Root => format!(
+                "{dir}, the folder the server stores into, was deleted while it ran: nothing \
+                 can be stored there, and nothing is listed or fetched, until it is made again \
+                 and the server restarted"
+            ),
+            Gone::State => format!(
+                "the server's state folder {dir}/{STATE_DIR} was deleted while it ran: cut \
+                 uploads cannot be kept for resume until the server is restarted (which makes \
+                 it again)"
+            ),
+            Gone::Renamed(to) => {
+                let now_at = to.as_deref().map_or_else(
+                    || "somewhere else".to_owned(),
+                    |n| format!("at {dir}/{}", n.to_string_lossy()),
+                );
+                format!(
+                    "the server's state folder {dir}/{STATE_DIR} was renamed and is now \
+                     {now_at}, and could not be moved back; the server goes on keeping its \
+                     partial uploads and digest cache there, and never serves, lists or stores \
+                     into it under any name. Make {dir} safe (`chmod +t {dir}`, or `chmod go-w \
+                     {dir}`), then stop the server, move whatever is at {dir}/{STATE_DIR} now \
+                     aside (`mv {dir}/{STATE_DIR} {dir}/.ferry-squatted`), move the state folder \
+                     back ({dir}/{STATE_DIR}) and start it again"
+                )
+            }
+        }
+    }
+}
+
 /// The name of the entry of `dir` with inode `ino`, if any (read from the folder's entries,
 /// no `stat` per entry).
 fn name_in(dir: BorrowedFd<'_>, ino: u64) -> Option<CString> {
@@ -828,6 +874,25 @@ mod tests {
         fs::set_permissions(r, fs::Permissions::from_mode(0o1777)).unwrap();
         state.check_place(rootfd.fd(), r);
         assert!(!state.guards_folders(), "mode 1777");
+    }
+
+    #[test]
+    fn a_state_folder_or_root_deleted_is_told_from_one_renamed() {
+        let parent = tempfile::tempdir().unwrap();
+        let r = parent.path().join("store");
+        fs::create_dir(&r).unwrap();
+        let state = open(&r).unwrap();
+        let rootfd = Root::open(&r).unwrap();
+        fs::rename(r.join(STATE_DIR), parent.path().join("away")).unwrap();
+        assert_eq!(state.gone(rootfd.fd(), None), Gone::Renamed(None));
+        fs::remove_dir_all(parent.path().join("away")).unwrap();
+        assert_eq!(state.gone(rootfd.fd(), None), Gone::State);
+        assert!(Gone::State.explain(&r).contains("was deleted while it ran"));
+        fs::remove_dir_all(&r).unwrap();
+        assert_eq!(state.gone(rootfd.fd(), None), Gone::Root);
+        assert!(Gone::Root
+            .explain(&r)
+            .contains("the folder the server stores into, was deleted"));
     }
 
     #[test]
