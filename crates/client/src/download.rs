@@ -11,7 +11,7 @@ use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
-use crate::landing::{discard, open_partial, room, save, Offered};
+use crate::landing::{discard, empty, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
 use crate::plan::{self, Want};
@@ -245,7 +245,7 @@ impl Download<'_> {
         let flight = self.flight(id, "BEGIN")?;
         if let Some(file) = flight.extra.file.as_mut() {
             // From 0: the server did not recognise our partial, so it goes.
-            let placed = if from == 0 { file.set_len(0) } else { Ok(()) }
+            let placed = if from == 0 { empty(file) } else { Ok(()) }
                 .and_then(|()| file.seek(SeekFrom::Start(from)));
             if let Err(e) = placed {
                 flight.extra.write_error = Some(e);

@@ -90,10 +90,20 @@ pub(crate) fn open_partial(
     let prefix = if held > 0 && held <= size {
         body::hash_all(&mut file, buf)?
     } else {
-        file.set_len(0)?;
+        empty(&file)?;
         Hasher::new()
     };
     Ok((file, prefix))
+}
+
+/// Empties `file`, if it holds anything. A file already empty (a new partial) is left alone:
+/// truncating it would make ext4 (`auto_da_alloc`) write all of its new bytes out when it is
+/// closed, on top of the flush that publishing it makes anyway.
+pub(crate) fn empty(file: &File) -> io::Result<()> {
+    if file.metadata()?.len() > 0 {
+        file.set_len(0)?;
+    }
+    Ok(())
 }
 
 /// Drops the partial file of `path` (its bytes failed verification or could not be written).

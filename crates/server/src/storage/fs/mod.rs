@@ -868,7 +868,7 @@ impl Reservation for Partial {
     fn start(self: Box<Self>, from: u64) -> io::Result<Box<dyn Incoming>> {
         let Partial { space, mut held } = *self;
         if from == 0 {
-            held.file().set_len(0)?;
+            empty(held.file())?;
         } else {
             let len = held.file().metadata()?.len();
             if len != from {
@@ -985,9 +985,20 @@ fn hash_held(held: &Held, size: u64) -> Hasher {
     let hashed = hash_file(held.file(), size, &mut vec![0u8; BUF_LEN]);
     hashed.unwrap_or_else(|e| {
         log::warn!("discarding an unreadable partial upload: {e}");
-        let _ = held.file().set_len(0);
+        let _ = empty(held.file());
         Hasher::new()
     })
+}
+
+/// Empties `file`, if it holds anything. A file already empty (a new partial) is left alone:
+/// truncating it would make ext4 (`auto_da_alloc`) start writing all of its new bytes out
+/// when it is closed, and wait for that: under `--no-fsync`, 0.23 s of a 1 GiB upload's
+/// 0.65 s here.
+fn empty(file: &File) -> io::Result<()> {
+    if file.metadata()?.len() > 0 {
+        file.set_len(0)?;
+    }
+    Ok(())
 }
 
 /// The first number above `lo` (known to be taken) whose name is free, assuming names are
