@@ -47,7 +47,7 @@ fn is_root() -> bool {
 }
 
 #[test]
-fn a_named_file_the_user_cannot_read_is_a_local_error_before_connecting() {
+fn a_named_file_or_folder_the_user_cannot_read_is_a_local_error_before_connecting() {
     if !is_root() {
         println!("SKIPPED: needs root (to run the client as nobody)");
         return;
@@ -62,26 +62,33 @@ fn a_named_file_the_user_cannot_read_is_a_local_error_before_connecting() {
     let secret = local.path().join("secret.txt");
     write(&secret, b"root's only");
     mode(&secret, 0o600);
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "--timeout",
-            "20",
-            "send",
-            &server.addr().to_string(),
-            arg(&secret),
-        ])
-        .env_remove("RUST_LOG")
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(
-        err.trim(),
-        format!("ferry: cannot read {}: permission denied", secret.display())
-    );
+    // A folder likewise (what it holds is the walk's: skipped).
+    let private = local.path().join("private");
+    fs::create_dir(&private).unwrap();
+    write(&private.join("a.txt"), b"root's only");
+    mode(&private, 0o700);
+    for path in [&secret, &private] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "--timeout",
+                "20",
+                "send",
+                &server.addr().to_string(),
+                arg(path),
+            ])
+            .env_remove("RUST_LOG")
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(
+            err.trim(),
+            format!("ferry: cannot read {}: permission denied", path.display())
+        );
+    }
     assert!(tree(server.dir.path()).is_empty());
 }
 
