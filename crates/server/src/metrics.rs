@@ -1,8 +1,8 @@
 //! `--metrics-listen ADDR`: counters kept by the connections, served as Prometheus text over
 //! HTTP on one thread of its own (at most [`MAX_SCRAPES`] connections at once, each closed
 //! after [`SCRAPE_DEADLINE`]; requests parsed by `httparse`): connections open and in all,
-//! bytes in and out, files stored and refused (by code), failed authentications, and a
-//! histogram of the durations of stored uploads.
+//! bytes in and out, files stored, refused (by code: `unchanged` among them) and downloaded,
+//! listings, failed authentications, and a histogram of the durations of stored uploads.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,8 +26,10 @@ pub(crate) struct Metrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     stored: AtomicU64,
+    downloaded: AtomicU64,
+    listed: AtomicU64,
     auth_failures: AtomicU64,
-    refused: Mutex<BTreeMap<String, u64>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Counts per bucket of [`BUCKETS`] (not cumulative), then the sum in microseconds.
     durations: [AtomicU64; BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
@@ -73,10 +75,20 @@ impl Metrics {
         self.duration_sum_us.fetch_add(us, Relaxed);
     }
 
+    /// A file sent that its client confirmed saved (RESULT `Stored`).
+    pub(crate) fn downloaded(&self) {
+        self.downloaded.fetch_add(1, Relaxed);
+    }
+
+    /// A listing answered.
+    pub(crate) fn listed(&self) {
+        self.listed.fetch_add(1, Relaxed);
+    }
+
     /// An offer refused with `code`.
     pub(crate) fn refused(&self, code: Code) {
         if let Ok(mut m) = self.refused.lock() {
-            *m.entry(format!("{code:?}")).or_default() += 1;
+            *m.entry(code.as_str()).or_default() += 1;
         }
     }
 
@@ -123,6 +135,18 @@ impl Metrics {
             "counter",
             "Files stored.",
             self.stored.load(Relaxed),
+        );
+        one(
+            "ferry_files_downloaded_total",
+            "counter",
+            "Files sent that their client confirmed saved.",
+            self.downloaded.load(Relaxed),
+        );
+        one(
+            "ferry_listings_total",
+            "counter",
+            "Listings answered.",
+            self.listed.load(Relaxed),
         );
         one(
             "ferry_auth_failures_total",

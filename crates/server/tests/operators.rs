@@ -330,6 +330,11 @@ fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
     }
     let progress = srv.wait_line("slow.bin: ");
     assert!(progress.contains("so far"), "{progress}");
+    // Fetched back, and listed; the upload after them is answered once both are done.
+    assert_eq!(download(&mut c, "slow.bin").unwrap().0, vec![7; 3000]);
+    c.conn_mut().list(None, false).unwrap();
+    c.flush().unwrap();
+    while !matches!(c.next_step().unwrap(), Step::Event(Event::Listed { .. })) {}
     assert_eq!(upload(&mut c, "slow.bin", b"x").code, Code::Exists);
     // A wrong token.
     let s = std::net::TcpStream::connect(srv.addr).unwrap();
@@ -345,8 +350,10 @@ fn metrics_are_served_over_http_and_long_uploads_log_their_progress() {
         "ferry_connections_total 2",
         "ferry_received_bytes_total 3000",
         "ferry_files_stored_total 1",
+        "ferry_files_downloaded_total 1",
+        "ferry_listings_total 1",
         "ferry_auth_failures_total 1",
-        "ferry_files_refused_total{reason=\"Exists\"} 1",
+        "ferry_files_refused_total{reason=\"exists\"} 1",
         "ferry_upload_duration_seconds_count 1",
         "# TYPE ferry_upload_duration_seconds histogram",
     ] {

@@ -134,6 +134,7 @@ impl<'a> Session<'a> {
         let count = self.send_pages(id, lister.as_mut())?;
         let skipped = lister.skipped();
         self.d.conn_mut().listed(id, skipped)?;
+        self.shared.metrics.listed();
         // A listing answered is work done, as a file completed is, however few its pages.
         self.activity.progress();
         log::info!(
@@ -237,6 +238,7 @@ impl<'a> Session<'a> {
             elapsed: s.started.elapsed(),
         };
         if code == Code::Stored {
+            self.shared.metrics.downloaded();
             log::info!(
                 "{}: sent {} ({}, {rate})",
                 self.peer,
