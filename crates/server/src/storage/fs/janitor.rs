@@ -2,7 +2,8 @@
 //! folder in check off the transfer path. Every [`TICK`] it checks that the state folder is
 //! still at its name in the root (renaming it back if a local user renamed it) and whether
 //! other local users can rename it (see
-//! [`State::check_place`](super::state::State::check_place)); every [`SWEEP_EVERY`] it
+//! [`State::check_place`](super::state::State::check_place)), and warns when the storage
+//! folder's path no longer leads to the folder the server opened; every [`SWEEP_EVERY`] it
 //! removes expired partials (see [`State::sweep`](super::state::State::sweep)), so that a
 //! server that runs for months does not keep them until its next start.
 //!
@@ -73,11 +74,28 @@ fn run(
     stopped: &mpsc::Receiver<()>,
 ) {
     let mut swept = Instant::now();
+    let mut elsewhere = false;
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
         let Some(space) = space.upgrade() else {
             return;
         };
         space.state.check_place(space.root.fd(), &space.path);
+        // Deleted: the state folder's check says so.
+        let moved = space.root.is_at(&space.path) == Some(false);
+        if moved && !elsewhere {
+            let dir = space.path.display();
+            log::warn!(
+                "{dir} is no longer the folder this server opened at start (it was moved, or \
+                 deleted and made again): the server goes on storing into the folder it \
+                 opened, wherever that is now; restart it to serve {dir}"
+            );
+        } else if elsewhere && !moved {
+            log::info!(
+                "{} is the server's storage folder again",
+                space.path.display()
+            );
+        }
+        elsewhere = moved;
         if swept.elapsed() >= sweep_every {
             space.state.sweep();
             swept = Instant::now();

@@ -75,6 +75,18 @@ impl Root {
         self.fd.as_fd()
     }
 
+    /// Whether `path` (as [`Root::open`] follows it) is still this folder, and not another
+    /// one since (the folder moved away, or deleted and made again), or nothing. `None` when
+    /// this folder itself was deleted.
+    pub(crate) fn is_at(&self, path: &Path) -> Option<bool> {
+        let mine = rfs::fstat(&self.fd).ok()?;
+        if mine.st_nlink == 0 {
+            return None;
+        }
+        let there = rfs::stat(path).ok();
+        Some(there.is_some_and(|st| (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)))
+    }
+
     /// Makes every later resolution use the component walk, as on a kernel without `openat2`.
     #[cfg(test)]
     pub(crate) fn force_walk(&self) {
@@ -268,6 +280,24 @@ mod tests {
     use super::*;
     use rustix::fs::CWD;
     use std::fs;
+
+    #[test]
+    fn a_root_moved_replaced_or_deleted_is_told_apart() {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("store");
+        fs::create_dir(&path).unwrap();
+        let root = Root::open(&path).unwrap();
+        assert_eq!(root.is_at(&path), Some(true));
+        fs::rename(&path, parent.path().join("old")).unwrap();
+        assert_eq!(root.is_at(&path), Some(false), "moved away");
+        fs::create_dir(&path).unwrap();
+        assert_eq!(root.is_at(&path), Some(false), "another folder at its path");
+        fs::remove_dir(&path).unwrap();
+        fs::rename(parent.path().join("old"), &path).unwrap();
+        assert_eq!(root.is_at(&path), Some(true), "back");
+        fs::remove_dir(&path).unwrap();
+        assert_eq!(root.is_at(&path), None, "deleted");
+    }
 
     /// A root with `a/b/file`, `a/link -> outside`, `a/plain` and a FIFO `a/pipe`.
     fn tree() -> (tempfile::TempDir, tempfile::TempDir, Root) {
