@@ -158,12 +158,13 @@ ensure_peers() {
   command -v "$NC" >/dev/null || missing+=(netcat-openbsd)
   command -v rsync >/dev/null || missing+=(rsync)
   command -v hyperfine >/dev/null || missing+=(hyperfine)
+  command -v b3sum >/dev/null || missing+=(b3sum)
   [[ -x /usr/bin/time ]] || missing+=(time)
   if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      socat netcat-openbsd rsync hyperfine time >/dev/null
+      socat netcat-openbsd rsync hyperfine b3sum time >/dev/null
   fi
 }
 
@@ -801,6 +802,7 @@ case_durable() {
   make_file "big-$BIG_MB" "$BIG_MB"
   log "case durable: one $BIG_MB MiB file, $ROUNDS rounds"
   cpu_rounds big "$SRC" ferry socat rsync
+  blake3_floor "$SRC"
   local v label
   for v in "${DURABLE_VARIANTS[@]}"; do
     label='the default `ferry-server`, `rsync --fsync`, socat then `sync FILE` (fsync)'
@@ -811,6 +813,33 @@ case_durable() {
     md '' "## $v: one $BIG_MB MiB file" '' "$label; median over $ROUNDS round(s)."
     cpu_table "$v-big" "$BIG_MB" ferry socat rsync
   done
+  cpu_floor_table
+}
+
+# blake3_floor FILE: ROUNDS runs of `b3sum --num-threads 1` over FILE (cached by the
+# rounds before), their CPU seconds in TIMES[blake3].
+blake3_floor() {
+  local i
+  for ((i = 0; i < ROUNDS; i++)); do
+    /usr/bin/time -v -o "$RUN/b3.time" b3sum --num-threads 1 "$1" >/dev/null
+    TIMES[blake3]="${TIMES[blake3]:-} $(cpu_of "$RUN/b3.time")"
+  done
+  log "BLAKE3 of $(basename "$1"), one thread: median $(stat_of 50 blake3) CPU s"
+}
+
+# cpu_floor_table: issue 14's CPU target for the big file without fsync: both ferry
+# processes against socat's two plus BLAKE3 of the file twice (each end hashes it once).
+cpu_floor_table() {
+  local socat ferry b3 floor
+  is_number "$(result plain-big/ferry)" && is_number "$(result plain-big/socat)" || return 0
+  ferry=$(both_cpu plain-big/ferry) socat=$(both_cpu plain-big/socat) b3=$(stat_of 50 blake3)
+  floor=$(calc "$socat + 2 * $b3")
+  md '' "## plain: the copy-and-hash floor of one $BIG_MB MiB file" '' \
+     "CPU seconds (medians): socat's two processes, plus BLAKE3 of the file twice on one thread" \
+     '(`b3sum --num-threads 1`, the file cached), against both ferry processes (`--no-fsync`).' '' \
+     '| socat both | BLAKE3 once | floor | ferry both | ferry vs floor |' \
+     '| ---: | ---: | ---: | ---: | ---: |' \
+     "| $socat | $b3 | $floor | $ferry | $(calc "$ferry / $floor")× |"
 }
 
 # ----------------------------------------------- wide area: a 20 ms link (14)
