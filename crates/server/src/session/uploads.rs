@@ -270,11 +270,13 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Decides on a file offer: whether the file held is unchanged (version 2), else the
-    /// accepted upload and the hasher over the bytes held for resume; with the name lock. The
-    /// lock is taken first, so that the one look at the name (see
-    /// [`Storage::prepare_upload`](crate::storage::Storage::prepare_upload)) sees
-    /// no upload of this process in flight; it is released at once if the file is unchanged.
+    /// Decides on a file offer: whether the file held is unchanged (version 2, and only for a
+    /// credential that may download: to one that may not, an answer `Unchanged` would confirm
+    /// what a file it cannot read holds, so its offer meets the overwrite policy as a
+    /// different file would), else the accepted upload and the hasher over the bytes held for
+    /// resume; with the name lock. The lock is taken first, so that the one look at the name
+    /// (see [`Storage::prepare_upload`](crate::storage::Storage::prepare_upload)) sees no
+    /// upload of this process in flight; it is released at once if the file is unchanged.
     fn decide_offer(&mut self, o: &Offer) -> Result<(Prepared, NameLock), Refusal> {
         let name = self.admit_name(&o.name)?;
         let lock = self.lock_name(&name)?;
@@ -287,7 +289,7 @@ impl<'a> Session<'a> {
             mtime: o.mtime,
             mode: o.mode,
         };
-        let compare = self.v2().then_some(o);
+        let compare = (self.v2() && self.permissions.allows(Action::Download)).then_some(o);
         let store = &self.shared.store;
         let prepared =
             store.prepare_upload(name, meta, compare, resumable, body_buf(&mut self.buf));

@@ -76,7 +76,8 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     ) -> Result<(Code, Option<Touched>), Refusal>;
 
     /// Decides a file offer with one look at what is held under `name`. With `compare` (the
-    /// offer of a version-2 client), [`Prepared::Unchanged`] when the file held is unchanged
+    /// offer of a version-2 client whose credential may download: another must learn nothing
+    /// of what is held), [`Prepared::Unchanged`] when the file held is unchanged
     /// against it (PROTOCOL.md §4.8: same size and mtime, or the offer's digest), hashing
     /// through `buf` if it must; a name that holds no regular file is not unchanged. Under
     /// [`Overwrite::Rename`](crate::Overwrite::Rename), when `name` holds another file, the

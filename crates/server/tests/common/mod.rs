@@ -160,7 +160,20 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Digest> {
 /// and waits until the server has let go of it (its end of the socket closed, so the name is
 /// free again) and keeps the partial, `cut` bytes long.
 pub fn upload_and_drop(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
-    let mut d = connect(srv.addr());
+    drop_mid_body(connect(srv.addr()), name, bytes, cut);
+    wait_for("the partial to be kept", || {
+        let partials = srv.partials();
+        let [partial] = partials.as_slice() else {
+            return false;
+        };
+        std::fs::metadata(srv.dir.join(partial)).is_ok_and(|m| m.len() == cut as u64)
+    });
+}
+
+/// Offers `bytes` as `name` on `d`, expects ACCEPT at 0, sends the first `cut` bytes of the
+/// body and closes the connection, reading the server's end of it: the server then keeps the
+/// partial (once its connection has ended; see [`upload_and_drop`]).
+pub fn drop_mid_body(mut d: Client, name: &str, bytes: &[u8], cut: usize) {
     let id = d.conn_mut().offer(info(name, bytes.len() as u64)).unwrap();
     match d.next_step().unwrap() {
         Step::Event(Event::Accepted { offset: 0, .. }) => {}
@@ -173,14 +186,6 @@ pub fn upload_and_drop(srv: &TestServer, name: &str, bytes: &[u8], cut: usize) {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     // The server's ERROR, then the end of the stream (or a reset).
     let _ = std::io::copy(s, &mut std::io::sink());
-    drop(d);
-    wait_for("the partial to be kept", || {
-        let partials = srv.partials();
-        let [partial] = partials.as_slice() else {
-            return false;
-        };
-        std::fs::metadata(srv.dir.join(partial)).is_ok_and(|m| m.len() == cut as u64)
-    });
 }
 
 /// Deterministic test bytes.
@@ -215,9 +220,21 @@ pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     s
 }
 
+/// Connects from the local address `from` (see [`connect_from`]) in ferry framing, with
+/// `token` in HELLO, and waits for WELCOME.
+pub fn connect_as(from: [u8; 4], to: SocketAddr, token: Option<&[u8]>) -> Client {
+    let mut d = Driver::new(connect_from(from, to), Connection::client(token).unwrap());
+    d.flush().unwrap();
+    welcomed(d)
+}
+
 /// Connects in ferry framing and waits for WELCOME.
 pub fn connect(addr: SocketAddr) -> Client {
-    let mut d = connect_unwelcomed(addr);
+    welcomed(connect_unwelcomed(addr))
+}
+
+/// `d`, once the server's WELCOME has arrived.
+fn welcomed(mut d: Client) -> Client {
     match d.next_step().unwrap() {
         Step::Event(Event::Welcome { .. }) => d,
         other => panic!("expected WELCOME, got {other:?}"),
