@@ -146,6 +146,47 @@ impl Credential {
     }
 }
 
+/// Whom an upload belongs to, for what is kept of it when it is cut: only the same principal
+/// resumes it (told the digest of the bytes held, and continuing them), so that nobody learns
+/// what another's cut upload holds or writes into it (SECURITY.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principal {
+    /// The holders of a credential, by its name: whoever holds the token is the same one.
+    Credential(String),
+    /// Clients without a token where they may download: one principal, as the holders of one
+    /// token are, which may read whatever another of them stores.
+    Anonymous,
+    /// A client without a token that may not download, by its address (the only thing it
+    /// shows): strangers leaving files in an inbox are told apart by it, and a client cut off
+    /// resumes from the same address.
+    Address(IpAddr),
+}
+
+impl Principal {
+    /// The principal of a client at `peer` with the credential named `user` (`None`: no
+    /// token) and its `permissions`.
+    pub(crate) fn of(user: Option<&str>, permissions: Permissions, peer: IpAddr) -> Self {
+        match user {
+            Some(name) => Self::Credential(name.to_owned()),
+            None if permissions.download => Self::Anonymous,
+            // An IPv4 client reaching an IPv6 socket is the same client as over IPv4.
+            None => Self::Address(peer.to_canonical()),
+        }
+    }
+
+    /// `name` as this principal's: text that differs for every pair of principal and name,
+    /// for naming what is kept of this principal's upload of `name`.
+    pub(crate) fn own(&self, name: &str) -> String {
+        let who = match self {
+            Self::Credential(user) => format!("token {user}"),
+            Self::Anonymous => "anonymous".to_owned(),
+            Self::Address(ip) => format!("address {ip}"),
+        };
+        // The length first: no pair of principal and name reads as another.
+        format!("{}:{who}/{name}", who.len())
+    }
+}
+
 /// The credentials a server checks HELLOs against, and what clients without a token may do.
 #[derive(Debug)]
 pub(crate) struct Access {
@@ -251,6 +292,28 @@ mod tests {
         assert_eq!("all".parse::<Permissions>().unwrap(), Permissions::ALL);
         assert_eq!("none".parse::<Permissions>().unwrap().to_string(), "none");
         assert!("write".parse::<Permissions>().is_err());
+    }
+
+    #[test]
+    fn principals_own_names_apart() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let (read, drop) = (Permissions::ALL, Permissions::UPLOAD);
+        let by = |user, p, ip| Principal::of(user, p, ip).own("a/b");
+        assert_eq!(by(None, drop, v4), by(None, drop, mapped));
+        assert_eq!(by(None, read, v4), by(None, read, "::1".parse().unwrap()));
+        assert_eq!(by(Some("x"), drop, v4), by(Some("x"), read, mapped));
+        let all = [
+            by(None, drop, v4),
+            by(None, drop, "192.0.2.2".parse().unwrap()),
+            by(None, read, v4),
+            by(Some("x"), drop, v4),
+            by(Some("y"), drop, v4),
+            Principal::Credential("x/a".into()).own("b"),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| a != b), "{a}");
+        }
     }
 
     #[test]

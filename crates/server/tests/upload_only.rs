@@ -1,8 +1,11 @@
 //! What a credential that may not download learns from its uploads: nothing about what the
 //! server holds (SECURITY.md, "An upload-only client learns nothing of what others stored").
 //! It is never answered `Unchanged`, neither by size and mtime nor by digest nor through a
-//! renamed copy: its offer meets the overwrite policy as a different file would. A credential
-//! that may download is answered as before.
+//! renamed copy: its offer meets the overwrite policy as a different file would. A kept
+//! partial is resumed only by the principal that made it (a token by its name, a client
+//! without a token that may not download by its address): another one starts at 0, learns no
+//! prefix digest and leaves that partial as it was. A credential that may download is
+//! answered as before.
 
 mod common;
 
@@ -20,6 +23,10 @@ const T: Timestamp = Timestamp {
     secs: 1_700_000_000,
     nanos: 123_456_789,
 };
+
+/// A resumable size (the server keeps partials of 1 MiB or more), and where bodies are cut.
+const BIG: usize = 2 << 20;
+const CUT: usize = 1 << 20;
 
 /// The credential named `name` holding `token`, with `permissions`, on the whole folder.
 fn credential(name: &str, token: &[u8], permissions: Permissions) -> Credential {
@@ -134,4 +141,93 @@ fn under_rename_an_upload_only_client_finds_no_copy_and_makes_a_new_one() {
             assert_eq!((o.detail, o.from), (format!("b ({n}).txt"), Some(0)));
         }
     }
+}
+
+/// Waits until the server holds one partial per length of `lens`, and no other.
+fn partials_are(srv: &TestServer, lens: &[usize]) {
+    wait_for("the partials to be kept", || {
+        let mut held: Vec<u64> = srv
+            .partials()
+            .iter()
+            .filter_map(|p| std::fs::metadata(srv.dir.join(p)).ok())
+            .map(|m| m.len())
+            .collect();
+        held.sort_unstable();
+        held == lens.iter().map(|&l| l as u64).collect::<Vec<_>>()
+    });
+}
+
+/// Uploads `bytes` as `name` from `from` with `token`, over a connection of its own: where
+/// the body started (the resume offset taken) and the code.
+fn send_from(
+    srv: &TestServer,
+    from: [u8; 4],
+    token: Option<&[u8]>,
+    name: &str,
+    bytes: &[u8],
+) -> (Option<u64>, Code) {
+    let o = upload(&mut connect_as(from, srv.addr(), token), name, bytes);
+    (o.from, o.code)
+}
+
+#[test]
+fn an_anonymous_uploader_neither_resumes_nor_clobbers_another_address_s_partial() {
+    let srv = server(Overwrite::Replace);
+    let (mine, theirs) = ([127, 0, 0, 2], [127, 0, 0, 3]);
+    let big = data(BIG, 1);
+    drop_mid_body(connect_as(mine, srv.addr(), None), "big.bin", &big, CUT);
+    partials_are(&srv, &[CUT]);
+
+    // The same bytes from another address: no offset, so no prefix digest to confirm.
+    assert_eq!(
+        send_from(&srv, theirs, None, "big.bin", &big),
+        (Some(0), Code::Stored)
+    );
+    // ... and another's cut upload of that name is kept apart from the first one's.
+    drop_mid_body(
+        connect_as(theirs, srv.addr(), None),
+        "big.bin",
+        &big,
+        CUT / 2,
+    );
+    partials_are(&srv, &[CUT / 2, CUT]);
+
+    // Each address resumes its own.
+    assert_eq!(
+        send_from(&srv, mine, None, "big.bin", &big),
+        (Some(CUT as u64), Code::Stored)
+    );
+    assert_eq!(
+        send_from(&srv, theirs, None, "big.bin", &big),
+        (Some(CUT as u64 / 2), Code::Stored)
+    );
+    assert_eq!(srv.read("big.bin").unwrap(), big);
+    partials_are(&srv, &[]);
+}
+
+#[test]
+fn a_token_without_download_neither_resumes_nor_clobbers_another_token_s_partial() {
+    let srv = server(Overwrite::Replace);
+    let here = [127, 0, 0, 1];
+    let big = data(BIG, 2);
+    drop_mid_body(
+        connect_as(here, srv.addr(), Some(READER)),
+        "big.bin",
+        &big,
+        CUT,
+    );
+    partials_are(&srv, &[CUT]);
+
+    // From the same address, with another token: a fresh upload, the reader's partial kept.
+    assert_eq!(
+        send_from(&srv, here, Some(DROPPER), "big.bin", &big),
+        (Some(0), Code::Stored)
+    );
+    partials_are(&srv, &[CUT]);
+    // The reader, who may download, still resumes its own partial.
+    assert_eq!(
+        send_from(&srv, here, Some(READER), "big.bin", &big),
+        (Some(CUT as u64), Code::Stored)
+    );
+    partials_are(&srv, &[]);
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use ferry_proto::Code;
 
 use super::{Session, Shared};
-use crate::access::{self, Action, Verdict};
+use crate::access::{self, Action, Principal, Verdict};
 use crate::paths::Refusal;
 
 impl<'a> Session<'a> {
@@ -50,6 +50,7 @@ impl<'a> Session<'a> {
                         }
                     );
                 }
+                self.principal = Principal::of(user.as_deref(), permissions, ip);
                 self.user = user;
                 self.permissions = permissions;
                 self.shared = space;

@@ -38,7 +38,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use self::downloads::{Sent, Serving};
 use self::storer::Storer;
 use self::uploads::{Pending, Receiving};
-use crate::access::{self, Permissions};
+use crate::access::{self, Permissions, Principal};
 use crate::commit::{Batch, Pipeline};
 use crate::config::Config;
 use crate::gate::{self, Conn, REFUSAL_LINGER};
@@ -144,6 +144,8 @@ struct Session<'a> {
     user: Option<String>,
     /// What this client may do.
     permissions: Permissions,
+    /// Whom its uploads belong to: what is kept of one that is cut is resumed by it alone.
+    principal: Principal,
     /// When the last progress line about the body in flight was logged.
     progress_logged: Instant,
 }
@@ -184,6 +186,7 @@ pub(crate) fn serve_connection(
         log: LogBudget::new(c.max_refusal_logs),
         user: None,
         permissions: shared.access.anonymous(),
+        principal: Principal::of(None, shared.access.anonymous(), peer.ip()),
         progress_logged: started,
     };
     let tcp = s.d.stream().get_ref().tcp().as_fd();

@@ -274,7 +274,8 @@ impl<'a> Session<'a> {
     /// credential that may download: to one that may not, an answer `Unchanged` would confirm
     /// what a file it cannot read holds, so its offer meets the overwrite policy as a
     /// different file would), else the accepted upload and the hasher over the bytes held for
-    /// resume; with the name lock. The lock is taken first, so that the one look at the name
+    /// resume (what this connection's principal kept, never another's); with the name lock.
+    /// The lock is taken first, so that the one look at the name
     /// (see [`Storage::prepare_upload`](crate::storage::Storage::prepare_upload)) sees no
     /// upload of this process in flight; it is released at once if the file is unchanged.
     fn decide_offer(&mut self, o: &Offer) -> Result<(Prepared, NameLock), Refusal> {
@@ -284,6 +285,7 @@ impl<'a> Session<'a> {
         let held = self.pending.iter().filter(|p| p.upload.holds_reservation());
         let resumable =
             self.d.conn().framing() == Some(Framing::Ferry) && held.count() < MAX_RESERVATIONS;
+        let resume_for = resumable.then_some(&self.principal);
         let meta = FileMeta {
             size: o.size,
             mtime: o.mtime,
@@ -292,7 +294,7 @@ impl<'a> Session<'a> {
         let compare = (self.v2() && self.permissions.allows(Action::Download)).then_some(o);
         let store = &self.shared.store;
         let prepared =
-            store.prepare_upload(name, meta, compare, resumable, body_buf(&mut self.buf));
+            store.prepare_upload(name, meta, compare, resume_for, body_buf(&mut self.buf));
         if compare.is_some_and(|o| o.digest.is_some()) {
             // Hashing a large file is work done, not a stall (also when the policy refuses it).
             self.activity.progress();

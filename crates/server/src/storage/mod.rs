@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use ferry_proto::{Code, Digest, Entry, FileInfo, Hasher, Name, Offer, Timestamp};
 
+use crate::access::Principal;
 use crate::commit::{Flush, Touched};
 use crate::config::Config;
 use crate::paths::Refusal;
@@ -84,15 +85,17 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// copies the policy made of it (`name (k)`, see [`fs::unchanged_copy`]) are looked at
     /// too, so that a re-run makes no further copy. Else
     /// checks the offer against the backend's policies (size, space, overwrite) and prepares
-    /// its upload. When `resumable`, it finds what is held for (name, size): the returned
-    /// hasher is over exactly those bytes, and its length is the resume offset (0: nothing
-    /// held); what is held stays reserved for this upload until it is dropped.
+    /// its upload. With `resume_for` (a resumable upload, and whom it belongs to), it finds
+    /// what is held for (that principal, name, size), never what another principal's upload
+    /// of the name left, which stays as it is: the returned hasher is over exactly those
+    /// bytes, and its length is the resume offset (0: nothing held); what is held stays
+    /// reserved for this upload until it is dropped.
     fn prepare_upload(
         &self,
         name: Name,
         meta: FileMeta,
         compare: Option<&Offer>,
-        resumable: bool,
+        resume_for: Option<&Principal>,
         buf: &mut [u8],
     ) -> Result<Prepared, Refusal>;
 

@@ -55,7 +55,7 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
 
     // First attempt: nothing held yet; the body is cut off and kept.
     let (mut up, prefix) = store
-        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .prepare_upload(n.clone(), meta, None, Some(&Principal::Anonymous), &mut [])
         .unwrap()
         .upload();
     assert_eq!(prefix.len(), 0);
@@ -64,7 +64,7 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
         "a large resumable upload holds its partial"
     );
     let busy = store
-        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .prepare_upload(n.clone(), meta, None, Some(&Principal::Anonymous), &mut [])
         .unwrap_err();
     assert_eq!(
         busy.code,
@@ -84,7 +84,7 @@ fn an_upload_is_cut_resumed_from_its_verified_prefix_published_served_and_listed
 
     // Second attempt: the hasher covers exactly the bytes kept.
     let (mut up, prefix) = store
-        .prepare_upload(n.clone(), meta, None, true, &mut [])
+        .prepare_upload(n.clone(), meta, None, Some(&Principal::Anonymous), &mut [])
         .unwrap()
         .upload();
     assert_eq!(prefix.len(), cut as u64);
@@ -152,9 +152,9 @@ fn a_small_or_plain_upload_holds_nothing_and_a_cut_body_is_dropped() {
         size: Some(data.len() as u64),
         ..FileMeta::default()
     };
-    for resumable in [true, false] {
+    for resume_for in [Some(&Principal::Anonymous), None] {
         let (mut up, prefix) = store
-            .prepare_upload(name("s"), meta, None, resumable, &mut [])
+            .prepare_upload(name("s"), meta, None, resume_for, &mut [])
             .unwrap()
             .upload();
         assert_eq!(prefix.len(), 0);
@@ -167,7 +167,7 @@ fn a_small_or_plain_upload_holds_nothing_and_a_cut_body_is_dropped() {
         assert!(!incoming.interrupt(), "dropped");
     }
     let (_, prefix) = store
-        .prepare_upload(name("s"), meta, None, true, &mut [])
+        .prepare_upload(name("s"), meta, None, Some(&Principal::Anonymous), &mut [])
         .unwrap()
         .upload();
     assert_eq!(prefix.len(), 0, "nothing was kept");

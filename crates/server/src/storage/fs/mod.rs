@@ -29,6 +29,7 @@ use self::listing::Lister;
 use self::lookout::FolderLookout;
 use self::root::{Folders, Root, FOLDER_MODE};
 use self::state::{Fate, Held, State};
+use crate::access::Principal;
 use crate::commit::{Flush, Touched};
 use crate::config::{Config, Overwrite};
 use crate::paths::{check_reserved, split, unresolved, Refusal};
@@ -284,11 +285,11 @@ impl Storage for Store {
         name: Name,
         meta: FileMeta,
         compare: Option<&Offer>,
-        resumable: bool,
+        resume_for: Option<&Principal>,
         buf: &mut [u8],
     ) -> Result<Prepared, Refusal> {
         self.space
-            .prepare_upload(name, meta, compare, resumable, buf)
+            .prepare_upload(name, meta, compare, resume_for, buf)
     }
 
     /// Durable, the folder opened beneath the root (see [`FolderLookout`]). Without flushes
@@ -406,7 +407,7 @@ impl Space {
 
     /// Decides an offer with one lookup of its name (see [`Self::look`]): unchanged against
     /// `compare` (see [`Self::unchanged`]), or checked against the policies and, when
-    /// `resumable`, with its kept partial taken (opened and locked). An upload comes with a
+    /// `resume_for`, with the partial that principal kept taken (opened and locked). An upload comes with a
     /// hasher over the bytes already held (its length is the resume offset), hashed through
     /// the descriptor the body will extend.
     fn prepare_upload(
@@ -414,7 +415,7 @@ impl Space {
         name: Name,
         meta: FileMeta,
         compare: Option<&Offer>,
-        resumable: bool,
+        resume_for: Option<&Principal>,
         buf: &mut [u8],
     ) -> Result<Prepared, Refusal> {
         let (size, mode) = (meta.size, meta.mode);
@@ -427,10 +428,10 @@ impl Space {
         }
         self.check_size(&name, size)?;
         self.check_destination(&name, held?)?;
-        let partial = match (resumable, size) {
-            (true, Some(size)) if size >= RESUME_MIN => {
+        let partial = match (resume_for, size) {
+            (Some(owner), Some(size)) if size >= RESUME_MIN => {
                 let mode = file_mode(mode) | OWNER_RW;
-                match self.state.partial(&name, size, mode) {
+                match self.state.partial(&owner.own(name.as_str()), size, mode) {
                     Ok(Some(held)) => Some(held),
                     Ok(None) => return Err(Refusal::busy(&name)),
                     Err(e) => return Err(Refusal::io("cannot open the kept partial upload", &e)),
@@ -1173,7 +1174,9 @@ mod tests {
             mode: Some(0o640),
         };
         let n = Name::parse(name).unwrap();
-        let (mut up, _) = store.prepare_upload(n, meta, None, true, &mut [])?.upload();
+        let (mut up, _) = store
+            .prepare_upload(n, meta, None, Some(&Principal::Anonymous), &mut [])?
+            .upload();
         assert!(!up.holds_reservation(), "small bodies are not kept");
         let root = store.space.path.clone();
         let before = (fs::read_dir(&root).unwrap().count(), temps(&root).len());
@@ -1331,7 +1334,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.join("d")).unwrap();
         let meta = FileMeta::default();
         let n = Name::parse("d/four").unwrap();
-        let refused = store.prepare_upload(n, meta, None, false, &mut []);
+        let refused = store.prepare_upload(n, meta, None, None, &mut []);
         assert_eq!(refused.unwrap_err().code, Code::BadName);
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     }
@@ -1345,7 +1348,7 @@ mod tests {
         };
         let n = Name::parse(name).unwrap();
         let (mut up, _) = store
-            .prepare_upload(n, meta, None, true, &mut [])
+            .prepare_upload(n, meta, None, Some(&Principal::Anonymous), &mut [])
             .unwrap()
             .upload();
         let mut incoming = store.start_body(&mut up, 0).unwrap();
@@ -1374,7 +1377,7 @@ mod tests {
             ..FileMeta::default()
         };
         let (_, prefix) = store
-            .prepare_upload(n, meta, None, true, &mut [])
+            .prepare_upload(n, meta, None, Some(&Principal::Anonymous), &mut [])
             .unwrap()
             .upload();
         assert_eq!(prefix.len(), 1);
@@ -1394,7 +1397,7 @@ mod tests {
         cut_upload(&store, "new.bin");
         let dir = tmp.path().join(".ferry-state/partials");
         let old = dir.join(state::partial_name(
-            &Name::parse("old.bin").unwrap(),
+            &Principal::Anonymous.own("old.bin"),
             2 << 20,
         ));
         File::options()
@@ -1436,7 +1439,7 @@ mod tests {
             let bad = |r: Result<_, Refusal>| r.err().map(|r| r.code);
             let put = |n: &str, bytes: &[u8]| -> Result<(), Refusal> {
                 let (mut up, _) = store
-                    .prepare_upload(name(n), FileMeta::default(), None, false, &mut [])?
+                    .prepare_upload(name(n), FileMeta::default(), None, None, &mut [])?
                     .upload();
                 let mut incoming = store.start_body(&mut up, 0).unwrap();
                 incoming.write(bytes).unwrap();
@@ -1479,7 +1482,13 @@ mod tests {
             let store = store(tmp.path(), Overwrite::Refuse, named);
             let n = Name::parse("d/x").unwrap();
             let (mut up, _) = store
-                .prepare_upload(n, FileMeta::default(), None, true, &mut [])
+                .prepare_upload(
+                    n,
+                    FileMeta::default(),
+                    None,
+                    Some(&Principal::Anonymous),
+                    &mut [],
+                )
                 .unwrap()
                 .upload();
             let mut incoming = store.start_body(&mut up, 0).unwrap();

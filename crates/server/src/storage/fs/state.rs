@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::{Digest, Name};
+use ferry_proto::Digest;
 use rustix::fs::{self as rfs, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
@@ -375,13 +375,14 @@ impl State {
         Ok(Held::named(File::from(fd), &self.tmp, name, Fate::Delete))
     }
 
-    /// The partial kept for `name` offered with `size` bytes, created empty (with `mode`, less
-    /// the umask) if there is none, open and locked; `None` when another connection (or
-    /// server) holds it. Anything at its place that is not a regular file of at most `size`
+    /// The partial kept for `owned` (an upload's name as its principal's, see
+    /// [`Principal::own`](crate::access::Principal::own)) offered with `size` bytes, created
+    /// empty (with `mode`, less the umask) if there is none, open and locked; `None` when
+    /// another connection (or server) holds it. Anything at its place that is not a regular file of at most `size`
     /// bytes with one link (a FIFO, a hard link to another file, a snapshot's copy) is
     /// discarded unread and a fresh partial made: it is never read, hashed or written.
-    pub(crate) fn partial(&self, name: &Name, size: u64, mode: u32) -> io::Result<Option<Held>> {
-        let file_name = partial_name(name, size);
+    pub(crate) fn partial(&self, owned: &str, size: u64, mode: u32) -> io::Result<Option<Held>> {
+        let file_name = partial_name(owned, size);
         let dir = &*self.partials;
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         for _ in 0..PARTIAL_TRIES {
@@ -733,9 +734,10 @@ fn discard(dir: &OwnedFd, name: &str) {
     }
 }
 
-/// The deterministic name of the partial kept for `name` offered with `size` bytes.
-pub(crate) fn partial_name(name: &Name, size: u64) -> String {
-    let mut key = name.as_str().as_bytes().to_vec();
+/// The deterministic name of the partial kept for `owned` (see [`State::partial`]) offered
+/// with `size` bytes.
+pub(crate) fn partial_name(owned: &str, size: u64) -> String {
+    let mut key = owned.as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&size.to_be_bytes());
     let hex = Digest::of(&key).to_hex();
@@ -779,10 +781,6 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::Path;
-
-    fn name(s: &str) -> Name {
-        Name::parse(s).expect("valid")
-    }
 
     fn open(root: &Path) -> io::Result<State> {
         State::open(&Root::open(root)?, root, Some(Duration::from_secs(86_400)))
@@ -1015,19 +1013,19 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let state = open(root.path()).unwrap();
-        let n = name("dir/big.bin");
+        let n = "dir/big.bin";
         let at = root
             .path()
             .join(STATE_DIR)
             .join("partials")
-            .join(partial_name(&n, 100));
+            .join(partial_name(n, 100));
 
-        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("free");
-        assert!(state.partial(&n, 100, 0o600).unwrap().is_none(), "locked");
+        let mut held = state.partial(n, 100, 0o600).unwrap().expect("free");
+        assert!(state.partial(n, 100, 0o600).unwrap().is_none(), "locked");
         held.file_mut().write_all(b"kept").unwrap();
         drop(held);
         assert_eq!(fs::read(&at).unwrap(), b"kept", "kept for resume");
-        drop(state.partial(&n, 100, 0o600).unwrap());
+        drop(state.partial(n, 100, 0o600).unwrap());
         assert!(at.exists(), "an untouched partial stays");
 
         // A hard link to an outside file at its place: dropped unread, the file untouched.
@@ -1035,7 +1033,7 @@ mod tests {
         fs::write(&secret, b"secret").unwrap();
         fs::remove_file(&at).unwrap();
         fs::hard_link(&secret, &at).unwrap();
-        let mut held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+        let mut held = state.partial(n, 100, 0o600).unwrap().expect("fresh");
         assert_eq!(held.file().metadata().unwrap().len(), 0);
         held.file_mut().write_all(b"new").unwrap();
         drop(held);
@@ -1049,7 +1047,7 @@ mod tests {
         ] {
             let _ = fs::remove_file(&at);
             plant(&at, &secret);
-            let held = state.partial(&n, 100, 0o600).unwrap().expect("fresh");
+            let held = state.partial(n, 100, 0o600).unwrap().expect("fresh");
             assert!(held.file().metadata().unwrap().is_file());
         }
         assert_eq!(fs::read(&secret).unwrap(), b"secret");
@@ -1057,13 +1055,11 @@ mod tests {
 
     #[test]
     fn partial_names_are_deterministic_and_depend_on_the_full_name_and_size() {
-        let a = partial_name(&name(&"n".repeat(255)), 10);
-        assert_eq!(a, partial_name(&name(&"n".repeat(255)), 10));
-        assert_ne!(a, partial_name(&name(&"n".repeat(255)), 11));
-        assert_ne!(
-            partial_name(&name("a/x"), 10),
-            partial_name(&name("b/x"), 10)
-        );
+        let long = "n".repeat(255);
+        let a = partial_name(&long, 10);
+        assert_eq!(a, partial_name(&long, 10));
+        assert_ne!(a, partial_name(&long, 11));
+        assert_ne!(partial_name("a/x", 10), partial_name("b/x", 10));
         assert!(a.len() < 64 && a.starts_with(PARTIAL_PREFIX));
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! State keys are named after a hash of the client's name, so they stay short whatever the
 //! name:
-//! - `u/<H>-<SIZE>/record`: the upload record of (name, size), with its multipart upload id;
+//! - `u/<H>-<SIZE>/record`: the upload record of (principal, name, size), with its multipart
+//!   upload id (`<H>` hashes the principal and the name);
 //! - `u/<H>-<SIZE>/lease`: which connection is writing that upload now;
 //! - `u/<H>-<SIZE>/p/<U>/<N>.<SIZE>.<ETAG>.<CV>.<ROOT>`: one empty object per stored part
 //!   of multipart upload `U`, the record in its key (so one listing reads them all);
@@ -126,9 +127,11 @@ impl Location {
         self.join(&format!("{STATE_DIR}/{rel}"))
     }
 
-    /// The folder of the upload of (`name`, `size`): record, lease and part records.
-    pub(crate) fn upload_dir(&self, name: &str, size: u64) -> String {
-        self.state(&format!("u/{}-{size}/", tag(name)))
+    /// The folder of the upload of (`owned`, `size`): record, lease and part records;
+    /// `owned` is the name as its principal's (see
+    /// [`Principal::own`](crate::access::Principal::own)).
+    pub(crate) fn upload_dir(&self, owned: &str, size: u64) -> String {
+        self.state(&format!("u/{}-{size}/", tag(owned)))
     }
 
     /// The folder of the part records of multipart upload `upload` in `dir`.

@@ -30,6 +30,7 @@ use self::client::{Client, Cond, Head, S3Error};
 use self::layout::{DigestRecord, Location, MAX_RECORD};
 use super::fs::unchanged_copy;
 use super::{FileMeta, Incoming, Listing, Offered, Outgoing, Prepared, Storage, Upload};
+use crate::access::Principal;
 use crate::commit::{Flush, Touched};
 use crate::config::{Config, ObjectStore, Overwrite};
 use crate::paths::{check_reserved, Refusal};
@@ -310,7 +311,7 @@ impl Storage for S3Store {
         name: Name,
         meta: FileMeta,
         compare: Option<&Offer>,
-        resumable: bool,
+        resume_for: Option<&Principal>,
         buf: &mut [u8],
     ) -> Result<Prepared, Refusal> {
         let key = self.key(&name)?;
@@ -336,9 +337,9 @@ impl Storage for S3Store {
             shared: &self.shared,
             loc: &self.loc,
         };
-        let (reserved, prefix) = match meta.size {
-            Some(size) if resumable && size >= upload::part_len(meta.size) => {
-                up.reserve(&name, key, size, &meta)?
+        let (reserved, prefix) = match (resume_for, meta.size) {
+            (Some(owner), Some(size)) if size >= upload::part_len(meta.size) => {
+                up.reserve(owner, &name, key, size, &meta)?
             }
             _ => (None, Hasher::new()),
         };

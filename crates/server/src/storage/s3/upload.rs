@@ -30,6 +30,7 @@ use super::client::{Client, Cond, S3Error};
 use super::holds::{self, Hold, Taken};
 use super::layout::{self, DigestRecord, Location, PartRecord, UploadRecord, MAX_RECORD};
 use super::Shared;
+use crate::access::Principal;
 use crate::config::Overwrite;
 use crate::paths::Refusal;
 use crate::storage::fs::{first_free, numbered};
@@ -139,18 +140,20 @@ impl Uploads<'_> {
         self.shared.refusal(e)
     }
 
-    /// Finds or creates the upload record of (`name`, `size`) and takes its lease; returns
+    /// Finds or creates the upload record of (`owner`, `name`, `size`) and takes its lease
+    /// (another principal's upload of the name has a record of its own, never seen here); returns
     /// the reservation and a hasher over the parts held (their chaining values merged). No
     /// reservation when another connection holds the lease: the upload then goes on as a
     /// fresh one, and the claim at publish decides between them.
     pub(crate) fn reserve(
         &self,
+        owner: &Principal,
         name: &Name,
         key: String,
         size: u64,
         meta: &FileMeta,
     ) -> Result<(Option<Box<dyn Reservation>>, Hasher), Refusal> {
-        let dir = self.loc.upload_dir(name.as_str(), size);
+        let dir = self.loc.upload_dir(&owner.own(name.as_str()), size);
         let rec_key = format!("{dir}record");
         let lease_key = format!("{dir}lease");
         let part_len = part_len(Some(size));
