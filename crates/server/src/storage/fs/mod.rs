@@ -406,10 +406,10 @@ impl Space {
     }
 
     /// Decides an offer with one lookup of its name (see [`Self::look`]): unchanged against
-    /// `compare` (see [`Self::unchanged`]), or checked against the policies and, when
-    /// `resume_for`, with the partial that principal kept taken (opened and locked). An upload comes with a
-    /// hasher over the bytes already held (its length is the resume offset), hashed through
-    /// the descriptor the body will extend.
+    /// `compare` (see [`Self::unchanged`]), or checked against the policies and, with
+    /// `resume_for`, with the partial that principal kept taken (opened and locked). An upload
+    /// comes with a hasher over the bytes already held (its length is the resume offset),
+    /// hashed through the descriptor the body will extend.
     fn prepare_upload(
         self: &Arc<Self>,
         name: Name,
