@@ -155,7 +155,9 @@ mod tests {
     #[test]
     fn trickled_bytes_do_not_stretch_the_budget() {
         let (tcp, t) = trickler();
-        let mut s = Timed::new(tcp, Duration::from_millis(400));
+        // Long enough for the trickler's bytes to come on a loaded machine; a read that
+        // restarted the budget at each byte would never end.
+        let mut s = Timed::new(tcp, Duration::from_secs(1));
         let start = Instant::now();
         let mut got = 0;
         let err = loop {
