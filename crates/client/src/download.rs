@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
+use crate::folders::Folders;
 use crate::landing::{discard, empty, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
@@ -43,7 +45,9 @@ pub fn get(
         session,
         wants,
         folders,
+        mut places,
         outcome: planned,
+        ..
     } = match plan::plan(target, &names, dest, opts, obs) {
         Ok(p) => p,
         Err(outcome) => return *outcome,
@@ -55,7 +59,7 @@ pub fn get(
         |_| !matches!(dest, Dest::Stdout),
         opts,
         obs,
-        |wants, _, obs| get_once(target, first.take(), wants, opts, obs),
+        |wants, _, obs| get_once(target, first.take(), wants, &mut places, opts, obs),
     );
     plan::finish_folders(folders);
     let mut files = planned.files;
@@ -72,6 +76,7 @@ fn get_once<'a>(
     target: &'a Target,
     session: Option<Session<'a>>,
     wanted: Vec<Want>,
+    places: &'a mut Folders,
     opts: &'a Options,
     obs: &mut dyn Observer,
 ) -> Attempt {
@@ -98,6 +103,7 @@ fn get_once<'a>(
     let mut down = Download {
         session,
         wanted,
+        places,
         next: 0,
         flights: Flights::new(Outcome::default()),
         current: None,
@@ -132,6 +138,8 @@ struct Download<'a> {
     session: Session<'a>,
     /// Every file asked for, with its local path.
     wanted: Vec<Want>,
+    /// The folders files land in, made as their offers come.
+    places: &'a mut Folders,
     /// The next of `wanted` to ask for.
     next: usize,
     flights: Flights<Local>,
@@ -187,8 +195,9 @@ impl Download<'_> {
     }
 
     /// The server offers a file we asked for (the machine checked id and name): accept it,
-    /// offering the partial we hold as the resume prefix, if the rest fits on the disk. A
-    /// download has a known size: an offer without one breaks the protocol.
+    /// offering the partial we hold as the resume prefix, if the rest fits on the disk and
+    /// its folder can be made. A download has a known size: an offer without one breaks the
+    /// protocol.
     fn on_offer(&mut self, o: Offer) -> Result<(), ClientError> {
         let target = self.session.target;
         let flight = self.flight(o.id, "OFFER")?;
@@ -210,7 +219,29 @@ impl Download<'_> {
             self.session.driver.conn_mut().accept(o.id, Hasher::new())?;
             return Ok(());
         };
-        let opened = open_partial(&partial_path(&path), size, &mut self.buf)
+        let folder = self.places.make(path.parent().unwrap_or(Path::new("")));
+        let (code, reason) = match folder {
+            Err(b) => (b.code, b.why),
+            Ok(_) => match self.accept(&o, size, &path)? {
+                Some(refusal) => refusal,
+                None => return Ok(()),
+            },
+        };
+        self.session.driver.conn_mut().refuse(o.id, code, &reason)?;
+        self.flights
+            .land(o.id, Status::Code(code), &reason, false, self.obs);
+        Ok(())
+    }
+
+    /// Accepts the offer of a file of `size` bytes that lands at `path`, if it fits; if not,
+    /// the code and words to refuse it with.
+    fn accept(
+        &mut self,
+        o: &Offer,
+        size: u64,
+        path: &Path,
+    ) -> Result<Option<(Code, String)>, ClientError> {
+        let opened = open_partial(&partial_path(path), size, &mut self.buf)
             .and_then(|(file, prefix)| room(&file).map(|room| (file, prefix, room)));
         let (code, reason) = match opened {
             Ok((file, prefix, room)) if size.saturating_sub(prefix.len()) <= room => {
@@ -219,12 +250,12 @@ impl Download<'_> {
                 }
                 self.flight(o.id, "OFFER")?.extra.file = Some(file);
                 self.session.driver.conn_mut().accept(o.id, prefix)?;
-                return Ok(());
+                return Ok(None);
             }
             Ok((_, prefix, room)) => {
                 if prefix.is_empty() {
                     // Nothing held worth keeping for a later try.
-                    discard(&path);
+                    discard(path);
                 }
                 let need = size.saturating_sub(prefix.len());
                 let reason = format!(
@@ -235,10 +266,7 @@ impl Download<'_> {
             }
             Err(e) => (Code::Io, format!("cannot write {}: {e}", path.display())),
         };
-        self.session.driver.conn_mut().refuse(o.id, code, &reason)?;
-        self.flights
-            .land(o.id, Status::Code(code), &reason, false, self.obs);
-        Ok(())
+        Ok(Some((code, reason)))
     }
 
     fn on_begin(&mut self, id: FileId, from: u64) -> Result<(), ClientError> {

@@ -58,7 +58,8 @@ pub(crate) fn exists(p: &Path) -> bool {
 }
 
 /// Opens (or creates) the partial file and hashes what it holds, if that can be a prefix of a
-/// file of `size` bytes; otherwise empties it.
+/// file of `size` bytes; otherwise empties it. Its folder is there already
+/// ([`crate::folders::Folders`] made it).
 ///
 /// The name is opened without following links and without blocking (a FIFO planted there
 /// cannot hang the client), and what it names must be a regular file with one link (on
@@ -70,9 +71,6 @@ pub(crate) fn open_partial(
     size: u64,
     buf: &mut [u8],
 ) -> io::Result<(File, Hasher)> {
-    if let Some(dir) = partial.parent() {
-        fs::create_dir_all(dir)?;
-    }
     let mut file = match open_own(partial, false)? {
         Some(file) => file,
         None => {
@@ -154,6 +152,14 @@ pub(crate) struct Offered {
     pub(crate) mode: Option<u32>,
 }
 
+/// Why a local file in a download's place is taken for the file (rsync's quick check).
+pub(crate) const SAME_SIZE_AND_TIME: &str = "already here with the same size and modification time";
+
+/// Why a local file in a download's place is kept.
+pub(crate) fn kept(path: &Path) -> String {
+    format!("{} exists here; use --force to replace it", path.display())
+}
+
 /// Publishes a verified download; the code and words for its report.
 pub(crate) fn save(file: File, path: &Path, meta: &Offered, force: bool) -> (Code, String) {
     match publish(file, path, meta, force) {
@@ -231,7 +237,7 @@ mod tests {
     #[test]
     fn partial_is_a_prefix_only_when_it_fits() {
         let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("sub/.x.ferry-partial");
+        let p = tmp.path().join(".x.ferry-partial");
         let mut buf = vec![0; 4];
         let (_, h) = open_partial(&p, 10, &mut buf).unwrap();
         assert!(h.is_empty());

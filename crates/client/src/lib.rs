@@ -20,6 +20,7 @@ mod completions;
 pub mod download;
 mod error;
 mod flights;
+mod folders;
 mod interrupt;
 mod landing;
 pub mod legacy;

@@ -5,10 +5,15 @@
 //! to tell a folder, which standard output cannot take (a usage error). On a protocol-1 server
 //! the names are fetched as given.
 //!
+//! Nothing is made here but the folders a listing holds: the destination and the folders on
+//! a file's way are made when its offer comes ([`Folders`]), so that a `get` that fetches
+//! nothing leaves nothing behind.
+//!
 //! The listing is read on the connection the files are then fetched on; it is held as one
 //! small record per entry while they are fetched (the answers to GETs come after the listing
 //! on one connection, PROTOCOL.md §7.1).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,10 +21,11 @@ use std::path::{Path, PathBuf};
 use ferry_proto::{Code, Entry, EntryKind, Name, NameError, Timestamp};
 
 use crate::error::ClientError;
-use crate::landing::local_path;
+use crate::folders::{Blocked, Folders};
+use crate::landing::{kept, local_path, SAME_SIZE_AND_TIME};
 use crate::list;
 use crate::net::Options;
-use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
+use crate::report::{entries, FileReport, Observer, Outcome, Retry, Skipped, Status};
 use crate::session::Session;
 use crate::target::Target;
 use crate::walk;
@@ -53,6 +59,13 @@ pub(crate) struct Want {
     pub(crate) path: Option<PathBuf>,
 }
 
+/// A name asked for, with what its listing says of it.
+struct Asked {
+    name: Name,
+    /// The listing's entries (`None`: not listed, fetched as a file).
+    entries: Option<Vec<Entry>>,
+}
+
 /// What planning decided, and the connection it was decided on.
 pub(crate) struct Plan<'a> {
     /// The connection the listing came over, to fetch the files on.
@@ -61,8 +74,13 @@ pub(crate) struct Plan<'a> {
     pub(crate) wants: Vec<Want>,
     /// Folders listed: created already, given their mode and mtime once the files are in.
     pub(crate) folders: Vec<(PathBuf, Entry)>,
+    /// The folders under the destination, found, made or blocked.
+    pub(crate) places: Folders,
     /// Reports made while planning (names not found, folders, files already here, retries).
     pub(crate) outcome: Outcome,
+    /// Places where a folder belongs and something else is, each with the report of the
+    /// first entry it stops and how many more it stops.
+    blocked: BTreeMap<PathBuf, (FileReport, u64)>,
 }
 
 /// Plans the download of `names` into `dest`, retrying the connection as [`Options::retries`]
@@ -127,15 +145,19 @@ fn try_plan<'a>(
         session,
         wants: Vec::new(),
         folders: Vec::new(),
+        places: Folders::new(PathBuf::new()),
         outcome: Outcome::default(),
+        blocked: BTreeMap::new(),
     };
-    // Each name with what the listing says of it (nothing on a protocol-1 server).
-    let mut listed: Vec<(Name, Option<Vec<Entry>>)> = Vec::new();
+    let mut listed: Vec<Asked> = Vec::new();
     // Bytes of listing held, against MAX_PLANNED_BYTES.
     let mut held = 0usize;
     for name in names {
         if version < 2 {
-            listed.push((name.clone(), None));
+            listed.push(Asked {
+                name: name.clone(),
+                entries: None,
+            });
             continue;
         }
         let mut entries = Vec::new();
@@ -164,7 +186,10 @@ fn try_plan<'a>(
                          -o DIR to fetch a folder"
                     )));
                 }
-                listed.push((name.clone(), Some(entries)));
+                listed.push(Asked {
+                    name: name.clone(),
+                    entries: Some(entries),
+                });
                 continue;
             }
             Ok(_) => (
@@ -185,37 +210,38 @@ fn try_plan<'a>(
         let mut r = FileReport::new(name.clone(), None, None, Status::Code(code));
         r.refused = refused;
         r.detail = reason;
-        obs.finished(&r);
-        plan.outcome.files.push(r);
+        plan.report(r, obs);
     }
     let Some(out) = out else {
         plan.wants = listed
             .into_iter()
-            .map(|(name, _)| Want { name, path: None })
+            .map(|a| Want {
+                name: a.name,
+                path: None,
+            })
             .collect();
         return Ok(plan);
     };
     let one_file = names.len() == 1
         && listed.len() == 1
         && listed[0]
-            .1
+            .entries
             .as_ref()
             .is_none_or(|e| e.len() == 1 && e[0].kind == EntryKind::File);
     let file_at = single && one_file && !out.is_dir();
-    if !file_at {
-        if out.exists() && !out.is_dir() {
-            return Err(ClientError::Destination {
-                path: out.clone(),
-                source: io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
-            });
-        }
-        fs::create_dir_all(out).map_err(|source| ClientError::Destination {
+    let root = if file_at {
+        out.parent().unwrap_or(Path::new("")).to_owned()
+    } else if out.exists() && !out.is_dir() {
+        return Err(ClientError::Destination {
             path: out.clone(),
-            source,
-        })?;
-    }
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
+        });
+    } else {
+        out.clone()
+    };
+    plan.places = Folders::new(root);
     let force = opts.force;
-    for (name, entries) in listed {
+    for asked in listed {
         let place = |n: &Name| {
             if file_at {
                 out.clone()
@@ -223,10 +249,11 @@ fn try_plan<'a>(
                 local_path(out, n)
             }
         };
-        let Some(entries) = entries else {
-            // A protocol-1 server lists nothing: the name asked for is where it lands.
-            if file_at || plan.storable_here(&name, EntryKind::File, &place(&name), obs) {
-                plan.want(name.clone(), place(&name), None, force, obs);
+        let Some(entries) = asked.entries else {
+            // Not listed: the name asked for is where it lands.
+            let path = place(&asked.name);
+            if file_at || plan.storable_here(&asked.name, EntryKind::File, &path, obs) {
+                plan.want(asked.name, path, None, force, obs);
             }
             continue;
         };
@@ -241,6 +268,7 @@ fn try_plan<'a>(
             }
         }
     }
+    plan.report_blocked(obs);
     Ok(plan)
 }
 
@@ -278,6 +306,7 @@ impl Plan<'_> {
         false
     }
 
+    /// Tells `obs` of a report made while planning, and keeps it.
     fn report(&mut self, r: FileReport, obs: &mut dyn Observer) {
         obs.finished(&r);
         self.outcome.files.push(r);
@@ -285,31 +314,22 @@ impl Plan<'_> {
 
     /// A listed folder: made now (with what it holds, an empty one is kept too).
     fn folder(&mut self, path: PathBuf, e: Entry, obs: &mut dyn Observer) {
-        let (status, detail) = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => (Status::Code(Code::Unchanged), String::new()),
-            Ok(_) => (
-                Status::Code(Code::Exists),
-                format!("{} exists here and is not a folder", path.display()),
-            ),
-            Err(_) => match fs::create_dir_all(&path) {
-                Ok(()) => (Status::Code(Code::Stored), String::new()),
-                Err(err) => (
-                    Status::Code(Code::Io),
-                    format!("cannot make {}: {err}", path.display()),
-                ),
-            },
+        let made = match self.places.make(&path) {
+            Ok(made) => made,
+            Err(b) => {
+                let r = FileReport::folder(e.name.clone(), Some(path), Status::Code(b.code));
+                return self.block(b, r);
+            }
         };
-        let ok = status.is_success();
-        let mut r = FileReport::folder(e.name.clone(), Some(path.clone()), status);
-        r.detail = detail;
+        let status = Status::Code(if made { Code::Stored } else { Code::Unchanged });
+        let r = FileReport::folder(e.name.clone(), Some(path.clone()), status);
         self.report(r, obs);
-        if ok {
-            self.folders.push((path, e));
-        }
+        self.folders.push((path, e));
     }
 
-    /// A file: fetched unless a local file is in its place (unchanged when it has the listed
-    /// size and mtime, rsync's quick check; otherwise kept unless `force`).
+    /// A file: fetched unless its folder cannot be made (see [`Folders`]) or something is in
+    /// its place: a folder (never replaced), or a file, unchanged when it has the listed size
+    /// and mtime (rsync's quick check), otherwise kept unless `force`.
     fn want(
         &mut self,
         name: Name,
@@ -318,29 +338,64 @@ impl Plan<'_> {
         force: bool,
         obs: &mut dyn Observer,
     ) {
-        let held = fs::symlink_metadata(&path).ok();
-        if let (Some(meta), Some(e)) = (&held, entry) {
-            let same = meta.is_file() && meta.len() == e.size && walk::mtime(meta) == Some(e.mtime);
-            if same {
-                let mut r = FileReport::new(
-                    name,
-                    Some(path),
-                    Some(e.size),
-                    Status::Code(Code::Unchanged),
-                );
-                r.detail = "already here with the same size and modification time".into();
-                return self.report(r, obs);
-            }
+        let size = entry.map(|e| e.size);
+        let report = |code, detail: String| {
+            let mut r = FileReport::new(name.clone(), Some(path.clone()), size, Status::Code(code));
+            r.detail = detail;
+            r
+        };
+        if let Err(b) = self.places.check(path.parent().unwrap_or(Path::new(""))) {
+            let r = report(b.code, String::new());
+            return self.block(b, r);
         }
-        if held.is_some() && !force {
-            let mut r = FileReport::new(name, Some(path.clone()), None, Status::Code(Code::Exists));
-            r.detail = format!("{} exists here; use --force to replace it", path.display());
-            return self.report(r, obs);
+        match fs::symlink_metadata(&path) {
+            Err(_) => {}
+            Ok(meta) if meta.is_dir() => {
+                let why = format!(
+                    "{} is a folder here, and a file never replaces a folder (not with \
+                     --force either): move it away, or fetch into another folder with -o",
+                    path.display()
+                );
+                return self.report(report(Code::Exists, why), obs);
+            }
+            Ok(meta)
+                if entry.is_some_and(|e| {
+                    meta.is_file() && meta.len() == e.size && walk::mtime(&meta) == Some(e.mtime)
+                }) =>
+            {
+                return self.report(report(Code::Unchanged, SAME_SIZE_AND_TIME.into()), obs);
+            }
+            Ok(_) if force => {}
+            Ok(_) => return self.report(report(Code::Exists, kept(&path)), obs),
         }
         self.wants.push(Want {
             name,
             path: Some(path),
         });
+    }
+
+    /// An entry that cannot land: a folder's place on its way (or its own, for a folder) is
+    /// blocked. The first entry each place stops is reported once planning is done, with how
+    /// many more it stops; those are not reported one by one.
+    fn block(&mut self, b: Blocked, r: FileReport) {
+        self.blocked
+            .entry(b.at)
+            .and_modify(|(_, more)| *more += 1)
+            .or_insert_with(|| {
+                let mut r = r;
+                r.detail = b.why;
+                (r, 0)
+            });
+    }
+
+    /// Reports the entries stopped by blocked places (see [`Plan::block`]).
+    fn report_blocked(&mut self, obs: &mut dyn Observer) {
+        for (_, (mut r, more)) in std::mem::take(&mut self.blocked) {
+            if more > 0 {
+                r.detail += &format!("; {} under it not fetched either", entries(more));
+            }
+            self.report(r, obs);
+        }
     }
 }
 

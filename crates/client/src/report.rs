@@ -153,6 +153,12 @@ impl Record<'_> {
     }
 }
 
+/// `1 entry`, `3 entries`.
+pub(crate) fn entries(n: u64) -> String {
+    let s = if n == 1 { "entry" } else { "entries" };
+    format!("{n} {s}")
+}
+
 /// `"file"` or `"folder"`, as records and listings say.
 pub(crate) fn kind_str(kind: EntryKind) -> &'static str {
     match kind {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::{data, opts, write, TestServer};
 use ferry_client::download::{self, Dest};
 use ferry_client::{Options, Outcome, Status, Target};
-use ferry_proto::{Code, Digest, Name};
+use ferry_proto::{Code, Digest, EntryKind, Name};
 use ferry_server::Overwrite;
 
 fn get(server: &TestServer, names: &[&str], dest: &Dest, opts: &Options) -> Outcome {
@@ -413,4 +413,98 @@ fn ls_prints_names_a_shell_hands_back_to_get() {
     let mut want = names.map(str::to_owned).to_vec();
     want.sort();
     assert_eq!(raw, want);
+}
+
+/// QA M3: a get that fetches nothing makes nothing: a name mistyped with `-o want.txt`
+/// leaves no folder there, and the name put right then lands as the file `want.txt`.
+#[test]
+fn a_get_that_fetches_nothing_makes_nothing_at_the_o_path() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("f.txt"), b"hi");
+    let out = tempfile::tempdir().unwrap();
+    let want = Dest::Path(out.path().join("want.txt"));
+    let deep = Dest::Dir(out.path().join("new/dir"));
+
+    for dest in [&want, &deep] {
+        let typo = get(&server, &["f.tx"], dest, &opts());
+        assert_eq!(typo.exit_code(), 3);
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0, "{dest:?}");
+    }
+
+    let right = get(&server, &["f.txt"], &want, &opts());
+    assert_eq!(right.exit_code(), 0, "{:?}", right.error);
+    assert_eq!(fs::read(out.path().join("want.txt")).unwrap(), b"hi");
+}
+
+/// QA M4: a symbolic link (even one to a folder) or a file where a folder belongs is not a
+/// folder: nothing is written through it or under it, the folder is reported once with how
+/// many entries it stops, and the rest of the download goes on.
+#[test]
+#[cfg(unix)]
+fn a_link_or_a_file_where_a_folder_belongs_is_never_written_through() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("photos/cat.jpg"), b"cat");
+    write(&server.path("photos/sub/x"), b"x");
+    write(&server.path("docs/sub/y"), b"y");
+    write(&server.path("docs/z"), b"z");
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().join("dl"));
+    fs::create_dir_all(out.path().join("dl/docs")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.path().join("dl/photos")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.path().join("dl/docs/sub")).unwrap();
+
+    let outcome = get(&server, &["photos", "docs"], &dest, &opts());
+
+    assert_eq!(outcome.exit_code(), 1, "{:?}", outcome.files);
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    assert_eq!(fs::read(out.path().join("dl/docs/z")).unwrap(), b"z");
+    let failed: Vec<_> = outcome
+        .files
+        .iter()
+        .filter(|f| !f.status.is_success())
+        .collect();
+    assert_eq!(failed.len(), 2, "one report per blocked folder: {failed:?}");
+    assert_eq!(failed[0].name.as_str(), "docs/sub");
+    assert!(failed[0].detail.contains("symbolic link"), "{failed:?}");
+    assert!(failed[0].detail.contains("1 entry under it"), "{failed:?}");
+    assert_eq!(failed[1].name.as_str(), "photos");
+    assert!(
+        failed[1].detail.contains("3 entries under it"),
+        "{failed:?}"
+    );
+
+    // A file there: said so, not "File exists (os error 17)".
+    fs::remove_file(out.path().join("dl/photos")).unwrap();
+    fs::write(out.path().join("dl/photos"), b"mine").unwrap();
+    let outcome = get(&server, &["photos/sub/x"], &dest, &opts());
+    assert_eq!(outcome.exit_code(), 1);
+    let detail = &outcome.files[0].detail;
+    assert!(detail.contains("is a file, not a folder"), "{detail}");
+    assert_eq!(fs::read(out.path().join("dl/photos")).unwrap(), b"mine");
+}
+
+/// QA L3: a local folder where a file lands is refused before a byte is fetched, with or
+/// without --force (which cannot help, so the words do not advise it), and leaves no partial.
+#[test]
+fn a_local_folder_where_a_file_lands_is_refused_before_fetching() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("photos/cat.jpg"), b"cat");
+    let out = tempfile::tempdir().unwrap();
+    fs::create_dir_all(out.path().join("photos/cat.jpg/inside")).unwrap();
+    for force in [false, true] {
+        let opts = Options { force, ..opts() };
+        let outcome = get(&server, &["photos"], &Dest::Dir(out.path().into()), &opts);
+        assert_eq!(outcome.exit_code(), 1, "{force}");
+        let cat = outcome.files.iter().find(|f| f.kind == EntryKind::File);
+        let cat = cat.expect("the file's report");
+        assert_eq!(cat.status, Status::Code(Code::Exists));
+        assert_eq!(cat.bytes, 0);
+        assert!(cat.detail.contains("is a folder here"), "{}", cat.detail);
+        assert!(!cat.detail.contains("use --force"), "{}", cat.detail);
+        assert_eq!(
+            common::tree(&out.path().join("photos")),
+            Vec::<String>::new()
+        );
+    }
 }
