@@ -132,6 +132,8 @@ struct Local {
     meta: Offered,
     /// A local write failed: the rest of the body is drained and the file dropped.
     write_error: Option<io::Error>,
+    /// See [`Want::unlisted`].
+    unlisted: Option<String>,
 }
 
 struct Download<'a> {
@@ -159,8 +161,7 @@ impl Download<'_> {
                 Step::Body(_) => self.on_body()?,
                 Step::Event(Event::End { id, size, check }) => self.on_end(id, size, check)?,
                 Step::Event(Event::Refused { id, code, reason }) => {
-                    self.flights
-                        .land(id, Status::Code(code), &reason, true, self.obs);
+                    self.on_refused(id, code, reason)
                 }
                 other => return Err(self.session.unexpected(&other)),
             }
@@ -178,10 +179,18 @@ impl Download<'_> {
                 .has_room(window, self.wanted[self.next].name.as_str().len())
             && self.session.driver.conn().pipeline_room() > 0
         {
-            let Want { name, path } = self.wanted[self.next].clone();
+            let Want {
+                name,
+                path,
+                unlisted,
+            } = self.wanted[self.next].clone();
             let id = self.session.driver.conn_mut().get(name.clone())?;
             let report = FileReport::new(name, path, None, Status::Incomplete);
-            self.flights.insert(id, self.next, report, Local::default());
+            let local = Local {
+                unlisted,
+                ..Local::default()
+            };
+            self.flights.insert(id, self.next, report, local);
             self.next += 1;
         }
         Ok(())
@@ -192,6 +201,24 @@ impl Download<'_> {
         self.flights
             .get_mut(id)
             .ok_or_else(|| ClientError::unexpected(target, what))
+    }
+
+    /// The server refused a file we asked for. A name it would not list either was asked
+    /// for as a file: if it is a folder, the words say that its listing is what is missing.
+    fn on_refused(&mut self, id: FileId, code: Code, reason: String) {
+        let unlisted = self
+            .flights
+            .get_mut(id)
+            .and_then(|f| f.extra.unlisted.take());
+        let reason = match unlisted {
+            Some(why) if code == Code::NotFound => format!(
+                "{reason} (a folder is fetched through its listing, which the server refuses: \
+                 {why})"
+            ),
+            _ => reason,
+        };
+        self.flights
+            .land(id, Status::Code(code), &reason, true, self.obs);
     }
 
     /// The server offers a file we asked for (the machine checked id and name): accept it,

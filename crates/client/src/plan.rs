@@ -2,8 +2,9 @@
 //! listed (recursively), so that a folder expands into its files and folders, each file's size
 //! and mtime are known (a local copy that matches is reported unchanged and not fetched), and
 //! `-o` can behave as `cp` does. With `-o -` each name is listed one level deep instead, only
-//! to tell a folder, which standard output cannot take (a usage error). On a protocol-1 server
-//! the names are fetched as given.
+//! to tell a folder, which standard output cannot take (a usage error). On a protocol-1 server,
+//! and on one that lets the client download but not list, the names are fetched as given (a
+//! folder then cannot be).
 //!
 //! Nothing is made here but the folders a listing holds: the destination and the folders on
 //! a file's way are made when its offer comes ([`Folders`]), so that a `get` that fetches
@@ -57,6 +58,8 @@ pub(crate) struct Want {
     pub(crate) name: Name,
     /// Where it lands (`None`: standard output).
     pub(crate) path: Option<PathBuf>,
+    /// Why the server refused to list it, when it was asked for as a file for that reason.
+    pub(crate) unlisted: Option<String>,
 }
 
 /// A name asked for, with what its listing says of it.
@@ -64,6 +67,19 @@ struct Asked {
     name: Name,
     /// The listing's entries (`None`: not listed, fetched as a file).
     entries: Option<Vec<Entry>>,
+    /// Why the server refused to list it, if it did.
+    unlisted: Option<String>,
+}
+
+impl Asked {
+    /// A name not listed, to be asked for as a file (`unlisted`: see [`Asked::unlisted`]).
+    fn file(name: &Name, unlisted: Option<String>) -> Self {
+        Self {
+            name: name.clone(),
+            entries: None,
+            unlisted,
+        }
+    }
 }
 
 /// What planning decided, and the connection it was decided on.
@@ -152,12 +168,11 @@ fn try_plan<'a>(
     let mut listed: Vec<Asked> = Vec::new();
     // Bytes of listing held, against MAX_PLANNED_BYTES.
     let mut held = 0usize;
+    // Why the server refuses to list, once it has: the other names are asked for as files.
+    let mut unlistable: Option<String> = None;
     for name in names {
-        if version < 2 {
-            listed.push(Asked {
-                name: name.clone(),
-                entries: None,
-            });
+        if version < 2 || unlistable.is_some() {
+            listed.push(Asked::file(name, unlistable.clone()));
             continue;
         }
         let mut entries = Vec::new();
@@ -189,6 +204,7 @@ fn try_plan<'a>(
                 listed.push(Asked {
                     name: name.clone(),
                     entries: Some(entries),
+                    unlisted: None,
                 });
                 continue;
             }
@@ -201,6 +217,12 @@ fn try_plan<'a>(
                 ),
                 false,
             ),
+            // May download but not list: a file needs no listing (as on protocol 1).
+            Err((Code::Denied, reason)) => {
+                unlistable = Some(reason);
+                listed.push(Asked::file(name, unlistable.clone()));
+                continue;
+            }
             Err((code, reason)) => (code, reason, true),
         };
         held -= entries
@@ -218,6 +240,7 @@ fn try_plan<'a>(
             .map(|a| Want {
                 name: a.name,
                 path: None,
+                unlisted: a.unlisted,
             })
             .collect();
         return Ok(plan);
@@ -253,7 +276,7 @@ fn try_plan<'a>(
             // Not listed: the name asked for is where it lands.
             let path = place(&asked.name);
             if file_at || plan.storable_here(&asked.name, EntryKind::File, &path, obs) {
-                plan.want(asked.name, path, None, force, obs);
+                plan.want(asked.name, path, None, asked.unlisted, force, obs);
             }
             continue;
         };
@@ -264,7 +287,7 @@ fn try_plan<'a>(
             } else if e.kind == EntryKind::Folder {
                 plan.folder(path, e, obs);
             } else {
-                plan.want(e.name.clone(), path, Some(&e), force, obs);
+                plan.want(e.name.clone(), path, Some(&e), None, force, obs);
             }
         }
     }
@@ -335,6 +358,7 @@ impl Plan<'_> {
         name: Name,
         path: PathBuf,
         entry: Option<&Entry>,
+        unlisted: Option<String>,
         force: bool,
         obs: &mut dyn Observer,
     ) {
@@ -371,6 +395,7 @@ impl Plan<'_> {
         self.wants.push(Want {
             name,
             path: Some(path),
+            unlisted,
         });
     }
 

@@ -9,7 +9,7 @@ use common::{data, opts, write, TestServer};
 use ferry_client::download::{self, Dest};
 use ferry_client::{Options, Outcome, Status, Target};
 use ferry_proto::{Code, Digest, EntryKind, Name};
-use ferry_server::Overwrite;
+use ferry_server::{Overwrite, Permissions};
 
 fn get(server: &TestServer, names: &[&str], dest: &Dest, opts: &Options) -> Outcome {
     let names = names.iter().map(|n| Name::parse(n).unwrap()).collect();
@@ -413,6 +413,54 @@ fn ls_prints_names_a_shell_hands_back_to_get() {
     let mut want = names.map(str::to_owned).to_vec();
     want.sort();
     assert_eq!(raw, want);
+}
+
+/// A server whose clients without a token may do `what` and nothing else.
+fn server_allowing(what: Permissions) -> TestServer {
+    TestServer::with(|c| c.anonymous = Some(what))
+}
+
+/// QA H1: a client that may download but not list gets the files it names (asked for as
+/// files, as on a protocol-1 server); a folder, which needs its listing, is refused with words that say the listing is what the
+/// server denies. One that may upload only is told it may not download.
+#[test]
+fn a_client_that_may_download_but_not_list_gets_files_by_name() {
+    let download = Permissions {
+        download: true,
+        ..Permissions::NONE
+    };
+    let server = server_allowing(download);
+    write(&server.path("pub.txt"), b"public");
+    write(&server.path("photos/cat.jpg"), b"cat");
+    let out = tempfile::tempdir().unwrap();
+
+    let one = get(
+        &server,
+        &["pub.txt"],
+        &Dest::Path(out.path().join("got.txt")),
+        &opts(),
+    );
+    assert_eq!(one.exit_code(), 0, "{:?} {:?}", one.error, one.files);
+    assert_eq!(fs::read(out.path().join("got.txt")).unwrap(), b"public");
+
+    let folder = get(&server, &["photos"], &Dest::Dir(out.path().into()), &opts());
+    assert_eq!(folder.exit_code(), 3);
+    let detail = &folder.files[0].detail;
+    assert!(
+        detail.contains("listing") && detail.contains("may not list"),
+        "{detail}"
+    );
+    assert_eq!(common::tree(out.path()), ["got.txt"]);
+
+    let inbox = server_allowing(Permissions::UPLOAD);
+    write(&inbox.path("pub.txt"), b"public");
+    let denied = get(&inbox, &["pub.txt"], &Dest::Dir(out.path().into()), &opts());
+    assert_eq!(denied.exit_code(), 3);
+    let detail = &denied.files[0].detail;
+    assert!(
+        detail.contains("may not download") && !detail.contains("list"),
+        "{detail}"
+    );
 }
 
 /// QA M3: a get that fetches nothing makes nothing: a name mistyped with `-o want.txt`
