@@ -14,7 +14,7 @@
 //! small record per entry while they are fetched (the answers to GETs come after the listing
 //! on one connection, PROTOCOL.md §7.1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -168,9 +168,14 @@ fn try_plan<'a>(
     let mut listed: Vec<Asked> = Vec::new();
     // Bytes of listing held, against MAX_PLANNED_BYTES.
     let mut held = 0usize;
+    // Names whose listing came whole: a name under one of them comes with it.
+    let mut whole: HashSet<&str> = HashSet::new();
     // Why the server refuses to list, once it has: the other names are asked for as files.
     let mut unlistable: Option<String> = None;
-    for name in names {
+    for name in outer_first(names) {
+        if ancestors(name).any(|a| whole.contains(a)) {
+            continue;
+        }
         if version < 2 || unlistable.is_some() {
             listed.push(Asked::file(name, unlistable.clone()));
             continue;
@@ -201,6 +206,7 @@ fn try_plan<'a>(
                          -o DIR to fetch a folder"
                     )));
                 }
+                whole.insert(name.as_str());
                 listed.push(Asked {
                     name: name.clone(),
                     entries: Some(entries),
@@ -293,6 +299,23 @@ fn try_plan<'a>(
     }
     plan.report_blocked(obs);
     Ok(plan)
+}
+
+/// The names in the order they are listed: a name under another name asked for (`photos`
+/// and `photos/2024/cat.jpg`) after the others, so that it is not fetched twice when that
+/// one's listing holds it.
+fn outer_first(names: &[Name]) -> impl Iterator<Item = &Name> {
+    let given: HashSet<&str> = names.iter().map(Name::as_str).collect();
+    let (inner, outer): (Vec<&Name>, Vec<&Name>) = names
+        .iter()
+        .partition(|n| ancestors(n).any(|a| given.contains(a)));
+    outer.into_iter().chain(inner)
+}
+
+/// The folders a name lies under (`a`, `a/b` for `a/b/c`).
+fn ancestors(name: &Name) -> impl Iterator<Item = &str> {
+    let s = name.as_str();
+    s.match_indices('/').map(move |(at, _)| &s[..at])
 }
 
 /// Whether a name can be stored here: on Windows (`portable`) the rules of PROTOCOL.md §5.2

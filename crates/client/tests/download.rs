@@ -532,6 +532,24 @@ fn a_link_or_a_file_where_a_folder_belongs_is_never_written_through() {
     assert_eq!(fs::read(out.path().join("dl/photos")).unwrap(), b"mine");
 }
 
+/// QA L2: a name inside a folder also asked for, in either order, is fetched once.
+#[test]
+fn a_name_inside_a_folder_also_asked_for_is_fetched_once() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("photos/2024/cat.jpg"), b"cat");
+    for names in [
+        ["photos", "photos/2024/cat.jpg"],
+        ["photos/2024/cat.jpg", "photos"],
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let outcome = get(&server, &names, &Dest::Dir(out.path().into()), &opts());
+        assert_eq!(outcome.exit_code(), 0, "{names:?}: {:?}", outcome.files);
+        let files = outcome.files.iter().filter(|f| f.kind == EntryKind::File);
+        assert_eq!(files.count(), 1, "{names:?}: {:?}", outcome.files);
+        assert_eq!(common::tree(out.path()), ["photos/2024/cat.jpg"]);
+    }
+}
+
 /// QA L3: a local folder where a file lands is refused before a byte is fetched, with or
 /// without --force (which cannot help, so the words do not advise it), and leaves no partial.
 #[test]
