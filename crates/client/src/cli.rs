@@ -493,9 +493,9 @@ fn ls(
     }
     match listed {
         Ok(l) if l.skipped > 0 && !cli.common.quiet => eprintln!(
-            "ferry: the server left out {} entries it does not list (links, special files, \
-             unreadable folders)",
-            l.skipped
+            "ferry: left out {}: {}",
+            crate::report::entries(l.skipped),
+            output::NOT_SERVED
         ),
         Ok(_) => {}
         Err(e) => eprintln!("ferry: {e}"),

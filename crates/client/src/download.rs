@@ -66,6 +66,7 @@ pub fn get(
     files.append(&mut outcome.files);
     outcome.files = files;
     outcome.skipped = planned.skipped;
+    outcome.left_out = planned.left_out;
     outcome.retries += planned.retries;
     outcome
 }

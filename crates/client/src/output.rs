@@ -13,7 +13,7 @@ use ferry_secure::Fingerprint;
 use crate::error::{after_name, exit};
 use crate::interrupt::Interrupt;
 use crate::progress::Progress;
-use crate::report::{FileReport, Observer, Outcome, Retry, Skipped, Status};
+use crate::report::{entries, FileReport, Observer, Outcome, Retry, Skipped, Status};
 use crate::target::Target;
 
 /// Which command is running, for wording.
@@ -94,7 +94,8 @@ impl Console {
         } else if !self.quiet && !self.json {
             let files = outcome.files.iter().filter(|f| f.kind != EntryKind::Folder);
             // One file alone has said how it ended.
-            if files.clone().count() + outcome.skipped.len() > 1 {
+            let told = files.clone().count() + outcome.skipped.len();
+            if told > 1 || outcome.left_out > 0 {
                 let bytes: u64 = files.map(|f| f.bytes).sum();
                 eprintln!(
                     "{}, {} in {seconds:.1} s",
@@ -162,6 +163,12 @@ impl Console {
         let parts = folders.parts(None);
         if !parts.is_empty() {
             line += &format!(" (folders: {parts})");
+        }
+        if outcome.left_out > 0 {
+            line += &format!(
+                " (skipped: {} the server does not serve)",
+                entries(outcome.left_out)
+            );
         }
         line
     }
@@ -233,6 +240,11 @@ impl Console {
         }
     }
 }
+
+/// Why a server leaves entries out of a listing (PROTOCOL.md §4.10): it does not say which
+/// reason holds for which entry, only how many it left out.
+pub(crate) const NOT_SERVED: &str = "the server does not serve them (symbolic links, special \
+     files, unreadable folders, names the protocol cannot carry)";
 
 /// How many entries of one kind (files, or folders) ended which way, for the closing line.
 #[derive(Debug, Default)]
@@ -341,6 +353,14 @@ impl Observer for Console {
             .to_string();
         self.progress
             .println(&format!("ferry: skipped {path}: {}", s.reason));
+    }
+
+    fn left_out(&mut self, name: &Name, count: u64) {
+        // Even with --quiet, as a skipped entry's line.
+        self.progress.println(&format!(
+            "ferry: skipped {} under {name}: {NOT_SERVED}",
+            entries(count)
+        ));
     }
 
     fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {

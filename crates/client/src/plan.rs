@@ -198,13 +198,17 @@ fn try_plan<'a>(
             }
         })?;
         let (code, reason, refused) = match answer {
-            Ok(_) if !over => {
+            Ok(l) if !over => {
                 if !recursive && entries.first().is_some_and(|e| e.kind == EntryKind::Folder) {
                     // The user's to mend, not the server's: nothing is fetched.
                     return Err(ClientError::Usage(format!(
                         "{name} is a folder; -o - writes only files to standard output: use \
                          -o DIR to fetch a folder"
                     )));
+                }
+                if l.skipped > 0 {
+                    obs.left_out(name, l.skipped);
+                    plan.outcome.left_out += l.skipped;
                 }
                 whole.insert(name.as_str());
                 listed.push(Asked {

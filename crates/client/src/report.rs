@@ -227,6 +227,12 @@ pub trait Observer {
     fn skipped(&mut self, skipped: &Skipped) {
         let _ = skipped;
     }
+    /// The server left `count` entries out of the listing of `name`, a folder being
+    /// downloaded (links, special files, unreadable folders, names the protocol cannot
+    /// carry): they are not downloaded, and count as skipped.
+    fn left_out(&mut self, name: &Name, count: u64) {
+        let _ = (name, count);
+    }
     /// TLS trust on first use: the server's certificate was just recorded as the one to
     /// expect from now on. Tell the user, as ssh does.
     fn trusted(&mut self, target: &Target, fingerprint: &Fingerprint) {
@@ -278,6 +284,9 @@ pub struct Outcome {
     pub files: Vec<FileReport>,
     /// What was skipped, in the order it was found.
     pub skipped: Vec<Skipped>,
+    /// Entries the server left out of the listings of folders downloaded, which it does not
+    /// serve (see [`Observer::left_out`]): skipped too, but known only by their number.
+    pub left_out: u64,
     /// What ended the run early, if anything.
     pub error: Option<ClientError>,
     /// How many times the transfer was taken up again on a new connection (`--retries`).
@@ -297,7 +306,8 @@ impl Outcome {
     /// The process exit code (see [`exit`]): the error's if the run ended early; otherwise 0
     /// when every file and folder arrived or was already there, 3 when the server refused
     /// every file (and every folder that failed: a folder it held or made does not count
-    /// against that, it holds no content of its own), 1 when some failed or were skipped.
+    /// against that, it holds no content of its own), 1 when some failed or were skipped
+    /// (left out of a listing too).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         if let Some(e) = &self.error {
@@ -308,7 +318,7 @@ impl Outcome {
             .files
             .iter()
             .all(|f| f.kind == EntryKind::Folder || !f.status.is_success());
-        if !self.skipped.is_empty() {
+        if !self.skipped.is_empty() || self.left_out > 0 {
             exit::PARTIAL
         } else if failed.clone().next().is_none() {
             exit::OK
@@ -346,7 +356,7 @@ impl Outcome {
             "files": files().count() + skipped_files,
             "ok": ok,
             "unchanged": unchanged,
-            "skipped": self.skipped.len(),
+            "skipped": self.skipped.len() as u64 + self.left_out,
             "failed": files().count() - ok,
             "refused": refused,
             "folders": folders,

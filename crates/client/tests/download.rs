@@ -574,3 +574,23 @@ fn a_local_folder_where_a_file_lands_is_refused_before_fetching() {
         );
     }
 }
+
+/// QA M1: entries the server leaves out of a folder's listing (a symbolic link, a name the
+/// protocol cannot carry) are counted as skipped: the run exits 1, as a send with skipped
+/// entries does, and the summary counts them.
+#[test]
+#[cfg(unix)]
+fn entries_the_server_leaves_out_of_a_folder_are_skipped() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("share/a.txt"), b"a");
+    write(&server.path("share/new\nline"), b"n");
+    std::os::unix::fs::symlink("a.txt", server.path("share/link")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+
+    let outcome = get(&server, &["share"], &Dest::Dir(out.path().into()), &opts());
+
+    assert_eq!(outcome.left_out, 2);
+    assert_eq!(outcome.exit_code(), 1);
+    assert_eq!(outcome.summary_json(0.0)["skipped"], 2);
+    assert_eq!(common::tree(out.path()), ["share/a.txt"]);
+}

@@ -739,3 +739,33 @@ fn usage_errors_under_json_print_the_summary_too() {
     assert_eq!(after.status.code(), Some(2));
     assert!(after.stdout.is_empty(), "a path named --json is no option");
 }
+
+/// QA M1: what a server leaves out of a listing is told in words that fit every reason it
+/// may have (a name it cannot carry too, not only links), "1 entry" for one; `get` of the
+/// folder says how many it skipped there, counts them in its summary and exits 1, as `send`
+/// does for entries it skips.
+#[test]
+fn entries_the_server_leaves_out_are_told_for_every_reason_and_counted() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("share/a.txt"), b"a");
+    write(&server.path("share/new\nline"), b"n");
+    let out = tempfile::tempdir().unwrap();
+    let host = server.addr().to_string();
+
+    let ls = ferry(&["ls", &host, "share"]);
+    assert_eq!(ls.status.code(), Some(0));
+    let said = stderr(&ls);
+    assert!(
+        said.contains("left out 1 entry:") && said.contains("names the protocol cannot carry"),
+        "{said}"
+    );
+
+    let get = ferry(&["get", "--json", &host, "share", "-o", arg(out.path())]);
+    assert_eq!(get.status.code(), Some(1), "{}", stderr(&get));
+    let said = stderr(&get);
+    assert!(said.contains("skipped 1 entry under share:"), "{said}");
+    let summary = json(&get).pop().unwrap();
+    assert_eq!(summary["skipped"], 1, "{summary}");
+    assert_eq!(summary["exit_code"], 1, "{summary}");
+    assert_eq!(tree(out.path()), ["share/a.txt"]);
+}
