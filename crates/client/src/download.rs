@@ -13,7 +13,7 @@ use ferry_proto::{BodyCheck, Code, Event, FileId, Hasher, Name, Offer, Step};
 use crate::error::ClientError;
 use crate::flights::{Flight, Flights};
 use crate::folders::Folders;
-use crate::landing::{discard, empty, open_partial, room, save, Offered};
+use crate::landing::{compare, discard, empty, open_partial, room, save, Offered};
 pub use crate::landing::{local_path, partial_path};
 use crate::net::Options;
 use crate::plan::{self, Want};
@@ -133,6 +133,8 @@ struct Local {
     meta: Offered,
     /// A local write failed: the rest of the body is drained and the file dropped.
     write_error: Option<io::Error>,
+    /// See [`Want::held`].
+    held: bool,
     /// See [`Want::unlisted`].
     unlisted: Option<String>,
 }
@@ -183,11 +185,13 @@ impl Download<'_> {
             let Want {
                 name,
                 path,
+                held,
                 unlisted,
             } = self.wanted[self.next].clone();
             let id = self.session.driver.conn_mut().get(name.clone())?;
             let report = FileReport::new(name, path, None, Status::Incomplete);
             let local = Local {
+                held,
                 unlisted,
                 ..Local::default()
             };
@@ -224,7 +228,8 @@ impl Download<'_> {
 
     /// The server offers a file we asked for (the machine checked id and name): accept it,
     /// offering the partial we hold as the resume prefix, if the rest fits on the disk and
-    /// its folder can be made. A download has a known size: an offer without one breaks the
+    /// its folder can be made; unless a local file in its place is that file or is kept
+    /// (see [`Want::held`]). A download has a known size: an offer without one breaks the
     /// protocol.
     fn on_offer(&mut self, o: Offer) -> Result<(), ClientError> {
         let target = self.session.target;
@@ -243,6 +248,7 @@ impl Download<'_> {
             mtime: o.mtime,
             mode: o.mode,
         };
+        let held = flight.extra.held;
         let Some(path) = flight.report.path.clone() else {
             self.session.driver.conn_mut().accept(o.id, Hasher::new())?;
             return Ok(());
@@ -250,6 +256,7 @@ impl Download<'_> {
         let folder = self.places.make(path.parent().unwrap_or(Path::new("")));
         let (code, reason) = match folder {
             Err(b) => (b.code, b.why),
+            Ok(_) if held => compare(&path, &o, &mut self.buf),
             Ok(_) => match self.accept(&o, size, &path)? {
                 Some(refusal) => refusal,
                 None => return Ok(()),

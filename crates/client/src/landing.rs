@@ -7,10 +7,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::body;
-use crate::platform::open_own;
 pub(crate) use crate::platform::room;
-use ferry_proto::{Code, Hasher, Name, Timestamp};
+use crate::platform::{self, open_own};
+use crate::{body, walk};
+use ferry_proto::{Code, Hasher, Name, Offer, Timestamp};
 
 /// Where `name` lands under `dir`: its components joined one by one. A [`Name`] has no root,
 /// no `..` and no separator but `/`, so the result is always inside `dir`.
@@ -158,6 +158,43 @@ pub(crate) const SAME_SIZE_AND_TIME: &str = "already here with the same size and
 /// Why a local file in a download's place is kept.
 pub(crate) fn kept(path: &Path) -> String {
     format!("{} exists here; use --force to replace it", path.display())
+}
+
+/// The answer to the offer of a file whose place a local file holds (PROTOCOL.md §4.8):
+/// [`Code::Unchanged`] when it is that file: the same size and mtime (rsync's quick check),
+/// or the same size and, by the offer's digest, the same contents (`cp` without `-p`, an
+/// unzip), in which case it gets the offered mtime, as rsync gives it; otherwise
+/// [`Code::Exists`], and it is kept. The code, and the words for the report.
+pub(crate) fn compare(path: &Path, offer: &Offer, buf: &mut [u8]) -> (Code, String) {
+    let compared = platform::open_read(path).and_then(|mut file| {
+        let meta = file.metadata()?;
+        let Some(mtime) = walk::mtime(&meta).filter(|_| meta.is_file()) else {
+            return Ok(None);
+        };
+        if offer.size == Some(meta.len()) && offer.mtime == Some(mtime) {
+            return Ok(Some(SAME_SIZE_AND_TIME));
+        }
+        let hashed = || body::hash_all(&mut file, buf).map(|h| h.finalize());
+        if !offer.unchanged(meta.len(), mtime, hashed)? {
+            return Ok(None);
+        }
+        if let Some(t) = offer.mtime.and_then(to_system_time) {
+            if let Err(e) = file.set_modified(t) {
+                log::warn!(
+                    "cannot set the modification time of {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        Ok(Some(
+            "already here with the same contents (BLAKE3); given the server's modification time",
+        ))
+    });
+    match compared {
+        Ok(Some(why)) => (Code::Unchanged, why.to_owned()),
+        Ok(None) => (Code::Exists, kept(path)),
+        Err(e) => (Code::Io, format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// Publishes a verified download; the code and words for its report.

@@ -58,6 +58,9 @@ pub(crate) struct Want {
     pub(crate) name: Name,
     /// Where it lands (`None`: standard output).
     pub(crate) path: Option<PathBuf>,
+    /// A local file holds its place and may be this very file: its offer decides (the same
+    /// size and mtime, or the same digest, is unchanged; otherwise it is kept).
+    pub(crate) held: bool,
     /// Why the server refused to list it, when it was asked for as a file for that reason.
     pub(crate) unlisted: Option<String>,
 }
@@ -250,6 +253,7 @@ fn try_plan<'a>(
             .map(|a| Want {
                 name: a.name,
                 path: None,
+                held: false,
                 unlisted: a.unlisted,
             })
             .collect();
@@ -273,7 +277,10 @@ fn try_plan<'a>(
         out.clone()
     };
     plan.places = Folders::new(root);
-    let force = opts.force;
+    let how = Landing {
+        force: opts.force,
+        compare: version >= 2,
+    };
     for asked in listed {
         let place = |n: &Name| {
             if file_at {
@@ -286,7 +293,7 @@ fn try_plan<'a>(
             // Not listed: the name asked for is where it lands.
             let path = place(&asked.name);
             if file_at || plan.storable_here(&asked.name, EntryKind::File, &path, obs) {
-                plan.want(asked.name, path, None, asked.unlisted, force, obs);
+                plan.want(asked.name, path, None, asked.unlisted, how, obs);
             }
             continue;
         };
@@ -297,7 +304,7 @@ fn try_plan<'a>(
             } else if e.kind == EntryKind::Folder {
                 plan.folder(path, e, obs);
             } else {
-                plan.want(e.name.clone(), path, Some(&e), None, force, obs);
+                plan.want(e.name.clone(), path, Some(&e), None, how, obs);
             }
         }
     }
@@ -320,6 +327,15 @@ fn outer_first(names: &[Name]) -> impl Iterator<Item = &Name> {
 fn ancestors(name: &Name) -> impl Iterator<Item = &str> {
     let s = name.as_str();
     s.match_indices('/').map(move |(at, _)| &s[..at])
+}
+
+/// How a file found in its place is treated.
+#[derive(Debug, Clone, Copy)]
+struct Landing {
+    /// `--force`: replaced.
+    force: bool,
+    /// Protocol 2: the offer may tell that it is the file (PROTOCOL.md §4.8).
+    compare: bool,
 }
 
 /// Whether a name can be stored here: on Windows (`portable`) the rules of PROTOCOL.md §5.2
@@ -379,14 +395,15 @@ impl Plan<'_> {
 
     /// A file: fetched unless its folder cannot be made (see [`Folders`]) or something is in
     /// its place: a folder (never replaced), or a file, unchanged when it has the listed size
-    /// and mtime (rsync's quick check), otherwise kept unless `force`.
+    /// and mtime (rsync's quick check), or decided by the offer (see [`Want::held`]), or
+    /// otherwise kept unless `--force`.
     fn want(
         &mut self,
         name: Name,
         path: PathBuf,
         entry: Option<&Entry>,
         unlisted: Option<String>,
-        force: bool,
+        how: Landing,
         obs: &mut dyn Observer,
     ) {
         let size = entry.map(|e| e.size);
@@ -399,6 +416,7 @@ impl Plan<'_> {
             let r = report(b.code, String::new());
             return self.block(b, r);
         }
+        let mut held = false;
         match fs::symlink_metadata(&path) {
             Err(_) => {}
             Ok(meta) if meta.is_dir() => {
@@ -416,12 +434,16 @@ impl Plan<'_> {
             {
                 return self.report(report(Code::Unchanged, SAME_SIZE_AND_TIME.into()), obs);
             }
-            Ok(_) if force => {}
+            Ok(_) if how.force => {}
+            Ok(meta) if how.compare && meta.is_file() && size.is_none_or(|s| s == meta.len()) => {
+                held = true;
+            }
             Ok(_) => return self.report(report(Code::Exists, kept(&path)), obs),
         }
         self.wants.push(Want {
             name,
             path: Some(path),
+            held,
             unlisted,
         });
     }

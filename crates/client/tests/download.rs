@@ -421,7 +421,8 @@ fn server_allowing(what: Permissions) -> TestServer {
 }
 
 /// QA H1: a client that may download but not list gets the files it names (asked for as
-/// files, as on a protocol-1 server); a folder, which needs its listing, is refused with words that say the listing is what the
+/// files, as on a protocol-1 server), its file kept unchanged when it holds it already; a
+/// folder, which needs its listing, is refused with words that say the listing is what the
 /// server denies. One that may upload only is told it may not download.
 #[test]
 fn a_client_that_may_download_but_not_list_gets_files_by_name() {
@@ -442,6 +443,13 @@ fn a_client_that_may_download_but_not_list_gets_files_by_name() {
     );
     assert_eq!(one.exit_code(), 0, "{:?} {:?}", one.error, one.files);
     assert_eq!(fs::read(out.path().join("got.txt")).unwrap(), b"public");
+    let again = get(
+        &server,
+        &["pub.txt"],
+        &Dest::Path(out.path().join("got.txt")),
+        &opts(),
+    );
+    assert_eq!(again.files[0].status, Status::Code(Code::Unchanged));
 
     let folder = get(&server, &["photos"], &Dest::Dir(out.path().into()), &opts());
     assert_eq!(folder.exit_code(), 3);
@@ -573,6 +581,46 @@ fn a_local_folder_where_a_file_lands_is_refused_before_fetching() {
             Vec::<String>::new()
         );
     }
+}
+
+/// QA M5: a local file with the server's contents and another mtime (`cp` without `-p`) is
+/// unchanged, by the digest the server sends with its offer (a small file's, or one it
+/// stored and so holds in its digest cache), and gets the server's mtime; one of the same
+/// size with other contents is kept, as before.
+#[test]
+fn a_local_copy_with_another_mtime_is_unchanged_by_its_digest() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    let big = data(200_000, 9);
+    let sent = tempfile::tempdir().unwrap();
+    for (name, content) in [("a.txt", &b"same"[..]), ("big.bin", &big)] {
+        let path = sent.path().join(name);
+        write(&path, content);
+        let f = fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(old).unwrap();
+        assert_eq!(common::send(&server.target(), &[&path]).exit_code(), 0);
+    }
+    let out = tempfile::tempdir().unwrap();
+    write(&out.path().join("a.txt"), b"same");
+    write(&out.path().join("big.bin"), &big);
+    let dest = Dest::Dir(out.path().into());
+
+    let outcome = get(&server, &["a.txt", "big.bin"], &dest, &opts());
+
+    assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.files);
+    for f in &outcome.files {
+        assert_eq!(f.status, Status::Code(Code::Unchanged), "{f:?}");
+        assert_eq!(f.bytes, 0);
+        let local = fs::metadata(f.path.as_ref().unwrap()).unwrap();
+        assert_eq!(local.modified().unwrap(), old, "{f:?}");
+    }
+
+    write(&out.path().join("a.txt"), b"diff");
+    let kept = get(&server, &["a.txt"], &dest, &opts());
+    assert_eq!(kept.exit_code(), 1);
+    assert_eq!(kept.files[0].status, Status::Code(Code::Exists));
+    assert!(kept.files[0].detail.contains("--force"));
+    assert_eq!(fs::read(out.path().join("a.txt")).unwrap(), b"diff");
 }
 
 /// QA M1: entries the server leaves out of a folder's listing (a symbolic link, a name the
