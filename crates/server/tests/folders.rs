@@ -92,6 +92,27 @@ fn a_folder_offered_after_its_contents_gets_its_mode_and_mtime() {
     assert_eq!(srv.read("tree/sub/f.txt").unwrap(), b"hello");
 }
 
+/// A read-only folder (mode 555) is stored with read, write and search for the server's
+/// user, made so or restyled so: a re-run still adds its new files to it.
+#[test]
+fn a_read_only_folder_stays_writable_for_the_server() {
+    let srv = start(config());
+    let mut d = connect(srv.addr());
+    let um = umask();
+    assert_eq!(
+        offer_folder(&mut d, "ro", Some(0o555), Some(T)).code,
+        Code::Stored
+    );
+    assert_eq!(folder(&srv, "ro").0, 0o755 & !um);
+    assert_eq!(upload(&mut d, "ro/one.txt", b"1").code, Code::Stored);
+    assert_eq!(
+        offer_folder(&mut d, "ro", Some(0o500), Some(T)).code,
+        Code::Unchanged
+    );
+    assert_eq!(folder(&srv, "ro").0, 0o700 & !um);
+    assert_eq!(upload(&mut d, "ro/two.txt", b"2").code, Code::Stored);
+}
+
 #[test]
 fn a_file_or_a_link_in_the_way_is_never_followed() {
     let srv = start(config());

@@ -143,6 +143,36 @@ fn under_rename_an_upload_only_client_finds_no_copy_and_makes_a_new_one() {
     }
 }
 
+/// A folder already there keeps its mode and mtime when a credential that may not download
+/// offers it (a stranger may not change what others' folders look like, nor lock the server
+/// out of one with mode 000); one that may download restyles it, as before.
+#[test]
+fn an_upload_only_client_leaves_an_existing_folder_as_it_is() {
+    use std::os::unix::fs::MetadataExt;
+    let srv = server(Overwrite::Refuse);
+    let looks = || {
+        let m = std::fs::metadata(srv.dir.join("shared")).unwrap();
+        (m.mode() & 0o777, m.mtime())
+    };
+    let mut reader = connect_as([127, 0, 0, 1], srv.addr(), Some(READER));
+    let made = offer_folder(&mut reader, "shared", Some(0o750), Some(T));
+    assert_eq!(made.code, Code::Stored);
+    let before = looks();
+    let later = Timestamp {
+        secs: T.secs + 100,
+        nanos: 0,
+    };
+    for token in [None, Some(DROPPER)] {
+        let mut d = connect_as([127, 0, 0, 2], srv.addr(), token);
+        let o = offer_folder(&mut d, "shared", Some(0o000), Some(later));
+        assert_eq!(o.code, Code::Unchanged, "{token:?}");
+        assert_eq!(looks(), before, "{token:?}");
+    }
+    let o = offer_folder(&mut reader, "shared", Some(0o755), Some(later));
+    assert_eq!(o.code, Code::Unchanged);
+    assert_eq!(looks().1, later.secs);
+}
+
 /// Waits until the server holds one partial per length of `lens`, and no other.
 fn partials_are(srv: &TestServer, lens: &[usize]) {
     wait_for("the partials to be kept", || {

@@ -233,7 +233,11 @@ impl<'a> Session<'a> {
             self.store_through(name);
         }
         let made = self.admit_name(&o.name).and_then(|name| {
-            let made = self.shared.store.make_folder(&name, o.mode, o.mtime)?;
+            let restyle = self.permissions.allows(Action::Download);
+            let made = self
+                .shared
+                .store
+                .make_folder(&name, o.mode, o.mtime, restyle)?;
             Ok((name, made))
         });
         match made {

@@ -69,11 +69,16 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
 
     /// Stores a folder offer (PROTOCOL.md §4.9): [`Code::Stored`] when it was made now (with
     /// what the flush before its RESULT must cover), [`Code::Unchanged`] when it was there.
+    /// A folder made now takes `mode` and `mtime`; one that was there takes them only with
+    /// `restyle` (a credential that may download: a stranger leaving files may not change
+    /// what others' folders look like). Every folder keeps read, write and search for the
+    /// server's own user, so that it can still store into it.
     fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
+        restyle: bool,
     ) -> Result<(Code, Option<Touched>), Refusal>;
 
     /// Decides a file offer with one look at what is held under `name`. With `compare` (the

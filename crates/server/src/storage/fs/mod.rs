@@ -66,6 +66,9 @@ const MODE_MASK: u32 = 0o777;
 const DEFAULT_MODE: u32 = 0o644;
 /// Owner read and write: what a kept partial needs to be resumed.
 const OWNER_RW: u32 = 0o600;
+/// Permission bits every stored folder keeps: the server's own user must go on storing into
+/// it (a folder sent with mode 555 is stored as 755: a re-run adds its new files).
+const OWNER_RWX: u32 = 0o700;
 /// Bytes of the buffer a small file (below [`RECORD_MIN`]) is hashed through for a download's
 /// OFFER, on the stack.
 const SMALL_BUF_LEN: usize = 16 << 10;
@@ -207,8 +210,9 @@ impl Storage for Store {
 
     /// Stores a folder offer (PROTOCOL.md §4.9): makes the folder `name` and its missing
     /// parents, following no link, and gives it `mode` (less the umask; never set-id or
-    /// sticky bits) and `mtime`, also when it was there already (the client offers a folder
-    /// after its contents, whose publishing moved its mtime). [`Code::Stored`] when it was
+    /// sticky bits; always rwx for the server's user) and `mtime`, also when it was there
+    /// already if `restyle` (the client offers a folder after its contents, whose publishing
+    /// moved its mtime). [`Code::Stored`] when it was
     /// made now (with what the flush before its RESULT must cover), [`Code::Unchanged`] when
     /// it was there; a file or a link at the name is [`Code::Exists`].
     fn make_folder(
@@ -216,6 +220,7 @@ impl Storage for Store {
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
+        restyle: bool,
     ) -> Result<(Code, Option<Touched>), Refusal> {
         let space = &self.space;
         check_reserved(name)?;
@@ -230,7 +235,7 @@ impl Storage for Store {
             folders.remove_created();
             return Err(state_refusal(name));
         }
-        let mode = mode.map(|m| m & MODE_MASK);
+        let mode = mode.map(|m| (m & MODE_MASK) | OWNER_RWX);
         let fresh = folders
             .descend(last, mode.unwrap_or(FOLDER_MODE))
             .map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
@@ -244,6 +249,11 @@ impl Storage for Store {
             return Err(state_refusal(name));
         }
         let umask = space.state.probed.umask;
+        let (mode, mtime) = if fresh || restyle {
+            (mode, mtime)
+        } else {
+            (None, None)
+        };
         let apply = || -> rustix::io::Result<()> {
             if let (false, Some(m)) = (fresh, mode) {
                 rfs::fchmod(&folders.fd, Mode::from_raw_mode(m & !umask))?;
@@ -1459,9 +1469,9 @@ mod tests {
             assert_eq!(bad(got), Some(Code::BadName));
             let up = put("stolen/digests", b"junk");
             assert_eq!(bad(up), Some(Code::BadName), "replacing the digest cache");
-            let folder = store.make_folder(&name("stolen/tmp"), Some(0o777), None);
+            let folder = store.make_folder(&name("stolen/tmp"), Some(0o777), None, true);
             assert_eq!(bad(folder.map(|_| ())), Some(Code::BadName));
-            let inside = store.make_folder(&name("stolen/new"), None, None);
+            let inside = store.make_folder(&name("stolen/new"), None, None, true);
             assert_eq!(bad(inside.map(|_| ())), Some(Code::BadName));
             // Where others can rename in the root, every upload's folder is checked.
             if mode == 0o777 {

@@ -276,11 +276,13 @@ impl Storage for S3Store {
 
     /// An object store has no folders: a folder offer stores an empty marker object
     /// `NAME/` (with the folder's mode and mtime), which listings show as the folder.
+    /// A folder marker once made is never changed: `restyle` has nothing to do.
     fn make_folder(
         &self,
         name: &Name,
         mode: Option<u32>,
         mtime: Option<Timestamp>,
+        _restyle: bool,
     ) -> Result<(Code, Option<Touched>), Refusal> {
         let key = self.key(name)?;
         if self.head(name)?.is_some() {
