@@ -93,9 +93,12 @@ impl Console {
             }
         } else if !self.quiet && !self.json {
             let files = outcome.files.iter().filter(|f| f.kind != EntryKind::Folder);
-            // One file alone has said how it ended.
+            // One file alone has said how it ended; folders alone have said nothing.
             let told = files.clone().count() + outcome.skipped.len();
-            if told > 1 || outcome.left_out > 0 {
+            let only_folders = told == 0 && !outcome.files.is_empty();
+            if only_folders {
+                eprintln!("{} in {seconds:.1} s", self.tally(outcome));
+            } else if told > 1 || outcome.left_out > 0 {
                 let bytes: u64 = files.map(|f| f.bytes).sum();
                 eprintln!(
                     "{}, {} in {seconds:.1} s",
@@ -140,7 +143,8 @@ impl Console {
 
     /// How every file of the run ended, in one line: `3 files: 1 stored, 1 unchanged,
     /// 1 refused` (only the parts that are not zero), then the folders that were not made,
-    /// if any (`(folders: 2 refused)`).
+    /// if any (`(folders: 2 refused)`); a run of folders alone, how they ended (`2 folders:
+    /// 1 made, 1 unchanged`).
     fn tally(&self, outcome: &Outcome) -> String {
         let (mut files, mut folders) = (Tally::default(), Tally::default());
         for r in &outcome.files {
@@ -155,7 +159,15 @@ impl Console {
                 _ => files.skipped += 1,
             }
         }
-        let mut line = files.files();
+        if files.total() == 0 && folders.total() > 0 {
+            // Folders alone (empty ones): they are what the run did.
+            return format!(
+                "{}: {}",
+                folders.count("folder"),
+                folders.parts(Some("made"))
+            );
+        }
+        let mut line = files.count("file");
         let parts = files.parts(Some(self.done()));
         if !parts.is_empty() {
             line += &format!(": {parts}");
@@ -269,11 +281,16 @@ impl Tally {
         *part += 1;
     }
 
-    /// `N files` (or `1 file`).
-    fn files(&self) -> String {
-        let n = self.done + self.unchanged + self.refused + self.failed + self.skipped;
+    /// How many in all.
+    fn total(&self) -> usize {
+        self.done + self.unchanged + self.refused + self.failed + self.skipped
+    }
+
+    /// `N {what}s` (or `1 {what}`).
+    fn count(&self, what: &str) -> String {
+        let n = self.total();
         let s = if n == 1 { "" } else { "s" };
-        format!("{n} file{s}")
+        format!("{n} {what}{s}")
     }
 
     /// The parts that are not zero (`1 stored, 2 refused`); those that arrived or were there
@@ -579,5 +596,14 @@ mod tests {
             ..Outcome::default()
         };
         assert_eq!(get.tally(&one), "1 file: 1 saved");
+        let folder = |status| FileReport::folder(Name::parse("e").unwrap(), None, status);
+        let empty_folders = Outcome {
+            files: vec![
+                folder(Status::Code(Code::Stored)),
+                folder(Status::Code(Code::Unchanged)),
+            ],
+            ..Outcome::default()
+        };
+        assert_eq!(send.tally(&empty_folders), "2 folders: 1 made, 1 unchanged");
     }
 }
