@@ -9,8 +9,9 @@ use ferry_proto::Name;
 /// none of its characters means anything to a shell (ASCII letters and digits, `%+,-./:@_`,
 /// and any character beyond ASCII but spaces); otherwise between single quotes, inside which
 /// a shell takes every character as it is, each `'` written `'\''` (close, a quoted quote,
-/// open again). A name holds no control or invisible formatting character (PROTOCOL.md §5.1),
-/// so no other form (`$'...'`) is needed, and the word prints safely on a terminal.
+/// open again). A name holds no control character, bidirectional control or hiding format
+/// character (PROTOCOL.md §5.1), so no other form (`$'...'`) is needed, and the word prints
+/// safely on a terminal (the joiners ZWNJ and ZWJ it may hold are parts of its letters).
 #[must_use]
 pub(crate) fn quote(name: &Name) -> Cow<'_, str> {
     let plain = |c: char| {

@@ -257,6 +257,55 @@ fn odd_names_travel_and_special_entries_are_skipped_one_by_one() {
     );
 }
 
+/// QA M2, PROTOCOL.md §5.1: names spelt with the joiners ZWNJ (Persian `می‌خواهم`) and ZWJ
+/// (emoji sequences 👨‍👩‍👧, 👩‍💻) are sent, listed and fetched back as they are, and shown as
+/// they are; a name with a character that only hides (a zero-width space) is still skipped,
+/// and shown escaped.
+#[test]
+fn names_with_joiners_travel_both_ways_and_are_listed() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let root = local.path().join("j");
+    let names = [
+        "\u{645}\u{6CC}\u{200C}\u{62E}\u{648}\u{627}\u{647}\u{645}.txt",
+        "family-\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}.jpg",
+        "dev-\u{1F469}\u{200D}\u{1F4BB}/\u{915}\u{94D}\u{200D}\u{937}.png",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        write(&root.join(n), &data(10 + i, i as u32));
+    }
+    write(&root.join("zero\u{200B}width"), b"z");
+    let addr = server.addr().to_string();
+
+    let sent = ferry(&["send", &addr, arg(&root)]);
+    assert_eq!(sent.status.code(), Some(1), "{}", stderr(&sent));
+    let said = stderr(&sent);
+    for (i, n) in names.iter().enumerate() {
+        assert!(said.contains(&format!("stored j/{n}")), "{n}: {said}");
+        let stored = fs::read(server.path(&format!("j/{n}"))).unwrap();
+        assert!(stored == data(10 + i, i as u32), "{n}");
+    }
+    assert!(
+        said.contains("zero\\u{200b}width: ") && !said.contains('\u{200B}'),
+        "the hiding character is skipped and shown escaped: {said}"
+    );
+
+    let ls = ferry(&["ls", "-r", &addr, "j"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    let text = String::from_utf8(ls.stdout).unwrap();
+    for n in names {
+        assert!(text.contains(&format!(" j/{n}\n")), "{n}: {text}");
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let get = ferry(&["get", &addr, "j", "-o", arg(out.path())]);
+    assert_eq!(get.status.code(), Some(0), "{}", stderr(&get));
+    for (i, n) in names.iter().enumerate() {
+        let got = fs::read(out.path().join("j").join(n)).unwrap();
+        assert!(got == data(10 + i, i as u32), "{n}");
+    }
+}
+
 /// Issue 12 item 4: `ferry ls` shows one level (or all with `-r`), names, sizes and times,
 /// one JSON record per entry and a summary last; a protocol-1 server cannot list (exit 5).
 #[test]

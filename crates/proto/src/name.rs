@@ -2,9 +2,11 @@
 //!
 //! A [`Name`] can only be built by validation ([`Name::parse`]), so a value of this type is
 //! safe to join onto a destination folder on a POSIX system: it has no root, no `.` or `..`
-//! component, no empty component, no NUL, no control or invisible formatting character, and
-//! it fits the length caps. Everything else POSIX allows is accepted: `\`, `:`, `?`, `*`, `"`,
-//! `<`, `>`, `|` are plain characters there, and `aux.c` or `nul.tar.gz` plain names.
+//! component, no empty component, no NUL, no control character, no bidirectional control and
+//! none of the invisible format characters that only disguise a name, and it fits the length
+//! caps. Everything else POSIX allows is accepted: `\`, `:`, `?`, `*`, `"`, `<`, `>`, `|` are
+//! plain characters there, `aux.c` or `nul.tar.gz` plain names, and the joiners ZWNJ and ZWJ
+//! that Persian, Indic scripts and emoji sequences spell with are plain characters too.
 //!
 //! What Windows cannot store is a separate question, answered by [`Name::portable`]: servers
 //! on Windows or started with `--portable-names`, and clients downloading on Windows, ask it
@@ -60,7 +62,8 @@ pub enum NameError {
     /// ([`Name::portable`] only).
     #[error("the character {0:?} cannot be stored on Windows")]
     ReservedChar(char),
-    /// A control or invisible formatting character.
+    /// A control character, a bidirectional control or an invisible format character that can
+    /// disguise a name (PROTOCOL.md §5.1).
     #[error("control or formatting character U+{0:04X} is not allowed")]
     ControlChar(u32),
     /// A Windows device name such as `CON` or `nul.txt` ([`Name::portable`] only).
@@ -81,8 +84,9 @@ pub struct Name(String);
 
 impl Name {
     /// Validates a ferry-framing name: a relative path whose components are neither empty,
-    /// `.`, `..` nor `..namedfork`, without control or invisible formatting characters, within
-    /// the length caps (PROTOCOL.md §5.1). Characters and names that only Windows reserves are
+    /// `.`, `..` nor `..namedfork`, without control characters, bidirectional controls or
+    /// invisible format characters that hide something (ZWNJ and ZWJ are fine), within the
+    /// length caps (PROTOCOL.md §5.1). Characters and names that only Windows reserves are
     /// accepted; see [`Name::portable`].
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         if raw.is_empty() {
@@ -239,13 +243,28 @@ fn is_windows_reserved(c: char) -> bool {
     matches!(c, '\\' | ':' | '<' | '>' | '"' | '|' | '?' | '*')
 }
 
-/// Control characters (C0, DEL, C1) and the invisible formatting characters that can disguise a
-/// name on screen (bidirectional overrides, zero-width characters, the byte-order mark).
+/// The characters PROTOCOL.md §5.1 refuses in a name: control characters (C0, DEL, C1), the
+/// bidirectional controls, and the format characters that serve a name only to hide something.
+/// The joiners U+200C and U+200D are allowed: Persian and Indic spelling and emoji need them.
 fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    c.is_control() || is_bidi_control(c) || is_hiding_format(c)
+}
+
+/// Unicode's Bidi_Control characters: marks, embeddings, overrides and isolates, which reorder
+/// what is shown around them (`evil\u{202E}gpj.exe` shows as `evilexe.jpg`).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Invisible format characters that change neither the spelling nor the shape of any script in
+/// a name, so that there they only make two names look alike or hide text: the zero-width
+/// space, the word joiner and invisible operators, the deprecated shaping controls, the
+/// byte-order mark (a zero-width no-break space, deprecated as such for U+2060) and the
+/// interlinear annotation controls.
+fn is_hiding_format(c: char) -> bool {
+    matches!(c,
+        '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// `CON`, `PRN`, `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9` (also with superscript digits),
@@ -360,6 +379,13 @@ mod tests {
             ("evil\u{202E}gpj.exe", NameError::ControlChar(0x202E)),
             ("zero\u{200B}width", NameError::ControlChar(0x200B)),
             ("bom\u{FEFF}x", NameError::ControlChar(0xFEFF)),
+            ("lrm\u{200E}x", NameError::ControlChar(0x200E)),
+            ("rlm\u{200F}x", NameError::ControlChar(0x200F)),
+            ("alm\u{061C}x", NameError::ControlChar(0x061C)),
+            ("iso\u{2066}x\u{2069}", NameError::ControlChar(0x2066)),
+            ("word\u{2060}joiner", NameError::ControlChar(0x2060)),
+            ("shape\u{206A}x", NameError::ControlChar(0x206A)),
+            ("note\u{FFF9}hidden\u{FFFB}", NameError::ControlChar(0xFFF9)),
             (
                 "f/..namedfork/rsrc",
                 NameError::ForkName("..namedfork".into()),
@@ -389,6 +415,30 @@ mod tests {
             Name::parse(&huge),
             Err(NameError::TooLong { len: huge.len() })
         );
+    }
+
+    /// PROTOCOL.md §5.1: the joiners that real names are spelt with (Persian `می‌خواهم` needs a
+    /// ZWNJ, emoji sequences such as 👨‍👩‍👧 or 👩‍💻 a ZWJ) are valid and shown as they are, as are
+    /// the other format characters that neither reorder nor only hide (a soft hyphen, the tags
+    /// of a subdivision flag).
+    #[test]
+    fn accepts_the_joiners_real_names_need() {
+        for ok in [
+            "\u{645}\u{6CC}\u{200C}\u{62E}\u{648}\u{627}\u{647}\u{645}.txt",
+            "family-\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}.jpg",
+            "dev-\u{1F469}\u{200D}\u{1F4BB}.png",
+            "\u{915}\u{94D}\u{200D}\u{937}/\u{D28}\u{D4D}\u{200D}",
+            "soft\u{AD}hyphen",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}.png",
+        ] {
+            let name = Name::parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            assert_eq!(name.as_str(), ok);
+            assert_eq!(name.to_string(), ok, "shown as it is");
+            assert_eq!(
+                Name::parse_single(name.file_name()).map(|n| n.portable()),
+                Ok(Ok(()))
+            );
+        }
     }
 
     #[test]

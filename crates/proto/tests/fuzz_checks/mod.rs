@@ -242,11 +242,14 @@ pub fn names(data: &[u8]) {
     }
 }
 
+/// An independent statement of the characters PROTOCOL.md §5.1 refuses: control characters,
+/// bidirectional controls and the format characters that only hide (not ZWNJ and ZWJ).
 fn forbidden_char(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+            '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
 }
 
 fn check_valid_name(raw: &str, n: &Name) {
