@@ -178,6 +178,18 @@ pub enum ClientError {
         /// How it answered ("like an HTTP server (HTTP/1.1 400 Bad Request)").
         answer: String,
     },
+    /// `--legacy`: the peer answered an upload, which the lab report's server.py never does,
+    /// and not with a ferry refusal; whether it kept the file is unknown.
+    #[error(
+        "{target} answered the upload {answer}, which the lab report's server.py never does: \
+         it is not a seed server, and may not have kept the file"
+    )]
+    NotSeed {
+        /// Where.
+        target: Target,
+        /// How it answered ("with \"...\"", "12 bytes").
+        answer: String,
+    },
     /// TLS was asked for, and the peer closed the connection during the handshake without
     /// sending a byte: a ferry server without TLS does just that.
     #[error(
@@ -271,6 +283,7 @@ impl ClientError {
             | ClientError::NoWelcome(_)
             | ClientError::NoListing(_)
             | ClientError::NotFerry { .. }
+            | ClientError::NotSeed { .. }
             | ClientError::NoTls(_) => exit::PROTOCOL,
             ClientError::Stdout(_) | ClientError::Bug(_) => exit::PARTIAL,
         }

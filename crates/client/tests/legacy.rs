@@ -81,6 +81,111 @@ fn the_ferry_server_takes_seed_uploads_too() {
     );
 }
 
+/// QA M7: a ferry-server that refuses the seed framing (`--no-seed`; likewise TLS or a token
+/// required) answers with an ERROR frame (PROTOCOL.md §2.1), which `ferry send --legacy` reads
+/// after the body: the run ends as a refused connection (exit 3), saying why, never `sent`.
+#[test]
+fn a_server_refusing_the_seed_framing_is_reported_not_sent() {
+    let server = common::TestServer::with(|c| c.accept_seed = false);
+    let local = tempfile::tempdir().unwrap();
+    let n = local.path().join("n.txt");
+    let m = local.path().join("m.txt");
+    write(&n, b"n");
+    write(&m, b"m");
+    let addr = server.addr().to_string();
+
+    let out = common::ferry(&[
+        "send",
+        "--legacy",
+        &addr,
+        n.to_str().unwrap(),
+        m.to_str().unwrap(),
+    ]);
+
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ferry: {addr} refused the connection: seed framing is disabled (--no-seed); \
+             send without --legacy"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("sent "), "{err}");
+    assert!(!err.contains("m.txt"), "the refusal ends the run: {err}");
+    assert!(!server.path("n.txt").exists());
+}
+
+/// QA M7: a file the ferry-server refuses in the seed framing (its name exists, refuse
+/// policy) is reported refused with the server's reason, whether the refusal is read after a
+/// small body or stops a large one half-way; the other files go on (exit 1).
+#[test]
+fn a_seed_upload_the_server_refuses_is_reported_refused() {
+    let server = common::TestServer::start(ferry_server::Overwrite::Refuse);
+    write(&server.path("small.txt"), b"held");
+    write(&server.path("large.bin"), b"held");
+    let local = tempfile::tempdir().unwrap();
+    let small = local.path().join("small.txt");
+    let large = local.path().join("large.bin");
+    let new = local.path().join("new.txt");
+    write(&small, b"mine");
+    write(&large, &data(32 << 20, 3));
+    write(&new, b"new");
+
+    let outcome = legacy::send(
+        &server.target(),
+        sources(&[&small, &large, &new]),
+        &opts(),
+        &mut (),
+    );
+
+    assert_eq!(outcome.exit_code(), 1, "{:?}", outcome.error);
+    for refused in &outcome.files[..2] {
+        assert_eq!(refused.status, Status::Code(ferry_proto::Code::Exists));
+        assert!(refused.refused);
+        assert!(
+            refused.detail.contains("a file of that name exists"),
+            "{}",
+            refused.detail
+        );
+    }
+    assert_eq!(outcome.files[2].status, Status::Sent);
+    assert_eq!(std::fs::read(server.path("large.bin")).unwrap(), b"held");
+    common::wait_until("the server publishes new.txt", || {
+        server.path("new.txt").exists()
+    });
+}
+
+/// `--legacy` to a peer that answers the upload, which server.py never does, and not with a
+/// ferry refusal: not reported sent, but as a peer that is not a seed server (exit 5).
+#[test]
+fn a_peer_that_answers_a_seed_upload_is_not_a_seed_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = Target::from(listener.local_addr().unwrap());
+    let peer = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        std::io::Write::write_all(&mut stream, b"thanks!\n").unwrap();
+    });
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f.txt");
+    write(&f, b"x");
+
+    let outcome = legacy::send(&target, sources(&[&f]), &opts(), &mut ());
+
+    peer.join().unwrap();
+    assert_eq!(outcome.exit_code(), 5);
+    let said = outcome.error.unwrap().to_string();
+    assert!(
+        said.contains(
+            "answered the upload with \"thanks!\", which the lab report's server.py never does"
+        ),
+        "{said}"
+    );
+    assert_ne!(outcome.files[0].status, Status::Sent);
+}
+
 #[test]
 fn clashing_base_names_are_refused_before_connecting() {
     let local = tempfile::tempdir().unwrap();
@@ -199,6 +304,8 @@ fn the_lab_reports_server_receives_our_upload() {
 
     let (_, store) = seed.wait();
     assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.error);
+    // server.py never answers: its silence, read until it closed, is a file sent.
+    assert_eq!(outcome.files[0].status, Status::Sent);
     assert!(std::fs::read(store.path().join("report.pdf")).unwrap() == content);
 }
 

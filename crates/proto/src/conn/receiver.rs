@@ -78,7 +78,7 @@ impl Connection {
     }
 
     /// Refuses the next offer, or (server) the next GET or LIST, even after some of the
-    /// LIST's pages. In seed framing nothing is sent: the caller closes the stream.
+    /// LIST's pages. In seed framing it goes as an ERROR frame: the caller closes the stream.
     ///
     /// Version 2: [`Code::Unchanged`] answers a file offer that passed the unchanged-file
     /// check ([`Offer::unchanged`](crate::Offer::unchanged), PROTOCOL.md §4.8); it is not a
@@ -110,10 +110,9 @@ impl Connection {
                 got: id,
             });
         }
+        self.emit(&frame);
         if self.is_seed() {
             self.seed_refuse();
-        } else {
-            self.emit(&frame);
         }
         Ok(())
     }
@@ -122,7 +121,7 @@ impl Connection {
     /// (version 2) on a folder offer, in place of accepting it: [`Code::Stored`] with the
     /// stored name, a failure code with a reason, or [`Code::Unchanged`] (a folder that
     /// already existed, or a body that only confirmed the file held; PROTOCOL.md
-    /// §4.8-§4.9). Nothing is sent in seed framing.
+    /// §4.8-§4.9). In seed framing only a failure is sent, as an ERROR frame.
     pub fn finish(&mut self, id: FileId, code: Code, detail: &str) -> Result<(), UsageError> {
         self.ready_to_queue()?;
         let detail = truncate(detail, MAX_REASON_LEN);

@@ -7,6 +7,7 @@ use super::body::Body;
 use super::deframe::Rx;
 use super::queues::{Accepted, Pending};
 use super::{Connection, Framing};
+use crate::code::Code;
 use crate::digest::{Digest, Hasher};
 use crate::entry::EntryKind;
 use crate::error::UsageError;
@@ -23,14 +24,31 @@ impl Connection {
         self.framing == Some(Framing::Seed)
     }
 
-    /// Queues `frame` in ferry framing; the seed framing has no frames. Returns whether it
-    /// was queued.
+    /// Queues `frame` in ferry framing. The seed framing has no frames but one: a server's
+    /// refusal or failure (REFUSE, a failed RESULT, ERROR) goes out as one ERROR frame before
+    /// it closes (PROTOCOL.md §2.1), which a seed sender that reads its peer reports. Returns
+    /// whether `frame` itself was queued.
     pub(super) fn emit(&mut self, frame: &Frame) -> bool {
-        if self.is_seed() {
-            return false;
+        if !self.is_seed() {
+            frame.encode(&mut self.out.buf);
+            return true;
         }
-        frame.encode(&mut self.out.buf);
-        true
+        let failure = match frame {
+            Frame::Refuse { code, reason, .. } | Frame::Error { code, reason } => {
+                Some((*code, reason))
+            }
+            Frame::Result { code, detail, .. }
+                if !matches!(code, Code::Stored | Code::Unchanged) =>
+            {
+                Some((*code, detail))
+            }
+            _ => None,
+        };
+        if let Some((code, reason)) = failure {
+            let reason = reason.clone();
+            Frame::Error { code, reason }.encode(&mut self.out.buf);
+        }
+        false
     }
 
     /// Server: the seed name line arrived; it is offered like a sizeless file (§2.1).
@@ -97,7 +115,8 @@ impl Connection {
         self.events.push_back(Event::Begin { id, from: 0 });
     }
 
-    /// Server: refusing the seed upload closes; the rest of the stream is ignored.
+    /// Server: refusing the seed upload closes (after the ERROR [`Connection::emit`] queued);
+    /// the rest of the stream is ignored.
     pub(super) fn seed_refuse(&mut self) {
         self.de.rx = Rx::Done;
         self.closed_locally = true;

@@ -723,17 +723,18 @@ impl App {
         self.check_sticky(&e);
         self.flush();
         let frames = self.check_output();
-        if self.conn.framing() == Some(Framing::Ferry) {
+        match self.conn.framing() {
             // The peer is told why, with the error's own code, in the last frame.
-            match frames.last() {
+            Some(Framing::Ferry) => match frames.last() {
                 Some(Frame::Error { code, .. }) => assert_eq!(*code, e.code()),
                 other => panic!("{e:?} but the last frame sent is {other:?}"),
-            }
-        } else {
-            assert!(
+            },
+            // At most the one ERROR [`Self::check_output`] allows (PROTOCOL.md §2.1).
+            Some(Framing::Seed) => {}
+            None => assert!(
                 self.run.output.is_empty(),
                 "sent bytes before the framing was known"
-            );
+            ),
         }
         self.run.error = Some(e);
         self.run
@@ -759,11 +760,13 @@ impl App {
                 out = &out[MAGIC.len()..];
             }
             (Side::Server, Some(Framing::Ferry)) => {}
+            // PROTOCOL.md §2.1: a refusal, as one ERROR frame, and nothing else.
+            (Side::Server, Some(Framing::Seed)) => {
+                seed_answer(out);
+                return Vec::new();
+            }
             (Side::Server, _) => {
-                assert!(
-                    out.is_empty(),
-                    "server sent bytes in seed framing or before the magic"
-                );
+                assert!(out.is_empty(), "server sent bytes before the magic");
                 return Vec::new();
             }
         }
@@ -1035,7 +1038,8 @@ fn run_client(options: u8, stream: &[u8], sizes: &[usize]) -> Run {
 
 /// A server fed the seed framing (the first byte is made non-zero), accepting the upload when
 /// its name is valid. The machine must agree with an independent reading of PROTOCOL.md §2.1:
-/// the name is the first line, the body everything after it, and nothing is ever sent.
+/// the name is the first line, the body everything after it, and nothing is sent but one
+/// ERROR frame for a refusal (an invalid name: `BadName`) or a failure.
 pub fn seed_stream(data: &[u8]) {
     let input = Chunked::parse(data);
     let mut stream = input.stream.to_vec();
@@ -1045,7 +1049,7 @@ pub fn seed_stream(data: &[u8]) {
         None => stream.push(b'\n'),
     }
     let run = run_server(input.options & !3, &stream, &input.sizes);
-    assert!(run.output.is_empty(), "a seed server sent bytes");
+    let answer = seed_answer(&run.output);
     let newline = stream[..stream.len().min(MAX_NAME_LEN + 1)]
         .iter()
         .position(|b| *b == b'\n');
@@ -1058,6 +1062,10 @@ pub fn seed_stream(data: &[u8]) {
                 expected: stream.len() as u64 + 1,
             }
         };
+        assert!(
+            answer.is_none_or(|code| code == expected.code()),
+            "{answer:?}"
+        );
         assert_eq!(run.error, Some(expected));
         return;
     };
@@ -1073,6 +1081,7 @@ pub fn seed_stream(data: &[u8]) {
     assert_eq!(run.error, None);
     match valid {
         Some(_) => {
+            assert_eq!(answer, None, "a seed server answered an upload it took");
             assert_eq!(run.body_bytes, body.len() as u64);
             let end = Event::End {
                 id: 1,
@@ -1085,10 +1094,30 @@ pub fn seed_stream(data: &[u8]) {
             );
         }
         None => {
-            // Refused: the rest is ignored, and the end of the stream is the connection's
-            // one Closed event, as at any clean end.
+            // Refused, and told so: the rest is ignored, and the end of the stream is the
+            // connection's one Closed event, as at any clean end.
+            assert_eq!(answer, Some(Code::BadName));
             assert_eq!(run.body_bytes, 0);
             assert_eq!(run.events[1..], [Event::Closed]);
         }
+    }
+}
+
+/// What a seed server wrote: nothing, or the code of the one whole ERROR frame it may write
+/// (PROTOCOL.md §2.1).
+fn seed_answer(output: &[u8]) -> Option<Code> {
+    if output.is_empty() {
+        return None;
+    }
+    let header: [u8; FRAME_HEADER_LEN] = output[..FRAME_HEADER_LEN].try_into().unwrap();
+    let (kind, len) = wire::parse_header(header).unwrap();
+    assert_eq!(
+        output.len(),
+        FRAME_HEADER_LEN + len as usize,
+        "one frame, alone"
+    );
+    match Frame::decode(kind, &output[FRAME_HEADER_LEN..]).unwrap() {
+        Frame::Error { code, .. } => Some(code),
+        other => panic!("a seed server sent {other:?}"),
     }
 }

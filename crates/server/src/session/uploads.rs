@@ -132,9 +132,7 @@ impl<'a> Session<'a> {
                 "seed framing refused: this server requires TLS"
             };
             log::warn!("{}: {why}; closing", self.peer);
-            self.d
-                .conn_mut()
-                .close_with_error(Code::Unsupported, "seed framing is disabled");
+            self.d.conn_mut().close_with_error(Code::Unsupported, why);
             return Ok(false);
         }
         if o.kind == EntryKind::Folder {
