@@ -29,31 +29,42 @@ pub enum Docs {
     },
 }
 
-/// The manual pages could not be written.
+pub mod stdout;
+
+/// What [`Docs::run`] could not write.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the manual pages into {}: {source}", dir.display())]
-pub struct ManError {
-    /// The folder given to `man --out`.
-    pub dir: PathBuf,
-    /// What failed.
-    #[source]
-    pub source: io::Error,
+pub enum DocsError {
+    /// The manual pages, into their folder.
+    #[error("cannot write the manual pages into {}: {source}", dir.display())]
+    Man {
+        /// The folder given to `man --out`.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The completion script, to standard output (a full disk, say).
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] io::Error),
 }
 
 impl Docs {
-    /// Prints the completion script of `cmd` on standard output, or writes its manual page
-    /// (`NAME.1`) into the folder, and with `subcommand_pages` one page per visible subcommand
-    /// too (`NAME-SUB.1`).
-    pub fn run(&self, cmd: clap::Command, subcommand_pages: bool) -> Result<(), ManError> {
+    /// Prints the completion script of `cmd` on standard output (through
+    /// [`stdout::write_all`]: a closed pipe ends the process quietly), or writes its manual
+    /// page (`NAME.1`) into the folder, and with `subcommand_pages` one page per visible
+    /// subcommand too (`NAME-SUB.1`).
+    pub fn run(&self, cmd: clap::Command, subcommand_pages: bool) -> Result<(), DocsError> {
         match self {
             Docs::Completions { shell } => {
                 let mut cmd = cmd;
                 let bin = cmd.get_name().to_owned();
-                clap_complete::generate(*shell, &mut cmd, bin, &mut io::stdout());
-                Ok(())
+                // Generated whole first: clap_complete panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(*shell, &mut cmd, bin, &mut script);
+                stdout::write_all(&script).map_err(DocsError::Stdout)
             }
             Docs::Man { out } => {
-                write_man_pages(cmd, out, subcommand_pages).map_err(|source| ManError {
+                write_man_pages(cmd, out, subcommand_pages).map_err(|source| DocsError::Man {
                     dir: out.clone(),
                     source,
                 })

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use std::io::Write;
-
 use ferry_proto::{EntryKind, Name};
 use ferry_secure::{ClientTls, Fingerprint, Token, Trust, TOKEN_ENV};
 
@@ -45,7 +43,8 @@ Exit codes:
      them, local error such as a file that could not be read while it was sent, or no room
      for a download) or were skipped (special files,
      dangling links, unreadable entries, names that cannot travel: one \"ferry: skipped
-     PATH: why\" line each); the others went through
+     PATH: why\" line each); the others went through; or standard output could not be
+     written (\"cannot write to standard output: ...\")
   2  usage: bad arguments, or a path named on the command line (to send, --ca,
      --token-file, known hosts) is missing, unusable or not readable by you (nothing was
      sent)
@@ -63,6 +62,8 @@ Exit codes:
      use, or not signed by a trusted CA); nothing was sent to it
   130  interrupted (Ctrl-C): what was confirmed is printed; run the same command again to
      resume
+  141  standard output's reader went away (ferry ls HOST | head -1): stopped at once,
+     quietly, as tools that SIGPIPE ends
 
 Shell completions and manual pages: ferry completions bash|zsh|fish, ferry man --out DIR.
 
@@ -269,9 +270,15 @@ fn parse_target(s: &str) -> Result<Target, String> {
         .map_err(|e: crate::target::TargetError| e.to_string())
 }
 
-/// Runs a parsed command line; returns the process exit code.
+/// Runs a parsed command line; returns the process exit code (at least 1 when standard
+/// output could not be written, which is then told).
 #[must_use]
 pub fn run(cli: &Cli) -> u8 {
+    crate::stdout::settle(run_command(cli))
+}
+
+/// Runs the command itself; returns its exit code.
+fn run_command(cli: &Cli) -> u8 {
     if let Some(code) = crate::completions::answer(&cli.command) {
         return code;
     }
@@ -463,7 +470,6 @@ fn ls(
     };
     let json = cli.common.json;
     let (mut shown, mut bytes) = (0u64, 0u64);
-    let mut out = std::io::stdout().lock();
     let listed = crate::list::list(target, path, recursive, opts, obs, |e| {
         shown += 1;
         bytes = bytes.saturating_add(e.size);
@@ -472,11 +478,8 @@ fn ls(
         } else {
             output::entry_line(e)
         };
-        // A closed stdout (`| head`) is not worth a panic; the listing goes on to its end.
-        let _ = writeln!(out, "{line}");
+        crate::stdout::line(line);
     });
-    let _ = out.flush();
-    drop(out);
     let code = listed
         .as_ref()
         .map_or_else(ClientError::exit_code, |_| exit::OK);

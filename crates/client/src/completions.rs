@@ -2,6 +2,7 @@
 //! (`ferry completions SHELL`, `ferry man --out DIR`), so that they never drift from it.
 
 use clap::CommandFactory;
+use ferry_cli_docs::DocsError;
 
 use crate::cli::{Cli, Command};
 use crate::error::exit;
@@ -14,13 +15,18 @@ pub(crate) fn answer(command: &Command) -> Option<u8> {
     };
     Some(match docs.run(Cli::command(), true) {
         Ok(()) => exit::OK,
-        Err(e) => {
+        Err(DocsError::Man { dir, source }) => {
             eprintln!(
                 "ferry: cannot write the manual pages into {}: {}",
-                e.dir.display(),
-                crate::error::describe(&e.source)
+                dir.display(),
+                crate::error::describe(&source)
             );
             exit::USAGE
+        }
+        // As any other write to standard output (crate::stdout).
+        Err(e @ DocsError::Stdout(_)) => {
+            eprintln!("ferry: {e}");
+            exit::PARTIAL
         }
     })
 }

@@ -339,7 +339,7 @@ impl Download<'_> {
         flight.report.bytes += n as u64;
         let local = &mut flight.extra;
         match local.file.as_mut() {
-            None => io::stdout().write_all(data).map_err(ClientError::Stdout)?,
+            None => crate::stdout::write(data).map_err(ClientError::Stdout)?,
             Some(file) if local.write_error.is_none() => {
                 if let Err(e) = file.write_all(data) {
                     local.write_error = Some(e);
@@ -369,10 +369,7 @@ impl Download<'_> {
                         discard(&path);
                         (Code::Io, format!("cannot write {}: {e}", path.display()))
                     }
-                    _ => {
-                        io::stdout().flush().map_err(ClientError::Stdout)?;
-                        (Code::Stored, String::new())
-                    }
+                    _ => (Code::Stored, String::new()),
                 }
             }
             (BodyCheck::Mismatch { .. } | BodyCheck::Unverified(_), file, path) => {

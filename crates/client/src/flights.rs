@@ -324,6 +324,7 @@ impl<T> Flights<T> {
             ClientError::ServerRefused { .. } | ClientError::Denied { .. } => {
                 "not sent: the server refused the connection"
             }
+            ClientError::Stdout(_) => "standard output could not be written",
             _ => "the connection ended first",
         };
         for mut r in left.into_iter().map(|f| f.report).chain(unsent) {

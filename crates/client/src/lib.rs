@@ -37,6 +37,7 @@ mod retry;
 mod session;
 mod shell;
 mod sniff;
+mod stdout;
 mod target;
 mod timed;
 pub mod upload;

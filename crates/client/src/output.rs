@@ -1,7 +1,6 @@
 //! What the `ferry` command shows while it runs: progress bars on a terminal, one line per
 //! file for people (on stderr) or one JSON object per file (on stdout).
 
-use std::io::Write;
 use std::path::{Component, PathBuf};
 
 use indicatif::HumanBytes;
@@ -482,9 +481,7 @@ fn printable(text: &str) -> String {
 
 /// Prints one JSON object on its own line on stdout.
 pub(crate) fn print_json(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout is not worth a panic; the exit code still tells.
-    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+    crate::stdout::line(v);
 }
 
 #[cfg(test)]

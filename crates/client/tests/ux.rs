@@ -769,3 +769,91 @@ fn entries_the_server_leaves_out_are_told_for_every_reason_and_counted() {
     assert_eq!(summary["exit_code"], 1, "{summary}");
     assert_eq!(tree(out.path()), ["share/a.txt"]);
 }
+
+/// Where a test sends `ferry`'s standard output: a full disk, or a pipe nobody reads.
+enum Stdout {
+    /// `/dev/full`: every write fails with ENOSPC.
+    Full,
+    /// A pipe whose reading end is closed before `ferry` starts: every write fails with EPIPE.
+    Closed,
+}
+
+/// Runs `ferry` with standard output going to `to`.
+fn ferry_into(args: &[&str], to: Stdout) -> Output {
+    let stdout = match to {
+        Stdout::Full => Stdio::from(fs::File::options().write(true).open("/dev/full").unwrap()),
+        Stdout::Closed => {
+            let (reader, writer) = rustix::pipe::pipe().unwrap();
+            drop(reader);
+            Stdio::from(writer)
+        }
+    };
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("FERRY_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// QA L4, L5: a write to standard output that fails is the local side's failure, said as such
+/// (`cannot write to standard output: No space left on device`), never a panic, never blamed
+/// on the network, and the run exits 1 (README's table): `ls`, `send --json`, `get -o -` and
+/// `completions`.
+#[test]
+fn a_full_standard_output_is_told_and_exits_1() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("held.bin"), &data(300_000, 4));
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f.txt");
+    write(&f, b"f");
+    let addr = server.addr().to_string();
+
+    for args in [
+        vec!["ls", &addr],
+        vec!["ls", "--json", &addr],
+        vec!["send", "--json", &addr, arg(&f)],
+        vec!["get", &addr, "held.bin", "-o", "-"],
+        vec!["completions", "bash"],
+    ] {
+        let out = ferry_into(&args, Stdout::Full);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("ferry: cannot write to standard output: No space left on device")
+                .count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("connection ended"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        server.path("f.txt").exists(),
+        "the upload itself went through"
+    );
+}
+
+/// QA L4, L5: when standard output's reader went away (`ferry ls | head -1`, `| true`), ferry
+/// ends at once without a word, with the status a tool that SIGPIPE ends has (141).
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let server = TestServer::start(Overwrite::Refuse);
+    write(&server.path("held.bin"), &data(300_000, 4));
+    let addr = server.addr().to_string();
+
+    for args in [
+        vec!["ls", &addr],
+        vec!["get", &addr, "held.bin", "-o", "-"],
+        vec!["completions", "bash"],
+    ] {
+        let out = ferry_into(&args, Stdout::Closed);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use ferry_cli_docs::{stdout, DocsError};
 use ferry_secure::{Fingerprint, ServerTls, Token};
 use ferry_server::config_file::{self, ConfigError, Problem};
 use ferry_server::logger::Logger;
@@ -98,7 +99,9 @@ Other commands:
 Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
 3 could not start (address in use, storage folder unusable or not a folder, bad setting,
 a bad --config file: unreadable, not TOML, an unknown key, a bad value or token, named with
-its line; unusable certificate, key or token file; for `fingerprint`: no certificate there).";
+its line; unusable certificate, key or token file; for `fingerprint`: no certificate there);
+`fingerprint` and `completions`: 1 when standard output cannot be written, 141 (quietly) when
+its reader went away.";
 
 /// Receive files over TCP (ferry protocol, and the lab report's seed framing) into a folder.
 #[derive(Debug, Parser)]
@@ -282,17 +285,28 @@ impl Tool {
             Tool::Fingerprint {
                 state_dir,
                 tls_cert,
-            } => fingerprint(state_dir, tls_cert).map(|fp| println!("{fp}")),
-            Tool::Docs(docs) => docs.run(Args::command(), false).map_err(|e| {
-                let dir = e.dir.display();
-                format!("cannot write the manual page into {dir}: {}", e.source)
+            } => fingerprint(state_dir, tls_cert)
+                .map_err(|e| (e, EXIT_START))
+                .and_then(|fp| {
+                    stdout::write_all(format!("{fp}\n").as_bytes()).map_err(|e| {
+                        let e = DocsError::Stdout(e);
+                        (e.to_string(), EXIT_RUN)
+                    })
+                }),
+            Tool::Docs(docs) => docs.run(Args::command(), false).map_err(|e| match e {
+                DocsError::Man { dir, source } => {
+                    let dir = dir.display();
+                    let why = format!("cannot write the manual page into {dir}: {source}");
+                    (why, EXIT_START)
+                }
+                e @ DocsError::Stdout(_) => (e.to_string(), EXIT_RUN),
             }),
         };
         match done {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+            Err((e, code)) => {
                 eprintln!("ferry-server: {e}");
-                ExitCode::from(EXIT_START)
+                ExitCode::from(code)
             }
         }
     }

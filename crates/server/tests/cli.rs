@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -653,4 +654,34 @@ fn a_hello_trickled_past_its_deadline_is_logged_as_too_slow_not_silent() {
     let line = srv.expect_line("connection closed (timed out");
     assert!(line.contains("did not finish a message in time"), "{line}");
     srv.stop();
+}
+
+/// QA L5: `ferry-server completions` writes its script whole or says why: into a full disk,
+/// `cannot write to standard output: ...` and exit 1 (no panic, no backtrace); into a pipe
+/// whose reader went away (`| true`), nothing said and 141, as tools that SIGPIPE ends.
+#[test]
+fn completions_into_a_full_or_closed_standard_output() {
+    let full = fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("ferry-server: cannot write to standard output: No space left"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
