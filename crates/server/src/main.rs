@@ -29,6 +29,9 @@ const EXIT_START: u8 = 3;
 const EXIT_CONFIG: u8 = EXIT_START;
 /// Exit status: the server failed while running.
 const EXIT_RUN: u8 = 1;
+/// Exit status: stopped on request, by one SIGINT/SIGTERM (transfers in flight had `--grace`)
+/// or by a second one (they were cut, as asked: their files are not published and resume).
+const EXIT_STOPPED: u8 = 0;
 /// Longest wait for queued log lines to be written before exiting (stderr may be stuck).
 const LOG_FLUSH: Duration = Duration::from_secs(2);
 
@@ -55,7 +58,8 @@ The lab report's client works unchanged against the default address:
 
 Sizes take binary units (512K, 10M, 10G, 2T); durations take ms, s, m, h, d (a bare number is
 seconds). SIGINT or SIGTERM stops gracefully: no new connections, transfers in flight get
---grace to finish; a second signal stops at once. Unfinished files are never published.
+--grace to finish; a second signal stops at once (exit 0 too: a stop on request). Unfinished
+files are never published.
 
 Progress is a file (or listing) completed, or 16 KiB of file data moved (either way) since the
 last progress: a body trickled a byte at a time is no progress, 50 KiB/s is progress three
@@ -96,8 +100,8 @@ Other commands:
   ferry-server man --out DIR
       write the manual page ferry-server.1 into DIR
 
-Exit status: 0 stopped on request, 1 failed while running, 2 bad command line,
-3 could not start (address in use, storage folder unusable or not a folder, bad setting,
+Exit status: 0 stopped on request (by one signal or two), 1 failed while running, 2 bad
+command line, 3 could not start (address in use, storage folder unusable or not a folder, bad setting,
 a bad --config file: unreadable, not TOML, an unknown key, a bad value or token, named with
 its line; unusable certificate, key or token file; for `fingerprint`: no certificate there);
 `fingerprint` and `completions`: 1 when standard output cannot be written, 141 (quietly) when
@@ -453,7 +457,7 @@ fn watch_signals(mut signals: Signals, stop: ShutdownHandle, log: Flusher) -> st
             if forever.next().is_some() {
                 log::warn!("second signal: stopping now; unfinished files are not published");
                 log.flush(LOG_FLUSH);
-                std::process::exit(i32::from(EXIT_RUN));
+                std::process::exit(i32::from(EXIT_STOPPED));
             }
         })?;
     Ok(())
@@ -625,7 +629,7 @@ fn serve(args: Args, credentials: Vec<Credential>, log: Flusher) -> ExitCode {
         return ExitCode::from(EXIT_START);
     }
     match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_STOPPED),
         Err(e) => {
             log::error!("{e}");
             ExitCode::from(EXIT_RUN)

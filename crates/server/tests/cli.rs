@@ -117,6 +117,62 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(dir.path().join("store").is_dir());
 }
 
+/// QA L6: a second SIGTERM, while a transfer in flight holds the graceful stop, stops the
+/// server at once, and that is a stop on request too: exit 0 (README's table), not 1.
+#[test]
+fn a_second_signal_stops_at_once_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--grace", "60s", "--dir"])
+        .arg(dir.path().join("store"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            Some(
+                l.split("listening on ")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .expect("the server announced its address");
+    // A seed upload in flight: the first signal waits --grace for it.
+    let mut upload = TcpStream::connect(listening.as_str()).unwrap();
+    upload.write_all(b"slow.bin\nthe first bytes").unwrap();
+    let kill = |what: &str| {
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "{what}");
+    };
+    kill("first");
+    lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("stopping (send it again to stop at once)"))
+        .expect("the first signal was taken");
+    let second = Instant::now();
+    kill("second");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(second.elapsed() < Duration::from_secs(30), "at once");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("second signal: stopping now")),
+        "{rest:?}"
+    );
+    drop(upload);
+}
+
 #[test]
 fn the_descriptor_table_is_grown_before_the_first_connection() {
     let dir = tempfile::tempdir().unwrap();
