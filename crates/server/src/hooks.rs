@@ -8,7 +8,7 @@
 //! and never change the transfer's result (the client was told before the hook runs).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -70,6 +70,37 @@ impl Hooks {
             );
         }
     }
+}
+
+/// Checks, at start, that `program` is a file the server's user may run, found as it will be
+/// run: a path holding a `/` as it is, a bare name in `PATH`. The error says why not.
+pub(crate) fn check(program: &Path) -> Result<(), String> {
+    if program.to_string_lossy().contains('/') {
+        return runnable(program);
+    }
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&dirs).any(|dir| runnable(&dir.join(program)).is_ok()) {
+        return Ok(());
+    }
+    Err(format!(
+        "no program of that name the server's user may run in PATH ({}); give its path",
+        dirs.to_string_lossy()
+    ))
+}
+
+/// Whether `path` is a regular file the server's (effective) user may execute.
+fn runnable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    rustix::fs::accessat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )
+    .map_err(|e| format!("the server's user may not run it ({e}); chmod +x it"))
 }
 
 /// A worker: runs the hook for each queued file until the queue is dropped.

@@ -18,7 +18,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::gate::{self, REFUSAL_LINGER};
-use crate::hooks::Hooks;
+use crate::hooks::{self, Hooks};
 use crate::locks::NameLocks;
 use crate::openings::{Openings, DISPLACE_AFTER};
 use crate::proxy;
@@ -255,6 +255,8 @@ fn explain_dir_error(dir: &Path, e: std::io::Error) -> std::io::Error {
     }
 }
 
+/// Refuses, before anything is bound, a configuration that cannot work: limits or timeouts of
+/// zero, an `--on-stored` program the server cannot run.
 fn check(config: &Config) -> Result<(), ServerError> {
     let bad = |what: &str| Err(ServerError::Config(what.to_owned()));
     if config.max_connections == 0 || config.max_per_source == 0 {
@@ -272,6 +274,10 @@ fn check(config: &Config) -> Result<(), ServerError> {
     }
     if config.max_auth_failures == 0 || config.auth_window.is_zero() {
         return bad("the failed-authentication limit and its window must be above zero");
+    }
+    if let Some(program) = &config.on_stored {
+        hooks::check(program)
+            .or_else(|why| bad(&format!("--on-stored {}: {why}", program.display())))?;
     }
     Ok(())
 }

@@ -278,6 +278,56 @@ fn the_hook_gets_the_stored_file_in_its_environment_and_cannot_change_the_result
     srv.stop();
 }
 
+/// QA M8b: an `--on-stored` program that is missing, not a file or not executable stops the
+/// server at start (exit 3, before it listens), naming the option and the path, whether it
+/// comes from the command line or the configuration file; not one warning per stored file.
+#[test]
+fn an_on_stored_program_that_cannot_run_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let plain = file(tmp.path(), "not-executable.sh", "#!/bin/sh\n", 0o644);
+    for (program, why) in [
+        ("/nonexistent/hook".to_owned(), "No such file or directory"),
+        (tmp.path().display().to_string(), "not a regular file"),
+        (
+            plain.display().to_string(),
+            "the server's user may not run it",
+        ),
+        ("no-such-ferry-hook".to_owned(), "no program of that name"),
+    ] {
+        let (code, err) = run(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            store.to_str().unwrap(),
+            "--on-stored",
+            &program,
+        ]);
+        assert_eq!(code, 3, "{program}: {err}");
+        assert!(
+            err.contains(&format!("--on-stored {program}: {why}")),
+            "{err}"
+        );
+        assert!(!err.contains("listening on"), "{err}");
+    }
+    let text = format!(
+        "dir = \"{}\"\non-stored = \"/nonexistent/hook\"\n",
+        store.display()
+    );
+    let conf = file(tmp.path(), "ferry.toml", &text, 0o600);
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("--on-stored /nonexistent/hook: No such file or directory"),
+        "{err}"
+    );
+}
+
 /// `GET /metrics` over a plain socket: the body.
 fn scrape(addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
