@@ -4,10 +4,10 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,27 +87,49 @@ fn an_address_in_use_exits_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
 
-#[test]
-fn sigterm_stops_the_server_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the binary with `args` and info logs into `dir/store`; returns it, its log lines
+/// after the one announcing its address, and that address.
+fn start_logged(dir: &Path, args: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>, String) {
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--dir"])
-        .arg(dir.path().join("store"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir.join("store"))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = lines
+    let addr = lines
         .by_ref()
         .map(Result::unwrap)
-        .find(|l| l.contains("listening on"));
-    assert!(listening.is_some(), "the server announced its address");
+        .find_map(|l| {
+            Some(
+                l.split("listening on ")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .expect("the server announced its address");
+    (child, lines, addr)
+}
+
+/// Sends SIGTERM to `child`.
+fn sigterm(child: &Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, lines, _) = start_logged(dir.path(), &[]);
+    sigterm(&child);
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     assert!(
@@ -122,45 +144,18 @@ fn sigterm_stops_the_server_cleanly() {
 #[test]
 fn a_second_signal_stops_at_once_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--grace", "60s", "--dir"])
-        .arg(dir.path().join("store"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|l| {
-            Some(
-                l.split("listening on ")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .to_owned(),
-            )
-        })
-        .expect("the server announced its address");
+    let (mut child, mut lines, addr) = start_logged(dir.path(), &["--grace", "60s"]);
     // A seed upload in flight: the first signal waits --grace for it.
-    let mut upload = TcpStream::connect(listening.as_str()).unwrap();
+    let mut upload = TcpStream::connect(addr.as_str()).unwrap();
     upload.write_all(b"slow.bin\nthe first bytes").unwrap();
-    let kill = |what: &str| {
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success(), "{what}");
-    };
-    kill("first");
+    sigterm(&child);
     lines
         .by_ref()
         .map(Result::unwrap)
         .find(|l| l.contains("stopping (send it again to stop at once)"))
         .expect("the first signal was taken");
     let second = Instant::now();
-    kill("second");
+    sigterm(&child);
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest:?}");
