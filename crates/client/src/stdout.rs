@@ -28,7 +28,8 @@ pub(crate) fn write(bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Writes one line (a record, an entry); a failure is kept to be told by [`settle`], and the
-/// lines after it are dropped. A reader gone ends the process ([`PIPE_CLOSED`](ferry_cli_docs::stdout::PIPE_CLOSED), 141).
+/// lines after it are dropped. A reader gone ends the process
+/// ([`PIPE_CLOSED`](ferry_cli_docs::stdout::PIPE_CLOSED), 141).
 pub(crate) fn line(text: impl Display) {
     let mut failed = failed();
     if failed.is_none() {
