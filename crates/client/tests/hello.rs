@@ -121,6 +121,12 @@ fn a_denied_client_stores_nothing_of_the_offer_behind_its_hello() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{env:?}: {err}");
         assert!(err.contains("authentication failed"), "{err}");
+        // Without a token, the client is told that one is needed.
+        assert_eq!(
+            env.is_empty(),
+            err.contains("no token given; this server requires one"),
+            "{err}"
+        );
         assert!(!err.contains("f.txt"), "the refusal alone: {err}");
         assert!(common::tree(server.dir.path()).is_empty(), "nothing stored");
     }

@@ -19,19 +19,24 @@ impl<'a> Session<'a> {
         let verdict = match root.access.check(offered) {
             Verdict::Anonymous(p) => Ok((None, p, root)),
             // Checked again here: connections opened before this source reached its limit.
-            _ if !limiter.check(ip, Instant::now()) => {
-                Err("too many failed attempts from this address")
-            }
+            _ if !limiter.check(ip, Instant::now()) => Err((
+                "too many failed attempts from this address",
+                "authentication failed",
+            )),
             Verdict::User(c, folder) => {
                 let space = folder.and_then(|i| root.spaces.get(i)).unwrap_or(root);
                 Ok((Some(c.name.clone()), c.permissions, space))
             }
             v => {
                 limiter.record_failure(ip, Instant::now());
+                // The client knows whether it gave a token: told which, it knows what to mend.
                 Err(if matches!(v, Verdict::Missing) {
-                    "no token"
+                    (
+                        "no token",
+                        "authentication failed (no token given; this server requires one)",
+                    )
                 } else {
-                    "wrong token"
+                    ("wrong token", "authentication failed")
                 })
             }
         };
@@ -56,15 +61,13 @@ impl<'a> Session<'a> {
                 self.shared = space;
                 true
             }
-            Err(why) => {
+            Err((why, reason)) => {
                 root.metrics.auth_failure();
                 log::warn!(
                     "{}: authentication failed ({why}); closing before anything is stored",
                     self.peer
                 );
-                self.d
-                    .conn_mut()
-                    .close_with_error(Code::Denied, "authentication failed");
+                self.d.conn_mut().close_with_error(Code::Denied, reason);
                 self.linger = true;
                 false
             }
