@@ -419,7 +419,8 @@ fn options(cli: &Cli) -> Result<Options, ClientError> {
     }
     let tls = secure.client_tls()?;
     let token = Token::for_client(secure.token_file.as_deref()).map_err(ClientError::secure)?;
-    if token.is_some() && tls.is_none() {
+    // A warning, not a failure: --quiet leaves it out, as scp -q does ssh's.
+    if token.is_some() && tls.is_none() && !cli.common.quiet {
         eprintln!(
             "ferry: warning: sending the token without TLS: anyone on the way can read it \
              (use --pin, --tofu, --ca or --tls)"

@@ -354,6 +354,13 @@ fn a_token_without_tls_works_but_is_warned_about() {
         stderr(&out)
     );
     assert_eq!(fs::read(server.path("f.txt")).unwrap(), b"plain");
+    // --quiet prints nothing but failures: a warning is not one (scp -q hides ssh's too).
+    let out = ferry_env(
+        &["send", "-q", &server.target().to_string(), arg(&file)],
+        &[("FERRY_TOKEN", TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
 }
 
 #[test]
