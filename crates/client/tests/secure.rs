@@ -366,6 +366,31 @@ fn a_token_without_tls_works_but_is_warned_about() {
     assert_eq!(stderr(&out), "");
 }
 
+/// QA P1: a seed-framing upload (`--legacy`) to a server that requires TLS is told so in one
+/// ERROR (PROTOCOL.md §2.1), not cut off with a reset: exit 3, as for `--no-seed`.
+#[test]
+fn a_legacy_upload_to_a_tls_server_is_told_it_needs_tls() {
+    let s = secure_server(None);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("m.txt");
+    write(&file, b"m");
+    let target = s.server.target().to_string();
+    let out = ferry_env(&["send", "--legacy", &target, arg(&file)], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{target} refused the connection: this server requires TLS, which the seed \
+             framing cannot carry; send without --legacy"
+        )),
+        "{err}"
+    );
+    assert!(
+        common::tree(s.server.dir.path()).is_empty(),
+        "nothing stored"
+    );
+}
+
 #[test]
 fn tls_and_plain_mismatches_fail_with_hints() {
     let s = secure_server(None);

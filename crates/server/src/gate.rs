@@ -20,9 +20,11 @@ pub(crate) const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What a plain ferry client is told by a server that requires TLS.
 const TLS_REQUIRED: &str = "this server requires TLS: connect with --tls (and --pin or --ca)";
+/// What a seed-framing client is told by a server that requires TLS.
+const TLS_REQUIRED_SEED: &str = "this server requires TLS, which the seed framing cannot carry";
 
 /// Opens an accepted connection under `io`'s current wait: with `tls`, waits for the first
-/// byte, refuses plain connections (logged; a ferry client is told why) and completes the TLS
+/// byte, refuses plain connections (logged; the client is told why) and completes the TLS
 /// handshake. Without `tls`, only a TLS handshake is refused (logged); anything else, even a
 /// timeout or a stop, is left to the session, which answers it as it always has.
 /// `None`: the connection was refused and should be closed.
@@ -57,19 +59,23 @@ pub(crate) fn open<'a>(
         },
         (Ok(_), _) => Some(Stream::plain(io)),
         (Err(e @ SecureError::PlainRefused { .. }), _) => {
-            if Framing::detect(first) == Framing::Ferry {
+            // Either framing is told in one ERROR frame (PROTOCOL.md §2.1 for the seed's).
+            let why = if Framing::detect(first) == Framing::Ferry {
                 log::warn!("{e} (ferry framing; told so)");
-                io.close_within(REFUSAL_LINGER);
-                let mut d = Driver::new(Stream::plain(io), ferry_proto::Connection::server());
-                d.conn_mut()
-                    .close_with_error(Code::Unsupported, TLS_REQUIRED);
-                let _ = d.flush();
-                let (mut stream, _) = d.into_parts();
-                let _ = stream.shutdown_write();
-                linger(&mut stream);
+                TLS_REQUIRED
             } else {
-                log::warn!("{e} (seed framing, refused whenever TLS or a token is required)");
-            }
+                log::warn!(
+                    "{e} (seed framing, refused whenever TLS or a token is required; told so)"
+                );
+                TLS_REQUIRED_SEED
+            };
+            io.close_within(REFUSAL_LINGER);
+            let mut d = Driver::new(Stream::plain(io), ferry_proto::Connection::server());
+            d.conn_mut().close_with_error(Code::Unsupported, why);
+            let _ = d.flush();
+            let (mut stream, _) = d.into_parts();
+            let _ = stream.shutdown_write();
+            linger(&mut stream);
             None
         }
         (Err(e), _) => {
