@@ -457,13 +457,14 @@ fn umask() -> rustix::fs::Mode {
 }
 
 /// Narrows the permission bits of the folder `file` (made with all bits less the umask, or
-/// there already: never widened) to `offered`, as `cp` or `scp` without `-p`. Set-id and
-/// sticky bits are never restored.
+/// there already: never widened) to `offered`, as `cp` or `scp` without `-p`, but never
+/// below `rwx` for its owner: a folder fetched read-only (mode 555) would stop the next run's
+/// new files (the server keeps the same rule). Set-id and sticky bits are never restored.
 #[cfg(unix)]
 pub(crate) fn narrow_mode(file: &File, offered: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let made = file.metadata()?.permissions().mode() & 0o777;
-    let wanted = made & offered & 0o777;
+    let wanted = made & (offered | 0o700) & 0o777;
     if wanted != made {
         file.set_permissions(std::fs::Permissions::from_mode(wanted))?;
     }

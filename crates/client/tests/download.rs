@@ -157,6 +157,27 @@ fn downloads_keep_the_servers_mode_less_the_umask() {
     }
 }
 
+/// QA P2: a folder the server holds read-only (mode 555) lands with `rwx` for its owner, so
+/// that a later run adds the server's new files to it; the rest of its mode is the server's.
+#[test]
+fn a_read_only_folder_lands_writable_for_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start(Overwrite::Refuse);
+    fs::create_dir(server.path("ro")).unwrap();
+    write(&server.path("ro/one.txt"), b"1");
+    fs::set_permissions(server.path("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = Dest::Dir(out.path().to_owned());
+    assert_eq!(get(&server, &["ro"], &dest, &opts()).exit_code(), 0);
+    assert_eq!(mode(&out.path().join("ro")), 0o755 & !umask());
+    fs::set_permissions(server.path("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(&server.path("ro/two.txt"), b"2");
+    fs::set_permissions(server.path("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let again = get(&server, &["ro"], &dest, &opts());
+    assert_eq!(again.exit_code(), 0, "{again:?}");
+    assert_eq!(fs::read(out.path().join("ro/two.txt")).unwrap(), b"2");
+}
+
 /// A hard link or a symbolic link planted at the partial's name (by someone who can write in
 /// the destination folder) leads to a file elsewhere: that file is neither read (offered as
 /// our prefix), truncated nor written, and the download lands whole.
