@@ -46,6 +46,32 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The log's lines (warnings by default, more with `RUST_LOG`) read as the tool's own:
+/// `ferry: warning: ...`, `ferry: debug: ...`, never a log's timestamp, level and module.
+#[test]
+fn log_lines_read_as_the_tools_own() {
+    let server = TestServer::start(Overwrite::Refuse);
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("f.txt");
+    write(&file, b"x");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["send", &server.addr().to_string(), arg(&file)])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("ferry: debug: ")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DEBUG") && !err.contains("ferry_client::"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_named_file_or_folder_the_user_cannot_read_is_a_local_error_before_connecting() {
     if !is_root() {
