@@ -101,9 +101,10 @@ Other commands:
       write the manual page ferry-server.1 into DIR
 
 Exit status: 0 stopped on request (by one signal or two), 1 failed while running, 2 bad
-command line, 3 could not start (address in use, storage folder unusable or not a folder, bad setting,
-a bad --config file: unreadable, not TOML, an unknown key, a bad value or token, named with
-its line; unusable certificate, key or token file; for `fingerprint`: no certificate there);
+command line, 3 could not start (address in use, storage folder unusable or not a folder,
+bad setting, a bad --config file: unreadable, not TOML, an unknown key, a bad value or token,
+named with its line; unusable certificate, key or token file, or --on-stored program; for
+`fingerprint`: no certificate there);
 `fingerprint` and `completions`: 1 when standard output cannot be written, 141 (quietly) when
 its reader went away.";
 
