@@ -386,9 +386,6 @@ fn json(out: &Output) -> Vec<serde_json::Value> {
     common::json_lines(&out.stdout)
 }
 
-/// A changed file sent again under the server's `--overwrite refuse` is refused: the line says
-/// what the user can do about it, and the summary counts it with the rest (unchanged,
-/// skipped), so that every file is accounted for.
 /// PROTOCOL.md §4.8 "Renamed copies": a re-run under the server's rename policy is reported
 /// unchanged with the copy that holds the file, not as the name it was offered under alone.
 #[test]
@@ -437,6 +434,9 @@ fn a_download_kept_unchanged_names_no_copy() {
     assert!(!err.contains("held as"), "{err}");
 }
 
+/// A changed file sent again under the server's `--overwrite refuse` is refused: the line says
+/// what the user can do about it, and the summary counts it with the rest (unchanged,
+/// skipped), so that every file is accounted for.
 #[test]
 fn a_changed_file_refused_by_the_servers_policy_is_counted_and_says_what_to_do() {
     let server = TestServer::start(Overwrite::Refuse);
